@@ -1,0 +1,60 @@
+"""Class labels: ImageNet's by default, or one label per line from a file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..errors import InputError
+
+
+def imagenet_labels() -> list[str]:
+    """The 1000 ImageNet-1k class names, in index order (shipped with torchvision)."""
+    from torchvision.models._meta import _IMAGENET_CATEGORIES
+
+    return list(_IMAGENET_CATEGORIES)
+
+
+def read_labels(path: str | Path, num_classes: int | None = None) -> list[str]:
+    """Read a labels file: one class name per line, in class-index order.
+
+    Raises:
+        InputError: the file is missing, empty, or has a different count than the model's classes.
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise InputError(f"labels file '{p}' not found: pass a text file with one class name per line")
+    try:
+        lines = [line.strip() for line in p.read_text(encoding="utf-8").splitlines()]
+    except UnicodeDecodeError as exc:
+        raise InputError(f"labels file '{p}' is not UTF-8 text: pass one class name per line") from exc
+    labels = [line for line in lines if line]
+    if not labels:
+        raise InputError(f"labels file '{p}' is empty: write one class name per line")
+    if num_classes is not None and len(labels) != num_classes:
+        raise InputError(
+            f"labels file '{p}' has {len(labels)} labels but the model has {num_classes} classes: "
+            "give one label per class"
+        )
+    return labels
+
+
+def resolve_target(target: int | str | None, labels: list[str] | None, num_classes: int) -> int | None:
+    """Turn a class index, a numeric string or a label name into a class index (None = predicted class)."""
+    if target is None:
+        return None
+    if isinstance(target, str):
+        text = target.strip()
+        if text.lstrip("-").isdigit():
+            target = int(text)
+        else:
+            if labels is None:
+                raise InputError(f"target '{text}' is a name but the model has no labels: give a class index")
+            lowered = [label.lower() for label in labels]
+            if text.lower() in lowered:
+                return lowered.index(text.lower())
+            close = [label for label in labels if text.lower() in label.lower()][:5]
+            hint = f" (close: {', '.join(close)})" if close else ""
+            raise InputError(f"target '{text}' is not a class label of this model{hint}: give a label or an index")
+    if not 0 <= int(target) < num_classes:
+        raise InputError(f"target class {target} is out of range: the model has classes 0..{num_classes - 1}")
+    return int(target)
