@@ -23,7 +23,15 @@ from .errors import InputError
 from .methods import MethodContext, get_method
 from .normalise import NORMALISATIONS, normalise
 from .render import FrameStyle, render_frames
-from .sources import DEFAULT_IMAGE, DEFAULT_MODEL, LoadedModel, Preprocess, load_image, load_model, resolve_target
+from .sources import (
+    DEFAULT_IMAGE,
+    DEFAULT_MODEL,
+    LoadedModel,
+    Preprocess,
+    load_image,
+    load_model,
+    resolve_target,
+)
 from .trace import LayerRecord, LayerSpec, run_trace
 from .video import write_gif, write_mp4
 

@@ -182,7 +182,7 @@ def run_trace(
     params_of: dict[str, int] = {}
     # id(tensor) -> record index, for outputs that are the very tensor an earlier record produced
     # (a Sequential and its last child): their CAM is computed once and shared.
-    produced: dict[int, int] = {}
+    produced: dict[int, tuple[int, int]] = {}
     alive: list[torch.Tensor] = []
 
     def make_hooks(name: str, module: nn.Module):
@@ -198,7 +198,12 @@ def run_trace(
             if name not in params_of:
                 params_of[name] = sum(p.numel() for p in mod.parameters())
             index = len(records)
-            same = produced.get(id(tensor)) if tensor is not None else None
+            same = None
+            if tensor is not None and id(tensor) in produced:
+                earlier, version = produced[id(tensor)]
+                # An in-place op (ReLU(inplace=True)) returns its input object with new values:
+                # only an unchanged version counter means "the same output".
+                same = earlier if tensor._version == version else None
             records.append(LayerRecord(
                 index=index, name=name if k == 1 else f"{name}#{k}", module=name,
                 type=type(mod).__name__, shape=tuple(tensor.shape) if tensor is not None else (),
@@ -216,12 +221,12 @@ def run_trace(
                 # ``out += identity``) cannot overwrite what we recorded, and the gradient we
                 # take is the one of this layer's own output.
                 copy = output.clone()
-                produced[id(copy)] = index
+                produced[id(copy)] = (index, copy._version)
                 alive.append(copy)
                 return copy
             if isinstance(output, torch.Tensor):
                 acts[-1] = tensor.detach().clone()
-                produced[id(tensor)] = index
+                produced[id(tensor)] = (index, tensor._version)
                 alive.append(tensor)
             return None
 

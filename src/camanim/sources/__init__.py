@@ -2,7 +2,14 @@
 
 from .images import DEFAULT_IMAGE, SAMPLES, Preprocess, load_image
 from .labels import imagenet_labels, read_labels, resolve_target
-from .models import DEFAULT_MODEL, LoadedModel, list_models, load_checkpoint_into, load_model, register_builtin
+from .models import (
+    DEFAULT_MODEL,
+    LoadedModel,
+    list_models,
+    load_checkpoint_into,
+    load_model,
+    register_builtin,
+)
 
 __all__ = [
     "DEFAULT_IMAGE", "DEFAULT_MODEL", "SAMPLES", "LoadedModel", "Preprocess", "imagenet_labels",

@@ -115,9 +115,8 @@ def _efficientnet_lite0(weights: str | None, num_classes: int | None) -> LoadedM
 # -- listing and name resolution ----------------------------------------------
 
 def _torchvision_names() -> list[str]:
-    from torchvision.models import list_models
-
     import torchvision.models as tvm
+    from torchvision.models import list_models
 
     return sorted(list_models(module=tvm))
 
@@ -225,7 +224,7 @@ def _load_torchvision(name: str, weights: str | None, num_classes: int | None) -
         kwargs.pop("num_classes", None)
         kwargs.pop("init_weights", None)
         try:
-            model = get_model(name, weights=default, **kwargs)
+            model = get_model(name, weights=default, progress=False, **kwargs)
         except (OSError, RuntimeError) as exc:
             raise _download_error(name, exc) from exc
         source = f"torchvision:{default}"

@@ -1,0 +1,155 @@
+"""The single pass: records, order, repeated calls, gradients, hooks, in-place safety."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torchvision
+from torch import nn
+
+from camanim import InputError
+from camanim.trace import eval_mode, logits_of, run_trace, select_layers
+
+
+def _hook_count(model: nn.Module) -> int:
+    return sum(len(m._forward_hooks) + len(m._forward_pre_hooks) + len(m._backward_hooks)
+               for m in model.modules())
+
+
+def test_records_in_execution_order_with_repeated_module(tiny, tiny_input):
+    tr = run_trace(tiny, tiny_input, "all")
+    names = [r.name for r in tr.records]
+    # block.0 / block.1 finish before their container; the shared relu gives two records.
+    assert names == ["conv1", "relu", "block.0", "block.1", "block", "relu#2", "pool", "fc"]
+    assert [r.call for r in tr.records if r.module == "relu"] == [1, 2]
+    assert tr.records[1].shape == (1, 4, 16, 16) and tr.records[5].shape == (1, 6, 16, 16)
+    assert [r.layout for r in tr.records][-2:] == ["non_spatial", "non_spatial"]
+    # the container's output is the very tensor of its last child: shared, not recomputed
+    assert tr.records[4].same_as == 3
+    assert tr.records[3].params == 6 * 2 and tr.records[4].params == 4 * 6 * 9 + 6 + 12
+
+
+def test_gradients_equal_autograd_of_each_layer(tiny, tiny_input):
+    tr = run_trace(tiny, tiny_input, "all")
+    target = int(tr.targets[0])
+    # Recompute d logit / d (conv1 output) by hand with a plain forward.
+    x = tiny_input.clone()
+    a1 = tiny.conv1(x)
+    a1.retain_grad()
+    h = torch.relu(a1)
+    out = tiny.fc(tiny.pool(torch.relu(tiny.block(h))).flatten(1))
+    out[0, target].backward()
+    torch.testing.assert_close(tr.activations[0], a1.detach())
+    torch.testing.assert_close(tr.gradients[0], a1.grad, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(tr.logits, out.detach())
+
+
+def test_one_forward_and_one_backward(tiny, tiny_input):
+    calls = {"fwd": 0, "bwd": 0}
+
+    class Count(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, x):
+            calls["fwd"] += 1
+            return x.view_as(x)
+
+        @staticmethod
+        def backward(ctx, g):
+            calls["bwd"] += 1
+            return g
+
+    class Wrapped(nn.Module):
+        def __init__(self, inner):
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, x):
+            return Count.apply(self.inner(x))
+
+    run_trace(Wrapped(tiny), tiny_input, "all")
+    assert calls == {"fwd": 1, "bwd": 1}
+
+
+def test_hooks_removed_after_success_and_after_error(tiny, tiny_input):
+    before = _hook_count(tiny)
+    run_trace(tiny, tiny_input, "all")
+    assert _hook_count(tiny) == before == 0
+
+    class Boom(Exception):
+        pass
+
+    def explode(mod, args, out):
+        raise Boom
+
+    h = tiny.fc.register_forward_hook(explode)
+    with pytest.raises(Boom):
+        run_trace(tiny, tiny_input, "all")
+    h.remove()
+    assert _hook_count(tiny) == 0
+
+
+def test_train_flags_restored(tiny, tiny_input):
+    tiny.train()
+    tiny.block[1].eval()
+    run_trace(tiny, tiny_input, "all")
+    assert tiny.training and tiny.conv1.training and not tiny.block[1].training
+
+
+def test_inplace_ops_do_not_alias_records():
+    """ResNet's in-place ReLU and ``out += identity`` must not change what bn layers recorded."""
+    torch.manual_seed(0)
+    a = torchvision.models.resnet18(weights=None).eval()
+    b = torchvision.models.resnet18(weights=None).eval()
+    b.load_state_dict(a.state_dict())
+    for m in b.modules():
+        if hasattr(m, "inplace"):
+            m.inplace = False
+    x = torch.randn(1, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    ta, tb = run_trace(a, x, "all"), run_trace(b, x, "all")
+    assert [r.name for r in ta.records] == [r.name for r in tb.records]
+    i = [r.name for r in ta.records].index("layer1.0.bn1")
+    assert (ta.activations[i] < 0).any(), "bn1 output must keep its negative values (pre-ReLU)"
+    for u, v in zip(ta.activations, tb.activations):
+        if u is not None:
+            torch.testing.assert_close(u, v)
+    for u, v in zip(ta.gradients, tb.gradients):
+        if u is not None:
+            torch.testing.assert_close(u, v)
+
+
+def test_resnet_shared_relu_records():
+    m = torchvision.models.resnet18(weights=None).eval()
+    tr = run_trace(m, torch.zeros(1, 3, 32, 32), "layer1.0*", gradients=False)
+    assert [r.name for r in tr.records] == [
+        "layer1.0.conv1", "layer1.0.bn1", "layer1.0.relu", "layer1.0.conv2", "layer1.0.bn2",
+        "layer1.0.relu#2", "layer1.0"]
+
+
+def test_select_layers_patterns(tiny):
+    assert select_layers(tiny, "leaves") == ["conv1", "relu", "block.0", "block.1", "pool", "fc"]
+    assert select_layers(tiny, "type:Conv2d") == ["conv1", "block.0"]
+    assert select_layers(tiny, "re:^block") == ["block", "block.0", "block.1"]
+    assert select_layers(tiny, "block.*,fc") == ["block.0", "block.1", "fc"]
+    with pytest.raises(InputError, match="matches no layer"):
+        select_layers(tiny, "nothing*")
+    with pytest.raises(InputError, match="regular expression"):
+        select_layers(tiny, "re:(")
+
+
+def test_logits_of_containers():
+    t = torch.ones(1, 3)
+    assert logits_of({"logits": t}) is t
+    assert logits_of((t, t * 2), 1)[0, 0] == 2
+    with pytest.raises(InputError, match="--output-key"):
+        logits_of((t, t))
+    with pytest.raises(InputError, match="--output-key"):
+        logits_of({"a": t}, "b")
+
+
+def test_eval_mode_restores_on_error(tiny):
+    tiny.train()
+    with pytest.raises(RuntimeError):
+        with eval_mode(tiny):
+            assert not tiny.training
+            raise RuntimeError
+    assert tiny.training
