@@ -41,6 +41,8 @@ def test_default_run_writes_the_contract(default_run, capsys):
     assert m["layers"][-1]["name"] == "classifier" and m["layers"][-1]["non_spatial"] is True
     for norm in ("local", "global"):
         assert len(list((out / "frames" / norm).glob("*.png"))) == n
+    page = (out / "report.html").read_text()
+    assert "efficientnet_lite0" in page and "conv_stem" in page and len(page) < 40e6
     for video in ("camanim_local.mp4", "camanim_global.mp4", "camanim_side_by_side.mp4"):
         info = probe(out / video)
         assert (info["codec"], info["pix_fmt"]) == ("h264", "yuv420p")
@@ -77,7 +79,9 @@ def test_api_animate_with_own_module_and_transform(tmp_path):
     assert result.cams.shape[1:] == (64, 64) and result.layers[0].name == "layer1.0.conv1"
     assert result.image.shape == (64, 64, 3)
     paths = result.save(tmp_path / "o", normalisations=["local"], video=False)
-    assert set(paths) == {"cams", "frames_local", "manifest"}
+    assert set(paths) == {"cams", "frames_local", "manifest", "report"}
+    html = result._repr_html_()
+    assert "<html" not in html and "layer1.0.conv1" in html and "hirescam" in html
     assert not (tmp_path / "o" / "frames" / "global").exists()
 
 

@@ -71,6 +71,25 @@ class CamResult:
     model_info: dict[str, Any] = field(default_factory=dict)
     image_info: dict[str, Any] = field(default_factory=dict)
     seconds: dict[str, float] = field(default_factory=dict)
+    saved_dir: Path | None = None
+
+    def _repr_html_(self) -> str:
+        """The report's viewer inline in Jupyter (saves frames to a temporary run folder if needed)."""
+        from .report import report_html
+
+        if self.saved_dir is None or not (self.saved_dir / "manifest.json").is_file():
+            self.save(Path(tempfile.mkdtemp(prefix="camanim-")) / "run", video=False, report=False)
+        return report_html(self.saved_dir, inline=True)
+
+    def show(self) -> Any:
+        """Display the viewer in a notebook (returns an ``IPython.display.HTML``)."""
+        try:
+            from IPython.display import HTML, display
+        except ImportError as exc:
+            raise RuntimeError("show() needs IPython (a Jupyter notebook); use save() and open report.html") from exc
+        html = HTML(self._repr_html_())
+        display(html)
+        return html
 
     def normalised(self, kind: str = "local") -> torch.Tensor:
         """CAMs scaled to [0, 1], ``local`` (per layer) or ``global`` (one scale for the network)."""
@@ -100,10 +119,11 @@ class CamResult:
         fps: float = 10,
         formats: Sequence[str] = ("mp4",),
         video: bool = True,
+        report: bool = True,
         style: FrameStyle = FrameStyle(),
         progress: Progress | None = None,
     ) -> dict[str, Path]:
-        """Write the run folder: manifest.json, cams.npz, frames/<norm>/NNNN.png, videos.
+        """Write the run folder: manifest.json, cams.npz, frames/<norm>/NNNN.png, videos, report.html.
 
         Everything is written to a temporary folder beside ``out_dir`` and moved into place only
         when complete, so a failure leaves nothing half-written.
@@ -120,10 +140,19 @@ class CamResult:
         tmp.chmod(0o755)  # mkdtemp's 0700 would make the finished folder private
         try:
             written = self._write(tmp, normalisations, fps, formats, video, style, progress)
+            if report:
+                from .report import build_report
+
+                if progress:
+                    progress("report", 0, 1)
+                written["report"] = build_report(tmp)
+                if progress:
+                    progress("report", 1, 1)
             replace_dir(tmp, out)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
+        self.saved_dir = out
         return {k: out / v.relative_to(tmp) for k, v in written.items()}
 
     def _write(self, tmp: Path, norms: Sequence[str], fps: float, formats: Sequence[str], video: bool,
@@ -169,6 +198,7 @@ class CamResult:
         self.seconds["save"] = time.perf_counter() - t0
         manifest = self.manifest()
         manifest["normalisations"] = list(norms)
+        manifest["fps"] = fps
         manifest["frames"] = {**{n: f"frames/{n}" for n in norms}, "count": total}
         manifest["videos"] = {k.rsplit("_", 1)[0]: p.name for k, p in written.items()
                               if p.suffix in (".mp4", ".gif")}

@@ -64,6 +64,12 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_args(lay)
     lay.add_argument("--image", default="sample:cat", help="image used to trace shapes [sample:cat]")
     lay.set_defaults(weights="none")
+    rep = sub.add_parser("report", help="(re)build OUT_DIR/report.html from a finished run")
+    rep.add_argument("out_dir", help="a run folder (holds manifest.json)")
+    cmp_ = sub.add_parser("compare", help="play several runs in lock-step: compare.html + compare_grid.mp4")
+    cmp_.add_argument("run_dirs", nargs="+", help="run folders")
+    cmp_.add_argument("--out", default="camanim-compare", help="output folder [./camanim-compare]")
+    cmp_.add_argument("--fps", type=int, default=10, help="frames per second [10]")
     sub.add_parser("methods", help="list the CAM methods")
     mod = sub.add_parser("models", help="list model names: builtin, torchvision, timm")
     mod.add_argument("pattern", nargs="?", default=None, help="glob filter, e.g. 'convnext*'")
@@ -184,7 +190,30 @@ def cmd_models(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"run": cmd_run, "layers": cmd_layers, "methods": cmd_methods, "models": cmd_models}
+def cmd_report(args: argparse.Namespace) -> int:
+    from .report import build_report
+
+    print(f"wrote {build_report(_run_dir(args.out_dir))}")
+    return 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from .report import compare
+
+    paths = compare([_run_dir(d) for d in args.run_dirs], args.out, fps=args.fps)
+    for key, p in paths.items():
+        print(f"  {key:>6}: {p}")
+    return 0
+
+
+def _run_dir(path: str) -> Path:
+    p = Path(path)
+    if not (p / "manifest.json").is_file():
+        raise InputError(f"'{p}' is not a camanim run folder (no manifest.json): give the --out folder of a run")
+    return p
+
+
+COMMANDS = {"run": cmd_run, "report": cmd_report, "compare": cmd_compare, "layers": cmd_layers, "methods": cmd_methods, "models": cmd_models}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -1,0 +1,272 @@
+"""The report and comparison pages in a real browser: Debian's chromium driven by Playwright.
+
+Needs /usr/bin/chromium (``scripts/install_chromium.sh``) and the ``playwright``
+Python package; the browser itself is never downloaded (no ``playwright install``).
+Without either, every test here is skipped with the reason.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+from _runfixture import frame_colour, make_run_dir
+from PIL import Image
+
+from camanim.report import align_by_depth, build_report, compare, report_html
+
+pytestmark = pytest.mark.browser
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--no-first-run",
+]
+N_LAYERS = 14
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[object]:
+    if not CHROMIUM.exists():
+        pytest.skip(f"{CHROMIUM} not found; run scripts/install_chromium.sh (as root) to run the browser tests")
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        pytest.skip("playwright not installed; `.venv/bin/pip install playwright` (no `playwright install` needed)")
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            yield browser
+        finally:
+            browser.close()
+
+
+class _Page:
+    """A page plus everything that went wrong on it: console errors, page errors, network use."""
+
+    def __init__(self, browser) -> None:
+        self.context = browser.new_context(viewport={"width": 1440, "height": 1000})
+        self.errors: list[str] = []
+        self.requests: list[str] = []
+        # The report must work offline: anything but file: and data: URLs is a failure.
+        self.context.route("**/*", self._route)
+        self.page = self.context.new_page()
+        self.page.on("console", lambda msg: msg.type == "error" and self.errors.append(f"console: {msg.text}"))
+        self.page.on("pageerror", lambda exc: self.errors.append(f"pageerror: {exc}"))
+
+    def _route(self, route) -> None:
+        url = route.request.url
+        if url.startswith(("file:", "data:")):
+            route.continue_()
+        else:
+            self.requests.append(url)
+            route.abort()
+
+    def layer(self) -> int:
+        return int(self.page.evaluate("document.body.dataset.layer"))
+
+    def src(self, selector: str) -> str:
+        return self.page.eval_on_selector(selector, "el => el.src")
+
+    def shown_colour(self, selector: str) -> np.ndarray:
+        """Mean RGB of the image as decoded and shown by the browser."""
+        rgb = self.page.eval_on_selector(
+            selector,
+            """img => {
+                const c = document.createElement('canvas');
+                c.width = img.naturalWidth; c.height = img.naturalHeight;
+                const ctx = c.getContext('2d');
+                ctx.drawImage(img, 0, 0);
+                const d = ctx.getImageData(0, 0, c.width, c.height).data;
+                const sum = [0, 0, 0];
+                for (let k = 0; k < d.length; k += 4) { sum[0] += d[k]; sum[1] += d[k + 1]; sum[2] += d[k + 2]; }
+                const n = d.length / 4;
+                return sum.map(v => v / n);
+            }""",
+        )
+        return np.array(rgb)
+
+    def close(self) -> None:
+        self.context.close()
+
+
+@pytest.fixture()
+def page(browser) -> Iterator[_Page]:
+    wrapped = _Page(browser)
+    try:
+        yield wrapped
+    finally:
+        wrapped.close()
+
+
+def _frames(page: _Page, norm: str, prefix: str = "") -> list[str]:
+    return page.page.evaluate(f"JSON.parse(document.getElementById('{prefix}frames-data-{norm}').textContent)")
+
+
+def _assert_shows(page: _Page, index: int, names: list[str]) -> None:
+    assert page.layer() == index
+    assert page.page.input_value("#layer-slider") == str(index)
+    caption = page.page.inner_text("#layer-caption")
+    assert f"Layer {index} / {N_LAYERS - 1}" in caption and names[index] in caption, caption
+    assert page.src("#frame-local") == _frames(page, "local")[index]
+    assert page.src("#frame-global") == _frames(page, "global")[index]
+    current = page.page.eval_on_selector_all("#layer-table tr.cam-current", "rows => rows.map(r => r.dataset.index)")
+    assert current == [str(index)]
+
+
+def test_report_viewer_interactions(page: _Page, tmp_path: Path) -> None:
+    run = make_run_dir(tmp_path / "run", n_layers=N_LAYERS, size=(320, 384))
+    report = build_report(run)
+    names = [layer["name"] for layer in json.loads((run / "manifest.json").read_text())["layers"]]
+    best = json.loads((run / "ybroad.json").read_text())["ybroad_max"]["index"]
+
+    page.page.goto(report.as_uri())
+    page.page.wait_for_function("document.body.dataset.layer === '0'")
+    _assert_shows(page, 0, names)
+    assert np.abs(page.shown_colour("#frame-local") - frame_colour("local", 0)).max() < 12
+
+    # slider, as a script would move it
+    page.page.eval_on_selector(
+        "#layer-slider", "el => { el.value = '5'; el.dispatchEvent(new Event('input', {bubbles: true})); }"
+    )
+    _assert_shows(page, 5, names)
+    assert np.abs(page.shown_colour("#frame-local") - frame_colour("local", 5)).max() < 12
+    assert np.abs(page.shown_colour("#frame-global") - frame_colour("global", 5)).max() < 12
+
+    # arrow keys: page-wide, and on the focused slider without stepping twice
+    page.page.click("h1")
+    page.page.keyboard.press("ArrowRight")
+    _assert_shows(page, 6, names)
+    page.page.focus("#layer-slider")
+    page.page.keyboard.press("ArrowRight")
+    _assert_shows(page, 7, names)
+    page.page.click("h1")
+    page.page.keyboard.press("ArrowLeft")
+    _assert_shows(page, 6, names)
+
+    # a table row
+    page.page.click("#layer-table tbody tr[data-index='2']")
+    _assert_shows(page, 2, names)
+
+    # a point on the ybROAD curve, the best layer, and the plot background (nearest layer)
+    page.page.click(f"#ybroad-plot circle[data-index='{best}']")
+    _assert_shows(page, best, names)
+    page.page.click("#ybroad-plot circle[data-index='1']")
+    _assert_shows(page, 1, names)
+    box = page.page.eval_on_selector(
+        "#params-plot", "svg => { const r = svg.getBoundingClientRect(); return [r.x, r.y, r.width, r.height]; }"
+    )
+    x0, dx = (float(page.page.get_attribute("#params-plot", a)) for a in ("data-x0", "data-dx"))
+    scale = box[2] / 640  # viewBox width
+    page.page.mouse.click(box[0] + (x0 + 11 * dx) * scale, box[1] + 40 * scale)
+    _assert_shows(page, 11, names)
+
+    # the header's "ybROAD max" link
+    page.page.click(".cam-jump")
+    _assert_shows(page, best, names)
+
+    # play runs to the end and stops; pause holds
+    page.page.click("#play")
+    page.page.wait_for_function(f"document.body.dataset.layer === '{N_LAYERS - 1}'", timeout=10_000)
+    page.page.wait_for_function("document.getElementById('root').dataset.playing === 'false'")
+    page.page.click("#play")  # at the end: restarts from 0
+    page.page.wait_for_function("Number(document.body.dataset.layer) >= 2", timeout=10_000)
+    page.page.click("#play")
+    held = page.layer()
+    page.page.wait_for_timeout(400)
+    assert page.layer() == held
+
+    page.page.keyboard.press("Home")
+    shot = tmp_path / "report.png"
+    page.page.screenshot(path=str(shot), full_page=True)
+    with Image.open(shot) as img:
+        assert img.width == 1440 and img.height >= 900
+        pixels = np.asarray(img.convert("RGB"))
+    assert pixels.std() > 30  # a real page, not a blank one
+    assert shot.stat().st_size > 30_000
+
+    assert page.errors == []
+    assert page.requests == []
+
+
+def test_hostile_names_stay_text(page: _Page, tmp_path: Path) -> None:
+    names = ["<script>window.pwned = 1</script>", "<img src=x onerror='window.pwned=2'>", "</script><!--", "a&b", "ok"]
+    run = make_run_dir(tmp_path / "run", n_layers=5, names=names)
+
+    page.page.goto(build_report(run).as_uri())
+    page.page.wait_for_function("document.body.dataset.layer === '0'")
+
+    assert page.page.evaluate("window.pwned === undefined")
+    assert page.page.inner_text("#caption-name") == names[0]
+    assert page.page.inner_text("#layer-table tbody tr[data-index='2'] code") == names[2]
+    page.page.keyboard.press("ArrowRight")
+    assert page.page.inner_text("#caption-name") == names[1]
+    assert page.errors == []
+
+
+def test_two_inline_fragments_keep_apart(page: _Page, tmp_path: Path) -> None:
+    run_a = make_run_dir(tmp_path / "a", n_layers=6)
+    run_b = make_run_dir(tmp_path / "b", n_layers=4, with_ybroad=False)
+    notebook = tmp_path / "notebook.html"
+    notebook.write_text(
+        "<!DOCTYPE html><html><head><meta charset='utf-8'></head><body>"
+        f"<div class='output'>{report_html(run_a, inline=True)}</div>"
+        f"<div class='output'>{report_html(run_b, inline=True)}</div></body></html>",
+        encoding="utf-8",
+    )
+
+    page.page.goto(notebook.as_uri())
+    roots = page.page.eval_on_selector_all(".camanim-report", "els => els.map(e => [e.id, e.dataset.layer])")
+    assert len(roots) == 2 and all(layer == "0" for _, layer in roots)
+    (root_a, _), (root_b, _) = roots
+    prefix_a = root_a.removesuffix("root")
+    page.page.click(f"#{prefix_a}layer-table tbody tr[data-index='3']")
+    page.page.keyboard.press("ArrowRight")  # focus is inside fragment a
+
+    layers = page.page.eval_on_selector_all(".camanim-report", "els => els.map(e => e.dataset.layer)")
+    assert layers == ["4", "0"]
+    assert page.page.evaluate("document.body.dataset.layer") is None
+    assert page.src(f"#{prefix_a}frame-local") == _frames(page, "local", prefix_a)[4]
+    assert page.errors == []
+
+
+def test_compare_page_steps_runs_by_depth(page: _Page, tmp_path: Path) -> None:
+    runs = [
+        make_run_dir(tmp_path / "short", n_layers=4, model="tiny_a", size=(160, 192)),
+        make_run_dir(tmp_path / "long", n_layers=9, model="tiny_b", method="scorecam", size=(160, 192)),
+        make_run_dir(tmp_path / "mid", n_layers=6, model="tiny_c", method="layercam", size=(160, 192)),
+    ]
+    result = compare(runs, tmp_path / "cmp", fps=20)
+    mapping = align_by_depth([4, 9, 6])
+
+    page.page.goto(result["html"].as_uri())
+    page.page.wait_for_function("document.body.dataset.step === '0'")
+
+    def shown() -> list[int]:
+        return [int(page.page.get_attribute(f"#caption-{r}", "data-layer")) for r in range(3)]
+
+    for step in (0, 3, 8):
+        page.page.eval_on_selector(
+            "#depth-slider", f"el => {{ el.value = '{step}'; el.dispatchEvent(new Event('input')); }}"
+        )
+        assert shown() == [mapping[r][step] for r in range(3)]
+        for r in range(3):
+            colour = page.shown_colour(f"#frame-{r}")
+            assert np.abs(colour - frame_colour("local", mapping[r][step])).max() < 12
+    page.page.click("#norm-global")
+    assert np.abs(page.shown_colour("#frame-1") - frame_colour("global", 8)).max() < 12
+    page.page.click("h1")
+    page.page.keyboard.press("ArrowLeft")
+    assert shown() == [mapping[r][7] for r in range(3)]
+
+    shot = tmp_path / "compare.png"
+    page.page.screenshot(path=str(shot), full_page=True)
+    assert shot.stat().st_size > 20_000
+    assert page.errors == []
+    assert page.requests == []
