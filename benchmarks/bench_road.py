@@ -1,0 +1,203 @@
+"""ybROAD speed and agreement against pytorch-grad-cam's ROAD, on ResNet50 at 224x224.
+
+Three timings in one process, over the same CAMs, 4 percentages, noise 0:
+
+(a) pytorch-grad-cam: ``ROADMostRelevantFirst`` + ``ROADLeastRelevantFirst`` layer by
+    layer (8 metric calls per layer), on a sample of ``--ref-layers`` layers,
+    extrapolated per layer;
+(b) ``camanim.road.ybroad`` on all ``--layers`` layers;
+(c) the floor: just the perturbed forward passes, ``8 * layers`` images in batches
+    of ``--batch-size`` under ``torch.inference_mode``.
+
+CAMs: Grad-CAM computed here with hooks (one forward and backward for all chosen
+Conv2d layers): ``ReLU(sum_c mean_hw(dy/dA_c) * A_c)``, bilinearly upsampled to
+224x224, not scaled. ReLU zeros make ties, where pytorch-grad-cam's percentile
+threshold does not remove the requested share of pixels; so both sides get the
+CAMs in float64 plus a 1e-9 * max(cam) seeded jitter, which only orders the ties.
+
+Run from the repository root:
+
+    .venv/bin/python benchmarks/bench_road.py --layers 16 --ref-layers 5
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torchvision
+from PIL import Image
+from pytorch_grad_cam.metrics import road as ref_road
+from pytorch_grad_cam.utils.model_targets import ClassifierOutputSoftmaxTarget, ClassifierOutputTarget
+from torch import nn
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+from camanim.road import ybroad  # noqa: E402
+
+PCTS = (20, 40, 60, 80)
+
+
+class _NoiseFreeImputer(ref_road.NoisyLinearImputer):
+    def __init__(self) -> None:
+        super().__init__(noise=0.0)
+
+
+def chelsea_input(size: int = 224) -> torch.Tensor:
+    """skimage's cat photo, resized and ImageNet-normalised, as (1, 3, size, size)."""
+    from skimage import data
+
+    img = Image.fromarray(data.chelsea()).resize((size, size), Image.BILINEAR)
+    x = torch.from_numpy(np.asarray(img)).permute(2, 0, 1).float() / 255
+    mean = torch.tensor([0.485, 0.456, 0.406])[:, None, None]
+    std = torch.tensor([0.229, 0.224, 0.225])[:, None, None]
+    return ((x - mean) / std)[None]
+
+
+def grad_cams(model: nn.Module, x: torch.Tensor, layers: list[str], target: int) -> torch.Tensor:
+    """Raw Grad-CAM of each named layer, upsampled to the input size: [L, H, W]."""
+    modules = dict(model.named_modules())
+    acts: dict[str, torch.Tensor] = {}
+    handles = [modules[n].register_forward_hook(lambda _m, _i, out, n=n: acts.__setitem__(n, out)) for n in layers]
+    try:
+        out = model(x)
+    finally:
+        for h in handles:
+            h.remove()
+    grads = torch.autograd.grad(out[0, target], [acts[n] for n in layers])
+    cams = []
+    for n, g in zip(layers, grads, strict=True):
+        cam = torch.relu((g.mean(dim=(2, 3), keepdim=True) * acts[n]).sum(dim=1, keepdim=True))
+        cams.append(nn.functional.interpolate(cam, size=x.shape[-2:], mode="bilinear", align_corners=False)[0, 0])
+    return torch.stack(cams).detach()
+
+
+def reference_road(model: nn.Module, x: torch.Tensor, cam: np.ndarray, target, pcts=PCTS) -> dict[str, np.ndarray]:
+    """pytorch-grad-cam's MoRF and LeRF for one CAM at each percentage removed (its percentile = pixels kept)."""
+    morf = [ref_road.ROADMostRelevantFirst(100 - p)(x, cam[None], [target], model)[0] for p in pcts]
+    lerf = [ref_road.ROADLeastRelevantFirst(100 - p)(x, cam[None], [target], model)[0] for p in pcts]
+    return {"morf": np.array(morf, dtype=np.float64), "lerf": np.array(lerf, dtype=np.float64)}
+
+
+class Clock:
+    """Wall and process CPU seconds of a block (CPU time is less disturbed by other jobs on a shared machine)."""
+
+    def __enter__(self) -> Clock:
+        self.wall, self.cpu = time.perf_counter(), time.process_time()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.wall, self.cpu = time.perf_counter() - self.wall, time.process_time() - self.cpu
+
+
+def forward_floor(model: nn.Module, x: torch.Tensor, n_images: int, batch_size: int) -> Clock:
+    """Time to push n_images copies of x through the model in batches, under inference mode."""
+    batches = [x.expand(min(batch_size, n_images - s), -1, -1, -1).contiguous()
+               for s in range(0, n_images, batch_size)]
+    with Clock() as clock, torch.inference_mode():
+        for b in batches:
+            model(b)
+    return clock
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--layers", type=int, default=16, help="Conv2d layers, evenly spaced over ResNet50's 53 [16]")
+    ap.add_argument("--ref-layers", type=int, default=5, help="layers timed with pytorch-grad-cam [5]")
+    ap.add_argument("--batch-size", type=int, default=32)
+    ap.add_argument("--repeats", type=int, default=2,
+                    help="runs of (b) and (c), interleaved; the fastest of each is reported (least disturbed)")
+    ap.add_argument("--score", choices=["prob", "logit"], default="logit",
+                    help="logit by default: a random-weight ResNet50's softmax can saturate and hide differences")
+    args = ap.parse_args()
+
+    torch.manual_seed(0)
+    model = torchvision.models.resnet50(weights=None).eval()
+    x = chelsea_input()
+    convs = [n for n, m in model.named_modules() if isinstance(m, nn.Conv2d)]
+    pick = np.unique(np.linspace(0, len(convs) - 1, args.layers).round().astype(int))
+    layers = [convs[i] for i in pick]
+    with torch.no_grad():
+        logits = model(x)[0]
+    target = int(logits.argmax())
+    cams = grad_cams(model, x, layers, target).double()
+    g = torch.Generator().manual_seed(0)
+    cams = cams + 1e-9 * cams.amax(dim=(1, 2), keepdim=True) * torch.rand(cams.shape, generator=g, dtype=torch.float64)
+    n_layers = len(layers)
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} intra-op threads; ResNet50 (weights=None, seed 0), "
+          f"chelsea 224x224, target {target} (logit {float(logits[target]):.1f}), {n_layers} layers, "
+          f"batch {args.batch_size}, score {args.score}")
+
+    # (b) and (c), interleaved so machine noise hits both alike.
+    ours_t: list[Clock] = []
+    floor_t: list[Clock] = []
+    result = None
+    for _ in range(args.repeats):
+        floor_t.append(forward_floor(model, x, 2 * len(PCTS) * n_layers, args.batch_size))
+        with Clock() as clock:
+            result = ybroad(model, x, cams, target, layer_names=layers, percentiles=PCTS, score=args.score,
+                            noise=0.0, batch_size=args.batch_size)
+        ours_t.append(clock)
+    assert result is not None and bool(result.defined.all()), "every benchmark CAM should be defined"
+    ours = min(ours_t, key=lambda c: c.wall)
+    floor = min(floor_t, key=lambda c: c.wall)
+
+    # (a) on a sample of layers.
+    sample = np.unique(np.linspace(0, n_layers - 1, min(args.ref_layers, n_layers)).round().astype(int))
+    make_target = ClassifierOutputSoftmaxTarget if args.score == "prob" else ClassifierOutputTarget
+    ref_road.NoisyLinearImputer = _NoiseFreeImputer  # noise 0, as for ours
+    # Ours again on the sample with batch 1, as the reference runs the model: float32 convolutions
+    # round differently per batch size, which is most of the difference at batch 8.
+    ours_b1 = ybroad(model, x, cams[sample], target, percentiles=PCTS, score=args.score, noise=0.0, batch_size=1)
+    ref_t: list[Clock] = []
+    diffs, diffs_b1, per_pct = [], [], []
+    for j, i in enumerate(sample):
+        with Clock() as clock:
+            ref = reference_road(model, x, cams[i].numpy(), make_target(target))
+        ref_t.append(clock)
+        diffs.append(max(np.abs(result.morf[0, i].numpy() - ref["morf"]).max(),
+                         np.abs(result.lerf[0, i].numpy() - ref["lerf"]).max()))
+        per_pct.append(np.maximum(np.abs(ours_b1.morf[0, j].numpy() - ref["morf"]),
+                                  np.abs(ours_b1.lerf[0, j].numpy() - ref["lerf"])))
+        diffs_b1.append(per_pct[-1].max())
+        print(f"  ref layer {i:2d} {layers[i]:<24s} {clock.wall:6.2f} s (cpu {clock.cpu:6.2f})  "
+              f"ROAD ours {float(result.curve_mean[i]):+.5f} ref "
+              f"{float(((ref['lerf'] - ref['morf']) / 2).mean()):+.5f}  max |Δ C| {diffs[-1]:.1e} "
+              f"(ours at batch 1: {diffs_b1[-1]:.1e})")
+    ref_wall = statistics.median(c.wall for c in ref_t)
+    ref_cpu = statistics.median(c.cpu for c in ref_t)
+
+    print()
+    print("| per layer | wall s | CPU s |")
+    print("|---|---|---|")
+    print(f"| (a) pytorch-grad-cam (median of {len(ref_t)} layers) | {ref_wall:.3f} | {ref_cpu:.3f} |")
+    print(f"| (b) camanim ybroad ({n_layers} layers) | {ours.wall / n_layers:.3f} | {ours.cpu / n_layers:.3f} |")
+    print(f"| (c) forward floor ({8 * n_layers} images) | {floor.wall / n_layers:.3f} | {floor.cpu / n_layers:.3f} |")
+    print()
+    print(f"(b) runs, wall: {', '.join(f'{c.wall:.2f}' for c in ours_t)} s; "
+          f"(c) runs, wall: {', '.join(f'{c.wall:.2f}' for c in floor_t)} s (fastest used)")
+    print(f"(a)/(b) per layer: {ref_wall / (ours.wall / n_layers):.2f}x wall, "
+          f"{ref_cpu / (ours.cpu / n_layers):.2f}x CPU  (goal >= 3)")
+    print(f"(b)/(c):           {ours.wall / floor.wall:.2f} wall, {ours.cpu / floor.cpu:.2f} CPU  (goal <= 1.5)")
+    print(f"max |Δ score| vs pytorch-grad-cam, {len(sample)} layers x 8 perturbations: {max(diffs):.1e} "
+          f"(at batch {args.batch_size}), {max(diffs_b1):.1e} (at batch 1)")
+    # Where the two differ: pytorch-grad-cam keeps the pixels below np.percentile(cam, 100 - p),
+    # i.e. ceil((N-1)(100-p)/100) of them, while we remove round(p/100 * N).
+    n_pix = cams.shape[1] * cams.shape[2]
+    cam0 = cams[0].numpy()
+    worst = np.max(per_pct, axis=0)
+    for p, d in zip(PCTS, worst, strict=True):
+        ref_k = n_pix - int((cam0 < np.percentile(cam0, 100 - p)).sum())
+        print(f"  {p}% removed: pixels removed ours {round(p / 100 * n_pix)}, pytorch-grad-cam {ref_k}; "
+              f"max |Δ C| at batch 1 {d:.1e}")
+    if hasattr(os, "getloadavg"):
+        print(f"1-minute load average at the end: {os.getloadavg()[0]:.2f} (on {os.cpu_count()} cores)")
+
+
+if __name__ == "__main__":
+    main()
