@@ -270,3 +270,35 @@ def test_compare_page_steps_runs_by_depth(page: _Page, tmp_path: Path) -> None:
     assert shot.stat().st_size > 20_000
     assert page.errors == []
     assert page.requests == []
+
+
+def test_real_run_report_in_browser(page: _Page, tmp_path: Path) -> None:
+    """A real engine run (with ybROAD), not a synthetic folder: open, slide, click, screenshot."""
+    from camanim.cli import main
+
+    out = tmp_path / "real"
+    assert main(["sample:cat", "--model", "resnet18", "--weights", "none", "--layers", "layer4.1*", "--road",
+                 "--road-percentiles", "50", "--out", str(out), "--no-video", "--frame-width", "96", "--quiet"]) == 0
+    manifest = json.loads((out / "manifest.json").read_text())
+    names = [layer["name"] for layer in manifest["layers"]]
+    best = json.loads((out / "ybroad.json").read_text())["ybroad_max"]["index"]
+
+    page.page.goto((out / "report.html").as_uri())
+    page.page.wait_for_function("document.body.dataset.layer === '0'")
+    assert names[0] in page.page.inner_text("#caption-name")
+    page.page.eval_on_selector(
+        "#layer-slider", "el => { el.value = '3'; el.dispatchEvent(new Event('input', {bubbles: true})); }"
+    )
+    assert page.layer() == 3 and page.page.inner_text("#caption-name") == names[3]
+    page.page.click("#layer-table tbody tr[data-index='5']")
+    assert page.layer() == 5 and page.page.inner_text("#caption-name") == names[5]
+    target = 1 if best != 1 else 2
+    page.page.click(f"#ybroad-plot circle[data-index='{target}']")
+    assert page.layer() == target
+    page.page.click(f"#ybroad-plot circle[data-index='{best}']")
+    assert page.layer() == best and page.page.inner_text("#caption-name") == names[best]
+    shot = tmp_path / "real-report.png"
+    page.page.screenshot(path=str(shot), full_page=True)
+    assert shot.stat().st_size > 30_000
+    assert page.errors == []
+    assert page.requests == []

@@ -5,9 +5,10 @@ from __future__ import annotations
 import json
 import shutil
 import tempfile
+import threading
 import time
-from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,22 +19,24 @@ from PIL import Image
 from torch import nn
 
 from . import __version__
-from .cams import layer_cams, upsample
 from .errors import InputError
-from .methods import MethodContext, get_method
+from .methods import get_methods
+from .nonspatial import Stripes, UnitVectors
 from .normalise import NORMALISATIONS, normalise
-from .render import FrameStyle, render_frames
+from .render import FrameRenderer, FrameStyle, render_frames
+from .runs import CamSet, as_images, explain, is_single
 from .sources import (
     DEFAULT_IMAGE,
     DEFAULT_MODEL,
     LoadedModel,
     Preprocess,
+    default_preprocess,
     load_image,
     load_model,
-    resolve_target,
 )
+from .targets import is_multi_target
 from .trace import LayerRecord, LayerSpec, run_trace
-from .video import write_gif, write_mp4
+from .video import write_gif, write_mp4, write_png
 
 Progress = Callable[[str, int, int], None]
 
@@ -71,7 +74,9 @@ class CamResult:
     model_info: dict[str, Any] = field(default_factory=dict)
     image_info: dict[str, Any] = field(default_factory=dict)
     seconds: dict[str, float] = field(default_factory=dict)
+    vectors: UnitVectors | None = None
     saved_dir: Path | None = None
+    options: dict[str, Any] = field(default_factory=dict)
 
     def _repr_html_(self) -> str:
         """The report's viewer inline in Jupyter (saves frames to a temporary run folder if needed)."""
@@ -98,7 +103,12 @@ class CamResult:
     def frames(self, kind: str = "local", style: FrameStyle = FrameStyle(),
                progress: Callable[[int, int], None] | None = None) -> np.ndarray:
         """Rendered frames (L, H, W, 3) uint8 for one normalisation."""
-        return render_frames(self.image, self.normalised(kind), self.layers, kind, style, progress=progress)
+        return render_frames(self.image, self.normalised(kind), self.layers, kind, style, progress=progress,
+                             stripes=self.stripes(style))
+
+    def stripes(self, style: FrameStyle = FrameStyle()) -> Stripes | None:
+        """How non-spatial layers are drawn: their 1-D evidence as a stripe (None: no vectors kept)."""
+        return Stripes(self.vectors, style.colormap) if self.vectors is not None else None
 
     def manifest(self) -> dict[str, Any]:
         return {
@@ -108,6 +118,7 @@ class CamResult:
             "target": self.target.to_dict(),
             "versions": {"camanim": __version__, "torch": torch.__version__},
             "seconds": {k: round(v, 4) for k, v in self.seconds.items()},
+            **({"options": self.options} if self.options else {}),
             "layers": [r.to_dict() for r in self.layers],
         }
 
@@ -157,44 +168,49 @@ class CamResult:
 
     def _write(self, tmp: Path, norms: Sequence[str], fps: float, formats: Sequence[str], video: bool,
                style: FrameStyle, progress: Progress | None) -> dict[str, Path]:
-        written: dict[str, Path] = {}
         t0 = time.perf_counter()
-        names = np.array([r.name for r in self.layers])
-        np.savez(tmp / "cams.npz", cams=self.cams.detach().float().cpu().numpy(), names=names,
-                 input=self.input_tensor.detach().float().cpu().numpy(), image=self.image,
-                 target=np.array(self.target.index))
-        written["cams"] = tmp / "cams.npz"
-        frames: dict[str, np.ndarray] = {}
         total = len(self.layers)
-        with ThreadPoolExecutor(max_workers=2) as pool:
-            futures = []
-            for n in norms:
-                cb = (lambda d, t, n=n: progress(f"frames {n}", d, t)) if progress else None
-                frames[n] = self.frames(n, style, progress=cb)
-                folder = tmp / "frames" / n
-                folder.mkdir(parents=True)
-                # PNG encoding releases the GIL: two threads keep both cores busy.
-                futures += [pool.submit(_save_png, frames[n][i], folder / f"{i:04d}.png") for i in range(total)]
-                written[f"frames_{n}"] = folder
-            if video:
-                jobs = [(f"camanim_{n}", frames[n]) for n in norms]
-                if len(norms) == 2:
-                    a, b = (frames[n] for n in norms)
-                    jobs.append(("camanim_side_by_side", _SideBySide(a, b)))
-                for stem, fr in jobs:
-                    for fmt in formats:
-                        path = tmp / f"{stem}.{fmt}"
+        renderer = FrameRenderer(self.image, self.layers, style, self.stripes(style))
+        folders: dict[str, Path] = {}
+        videos: list[tuple[str, Path, Future]] = []
+        stop = threading.Event()
+        frames = {n: _Drawn(renderer.empty(), stop) for n in norms}
+        # Frames are drawn here a chunk at a time; as soon as a chunk is final its PNGs are written
+        # (OpenCV releases the GIL) and the encoders (ffmpeg processes fed from threads) take it,
+        # so both cores stay busy from the first chunk to the end.
+        with ThreadPoolExecutor(max_workers=2) as writers, ThreadPoolExecutor(max_workers=6) as encoders:
+            try:
+                jobs = [writers.submit(self._write_npz, tmp / "cams.npz")]
+                if video:
+                    streams: list[tuple[str, Iterable[np.ndarray]]] = [(f"camanim_{n}", frames[n]) for n in norms]
+                    if len(norms) == 2:
+                        streams.append(("camanim_side_by_side", _SideBySide(*(frames[n] for n in norms))))
+                    videos = [(stem, tmp / f"{stem}.{fmt}", encoders.submit(_encode, tmp / f"{stem}.{fmt}", fr, fps, stop))
+                              for stem, fr in streams for fmt in formats]
+                for n in norms:
+                    folders[n] = tmp / "frames" / n
+                    folders[n].mkdir(parents=True)
+                    done = 0
+                    for upto in renderer.draw(self.normalised(n), n, frames[n].array):
+                        frames[n].publish(upto)
+                        jobs.append(writers.submit(_write_pngs, frames[n].array, folders[n], range(done, upto), stop))
+                        done = upto
                         if progress:
-                            progress(f"encode {path.name}", 0, 1)
-                        if fmt == "mp4":
-                            write_mp4(path, fr, fps=fps)
-                        else:
-                            write_gif(path, np.asarray(list(fr)), fps=fps)
-                        written[f"{stem.removeprefix('camanim_')}_{fmt}"] = path
-                        if progress:
-                            progress(f"encode {path.name}", 1, 1)
-            for f in futures:
-                f.result()
+                            progress(f"frames {n}", upto, total)
+                for _, path, job in videos:
+                    if progress:
+                        progress(f"encode {path.name}", 0, 1)
+                    job.result()
+                    if progress:
+                        progress(f"encode {path.name}", 1, 1)
+                for job in jobs:
+                    job.result()
+            except BaseException:
+                stop.set()
+                raise
+        written: dict[str, Path] = {"cams": tmp / "cams.npz"}
+        written.update({f"frames_{n}": folders[n] for n in norms})
+        written.update({f"{stem.removeprefix('camanim_')}_{path.suffix[1:]}": path for stem, path, _ in videos})
         self.seconds["save"] = time.perf_counter() - t0
         manifest = self.manifest()
         manifest["normalisations"] = list(norms)
@@ -207,21 +223,70 @@ class CamResult:
         written["manifest"] = tmp / "manifest.json"
         return written
 
+    def _write_npz(self, path: Path) -> None:
+        names = np.array([r.name for r in self.layers])
+        np.savez(path, cams=self.cams.detach().float().cpu().numpy(), names=names,
+                 input=self.input_tensor.detach().float().cpu().numpy(), image=self.image,
+                 target=np.array(self.target.index))
+
+
+class _Cancelled(Exception):
+    """Another part of the save failed: stop this one."""
+
+
+class _Drawn:
+    """Frames filled in order on one thread and read, in order, on others as soon as they are final."""
+
+    def __init__(self, array: np.ndarray, stop: threading.Event) -> None:
+        self.array, self.stop = array, stop
+        self.done = 0
+        self._ready = threading.Condition()
+
+    def publish(self, done: int) -> None:
+        with self._ready:
+            self.done = done
+            self._ready.notify_all()
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        for i in range(len(self.array)):
+            with self._ready:
+                while self.done <= i:
+                    if self.stop.is_set():
+                        raise _Cancelled
+                    self._ready.wait(0.1)
+            yield self.array[i]
+
+
+def _until(stop: threading.Event, frames: Iterable[np.ndarray]) -> Iterator[np.ndarray]:
+    for frame in frames:
+        if stop.is_set():
+            raise _Cancelled
+        yield frame
+
+
+def _encode(path: Path, frames: Iterable[np.ndarray], fps: float, stop: threading.Event) -> None:
+    if path.suffix == ".mp4":
+        write_mp4(path, _until(stop, frames), fps=fps)
+    else:
+        write_gif(path, np.asarray(list(_until(stop, frames))), fps=fps)
+
+
+def _write_pngs(frames: np.ndarray, folder: Path, indices: range, stop: threading.Event) -> None:
+    for i in indices:
+        if stop.is_set():
+            return
+        write_png(folder / f"{i:04d}.png", frames[i])
+
 
 class _SideBySide:
     """Local | global frames joined horizontally, made one at a time while encoding."""
 
-    def __init__(self, left: np.ndarray, right: np.ndarray) -> None:
+    def __init__(self, left: Iterable[np.ndarray], right: Iterable[np.ndarray]) -> None:
         self.left, self.right = left, right
 
-    def __iter__(self):
-        gap = np.full((self.left.shape[1], 8, 3), 24, np.uint8)
+    def __iter__(self) -> Iterator[np.ndarray]:
         for a, b in zip(self.left, self.right):
-            yield np.concatenate([a, gap, b], axis=1)
-
-
-def _save_png(frame: np.ndarray, path: Path) -> None:
-    Image.fromarray(frame).save(path, compress_level=1)
+            yield np.concatenate([a, np.full((a.shape[0], 8, 3), 24, np.uint8), b], axis=1)
 
 
 def prepare_out_dir(out: Path) -> Path:
@@ -294,23 +359,41 @@ def animate(
     seed: int = 0,
     output_key: str | int | None = None,
     progress: Progress | None = None,
-) -> CamResult:
+    layouts: Mapping[str, str] | None = None,
+    skip_non_spatial: bool = False,
+    score: str = "logit",
+    aug_smooth: bool = False,
+    batch_size: int = 64,
+) -> CamResult | CamSet:
     """Compute the CAM of every selected layer in one forward and one backward pass.
 
     Args:
         model: a model name (built-in, torchvision, timm), a :class:`LoadedModel`, or any ``nn.Module``.
-        image: ``sample:NAME``, an image path, a PIL image, an array, or a ready input tensor.
-        method: a registered method name (``camanim methods``) or ``pkg.module:Class``.
+        image: ``sample:NAME``, an image path, a PIL image, an array, or a ready input tensor; a list
+            of them (or a tensor batch) explains each image, in one batched pass, with its own target.
+        method: a registered method name (``camanim methods``), ``pkg.module:Class``/``file.py:Class``
+            (a plugin), or several, ``"gradcam,hirescam,scorecam"`` or a list: they share the pass.
         layers: ``all``, ``leaves``, a glob, ``re:REGEX`` or ``type:Conv2d`` (see :func:`camanim.trace.select_layers`).
-        target: class index or label; default the predicted class.
+        target: class index or label (default: each image's predicted class), ``"topk:K"`` (each
+            image's K top classes, one result each), or a list with one target per image.
         weights: for a model name: ``default``, ``none`` or a state dict path.
         preprocess: for an ``nn.Module``: a callable PIL image -> tensor (default: ImageNet recipe).
         labels: class names for an ``nn.Module``.
         device: ``cpu``/``cuda``; default the model's device.
         seed: seeds RandomCAM's weights.
+        layouts: ``{layer name: layout}`` overriding layout detection, e.g. ``{"encoder.ln": "TOKENS"}``
+            (see :mod:`camanim.layouts`).
+        skip_non_spatial: leave out layers without a 2-D map (pooling, flatten, Linear) instead of
+            drawing their 1-D evidence as a stripe.
+        score: what is explained: the target's ``logit`` or its ``softmax`` probability.
+        aug_smooth: test-time augmentation (flip x [0.9, 1, 1.1]) per layer, as pytorch-grad-cam's.
+        batch_size: images per extra forward of ScoreCAM/AblationCAM (packed across channels and layers).
 
     Returns:
-        A :class:`CamResult`; ``result.save(out_dir)`` writes frames, videos and the manifest.
+        A :class:`CamResult`; ``result.save(out_dir)`` writes frames, videos and the manifest. With
+        several images, methods or ``topk`` targets, a :class:`~camanim.runs.CamSet` of them, whose
+        ``save(out_dir)`` writes one run folder each (``OUT/<image>/class_<k>/<method>/``) and a
+        ``camanim_methods_grid.mp4`` per image and target.
 
     Example:
         >>> result = camanim.animate("resnet18", "sample:cat", weights="none", layers="layer*")
@@ -330,8 +413,11 @@ def animate(
         raise TypeError(f"model must be a name, a LoadedModel or an nn.Module, not {type(model).__name__}")
     if labels is not None:
         label_list = list(labels)
-    cam_method = get_method(method)
-    x, display, image_info = _prepare_input(image, preprocess, loaded)
+    methods = get_methods(method)
+    if preprocess is None and loaded is None:
+        preprocess = default_preprocess(module)
+    images, _ = as_images(image)
+    inputs = [_prepare_input(im, preprocess, loaded) for im in images]
     if device is not None:
         dev = torch.device(device)
         if dev.type == "cuda" and not torch.cuda.is_available():
@@ -340,36 +426,17 @@ def animate(
     else:
         p = next(module.parameters(), None)
         dev = p.device if p is not None else torch.device("cpu")
-    x = x.to(dev)
+    inputs = [(x.to(dev), display, image_info) for x, display, image_info in inputs]
     t_load = time.perf_counter()
-    # Resolve the target before the pass: a bad label should fail before any work.
-    num_classes = info.get("num_classes")
-    tgt_index = None
-    if target is not None:
-        if num_classes is None:
-            num_classes = len(label_list) if label_list else 10**9
-        tgt_index = resolve_target(target, label_list, int(num_classes))
-    tr = run_trace(module, x, layers, targets=None if tgt_index is None else [tgt_index],
-                   gradients=cam_method.uses_gradients, output_key=output_key)
-    if tgt_index is None:
-        tgt_index = int(tr.targets[0])
-    elif tgt_index >= tr.logits.shape[1]:
-        raise InputError(f"target class {tgt_index} is out of range: the model has {tr.logits.shape[1]} classes")
-    info.setdefault("num_classes", int(tr.logits.shape[1]))
-    t_trace = time.perf_counter()
-    gen = torch.Generator().manual_seed(seed)
-    ctx = MethodContext(model=module, input_tensor=x, targets=tr.targets, generator=gen, eigen_smooth=eigen_smooth)
-    cb = (lambda d, t: progress("cams", d, t)) if progress else None
-    per_layer = layer_cams(tr, cam_method, ctx, progress=cb)
-    cams = upsample(per_layer, (x.shape[-2], x.shape[-1]), batch=x.shape[0])[:, 0]
-    t_cams = time.perf_counter()
-    prob = float(tr.logits.float().softmax(dim=1)[0, tgt_index])
-    label = label_list[tgt_index] if label_list and tgt_index < len(label_list) else None
-    return CamResult(
-        cams=cams, layers=tr.records, method=cam_method.name, target=Target(tgt_index, label, prob),
-        image=display, input_tensor=x.detach(), model=module, model_info=info, image_info=image_info,
-        seconds={"load": t_load - t0, "trace": t_trace - t_load, "cams": t_cams - t_trace},
-    )
+    items = explain(module, inputs, methods, model_info=info, labels=label_list, layers=layers, target=target,
+                    score=score, eigen_smooth=eigen_smooth, aug_smooth=aug_smooth, batch_size=batch_size,
+                    seed=seed, output_key=output_key, trace_options={"layouts": layouts},
+                    skip_non_spatial=skip_non_spatial, progress=progress)
+    for _, res in items:
+        res.seconds["load"] = t_load - t0
+    if is_single(image, methods, target):
+        return items[0][1]
+    return CamSet.build(items, len(inputs), methods, is_multi_target(target))
 
 
 def trace_layers(model: nn.Module | str, layers: LayerSpec = "all", *, weights: str | None = "none",

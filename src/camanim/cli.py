@@ -18,23 +18,54 @@ def _csv(text: str) -> list[str]:
     return [t.strip() for t in text.split(",") if t.strip()]
 
 
+def _layouts(items: Sequence[str] | None) -> dict[str, str]:
+    """``--layout NAME=LAYOUT`` options as a dict (the layouts themselves are checked by the trace)."""
+    out: dict[str, str] = {}
+    for item in items or ():
+        name, sep, layout = item.partition("=")
+        if not sep or not name.strip() or not layout.strip():
+            raise InputError(f"--layout '{item}' must be NAME=LAYOUT, e.g. --layout encoder.ln=TOKENS")
+        out[name.strip()] = layout.strip()
+    return out
+
+
 def _add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default="efficientnet_lite0",
-                   help="model name (builtin, torchvision or timm; see 'camanim models') [efficientnet_lite0]")
+                   help="model name (builtin, torchvision or timm; see 'camanim models') [efficientnet_lite0], "
+                        "or a pickled full model PATH with --trust-checkpoint")
     p.add_argument("--weights", default="default",
                    help="'default' (the name's pretrained weights), 'none' (random) or a state dict PATH")
     p.add_argument("--num-classes", type=int, default=None, help="classes of your checkpoint's head")
     p.add_argument("--labels", default=None, help="text file with one class name per line")
+    p.add_argument("--channels", type=int, default=None, choices=(1, 3),
+                   help="input channels, 1 for grey-scale models [the checkpoint's first conv, else 3]")
+    p.add_argument("--trust-checkpoint", action="store_true",
+                   help="allow --model PATH, a full model saved with torch.save(model): unpickling runs its code")
     p.add_argument("--layers", default="all",
                    help="all | leaves | glob such as 'layer4*' | re:REGEX | type:Conv2d,BatchNorm2d [all]")
+    p.add_argument("--layout", action="append", default=None, metavar="NAME=LAYOUT",
+                   help="read layer NAME's output as LAYOUT: NCHW, NHWC, TOKENS[:P+HxW], WINDOWS:THxTW@S, "
+                        "WINDOWS_T:THxTW@S or non_spatial (repeatable) [detected per layer]")
 
 
 def _add_run_args(p: argparse.ArgumentParser, image_optional: bool = True) -> None:
-    p.add_argument("image", nargs="?" if image_optional else None, default="sample:cat",
-                   help="image file or sample:cat|coffee|rocket|motorcycle|camera [sample:cat]")
+    p.add_argument("image", nargs="*" if image_optional else "+", default=["sample:cat"],
+                   help="image file(s) or sample:cat|coffee|rocket|motorcycle|camera; several images run as one "
+                        "batch, each with its own target, into OUT/<image>/ [sample:cat]")
     _add_model_args(p)
-    p.add_argument("--method", default="gradcam", help="CAM method(s), see 'camanim methods' [gradcam]")
-    p.add_argument("--target", default=None, help="class index or label [the predicted class]")
+    p.add_argument("--method", default="gradcam",
+                   help="CAM method, several as gradcam,hirescam,scorecam (one shared pass, OUT/<method>/ each, "
+                        "and camanim_methods_grid.mp4), or a plugin module.path:Name | file.py:Name; see "
+                        "'camanim methods' [gradcam]")
+    p.add_argument("--target", default=None,
+                   help="class index or label, or topk:K for each image's K top classes (OUT/class_<k>/ each) "
+                        "[the predicted class]")
+    p.add_argument("--score", default="logit", choices=("logit", "softmax"),
+                   help="what a CAM explains: the target's logit or its softmax probability [logit]")
+    p.add_argument("--batch-size", type=int, default=64,
+                   help="images per extra forward of ScoreCAM/AblationCAM, packed across layers [64]")
+    p.add_argument("--aug-smooth", action="store_true",
+                   help="test-time augmentation per layer: flip x multiply [0.9, 1, 1.1], averaged (6 passes)")
     p.add_argument("--norm", default="local,global", help="normalisations: local,global [both]")
     p.add_argument("--out", default="camanim-out", help="output folder [./camanim-out]")
     p.add_argument("--fps", type=float, default=10, help="video frames per second [10]")
@@ -45,8 +76,24 @@ def _add_run_args(p: argparse.ArgumentParser, image_optional: bool = True) -> No
     p.add_argument("--no-video", action="store_true", help="write CAMs, frames and manifest but no videos")
     p.add_argument("--eigen-smooth", action="store_true", help="first principal component of the weighted maps")
     p.add_argument("--seed", type=int, default=0, help="seed for RandomCAM and ROAD noise [0]")
-    p.add_argument("--output-key", default=None, help="where the logits are in a tuple/dict model output")
+    p.add_argument("--output-key", default=None,
+                   help="where the logits are in a tuple/dict/dataclass model output: an index or a key")
+    p.add_argument("--skip-non-spatial", action="store_true",
+                   help="leave out layers without a 2-D map (pooling, flatten, Linear) [drawn as 1-D stripes]")
+    p.add_argument("--road", action="store_true", help="also score every layer's CAM with ROAD: ybROAD")
+    _add_road_args(p)
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def _add_road_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--road-percentiles", default="20,40,60,80",
+                   help="percent of pixels REMOVED at each ROAD step [20,40,60,80]")
+    p.add_argument("--road-score", default="prob", choices=("prob", "logit"),
+                   help="change in the target's softmax probability (prob) or logit [prob]")
+    p.add_argument("--road-trials", type=int, default=1, help="repeat with N seeds derived from --seed [1]")
+    p.add_argument("--road-noise", type=float, default=0.01, help="imputation noise std [0.01]")
+    p.add_argument("--road-batch-size", type=int, default=None,
+                   help="perturbed images per forward [8 on CPU, 32 on GPU]")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -64,6 +111,13 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_args(lay)
     lay.add_argument("--image", default="sample:cat", help="image used to trace shapes [sample:cat]")
     lay.set_defaults(weights="none")
+    road = sub.add_parser("road", help="ybROAD for a finished run, from its saved CAMs")
+    road.add_argument("out_dir", help="a run folder (holds manifest.json and cams.npz)")
+    _add_road_args(road)
+    road.add_argument("--seed", type=int, default=0, help="seed for the imputation noise [0]")
+    road.add_argument("--device", default=None, help="cpu | cuda")
+    road.add_argument("--trust-checkpoint", action="store_true", help="allow a pickled full model (runs its code)")
+    road.add_argument("--quiet", action="store_true", help="no progress bars")
     rep = sub.add_parser("report", help="(re)build OUT_DIR/report.html from a finished run")
     rep.add_argument("out_dir", help="a run folder (holds manifest.json)")
     cmp_ = sub.add_parser("compare", help="play several runs in lock-step: compare.html + compare_grid.mp4")
@@ -117,6 +171,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             raise InputError(f"--format '{f}' is unknown: use mp4, gif or mp4,gif")
     if args.fps <= 0:
         raise InputError(f"--fps {args.fps} must be positive")
+    layouts = _layouts(args.layout)
     if args.frame_width < 16:
         raise InputError(f"--frame-width {args.frame_width} is too small: use 16 or more pixels")
     try:
@@ -126,25 +181,50 @@ def cmd_run(args: argparse.Namespace) -> int:
     from .api import prepare_out_dir
 
     prepare_out_dir(Path(args.out))
-    from .methods import get_method
+    from .methods import get_methods
 
-    get_method(args.method)
+    get_methods(args.method)
+    if args.batch_size < 1:
+        raise InputError(f"--batch-size {args.batch_size} must be at least 1")
+    road_opts = _road_options(args) if args.road else None
     progress = _progress(args.quiet)
-    loaded = load_model(args.model, args.weights, num_classes=args.num_classes, labels=args.labels)
-    result = animate(loaded, args.image, method=args.method, layers=args.layers, target=args.target,
-                     device=args.device, eigen_smooth=args.eigen_smooth, seed=args.seed,
-                     output_key=args.output_key, progress=progress)
-    t = result.target
-    label = f" ({t.label})" if t.label else ""
-    print(f"predicted/target class: {t.index}{label}, p={t.score:.3f}")
-    print(f"layers: {len(result.layers)}  method: {result.method}  model: {result.model_info.get('name')}")
+    loaded = load_model(args.model, args.weights, num_classes=args.num_classes, labels=args.labels,
+                        channels=args.channels, trust_checkpoint=args.trust_checkpoint)
+    images = args.image if isinstance(args.image, list) else [args.image]
+    result = animate(loaded, images if len(images) > 1 else images[0], method=args.method, layers=args.layers,
+                     target=args.target, device=args.device, eigen_smooth=args.eigen_smooth, seed=args.seed,
+                     output_key=args.output_key, progress=progress, layouts=layouts,
+                     skip_non_spatial=args.skip_non_spatial, score=args.score, aug_smooth=args.aug_smooth,
+                     batch_size=args.batch_size)
+    for folder, res in _results(result):
+        t = res.target
+        label = f" ({t.label})" if t.label else ""
+        where = f"{folder}: " if folder else ""
+        print(f"{where}predicted/target class: {t.index}{label}, p={t.score:.3f}")
+        print(f"{where}layers: {len(res.layers)}  method: {res.method}  model: {res.model_info.get('name')}")
     paths = result.save(args.out, normalisations=norms, fps=args.fps, formats=formats, video=not args.no_video,
                         style=FrameStyle(width=args.frame_width, colormap=args.colormap), progress=progress)
     out = Path(args.out)
+    if road_opts is not None:
+        from .scoring import road_for_run
+
+        for folder, res in _results(result):
+            cb = (lambda d, t: progress("ybROAD", d, t)) if progress else None
+            yb, road_paths = road_for_run(out / folder if folder else out, model=res.model, progress=cb,
+                                          **road_opts)
+            _print_ybroad(yb, f"{folder}: " if folder else "")
+            if not folder:
+                paths.update({f"ybroad_{k}": v for k, v in road_paths.items() if k != "report"})
     print(f"wrote {out}/")
     for key, p in paths.items():
         print(f"  {key:>18}: {p}")
     return 0
+
+
+def _results(result) -> list[tuple[str, object]]:
+    """(folder, result) pairs of a single result or a set of them."""
+    folders = getattr(result, "folders", None)
+    return list(zip(folders, result)) if folders is not None else [("", result)]
 
 
 def cmd_layers(args: argparse.Namespace) -> int:
@@ -154,10 +234,13 @@ def cmd_layers(args: argparse.Namespace) -> int:
     from .sources import load_model
     from .trace import run_trace
 
-    loaded = load_model(args.model, args.weights, num_classes=args.num_classes, labels=args.labels)
+    layouts = _layouts(args.layout)
+    loaded = load_model(args.model, args.weights, num_classes=args.num_classes, labels=args.labels,
+                        channels=args.channels, trust_checkpoint=args.trust_checkpoint)
     x, _, _ = _prepare_input(args.image, None, loaded)
     with torch.no_grad():
-        records = run_trace(loaded.module, x, args.layers, gradients=False, keep_activations=False).records
+        records = run_trace(loaded.module, x, args.layers, gradients=False, keep_activations=False,
+                            layouts=layouts).records
     width = max((len(r.name) for r in records), default=4)
     print(f"{'index':>5}  {'name':<{width}}  {'type':<22} {'output shape':<22} {'params':>12}  layout")
     for r in records:
@@ -190,6 +273,49 @@ def cmd_models(args: argparse.Namespace) -> int:
     return 0
 
 
+def _road_options(args: argparse.Namespace) -> dict:
+    try:
+        pcts = tuple(float(v) for v in _csv(args.road_percentiles))
+    except ValueError as exc:
+        raise InputError(f"--road-percentiles '{args.road_percentiles}' must be numbers like 20,40,60,80") from exc
+    if not pcts or not all(0 < v < 100 for v in pcts):
+        raise InputError(f"--road-percentiles '{args.road_percentiles}' must lie strictly between 0 and 100")
+    if args.road_trials < 1:
+        raise InputError(f"--road-trials {args.road_trials} must be at least 1")
+    if args.road_noise < 0:
+        raise InputError(f"--road-noise {args.road_noise} must not be negative")
+    opts = {"percentiles": pcts, "score": args.road_score, "trials": args.road_trials, "noise": args.road_noise,
+            "seed": args.seed}
+    if args.road_batch_size is not None:
+        if args.road_batch_size < 1:
+            raise InputError(f"--road-batch-size {args.road_batch_size} must be at least 1")
+        opts["batch_size"] = args.road_batch_size
+    return opts
+
+
+def _print_ybroad(yb, where: str = "") -> None:
+    best = yb.ybroad_max
+    if best is None:
+        print(f"{where}ybROAD: no layer has a spatial, non-constant CAM to score")
+        return
+    print(f"{where}ybROAD_max {best.value:+.4f} at layer {best.index} ({best.name}); "
+          f"ybROAD_mean {yb.ybroad_mean:+.4f} ({yb.score}, {len(yb.layer_names)} layers)")
+
+
+def cmd_road(args: argparse.Namespace) -> int:
+    from .scoring import road_for_run
+
+    opts = _road_options(args)
+    progress = _progress(args.quiet)
+    cb = (lambda d, t: progress("ybROAD", d, t)) if progress else None
+    yb, paths = road_for_run(_run_dir(args.out_dir), trust_checkpoint=args.trust_checkpoint, device=args.device,
+                             progress=cb, **opts)
+    _print_ybroad(yb)
+    for key, p in paths.items():
+        print(f"  {key:>6}: {p}")
+    return 0
+
+
 def cmd_report(args: argparse.Namespace) -> int:
     from .report import build_report
 
@@ -213,7 +339,7 @@ def _run_dir(path: str) -> Path:
     return p
 
 
-COMMANDS = {"run": cmd_run, "report": cmd_report, "compare": cmd_compare, "layers": cmd_layers, "methods": cmd_methods, "models": cmd_models}
+COMMANDS = {"run": cmd_run, "road": cmd_road, "report": cmd_report, "compare": cmd_compare, "layers": cmd_layers, "methods": cmd_methods, "models": cmd_models}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -12,6 +13,9 @@ import torch.nn.functional as F
 from PIL import Image, ImageDraw, ImageFont
 
 from .trace import LayerRecord
+
+if TYPE_CHECKING:
+    from .nonspatial import Stripes
 
 CAPTION_H = 48
 STRIP_H = 16
@@ -61,18 +65,36 @@ def _shorten(text: str, font, max_px: int) -> str:
     return "…" + text
 
 
-def _caption(rec: LayerRecord, total: int, norm: str, width: int) -> np.ndarray:
-    img = Image.new("RGB", (width, CAPTION_H), (24, 24, 28))
-    draw = ImageDraw.Draw(img)
-    big, small = _font(14), _font(12)
+# Caption rows: line 1 (position and name, 14 px font at y=4) ends by row 22 and line 2 (type,
+# shape, normalisation, 12 px font at y=26) starts below row 26, so the two lines are drawn as two
+# separate bands: line 1 once per layer for all normalisations, line 2 once per distinct text.
+_BAND = 24
+
+
+def _band(width: int, height: int) -> tuple[Image.Image, ImageDraw.ImageDraw]:
+    img = Image.new("RGB", (width, height), (24, 24, 28))
+    return img, ImageDraw.Draw(img)
+
+
+def _caption_head(rec: LayerRecord, total: int, width: int) -> np.ndarray:
+    img, draw = _band(width, _BAND)
+    big = _font(14)
     head = f"{rec.index + 1}/{total}"
     draw.text((6, 4), head, fill=(255, 214, 90), font=big)
     x0 = 12 + int(big.getlength(head))
     draw.text((x0, 4), _shorten(rec.name, big, width - x0 - 6), fill=(240, 240, 240), font=big)
+    return np.asarray(img)
+
+
+def _caption_line(rec: LayerRecord, norm: str) -> str:
     shape = "x".join(str(s) for s in rec.shape) if rec.shape else "-"
     extra = "non-spatial: no map" if rec.non_spatial else rec.layout
-    line = f"{rec.type}  [{shape}]  {extra}  ·  {norm}"
-    draw.text((6, 26), _shorten(line, small, width - 12), fill=(170, 180, 190), font=small)
+    return f"{rec.type}  [{shape}]  {extra}  ·  {norm}"
+
+
+def _caption_detail(line: str, width: int) -> np.ndarray:
+    img, draw = _band(width, CAPTION_H - _BAND)
+    draw.text((6, 26 - _BAND), _shorten(line, _font(12), width - 12), fill=(170, 180, 190), font=_font(12))
     return np.asarray(img)
 
 
@@ -90,6 +112,114 @@ def _strip(index: int, total: int, width: int, non_spatial: np.ndarray) -> np.nd
     return strip
 
 
+class FrameRenderer:
+    """Draws the frames of one run; what does not depend on the normalisation is made once.
+
+    The panel is ``round((1 - alpha) * image + alpha * colormap(round(255 * cam)))`` per pixel and
+    channel. Every value of that formula is one of 256 levels x 3 channels x 256 image values, so
+    it is tabulated once (in the same float32 arithmetic) and each frame is a table look-up. The
+    caption's first line and the position strip are the same for every normalisation and are kept
+    per layer; the caption's second line repeats across layers and is kept per text.
+    """
+
+    def __init__(self, image: np.ndarray, records: Sequence[LayerRecord], style: FrameStyle = FrameStyle(),
+                 stripes: Stripes | None = None) -> None:
+        self.stripes = stripes  # non-spatial layers' 1-D evidence; None: the dimmed image alone
+        self.records = list(records)
+        self.total = len(self.records)
+        self.ph, self.pw = panel_size(image.shape[:2], style.width)
+        base = np.asarray(Image.fromarray(image).resize((self.pw, self.ph), Image.Resampling.BILINEAR),
+                          dtype=np.float32)
+        self.dim = (base * 0.35 + 20).astype(np.uint8)
+        a = float(style.alpha)
+        lut = torch.from_numpy(colormap_lut(style.colormap).astype(np.float32))  # (256, 3)
+        values = torch.arange(256, dtype=torch.float32)
+        # table[channel, level * 256 + image value]
+        self.table = ((1.0 - a) * values.view(1, 1, 256) + a * lut.T.reshape(3, 256, 1)).round_().clamp_(0, 255) \
+            .to(torch.uint8).reshape(3, -1).numpy()
+        self.base = [np.ascontiguousarray(base[..., c], dtype=np.int32) for c in range(3)]
+        self.non_spatial = np.array([r.non_spatial for r in self.records], bool)
+        self._heads: dict[int, np.ndarray] = {}
+        self._details: dict[str, np.ndarray] = {}
+        self._strips: dict[int, np.ndarray] = {}
+
+    @property
+    def frame_shape(self) -> tuple[int, int, int]:
+        return self.ph + CAPTION_H + STRIP_H, self.pw, 3
+
+    def _overlay(self, normed: torch.Tensor, out: np.ndarray, step: int = 8) -> None:
+        """Panels for maps ``normed`` (n, h, w) in [0, 1] into ``out`` (n, ph, pw, 3) uint8."""
+        n = normed.shape[0]
+        x = normed.detach().float().cpu().unsqueeze(1)
+        x = F.interpolate(x, size=(self.ph, self.pw), mode="bilinear", align_corners=False).squeeze(1)
+        x = x.clamp_(0, 1).numpy()
+        # The look-up runs in NumPy over a few frames at a time in reused buffers: many small
+        # multi-threaded torch ops stall on a busy machine, and fresh large temporaries cost
+        # more in page faults than the arithmetic.
+        size = (step, self.ph, self.pw)
+        scaled = np.empty(size, np.float32)
+        row = np.empty(size, np.int32)
+        index = np.empty(size, np.int32)
+        panel = np.empty(size, np.uint8)
+        for s in range(0, n, step):
+            k = min(step, n - s)
+            np.rint(np.multiply(x[s:s + k], np.float32(255.0), out=scaled[:k]), out=scaled[:k])
+            np.copyto(row[:k], scaled[:k], casting="unsafe")
+            np.multiply(row[:k], 256, out=row[:k])
+            for c in range(3):
+                np.add(row[:k], self.base[c], out=index[:k])
+                np.take(self.table[c], index[:k], out=panel[:k], mode="clip")
+                out[s:s + k, :, :, c] = panel[:k]
+
+    def _caption(self, i: int, norm: str) -> tuple[np.ndarray, np.ndarray]:
+        rec = self.records[i]
+        head = self._heads.get(i)
+        if head is None:
+            head = self._heads[i] = _caption_head(rec, self.total, self.pw)
+        line = _caption_line(rec, norm)
+        detail = self._details.get(line)
+        if detail is None:
+            detail = self._details[line] = _caption_detail(line, self.pw)
+        return head, detail
+
+    def _strip(self, i: int) -> np.ndarray:
+        strip = self._strips.get(i)
+        if strip is None:
+            strip = self._strips[i] = _strip(i, self.total, self.pw, self.non_spatial)
+        return strip
+
+    def empty(self) -> np.ndarray:
+        """An uninitialised (L, H, W, 3) uint8 array for :meth:`draw` to fill."""
+        return np.empty((self.total, *self.frame_shape), np.uint8)
+
+    def draw(self, normed: torch.Tensor, norm: str, frames: np.ndarray, chunk: int = 64) -> Iterator[int]:
+        """Fill ``frames`` in order, ``chunk`` at a time, yielding how many are done after each chunk.
+
+        Frames before the yielded count are final, so other threads can encode them meanwhile.
+        """
+        ph, total = self.ph, self.total
+        for start in range(0, total, chunk):
+            stop = min(start + chunk, total)
+            self._overlay(normed[start:stop], frames[start:stop, :ph])
+            for i in range(start, stop):
+                if self.non_spatial[i]:
+                    frames[i, :ph] = self.dim if self.stripes is None else self.stripes.panel(self.dim, i, norm)
+                head, detail = self._caption(i, norm)
+                frames[i, ph:ph + _BAND] = head
+                frames[i, ph + _BAND:ph + CAPTION_H] = detail
+                frames[i, ph + CAPTION_H:] = self._strip(i)
+            yield stop
+
+    def render(self, normed: torch.Tensor, norm: str, chunk: int = 64,
+               progress: Callable[[int, int], None] | None = None) -> np.ndarray:
+        """Frames (L, H, W, 3) uint8 for CAMs already scaled to [0, 1] ([L, h, w])."""
+        frames = self.empty()
+        for done in self.draw(normed, norm, frames, chunk):
+            if progress is not None:
+                progress(done, self.total)
+        return frames
+
+
 def render_frames(
     image: np.ndarray,
     normed: torch.Tensor,
@@ -98,27 +228,7 @@ def render_frames(
     style: FrameStyle = FrameStyle(),
     chunk: int = 64,
     progress: Callable[[int, int], None] | None = None,
+    stripes: Stripes | None = None,
 ) -> np.ndarray:
     """Frames (L, H, W, 3) uint8 for CAMs already scaled to [0, 1] ([L, h, w]) over ``image`` (h, w, 3)."""
-    total = len(records)
-    ph, pw = panel_size(image.shape[:2], style.width)
-    base = np.asarray(Image.fromarray(image).resize((pw, ph), Image.Resampling.BILINEAR), dtype=np.float32)
-    base_t = torch.from_numpy(base)
-    dim = torch.from_numpy((base * 0.35 + 20).astype(np.uint8))
-    lut = torch.from_numpy(colormap_lut(style.colormap).astype(np.float32))
-    frames = np.empty((total, ph + CAPTION_H + STRIP_H, pw, 3), np.uint8)
-    ns = np.array([r.non_spatial for r in records], bool)
-    a = float(style.alpha)
-    for start in range(0, total, chunk):
-        stop = min(start + chunk, total)
-        x = normed[start:stop].detach().float().cpu().unsqueeze(1)
-        x = F.interpolate(x, size=(ph, pw), mode="bilinear", align_corners=False).squeeze(1).clamp_(0, 1)
-        heat = lut[(x * 255.0).round_().long()]
-        over = ((1.0 - a) * base_t + a * heat).round_().clamp_(0, 255).to(torch.uint8).numpy()
-        for j, i in enumerate(range(start, stop)):
-            frames[i, :ph] = dim.numpy() if ns[i] else over[j]
-            frames[i, ph:ph + CAPTION_H] = _caption(records[i], total, norm, pw)
-            frames[i, ph + CAPTION_H:] = _strip(i, total, pw, ns)
-        if progress is not None:
-            progress(stop, total)
-    return frames
+    return FrameRenderer(image, records, style, stripes).render(normed, norm, chunk=chunk, progress=progress)

@@ -10,10 +10,11 @@ Every hook is removed on every path, errors included.
 
 from __future__ import annotations
 
+import dataclasses
 import fnmatch
 import re
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
@@ -21,7 +22,7 @@ import torch
 from torch import nn
 
 from .errors import InputError
-from .layouts import detect_layout
+from .layouts import LayoutContext
 
 LayerSpec = str | Sequence[str] | None
 
@@ -125,7 +126,7 @@ def logits_of(output: object, output_key: str | int | None = None) -> torch.Tens
         return output
     if output_key is not None:
         try:
-            if isinstance(output, (tuple, list)):
+            if isinstance(output, (tuple, list)) and str(output_key).lstrip("-").isdigit():
                 picked = output[int(output_key)]
             elif isinstance(output, dict):
                 picked = output[output_key]
@@ -135,6 +136,7 @@ def logits_of(output: object, output_key: str | int | None = None) -> torch.Tens
             raise InputError(f"--output-key '{output_key}' is not in the model's output: name its logits") from exc
         if isinstance(picked, torch.Tensor):
             return picked
+        raise InputError(f"--output-key '{output_key}' picks a {type(picked).__name__}, not the logits tensor")
     for key in ("logits", "out"):
         val = output.get(key) if isinstance(output, dict) else getattr(output, key, None)
         if isinstance(val, torch.Tensor):
@@ -143,7 +145,21 @@ def logits_of(output: object, output_key: str | int | None = None) -> torch.Tens
         raise InputError(
             f"the model returns a {type(output).__name__} of {len(output)} items: pick the logits with --output-key N"
         )
-    raise InputError(f"the model returns a {type(output).__name__}, not logits: pick them with --output-key KEY")
+    raise InputError(f"the model returns a {type(output).__name__}{_fields_of(output)}, not logits: "
+                     "pick them with --output-key KEY")
+
+
+def _fields_of(output: object) -> str:
+    """' with fields a, b' for a dict, named tuple or dataclass output; '' otherwise."""
+    if isinstance(output, dict):
+        names = [str(k) for k in output]
+    elif hasattr(output, "_fields"):
+        names = list(output._fields)
+    elif dataclasses.is_dataclass(output):
+        names = [f.name for f in dataclasses.fields(output)]
+    else:
+        return ""
+    return f" with fields {', '.join(names[:8])}" if names else ""
 
 
 def run_trace(
@@ -156,6 +172,7 @@ def run_trace(
     keep_activations: bool = True,
     output_key: str | int | None = None,
     score: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
+    layouts: Mapping[str, str] | None = None,
 ) -> Trace:
     """Run the single forward (and backward) pass and record every selected layer.
 
@@ -168,6 +185,7 @@ def run_trace(
         keep_activations: keep the activations (False: only shapes, e.g. for ``camanim layers``).
         output_key: how to find the logits in a tuple/dict output.
         score: ``score(logits, targets) -> (B,)`` to differentiate; default the target logits.
+        layouts: ``{layer name: layout}`` overriding detection (see :mod:`camanim.layouts`).
 
     Returns:
         The records in execution order, with activations and gradients.
@@ -194,7 +212,7 @@ def run_trace(
             seconds = time.perf_counter() - t0
             k = calls[name] = calls.get(name, 0) + 1
             tensor = _first_tensor(output)
-            layout = detect_layout(mod, tensor)
+            layout = layout_ctx.detect(mod, tensor, args, name if k == 1 else f"{name}#{k}")
             if name not in params_of:
                 params_of[name] = sum(p.numel() for p in mod.parameters())
             index = len(records)
@@ -222,6 +240,7 @@ def run_trace(
                 # take is the one of this layer's own output.
                 copy = output.clone()
                 produced[id(copy)] = (index, copy._version)
+                layout_ctx.remember(copy, layout)
                 alive.append(copy)
                 return copy
             if isinstance(output, torch.Tensor):
@@ -236,6 +255,7 @@ def run_trace(
     if gradients and not x.requires_grad:
         # Activations must require grad even when the user froze every parameter.
         x = x.detach().requires_grad_(True)
+    layout_ctx = LayoutContext.for_model(model, x, layouts)
     try:
         for name in names:
             pre, post = make_hooks(name, modules[name])

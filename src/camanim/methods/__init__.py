@@ -1,6 +1,29 @@
 """CAM methods behind one registry (``camanim methods`` lists them)."""
 
-from . import activation, gradient  # noqa: F401  (registers the built-in methods)
-from .core import CamMethod, MethodContext, cam_method, get_method, list_methods, register_method
+from . import activation, extra, gradient, perturbation  # noqa: F401  (registers the built-in methods)
+from .core import (
+    REFUSED,
+    SCORES,
+    CamMethod,
+    LayerJob,
+    MethodContext,
+    ScoreFn,
+    _freeze_builtins,
+    cam_method,
+    get_method,
+    get_methods,
+    list_methods,
+    logit_score,
+    register_method,
+    score_function,
+    softmax_score,
+    weighted_map,
+)
 
-__all__ = ["CamMethod", "MethodContext", "cam_method", "get_method", "list_methods", "register_method"]
+_freeze_builtins()
+
+__all__ = [
+    "REFUSED", "SCORES", "CamMethod", "LayerJob", "MethodContext", "ScoreFn", "cam_method", "get_method",
+    "get_methods", "list_methods", "logit_score", "register_method", "score_function", "softmax_score",
+    "weighted_map",
+]

@@ -5,6 +5,7 @@ from .labels import imagenet_labels, read_labels, resolve_target
 from .models import (
     DEFAULT_MODEL,
     LoadedModel,
+    default_preprocess,
     list_models,
     load_checkpoint_into,
     load_model,
@@ -12,7 +13,7 @@ from .models import (
 )
 
 __all__ = [
-    "DEFAULT_IMAGE", "DEFAULT_MODEL", "SAMPLES", "LoadedModel", "Preprocess", "imagenet_labels",
+    "DEFAULT_IMAGE", "DEFAULT_MODEL", "SAMPLES", "LoadedModel", "Preprocess", "default_preprocess", "imagenet_labels",
     "list_models", "load_checkpoint_into", "load_image", "load_model", "read_labels", "register_builtin",
     "resolve_target",
 ]

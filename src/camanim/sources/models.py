@@ -9,6 +9,7 @@ pass a local file instead.
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import fnmatch
 import re
@@ -136,7 +137,7 @@ def list_models(pattern: str | None = None) -> dict[str, list[str]]:
 
 
 def _unknown_model(name: str) -> InputError:
-    every = [n for names in list_models().values() for n in names]
+    every = list(dict.fromkeys(n for names in list_models().values() for n in names))
     close = difflib.get_close_matches(name, every, n=5, cutoff=0.6)
     hint = f" (did you mean: {', '.join(close)}?)" if close else ""
     return InputError(f"unknown model '{name}'{hint}: see 'camanim models' for the names, or pass a checkpoint")
@@ -152,7 +153,8 @@ def _read_checkpoint(path: Path) -> dict[str, torch.Tensor]:
     except Exception as exc:  # noqa: BLE001 - torch raises many types for a bad file
         raise InputError(
             f"weights file '{path}' is not a state dict torch can load safely ({type(exc).__name__}): "
-            "save it with torch.save(model.state_dict(), path)"
+            "save it with torch.save(model.state_dict(), path), or give a pickled full model you trust "
+            "as --model PATH --trust-checkpoint"
         ) from exc
     if isinstance(obj, dict):
         for key in ("state_dict", "model", "model_state_dict"):
@@ -167,10 +169,11 @@ def _read_checkpoint(path: Path) -> dict[str, torch.Tensor]:
     return obj
 
 
-def load_checkpoint_into(model: nn.Module, path: str | Path, arch: str) -> None:
+def load_checkpoint_into(model: nn.Module, path: str | Path, arch: str,
+                         state: dict[str, torch.Tensor] | None = None) -> None:
     """Load a state dict file into ``model``; a mismatch names the first differing keys and shapes."""
     path = Path(path)
-    state = _read_checkpoint(path)
+    state = _read_checkpoint(path) if state is None else state
     own = model.state_dict()
     missing = [k for k in own if k not in state]
     unexpected = [k for k in state if k not in own]
@@ -189,6 +192,88 @@ def load_checkpoint_into(model: nn.Module, path: str | Path, arch: str) -> None:
             "(check --model and --num-classes)"
         )
     model.load_state_dict(state, strict=True)
+
+
+# -- input channels ---------------------------------------------------------------
+
+#: file endings that make ``--model`` a path rather than a name
+CHECKPOINT_SUFFIXES = (".pt", ".pth", ".ckpt", ".pkl", ".bin")
+
+
+def first_conv(model: nn.Module) -> tuple[str, nn.Conv2d] | None:
+    """The first ``Conv2d`` of ``model`` (name and module), the one that takes the image."""
+    return next(((n, m) for n, m in model.named_modules() if isinstance(m, nn.Conv2d)), None)
+
+
+def with_channels(prep: Preprocess, channels: int) -> Preprocess:
+    """``prep`` for a model taking ``channels`` (1: grey, with the mean of the RGB statistics, as timm)."""
+    if channels == prep.channels:
+        return prep
+    if channels == 3:
+        return dataclasses.replace(prep, channels=3)
+    if channels != 1:
+        raise InputError(f"--channels {channels}: camanim feeds 1 (grey) or 3 (RGB) channel images")
+    mean, std = sum(prep.mean) / len(prep.mean), sum(prep.std) / len(prep.std)
+    return dataclasses.replace(prep, channels=1, mean=(round(mean, 4),), std=(round(std, 4),))
+
+
+def default_preprocess(model: nn.Module) -> Preprocess:
+    """The ImageNet recipe, grey when the model's first convolution takes one channel."""
+    conv = first_conv(model)
+    return with_channels(Preprocess.imagenet(), conv[1].in_channels if conv and conv[1].in_channels == 1 else 3)
+
+
+def adapt_first_conv(model: nn.Module, channels: int, keep_weights: bool) -> None:
+    """Make ``model``'s first convolution take ``channels`` (a grey-scale fine-tune replaces it so).
+
+    With ``keep_weights`` the pretrained kernel is summed over its RGB inputs (timm's ``adapt_input_conv``).
+    """
+    found = first_conv(model)
+    if found is None:
+        raise InputError(f"--channels {channels}: the model has no Conv2d that takes the image")
+    name, conv = found
+    if conv.in_channels == channels:
+        return
+    if conv.groups != 1:
+        raise InputError(f"--channels {channels}: the first convolution '{name}' is grouped and cannot be adapted")
+    new = nn.Conv2d(channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding, conv.dilation,
+                    bias=conv.bias is not None, padding_mode=conv.padding_mode)
+    if keep_weights:
+        from timm.models import adapt_input_conv
+
+        with torch.no_grad():
+            new.weight.copy_(adapt_input_conv(channels, conv.weight))
+            if conv.bias is not None:
+                new.bias.copy_(conv.bias)
+    parent, _, leaf = name.rpartition(".")
+    setattr(model.get_submodule(parent) if parent else model, leaf, new)
+
+
+def _load_pickled(path: Path, trust: bool) -> LoadedModel:
+    """A full model saved with ``torch.save(model)``: unpickling runs code, so only when trusted."""
+    if not path.is_file():
+        raise InputError(f"model file '{path}' not found: give a model name (see 'camanim models') or a file")
+    if not trust:
+        raise InputError(
+            f"model '{path}' is a file: unpickling a full model runs code from it, so camanim loads it only "
+            f"with --trust-checkpoint; for a state dict give --model ARCH --weights {path}"
+        )
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=False)
+    except (ImportError, AttributeError) as exc:
+        raise InputError(f"model file '{path}' names code that cannot be imported ({exc}): run camanim where "
+                         "the model's class is importable") from exc
+    except Exception as exc:  # noqa: BLE001 - torch raises many types for a bad file
+        raise InputError(f"model file '{path}' cannot be loaded by torch ({type(exc).__name__})") from exc
+    if isinstance(obj, dict):
+        obj = next((v for k, v in obj.items() if k in ("model", "module", "net") and isinstance(v, nn.Module)), obj)
+    if not isinstance(obj, nn.Module):
+        raise InputError(f"model file '{path}' holds a {type(obj).__name__}, not a model: for a state dict "
+                         f"give --model ARCH --weights {path}")
+    nc = _infer_num_classes(obj)
+    return LoadedModel(obj, default_preprocess(obj), imagenet_labels() if nc == 1000 else None,
+                       {"name": path.name, "architecture": f"pickled:{type(obj).__name__}",
+                        "weights": f"{path} (pickled model)", "num_classes": nc})
 
 
 # -- loading ----------------------------------------------------------------
@@ -295,16 +380,22 @@ def load_model(
     *,
     num_classes: int | None = None,
     labels: str | Path | None = None,
+    channels: int | None = None,
+    trust_checkpoint: bool = False,
 ) -> LoadedModel:
-    """Load a model by name: built-in, torchvision or timm (in that order of lookup).
+    """Load a model by name: built-in, torchvision or timm (in that order of lookup), or a pickled model file.
 
     Args:
-        name: model name (see :func:`list_models`).
+        name: model name (see :func:`list_models`; ``timm:NAME`` or ``torchvision:NAME`` picks the source
+            where both have the name), or the path of a full model saved with
+            ``torch.save(model)`` (loaded only with ``trust_checkpoint``: unpickling runs code).
         weights: ``"default"`` for the name's pretrained weights, ``"none"``/``None`` for random
             weights, or a path to a state dict (plain, or a dict with a ``state_dict``/``model`` key)
             for the named architecture, e.g. your fine-tuned checkpoint.
         num_classes: classes of the head, for a checkpoint with a different head.
         labels: a text file with one class name per line.
+        channels: input channels (1 for grey-scale); default the checkpoint's first convolution's, else 3.
+        trust_checkpoint: allow ``name`` to be a pickled full model.
 
     Returns:
         The loaded model, in eval mode, with preprocessing, labels and provenance.
@@ -316,19 +407,46 @@ def load_model(
         if not ckpt.is_file():
             raise InputError(f"weights file '{ckpt}' not found: give a state dict path, 'default' or 'none'")
     init = "none" if ckpt is not None else wspec
-    if name in _BUILTINS:
-        loaded = _BUILTINS[name](init, num_classes)
-    elif name in _torchvision_names():
-        loaded = _load_torchvision(name, init, num_classes)
-    elif name in _timm_names():
-        loaded = _load_timm(name, init, num_classes)
-    else:
-        raise _unknown_model(name)
+    # Random weights are drawn from a fixed seed, so `camanim road OUT_DIR` can rebuild the very
+    # model a run explained (and the caller's own random stream is left as it was).
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        source, _, bare = name.partition(":")
+        if source in ("torchvision", "timm") and bare:
+            # An explicit source: timm's resnet50 is not torchvision's, and a bare name finds torchvision's.
+            if bare not in (_torchvision_names() if source == "torchvision" else _timm_names()):
+                raise _unknown_model(bare)
+            loaded = (_load_torchvision if source == "torchvision" else _load_timm)(bare, init, num_classes)
+        elif name in _BUILTINS:
+            loaded = _BUILTINS[name](init, num_classes)
+        elif name in _torchvision_names():
+            loaded = _load_torchvision(name, init, num_classes)
+        elif name in _timm_names():
+            loaded = _load_timm(name, init, num_classes)
+        elif Path(name).suffix.lower() in CHECKPOINT_SUFFIXES or Path(name).is_file():
+            loaded = _load_pickled(Path(name), trust_checkpoint)
+            init = "pickled"
+        else:
+            raise _unknown_model(name)
+    state = _read_checkpoint(ckpt) if ckpt is not None else None
+    conv = first_conv(loaded.module)
+    if channels is None and state is not None and conv is not None:
+        # A grey-scale fine-tune replaced the first convolution: its kernel says how many channels.
+        kernel = state.get(f"{conv[0]}.weight")
+        if kernel is not None and kernel.ndim == 4 and kernel.shape[1] in (1, 3):
+            channels = int(kernel.shape[1])
+    if channels is not None:
+        loaded.preprocess = with_channels(loaded.preprocess, channels)
+        adapt_first_conv(loaded.module, channels, keep_weights=init == "default")
+        loaded.info["channels"] = channels
     if ckpt is not None:
-        load_checkpoint_into(loaded.module, ckpt, name)
+        load_checkpoint_into(loaded.module, ckpt, name, state)
         loaded.info["weights"] = str(ckpt)
     if labels is not None:
         loaded.labels = read_labels(labels, loaded.num_classes)
         loaded.info["labels"] = str(labels)
+    loaded.info["spec"] = {"name": name, "weights": str(ckpt.resolve()) if ckpt is not None else init,
+                           "num_classes": num_classes, "channels": channels,
+                           "labels": str(Path(labels).resolve()) if labels is not None else None}
     loaded.module.eval()
     return loaded

@@ -1,0 +1,198 @@
+"""The CAM engine: every row (image x target), every method, every layer, from as few passes as possible.
+
+Methods that differentiate the same score share ONE forward and ONE backward (the trace); a
+method with its own score (FinerCAM) gets its own trace. Methods with extra forwards (ScoreCAM,
+AblationCAM, ShapleyCAM) batch them across channels and layers. Layers that share an output
+tensor (``same_as``) are computed once, for every method.
+
+``aug_smooth`` is pytorch-grad-cam's test-time augmentation, per layer: the CAMs of six inputs
+(horizontal flip x multiply by 0.9, 1, 1.1), each min-max scaled to [0, 1] at input size as
+pytorch-grad-cam scales a layer's CAM, flipped back, and averaged. Raw CAMs are kept unscaled
+elsewhere (global normalisation needs each layer's magnitude), so the average is multiplied by
+the layer's mean raw range (max - min) over the six inputs: after local normalisation it is
+exactly pytorch-grad-cam's smoothed CAM of that layer. Every augmentation explains the same
+class (the one chosen on the plain input); pytorch-grad-cam, given no target, re-picks the
+predicted class per augmented copy.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from .cams import layer_cams, upsample
+from .errors import InputError
+from .methods import CamMethod, MethodContext, ScoreFn, score_function
+from .trace import LayerRecord, LayerSpec, Trace, run_trace
+
+Progress = Callable[[str, int, int], None]
+
+#: pytorch-grad-cam's default ``tta_transforms``: HorizontalFlip x Multiply([0.9, 1, 1.1])
+AUGMENTATIONS: tuple[tuple[bool, float], ...] = tuple((flip, f) for flip in (False, True) for f in (0.9, 1.0, 1.1))
+
+
+@dataclass
+class Computation:
+    """What the engine computed for a batch of rows.
+
+    Attributes:
+        records: one per layer call, in execution order (shared by every row and method).
+        logits: (R, K) on the plain input.
+        targets: (R,) the explained class of each row.
+        cams: method name -> raw CAMs (L, R, H, W), after ReLU, upsampled, not scaled.
+        forwards: method name -> extra forward batches the method ran; ``"trace"``: traced passes.
+        seconds: wall time per method and for the traces.
+    """
+
+    records: list[LayerRecord]
+    logits: torch.Tensor
+    targets: torch.Tensor
+    cams: dict[str, torch.Tensor]
+    forwards: dict[str, int] = field(default_factory=dict)
+    seconds: dict[str, float] = field(default_factory=dict)
+
+
+def _groups(methods: Sequence[CamMethod], base: ScoreFn) -> list[tuple[ScoreFn, list[CamMethod]]]:
+    """Methods by the score they differentiate: those on ``base`` share one trace, first."""
+    shared = [m for m in methods if m.target_score(base) is base]
+    groups: list[tuple[ScoreFn, list[CamMethod]]] = [(base, shared)] if shared else []
+    groups += [(m.target_score(base), [m]) for m in methods if m not in shared]
+    return groups
+
+
+def _one_pass(model: nn.Module, x: torch.Tensor, layers: LayerSpec, methods: Sequence[CamMethod], *,
+              targets: Sequence[int] | torch.Tensor | None, image_index: torch.Tensor | None, base: ScoreFn,
+              eigen_smooth: bool, batch_size: int, seed: int, output_key: str | int | None,
+              trace_options: Mapping[str, Any], on_trace: Callable[[Trace], None] | None,
+              progress: Progress | None) -> Computation:
+    size = (int(x.shape[-2]), int(x.shape[-1]))
+    cams: dict[str, torch.Tensor] = {}
+    forwards: dict[str, int] = {"trace": 0}
+    seconds: dict[str, float] = {"trace": 0.0}
+    first = None
+    for score, group in _groups(methods, base):
+        t0 = time.perf_counter()
+        tr = run_trace(model, x, layers, targets=targets, gradients=any(m.uses_gradients for m in group),
+                       output_key=output_key, score=score, **trace_options)
+        seconds["trace"] += time.perf_counter() - t0
+        forwards["trace"] += 1
+        if first is None:
+            _check_targets(tr.logits, tr.targets)
+            first = tr
+            targets = tr.targets
+            if on_trace is not None:
+                on_trace(tr)
+        elif len(tr.records) != len(first.records):
+            raise RuntimeError("the model recorded a different number of layers on a second pass")
+        for m in group:
+            t0 = time.perf_counter()
+            ctx = MethodContext(model=model, input_tensor=x, targets=tr.targets, logits=tr.logits, score=score,
+                                image_index=image_index, batch_size=batch_size, output_key=output_key,
+                                generator=torch.Generator().manual_seed(seed), eigen_smooth=eigen_smooth)
+            cb = (lambda d, t, n=m.name: progress(f"cams {n}", d, t)) if progress else None
+            per_layer = layer_cams(tr, m, ctx, progress=cb)
+            cams[m.name] = upsample(per_layer, size, batch=int(x.shape[0]))
+            forwards[m.name] = ctx.forwards
+            seconds[m.name] = time.perf_counter() - t0
+        del tr
+    assert first is not None
+    return Computation(first.records, first.logits, first.targets, cams, forwards, seconds)
+
+
+def _check_targets(logits: torch.Tensor, targets: torch.Tensor) -> None:
+    bad = [int(t) for t in targets.view(-1).tolist() if not 0 <= int(t) < logits.shape[1]]
+    if bad:
+        raise InputError(f"target class {bad[0]} is out of range: the model has {logits.shape[1]} classes")
+
+
+def _checked(score: ScoreFn) -> ScoreFn:
+    """``score`` that first checks the targets against the logits (a clear error, not an index error)."""
+
+    def checked(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        _check_targets(logits, targets.view(-1))
+        return score(logits, targets)
+
+    checked.__name__ = getattr(score, "__name__", "score")
+    return checked
+
+
+def augment(x: torch.Tensor, flip: bool, factor: float) -> torch.Tensor:
+    """One test-time augmentation of an input batch (ttach's HorizontalFlip and Multiply)."""
+    y = x * factor if factor != 1.0 else x
+    return y.flip(-1) if flip else y
+
+
+def compute_cams(
+    model: nn.Module,
+    x: torch.Tensor,
+    layers: LayerSpec,
+    methods: Sequence[CamMethod],
+    *,
+    targets: Sequence[int] | torch.Tensor | None = None,
+    image_index: torch.Tensor | None = None,
+    score: str | ScoreFn = "logit",
+    eigen_smooth: bool = False,
+    aug_smooth: bool = False,
+    batch_size: int = 64,
+    seed: int = 0,
+    output_key: str | int | None = None,
+    trace_options: Mapping[str, Any] | None = None,
+    on_trace: Callable[[Trace], None] | None = None,
+    progress: Progress | None = None,
+) -> Computation:
+    """Raw CAMs of every layer for every row of ``x`` and every method.
+
+    Args:
+        model: the network (its train/eval flags are restored).
+        x: (R, C, H, W), one row per (image, target).
+        layers: which layers (see :func:`camanim.trace.select_layers`).
+        methods: the methods; those differentiating the same score share one trace.
+        targets: class per row (None: each row's predicted class).
+        image_index: which image each row shows; rows of one image share perturbation forwards.
+        score: ``logit`` or ``softmax`` (what is explained), or ``score(logits, targets) -> (R,)``.
+        eigen_smooth: first principal component of the weighted maps (methods that support it).
+        aug_smooth: test-time augmentation smoothing (six passes; see the module docstring).
+        batch_size: images per extra forward of the perturbation methods.
+        seed: seeds random methods (RandomCAM), per method.
+        output_key: where the logits are in a tuple/dict output.
+        trace_options: more keyword arguments for :func:`camanim.trace.run_trace`.
+        on_trace: called with the first trace of the plain input (to keep more of it than the CAMs).
+    """
+    base = _checked(score_function(score))
+    opts = dict(trace_options or {})
+    kw = dict(image_index=image_index, base=base, eigen_smooth=eigen_smooth, batch_size=batch_size, seed=seed,
+              output_key=output_key, trace_options=opts, progress=progress)
+    plain = _one_pass(model, x, layers, methods, targets=targets, on_trace=on_trace, **kw)
+    if not aug_smooth:
+        return plain
+    total = {name: torch.zeros_like(c) for name, c in plain.cams.items()}
+    spans = {name: torch.zeros(c.shape[:2], dtype=c.dtype, device=c.device) for name, c in plain.cams.items()}
+    forwards, seconds = dict(plain.forwards), dict(plain.seconds)
+    for flip, factor in AUGMENTATIONS:
+        if (flip, factor) == (False, 1.0):
+            comp = plain
+        else:
+            comp = _one_pass(model, augment(x, flip, factor), layers, methods, targets=plain.targets,
+                             on_trace=None, **kw)
+            if len(comp.records) != len(plain.records):
+                raise RuntimeError("an augmented input recorded a different number of layers")
+            for k, v in comp.forwards.items():
+                forwards[k] = forwards.get(k, 0) + v
+            for k, v in comp.seconds.items():
+                seconds[k] = seconds.get(k, 0.0) + v
+        for name, c in comp.cams.items():
+            lo = c.amin(dim=(2, 3), keepdim=True)
+            span = c.amax(dim=(2, 3), keepdim=True) - lo
+            # pytorch-grad-cam scales twice with an eps of 1e-7 (before and after its resize), which
+            # comes to an exact min-max scaling even for maps far smaller than the eps.
+            scaled = torch.where(span > 0, (c - lo) / torch.where(span > 0, span, 1.0), 0.0)
+            total[name] += scaled.flip(-1) if flip else scaled
+            spans[name] += span[:, :, 0, 0]
+    n = len(AUGMENTATIONS)
+    cams = {name: (total[name] / n) * (spans[name] / n)[:, :, None, None] for name in total}
+    return Computation(plain.records, plain.logits, plain.targets, cams, forwards, seconds)

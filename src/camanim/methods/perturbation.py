@@ -1,0 +1,420 @@
+"""Perturbation methods: ScoreCAM and AblationCAM, with their extra forwards batched.
+
+Both score one perturbed copy of the input per channel of every layer. Every copy has the
+input's shape whatever its layer, so copies of *all* layers are packed into the same batches of
+``ctx.batch_size`` images (across channels and across layers), and rows of the run that show the
+same image (``--target topk:3``) share each copy: one forward, one score per target read off its
+logits. Layers that share one output tensor (``same_as``) never reach a method: they are computed
+once by :func:`camanim.cams.layer_cams`.
+
+The per-layer maths is pytorch-grad-cam's (``score_cam.py``, ``ablation_cam.py``,
+``ablation_layer.py``), in torch on the model's device.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..trace import eval_mode, logits_of
+from .core import CamMethod, LayerJob, MethodContext, Progress, register_method, weighted_map
+
+#: AblationCAM's value for an ablated channel of a layer whose output can be negative: the layer's
+#: minimum minus this (pytorch-grad-cam's ``ABLATION_VALUE``).
+ABLATION_OFFSET = 1e7
+
+
+@dataclass
+class _Segment:
+    """The channels of one layer, for one image, that need a perturbed forward."""
+
+    job: int
+    group: int
+    channels: torch.Tensor  # (n,) long, channel indices
+    offset: int  # unit id of channel 0 of this (layer, image); unit id = offset + channel
+
+
+@dataclass
+class _Piece:
+    segment: _Segment
+    channels: torch.Tensor
+
+
+def _need_model(method: CamMethod, ctx: MethodContext) -> tuple[nn.Module, torch.Tensor, torch.Tensor]:
+    if ctx.model is None or ctx.input_tensor is None or ctx.targets is None:
+        raise ValueError(f"{method.name} runs the model again: pass MethodContext(model=..., input_tensor=..., "
+                         "targets=...)")
+    return ctx.model, ctx.input_tensor, ctx.targets.view(-1)
+
+
+def image_groups(ctx: MethodContext, rows: int) -> list[torch.Tensor]:
+    """Rows of the run grouped by the image they show (``ctx.image_index``), each group's first row first."""
+    if ctx.image_index is None:
+        return [torch.tensor([r]) for r in range(rows)]
+    index = ctx.image_index.view(-1).cpu()
+    order: dict[int, list[int]] = {}
+    for r, i in enumerate(index.tolist()):
+        order.setdefault(int(i), []).append(r)
+    return [torch.tensor(v) for v in order.values()]
+
+
+class _Forwards:
+    """Runs batches of perturbed inputs through the model and reads every row's score off the logits."""
+
+    def __init__(self, method: CamMethod, ctx: MethodContext, n_units: int) -> None:
+        self.ctx = ctx
+        self.model, self.x, self.targets = _need_model(method, ctx)
+        self.groups = image_groups(ctx, self.x.shape[0])
+        self.score = ctx.score_fn
+        self.scores = torch.zeros((self.x.shape[0], n_units), dtype=torch.float32, device=self.x.device)
+        cl = ctx.channels_last
+        self.channels_last = (self.x.device.type == "cpu") if cl is None else bool(cl)
+        self.channels_last = self.channels_last and self.x.ndim == 4
+
+    def logits(self, batch: torch.Tensor) -> torch.Tensor:
+        """The model's logits for ``batch`` (channels-last on CPU: the same maths, faster convolutions)."""
+        self.ctx.forwards += 1
+        self.ctx.forward_rows += batch.shape[0]
+        if self.channels_last:
+            try:
+                return logits_of(self.model(batch.contiguous(memory_format=torch.channels_last)), self.ctx.output_key)
+            except RuntimeError:
+                # A model that .view()s a channels-last tensor: run it as it was written, from now on.
+                self.channels_last = False
+        return logits_of(self.model(batch.contiguous()), self.ctx.output_key)
+
+    def record(self, logits: torch.Tensor, units: torch.Tensor, groups: torch.Tensor) -> None:
+        """Store ``score(logits[i], target of row m)`` for every row m showing unit i's image."""
+        for g in groups.unique().tolist():
+            pos = (groups == g).nonzero().view(-1)
+            for m in self.groups[g].tolist():
+                tgt = self.targets[m].expand(pos.numel())
+                self.scores[m, units[pos.to(units.device)]] = self.score(logits[pos], tgt).float()
+
+
+def _batches(segments: Sequence[_Segment], size: int) -> Iterator[list[_Piece]]:
+    """Consecutive pieces of the segments, ``size`` channels per batch, across segment boundaries."""
+    batch: list[_Piece] = []
+    n = 0
+    for seg in segments:
+        pos = 0
+        while pos < seg.channels.numel():
+            take = min(size - n, seg.channels.numel() - pos)
+            batch.append(_Piece(seg, seg.channels[pos:pos + take]))
+            n += take
+            pos += take
+            if n == size:
+                yield batch
+                batch, n = [], 0
+    if batch:
+        yield batch
+
+
+def _job_progress(jobs: Sequence[LayerJob], segments: Sequence[_Segment],
+                  progress: Progress | None) -> Callable[[int], None]:
+    """A callback taking 'units done' that reports layers done (a layer is done when its last unit is)."""
+    if progress is None:
+        return lambda done: None
+    last_unit_of: dict[int, int] = {}
+    total = 0
+    for seg in segments:
+        total += seg.channels.numel()
+        last_unit_of[seg.job] = total
+    ends = sorted(last_unit_of.values())
+
+    def report(done: int) -> None:
+        progress(sum(e <= done for e in ends) + (len(jobs) - len(last_unit_of)), len(jobs))
+
+    return report
+
+
+@register_method
+class ScoreCAM(CamMethod):
+    """Score-CAM (Wang et al. 2020): channel weights from the score of the input masked by each channel.
+
+    For layer activations A (C, h, w) and input x, each channel's map is upsampled to the input
+    size (bilinear, corners aligned) and min-max scaled, ``M_k = (up(A_k) - min) / (max - min + 1e-8)``;
+    the weights are ``alpha = softmax_k(S(x * M_k))`` (S: the target's logit, or its probability with
+    ``--score softmax``) and the map is ``sum_k alpha_k A_k``. A channel that is constant (a dead
+    ReLU channel) has the zero mask, never 0/0: its masked input is all zero, scored once per run.
+
+    Cost: one forward per channel of every layer, batched ``ctx.batch_size`` at a time across layers,
+    less the channels whose mask another channel already has. Min-max scaling removes any positive
+    per-channel affine map, so a BatchNorm (eval mode, positive gamma) after a convolution, or a
+    DenseNet ``norm1`` re-normalising earlier features, yields the very masks of its input: a channel
+    whose scaled map matches an earlier channel's at the same resolution within ``share_tolerance``
+    (1e-5, max abs) takes that channel's score instead of a forward of its own. The masks then
+    differ by float rounding only; ``share_tolerance = None`` runs every channel.
+    """
+
+    name = "scorecam"
+    uses_gradients = False
+    needs_model = True
+
+    #: added to max - min in the mask scaling, as pytorch-grad-cam does
+    eps = 1e-8
+    #: a channel whose min-max scaled map is within this (max abs) of an earlier channel's, at the
+    #: same resolution, has the same mask and takes that channel's score (0 or None: never)
+    share_tolerance: float | None = 1e-5
+
+    def masks(self, acts: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+        """Upsampled, min-max scaled channel maps (n, H, W) of ``acts`` (n, h, w)."""
+        up = F.interpolate(acts[:, None], size=size, mode="bilinear", align_corners=True)[:, 0]
+        lo = up.amin(dim=(1, 2), keepdim=True)
+        hi = up.amax(dim=(1, 2), keepdim=True)
+        return (up - lo) / (hi - lo + self.eps)
+
+    def cam_batch(self, jobs: Sequence[LayerJob], ctx: MethodContext,
+                  progress: Progress | None = None) -> list[torch.Tensor]:
+        model, x, _ = _need_model(self, ctx)
+        groups = image_groups(ctx, x.shape[0])
+        acts = [torch.nan_to_num(job.acts) for job in jobs]
+        segments: list[_Segment] = []
+        constant: list[tuple[int, int, torch.Tensor]] = []  # (job, group, channel ids) with a constant map
+        shared = _SameMaps(acts, groups, self.share_tolerance)
+        aliases: list[tuple[int, int, int]] = []  # (group, unit, unit whose score it takes)
+        offset = 0
+        for j, a in enumerate(acts):
+            for g, rows in enumerate(groups):
+                flat = a[int(rows[0])].flatten(1)
+                const = (flat.amax(dim=1) == flat.amin(dim=1)).cpu()
+                if const.any():
+                    constant.append((j, g, torch.nonzero(const).view(-1)))
+                own = []
+                for c, same in shared.match(j, g, flat, const, offset):
+                    if same is None:
+                        own.append(c)
+                    else:
+                        aliases.append((g, offset + c, same))
+                segments.append(_Segment(j, g, torch.tensor(own, dtype=torch.long), offset))
+                offset += a.shape[1]
+        ctx.extra[f"{self.name}_shared_masks"] = ctx.extra.get(f"{self.name}_shared_masks", 0) + len(aliases)
+        fw = _Forwards(self, ctx, offset)
+        report = _job_progress(jobs, segments, progress)
+        size = tuple(x.shape[-2:])
+        done = 0
+        with eval_mode(model), torch.inference_mode():
+            if constant:
+                # Every constant channel masks the input to zero: one forward serves them all.
+                zero_logits = fw.logits(torch.zeros_like(x[:1]))
+                for j, g, ch in constant:
+                    seg = segments[j * len(groups) + g]
+                    units = seg.offset + ch.to(x.device)
+                    for m in groups[g].tolist():
+                        fw.scores[m, units] = fw.score(zero_logits, fw.targets[m].view(1)).float()
+            for batch in _batches(segments, max(1, int(ctx.batch_size))):
+                inputs, units, owner = [], [], []
+                for piece in batch:
+                    seg = piece.segment
+                    rep = int(groups[seg.group][0])
+                    ch = piece.channels.to(x.device)
+                    m = self.masks(acts[seg.job][rep, ch], size).to(x.dtype)
+                    inputs.append(x[rep][None] * m[:, None])
+                    units.append(seg.offset + ch)
+                    owner.append(torch.full((ch.numel(),), seg.group, dtype=torch.long))
+                logits = fw.logits(torch.cat(inputs))
+                fw.record(logits, torch.cat(units), torch.cat(owner))
+                done += sum(p.channels.numel() for p in batch)
+                report(done)
+        for g, unit, same in aliases:
+            for m in groups[g].tolist():
+                fw.scores[m, unit] = fw.scores[m, same]
+        out = []
+        for j, (job, a) in enumerate(zip(jobs, acts)):
+            c = a.shape[1]
+            rows = []
+            for g, members in enumerate(groups):
+                start = segments[j * len(groups) + g].offset
+                for m in members.tolist():
+                    rows.append((m, fw.scores[m, start:start + c]))
+            scores = torch.stack([s for _, s in sorted(rows, key=lambda t: t[0])])
+            ctx.layer_name, ctx.record = job.record.name, job.record
+            out.append(weighted_map(torch.softmax(scores, dim=1), a, ctx))
+        report(done)
+        return out
+
+
+class _SameMaps:
+    """Finds channels whose min-max scaled map equals an earlier channel's (same image and resolution).
+
+    Candidates are found by a seeded random projection of the scaled map, rounded (a hash), and
+    confirmed by the maximum absolute difference; a near-tie at a rounding edge only costs a forward.
+    """
+
+    def __init__(self, acts: Sequence[torch.Tensor], groups: Sequence[torch.Tensor], tolerance: float | None) -> None:
+        self.acts, self.groups, self.tol = acts, groups, tolerance or 0.0
+        self.index: dict[tuple[int, ...], tuple[int, int, int]] = {}
+        self.proj: dict[int, torch.Tensor] = {}
+
+    @staticmethod
+    def scaled(flat: torch.Tensor) -> torch.Tensor:
+        lo = flat.amin(dim=-1, keepdim=True)
+        span = flat.amax(dim=-1, keepdim=True) - lo
+        return (flat - lo) / torch.where(span > 0, span, torch.ones_like(span))
+
+    def match(self, job: int, group: int, flat: torch.Tensor, const: torch.Tensor,
+              offset: int) -> Iterator[tuple[int, int | None]]:
+        """(channel, unit id of an earlier channel with the same map, or None) for each non-constant channel."""
+        live = torch.nonzero(~const).view(-1).tolist()
+        if self.tol <= 0 or not live:
+            yield from ((c, None) for c in live)
+            return
+        hw = flat.shape[1]
+        if hw not in self.proj:
+            gen = torch.Generator().manual_seed(hw)
+            self.proj[hw] = (torch.randn(hw, 2, generator=gen) / hw ** 0.5).to(flat.device)
+        scaled = self.scaled(flat.float())
+        keys = torch.round(scaled @ self.proj[hw] * 1000).long().tolist()
+        h, w = self.acts[job].shape[-2:]
+        rep = int(self.groups[group][0])
+        for c in live:
+            key = (group, h, w, *keys[c])
+            hit = self.index.get(key)
+            if hit is not None:
+                j2, c2, unit2 = hit
+                other = self.scaled(self.acts[j2][rep, c2].flatten().float())
+                if float((scaled[c] - other).abs().max()) <= self.tol:
+                    yield c, unit2
+                    continue
+            else:
+                self.index[key] = (job, c, offset + c)
+            yield c, None
+
+
+def _channel_axis(layout: str) -> int:
+    """Where the channels are in a layer's own output: 1 for NCHW, last for channels-last layouts."""
+    return 1 if layout == "NCHW" else -1
+
+
+def _replace_first(output: object, tensor: torch.Tensor) -> object:
+    if isinstance(output, torch.Tensor):
+        return tensor
+    if isinstance(output, tuple):
+        return (tensor, *output[1:])
+    if isinstance(output, list):
+        return [tensor, *output[1:]]
+    raise TypeError(f"cannot replace a layer output of type {type(output).__name__}")
+
+
+@register_method
+class AblationCAM(CamMethod):
+    """Ablation-CAM (Desai & Ramaswamy 2020): channel weights from the score drop when a channel is removed.
+
+    ``alpha_k = (S - S_k) / S``, where S is the target's score and S_k the score with channel k of
+    the layer ablated; the map is ``sum_k alpha_k A_k``. As in pytorch-grad-cam, a channel is ablated
+    to 0 when the layer's smallest activation (for that image) is 0 (after a ReLU), otherwise to that
+    minimum minus 1e7. pytorch-grad-cam lowers that value by another 1e7 for each earlier copy in its
+    batch of 32; here every copy gets the same value, which equals pytorch-grad-cam with
+    ``batch_size=1``. The layer's output is replaced through a forward hook on its module (the k-th
+    call, for a module called k times), so one batch can ablate channels of many layers at once.
+    Cost: one forward per channel of every layer, batched ``ctx.batch_size`` at a time across layers.
+    """
+
+    name = "ablationcam"
+    uses_gradients = False
+    needs_model = True
+
+    def ablation_value(self, native: torch.Tensor) -> float:
+        """The value an ablated channel takes, from one image's activation (any layout)."""
+        low = float(torch.nan_to_num(native).min())
+        return 0.0 if low == 0 else low - ABLATION_OFFSET
+
+    def cam_batch(self, jobs: Sequence[LayerJob], ctx: MethodContext,
+                  progress: Progress | None = None) -> list[torch.Tensor]:
+        model, x, targets = _need_model(self, ctx)
+        groups = image_groups(ctx, x.shape[0])
+        modules = dict(model.named_modules())
+        segments: list[_Segment] = []
+        values: dict[tuple[int, int], float] = {}
+        offset = 0
+        for j, job in enumerate(jobs):
+            if job.native is None:
+                raise ValueError(f"{self.name} needs the layer's own output (LayerJob.native) for {job.record.name}")
+            for g, rows in enumerate(groups):
+                c = job.acts.shape[1]
+                segments.append(_Segment(j, g, torch.arange(c), offset))
+                values[(j, g)] = self.ablation_value(job.native[int(rows[0])])
+                offset += c
+        fw = _Forwards(self, ctx, offset)
+        report = _job_progress(jobs, segments, progress)
+        plan: dict[tuple[str, int], list[tuple[torch.Tensor, torch.Tensor, torch.Tensor, int]]] = {}
+        calls: dict[str, int] = {}
+        applied: set[tuple[str, int]] = set()
+
+        def make_hook(name: str):
+            def hook(mod, args, output):
+                k = calls[name] = calls.get(name, 0) + 1
+                todo = plan.get((name, k))
+                if not todo:
+                    return None
+                new = output if isinstance(output, torch.Tensor) else output[0]
+                new = new.clone()
+                for rows, chans, vals, axis in todo:
+                    view = new.movedim(axis, 1)
+                    view[rows, chans] = vals.view(-1, *([1] * (view.ndim - 2))).to(view.dtype)
+                applied.add((name, k))
+                return _replace_first(output, new)
+
+            return hook
+
+        names = sorted({job.record.module for job in jobs})
+        missing = [n for n in names if n not in modules]
+        if missing:
+            raise ValueError(f"{self.name}: the model has no module named {missing[0]}")
+        if ctx.logits is not None:
+            base_logits = ctx.logits
+        else:
+            with eval_mode(model), torch.inference_mode():
+                base_logits = fw.logits(x)
+        original = fw.score(base_logits, targets).float()
+        handles = [modules[n].register_forward_hook(make_hook(n)) for n in names]
+        done = 0
+        try:
+            with eval_mode(model), torch.inference_mode():
+                for batch in _batches(segments, max(1, int(ctx.batch_size))):
+                    plan.clear()
+                    calls.clear()
+                    applied.clear()
+                    inputs, units, owner = [], [], []
+                    row = 0
+                    for piece in batch:
+                        seg = piece.segment
+                        rec = jobs[seg.job].record
+                        n = piece.channels.numel()
+                        rows = torch.arange(row, row + n, device=x.device)
+                        vals = torch.full((n,), values[(seg.job, seg.group)], device=x.device)
+                        axis = _channel_axis(rec.layout)
+                        plan.setdefault((rec.module, rec.call), []).append(
+                            (rows, piece.channels.to(x.device), vals, axis))
+                        inputs.append(x[int(groups[seg.group][0])][None].expand(n, *x.shape[1:]))
+                        units.append(seg.offset + piece.channels.to(x.device))
+                        owner.append(torch.full((n,), seg.group, dtype=torch.long))
+                        row += n
+                    logits = fw.logits(torch.cat(inputs))
+                    if applied != set(plan):
+                        lost = sorted(set(plan) - applied)[0]
+                        raise RuntimeError(f"{self.name}: layer {lost[0]} (call {lost[1]}) did not run in the "
+                                           "ablation pass; the model's forward differs from the traced one")
+                    fw.record(logits, torch.cat(units), torch.cat(owner))
+                    done += row
+                    report(done)
+        finally:
+            for h in handles:
+                h.remove()
+        out = []
+        for j, job in enumerate(jobs):
+            c = job.acts.shape[1]
+            weights = torch.zeros((x.shape[0], c), dtype=torch.float32, device=x.device)
+            for g, members in enumerate(groups):
+                start = segments[j * len(groups) + g].offset
+                for m in members.tolist():
+                    s = original[m]
+                    drop = (s - fw.scores[m, start:start + c]) / s
+                    weights[m] = torch.where(s != 0, drop, torch.zeros_like(drop))
+            ctx.layer_name, ctx.record = job.record.name, job.record
+            out.append(weighted_map(weights, torch.nan_to_num(job.acts), ctx))
+        return out
