@@ -30,6 +30,8 @@ test: $(STAMP) browser
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_core.py
+	$(BIN)/python benchmarks/bench_road.py
+	$(BIN)/python benchmarks/bench_methods.py
 
 clean:
 	rm -rf camanim-out .pytest_cache
