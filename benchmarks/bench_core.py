@@ -154,13 +154,20 @@ def machine() -> str:
                 break
     except OSError:
         pass
-    import cv2
-    import pytorch_grad_cam
-    import torchcam
+    from importlib.metadata import PackageNotFoundError, version
+
+    def v(dist: str) -> str:
+        try:
+            return version(dist)
+        except PackageNotFoundError:
+            return "?"
+
+    import imageio_ffmpeg
 
     versions = (f"python {platform.python_version()}, torch {torch.__version__}, torchvision {torchvision.__version__}, "
-                f"grad-cam {getattr(pytorch_grad_cam, '__version__', '1.5.x')}, torchcam {torchcam.__version__}, "
-                f"numpy {np.__version__}, opencv {cv2.__version__}, camanim {camanim.__version__}")
+                f"grad-cam {v('grad-cam')}, torchcam {v('torchcam')}, numpy {np.__version__}, "
+                f"opencv {v('opencv-python-headless')}, ffmpeg {imageio_ffmpeg.get_ffmpeg_version()}, "
+                f"camanim {camanim.__version__}")
     return (f"{platform.system()} {platform.release()}, {cpu}, {os.cpu_count()} cores, "
             f"torch threads {torch.get_num_threads()}; {versions}")
 

@@ -197,6 +197,7 @@ class CamResult:
                         done = upto
                         if progress:
                             progress(f"frames {n}", upto, total)
+                        _raise_failed([*jobs, *(job for _, _, job in videos)])
                 for _, path, job in videos:
                     if progress:
                         progress(f"encode {path.name}", 0, 1)
@@ -255,6 +256,13 @@ class _Drawn:
                         raise _Cancelled
                     self._ready.wait(0.1)
             yield self.array[i]
+
+
+def _raise_failed(jobs: Iterable[Future]) -> None:
+    """Re-raise the first exception of a finished job, so a failed writer stops the drawing too."""
+    for job in jobs:
+        if job.done() and job.exception() is not None:
+            raise job.exception()
 
 
 def _until(stop: threading.Event, frames: Iterable[np.ndarray]) -> Iterator[np.ndarray]:
