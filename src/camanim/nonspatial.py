@@ -13,12 +13,12 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
-from functools import lru_cache
 
 import numpy as np
 import torch
-from PIL import Image, ImageDraw, ImageFont
+from PIL import Image, ImageDraw
 
+from .render import _font
 from .trace import LayerRecord, Trace
 
 
@@ -71,14 +71,6 @@ def _bin_max(values: np.ndarray, cols: int) -> np.ndarray:
         return values[np.minimum((np.arange(cols) * n) // cols, n - 1)]
     edges = (np.arange(cols) * n) // cols
     return np.maximum.reduceat(values, edges)
-
-
-@lru_cache(maxsize=4)
-def _font(size: int) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
-    try:
-        return ImageFont.load_default(size=size)
-    except TypeError:  # Pillow without FreeType
-        return ImageFont.load_default()
 
 
 class Stripes:
