@@ -49,6 +49,16 @@ def _out_of_place_models(monkeypatch):
         return self.relu(out + identity)
 
     monkeypatch.setattr(resnet.BasicBlock, "forward", basic_forward)
+
+    from torchvision.models import mobilenetv3
+
+    def inverted_residual_forward(self, x):
+        # torchvision's ``result += input`` would overwrite the block's last BatchNorm output,
+        # which the reference holds without a copy.
+        result = self.block(x)
+        return result + x if self.use_res_connect else result
+
+    monkeypatch.setattr(mobilenetv3.InvertedResidual, "forward", inverted_residual_forward)
     real_relu = F.relu
     monkeypatch.setattr(F, "relu", lambda x, inplace=False: real_relu(x, inplace=False))
 
