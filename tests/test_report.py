@@ -6,16 +6,23 @@ import base64
 import html
 import io
 import json
+import os
 import re
+import stat
 from pathlib import Path
 
 import imageio_ffmpeg
 import numpy as np
 import pytest
+import torch
 from _runfixture import frame_colour, make_run_dir, ybroad_values
-from PIL import Image
+from PIL import Image, ImageDraw
 
+from camanim._report_template import COMPARE_JS, REPORT_JS
+from camanim.render import render_frames
 from camanim.report import align_by_depth, build_report, compare, report_html
+from camanim.road import YbRoad, write_ybroad
+from camanim.trace import LayerRecord
 
 # Lossy frame encoding (WebP/JPEG, then H.264 for the video) moves solid colours
 # by a few levels; neighbouring fixture colours differ by far more than this.
@@ -271,3 +278,116 @@ def test_broken_run_folders_name_the_problem(tmp_path: Path) -> None:
     (bad / "manifest.json").write_text("{not json", encoding="utf-8")
     with pytest.raises(ValueError, match=r"manifest\.json.*not valid JSON"):
         build_report(bad)
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o027])
+def test_written_files_follow_the_umask_like_open(tmp_path: Path, umask: int) -> None:
+    old = os.umask(umask)
+    try:
+        run = make_run_dir(tmp_path / "run", n_layers=3)
+        build_report(run)
+        compare([run], tmp_path / "cmp", fps=4)
+    finally:
+        os.umask(old)
+
+    written = [run / "report.html", run / "layer_params.png", run / "layer_time.png",
+               tmp_path / "cmp" / "compare.html", tmp_path / "cmp" / "compare_grid.mp4"]
+    assert {p.name: oct(stat.S_IMODE(p.stat().st_mode)) for p in written} == {
+        p.name: oct(0o666 & ~umask) for p in written
+    }
+
+
+def _rewrite_json(path: Path, edit) -> None:
+    data = json.loads(path.read_text(encoding="utf-8"))
+    edit(data)
+    path.write_text(json.dumps(data), encoding="utf-8")
+
+
+def _row_cells(page: str) -> list[list[str]]:
+    rows = re.findall(r'<tr data-index="\d+"[^>]*>(.*?)</tr>', page, re.S)
+    return [re.findall(r"<td[^>]*>(.*?)</td>", row, re.S) for row in rows]
+
+
+def test_ybroad_column_keeps_significant_digits_of_probability_scores(run: Path) -> None:
+    values = [0.00052, 0.0012345, 0.0019, -0.0007, None]
+
+    def edit(data: dict) -> None:
+        for entry, value in zip(data["layers"], values, strict=True):
+            entry["ybroad"] = value
+        data["ybroad_max"] = {"value": 0.0019, "index": 2, "name": data["layers"][2]["name"]}
+
+    _rewrite_json(run / "ybroad.json", edit)
+
+    cells = _row_cells(report_html(run))
+
+    assert [row[-1] for row in cells] == ["0.00052", "0.00123", "0.0019", "-0.0007", "—"]
+
+
+def test_layers_sharing_a_cam_are_flagged(run: Path) -> None:
+    def edit(manifest: dict) -> None:
+        manifest["layers"][2]["same_as"] = 1
+        manifest["layers"][3]["same_as"] = None
+
+    _rewrite_json(run / "manifest.json", edit)
+
+    names = [row[1] for row in _row_cells(report_html(run))]
+
+    assert "same CAM as 1" in names[2]
+    assert [i for i, name in enumerate(names) if "same CAM as" in name] == [2]
+
+
+def test_layer_numbers_count_from_zero_in_frames_viewer_and_compare(monkeypatch) -> None:
+    drawn: list[str] = []
+    draw_text = ImageDraw.ImageDraw.text
+
+    def spy(self, xy, text, *args, **kwargs):
+        drawn.append(text)
+        return draw_text(self, xy, text, *args, **kwargs)
+
+    monkeypatch.setattr(ImageDraw.ImageDraw, "text", spy)
+    records = [LayerRecord(index=i, name=f"block{i}", module=f"block{i}", type="Conv2d", shape=(1, 2, 4, 4),
+                           layout="NCHW", params=0, seconds=0.0) for i in range(3)]
+
+    render_frames(np.zeros((16, 16, 3), np.uint8), torch.zeros(3, 4, 4), records, "local")
+
+    # the frame caption reads like the viewer's "Layer 2 / 2" and the table's index column
+    assert [text for text in drawn if "/" in text] == ["0/2", "1/2", "2/2"]
+    assert '"Layer " + i + " / " + (n - 1)' in REPORT_JS
+    assert '"Layer " + i + " / " + (run.layers.length - 1)' in COMPARE_JS
+    assert 'step " + s + " / " + (steps - 1)' in COMPARE_JS
+
+
+def test_ybroad_png_best_layer_label_stays_inside_the_axes(tmp_path: Path, monkeypatch) -> None:
+    from matplotlib.figure import Figure
+
+    figures: list[Figure] = []
+    savefig = Figure.savefig
+
+    def keep(self, *args, **kwargs):
+        figures.append(self)
+        return savefig(self, *args, **kwargs)
+
+    monkeypatch.setattr(Figure, "savefig", keep)
+    n = 12
+    curve = torch.tensor([0.1 * np.sin(i / 2) for i in range(n)], dtype=torch.float64)
+    curve[6] = 0.5  # a sharp peak: the best layer is the top of the plot
+    lerf = (2 * curve).view(1, n, 1).expand(1, n, 2).clone()
+    morf = torch.zeros_like(lerf)
+    names = [f"features.{i}.conv" for i in range(n)]
+    result = YbRoad(percentiles=(20.0, 40.0), score="prob", noise=0.01, seed=0, trials=1, layer_names=names,
+                    morf=morf, lerf=lerf, combined=(lerf - morf) / 2, defined=torch.ones(n, dtype=torch.bool))
+
+    write_ybroad(tmp_path, result)
+
+    (fig,) = figures
+    (ax,) = fig.axes
+    renderer = fig.canvas.get_renderer()
+    (label,) = [t for t in ax.texts if t.get_text() == "features.6.conv"]
+    box = label.get_window_extent(renderer)
+    axes_box = ax.get_window_extent(renderer)
+    title_box = ax.title.get_window_extent(renderer)
+    assert axes_box.y0 <= box.y0 and box.y1 <= axes_box.y1, (box, axes_box)
+    assert box.y1 < title_box.y0, (box, title_box)
+    # and clear of the star it names
+    star_y = ax.transData.transform((6, 0.5))[1]
+    assert box.y0 > star_y + 10, (box, star_y)

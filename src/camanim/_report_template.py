@@ -332,7 +332,7 @@ COMPARE_JS = """
   function render() {
     var s = current;
     var t = steps > 1 ? s / (steps - 1) : 0;
-    readout.textContent = "depth " + t.toFixed(2) + " \\u00b7 step " + (s + 1) + " of " + steps;
+    readout.textContent = "depth " + t.toFixed(2) + " \\u00b7 step " + s + " / " + (steps - 1);
     runs.forEach(function (run, r) {
       var i = data.mapping[r][s];
       var layer = run.layers[i];

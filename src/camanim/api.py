@@ -79,22 +79,20 @@ class CamResult:
     options: dict[str, Any] = field(default_factory=dict)
 
     def _repr_html_(self) -> str:
-        """The report's viewer inline in Jupyter (saves frames to a temporary run folder if needed)."""
+        """The report's viewer inline in Jupyter: one self-contained fragment, frames inlined."""
         from .report import report_html
 
-        if self.saved_dir is None or not (self.saved_dir / "manifest.json").is_file():
-            self.save(Path(tempfile.mkdtemp(prefix="camanim-")) / "run", video=False, report=False)
-        return report_html(self.saved_dir, inline=True)
+        if self.saved_dir is not None and (self.saved_dir / "manifest.json").is_file():
+            return report_html(self.saved_dir, inline=True)
+        # Not saved: the report reads a run folder, so draw one in a scratch folder that is gone
+        # once its frames are inlined.
+        with tempfile.TemporaryDirectory(prefix="camanim-") as scratch:
+            self._write(Path(scratch), NORMALISATIONS, 10, (), False, FrameStyle(), None)
+            return report_html(scratch, inline=True)
 
-    def show(self) -> Any:
-        """Display the viewer in a notebook (returns an ``IPython.display.HTML``)."""
-        try:
-            from IPython.display import HTML, display
-        except ImportError as exc:
-            raise RuntimeError("show() needs IPython (a Jupyter notebook); use save() and open report.html") from exc
-        html = HTML(self._repr_html_())
-        display(html)
-        return html
+    def show(self) -> None:
+        """Display the viewer in a notebook (once: nothing is returned for Jupyter to show again)."""
+        display_html(self._repr_html_())
 
     def normalised(self, kind: str = "local") -> torch.Tensor:
         """CAMs scaled to [0, 1], ``local`` (per layer) or ``global`` (one scale for the network)."""
@@ -295,6 +293,15 @@ class _SideBySide:
     def __iter__(self) -> Iterator[np.ndarray]:
         for a, b in zip(self.left, self.right):
             yield np.concatenate([a, np.full((a.shape[0], 8, 3), 24, np.uint8), b], axis=1)
+
+
+def display_html(html: str) -> None:
+    """Show ``html`` in the running notebook through IPython."""
+    try:
+        from IPython.display import HTML, display
+    except ImportError as exc:
+        raise RuntimeError("show() needs IPython (a Jupyter notebook); use save() and open report.html") from exc
+    display(HTML(html))
 
 
 def prepare_out_dir(out: Path) -> Path:

@@ -79,7 +79,7 @@ def _band(width: int, height: int) -> tuple[Image.Image, ImageDraw.ImageDraw]:
 def _caption_head(rec: LayerRecord, total: int, width: int) -> np.ndarray:
     img, draw = _band(width, _BAND)
     big = _font(14)
-    head = f"{rec.index + 1}/{total}"
+    head = f"{rec.index}/{total - 1}"  # index / last index, as the report's viewer and layer table count
     draw.text((6, 4), head, fill=(255, 214, 90), font=big)
     x0 = 12 + int(big.getlength(head))
     draw.text((x0, 4), _shorten(rec.name, big, width - x0 - 6), fill=(240, 240, 240), font=big)

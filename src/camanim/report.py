@@ -29,7 +29,6 @@ import logging
 import math
 import os
 import secrets
-import tempfile
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -549,6 +548,10 @@ def _layer_table(run: _Run, series: dict[str, Any] | None, prefix: str) -> str:
         flags = []
         if layer.get("non_spatial"):
             flags.append('<span class="cam-flag" title="the CAM has no spatial extent here">non-spatial</span>')
+        same_as = layer.get("same_as")
+        if isinstance(same_as, int):
+            flags.append(f'<span class="cam-flag" title="same output tensor as layer {same_as}, so the same CAM">'
+                         f"same CAM as {same_as}</span>")
         if series is not None:
             value = series["values"][i]
             if i == series["best"]:
@@ -568,7 +571,8 @@ def _layer_table(run: _Run, series: dict[str, Any] | None, prefix: str) -> str:
         ]
         if series is not None:
             value = series["values"][i]
-            cells.append(f'<td class="cam-num">{"—" if value is None else f"{value:.3f}"}</td>')
+            # Significant digits, not decimals: probability-scale scores are often below 0.001.
+            cells.append(f'<td class="cam-num">{"—" if value is None else f"{value:.3g}"}</td>')
         parts.append(f'<tr data-index="{i}">{"".join(cells)}</tr>')
     parts.append("</tbody></table></div>")
     return "".join(parts)
@@ -768,11 +772,11 @@ def _atomic(path: Path) -> Iterator[Path]:
     """Yield a temporary sibling of ``path`` and move it into place only on success.
 
     A crash never leaves a half-written report or video behind. The suffix is
-    kept so tools that pick a format by extension (ffmpeg) still work.
+    kept so tools that pick a format by extension (ffmpeg) still work. The file
+    is created by whoever writes it, as a plain ``open()`` would, so it gets the
+    umask's permissions (``mkstemp`` would make it private, 0600).
     """
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix, dir=path.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
+    tmp = path.with_name(f".{path.stem}.{secrets.token_hex(6)}{path.suffix}")
     try:
         yield tmp
         os.replace(tmp, path)

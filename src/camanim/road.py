@@ -529,10 +529,13 @@ def _write_png(path: Path, result: YbRoad) -> None:
     if best is not None:
         ax.plot([best.index], [best.value], marker="*", ms=15, color="crimson", ls="none",
                 label=f"ybROAD_max {best.value:.3g}")
-        # Keep the label inside the axes near either end.
+        # The best layer is the top of the curve: a fifth of the height is left free above it for its
+        # name, pinned inside the axes so it never reaches the title; near either end it is aligned inwards.
+        low, high = ax.get_ylim()
+        ax.set_ylim(low, low + (high - low) / 0.8)
         ha = "left" if best.index < 0.15 * n else "right" if best.index > 0.85 * n else "center"
-        ax.annotate(_short(best.name, 40), xy=(best.index, best.value), xytext=(0, 12), textcoords="offset points",
-                    ha=ha, fontsize=8, color="crimson")
+        ax.text(best.index, 0.97, _short(best.name, 40), transform=ax.get_xaxis_transform(), ha=ha, va="top",
+                fontsize=8, color="crimson")
         title = f"ybROAD: max {best.value:.3g} at {_short(best.name, 40)}, mean {result.ybroad_mean:.3g}"
     else:
         title = "ybROAD: no layer has a defined ROAD score"

@@ -15,6 +15,7 @@ A level appears only when it varies: ``<image>`` with several images, ``class_<k
 from __future__ import annotations
 
 import dataclasses
+import html
 import json
 import re
 import shutil
@@ -244,6 +245,22 @@ class CamSet:
 
     def __getitem__(self, i: int) -> CamResult:
         return self.results[i]
+
+    def _repr_html_(self) -> str:
+        """Every result's viewer inline in Jupyter, each folded under its folder, method and target (the first open)."""
+        parts = []
+        for i, (folder, res) in enumerate(zip(self.folders, self.results)):
+            t = res.target
+            target = f"{t.label} (#{t.index}, p={t.score:.3f})" if t.label else f"class #{t.index} (p={t.score:.3f})"
+            summary = f"<code>{html.escape(folder)}</code> · {html.escape(res.method)} · {html.escape(target)}"
+            parts.append(f"<details{' open' if i == 0 else ''}><summary>{summary}</summary>{res._repr_html_()}</details>")
+        return "".join(parts)
+
+    def show(self) -> None:
+        """Display every result's viewer in a notebook (see :meth:`CamResult.show`)."""
+        from .api import display_html
+
+        display_html(self._repr_html_())
 
     def by_folder(self) -> dict[str, CamResult]:
         return dict(zip(self.folders, self.results))
