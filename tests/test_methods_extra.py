@@ -215,17 +215,27 @@ def test_softmax_score_equals_reference_softmax_target():
 
 EIGEN = {"gradcam": GradCAM, "hirescam": HiResCAM, "gradcam++": GradCAMPlusPlus, "xgradcam": XGradCAM,
          "layercam": LayerCAM, "gradcamelementwise": GradCAMElementWise, "eigengradcam": EigenGradCAM,
-         "scorecam": ScoreCAM}
+         "scorecam": ScoreCAM, "ablationcam": REFERENCE["ablationcam"], "shapleycam": ShapleyCAM,
+         "segeigencam": SegEigenCAM}
 
 
 @pytest.mark.parametrize("name", list(EIGEN))
 def test_eigen_smooth_equals_reference(name):
     model, x = small_net(), image()
-    tr, ours, _ = ours_per_layer(model, x, name, layers="features.1,features.5,features.6", eigen_smooth=True)
+    layers = "features.1,features.5,features.6"
+    tr, ours, _ = ours_per_layer(model, x, name, layers=layers, eigen_smooth=True)
     modules = dict(model.named_modules())
     for i, rec in enumerate(tr.records):
         ref = reference_raw(EIGEN[name], model, x, modules[rec.module], int(tr.targets[0]), eigen_smooth=True)
         assert_map(ours[i][0], ref, f"eigen-smooth {name} {rec.name}", rtol=2e-4)
+    plain = ours_per_layer(model, x, name, layers=layers)[1]
+    if name in ("eigengradcam", "segeigencam"):
+        # already a principal component: pytorch-grad-cam ignores eigen_smooth for these, and so do we
+        for a, b in zip(ours, plain):
+            torch.testing.assert_close(a, b)
+    else:
+        # the smoothing changed something, so the comparison above was not of the plain maps
+        assert any(not torch.allclose(a, b, rtol=1e-3, atol=1e-6) for a, b in zip(ours, plain))
 
 
 @pytest.mark.parametrize("name", ["gradcam", "layercam", "scorecam"])
@@ -430,3 +440,75 @@ def test_a_method_with_its_own_extra_pass_through_cam_batch():
     model, x = small_net(), image()
     comp = compute_cams(model, x, "all", [Occlude()])
     assert comp.cams["test-occlude"].shape[:2] == (11, 1) and comp.cams["test-occlude"].abs().sum() > 0
+
+
+class Boom(Exception):
+    """The failure a test injects into a forward pass."""
+
+
+class Tripwire(nn.Module):
+    """The identity, until forward number ``fail_from`` (counted from 1): that call and every later one raise."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls = 0
+        self.fail_from: int | None = None
+
+    def forward(self, x):
+        self.calls += 1
+        if self.fail_from is not None and self.calls >= self.fail_from:
+            raise Boom(f"forward {self.calls}")
+        return x
+
+
+def trap_net() -> nn.Sequential:
+    """In-place activations, hooked layers before and after the tripwire, and mixed train/eval flags."""
+    torch.manual_seed(0)
+    net = nn.Sequential(
+        nn.Conv2d(3, 6, 3, padding=1), nn.BatchNorm2d(6), nn.ReLU(inplace=True), Tripwire(),
+        nn.Conv2d(6, 8, 3, padding=1), nn.SiLU(inplace=True), nn.Conv2d(8, 8, 3, padding=1), nn.ReLU(inplace=True),
+        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 5),
+    )
+    net.train()
+    net[1].eval()
+    net[4].eval()
+    return net
+
+
+def hook_count(model: nn.Module) -> int:
+    return sum(len(m._forward_hooks) + len(m._forward_pre_hooks) + len(m._backward_hooks)
+               + len(m._backward_pre_hooks) for m in model.modules())
+
+
+# (method, forward of the tripwire that fails): forward 1 is the trace; ScoreCAM and AblationCAM
+# fail in their second batch of masked copies, ShapleyCAM in its own forward.
+EXTRA_PASS_FAILURES = [("scorecam", 3), ("ablationcam", 3), ("shapleycam", 2)]
+
+
+@pytest.mark.parametrize(("name", "fail_from"), EXTRA_PASS_FAILURES)
+def test_a_failing_extra_pass_propagates_and_leaves_the_model_as_it_was(name, fail_from):
+    from torch.nn.modules import module as torch_module
+
+    net, x = trap_net(), image(size=12)
+    layers = "0,1,2,4,5"  # hooks before the tripwire (they fire) and after it (never reached)
+    trip = net[3]
+    training = [m.training for m in net.modules()]
+    inplace = [m.inplace for m in net.modules() if hasattr(m, "inplace")]
+    assert hook_count(net) == 0 and inplace == [True, True, True]
+    global_hooks = (len(torch_module._global_forward_hooks), len(torch_module._global_forward_pre_hooks),
+                    len(torch_module._global_backward_hooks))
+    trip.fail_from = fail_from
+    with pytest.raises(Boom, match=f"forward {fail_from}"):
+        compute_cams(net, x, layers, [get_method(name)], batch_size=4)
+    assert trip.calls == fail_from, "the failure came from the method's own extra pass"
+    assert hook_count(net) == 0
+    assert (len(torch_module._global_forward_hooks), len(torch_module._global_forward_pre_hooks),
+            len(torch_module._global_backward_hooks)) == global_hooks
+    assert [m.training for m in net.modules()] == training
+    assert [m.inplace for m in net.modules() if hasattr(m, "inplace")] == inplace
+    # nothing left behind changes a later run: the same CAMs as a model that never failed
+    trip.fail_from = None
+    again = compute_cams(net, x, layers, [get_method(name)], batch_size=4).cams[name]
+    fresh = compute_cams(trap_net(), x, layers, [get_method(name)], batch_size=4).cams[name]
+    torch.testing.assert_close(again, fresh, rtol=1e-5, atol=1e-6)
+    assert again.abs().sum() > 0

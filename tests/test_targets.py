@@ -168,3 +168,57 @@ def test_cli_images_topk_and_plugin_folders(tmp_path, monkeypatch, capsys):
     assert "not a per-layer method" in err and len(err.strip().splitlines()) == 1
     assert main(["run", paths[0], "--model", "test-smallnet", "--method", "nosuch.module:X", "--out",
                  str(tmp_path / "o3"), "--quiet"]) == 2
+
+
+def _decode(path) -> list[np.ndarray]:
+    import imageio_ffmpeg
+
+    reader = imageio_ffmpeg.read_frames(str(path))
+    w, h = next(reader)["size"]
+    return [np.frombuffer(b, dtype=np.uint8).reshape(h, w, 3).astype(np.float32) for b in reader]
+
+
+@pytest.mark.slow
+def test_methods_grid_shows_each_methods_own_frame_of_the_same_layer(tmp_path):
+    """One tile per method, in the order asked, each its run's local frame of the step's layer, labelled."""
+    methods = ["gradcam", "eigencam", "layercam"]
+    res = camanim.animate(small_net(), images(1)[0], method=",".join(methods), layers="features.*")
+    out = tmp_path / "out"
+    res.save(out, normalisations=["local"], fps=5)
+    assert res.folders == methods
+    own = {m: [np.asarray(Image.open(p).convert("RGB"), dtype=np.float32)
+               for p in sorted((out / m / "frames" / "local").glob("*.png"))] for m in methods}
+    n = len(own["gradcam"])
+    assert n == 8 and all(len(own[m]) == n for m in methods)
+    h, w = own["gradcam"][0].shape[:2]
+    grid = _decode(out / GRID_VIDEO)
+    assert len(grid) == n
+    # geometry: a title strip above and a caption strip below the tiles, equal gutters between them
+    gh, gw = grid[0].shape[:2]
+    strip, gutter = (gh - h) // 2, (gw - len(methods) * w) // (len(methods) - 1)
+    assert strip > 0 and gutter >= 0 and gh == h + 2 * strip
+    assert gw == len(methods) * w + (len(methods) - 1) * gutter
+
+    def tile(frame, r):
+        x0 = r * (w + gutter)
+        return frame[strip:strip + h, x0:x0 + w], frame[:strip, x0:x0 + w], frame[strip + h:, x0:x0 + w]
+
+    distinct = 0
+    for i, frame in enumerate(grid):
+        for r, m in enumerate(methods):
+            image, _, _ = tile(frame, r)
+            err = np.abs(image - own[m][i]).mean()
+            assert err < 8, f"step {i}: tile {r} is not {m}'s frame {i} (mean abs diff {err:.1f})"
+            for other in methods:
+                # where two methods' frames differ clearly, the tile is the one of its own method
+                if other != m and np.abs(own[other][i] - own[m][i]).mean() > 16:
+                    assert np.abs(image - own[other][i]).mean() > 8, f"step {i}: tile {r} looks like {other}"
+                    distinct += 1
+        captions = [tile(frame, r)[2] for r in range(len(methods))]
+        assert all(np.abs(c - captions[0]).mean() < 4 for c in captions[1:]), f"step {i}: tiles show different layers"
+    assert distinct >= n, "the methods' frames differ enough for the tile order to be checked"
+    titles = [tile(grid[0], r)[1] for r in range(len(methods))]
+    for a in range(len(methods)):
+        for b in range(a + 1, len(methods)):
+            changed = (np.abs(titles[a] - titles[b]).max(axis=2) > 64).mean()
+            assert changed > 0.01, f"tiles {a} and {b} carry the same label"
