@@ -6,6 +6,7 @@ import pytest
 import torch
 import torchvision
 from torch import nn
+from torch.nn import functional as F
 
 from camanim import InputError
 from camanim.trace import eval_mode, logits_of, run_trace, select_layers
@@ -115,6 +116,69 @@ def test_inplace_ops_do_not_alias_records():
     for u, v in zip(ta.gradients, tb.gradients):
         if u is not None:
             torch.testing.assert_close(u, v)
+
+
+class _WritesAfterUse(nn.Module):
+    """A layer output read by one op, then overwritten in place by others (functional and module)."""
+
+    def __init__(self, inplace: bool, hidden: bool = False) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3, padding=1)
+        self.bn = nn.BatchNorm2d(4)
+        self.act = nn.ReLU(inplace=inplace)
+        self.inplace, self.hidden = inplace, hidden
+        self.head = nn.Linear(4, 3)
+
+    def forward(self, x):
+        t = self.bn(self.conv(x))
+        side = t * 0.5  # reads t before it is overwritten
+        if not self.inplace:
+            t = F.relu(t + 1.0)
+        elif self.hidden:
+            with torch._C.DisableTorchFunction():  # a write no torch-function mode can see
+                t.add_(1.0)
+            t = F.relu(t, inplace=True)
+        else:
+            t += 1.0
+            t = F.relu(t, inplace=True)
+        t = self.act(t - side)
+        return self.head(t.mean(dim=(2, 3)))
+
+
+@pytest.mark.parametrize("hidden", [False, True], ids=["seen", "hidden-write"])
+def test_in_place_writes_keep_values_and_all_gradient_paths(hidden, caplog):
+    caplog.set_level("INFO", logger="camanim.trace")
+    torch.manual_seed(0)
+    a = _WritesAfterUse(inplace=True, hidden=hidden).eval()
+    b = _WritesAfterUse(inplace=False).eval()
+    b.load_state_dict(a.state_dict())
+    x = torch.randn(2, 3, 8, 8, generator=torch.Generator().manual_seed(0))
+    ta, tb = run_trace(a, x, "all", targets=[1, 2]), run_trace(b, x, "all", targets=[1, 2])
+    assert [r.name for r in ta.records] == [r.name for r in tb.records] == ["conv", "bn", "act", "head"]
+    assert (ta.activations[1] < 0).any(), "bn keeps its pre-ReLU values"
+    for u, v in zip(ta.activations, tb.activations):
+        torch.testing.assert_close(u, v)
+    # d score / d bn output sums the path through ``side`` and the one through the in-place ops
+    for u, v in zip(ta.gradients, tb.gradients):
+        torch.testing.assert_close(u, v)
+    torch.testing.assert_close(ta.logits, tb.logits)
+    assert a.act.inplace and _hook_count(a) == 0
+    # a write the copy-on-write cannot see is caught by the version counters: the pass is redone
+    assert ("escaped copy-on-write" in caplog.text) == hidden
+
+
+def test_inplace_flag_restored_when_the_pass_fails(tiny, tiny_input):
+    class Boom(Exception):
+        pass
+
+    def explode(mod, args, out):
+        raise Boom
+
+    h = tiny.block.register_forward_hook(explode)
+    with pytest.raises(Boom):
+        run_trace(tiny, tiny_input, "all")
+    h.remove()
+    assert tiny.relu.inplace is True and _hook_count(tiny) == 0
 
 
 def test_resnet_shared_relu_records():

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import dataclasses
 import fnmatch
+import inspect
+import logging
 import re
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -20,11 +22,15 @@ from dataclasses import dataclass, field
 
 import torch
 from torch import nn
+from torch.autograd.graph import GradientEdge, get_gradient_edge
+from torch.overrides import TorchFunctionMode
 
 from .errors import InputError
 from .layouts import LayoutContext
 
 LayerSpec = str | Sequence[str] | None
+_GLOB_CHARS = frozenset("*?[")
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -103,7 +109,10 @@ def select_layers(model: nn.Module, layers: LayerSpec = "all") -> list[str]:
         chosen = [n for n, _ in named if rx.search(n)]
     else:
         pats = [p.strip() for p in layers.split(",")] if isinstance(layers, str) else list(layers)
-        chosen = [n for n, _ in named if any(n == p or fnmatch.fnmatchcase(n, p) for p in pats)]
+        exact = {p for p in pats if not _GLOB_CHARS.intersection(p)}
+        globs = [p for p in pats if p not in exact]
+        rx = re.compile("|".join(fnmatch.translate(p) for p in globs)) if globs else None
+        chosen = [n for n, _ in named if n in exact or (rx is not None and rx.match(n))]
     if not chosen:
         raise InputError(
             f"layer pattern '{layers}' matches no layer of this model: see 'camanim layers' for the names "
@@ -162,6 +171,138 @@ def _fields_of(output: object) -> str:
     return f" with fields {', '.join(names[:8])}" if names else ""
 
 
+_INPLACE_DUNDERS = frozenset({
+    "__iadd__", "__isub__", "__imul__", "__itruediv__", "__ifloordiv__", "__imod__", "__ipow__", "__iand__",
+    "__ior__", "__ixor__", "__ilshift__", "__irshift__", "__imatmul__", "__setitem__",
+})
+_INPLACE_POSITION: dict[object, int | None] = {}
+
+
+def _inplace_position(func: object) -> int | None:
+    """Where ``func`` (``F.relu``, ``F.hardtanh``, ...) takes an ``inplace`` flag positionally, if it has one."""
+    if func not in _INPLACE_POSITION:
+        try:
+            params = list(inspect.signature(func).parameters)  # type: ignore[arg-type]
+        except (TypeError, ValueError):
+            params = []
+        _INPLACE_POSITION[func] = params.index("inplace") if "inplace" in params else None
+    return _INPLACE_POSITION[func]
+
+
+def written_tensor(func: object, args: Sequence[object], kwargs: Mapping[str, object]) -> torch.Tensor | None:
+    """The tensor a torch call is about to overwrite in place (``x += y``, ``relu_``, ``inplace=True``,
+    ``out=``), or None."""
+    out = kwargs.get("out")
+    if isinstance(out, (tuple, list)):
+        out = next((o for o in out if isinstance(o, torch.Tensor)), None)
+    if isinstance(out, torch.Tensor):
+        return out
+    name = getattr(func, "__name__", "")
+    inplace = name in _INPLACE_DUNDERS or (name.endswith("_") and not name.endswith("__"))
+    if not inplace and getattr(func, "__module__", None) == "torch.nn.functional":
+        flag = kwargs.get("inplace")
+        if flag is None and args:
+            pos = _inplace_position(func)
+            flag = args[pos] if pos is not None and pos < len(args) else None
+        inplace = flag is True
+    if not inplace:
+        return None
+    first = args[0] if args else kwargs.get("input", kwargs.get("self"))
+    return first if isinstance(first, torch.Tensor) else None
+
+
+def _storage_key(tensor: torch.Tensor) -> int | None:
+    try:
+        key = tensor.untyped_storage().data_ptr()
+    except (RuntimeError, NotImplementedError):
+        return None
+    return key or None
+
+
+class _Recorder(TorchFunctionMode):
+    """Keeps recorded layer outputs intact without copying every one of them.
+
+    A layer's output is recorded as the very tensor the model goes on with. Only when a torch
+    call is about to overwrite it in place (``out += identity``, ``F.relu(x, inplace=True)``, an
+    ``nn.ReLU(inplace=True)``) is its value copied first, and an ``nn`` activation module with
+    ``inplace=True`` is instead run out of place for that one call (its output is a new tensor,
+    the same work without the copy). Gradients are taken at each output's own autograd edge,
+    captured when it was recorded, so they are those of the value recorded (every path from it,
+    the in-place op included). After the forward, :meth:`intact` checks every version counter: a
+    write this mode could not see makes the trace fall back to copying every output.
+    """
+
+    def __init__(self, acts: list[torch.Tensor | None]) -> None:
+        super().__init__()
+        self.acts = acts
+        self.versions: dict[int, int] = {}
+        self.watch: dict[int, list[int]] = {}
+        self.originals: list[torch.Tensor] = []
+        self.escaped = False
+
+    def add(self, index: int, tensor: torch.Tensor) -> None:
+        self.versions[index] = tensor._version
+        key = _storage_key(tensor)
+        if key is not None:
+            self.watch.setdefault(key, []).append(index)
+
+    def watched(self, tensor: object) -> bool:
+        return isinstance(tensor, torch.Tensor) and _storage_key(tensor) in self.watch
+
+    def save_before_write(self, target: torch.Tensor) -> None:
+        key = _storage_key(target)
+        if key is None or key not in self.watch:
+            return
+        saved: dict[int, torch.Tensor] = {}
+        for i in self.watch.pop(key):
+            t = self.acts[i]
+            if t is None or i not in self.versions:
+                continue
+            if t._version != self.versions[i]:
+                self.escaped = True  # written already, by a call this mode did not see
+            if id(t) not in saved:
+                saved[id(t)] = t.detach().clone()
+                # kept alive to the end of the pass: same-output detection goes by id()
+                self.originals.append(t)
+            self.acts[i] = saved[id(t)]
+            del self.versions[i]
+
+    def intact(self) -> bool:
+        return not self.escaped and all(self.acts[i] is not None and self.acts[i]._version == v for i, v in self.versions.items())
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if self.watch:
+            target = written_tensor(func, args, kwargs)
+            if target is not None:
+                self.save_before_write(target)
+        return func(*args, **kwargs)
+
+
+def _params_per_module(model: nn.Module) -> dict[str, int]:
+    """Parameters of every named module, its children's included, from one walk over the model."""
+    own: dict[str, int] = {}
+    for name, mod in model.named_modules():
+        own[name] = sum(p.numel() for p in mod.parameters(recurse=False))
+    total = dict(own)
+    for name in sorted(own, key=lambda n: n.count(".") if n else -1, reverse=True):
+        if name:
+            parent = name.rpartition(".")[0]
+            if parent in total:
+                total[parent] += total[name]
+    return total
+
+
+def _edge(tensor: torch.Tensor) -> GradientEdge:
+    """Where autograd delivers d score / d ``tensor``, also once ``tensor`` is overwritten in place."""
+    fn = tensor.grad_fn
+    return GradientEdge(fn, tensor.output_nr) if fn is not None else get_gradient_edge(tensor)
+
+
+def _is_torch_activation(module: nn.Module) -> bool:
+    return getattr(module, "inplace", None) is True and type(module).__module__.startswith("torch.nn.")
+
+
 def run_trace(
     model: nn.Module,
     input_tensor: torch.Tensor,
@@ -173,6 +314,7 @@ def run_trace(
     output_key: str | int | None = None,
     score: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
     layouts: Mapping[str, str] | None = None,
+    copy_outputs: bool = False,
 ) -> Trace:
     """Run the single forward (and backward) pass and record every selected layer.
 
@@ -186,35 +328,43 @@ def run_trace(
         output_key: how to find the logits in a tuple/dict output.
         score: ``score(logits, targets) -> (B,)`` to differentiate; default the target logits.
         layouts: ``{layer name: layout}`` overriding detection (see :mod:`camanim.layouts`).
+        copy_outputs: hand the model a copy of every recorded output (the slow, always-safe way;
+            used by itself when an in-place write escaped the copy-on-write of :class:`_Recorder`).
 
     Returns:
         The records in execution order, with activations and gradients.
     """
     names = select_layers(model, layers)
     modules = dict(model.named_modules())
+    params_of = _params_per_module(model)
     calls: dict[str, int] = {}
     records: list[LayerRecord] = []
     acts: list[torch.Tensor | None] = []
+    edges: dict[int, object] = {}
     starts: dict[int, list[float]] = {}
     handles = []
-    params_of: dict[str, int] = {}
-    # id(tensor) -> record index, for outputs that are the very tensor an earlier record produced
-    # (a Sequential and its last child): their CAM is computed once and shared.
+    flipped: list[nn.Module] = []
+    # id(tensor) -> (record index, version): outputs that are the very tensor an earlier record
+    # produced (a Sequential and its last child): their CAM is computed once and shared.
     produced: dict[int, tuple[int, int]] = {}
-    alive: list[torch.Tensor] = []
+    recorder = _Recorder(acts)
+    copy_mode = copy_outputs
 
-    def make_hooks(name: str, module: nn.Module):
+    def make_hooks(name: str):
         def pre(mod, args):
             starts.setdefault(id(mod), []).append(time.perf_counter())
 
         def post(mod, args, output):
+            # the recorder's torch-function mode has nothing to do with our own bookkeeping
+            with torch._C.DisableTorchFunction():
+                return record(mod, args, output)
+
+        def record(mod, args, output):
             t0 = starts[id(mod)].pop() if starts.get(id(mod)) else time.perf_counter()
             seconds = time.perf_counter() - t0
             k = calls[name] = calls.get(name, 0) + 1
             tensor = _first_tensor(output)
             layout = layout_ctx.detect(mod, tensor, args, name if k == 1 else f"{name}#{k}")
-            if name not in params_of:
-                params_of[name] = sum(p.numel() for p in mod.parameters())
             index = len(records)
             same = None
             if tensor is not None and id(tensor) in produced:
@@ -225,7 +375,7 @@ def run_trace(
             records.append(LayerRecord(
                 index=index, name=name if k == 1 else f"{name}#{k}", module=name,
                 type=type(mod).__name__, shape=tuple(tensor.shape) if tensor is not None else (),
-                layout=layout, params=params_of[name], seconds=seconds, call=k, same_as=same))
+                layout=layout, params=params_of.get(name, 0), seconds=seconds, call=k, same_as=same))
             if tensor is None or not keep_activations:
                 acts.append(None)
                 return None
@@ -234,35 +384,65 @@ def run_trace(
                 acts.append(acts[same])
                 return None
             acts.append(tensor)
-            if isinstance(output, torch.Tensor) and gradients and tensor.requires_grad:
-                # The model continues on a copy, so a later in-place op (ReLU(inplace=True),
-                # ``out += identity``) cannot overwrite what we recorded, and the gradient we
-                # take is the one of this layer's own output.
-                copy = output.clone()
-                produced[id(copy)] = (index, copy._version)
-                layout_ctx.remember(copy, layout)
-                alive.append(copy)
-                return copy
-            if isinstance(output, torch.Tensor):
+            if tensor.requires_grad and torch.is_grad_enabled():
+                edges[index] = _edge(tensor)
+            if copy_mode:
+                if isinstance(output, torch.Tensor) and index in edges:
+                    # The model continues on a copy, so no later op can overwrite what we recorded.
+                    copy = output.clone()
+                    produced[id(copy)] = (index, copy._version)
+                    layout_ctx.remember(copy, layout)
+                    return copy
                 acts[-1] = tensor.detach().clone()
                 produced[id(tensor)] = (index, tensor._version)
-                alive.append(tensor)
+                return None
+            produced[id(tensor)] = (index, tensor._version)
+            recorder.add(index, tensor)
             return None
 
         return pre, post
+
+    def flip_pre(mod, args):
+        # An nn activation about to overwrite a recorded output runs out of place for this call.
+        if args and recorder.watched(args[0]):
+            mod.inplace = False
+            flipped.append(mod)
+
+    def flip_post(mod, args, output):
+        if flipped and flipped[-1] is mod:
+            flipped.pop().inplace = True
 
     x = input_tensor
     if gradients and not x.requires_grad:
         # Activations must require grad even when the user froze every parameter.
         x = x.detach().requires_grad_(True)
     layout_ctx = LayoutContext.for_model(model, x, layouts)
+    logits = None
     try:
         for name in names:
-            pre, post = make_hooks(name, modules[name])
+            pre, post = make_hooks(name)
             handles.append(modules[name].register_forward_pre_hook(pre))
             handles.append(modules[name].register_forward_hook(post))
+        if keep_activations and not copy_mode:
+            for mod in model.modules():
+                if _is_torch_activation(mod):
+                    # registered after the recording hooks: the flip is undone after the output is recorded
+                    handles.append(mod.register_forward_pre_hook(flip_pre, prepend=True))
+                    handles.append(mod.register_forward_hook(flip_post))
         with eval_mode(model), torch.set_grad_enabled(gradients):
-            out = model(x)
+            if keep_activations and not copy_mode:
+                with recorder:
+                    out = model(x)
+            else:
+                out = model(x)
+            if not copy_mode and not recorder.intact():
+                logger.info("an in-place write escaped copy-on-write: tracing again with every output copied")
+                for h in handles:
+                    h.remove()
+                handles.clear()
+                return run_trace(model, input_tensor, layers, targets=targets, gradients=gradients,
+                                 keep_activations=keep_activations, output_key=output_key, score=score,
+                                 layouts=layouts, copy_outputs=True)
             logits = logits_of(out, output_key)
             if logits.ndim != 2:
                 raise InputError(f"the model's output has shape {tuple(logits.shape)}, not (batch, classes)")
@@ -276,20 +456,23 @@ def run_trace(
             grads: list[torch.Tensor | None] = []
             if gradients:
                 s = score(logits, tgt) if score is not None else logits.gather(1, tgt.view(-1, 1)).squeeze(1)
-                wanted = [i for i, a in enumerate(acts)
-                          if a is not None and a.requires_grad and records[i].same_as is None]
-                got = torch.autograd.grad(s.sum(), [acts[i] for i in wanted], allow_unused=True) if wanted else []
+                wanted = [i for i in edges if records[i].same_as is None]
+                got = (torch.autograd.grad(s.sum(), [edges[i] for i in wanted], allow_unused=True)
+                       if wanted and s.requires_grad else [None] * len(wanted))
                 grads = [None] * len(acts)
                 for i, g in zip(wanted, got):
-                    grads[i] = torch.zeros_like(acts[i]) if g is None else g
+                    grads[i] = g
                 for i, a in enumerate(acts):
                     if records[i].same_as is not None:
                         grads[i] = grads[records[i].same_as]
                     elif a is not None and grads[i] is None:
                         grads[i] = torch.zeros_like(a)
-            acts = [a.detach() if a is not None else None for a in acts]
+            acts[:] = [a.detach() if a is not None else None for a in acts]
     finally:
         for h in handles:
             h.remove()
-        alive.clear()
+        for mod in flipped:
+            mod.inplace = True
+        edges.clear()
+        recorder.originals.clear()
     return Trace(records=records, activations=acts, gradients=grads, logits=logits.detach(), targets=tgt)

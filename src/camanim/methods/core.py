@@ -121,12 +121,14 @@ class LayerJob:
 
 def weighted_map(alpha: torch.Tensor, acts: torch.Tensor, ctx: MethodContext) -> torch.Tensor:
     """``sum_k alpha_k A_k`` (B, h, w), or with ``ctx.eigen_smooth`` the first principal component of ``alpha_k A_k``."""
-    weighted = alpha[:, :, None, None].to(acts.dtype) * acts
+    alpha = alpha.to(acts.dtype)
     if ctx.eigen_smooth:
         from .activation import first_component
 
-        return first_component(weighted)
-    return weighted.sum(dim=1)
+        return first_component(alpha[:, :, None, None] * acts)
+    b, c, h, w = acts.shape
+    # one (1 x C) @ (C x hw) product per image: no (B, C, h, w) temporary
+    return torch.bmm(alpha.unsqueeze(1), acts.reshape(b, c, h * w)).view(b, h, w)
 
 
 class CamMethod:
