@@ -5,13 +5,34 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 from . import __version__
 from .errors import InputError
 
 SUBCOMMANDS = ("run", "road", "layers", "methods", "models", "report", "compare")
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with the CLI contract's errors: one line on stderr, exit code 2, no usage block.
+
+    ``also_help``: a subcommand whose options this parser's help shows too ('camanim' alone is 'camanim run').
+    """
+
+    also_help: argparse.ArgumentParser | None = None
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        message = message.replace("\n", " ")
+        self.exit(2, f"{self.prog}: error: {message}; see '{self.prog} --help'\n")
+
+    def format_help(self) -> str:
+        text = super().format_help()
+        if self.also_help is not None:
+            text += f"\n'camanim' alone runs '{self.also_help.prog}' and takes its options:\n\n"
+            text += self.also_help.format_help()
+        return text
 
 
 def _csv(text: str) -> list[str]:
@@ -58,8 +79,8 @@ def _add_run_args(p: argparse.ArgumentParser, image_optional: bool = True) -> No
                         "and camanim_methods_grid.mp4), or a plugin module.path:Name | file.py:Name; see "
                         "'camanim methods' [gradcam]")
     p.add_argument("--target", default=None,
-                   help="class index or label, or topk:K for each image's K top classes (OUT/class_<k>/ each) "
-                        "[the predicted class]")
+                   help="class index or label for every image, one per image as 281,eel, or topk:K for each "
+                        "image's K top classes (OUT/class_<k>/ each) [the predicted class]")
     p.add_argument("--score", default="logit", choices=("logit", "softmax"),
                    help="what a CAM explains: the target's logit or its softmax probability [logit]")
     p.add_argument("--batch-size", type=int, default=64,
@@ -97,7 +118,7 @@ def _add_road_args(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="camanim",
         description="CAManim: a class activation map for every layer of a CNN, as local and global videos. "
                     "'camanim' alone runs the built-in default (EfficientNet-Lite0, sample:cat) and accepts "
@@ -107,6 +128,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command")
     run = sub.add_parser("run", help="animate every layer's CAM for one image (the main job)")
     _add_run_args(run)
+    parser.also_help = run
     lay = sub.add_parser("layers", help="list the layers that would be animated, with output shapes")
     _add_model_args(lay)
     lay.add_argument("--image", default="sample:cat", help="image used to trace shapes [sample:cat]")
@@ -157,9 +179,8 @@ def _force_progress() -> bool:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from .api import animate
-    from .render import FrameStyle, colormap_lut
-    from .sources import load_model
+    from .methods import get_methods
+    from .render import colormap_lut
 
     norms = _csv(args.norm)
     formats = _csv(args.format)
@@ -178,21 +199,65 @@ def cmd_run(args: argparse.Namespace) -> int:
         colormap_lut(args.colormap)
     except ValueError as exc:
         raise InputError(f"--colormap: {exc}") from exc
-    from .api import prepare_out_dir
-
-    prepare_out_dir(Path(args.out))
-    from .methods import get_methods
-
     get_methods(args.method)
     if args.batch_size < 1:
         raise InputError(f"--batch-size {args.batch_size} must be at least 1")
     road_opts = _road_options(args) if args.road else None
+    with _new_folders_removed_on_failure(Path(args.out)):
+        return _run(args, norms, formats, layouts, road_opts)
+
+
+@contextmanager
+def _new_folders_removed_on_failure(out: Path) -> Iterator[None]:
+    """Should the run fail, remove the folders up to ``out`` that it created (nothing half-written).
+
+    The output folder is checked (and its parents made) before the model loads, so that an
+    unwritable ``--out`` fails at once; a failure after that must not leave those parents behind.
+    """
+    new: list[Path] = []
+    folder = out.resolve()
+    while not folder.exists():
+        new.append(folder)
+        folder = folder.parent
+    try:
+        yield
+    except BaseException:
+        for folder in new:  # innermost first; a folder that is not empty stays, with all above it
+            if folder.is_dir():
+                try:
+                    folder.rmdir()
+                except OSError:
+                    break
+        raise
+
+
+def _targets(spec: str | None, n_images: int, labels: Sequence[str] | None) -> str | list[str] | None:
+    """``--target``: one class for every image, or one per image separated by commas (``281,eel``)."""
+    if spec is None or "," not in spec or spec.strip().lower() in {label.lower() for label in labels or ()}:
+        return spec
+    parts = [part.strip() for part in spec.split(",")]
+    if not all(parts):
+        raise InputError(f"--target '{spec}' has an empty entry: give one class per image, e.g. 281,eel")
+    if len(parts) != n_images:
+        raise InputError(f"--target '{spec}' gives {len(parts)} targets for {n_images} image(s): "
+                         "give one class per image, comma-separated, or one class for all")
+    return parts
+
+
+def _run(args: argparse.Namespace, norms: list[str], formats: list[str], layouts: dict[str, str],
+         road_opts: dict | None) -> int:
+    from .api import animate, prepare_out_dir
+    from .render import FrameStyle
+    from .sources import load_model
+
+    prepare_out_dir(Path(args.out))
     progress = _progress(args.quiet)
     loaded = load_model(args.model, args.weights, num_classes=args.num_classes, labels=args.labels,
                         channels=args.channels, trust_checkpoint=args.trust_checkpoint)
     images = args.image if isinstance(args.image, list) else [args.image]
+    target = _targets(args.target, len(images), loaded.labels)
     result = animate(loaded, images if len(images) > 1 else images[0], method=args.method, layers=args.layers,
-                     target=args.target, device=args.device, eigen_smooth=args.eigen_smooth, seed=args.seed,
+                     target=target, device=args.device, eigen_smooth=args.eigen_smooth, seed=args.seed,
                      output_key=args.output_key, progress=progress, layouts=layouts,
                      skip_non_spatial=args.skip_non_spatial, score=args.score, aug_smooth=args.aug_smooth,
                      batch_size=args.batch_size)
@@ -347,17 +412,39 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or (argv[0] not in SUBCOMMANDS and argv[0] not in ("-h", "--help", "--version")):
         argv = ["run", *argv]
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.WARNING, format="camanim: %(message)s")
     try:
-        return COMMANDS[args.command](args)
-    except InputError as exc:
-        print(f"camanim: error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("camanim: interrupted", file=sys.stderr)
-        return 130
+        args = build_parser().parse_args(argv)
+    except SystemExit as exc:  # --help, --version, or a parse error already told in one line
+        return exc.code if isinstance(exc.code, int) else 0
+    with _own_log_records_only():
+        try:
+            return COMMANDS[args.command](args)
+        except InputError as exc:
+            print(f"camanim: error: {exc}", file=sys.stderr)
+            return 2
+        except KeyboardInterrupt:
+            print("camanim: interrupted", file=sys.stderr)
+            return 130
+
+
+@contextmanager
+def _own_log_records_only() -> Iterator[None]:
+    """Show camanim's own warnings on stderr; other libraries' log records stay off the terminal.
+
+    The root logger gets a handler that drops records, so Python's last-resort handler does not
+    print third-party warnings that have no handler of their own.
+    """
+    own, root = logging.getLogger("camanim"), logging.getLogger()
+    shown, dropped = logging.StreamHandler(sys.stderr), logging.NullHandler()
+    shown.setFormatter(logging.Formatter("camanim: %(message)s"))
+    shown.setLevel(logging.WARNING)
+    own.addHandler(shown)
+    root.addHandler(dropped)
+    try:
+        yield
+    finally:
+        own.removeHandler(shown)
+        root.removeHandler(dropped)
 
 
 if __name__ == "__main__":

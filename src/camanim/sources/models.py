@@ -13,7 +13,8 @@ import dataclasses
 import difflib
 import fnmatch
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -278,9 +279,11 @@ def _load_pickled(path: Path, trust: bool) -> LoadedModel:
 
 # -- loading ----------------------------------------------------------------
 
-def _download_error(name: str, exc: BaseException) -> InputError:
+def _download_error(name: str, exc: BaseException, offline: bool = False) -> InputError:
+    why = ("a download from the Hugging Face hub, which cannot be reached, and are not in its local cache"
+           if offline else f"a download that failed ({type(exc).__name__})")
     return InputError(
-        f"model '{name}': its pretrained weights need a download that failed ({type(exc).__name__}); "
+        f"model '{name}': its pretrained weights need {why}; "
         "pass a local file with --weights PATH, or --weights none for random weights"
     )
 
@@ -332,6 +335,45 @@ def _load_torchvision(name: str, weights: str | None, num_classes: int | None) -
                                              "weights": source, "num_classes": nc})
 
 
+def hub_reachable(timeout: float = 2.0) -> bool:
+    """Whether a TCP connection to the Hugging Face hub (or the HTTPS proxy in use) opens within ``timeout``."""
+    import socket
+    import urllib.request
+    from urllib.parse import urlsplit
+
+    from huggingface_hub import constants
+
+    url = urlsplit(urllib.request.getproxies().get("https") or constants.ENDPOINT)
+    port = url.port or (443 if url.scheme == "https" else 80)
+    try:
+        socket.create_connection((url.hostname or "", port), timeout=timeout).close()
+    except OSError:
+        return False
+    return True
+
+
+@contextmanager
+def _hub_offline_unless_reachable() -> Iterator[bool]:
+    """huggingface_hub's offline mode while the hub cannot be reached; yields whether it was switched on.
+
+    Unreachable, huggingface_hub retries each request for about half a minute, logging every try;
+    in offline mode it takes a cached file at once, or fails at once when there is none.
+    """
+    try:
+        from huggingface_hub import constants
+    except ImportError:  # timm without the hub loads from URLs only
+        yield False
+        return
+    if constants.HF_HUB_OFFLINE or hub_reachable():
+        yield False
+        return
+    constants.HF_HUB_OFFLINE = True
+    try:
+        yield True
+    finally:
+        constants.HF_HUB_OFFLINE = False
+
+
 def _load_timm(name: str, weights: str | None, num_classes: int | None) -> LoadedModel:
     import timm
     from timm.data import resolve_data_config
@@ -340,14 +382,16 @@ def _load_timm(name: str, weights: str | None, num_classes: int | None) -> Loade
     if num_classes is not None:
         kwargs["num_classes"] = num_classes
     pretrained = weights == "default"
+    offline = False
     try:
-        model = timm.create_model(name, pretrained=pretrained, **kwargs)
+        with _hub_offline_unless_reachable() if pretrained else nullcontext(False) as offline:
+            model = timm.create_model(name, pretrained=pretrained, **kwargs)
     except (OSError, RuntimeError) as exc:
-        raise _download_error(name, exc) from exc
+        raise _download_error(name, exc, offline) from exc
     except Exception as exc:  # noqa: BLE001 - huggingface_hub raises its own offline errors
         msg = str(exc).lower()
-        if pretrained and ("offline" in msg or "connect" in msg or "hub" in msg):
-            raise _download_error(name, exc) from exc
+        if pretrained and (offline or "offline" in msg or "connect" in msg or "hub" in msg):
+            raise _download_error(name, exc, offline) from exc
         raise
     cfg = resolve_data_config({}, model=model)
     _, h, w = cfg["input_size"]

@@ -1,0 +1,218 @@
+"""The CLI contract: one stderr line and exit 2 for bad input, nothing left behind, help, targets, outputs."""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+
+import imageio_ffmpeg
+import numpy as np
+import pytest
+from PIL import Image, ImageSequence
+
+from camanim import InputError
+from camanim.cli import main
+
+# resnet18 with random weights on its last block: a few layers, fast on a CPU
+SMALL = ["--model", "resnet18", "--weights", "none", "--layers", "layer4.1*", "--quiet"]
+
+
+def _one_err_line(capsys) -> str:
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1, err
+    assert err[0].startswith("camanim") and "Traceback" not in err[0]
+    return err[0]
+
+
+# -- offline downloads ------------------------------------------------------------
+
+
+@pytest.fixture
+def empty_hf_cache(tmp_path, monkeypatch):
+    """An empty Hugging Face cache, so no earlier download can satisfy the request."""
+    constants = pytest.importorskip("huggingface_hub.constants")
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hf-cache"))
+    return tmp_path
+
+
+def _assert_offline_failure(capsys, out) -> None:
+    line = _one_err_line(capsys)
+    assert "model 'resnet10t'" in line and "Hugging Face hub, which cannot be reached" in line
+    assert "--weights PATH" in line and "--weights none" in line
+    assert "Retry" not in line and not out.parent.exists()
+
+
+def test_timm_weights_offline_fail_fast_with_one_line(empty_hf_cache, capsys):
+    from camanim.sources.models import hub_reachable
+
+    if hub_reachable():
+        pytest.skip("the Hugging Face hub is reachable: this test needs the network to be unavailable")
+    out = empty_hf_cache / "a" / "out"
+    assert main(["sample:cat", "--model", "timm:resnet10t", "--out", str(out), "--quiet"]) == 2
+    _assert_offline_failure(capsys, out)
+
+
+def test_timm_weights_unreachable_hub_uses_offline_mode(empty_hf_cache, capsys, monkeypatch):
+    """Whatever this machine's network, an unreachable hub means no retries, and the mode is restored."""
+    import huggingface_hub.constants as constants
+
+    import camanim.sources.models as models
+
+    monkeypatch.setattr(models, "hub_reachable", lambda *a, **k: False)
+    before = constants.HF_HUB_OFFLINE
+    out = empty_hf_cache / "b" / "out"
+    assert main(["sample:cat", "--model", "timm:resnet10t", "--out", str(out), "--quiet"]) == 2
+    _assert_offline_failure(capsys, out)
+    assert constants.HF_HUB_OFFLINE == before
+
+
+def test_only_camanims_own_log_records_reach_stderr(tmp_path, capsys, monkeypatch):
+    import camanim.sources
+
+    def noisy_load(*a, **k):
+        logging.getLogger("thirdparty.hub").warning("Retrying in 8s [Retry 5/5].")
+        logging.getLogger("camanim.sources").warning("own warning")
+        raise InputError("model 'x' is broken: pass another")
+
+    monkeypatch.setattr(camanim.sources, "load_model", noisy_load)
+    assert main(["--out", str(tmp_path / "o"), "--quiet"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["camanim: own warning", "camanim: error: model 'x' is broken: pass another"]
+
+
+# -- nothing half-written -----------------------------------------------------------
+
+
+def test_unknown_model_leaves_no_new_parent_folders(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert main(["--model", "resnet5O", "--out", "a/b/out", "--quiet"]) == 2
+    assert "unknown model 'resnet5O'" in _one_err_line(capsys)
+    assert not (tmp_path / "a").exists() and list(tmp_path.iterdir()) == []
+
+
+def test_bad_image_under_new_parents_leaves_them_out_but_keeps_existing_ones(tmp_path, capsys):
+    (tmp_path / "keep").mkdir()
+    notes = tmp_path / "notes.png"
+    notes.write_text("not an image")
+    assert main([str(notes), *SMALL, "--out", str(tmp_path / "keep" / "x" / "y" / "out")]) == 2
+    assert f"'{notes}' is not an image" in _one_err_line(capsys)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["keep", "notes.png"]
+    assert list((tmp_path / "keep").iterdir()) == []
+
+
+# -- argparse errors and help ---------------------------------------------------------
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["--score", "foo"], "argument --score: invalid choice: 'foo'"),
+    (["run", "--fps", "fast"], "argument --fps: invalid float value: 'fast'"),
+    (["layers", "--bogus"], "unrecognized arguments: --bogus"),
+    (["road"], "the following arguments are required: out_dir"),
+])
+def test_parse_errors_are_one_line(capsys, args, needle):
+    assert main(args) == 2
+    line = _one_err_line(capsys)
+    assert needle in line and "--help" in line
+    assert capsys.readouterr().out == ""
+
+
+def test_top_level_help_documents_runs_options(capsys):
+    assert main(["--help"]) == 0
+    out = capsys.readouterr().out
+    for sub in ("run", "layers", "methods", "models", "road", "report", "compare"):
+        assert re.search(rf"^\s+{sub}\s", out, re.M), sub
+    for opt in ("--method", "--road", "--fps", "--target", "--layers", "--out", "--colormap", "--no-video"):
+        assert opt in out, opt
+
+
+# -- targets per image ---------------------------------------------------------------
+
+
+def test_one_target_per_image_from_the_cli(tmp_path, capsys):
+    out = tmp_path / "o"
+    assert main(["run", "sample:cat", "sample:coffee", "--target", "281,eel", *SMALL, "--no-video",
+                 "--out", str(out)]) == 0
+    cat = json.loads((out / "cat" / "manifest.json").read_text())
+    coffee = json.loads((out / "coffee" / "manifest.json").read_text())
+    assert (cat["target"]["index"], cat["target"]["label"]) == (281, "tabby")
+    assert (coffee["target"]["index"], coffee["target"]["label"]) == (390, "eel")
+    assert cat["image"]["source"] == "sample:cat" and coffee["image"]["source"] == "sample:coffee"
+
+
+def test_single_and_topk_targets_still_apply_to_every_image(tmp_path):
+    out = tmp_path / "o"
+    assert main(["run", "sample:cat", "sample:coffee", "--target", "eel", *SMALL, "--no-video",
+                 "--out", str(out)]) == 0
+    for name in ("cat", "coffee"):
+        assert json.loads((out / name / "manifest.json").read_text())["target"]["index"] == 390
+    top = tmp_path / "top"
+    assert main(["run", "sample:cat", "--target", "topk:2", *SMALL, "--no-video", "--out", str(top)]) == 0
+    classes = sorted(p.name for p in top.iterdir() if p.is_dir())
+    assert len(classes) == 2 and all(c.startswith("class_") for c in classes)
+
+
+@pytest.mark.parametrize("images", [["sample:cat"], ["sample:cat", "sample:coffee", "sample:rocket"]])
+def test_target_count_must_match_the_images(tmp_path, capsys, images):
+    out = tmp_path / "o"
+    assert main(["run", *images, "--target", "281,eel", *SMALL, "--out", str(out)]) == 2
+    line = _one_err_line(capsys)
+    assert f"--target '281,eel' gives 2 targets for {len(images)} image" in line
+    assert list(tmp_path.iterdir()) == []
+
+
+# -- what comes out ----------------------------------------------------------------
+
+
+def test_layers_prints_parameter_counts(capsys):
+    assert main(["layers", "--model", "resnet18", "--layers", r"re:^(conv1|bn1|layer1\.0\.conv1|fc)$"]) == 0
+    rows = {}
+    for line in capsys.readouterr().out.splitlines()[1:-1]:
+        cols = line.split()
+        rows[cols[1]] = int(cols[4].replace(",", ""))
+    assert rows == {"conv1": 3 * 64 * 7 * 7, "bn1": 2 * 64, "layer1.0.conv1": 64 * 64 * 3 * 3,
+                    "fc": 512 * 1000 + 1000}
+    assert rows["conv1"] == 9408
+
+
+@pytest.fixture(scope="module")
+def viridis_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("viridis") / "o"
+    assert main(["sample:coffee", *SMALL, "--fps", "5", "--colormap", "viridis", "--format", "mp4,gif",
+                 "--out", str(out)]) == 0
+    return out
+
+
+def test_gif_has_one_frame_per_layer(viridis_run):
+    n = len(json.loads((viridis_run / "manifest.json").read_text())["layers"])
+    assert n > 3
+    with Image.open(viridis_run / "camanim_local.gif") as gif:
+        assert sum(1 for _ in ImageSequence.Iterator(gif)) == n
+        assert gif.info["duration"] == 200  # 5 fps
+
+
+def test_fps_reaches_the_mp4(viridis_run):
+    for video in ("camanim_local.mp4", "camanim_side_by_side.mp4"):
+        reader = imageio_ffmpeg.read_frames(str(viridis_run / video))
+        meta = next(reader)
+        reader.close()
+        assert meta["fps"] == pytest.approx(5.0)
+
+
+def test_colormap_changes_the_frames(viridis_run, tmp_path):
+    jet = tmp_path / "jet"
+    assert main(["sample:coffee", *SMALL, "--no-video", "--out", str(jet)]) == 0
+    assert json.loads((viridis_run / "manifest.json").read_text())["render"]["colormap"] == "viridis"
+    a = np.asarray(Image.open(viridis_run / "frames" / "local" / "0000.png")).astype(int)
+    b = np.asarray(Image.open(jet / "frames" / "local" / "0000.png")).astype(int)
+    assert a.shape == b.shape
+    assert np.abs(a - b).mean() > 5
+
+
+def test_progress_bars_when_forced(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("CAMANIM_PROGRESS", "1")
+    args = ["sample:coffee", *[a for a in SMALL if a != "--quiet"], "--no-video", "--out", str(tmp_path / "o")]
+    assert main(args) == 0
+    err = capsys.readouterr().err
+    assert "cams gradcam" in err and "frames local" in err and "frames global" in err
+    assert re.search(r"frames local: 100%\|.*\| (\d+)/\1", err)
