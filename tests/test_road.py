@@ -14,6 +14,7 @@ from pytorch_grad_cam.metrics.perturbation_confidence import RemoveLeastRelevant
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputSoftmaxTarget, ClassifierOutputTarget
 from torch import nn
 
+import camanim
 import camanim._imputation as imputation
 from camanim._imputation import linear_imputation, nested_dissection_rank
 from camanim.road import YbRoad, _tick_positions, removal_masks, write_ybroad, ybroad
@@ -227,6 +228,39 @@ def test_identical_masks_are_imputed_once(net: nn.Module, x: torch.Tensor, monke
     res = ybroad(net, x, cams, 0, noise=0.0, trials=2)
     assert sum(solved) == 2 * 2 * len(PCTS)  # two distinct layers x MoRF/LeRF x percentages
     torch.testing.assert_close(res.combined[:, 1], res.combined[:, 0], atol=1e-6, rtol=0)
+
+
+def test_identical_masks_get_one_noisy_image_and_one_score(net: nn.Module, x: torch.Tensor) -> None:
+    """Layers that remove the very same pixels (``same_as``) are scored on the same image: equal scores."""
+    rec = _Recorder(net)
+    cams = _tie_free_cams(2)
+    cams = torch.stack([cams[0], cams[1], 2 * cams[0]])  # layer 2 ranks pixels as layer 0 does
+    res = ybroad(rec, x, cams, 0, noise=0.05, seed=3, trials=2, batch_size=4)
+    assert torch.equal(res.morf[:, 2], res.morf[:, 0]) and torch.equal(res.lerf[:, 2], res.lerf[:, 0])
+    assert (res.morf[:, 1] - res.morf[:, 0]).abs().max() > 0
+    # the clean image, then one image per distinct mask and trial: 2 layers x 2 directions x 4 x 2 trials
+    assert sum(len(batch) for batch in rec.seen) == 1 + 2 * 2 * len(PCTS) * 2
+    # a layer's numbers do not depend on which other layers are scored with it
+    alone = ybroad(net, x, cams[:1], 0, noise=0.05, seed=3, trials=2)
+    torch.testing.assert_close(alone.combined[:, 0], res.combined[:, 0], atol=1e-6, rtol=0)
+
+
+class _DictOut(nn.Module):
+    def __init__(self, inner: nn.Module) -> None:
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {"features": images.mean(dim=(2, 3)), "scores": self.inner(images)}
+
+
+def test_models_with_dict_outputs_take_an_output_key(net: nn.Module, x: torch.Tensor) -> None:
+    cams = _tie_free_cams(2)
+    expected = ybroad(net, x, cams, 1, noise=0.0)
+    got = ybroad(_DictOut(net), x, cams, 1, noise=0.0, output_key="scores")
+    torch.testing.assert_close(got.combined, expected.combined)
+    with pytest.raises(camanim.InputError, match="--output-key"):
+        ybroad(_DictOut(net), x, cams, 1, noise=0.0)
 
 
 class _Recorder(nn.Module):

@@ -71,3 +71,42 @@ def test_python_ybroad_of_a_result(tiny):
     assert defined == [not r.non_spatial and float(result.cams[i].max()) > float(result.cams[i].min())
                        for i, r in enumerate(result.layers)]
     assert torch.isfinite(yb.combined[0, torch.tensor(defined)]).all()
+
+
+class _DictModel(torch.nn.Module):
+    """A classifier that returns a dict, as HF-style models do."""
+
+    def __init__(self, inner: torch.nn.Module) -> None:
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, x):
+        return {"pooled": x.mean(dim=(2, 3)), "scores": self.inner(x)}
+
+
+def test_ybroad_of_a_dict_output_model_uses_the_runs_output_key(tiny, tmp_path):
+    x = torch.randn(1, 3, 16, 16, generator=torch.Generator().manual_seed(0))
+    result = camanim.animate(_DictModel(tiny), x, output_key="scores")
+    assert result.options["output_key"] == "scores"
+    plain = camanim.ybroad(camanim.animate(tiny, x), percentiles=(50,), noise=0.0)
+    keyed = camanim.ybroad(result, percentiles=(50,), noise=0.0)
+    # the wrapper adds one record, "inner" (the whole tiny net); the others are tiny's own layers
+    assert keyed.layer_names == [f"inner.{n}" for n in plain.layer_names] + ["inner"]
+    torch.testing.assert_close(keyed.combined[:, :-1], plain.combined, equal_nan=True)
+
+
+def test_road_subcommand_scores_every_run_of_a_set(tmp_path, capsys):
+    out = tmp_path / "set"
+    assert main(["run", "sample:cat", "sample:coffee", "--model", "resnet18", "--weights", "none",
+                 "--layers", "layer4.1.bn2", "--out", str(out), "--no-video", "--frame-width", "64", "--quiet"]) == 0
+    top = json.loads((out / "manifest.json").read_text())
+    assert top["kind"] == "set" and len(top["runs"]) == 2
+    capsys.readouterr()
+    assert main(["road", str(out), "--road-percentiles", "50", "--quiet"]) == 0
+    printed = capsys.readouterr().out
+    for run in top["runs"]:
+        folder = out / run["folder"]
+        assert f"{run['folder']}: " in printed
+        yb = json.loads((folder / "ybroad.json").read_text())
+        assert [x["name"] for x in yb["layers"]] == ["layer4.1.bn2"] and yb["layers"][0]["ybroad"] is not None
+        assert json.loads((folder / "manifest.json").read_text())["ybroad"]["csv"] == "ybroad.csv"

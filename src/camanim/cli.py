@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
 from collections.abc import Iterator, Sequence
@@ -373,11 +374,16 @@ def cmd_road(args: argparse.Namespace) -> int:
     opts = _road_options(args)
     progress = _progress(args.quiet)
     cb = (lambda d, t: progress("ybROAD", d, t)) if progress else None
-    yb, paths = road_for_run(_run_dir(args.out_dir), trust_checkpoint=args.trust_checkpoint, device=args.device,
-                             progress=cb, **opts)
-    _print_ybroad(yb)
-    for key, p in paths.items():
-        print(f"  {key:>6}: {p}")
+    top = _run_dir(args.out_dir)
+    manifest = json.loads((top / "manifest.json").read_text())
+    # a folder of several runs (images, classes, methods): score each of its run folders
+    folders = [r["folder"] for r in manifest.get("runs", [])] if manifest.get("kind") == "set" else [""]
+    for folder in folders:
+        yb, paths = road_for_run(top / folder if folder else top, trust_checkpoint=args.trust_checkpoint,
+                                 device=args.device, progress=cb, **opts)
+        _print_ybroad(yb, f"{folder}: " if folder else "")
+        for key, p in paths.items():
+            print(f"  {key:>6}: {p}")
     return 0
 
 

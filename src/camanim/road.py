@@ -29,10 +29,12 @@ both remove the same number of pixels: its threshold keeps
 (at 224x224 it removes 10036 and 20071 pixels at 20% and 40%, we 10035 and 20070).
 
 Randomness: trial ``t`` of a run with seed ``s`` draws the noise of the
-perturbed image for layer ``l``, direction ``d`` (0 MoRF, 1 LeRF) and percentage
-index ``i`` from ``numpy.random.default_rng((s, t, l, d, i))``. So a layer's numbers
-do not depend on ``batch_size``, on the other layers' CAMs, or on how many
-trials are run (trial 0 of ``trials=5`` is the whole of ``trials=1``).
+perturbed image for a removal mask from ``numpy.random.default_rng((s, t, c))``,
+``c`` the CRC-32 of the mask's packed bits. So a layer's numbers do not depend on
+``batch_size``, on the other layers' CAMs, or on how many trials are run (trial 0
+of ``trials=5`` is the whole of ``trials=1``); and layers whose CAMs remove the very
+same pixels (a container and its last child, ``same_as``) get the very same
+perturbed image, which is imputed and scored once, and so the same score.
 
 Example:
     >>> res = ybroad(model, x, cams, target=281, layer_names=names)  # doctest: +SKIP
@@ -48,6 +50,7 @@ import json
 import logging
 import math
 import os
+import zlib
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -58,6 +61,7 @@ import torch
 from torch import nn
 
 from ._imputation import iter_linear_imputations
+from .trace import logits_of
 
 __all__ = ["SCORES", "YbRoad", "YbRoadMax", "removal_masks", "write_ybroad", "ybroad"]
 
@@ -273,13 +277,15 @@ class _PackedMasks(Sequence[np.ndarray]):
 class _Scorer:
     """Target score of batches of images, under inference mode."""
 
-    def __init__(self, model: nn.Module, target: int, score: str, device: torch.device) -> None:
+    def __init__(self, model: nn.Module, target: int, score: str, device: torch.device,
+                 output_key: str | int | None = None) -> None:
         self.model, self.target, self.score, self.device = model, target, score, device
+        self.output_key = output_key
 
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
         with torch.inference_mode():
-            out = self.model(images.to(self.device))
-        if not isinstance(out, torch.Tensor) or out.ndim != 2 or out.shape[0] != images.shape[0]:
+            out = logits_of(self.model(images.to(self.device)), self.output_key)
+        if out.ndim != 2 or out.shape[0] != images.shape[0]:
             raise ValueError("model: expected its output to be a (batch, classes) tensor of logits")
         if not 0 <= self.target < out.shape[1]:
             raise ValueError(f"target: {self.target} is not a class index of a {out.shape[1]}-class output")
@@ -303,13 +309,15 @@ def ybroad(
     seed: int = 0,
     trials: int = 1,
     batch_size: int = 32,
+    output_key: str | int | None = None,
     progress: Callable[[int, int], None] | None = None,
 ) -> YbRoad:
     """ROAD score of every layer's CAM (ybROAD).
 
     Each distinct removal mask is imputed once (masks shared by several layers,
-    and by all trials, are solved once), on background threads while the model
-    scores finished images in batches of ``batch_size``. The model runs in eval
+    and by all trials, are solved once) and each of its noisy images scored once,
+    on background threads while the model scores finished images in batches of
+    ``batch_size``. The model runs in eval
     mode under ``torch.inference_mode``; its train/eval flags are restored.
 
     Args:
@@ -325,6 +333,7 @@ def ybroad(
         seed: Non-negative base seed of the noise.
         trials: Number of noise draws to repeat the scoring with.
         batch_size: Perturbed images per forward pass.
+        output_key: Where the logits are in a tuple/dict/dataclass model output (as for ``animate``).
         progress: Called as ``progress(done, total)`` perturbed images, first with ``done=0``.
 
     Returns:
@@ -387,24 +396,25 @@ def ybroad(
 
     shape = (trials, n_layers, len(pcts))
     deltas = torch.full((2, *shape), math.nan, dtype=torch.float64)  # [MoRF/LeRF, T, L, P]
-    total = trials * sum(map(len, jobs))
+    total = trials * len(jobs)
     clean = input_tensor.detach()[0].to("cpu")
     flat_clean = clean.reshape(channels, n_pixels)
 
     with _eval_mode(model):
-        scorer = _Scorer(model, target, score, input_tensor.device)
+        scorer = _Scorer(model, target, score, input_tensor.device, output_key)
         base = float(scorer(input_tensor)[0])
         if progress is not None:
             progress(0, total)
         batch: list[torch.Tensor] = []
-        where: list[tuple[int, int, int, int]] = []
+        where: list[tuple[int, int]] = []
         done = 0
 
         def flush() -> None:
             nonlocal done
             scores = scorer(torch.stack(batch).reshape(len(batch), channels, height, width))
-            for (t, layer, direction, i), value in zip(where, scores.tolist(), strict=True):
-                deltas[direction, t, layer, i] = value - base
+            for (t, u), value in zip(where, scores.tolist(), strict=True):
+                for layer, direction, i in jobs[u]:
+                    deltas[direction, t, layer, i] = value - base
             done += len(batch)
             batch.clear()
             where.clear()
@@ -418,18 +428,18 @@ def ybroad(
         with imputed as solutions:
             for u, values in enumerate(solutions):
                 idx = torch.from_numpy(np.flatnonzero(np.unpackbits(packed[u], count=n_pixels)))
-                for layer, direction, i in jobs[u]:
-                    for t in range(trials):
-                        filled = values
-                        if noise > 0 and values.size:
-                            rng = np.random.default_rng((seed, t, layer, direction, i))
-                            filled = values + noise * rng.standard_normal(values.shape)
-                        image = flat_clean.clone()
-                        image[:, idx] = torch.from_numpy(filled).to(image.dtype)
-                        batch.append(image)
-                        where.append((t, layer, direction, i))
-                        if len(batch) == batch_size:
-                            flush()
+                crc = zlib.crc32(packed[u].tobytes())
+                for t in range(trials):
+                    filled = values
+                    if noise > 0 and values.size:
+                        rng = np.random.default_rng((seed, t, crc))
+                        filled = values + noise * rng.standard_normal(values.shape)
+                    image = flat_clean.clone()
+                    image[:, idx] = torch.from_numpy(filled).to(image.dtype)
+                    batch.append(image)
+                    where.append((t, u))
+                    if len(batch) == batch_size:
+                        flush()
         if batch:
             flush()
 

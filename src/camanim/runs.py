@@ -111,7 +111,8 @@ def explain(
     # Resolve labels and indices before any pass: a bad label fails before any work.
     rows_for([s for s in specs if not _needs_logits(s)], labels, num_classes)
     options = {"methods": [m.name for m in methods], "score": score if isinstance(score, str) else "custom",
-               "eigen_smooth": eigen_smooth, "aug_smooth": aug_smooth, "batch_size": batch_size}
+               "eigen_smooth": eigen_smooth, "aug_smooth": aug_smooth, "batch_size": batch_size,
+               **({"output_key": output_key} if output_key is not None else {})}
     out: list[tuple[tuple[int, int, str], CamResult]] = []
     by_shape: dict[tuple[int, ...], list[int]] = {}
     for i, (x, _, _) in enumerate(inputs):

@@ -41,7 +41,8 @@ def ybroad(result: Any, *, percentiles: Sequence[float] = (20, 40, 60, 80), scor
         result.model, x, result.cams.to(x.device), result.target.index,
         layer_names=[r.name for r in result.layers], non_spatial=[r.non_spatial for r in result.layers],
         percentiles=percentiles, score=score, noise=noise, seed=seed, trials=trials,
-        batch_size=batch_size or _default_batch(x.device), progress=progress,
+        batch_size=batch_size or _default_batch(x.device), output_key=result.options.get("output_key"),
+        progress=progress,
     )
 
 
@@ -76,6 +77,7 @@ def road_for_run(out_dir: str | Path, *, model: nn.Module | None = None, trust_c
     cams = torch.from_numpy(data["cams"]).to(dev)
     layers = manifest["layers"]
     options.setdefault("batch_size", _default_batch(dev))
+    options.setdefault("output_key", manifest.get("options", {}).get("output_key"))
     yb = _ybroad(mod, x, cams, int(data["target"]), layer_names=[layer["name"] for layer in layers],
                  non_spatial=[bool(layer.get("non_spatial")) for layer in layers], **options)
     tmp = Path(tempfile.mkdtemp(prefix=".ybroad-", dir=out))
