@@ -1,10 +1,11 @@
 """End to end on the architectures the paper shows, with random weights: every layer's CAM, frames, videos.
 
-Each run records every layer at the input size of the model's own weights' transforms and
-writes local and global frames (64 px wide to keep the suite fast). A few runs go through the
-whole command line (``camanim run``: MP4s and the report too); the others call the API and skip
-the videos and the report. Random weights are seeded. The expected counts are those of
-torchvision 0.29 and timm 1.0: a change in them means the models changed, or layout detection did.
+Each run records every layer at the input size of the model's own weights' transforms (timm's
+pretrained config for timm models) and writes local and global frames (64 px wide to keep the
+suite fast) and the local, global and side-by-side MP4s, one frame per layer. A few runs go
+through the whole command line (``camanim run``, the report too); the others call the API and
+skip the report. Random weights are seeded. The expected counts are those of torchvision 0.29
+and timm 1.0: a change in them means the models changed, or layout detection did.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from pathlib import Path
 import imageio_ffmpeg
 import numpy as np
 import pytest
+import timm
 import torch
 import torchvision
 
@@ -32,7 +34,7 @@ class Case:
     layers: int
     spatial: int
     layouts: dict[str, int] = field(default_factory=dict)
-    video: bool = False
+    cli: bool = False  # through `camanim run` (with the report) rather than the API
     heavy: bool = False
     method: str = "gradcam"
     memory_gb: float = 0.0  # peak resident memory of the run, where it is large
@@ -43,7 +45,7 @@ def _nchw(spatial: int, layers: int) -> dict[str, int]:
 
 
 CASES = [
-    Case("alexnet", 224, 23, 15, _nchw(15, 23), video=True),
+    Case("alexnet", 224, 23, 15, _nchw(15, 23), cli=True),
     Case("squeezenet1_1", 224, 67, 65, _nchw(65, 67)),
     Case("vgg16", 224, 41, 33, _nchw(33, 41)),
     Case("resnet50", 224, 182, 180, _nchw(180, 182)),
@@ -57,10 +59,10 @@ CASES = [
     Case("regnet_y_400mf", 224, 343, 261, _nchw(261, 343)),
     Case("densenet121", 224, 432, 431, _nchw(431, 432)),
     Case("convnext_tiny", 224, 202, 197, {"NCHW": 107, "NHWC": 90, "non_spatial": 5}),
-    Case("swin_t", 224, 167, 164, {"NCHW": 2, "NHWC": 162, "non_spatial": 3}, video=True),
+    Case("swin_t", 224, 167, 164, {"NCHW": 2, "NHWC": 162, "non_spatial": 3}, cli=True),
     # torchvision initialises ViT's head to zeros: with random weights every gradient is zero, so a
     # gradient-free method (FEM) shows the token maps; timm's ViT and DeiT below use Grad-CAM
-    Case("vit_b_16", 224, 139, 137, {"NCHW": 1, "TOKENS": 136, "non_spatial": 2}, video=True, method="fem"),
+    Case("vit_b_16", 224, 139, 137, {"NCHW": 1, "TOKENS": 136, "non_spatial": 2}, cli=True, method="fem"),
     Case("maxvit_t", 224, 686, 624, {"NCHW": 250, "WINDOWS": 209, "WINDOWS_T": 165, "non_spatial": 62}, heavy=True),
     Case("efficientnet_v2_s", 384, 708, 554, _nchw(554, 708), heavy=True),
     Case("densenet161", 224, 572, 571, _nchw(571, 572), heavy=True),
@@ -73,7 +75,7 @@ CASES = [
     Case("tf_efficientnet_b0", 224, 329, 261, _nchw(261, 329)),
     Case("vit_tiny_patch16_224", 224, 263, 236, {"NCHW": 1, "TOKENS": 235, "non_spatial": 27}),
     Case("deit_tiny_distilled_patch16_224", 224, 264, 236, {"NCHW": 1, "TOKENS": 235, "non_spatial": 28},
-         video=True),
+         cli=True),
     Case("regnety_002", 224, 358, 286, _nchw(286, 358)),
 ]
 
@@ -183,21 +185,28 @@ def test_end_to_end_with_random_weights(case: Case, tmp_path: Path):
         pytest.skip(f"{case.model} needs ~{case.memory_gb:.0f} GB free memory, {available:.1f} GB available")
     out = tmp_path / "run"
     torch.manual_seed(0)
-    if case.video:
+    if case.cli:
         assert main(["run", "sample:cat", "--model", case.model, "--weights", "none", "--method", case.method,
                      "--frame-width", "64", "--quiet", "--out", str(out)]) == 0
         assert (out / "report.html").is_file()
     else:
         result = camanim.animate(case.model, "sample:cat", weights="none", method=case.method)
-        result.save(out, video=False, report=False, style=FrameStyle(width=64))
+        paths = result.save(out, report=False, style=FrameStyle(width=64))
         del result
+        assert {k for k in paths if k.endswith("_mp4")} == {"local_mp4", "global_mp4", "side_by_side_mp4"}
+        assert not (out / "report.html").exists()
     manifest = json.loads((out / "manifest.json").read_text())
     layers = manifest["layers"]
     # the input size comes from the weights' own transforms (600 px for EfficientNet-B7, 299 for Inception)
     assert manifest["image"]["size"] == [case.size, case.size]
+    name = case.model.removeprefix("timm:")
     if case.model in torchvision.models.list_models(module=torchvision.models):
         transforms = torchvision.models.get_model_weights(case.model).DEFAULT.transforms()
         assert list(transforms.crop_size) == [case.size]
+    else:
+        # timm's own metadata: the default pretrained tag's config, as timm's data pipeline resolves it
+        assert name in timm.list_models()
+        assert timm.models.get_pretrained_cfg(name).input_size == (3, case.size, case.size)
     assert len(layers) == case.layers
     assert sum(not r["non_spatial"] for r in layers) == case.spatial
     assert dict(Counter(r["layout"].split(":")[0] for r in layers)) == case.layouts
@@ -209,10 +218,10 @@ def test_end_to_end_with_random_weights(case: Case, tmp_path: Path):
     late = spatial[-max(1, len(spatial) // 4):]
     assert any(_varies(cams[i]) for i in late), "every late layer's CAM is constant"
     assert all(float(np.abs(cams[i]).max()) == 0.0 for i, r in enumerate(layers) if r["non_spatial"])
-    if case.video:
-        for name in ("local", "global", "side_by_side"):
-            frames, _ = imageio_ffmpeg.count_frames_and_secs(str(out / f"camanim_{name}.mp4"))
-            assert frames == case.layers
+    assert manifest["videos"] == {n: f"camanim_{n}.mp4" for n in ("local", "global", "side_by_side")}
+    for video in manifest["videos"].values():
+        frames, _ = imageio_ffmpeg.count_frames_and_secs(str(out / video))
+        assert frames == case.layers, video
     check = CHECKS.get(case.model)
     if check is not None:
         check(layers, cams, {r["name"]: i for i, r in enumerate(layers)})

@@ -46,7 +46,7 @@ def _fine_tune(model: nn.Module, channels: int = 3, steps: int = 5) -> list[floa
 
 @pytest.fixture(scope="module")
 def finetuned(tmp_path_factory):
-    """A resnet18 (random backbone) with a 2-class head fine-tuned for 5 steps, saved three ways."""
+    """A resnet18 (random backbone) with a 2-class head fine-tuned for 5 steps, saved five ways."""
     folder = tmp_path_factory.mktemp("ft")
     torch.manual_seed(0)
     model = torchvision.models.resnet18(weights=None)
@@ -55,6 +55,8 @@ def finetuned(tmp_path_factory):
     assert losses[-1] < losses[0]
     torch.save(model.state_dict(), folder / "ft.pt")
     torch.save({"epoch": 5, "state_dict": model.state_dict(), "optimizer": {}}, folder / "ft_full.pth")
+    torch.save({"epoch": 5, "model": model.state_dict(), "optimizer": {}}, folder / "ft_model.pth")
+    torch.save({"epoch": 5, "model_state_dict": model.state_dict()}, folder / "ft_model_state_dict.pth")
     torch.save(model, folder / "ft_pickled.pt")
     (folder / "labels.txt").write_text("\n".join(LABELS) + "\n")
     img = np.zeros((96, 96, 3), np.uint8)
@@ -74,7 +76,7 @@ def _expected(folder, model: nn.Module, preprocess) -> tuple[int, float]:
     return int(p.argmax()), float(p.max())
 
 
-@pytest.mark.parametrize("ckpt", ["ft.pt", "ft_full.pth"])
+@pytest.mark.parametrize("ckpt", ["ft.pt", "ft_full.pth", "ft_model.pth", "ft_model_state_dict.pth"])
 def test_cli_runs_the_fine_tuned_checkpoint_with_its_labels(finetuned, tmp_path, capsys, ckpt):
     folder, model = finetuned
     out = tmp_path / "out"
