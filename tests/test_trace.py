@@ -13,8 +13,12 @@ from camanim.trace import eval_mode, logits_of, run_trace, select_layers
 
 
 def _hook_count(model: nn.Module) -> int:
+    """Hooks on the model's modules, and the process-wide module hooks."""
+    from torch.nn.modules import module as nn_module
+
     return sum(len(m._forward_hooks) + len(m._forward_pre_hooks) + len(m._backward_hooks)
-               for m in model.modules())
+               for m in model.modules()) + len(nn_module._global_forward_hooks) + len(
+        nn_module._global_forward_pre_hooks) + len(nn_module._global_backward_hooks)
 
 
 def test_records_in_execution_order_with_repeated_module(tiny, tiny_input):

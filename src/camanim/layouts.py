@@ -253,20 +253,24 @@ class LayoutContext:
 
     @classmethod
     def for_model(cls, model: nn.Module, input_tensor: torch.Tensor,
-                  overrides: Mapping[str, str] | None = None) -> LayoutContext:
+                  overrides: Mapping[str, str] | None = None, *,
+                  named: Sequence[tuple[str, nn.Module]] | None = None) -> LayoutContext:
         """A context for one pass of ``model`` on ``input_tensor`` (B, C, H, W).
+
+        ``named`` is ``list(model.named_modules())`` when the caller has walked the model already.
 
         Raises:
             InputError: an override names no layer of the model, or no layout.
         """
-        names = {n for n, _ in model.named_modules() if n}
+        named = list(model.named_modules()) if named is None else named
+        names = {n for n, _ in named if n}
         for name in overrides or {}:
             if name.split("#")[0] not in names:
                 raise InputError(f"--layout names '{name}', which is no layer of this model: "
                                  "see 'camanim layers' for the names")
         channels: set[int] = set()
         patch_grid = None
-        for mod in model.modules():
+        for _, mod in named:
             if isinstance(mod, nn.LayerNorm) and not _is_2d(mod) and len(mod.normalized_shape) == 1:
                 channels.add(int(mod.normalized_shape[0]))
             elif isinstance(mod, nn.Linear):

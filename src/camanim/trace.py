@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 from torch.autograd.graph import GradientEdge, get_gradient_edge
+from torch.nn.modules.module import register_module_forward_hook, register_module_forward_pre_hook
 from torch.overrides import TorchFunctionMode
 
 from .errors import InputError
@@ -72,13 +73,21 @@ class Trace:
 @contextmanager
 def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
     """Put ``model`` in eval mode and restore every module's own train flag afterwards."""
-    flags = [(m, m.training) for m in model.modules()]
-    model.eval()
+    mods = list(model.modules())
+    flags = [m.training for m in mods]
+    # Writing the flag straight into each module is what Module.train() does, minus a slow
+    # __setattr__ per module; a module with its own train() gets it called.
+    own_train = any(type(m).train is not nn.Module.train for m in mods)
+    if own_train:
+        model.eval()
+    else:
+        for m in mods:
+            m.__dict__["training"] = False
     try:
         yield model
     finally:
-        for m, was in flags:
-            m.training = was
+        for m, was in zip(mods, flags):
+            m.__dict__["training"] = was
 
 
 def select_layers(model: nn.Module, layers: LayerSpec = "all") -> list[str]:
@@ -93,7 +102,10 @@ def select_layers(model: nn.Module, layers: LayerSpec = "all") -> list[str]:
     Raises:
         InputError: the pattern selects nothing.
     """
-    named = [(n, m) for n, m in model.named_modules() if n]
+    return _select([(n, m) for n, m in model.named_modules() if n], layers)
+
+
+def _select(named: list[tuple[str, nn.Module]], layers: LayerSpec) -> list[str]:
     if layers is None or layers == "all":
         chosen = [n for n, _ in named]
     elif isinstance(layers, str) and layers == "leaves":
@@ -279,11 +291,11 @@ class _Recorder(TorchFunctionMode):
         return func(*args, **kwargs)
 
 
-def _params_per_module(model: nn.Module) -> dict[str, int]:
+def _params_per_module(named: Sequence[tuple[str, nn.Module]]) -> dict[str, int]:
     """Parameters of every named module, its children's included, from one walk over the model."""
     own: dict[str, int] = {}
-    for name, mod in model.named_modules():
-        own[name] = sum(p.numel() for p in mod.parameters(recurse=False))
+    for name, mod in named:
+        own[name] = sum(p.numel() for p in mod._parameters.values() if p is not None)
     total = dict(own)
     for name in sorted(own, key=lambda n: n.count(".") if n else -1, reverse=True):
         if name:
@@ -334,9 +346,13 @@ def run_trace(
     Returns:
         The records in execution order, with activations and gradients.
     """
-    names = select_layers(model, layers)
-    modules = dict(model.named_modules())
-    params_of = _params_per_module(model)
+    walked = list(model.named_modules())
+    names = _select([(n, m) for n, m in walked if n], layers)
+    params_of = _params_per_module(walked)
+    name_of = {id(m): n for n, m in walked}
+    chosen = set(names)
+    selected = {id(m) for n, m in walked if n in chosen}
+    activations = {id(m) for _, m in walked if _is_torch_activation(m)}
     calls: dict[str, int] = {}
     records: list[LayerRecord] = []
     acts: list[torch.Tensor | None] = []
@@ -349,88 +365,82 @@ def run_trace(
     produced: dict[int, tuple[int, int]] = {}
     recorder = _Recorder(acts)
     copy_mode = copy_outputs
+    flip = keep_activations and not copy_mode
 
-    def make_hooks(name: str):
-        def pre(mod, args):
-            starts.setdefault(id(mod), []).append(time.perf_counter())
-
-        def post(mod, args, output):
-            # the recorder's torch-function mode has nothing to do with our own bookkeeping
-            with torch._C.DisableTorchFunction():
-                return record(mod, args, output)
-
-        def record(mod, args, output):
-            t0 = starts[id(mod)].pop() if starts.get(id(mod)) else time.perf_counter()
-            seconds = time.perf_counter() - t0
-            k = calls[name] = calls.get(name, 0) + 1
-            tensor = _first_tensor(output)
-            layout = layout_ctx.detect(mod, tensor, args, name if k == 1 else f"{name}#{k}")
-            index = len(records)
-            same = None
-            if tensor is not None and id(tensor) in produced:
-                earlier, version = produced[id(tensor)]
-                # An in-place op (ReLU(inplace=True)) returns its input object with new values:
-                # only an unchanged version counter means "the same output".
-                same = earlier if tensor._version == version else None
-            records.append(LayerRecord(
-                index=index, name=name if k == 1 else f"{name}#{k}", module=name,
-                type=type(mod).__name__, shape=tuple(tensor.shape) if tensor is not None else (),
-                layout=layout, params=params_of.get(name, 0), seconds=seconds, call=k, same_as=same))
-            if tensor is None or not keep_activations:
-                acts.append(None)
-                return None
-            if same is not None:
-                # Same tensor object as an earlier record: reuse its activation (and later its CAM).
-                acts.append(acts[same])
-                return None
-            acts.append(tensor)
-            if tensor.requires_grad and torch.is_grad_enabled():
-                edges[index] = _edge(tensor)
-            if copy_mode:
-                if isinstance(output, torch.Tensor) and index in edges:
-                    # The model continues on a copy, so no later op can overwrite what we recorded.
-                    copy = output.clone()
-                    produced[id(copy)] = (index, copy._version)
-                    layout_ctx.remember(copy, layout)
-                    return copy
-                acts[-1] = tensor.detach().clone()
-                produced[id(tensor)] = (index, tensor._version)
-                return None
-            produced[id(tensor)] = (index, tensor._version)
-            recorder.add(index, tensor)
-            return None
-
-        return pre, post
-
-    def flip_pre(mod, args):
-        # An nn activation about to overwrite a recorded output runs out of place for this call.
-        if args and recorder.watched(args[0]):
-            mod.inplace = False
+    # Two process-wide module hooks instead of two per layer (registering hundreds of hooks costs
+    # more than the pass's own bookkeeping); they act only on this model's modules.
+    def pre(mod, args):
+        key = id(mod)
+        if key in selected:
+            starts.setdefault(key, []).append(time.perf_counter())
+        if flip and key in activations and args and recorder.watched(args[0]):
+            # an nn activation about to overwrite a recorded output runs out of place for this call
+            mod.__dict__["inplace"] = False
             flipped.append(mod)
 
-    def flip_post(mod, args, output):
+    def post(mod, args, output):
+        key = id(mod)
+        out = None
+        if key in selected:
+            # the recorder's torch-function mode has nothing to do with our own bookkeeping
+            with torch._C.DisableTorchFunction():
+                out = record(name_of[key], mod, args, output)
         if flipped and flipped[-1] is mod:
-            flipped.pop().inplace = True
+            flipped.pop().__dict__["inplace"] = True
+        return out
+
+    def record(name, mod, args, output):
+        t0 = starts[id(mod)].pop() if starts.get(id(mod)) else time.perf_counter()
+        seconds = time.perf_counter() - t0
+        k = calls[name] = calls.get(name, 0) + 1
+        tensor = _first_tensor(output)
+        layout = layout_ctx.detect(mod, tensor, args, name if k == 1 else f"{name}#{k}")
+        index = len(records)
+        same = None
+        if tensor is not None and id(tensor) in produced:
+            earlier, version = produced[id(tensor)]
+            # An in-place op (ReLU(inplace=True)) returns its input object with new values:
+            # only an unchanged version counter means "the same output".
+            same = earlier if tensor._version == version else None
+        records.append(LayerRecord(
+            index=index, name=name if k == 1 else f"{name}#{k}", module=name,
+            type=type(mod).__name__, shape=tuple(tensor.shape) if tensor is not None else (),
+            layout=layout, params=params_of.get(name, 0), seconds=seconds, call=k, same_as=same))
+        if tensor is None or not keep_activations:
+            acts.append(None)
+            return None
+        if same is not None:
+            # Same tensor object as an earlier record: reuse its activation (and later its CAM).
+            acts.append(acts[same])
+            return None
+        acts.append(tensor)
+        if tensor.requires_grad and torch.is_grad_enabled():
+            edges[index] = _edge(tensor)
+        if copy_mode:
+            if isinstance(output, torch.Tensor) and index in edges:
+                # The model continues on a copy, so no later op can overwrite what we recorded.
+                copy = output.clone()
+                produced[id(copy)] = (index, copy._version)
+                layout_ctx.remember(copy, layout)
+                return copy
+            acts[-1] = tensor.detach().clone()
+            produced[id(tensor)] = (index, tensor._version)
+            return None
+        produced[id(tensor)] = (index, tensor._version)
+        recorder.add(index, tensor)
+        return None
 
     x = input_tensor
     if gradients and not x.requires_grad:
         # Activations must require grad even when the user froze every parameter.
         x = x.detach().requires_grad_(True)
-    layout_ctx = LayoutContext.for_model(model, x, layouts)
+    layout_ctx = LayoutContext.for_model(model, x, layouts, named=walked)
     logits = None
     try:
-        for name in names:
-            pre, post = make_hooks(name)
-            handles.append(modules[name].register_forward_pre_hook(pre))
-            handles.append(modules[name].register_forward_hook(post))
-        if keep_activations and not copy_mode:
-            for mod in model.modules():
-                if _is_torch_activation(mod):
-                    # registered after the recording hooks: the flip is undone after the output is recorded
-                    handles.append(mod.register_forward_pre_hook(flip_pre, prepend=True))
-                    handles.append(mod.register_forward_hook(flip_post))
+        handles.append(register_module_forward_pre_hook(pre))
+        handles.append(register_module_forward_hook(post))
         with eval_mode(model), torch.set_grad_enabled(gradients):
-            if keep_activations and not copy_mode:
+            if flip:
                 with recorder:
                     out = model(x)
             else:
@@ -472,7 +482,7 @@ def run_trace(
         for h in handles:
             h.remove()
         for mod in flipped:
-            mod.inplace = True
+            mod.__dict__["inplace"] = True
         edges.clear()
         recorder.originals.clear()
     return Trace(records=records, activations=acts, gradients=grads, logits=logits.detach(), targets=tgt)
