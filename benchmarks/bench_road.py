@@ -107,18 +107,28 @@ def forward_floor(model: nn.Module, x: torch.Tensor, n_images: int, batch_size: 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--layers", type=int, default=16, help="Conv2d layers, evenly spaced over ResNet50's 53 [16]")
+    ap.add_argument("--layers", type=int, default=16, help="Conv2d layers, evenly spaced over the model's [16]")
     ap.add_argument("--ref-layers", type=int, default=5, help="layers timed with pytorch-grad-cam [5]")
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--repeats", type=int, default=2,
                     help="runs of (b) and (c), interleaved; the fastest of each is reported (least disturbed)")
+    ap.add_argument("--model", choices=["resnet50", "efficientnet_lite0"], default="resnet50",
+                    help="resnet50 (random weights) or the built-in efficientnet_lite0 (ImageNet weights)")
     ap.add_argument("--score", choices=["prob", "logit"], default="logit",
                     help="logit by default: a random-weight ResNet50's softmax can saturate and hide differences")
     args = ap.parse_args()
 
     torch.manual_seed(0)
-    model = torchvision.models.resnet50(weights=None).eval()
-    x = chelsea_input()
+    if args.model == "efficientnet_lite0":
+        import camanim
+
+        # the built-in model with its real ImageNet weights and its own preprocessing
+        loaded = camanim.load_model("efficientnet_lite0")
+        model = loaded.module.eval()
+        x = loaded.preprocess(camanim.load_image("sample:cat")[0])[0]
+    else:
+        model = torchvision.models.resnet50(weights=None).eval()
+        x = chelsea_input()
     convs = [n for n, m in model.named_modules() if isinstance(m, nn.Conv2d)]
     pick = np.unique(np.linspace(0, len(convs) - 1, args.layers).round().astype(int))
     layers = [convs[i] for i in pick]
@@ -129,7 +139,8 @@ def main() -> None:
     g = torch.Generator().manual_seed(0)
     cams = cams + 1e-9 * cams.amax(dim=(1, 2), keepdim=True) * torch.rand(cams.shape, generator=g, dtype=torch.float64)
     n_layers = len(layers)
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} intra-op threads; ResNet50 (weights=None, seed 0), "
+    desc = "EfficientNet-Lite0 (ImageNet weights)" if args.model == "efficientnet_lite0" else "ResNet50 (weights=None, seed 0)"
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} intra-op threads; {desc}, "
           f"chelsea 224x224, target {target} (logit {float(logits[target]):.1f}), {n_layers} layers, "
           f"batch {args.batch_size}, score {args.score}")
 

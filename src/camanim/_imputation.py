@@ -175,6 +175,86 @@ def _group(counts: Sequence[int], max_unknowns: int) -> Iterator[list[int]]:
         yield group
 
 
+class ImputationStream:
+    """Noise-free ROAD imputations of one image under many masks, in mask order, solved ahead.
+
+    Masks are solved in groups (one block-diagonal system each) on ``workers``
+    threads, at most ``lookahead`` groups per worker ahead of the consumer, so a
+    caller can run the model on finished images while later ones are solved;
+    :attr:`solving` tells whether a worker is busy right now (a caller on the CPU
+    can then leave it a core). Masks are read only when their group is solved, so
+    ``masks`` may be a lazy sequence (e.g. one that unpacks bits) to keep memory
+    flat. Use it as a context manager (or call :meth:`close`) so the workers stop
+    when the consumer does.
+
+    Args:
+        image: ``(C, H, W)`` image (already normalised, as the model sees it).
+        masks: ``(H*W,)`` bool arrays, True where a pixel is removed. Each must
+            keep at least one pixel.
+        workers: Solver threads; 0 solves on the consumer's thread.
+        group_unknowns: Target number of unknowns per block-diagonal system.
+        lookahead: Groups in flight per worker.
+
+    Iterating yields, for each mask, the ``(C, k)`` float64 values of its ``k``
+    removed pixels in ascending flat pixel order (the order of ``np.flatnonzero(mask)``).
+
+    Raises:
+        ValueError: If a mask removes every pixel (the system has no data).
+    """
+
+    def __init__(self, image: torch.Tensor, masks: Sequence[np.ndarray], *, workers: int = 1,
+                 group_unknowns: int = 60_000, lookahead: int = 4) -> None:
+        channels, self.height, self.width = image.shape
+        self.n_pix = self.height * self.width
+        self.flat = image.detach().to("cpu", torch.float64).reshape(channels, self.n_pix).numpy()
+        self.masks = masks
+        counts = [int(np.count_nonzero(masks[i])) for i in range(len(masks))]
+        if self.n_pix in counts:
+            raise ValueError("masks: a mask removes every pixel, so there is nothing to impute from")
+        self.groups = list(_group(counts, group_unknowns))
+        self.pool = ThreadPoolExecutor(max_workers=workers) if workers > 0 else None
+        self.in_flight = max(1, workers * lookahead)
+        self.pending: list[Future[list[np.ndarray]]] = []
+
+    def _solve(self, idx: list[int]) -> list[np.ndarray]:
+        removed = np.stack([np.asarray(self.masks[i], dtype=bool).reshape(self.n_pix) for i in idx])
+        return _solve_group(self.flat, removed, self.height, self.width)
+
+    @property
+    def solving(self) -> bool:
+        """Whether a solver thread is at work (not merely holding finished groups)."""
+        return any(not f.done() for f in self.pending)
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        if self.pool is None:
+            for idx in self.groups:
+                yield from self._solve(idx)
+            return
+        upcoming = iter(self.groups)
+        while True:
+            while len(self.pending) < self.in_flight:
+                idx = next(upcoming, None)
+                if idx is None:
+                    break
+                self.pending.append(self.pool.submit(self._solve, idx))
+            if not self.pending:
+                return
+            yield from self.pending.pop(0).result()
+
+    def close(self) -> None:
+        for fut in self.pending:
+            fut.cancel()
+        self.pending.clear()
+        if self.pool is not None:
+            self.pool.shutdown(wait=True)
+
+    def __enter__(self) -> ImputationStream:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
 def iter_linear_imputations(
     image: torch.Tensor,
     masks: Sequence[np.ndarray],
@@ -183,61 +263,11 @@ def iter_linear_imputations(
     group_unknowns: int = 60_000,
     lookahead: int = 4,
 ) -> Iterator[np.ndarray]:
-    """Noise-free ROAD imputations of one image under many masks, in order.
-
-    Masks are solved in groups (one block-diagonal system each) on ``workers``
-    threads, at most ``lookahead`` groups per worker ahead of the consumer, so a
-    caller can run the model on finished images while later ones are solved.
-    Masks are read only when their group is solved, so ``masks`` may be a lazy
-    sequence (e.g. one that unpacks bits) to keep memory flat.
-
-    Args:
-        image: ``(C, H, W)`` image (already normalised, as the model sees it).
-        masks: ``(H*W,)`` bool arrays, True where a pixel is removed. Each must
-            keep at least one pixel.
-        workers: Solver threads; 1 solves on the consumer's thread.
-        group_unknowns: Target number of unknowns per block-diagonal system.
-        lookahead: Groups in flight per worker.
-
-    Yields:
-        For each mask, the ``(C, k)`` float64 values of its ``k`` removed pixels in
-        ascending flat pixel order (the order of ``np.flatnonzero(mask)``).
-
-    Raises:
-        ValueError: If a mask removes every pixel (the system has no data).
-    """
-    channels, height, width = image.shape
-    n_pix = height * width
-    flat = image.detach().to("cpu", torch.float64).reshape(channels, n_pix).numpy()
-    counts = [int(np.count_nonzero(masks[i])) for i in range(len(masks))]
-    if n_pix in counts:
-        raise ValueError("masks: a mask removes every pixel, so there is nothing to impute from")
-    groups = list(_group(counts, group_unknowns))
-
-    def solve(idx: list[int]) -> list[np.ndarray]:
-        removed = np.stack([np.asarray(masks[i], dtype=bool).reshape(n_pix) for i in idx])
-        return _solve_group(flat, removed, height, width)
-
-    if workers <= 1:
-        for idx in groups:
-            yield from solve(idx)
-        return
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        pending: list[Future[list[np.ndarray]]] = []
-        upcoming = iter(groups)
-        try:
-            while True:
-                while len(pending) < workers * lookahead:
-                    idx = next(upcoming, None)
-                    if idx is None:
-                        break
-                    pending.append(pool.submit(solve, idx))
-                if not pending:
-                    return
-                yield from pending.pop(0).result()
-        finally:
-            for fut in pending:
-                fut.cancel()
+    """Noise-free ROAD imputations of one image under many masks, in order (see :class:`ImputationStream`;
+    ``workers=1`` solves on the consumer's thread)."""
+    with ImputationStream(image, masks, workers=workers if workers > 1 else 0, group_unknowns=group_unknowns,
+                          lookahead=lookahead) as stream:
+        yield from stream
 
 
 def linear_imputation(image: torch.Tensor, removed: torch.Tensor, *, workers: int = 1) -> torch.Tensor:

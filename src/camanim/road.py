@@ -52,6 +52,7 @@ import math
 import os
 import zlib
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -60,7 +61,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ._imputation import iter_linear_imputations
+from ._imputation import ImputationStream
 from .trace import logits_of
 
 __all__ = ["SCORES", "YbRoad", "YbRoadMax", "removal_masks", "write_ybroad", "ybroad"]
@@ -252,13 +253,26 @@ def _eval_mode(model: nn.Module) -> Iterator[None]:
             module.training = flag
 
 
-def _solver_threads() -> int:
-    """Imputation threads: SuperLU releases the GIL, but the model wants the same cores, so at most 4."""
+def _cores() -> int:
     try:
-        cores = len(os.sched_getaffinity(0))
+        return len(os.sched_getaffinity(0))
     except AttributeError:  # not on Linux
-        cores = os.cpu_count() or 1
-    return max(1, min(4, cores))
+        return os.cpu_count() or 1
+
+
+@contextlib.contextmanager
+def _one_thread_per_stream(on_cpu: bool) -> Iterator[None]:
+    """On the CPU, every torch op single-threaded while ybROAD runs (restored after): the cores are
+    shared by whole forward passes and imputation solves instead, which wastes no time in OpenMP
+    barriers when the two compete for a core."""
+    original = torch.get_num_threads()
+    if on_cpu:
+        torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        if torch.get_num_threads() != original:
+            torch.set_num_threads(original)
 
 
 class _PackedMasks(Sequence[np.ndarray]):
@@ -407,41 +421,62 @@ def ybroad(
             progress(0, total)
         batch: list[torch.Tensor] = []
         where: list[tuple[int, int]] = []
+        in_flight: list[tuple[Future[torch.Tensor], list[tuple[int, int]]]] = []
         done = 0
 
-        def flush() -> None:
+        def collect(keep: int) -> None:
+            """Record the scores of finished batches, oldest first, until at most ``keep`` are in flight."""
             nonlocal done
-            scores = scorer(torch.stack(batch).reshape(len(batch), channels, height, width))
-            for (t, u), value in zip(where, scores.tolist(), strict=True):
-                for layer, direction, i in jobs[u]:
-                    deltas[direction, t, layer, i] = value - base
-            done += len(batch)
+            while len(in_flight) > keep:
+                fut, places = in_flight.pop(0)
+                for (t, u), value in zip(places, fut.result().tolist(), strict=True):
+                    for layer, direction, i in jobs[u]:
+                        deltas[direction, t, layer, i] = value - base
+                done += len(places)
+                if progress is not None:
+                    progress(done, total)
+
+        def flush() -> None:
+            images = torch.stack(batch).reshape(len(batch), channels, height, width)
+            in_flight.append((forwards.submit(scorer, images), list(where)))
             batch.clear()
             where.clear()
-            if progress is not None:
-                progress(done, total)
+            # while the solvers work, they keep their cores: fewer forward passes at a time
+            collect(max(1, streams - solvers) if on_cpu and stream.solving else streams)
 
-        # closing(): stop the solver threads at once if scoring fails midway.
-        imputed = contextlib.closing(
-            iter_linear_imputations(clean, _PackedMasks(packed, n_pixels), workers=_solver_threads())
-        )
-        with imputed as solutions:
-            for u, values in enumerate(solutions):
-                idx = torch.from_numpy(np.flatnonzero(np.unpackbits(packed[u], count=n_pixels)))
-                crc = zlib.crc32(packed[u].tobytes())
-                for t in range(trials):
-                    filled = values
-                    if noise > 0 and values.size:
-                        rng = np.random.default_rng((seed, t, crc))
-                        filled = values + noise * rng.standard_normal(values.shape)
-                    image = flat_clean.clone()
-                    image[:, idx] = torch.from_numpy(filled).to(image.dtype)
-                    batch.append(image)
-                    where.append((t, u))
-                    if len(batch) == batch_size:
-                        flush()
-        if batch:
-            flush()
+        # On the CPU, single-threaded forward passes on every core, beside the imputation solver
+        # (the model and the solver share the cores); on a GPU, one stream of batches.
+        on_cpu = input_tensor.device.type == "cpu"
+        cores = _cores()
+        streams = cores if on_cpu else 1
+        solvers = max(1, cores // 4) if on_cpu else max(1, min(8, cores))
+        stream = ImputationStream(clean, _PackedMasks(packed, n_pixels), workers=solvers,
+                                  lookahead=64 if on_cpu else 4)
+        forwards = ThreadPoolExecutor(max_workers=streams)
+        try:
+            # the stream's exit stops the solver threads at once if scoring fails midway
+            with stream, _one_thread_per_stream(on_cpu):
+                for u, values in enumerate(stream):
+                    idx = torch.from_numpy(np.flatnonzero(np.unpackbits(packed[u], count=n_pixels)))
+                    crc = zlib.crc32(packed[u].tobytes())
+                    for t in range(trials):
+                        filled = values
+                        if noise > 0 and values.size:
+                            rng = np.random.default_rng((seed, t, crc))
+                            filled = values + noise * rng.standard_normal(values.shape)
+                        image = flat_clean.clone()
+                        image[:, idx] = torch.from_numpy(filled).to(image.dtype)
+                        batch.append(image)
+                        where.append((t, u))
+                        if len(batch) == batch_size:
+                            flush()
+                if batch:
+                    flush()
+                collect(0)
+        finally:
+            for fut, _ in in_flight:
+                fut.cancel()
+            forwards.shutdown(wait=True)
 
     morf, lerf = deltas[0], deltas[1]
     return YbRoad(
