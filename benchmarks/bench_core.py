@@ -277,6 +277,67 @@ def engine_vs_torchcam(name: str, x: torch.Tensor, repeats: int) -> list[str]:
             f"{repeats}"]
 
 
+def breakdown(name: str, x: torch.Tensor, repeats: int) -> list[str]:
+    """Where the time of part 2 goes, both sides, interleaved, medians of ``repeats``.
+
+    torchcam: its forward (hooks on), its backward (``_backprop``: grads of the hooked outputs)
+    and its CAM step (the rest of ``extractor(cls, scores)``). Ours: ``run_trace`` (forward and
+    backward), ``layer_cams`` (Grad-CAM per layer) and ``upsample`` (to 224x224).
+    """
+    import torchcam.methods
+
+    from camanim.cams import layer_cams, upsample
+    from camanim.methods import MethodContext, get_method
+    from camanim.trace import run_trace
+
+    model = build(name)
+    warm = camanim.animate(model, x, layers="all")
+    cls = warm.target.index
+    names = list(dict.fromkeys(r.module for r in warm.layers if r.call == 1 and len(r.shape) == 4))
+    gradcam = get_method("gradcam")
+    t: dict[str, list[float]] = {k: [] for k in ("tc fwd", "tc bwd", "tc cams", "tc", "trace", "cams", "upsample",
+                                                 "ours")}
+    for i in range(repeats + 1):
+        extractor = torchcam.methods.GradCAM(model, target_layer=names)
+        try:
+            gc.collect()
+            t0 = time.perf_counter()
+            scores = model(x)
+            t1 = time.perf_counter()
+            extractor._backprop(scores, cls)
+            t2 = time.perf_counter()
+            extractor.compute_cams(cls, scores)  # backprops again, so timed as a whole below
+        finally:
+            extractor.remove_hooks()
+        extractor = torchcam.methods.GradCAM(model, target_layer=names)
+        try:
+            gc.collect()
+            t3 = time.perf_counter()
+            extractor(cls, model(x))
+            t4 = time.perf_counter()
+        finally:
+            extractor.remove_hooks()
+        gc.collect()
+        t5 = time.perf_counter()
+        tr = run_trace(model, x, names, targets=[cls])
+        t6 = time.perf_counter()
+        per_layer = layer_cams(tr, gradcam, MethodContext())
+        t7 = time.perf_counter()
+        upsample(per_layer, tuple(x.shape[-2:]))
+        t8 = time.perf_counter()
+        del tr, per_layer
+        if i == 0:
+            continue  # warm-up
+        for key, value in (("tc fwd", t1 - t0), ("tc bwd", t2 - t1), ("tc", t4 - t3), ("trace", t6 - t5),
+                           ("cams", t7 - t6), ("upsample", t8 - t7), ("ours", t8 - t5)):
+            t[key].append(value)
+        t["tc cams"].append((t4 - t3) - (t1 - t0) - (t2 - t1))
+    med = {k: statistics.median(v) * 1000 for k, v in t.items() if v}
+    print(f"  {name}: " + ", ".join(f"{k} {v:.0f} ms" for k, v in med.items()), flush=True)
+    return [name, *(f"{med[k]:.0f}" for k in ("tc fwd", "tc bwd", "tc cams", "tc", "trace", "cams", "upsample",
+                                              "ours")), f"{med['ours'] / med['tc']:.2f}"]
+
+
 # --------------------------------------------------------------------------- #
 # 3. End to end
 # --------------------------------------------------------------------------- #
@@ -334,7 +395,8 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--models", default="resnet50,densenet161", help="torchvision model names (parts 1 and 2)")
     ap.add_argument("--quick", action="store_true", help="resnet50 only, fewer repeats and sampled layers")
-    ap.add_argument("--parts", default="1,2,3", help="which measurements: 1 loop, 2 torchcam, 3 end to end")
+    ap.add_argument("--parts", default="1,2,3", help="which measurements: 1 loop, 2 torchcam, 3 end to end, "
+                    "4 where part 2's time goes")
     ap.add_argument("--sample", type=int, default=15, help="layers timed in the per-layer loop")
     ap.add_argument("--seed", type=int, default=0, help="seeds the layer sample")
     ap.add_argument("--repeats", type=int, default=5, help="runs per side in parts 1 and 2")
@@ -373,6 +435,12 @@ def main(argv: list[str] | None = None) -> int:
         report.append("## 2. Engine vs torchcam 0.5.0 (every module with a 4-D output)\n\n" + table(
             ["model", "layers", "torchcam (medians)", "ours, with upsampling", "ours / torchcam",
              "floor: forward + grad to input", "runs each"], rows))
+    if "4" in parts:
+        print("## 4. Where part 2's time goes (ms)", flush=True)
+        rows = [breakdown(name, x, args.repeats) for name in models]
+        report.append("## 4. Where part 2's time goes (ms, medians, interleaved)\n\n" + table(
+            ["model", "torchcam fwd", "torchcam bwd", "torchcam CAMs", "torchcam", "our trace (fwd + bwd)",
+             "our layer_cams", "our upsample", "ours", "ours / torchcam"], rows))
     if "3" in parts:
         print(f"## 3. End to end ({args.e2e_model})", flush=True)
         row, notes = end_to_end(args.e2e_model, args.e2e_runs, args.with_report)
