@@ -75,21 +75,29 @@ def test_one_forward_and_one_backward(tiny, tiny_input):
     assert calls == {"fwd": 1, "bwd": 1}
 
 
+class _Boom(Exception):
+    pass
+
+
+def _trace_failing_at(model: nn.Module, module: nn.Module, x: torch.Tensor, before: bool = False) -> None:
+    """Run a trace whose forward raises when ``module`` finishes (or, ``before``, when it starts)."""
+
+    def explode(mod, *args):
+        raise _Boom
+
+    h = module.register_forward_pre_hook(explode) if before else module.register_forward_hook(explode)
+    try:
+        with pytest.raises(_Boom):
+            run_trace(model, x, "all")
+    finally:
+        h.remove()
+
+
 def test_hooks_removed_after_success_and_after_error(tiny, tiny_input):
     before = _hook_count(tiny)
     run_trace(tiny, tiny_input, "all")
     assert _hook_count(tiny) == before == 0
-
-    class Boom(Exception):
-        pass
-
-    def explode(mod, args, out):
-        raise Boom
-
-    h = tiny.fc.register_forward_hook(explode)
-    with pytest.raises(Boom):
-        run_trace(tiny, tiny_input, "all")
-    h.remove()
+    _trace_failing_at(tiny, tiny.fc, tiny_input)
     assert _hook_count(tiny) == 0
 
 
@@ -172,16 +180,8 @@ def test_in_place_writes_keep_values_and_all_gradient_paths(hidden, caplog):
 
 
 def test_inplace_flag_restored_when_the_pass_fails(tiny, tiny_input):
-    class Boom(Exception):
-        pass
-
-    def explode(mod, args, out):
-        raise Boom
-
-    h = tiny.block.register_forward_hook(explode)
-    with pytest.raises(Boom):
-        run_trace(tiny, tiny_input, "all")
-    h.remove()
+    # the recording pre-hook has just switched the ReLU out of place when the model's own hook fails
+    _trace_failing_at(tiny, tiny.relu, tiny_input, before=True)
     assert tiny.relu.inplace is True and _hook_count(tiny) == 0
 
 
