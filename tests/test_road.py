@@ -245,6 +245,28 @@ def test_identical_masks_get_one_noisy_image_and_one_score(net: nn.Module, x: to
     torch.testing.assert_close(alone.combined[:, 0], res.combined[:, 0], atol=1e-6, rtol=0)
 
 
+class _FailsOnBatches(nn.Module):
+    """Scores the clean image, then fails on the first perturbed batch."""
+
+    def __init__(self, inner: nn.Module) -> None:
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        if images.shape[0] > 1:
+            raise RuntimeError("boom")
+        return self.inner(images)
+
+
+def test_torch_threads_restored_after_scoring_and_after_a_failure(net: nn.Module, x: torch.Tensor) -> None:
+    threads = torch.get_num_threads()
+    ybroad(net, x, _tie_free_cams(2), 0, noise=0.0, batch_size=4)
+    assert torch.get_num_threads() == threads
+    with pytest.raises(RuntimeError, match="boom"):
+        ybroad(_FailsOnBatches(net), x, _tie_free_cams(2), 0, noise=0.0, batch_size=4)
+    assert torch.get_num_threads() == threads and not net.training
+
+
 class _DictOut(nn.Module):
     def __init__(self, inner: nn.Module) -> None:
         super().__init__()
