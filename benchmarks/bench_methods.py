@@ -175,7 +175,7 @@ def fmt(c: Clock | tuple[float, float]) -> str:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--size", type=int, default=224)
-    ap.add_argument("--batch-size", type=int, default=64)
+    ap.add_argument("--batch-size", type=int, default=8, help="camanim's batch (its CPU default) [8]")
     ap.add_argument("--ref-layers", default=DEFAULT_REF_LAYERS, help="modules timed with pytorch-grad-cam")
     ap.add_argument("--full-reference", action="store_true", help="time pytorch-grad-cam on every module")
     ap.add_argument("--floor-batches", type=int, default=6, help="batches timed for the floor, before and after")

@@ -378,7 +378,7 @@ def animate(
     skip_non_spatial: bool = False,
     score: str = "logit",
     aug_smooth: bool = False,
-    batch_size: int = 64,
+    batch_size: int | None = None,
 ) -> CamResult | CamSet:
     """Compute the CAM of every selected layer in one forward and one backward pass.
 
@@ -402,7 +402,8 @@ def animate(
             drawing their 1-D evidence as a stripe.
         score: what is explained: the target's ``logit`` or its ``softmax`` probability.
         aug_smooth: test-time augmentation (flip x [0.9, 1, 1.1]) per layer, as pytorch-grad-cam's.
-        batch_size: images per extra forward of ScoreCAM/AblationCAM (packed across channels and layers).
+        batch_size: images per extra forward of ScoreCAM/AblationCAM (packed across channels and layers);
+            default 8 on the CPU (fastest per image on a laptop-class CPU), 64 on a GPU.
 
     Returns:
         A :class:`CamResult`; ``result.save(out_dir)`` writes frames, videos and the manifest. With
@@ -442,6 +443,8 @@ def animate(
         p = next(module.parameters(), None)
         dev = p.device if p is not None else torch.device("cpu")
     inputs = [(x.to(dev), display, image_info) for x, display, image_info in inputs]
+    if batch_size is None:
+        batch_size = 64 if dev.type == "cuda" else 8
     t_load = time.perf_counter()
     items = explain(module, inputs, methods, model_info=info, labels=label_list, layers=layers, target=target,
                     score=score, eigen_smooth=eigen_smooth, aug_smooth=aug_smooth, batch_size=batch_size,

@@ -84,8 +84,9 @@ def _add_run_args(p: argparse.ArgumentParser, image_optional: bool = True) -> No
                         "image's K top classes (OUT/class_<k>/ each) [the predicted class]")
     p.add_argument("--score", default="logit", choices=("logit", "softmax"),
                    help="what a CAM explains: the target's logit or its softmax probability [logit]")
-    p.add_argument("--batch-size", type=int, default=64,
-                   help="images per extra forward of ScoreCAM/AblationCAM, packed across layers [64]")
+    p.add_argument("--batch-size", type=int, default=None,
+                   help="images per extra forward of ScoreCAM/AblationCAM, packed across layers "
+                        "[8 on the CPU, 64 on a GPU]")
     p.add_argument("--aug-smooth", action="store_true",
                    help="test-time augmentation per layer: flip x multiply [0.9, 1, 1.1], averaged (6 passes)")
     p.add_argument("--norm", default="local,global", help="normalisations: local,global [both]")
@@ -201,7 +202,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     except ValueError as exc:
         raise InputError(f"--colormap: {exc}") from exc
     get_methods(args.method)
-    if args.batch_size < 1:
+    if args.batch_size is not None and args.batch_size < 1:
         raise InputError(f"--batch-size {args.batch_size} must be at least 1")
     road_opts = _road_options(args) if args.road else None
     with _new_folders_removed_on_failure(Path(args.out)):
