@@ -255,28 +255,13 @@ class ImputationStream:
         self.close()
 
 
-def iter_linear_imputations(
-    image: torch.Tensor,
-    masks: Sequence[np.ndarray],
-    *,
-    workers: int = 1,
-    group_unknowns: int = 60_000,
-    lookahead: int = 4,
-) -> Iterator[np.ndarray]:
-    """Noise-free ROAD imputations of one image under many masks, in order (see :class:`ImputationStream`;
-    ``workers=1`` solves on the consumer's thread)."""
-    with ImputationStream(image, masks, workers=workers if workers > 1 else 0, group_unknowns=group_unknowns,
-                          lookahead=lookahead) as stream:
-        yield from stream
-
-
 def linear_imputation(image: torch.Tensor, removed: torch.Tensor, *, workers: int = 1) -> torch.Tensor:
     """Noise-free ROAD linear imputation of one image under many masks.
 
     Args:
         image: ``(C, H, W)`` image.
         removed: ``(M, H, W)`` bool, True where a pixel is removed.
-        workers: Solver threads.
+        workers: Solver threads; 1 solves on the calling thread.
 
     Returns:
         ``(M, C, H, W)`` images in ``image``'s dtype: kept pixels unchanged,
@@ -291,7 +276,8 @@ def linear_imputation(image: torch.Tensor, removed: torch.Tensor, *, workers: in
     channels, height, width = image.shape
     removed_np = removed.detach().cpu().numpy().reshape(-1, height * width).astype(bool)
     out = image.detach().cpu().reshape(1, channels, height * width).repeat(removed_np.shape[0], 1, 1)
-    for m, values in enumerate(iter_linear_imputations(image, list(removed_np), workers=workers)):
-        idx = torch.from_numpy(np.flatnonzero(removed_np[m]))
-        out[m][:, idx] = torch.from_numpy(values).to(out.dtype)
+    with ImputationStream(image, list(removed_np), workers=workers if workers > 1 else 0) as stream:
+        for m, values in enumerate(stream):
+            idx = torch.from_numpy(np.flatnonzero(removed_np[m]))
+            out[m][:, idx] = torch.from_numpy(values).to(out.dtype)
     return out.reshape(-1, channels, height, width)

@@ -87,7 +87,8 @@ class CamResult:
         # Not saved: the report reads a run folder, so draw one in a scratch folder that is gone
         # once its frames are inlined.
         with tempfile.TemporaryDirectory(prefix="camanim-") as scratch:
-            self._write(Path(scratch), NORMALISATIONS, 10, (), False, FrameStyle(), None)
+            self._write(Path(scratch), norms=NORMALISATIONS, fps=10, formats=(), video=False, style=FrameStyle(),
+                        progress=None)
             return report_html(scratch, inline=True)
 
     def show(self) -> None:

@@ -62,7 +62,7 @@ import torch
 from torch import nn
 
 from ._imputation import ImputationStream
-from .trace import logits_of
+from .trace import eval_mode, logits_of
 
 __all__ = ["SCORES", "YbRoad", "YbRoadMax", "removal_masks", "write_ybroad", "ybroad"]
 
@@ -241,18 +241,6 @@ def _check_percentiles(percentiles: Sequence[float], n_pixels: int) -> tuple[flo
     return values
 
 
-@contextlib.contextmanager
-def _eval_mode(model: nn.Module) -> Iterator[None]:
-    """Evaluate in eval mode (batch statistics would make a score depend on its batch), then restore."""
-    flags = [(m, m.training) for m in model.modules()]
-    model.eval()
-    try:
-        yield
-    finally:
-        for module, flag in flags:
-            module.training = flag
-
-
 def _cores() -> int:
     try:
         return len(os.sched_getaffinity(0))
@@ -414,11 +402,20 @@ def ybroad(
     clean = input_tensor.detach()[0].to("cpu")
     flat_clean = clean.reshape(channels, n_pixels)
 
-    with _eval_mode(model):
+    with eval_mode(model):
         scorer = _Scorer(model, target, score, input_tensor.device, output_key)
         base = float(scorer(input_tensor)[0])
         if progress is not None:
             progress(0, total)
+        # On the CPU, single-threaded forward passes on every core, beside the imputation solver
+        # (the model and the solver share the cores); on a GPU, one stream of batches.
+        on_cpu = input_tensor.device.type == "cpu"
+        cores = _cores()
+        streams = cores if on_cpu else 1
+        solvers = max(1, cores // 4) if on_cpu else max(1, min(8, cores))
+        stream = ImputationStream(clean, _PackedMasks(packed, n_pixels), workers=solvers,
+                                  lookahead=64 if on_cpu else 4)
+        forwards = ThreadPoolExecutor(max_workers=streams)
         batch: list[torch.Tensor] = []
         where: list[tuple[int, int]] = []
         in_flight: list[tuple[Future[torch.Tensor], list[tuple[int, int]]]] = []
@@ -444,15 +441,6 @@ def ybroad(
             # while the solvers work, they keep their cores: fewer forward passes at a time
             collect(max(1, streams - solvers) if on_cpu and stream.solving else streams)
 
-        # On the CPU, single-threaded forward passes on every core, beside the imputation solver
-        # (the model and the solver share the cores); on a GPU, one stream of batches.
-        on_cpu = input_tensor.device.type == "cpu"
-        cores = _cores()
-        streams = cores if on_cpu else 1
-        solvers = max(1, cores // 4) if on_cpu else max(1, min(8, cores))
-        stream = ImputationStream(clean, _PackedMasks(packed, n_pixels), workers=solvers,
-                                  lookahead=64 if on_cpu else 4)
-        forwards = ThreadPoolExecutor(max_workers=streams)
         try:
             # the stream's exit stops the solver threads at once if scoring fails midway
             with stream, _one_thread_per_stream(on_cpu):

@@ -364,8 +364,8 @@ def run_trace(
     # produced (a Sequential and its last child): their CAM is computed once and shared.
     produced: dict[int, tuple[int, int]] = {}
     recorder = _Recorder(acts)
-    copy_mode = copy_outputs
-    flip = keep_activations and not copy_mode
+    # copy-on-write (the recorder) keeps recorded values intact, unless every output is copied anyway
+    on_write = keep_activations and not copy_outputs
 
     # Two process-wide module hooks instead of two per layer (registering hundreds of hooks costs
     # more than the pass's own bookkeeping); they act only on this model's modules.
@@ -373,7 +373,7 @@ def run_trace(
         key = id(mod)
         if key in selected:
             starts.setdefault(key, []).append(time.perf_counter())
-        if flip and key in activations and args and recorder.watched(args[0]):
+        if on_write and key in activations and args and recorder.watched(args[0]):
             # an nn activation about to overwrite a recorded output runs out of place for this call
             mod.__dict__["inplace"] = False
             flipped.append(mod)
@@ -416,7 +416,7 @@ def run_trace(
         acts.append(tensor)
         if tensor.requires_grad and torch.is_grad_enabled():
             edges[index] = _edge(tensor)
-        if copy_mode:
+        if copy_outputs:
             if isinstance(output, torch.Tensor) and index in edges:
                 # The model continues on a copy, so no later op can overwrite what we recorded.
                 copy = output.clone()
@@ -440,12 +440,12 @@ def run_trace(
         handles.append(register_module_forward_pre_hook(pre))
         handles.append(register_module_forward_hook(post))
         with eval_mode(model), torch.set_grad_enabled(gradients):
-            if flip:
+            if on_write:
                 with recorder:
                     out = model(x)
             else:
                 out = model(x)
-            if not copy_mode and not recorder.intact():
+            if not copy_outputs and not recorder.intact():
                 logger.info("an in-place write escaped copy-on-write: tracing again with every output copied")
                 for h in handles:
                     h.remove()
