@@ -185,6 +185,16 @@ def test_inplace_flag_restored_when_the_pass_fails(tiny, tiny_input):
     assert tiny.relu.inplace is True and _hook_count(tiny) == 0
 
 
+def test_params_count_a_tied_weight_once_per_module(tiny_input):
+    a, b = nn.Conv2d(3, 3, 3, padding=1), nn.Conv2d(3, 3, 3, padding=1)
+    b.weight = a.weight  # tied
+    model = nn.Sequential(nn.Sequential(a, b), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(3, 2)).eval()
+    params = {r.name: r.params for r in run_trace(model, tiny_input, "all").records}
+    conv = 3 * 3 * 9 + 3
+    assert params["0.0"] == params["0.1"] == conv
+    assert params["0"] == conv + 3 == sum(p.numel() for p in model[0].parameters())  # the tied weight once
+
+
 def test_resnet_shared_relu_records():
     m = torchvision.models.resnet18(weights=None).eval()
     tr = run_trace(m, torch.zeros(1, 3, 32, 32), "layer1.0*", gradients=False)

@@ -292,10 +292,19 @@ class _Recorder(TorchFunctionMode):
 
 
 def _params_per_module(named: Sequence[tuple[str, nn.Module]]) -> dict[str, int]:
-    """Parameters of every named module, its children's included, from one walk over the model."""
+    """Parameters of every named module, its children's included, from one walk over the model.
+
+    Each parameter counts once per module, as in ``module.parameters()``: a model that shares a
+    parameter between modules (tied weights) is counted module by module instead.
+    """
     own: dict[str, int] = {}
+    seen: set[int] = set()
     for name, mod in named:
-        own[name] = sum(p.numel() for p in mod._parameters.values() if p is not None)
+        params = [p for p in mod._parameters.values() if p is not None]
+        own[name] = sum(p.numel() for p in params)
+        seen.update(id(p) for p in params)
+    if len(seen) != sum(len([p for p in m._parameters.values() if p is not None]) for _, m in named):
+        return {name: sum(p.numel() for p in mod.parameters()) for name, mod in named}
     total = dict(own)
     for name in sorted(own, key=lambda n: n.count(".") if n else -1, reverse=True):
         if name:
