@@ -7,7 +7,7 @@ per layer resolution, in torch, on the model's device.
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import torch
 
@@ -20,7 +20,7 @@ def layer_cams(trace: Trace, method: CamMethod, ctx: MethodContext | None = None
                progress: Callable[[int, int], None] | None = None) -> list[torch.Tensor | None]:
     """Raw CAM per record at layer resolution, (B, h, w) after ReLU, or None for non-spatial layers.
 
-    All spatial layers go to the method at once (:meth:`CamMethod.cam_batch`), so methods with extra
+    A method with its own :meth:`CamMethod.cam_batch` gets all spatial layers at once, so methods with extra
     forwards (ScoreCAM, AblationCAM) can batch them across layers. A record with ``same_as`` gets
     the very CAM of the record it shares its output with: computed once, for every method.
     """
@@ -29,26 +29,51 @@ def layer_cams(trace: Trace, method: CamMethod, ctx: MethodContext | None = None
         ctx.targets = trace.targets
     if ctx.logits is None:
         ctx.logits = trace.logits
-    jobs: list[LayerJob] = []
-    for i, rec in enumerate(trace.records):
-        act = trace.activations[i]
-        if rec.same_as is not None or act is None:
-            continue
-        maps = to_nchw(act, rec.layout)
-        if maps is None:
-            continue
-        grad = trace.gradients[i] if trace.gradients else None
-        g = to_nchw(grad, rec.layout) if grad is not None else None
-        jobs.append(LayerJob(i, rec, maps.float(), g.float() if g is not None else None, act))
-    with torch.no_grad():
-        cams = method.cam_batch(jobs, ctx, progress=progress)
+    # A method that takes its layers one at a time gets them one at a time: an activation the trace
+    # recomputes (see camanim.trace.Activations) then lives only while its CAM is computed.
+    streaming = type(method).cam_batch is CamMethod.cam_batch
+    acts = trace.activations
+    read = acts.peek if streaming and hasattr(acts, "peek") else acts.__getitem__
+
+    def jobs() -> Iterator[LayerJob]:
+        for i, rec in enumerate(trace.records):
+            if rec.same_as is not None or rec.non_spatial:
+                continue
+            act = read(i)
+            maps = to_nchw(act, rec.layout) if act is not None else None
+            if maps is None:
+                continue
+            grads = trace.gradients
+            grad = (grads.peek(i, act) if streaming and hasattr(grads, "peek") else grads[i]) if grads else None
+            g = to_nchw(grad, rec.layout) if grad is not None else None
+            yield LayerJob(i, rec, maps.float(), g.float() if g is not None else None, act)
+
     out: list[torch.Tensor | None] = [None] * len(trace.records)
-    for job, cam in zip(jobs, cams, strict=True):
-        out[job.index] = torch.nan_to_num(cam.detach(), nan=0.0, posinf=0.0, neginf=0.0).clamp_(min=0)
+    with torch.no_grad():
+        if streaming:
+            kept = acts.kept if hasattr(acts, "kept") else (lambda i: acts[i] is not None)
+            total = sum(1 for i, rec in enumerate(trace.records)
+                        if rec.same_as is None and not rec.non_spatial and kept(i))
+            done = 0
+            for job in jobs():
+                ctx.layer_name, ctx.record = job.record.name, job.record
+                out[job.index] = clean_cam(method.cam(job.acts, job.grads, ctx))
+                done += 1
+                if progress is not None:
+                    progress(done, total)
+        else:
+            batch = list(jobs())
+            for job, cam in zip(batch, method.cam_batch(batch, ctx, progress=progress), strict=True):
+                out[job.index] = clean_cam(cam)
     for i, rec in enumerate(trace.records):
         if rec.same_as is not None:
             out[i] = out[rec.same_as]
     return out
+
+
+def clean_cam(cam: torch.Tensor) -> torch.Tensor:
+    """A raw map as kept: NaN and infinities zeroed, then ReLU."""
+    return torch.nan_to_num(cam.detach(), nan=0.0, posinf=0.0, neginf=0.0).clamp_(min=0)
 
 
 @functools.lru_cache(maxsize=64)

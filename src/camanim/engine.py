@@ -25,8 +25,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from .cams import layer_cams, upsample
+from .cams import clean_cam, layer_cams, upsample
 from .errors import InputError
+from .layouts import to_nchw
 from .methods import CamMethod, MethodContext, ScoreFn, score_function
 from .trace import LayerRecord, LayerSpec, Trace, run_trace
 
@@ -76,9 +77,17 @@ def _one_pass(model: nn.Module, x: torch.Tensor, layers: LayerSpec, methods: Seq
     seconds: dict[str, float] = {"trace": 0.0}
     first = None
     for score, group in _groups(methods, base):
+        gradients = any(m.uses_gradients for m in group)
+        ctxs = {m.name: MethodContext(model=model, input_tensor=x, score=score, image_index=image_index,
+                                      batch_size=batch_size, output_key=output_key,
+                                      generator=torch.Generator().manual_seed(seed), eigen_smooth=eigen_smooth)
+                for m in group}
+        # Methods that take one layer at a time from its activation and gradient get each layer
+        # during the backward, as its gradient arrives (nothing kept for later, nothing read twice).
+        sink = (_Sink(group, ctxs, progress) if gradients and all(_in_backward(m) for m in group) else None)
         t0 = time.perf_counter()
-        tr = run_trace(model, x, layers, targets=targets, gradients=any(m.uses_gradients for m in group),
-                       output_key=output_key, score=score, **trace_options)
+        tr = run_trace(model, x, layers, targets=targets, gradients=gradients,
+                       output_key=output_key, score=score, sink=sink, **trace_options)
         seconds["trace"] += time.perf_counter() - t0
         forwards["trace"] += 1
         if first is None:
@@ -91,17 +100,67 @@ def _one_pass(model: nn.Module, x: torch.Tensor, layers: LayerSpec, methods: Seq
             raise RuntimeError("the model recorded a different number of layers on a second pass")
         for m in group:
             t0 = time.perf_counter()
-            ctx = MethodContext(model=model, input_tensor=x, targets=tr.targets, logits=tr.logits, score=score,
-                                image_index=image_index, batch_size=batch_size, output_key=output_key,
-                                generator=torch.Generator().manual_seed(seed), eigen_smooth=eigen_smooth)
-            cb = (lambda d, t, n=m.name: progress(f"cams {n}", d, t)) if progress else None
-            per_layer = layer_cams(tr, m, ctx, progress=cb)
+            ctx = ctxs[m.name]
+            ctx.targets, ctx.logits = tr.targets, tr.logits
+            if sink is not None:
+                per_layer = sink.per_layer(m.name, tr.records)
+            else:
+                cb = (lambda d, t, n=m.name: progress(f"cams {n}", d, t)) if progress else None
+                per_layer = layer_cams(tr, m, ctx, progress=cb)
             cams[m.name] = upsample(per_layer, size, batch=int(x.shape[0]))
             forwards[m.name] = ctx.forwards
-            seconds[m.name] = time.perf_counter() - t0
+            seconds[m.name] = time.perf_counter() - t0 + (sink.seconds.get(m.name, 0.0) if sink else 0.0)
+        if sink is not None:
+            seconds["trace"] -= sum(sink.seconds.values())
         del tr
     assert first is not None
     return Computation(first.records, first.logits, first.targets, cams, forwards, seconds)
+
+
+def _in_backward(method: CamMethod) -> bool:
+    return method.uses_gradients and method.per_layer and type(method).cam_batch is CamMethod.cam_batch
+
+
+class _Sink:
+    """Computes the CAMs of every method of a group as the backward hands over each layer."""
+
+    def __init__(self, methods: Sequence[CamMethod], ctxs: dict[str, MethodContext],
+                 progress: Progress | None) -> None:
+        self.methods, self.ctxs, self.progress = methods, ctxs, progress
+        self.cams: dict[str, dict[int, torch.Tensor]] = {m.name: {} for m in methods}
+        self.seconds: dict[str, float] = {m.name: 0.0 for m in methods}
+        self.total = self.done = 0
+
+    def start(self, logits: torch.Tensor, targets: torch.Tensor, total: int) -> None:
+        for ctx in self.ctxs.values():
+            ctx.targets, ctx.logits = targets, logits
+        self.total = total
+
+    def layer(self, index: int, record: LayerRecord, activation: torch.Tensor, gradient: torch.Tensor) -> bool:
+        maps = to_nchw(activation, record.layout)
+        if maps is None:
+            return False  # a non-spatial layer: the trace keeps it (its 1-D evidence is drawn)
+        grads = to_nchw(gradient, record.layout)
+        maps, grads = maps.float(), grads.float() if grads is not None else None
+        for m in self.methods:
+            t0 = time.perf_counter()
+            ctx = self.ctxs[m.name]
+            ctx.layer_name, ctx.record = record.name, record
+            self.cams[m.name][index] = clean_cam(m.cam(maps, grads, ctx))
+            self.seconds[m.name] += time.perf_counter() - t0
+        self.done += 1
+        if self.progress is not None:
+            for m in self.methods:
+                self.progress(f"cams {m.name}", self.done, self.total)
+        return True
+
+    def per_layer(self, name: str, records: Sequence[LayerRecord]) -> list[torch.Tensor | None]:
+        got = self.cams[name]
+        out = [got.get(i) for i in range(len(records))]
+        for i, rec in enumerate(records):
+            if rec.same_as is not None:
+                out[i] = out[rec.same_as]
+        return out
 
 
 def _check_targets(logits: torch.Tensor, targets: torch.Tensor) -> None:

@@ -39,6 +39,7 @@ A tensor whose batch dimension differs from the input's (windows folded into the
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import re
@@ -97,13 +98,20 @@ class Layout:
         return self.kind != NON_SPATIAL
 
 
-def parse_layout(text: str) -> Layout:
+def parse_layout(text: str | Layout) -> Layout:
     """Parse a layout name such as ``NHWC``, ``TOKENS``, ``TOKENS:1+14x14`` or ``WINDOWS:8x8@7``.
 
     Raises:
         InputError: the text names no layout.
     """
-    raw = str(text).strip()
+    if isinstance(text, Layout):
+        return text
+    return _parse_layout(str(text))
+
+
+@functools.lru_cache(maxsize=256)
+def _parse_layout(raw: str) -> Layout:
+    raw = raw.strip()
     kind, _, params = raw.partition(":")
     kind = kind.upper()
     if kind in ("NON_SPATIAL", "NONE"):
@@ -165,7 +173,7 @@ def to_nchw(tensor: torch.Tensor, layout: str | Layout) -> torch.Tensor | None:
     Raises:
         ValueError: the tensor's shape does not fit the layout.
     """
-    lay = layout if isinstance(layout, Layout) else parse_layout(layout)
+    lay = parse_layout(layout)
     if lay.kind == NON_SPATIAL:
         return None
     if not fits(lay, tensor.shape):
@@ -221,6 +229,17 @@ def _same_aspect(hw: Sequence[int], ref: Sequence[int]) -> bool:
 
 def _positive_dim(dim: int, ndim: int) -> int:
     return dim + ndim if dim < 0 else dim
+
+
+_NCHW = Layout(NCHW)
+
+
+@functools.lru_cache(maxsize=512)
+def _is_plain_2d(module_type: type) -> bool:
+    """A module type that :meth:`LayoutContext._by_type` reads as NCHW from its name alone ("...2d")."""
+    kind = module_type.__name__
+    special = "Permute" in kind or kind in ("SwapAxes", "WindowPartition", "WindowDepartition")
+    return not special and "2d" in kind.lower()
 
 
 class LayoutContext:
@@ -292,9 +311,10 @@ class LayoutContext:
         size = spatial_size(lay, tensor.shape)
         if size is not None and size[0] * size[1] > 1:
             self._by_shape_seen[tuple(tensor.shape)] = lay
-            if size in self.grids:
-                self.grids.remove(size)
-            self.grids.append(size)
+            if not self.grids or self.grids[-1] != size:
+                if size in self.grids:
+                    self.grids.remove(size)
+                self.grids.append(size)
 
     def known(self, tensor: object) -> Layout | None:
         """The layout noted for this very tensor object, if any."""
@@ -316,6 +336,13 @@ class LayoutContext:
         """
         if tensor is None or not isinstance(tensor, torch.Tensor) or not tensor.is_floating_point():
             return NON_SPATIAL
+        if not self.overrides and _is_plain_2d(type(module)):
+            # the common case, quickly: a "...2d" module's 4-D output that no earlier step placed otherwise
+            shape = tensor.shape
+            if (len(shape) == 4 and (self.batch is None or shape[0] == self.batch) and shape[2] * shape[3] > 1
+                    and self.known(tensor) in (None, _NCHW)):
+                self.remember(tensor, _NCHW)
+                return NCHW
         override = self._override(name)
         if override is not None:
             lay = self._resolve_override(override, tensor, name)

@@ -38,17 +38,17 @@ class UnitVectors:
         return UnitVectors([self.values[i] for i in keep], self.kind)
 
 
-def unit_vectors(trace: Trace) -> UnitVectors:
-    """The 1-D evidence of every non-spatial record of ``trace`` that kept an activation."""
+def unit_vectors(trace: Trace, row: int = 0) -> UnitVectors:
+    """The 1-D evidence of every non-spatial record of ``trace`` that kept an activation, for batch row ``row``."""
     values: list[torch.Tensor | None] = []
     with_grad = bool(trace.gradients)
     for i, rec in enumerate(trace.records):
-        act = trace.activations[i] if i < len(trace.activations) else None
-        if not rec.non_spatial or act is None or act.ndim < 2:
+        act = trace.activations[i] if rec.non_spatial and i < len(trace.activations) else None
+        if act is None or act.ndim < 2 or act.shape[0] <= row:
             values.append(None)
             continue
         grad = trace.gradients[i] if with_grad else None
-        v = act[0] * grad[0] if grad is not None and grad.shape == act.shape else act[0]
+        v = act[row] * grad[row] if grad is not None and grad.shape == act.shape else act[row]
         values.append(v.detach().flatten().float().cpu())
     return UnitVectors(values, "act x grad" if with_grad else "activation")
 

@@ -63,16 +63,6 @@ def is_single(image: Any, methods: Sequence[CamMethod], target: Any) -> bool:
     return not as_images(image)[1] and len(methods) == 1 and not is_multi_target(target)
 
 
-def _row_trace(tr: Trace, row: int) -> Trace:
-    """The trace as if only row ``row`` had been run (views, no copies)."""
-    def pick(ts: list[torch.Tensor | None]) -> list[torch.Tensor | None]:
-        return [t[row:row + 1] if t is not None and t.ndim and t.shape[0] > row else t for t in ts]
-
-    return Trace(records=tr.records, activations=pick(tr.activations), gradients=pick(tr.gradients),
-                 logits=tr.logits[row:row + 1] if tr.logits is not None else None,
-                 targets=tr.targets[row:row + 1] if tr.targets is not None else None)
-
-
 def explain(
     module: nn.Module,
     inputs: Sequence[Prepared],
@@ -134,7 +124,7 @@ def explain(
         vectors_of: list[UnitVectors] = []
 
         def keep_vectors(tr: Trace, vectors_of: list[UnitVectors] = vectors_of, n: int = n_rows) -> None:
-            vectors_of.extend(unit_vectors(_row_trace(tr, r)) for r in range(n))
+            vectors_of.extend(unit_vectors(tr, r) for r in range(n))
 
         t0 = time.perf_counter()
         comp = compute_cams(module, x_rows, layers, methods, targets=tgts,

@@ -19,11 +19,11 @@ import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import torch
 from torch import nn
 from torch.autograd.graph import GradientEdge, get_gradient_edge
-from torch.nn.modules.module import register_module_forward_hook, register_module_forward_pre_hook
 from torch.overrides import TorchFunctionMode
 
 from .errors import InputError
@@ -59,12 +59,121 @@ class LayerRecord:
                 "seconds": round(self.seconds, 6), "non_spatial": self.non_spatial, "same_as": self.same_as}
 
 
+class _Recompute:
+    """A norm layer's output, computed again from its input when it is read.
+
+    When an in-place op (ReLU(inplace=True), ``out += identity``) is about to overwrite a recorded
+    BatchNorm/GroupNorm/LayerNorm output whose input is still intact, the trace keeps that input
+    instead of a copy of the output: the model's in-place op runs as written (no extra memory in
+    the pass), and the value is recomputed, bit for bit, by the same module in eval mode.
+    """
+
+    __slots__ = ("module", "input", "version")
+
+    def __init__(self, module: nn.Module, inp: torch.Tensor) -> None:
+        self.module, self.input, self.version = module, inp, inp._version
+
+    def intact(self) -> bool:
+        return self.input._version == self.version
+
+    def __call__(self, hint: torch.Tensor | None = None) -> torch.Tensor:
+        mod = self.module
+        was = mod.training
+        mod.__dict__["training"] = False
+        try:
+            with torch.no_grad():
+                # the class's forward: the instance's may be the trace's recording wrapper
+                return type(mod).forward(mod, self.input)
+        finally:
+            mod.__dict__["training"] = was
+
+
+class _DerivedGrad:
+    """d score / d a norm layer's output, from the gradient at the in-place op that overwrote it.
+
+    When the only use of a recomputed norm output (:class:`_Recompute`) is the in-place op that
+    overwrites it, its gradient follows from the one arriving at that op: the same for ``+=``
+    (``out += identity``), masked by ``output > 0`` for ReLU (``threshold_backward``). The pass
+    then does not keep a second gradient tensor per such layer.
+    """
+
+    __slots__ = ("edge", "grad", "relu", "source")
+
+    def __init__(self, edge: GradientEdge, relu: bool, source: _Recompute) -> None:
+        self.edge: GradientEdge | None = edge
+        self.relu, self.source = relu, source
+        self.grad: torch.Tensor | None = None
+
+    def __call__(self, hint: torch.Tensor | None = None) -> torch.Tensor:
+        if self.grad is None:
+            raise RuntimeError("the gradient of this layer was not computed")
+        if not self.relu:
+            return self.grad
+        value = hint if hint is not None else self.source()
+        return torch.where(value > 0, self.grad, torch.zeros((), dtype=self.grad.dtype, device=self.grad.device))
+
+
+_Lazy = (_Recompute, _DerivedGrad)
+
+#: Cheap, deterministic modules whose output the trace may recompute from their input (see _Recompute).
+_RECOMPUTABLE = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.GroupNorm, nn.LayerNorm)
+
+
+def _recompute_source(mod: nn.Module, args: tuple, output: torch.Tensor) -> _Recompute | None:
+    if (type(mod) not in _RECOMPUTABLE or len(args) != 1 or not isinstance(args[0], torch.Tensor)
+            or mod._forward_hooks or mod._forward_pre_hooks or torch.is_autocast_enabled(output.device.type)):
+        return None
+    key = _storage_key(args[0])
+    return _Recompute(mod, args[0]) if key is not None and key != _storage_key(output) else None
+
+
+class Activations(Sequence):
+    """The recorded activations (or gradients), one per record (None where nothing was kept).
+
+    A list to its readers; a norm layer's output that an in-place op overwrote during the pass
+    is recomputed from its input on first read (and kept), and so is a gradient derived from the
+    one at that op (:class:`_DerivedGrad`). :meth:`peek` reads without keeping, for code that goes
+    through the layers one at a time.
+    """
+
+    def __init__(self, values: list) -> None:
+        self._values = values
+
+    def __len__(self) -> int:
+        return len(self._values)
+
+    def __getitem__(self, i):  # type: ignore[override]
+        if isinstance(i, slice):
+            return [self[j] for j in range(*i.indices(len(self)))]
+        value = self._values[i]
+        if isinstance(value, _Lazy):
+            value = self._values[i] = value()
+        return value
+
+    def __setitem__(self, i: int, value: torch.Tensor | None) -> None:
+        self._values[i] = value
+
+    def peek(self, i: int, activation: torch.Tensor | None = None) -> torch.Tensor | None:
+        """The value of record ``i``; a recomputed one is not kept. For a gradient, ``activation``
+        (the record's activation, if at hand) saves recomputing it."""
+        value = self._values[i]
+        return value(activation) if isinstance(value, _Lazy) else value
+
+    def kept(self, i: int) -> bool:
+        """Whether record ``i`` has an activation (without computing it)."""
+        return self._values[i] is not None
+
+    def recomputed(self) -> int:
+        """How many activations are recomputed when read (not yet read)."""
+        return sum(isinstance(v, _Lazy) for v in self._values)
+
+
 @dataclass
 class Trace:
     """What one pass recorded: per call, the layer record, its activation and (maybe) gradient."""
 
     records: list[LayerRecord]
-    activations: list[torch.Tensor | None]
+    activations: Sequence[torch.Tensor | None]
     gradients: list[torch.Tensor | None] = field(default_factory=list)
     logits: torch.Tensor | None = None
     targets: torch.Tensor | None = None
@@ -236,59 +345,133 @@ class _Recorder(TorchFunctionMode):
 
     A layer's output is recorded as the very tensor the model goes on with. Only when a torch
     call is about to overwrite it in place (``out += identity``, ``F.relu(x, inplace=True)``, an
-    ``nn.ReLU(inplace=True)``) is its value copied first, and an ``nn`` activation module with
-    ``inplace=True`` is instead run out of place for that one call (its output is a new tensor,
-    the same work without the copy). Gradients are taken at each output's own autograd edge,
+    ``nn.ReLU(inplace=True)``) is something done first: a norm layer's output whose input is
+    intact becomes a :class:`_Recompute` of it (and its input is watched in turn); any other
+    output is copied, and an ``nn`` activation module with ``inplace=True`` about to overwrite
+    such an output is instead run out of place for that one call (its output is a new tensor, the
+    same work without the copy). Gradients are taken at each output's own autograd edge,
     captured when it was recorded, so they are those of the value recorded (every path from it,
     the in-place op included). After the forward, :meth:`intact` checks every version counter: a
     write this mode could not see makes the trace fall back to copying every output.
     """
 
-    def __init__(self, acts: list[torch.Tensor | None]) -> None:
+    def __init__(self, acts: list[torch.Tensor | _Recompute | None]) -> None:
         super().__init__()
         self.acts = acts
         self.versions: dict[int, int] = {}
         self.watch: dict[int, list[int]] = {}
+        self.sources: dict[int, _Recompute] = {}
+        # recomputable outputs no torch call has read since they were recorded, and the gradients
+        # derived for those whose first (and so only) use was the in-place op that overwrote them
+        self.unread: set[int] = set()
+        self.derived: dict[int, _DerivedGrad] = {}
         self.originals: list[torch.Tensor] = []
         self.escaped = False
 
-    def add(self, index: int, tensor: torch.Tensor) -> None:
+    def add(self, index: int, tensor: torch.Tensor, source: _Recompute | None = None) -> None:
         self.versions[index] = tensor._version
         key = _storage_key(tensor)
         if key is not None:
             self.watch.setdefault(key, []).append(index)
+            if source is not None:
+                self.sources[index] = source
+                self.unread.add(index)
 
-    def watched(self, tensor: object) -> bool:
-        return isinstance(tensor, torch.Tensor) and _storage_key(tensor) in self.watch
+    def note_reads(self, args: Sequence[object], kwargs: Mapping[str, object], skip: object) -> None:
+        """Any tensor of a torch call (but ``skip``) that is a watched output counts as read."""
+        for arg in (*args, *kwargs.values()):
+            for t in (arg if isinstance(arg, (list, tuple)) else (arg,)):
+                if isinstance(t, torch.Tensor) and t is not skip:
+                    for i in self.watch.get(_storage_key(t), ()):
+                        self.unread.discard(i)
 
-    def save_before_write(self, target: torch.Tensor) -> None:
+    def needs_copy(self, tensor: object) -> bool:
+        """Whether overwriting ``tensor`` would make the recorder copy a recorded output."""
+        if not isinstance(tensor, torch.Tensor):
+            return False
+        return any(not (i in self.sources and self.sources[i].intact())
+                   for i in self.watch.get(_storage_key(tensor), ()))
+
+    def save_before_write(self, target: torch.Tensor, rule: str | None = None) -> list[tuple[int, _Recompute]]:
+        """Keep what the write to ``target`` would destroy; the recomputed outputs whose gradient
+        follows from the write's (``rule``: "relu" or "add", None when it does not)."""
         key = _storage_key(target)
+        derive: list[tuple[int, _Recompute]] = []
         if key is None or key not in self.watch:
-            return
+            return derive
         saved: dict[int, torch.Tensor] = {}
         for i in self.watch.pop(key):
             t = self.acts[i]
+            if isinstance(t, _Recompute):
+                # its input is about to change: compute the value now, while the input holds
+                self.escaped |= not t.intact()
+                self.acts[i] = t()
+                continue
             if t is None or i not in self.versions:
                 continue
             if t._version != self.versions[i]:
                 self.escaped = True  # written already, by a call this mode did not see
+            del self.versions[i]
+            # kept alive to the end of the pass: same-output detection goes by id()
+            self.originals.append(t)
+            source = self.sources.pop(i, None)
+            unread = i in self.unread
+            self.unread.discard(i)
+            if source is not None and source.intact():
+                self.acts[i] = source
+                self.watch.setdefault(_storage_key(source.input), []).append(i)
+                if unread and rule is not None:
+                    derive.append((i, source))
+                continue
             if id(t) not in saved:
                 saved[id(t)] = t.detach().clone()
-                # kept alive to the end of the pass: same-output detection goes by id()
-                self.originals.append(t)
             self.acts[i] = saved[id(t)]
-            del self.versions[i]
+        return derive
 
     def intact(self) -> bool:
-        return not self.escaped and all(self.acts[i] is not None and self.acts[i]._version == v for i, v in self.versions.items())
+        if self.escaped:
+            return False
+        for i, a in enumerate(self.acts):
+            if isinstance(a, _Recompute):
+                if not a.intact():
+                    return False
+            elif i in self.versions and (a is None or a._version != self.versions[i]):
+                return False
+        return True
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
-        if self.watch:
-            target = written_tensor(func, args, kwargs)
-            if target is not None:
-                self.save_before_write(target)
-        return func(*args, **kwargs)
+        if not self.watch:
+            return func(*args, **kwargs)
+        target = written_tensor(func, args, kwargs)
+        rule = _grad_rule(func, args, kwargs, target) if target is not None else None
+        if self.unread and getattr(func, "__name__", "") not in _METADATA:
+            self.note_reads(args, kwargs, skip=target if rule is not None else None)
+        derive = self.save_before_write(target, rule) if target is not None else []
+        out = func(*args, **kwargs)
+        if derive and target.grad_fn is not None and torch.is_grad_enabled():
+            edge = _edge(target)  # where the gradient of the written value arrives
+            for i, source in derive:
+                self.derived[i] = _DerivedGrad(edge, rule == "relu", source)
+        return out
+
+
+#: Tensor calls that read no values (a property's __get__ returns at most an alias, whose own use is seen).
+_METADATA = frozenset({"__get__", "size", "dim", "numel", "stride", "storage_offset", "is_contiguous",
+                       "untyped_storage", "data_ptr", "element_size", "__len__", "ndimension", "nelement"})
+
+
+def _grad_rule(func: object, args: Sequence[object], kwargs: Mapping[str, object], target: torch.Tensor) -> str | None:
+    """How d/d(value before an in-place write) follows from d/d(value after it): "relu" (masked where
+    the value was > 0), "add" (the same, for ``x += y``), or None (not derivable here)."""
+    name = getattr(func, "__name__", "")
+    if name in ("relu", "relu_"):
+        return "relu"
+    if name in ("__iadd__", "add_") and len(args) == 2 and set(kwargs) <= {"alpha"} and kwargs.get("alpha", 1) == 1:
+        other = args[1]
+        if not isinstance(other, torch.Tensor) or _storage_key(other) != _storage_key(target):
+            return "add"
+    return None
 
 
 def _params_per_module(named: Sequence[tuple[str, nn.Module]]) -> dict[str, int]:
@@ -324,6 +507,119 @@ def _is_torch_activation(module: nn.Module) -> bool:
     return getattr(module, "inplace", None) is True and type(module).__module__.startswith("torch.nn.")
 
 
+class LayerSink(Protocol):
+    """Takes each layer's activation and gradient during the backward (``run_trace(sink=...)``).
+
+    The gradient of a layer is complete when autograd is about to go through the op that made
+    the layer's output; the sink gets it then, with the activation, and what it takes the trace
+    does not keep: memory falls as the backward proceeds, and nothing is read twice.
+    """
+
+    def start(self, logits: torch.Tensor, targets: torch.Tensor, total: int) -> None:
+        """Before the backward: the logits, the targets and how many layers :meth:`layer` will get."""
+
+    def layer(self, index: int, record: LayerRecord, activation: torch.Tensor, gradient: torch.Tensor) -> bool:
+        """One layer's activation and d score / d activation; True: taken (the trace drops both)."""
+
+
+def _backward_into(sink: LayerSink, score: torch.Tensor, records: list[LayerRecord], acts: list,
+                   edges: dict[int, GradientEdge], wanted: list[int], logits: torch.Tensor,
+                   targets: torch.Tensor) -> list[torch.Tensor | None]:
+    """The backward of ``score`` with each layer's gradient handed to ``sink`` as it arrives.
+
+    A hook before each recorded op's backward node sees the gradient of its outputs. The earliest
+    layer's node does not run (nothing below it is asked for): its gradient is captured instead,
+    as is that of any layer whose node did not run (a second backward on the kept graph).
+    Returns the gradients the sink declined (None elsewhere).
+    """
+    grads: list[torch.Tensor | None] = [None] * len(acts)
+    todo = [i for i, rec in enumerate(records) if rec.same_as is None and acts[i] is not None]
+    sink.start(logits, targets, len(todo))
+    done: set[int] = set()
+
+    def deliver(i: int, g: torch.Tensor | None) -> None:
+        if i in done:
+            return
+        done.add(i)
+        a = acts[i]
+        a = (a() if isinstance(a, _Recompute) else a).detach()
+        g = torch.zeros_like(a) if g is None else g.detach()
+        if sink.layer(i, records[i], a, g):
+            acts[i] = None
+        else:
+            acts[i], grads[i] = a, g
+
+    by_node: dict[object, list[tuple[int, int]]] = {}
+    for i in wanted:
+        by_node.setdefault(edges[i].node, []).append((edges[i].output_nr, i))
+    # A recorded op whose node leads down to another recorded op's node runs in this backward
+    # (autograd runs every node on a path to what it is asked for), so its hook sees its
+    # gradient; the others (the first layer, parameter-only branches) are asked for directly.
+    # Nothing else is asked for, so the graph is freed as the backward goes (no retain_graph).
+    below = _reaches(score.grad_fn, by_node) if score.grad_fn is not None else {}
+    capture = [i for i in wanted if not below.get(edges[i].node, False)]
+    hooks = []
+    try:
+        for node, items in by_node.items():
+            if below.get(node, False):
+                def hook(grad_outputs, items=items):
+                    for nr, i in items:
+                        deliver(i, grad_outputs[nr] if nr < len(grad_outputs) else None)
+                hooks.append(node.register_prehook(hook))
+        if capture and score.requires_grad:
+            got = torch.autograd.grad(score.sum(), [edges[i] for i in capture], allow_unused=True)
+            for i, g in zip(capture, got):
+                deliver(i, g)
+        elif hooks and score.requires_grad:
+            # every recorded node leads to another one: impossible in a finite graph, but keep it total
+            torch.autograd.grad(score.sum(), [edges[wanted[0]]], allow_unused=True)
+    finally:
+        for h in hooks:
+            h.remove()
+    for i in todo:
+        deliver(i, None)  # no gradient reaches it: zeros
+    return grads
+
+
+def _shadow_forward(mod: nn.Module, wrap: Callable[[nn.Module, Callable], Callable]) -> Callable[[], None]:
+    """Run ``mod`` through ``wrap(mod, its forward)`` until the returned undo is called.
+
+    The wrapper goes into the instance's ``__dict__``, where it shadows the class's ``forward``
+    (a forward the instance already had is wrapped, and put back by the undo).
+    """
+    own = mod.__dict__.get("forward")
+    mod.__dict__["forward"] = wrap(mod, own if own is not None else type(mod).forward.__get__(mod))
+
+    def undo() -> None:
+        if own is not None:
+            mod.__dict__["forward"] = own
+        else:
+            mod.__dict__.pop("forward", None)
+    return undo
+
+
+def _reaches(root: object, targets: Mapping[object, object]) -> dict[object, bool]:
+    """For every autograd node below ``root``: whether a node in ``targets`` lies strictly below it."""
+    below: dict[object, bool] = {}
+    children: dict[object, list[object]] = {}
+    stack = [root]
+    while stack:
+        node = stack[-1]
+        if node in below:
+            stack.pop()
+            continue
+        kids = children.get(node)
+        if kids is None:
+            kids = children[node] = [c for c, _ in node.next_functions if c is not None]
+            pending = [c for c in kids if c not in below]
+            if pending:
+                stack.extend(pending)
+                continue
+        stack.pop()
+        below[node] = any(c in targets or below.get(c, False) for c in kids)
+    return below
+
+
 def run_trace(
     model: nn.Module,
     input_tensor: torch.Tensor,
@@ -336,6 +632,7 @@ def run_trace(
     score: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
     layouts: Mapping[str, str] | None = None,
     copy_outputs: bool = False,
+    sink: LayerSink | None = None,
 ) -> Trace:
     """Run the single forward (and backward) pass and record every selected layer.
 
@@ -351,6 +648,9 @@ def run_trace(
         layouts: ``{layer name: layout}`` overriding detection (see :mod:`camanim.layouts`).
         copy_outputs: hand the model a copy of every recorded output (the slow, always-safe way;
             used by itself when an in-place write escaped the copy-on-write of :class:`_Recorder`).
+        sink: with gradients, hand each layer's activation and gradient to ``sink`` during the
+            backward, as the gradient arrives (see :class:`LayerSink`); the trace keeps only
+            what the sink declines.
 
     Returns:
         The records in execution order, with activations and gradients.
@@ -366,9 +666,7 @@ def run_trace(
     records: list[LayerRecord] = []
     acts: list[torch.Tensor | None] = []
     edges: dict[int, object] = {}
-    starts: dict[int, list[float]] = {}
-    handles = []
-    flipped: list[nn.Module] = []
+    undo: list[Callable[[], None]] = []
     # id(tensor) -> (record index, version): outputs that are the very tensor an earlier record
     # produced (a Sequential and its last child): their CAM is computed once and shared.
     produced: dict[int, tuple[int, int]] = {}
@@ -376,30 +674,39 @@ def run_trace(
     # copy-on-write (the recorder) keeps recorded values intact, unless every output is copied anyway
     on_write = keep_activations and not copy_outputs
 
-    # Two process-wide module hooks instead of two per layer (registering hundreds of hooks costs
-    # more than the pass's own bookkeeping); they act only on this model's modules.
-    def pre(mod, args):
+    # Each selected module (and each nn activation that may run in place) gets its forward wrapped
+    # for the pass, as an instance attribute that shadows the class's forward: Module.__call__
+    # then stays on its fast path (no hooks), and unselected modules cost nothing.
+    def wrapped(mod: nn.Module, forward: Callable) -> Callable:
         key = id(mod)
-        if key in selected:
-            starts.setdefault(key, []).append(time.perf_counter())
-        if on_write and key in activations and args and recorder.watched(args[0]):
-            # an nn activation about to overwrite a recorded output runs out of place for this call
-            mod.__dict__["inplace"] = False
-            flipped.append(mod)
+        name = name_of.get(key, "")
+        is_selected, is_activation = key in selected, key in activations
 
-    def post(mod, args, output):
-        key = id(mod)
-        out = None
-        if key in selected:
+        def forward_and_record(*args, **kwargs):
+            t0 = time.perf_counter()
+            flip = on_write and is_activation and args and _needs_copy(args[0])
+            if flip:
+                # an nn activation about to overwrite a recorded output runs out of place for this call
+                mod.__dict__["inplace"] = False
+            try:
+                output = forward(*args, **kwargs)
+            finally:
+                if flip:
+                    mod.__dict__["inplace"] = True
+            if not is_selected:
+                return output
             # the recorder's torch-function mode has nothing to do with our own bookkeeping
             with torch._C.DisableTorchFunction():
-                out = record(name_of[key], mod, args, output)
-        if flipped and flipped[-1] is mod:
-            flipped.pop().__dict__["inplace"] = True
-        return out
+                replaced = record(name, mod, args, output, t0)
+            return output if replaced is None else replaced
 
-    def record(name, mod, args, output):
-        t0 = starts[id(mod)].pop() if starts.get(id(mod)) else time.perf_counter()
+        return forward_and_record
+
+    def _needs_copy(tensor: object) -> bool:
+        with torch._C.DisableTorchFunction():  # not a use of the tensor's values
+            return recorder.needs_copy(tensor)
+
+    def record(name, mod, args, output, t0):
         seconds = time.perf_counter() - t0
         k = calls[name] = calls.get(name, 0) + 1
         tensor = _first_tensor(output)
@@ -436,7 +743,7 @@ def run_trace(
             produced[id(tensor)] = (index, tensor._version)
             return None
         produced[id(tensor)] = (index, tensor._version)
-        recorder.add(index, tensor)
+        recorder.add(index, tensor, _recompute_source(mod, args, tensor) if on_write else None)
         return None
 
     x = input_tensor
@@ -446,8 +753,9 @@ def run_trace(
     layout_ctx = LayoutContext.for_model(model, x, layouts, named=walked)
     logits = None
     try:
-        handles.append(register_module_forward_pre_hook(pre))
-        handles.append(register_module_forward_hook(post))
+        for _, mod in walked:
+            if id(mod) in selected or id(mod) in activations:
+                undo.append(_shadow_forward(mod, wrapped))
         with eval_mode(model), torch.set_grad_enabled(gradients):
             if on_write:
                 with recorder:
@@ -456,12 +764,11 @@ def run_trace(
                 out = model(x)
             if not copy_outputs and not recorder.intact():
                 logger.info("an in-place write escaped copy-on-write: tracing again with every output copied")
-                for h in handles:
-                    h.remove()
-                handles.clear()
+                while undo:
+                    undo.pop()()
                 return run_trace(model, input_tensor, layers, targets=targets, gradients=gradients,
                                  keep_activations=keep_activations, output_key=output_key, score=score,
-                                 layouts=layouts, copy_outputs=True)
+                                 layouts=layouts, copy_outputs=True, sink=sink)
             logits = logits_of(out, output_key)
             if logits.ndim != 2:
                 raise InputError(f"the model's output has shape {tuple(logits.shape)}, not (batch, classes)")
@@ -476,22 +783,39 @@ def run_trace(
             if gradients:
                 s = score(logits, tgt) if score is not None else logits.gather(1, tgt.view(-1, 1)).squeeze(1)
                 wanted = [i for i in edges if records[i].same_as is None]
-                got = (torch.autograd.grad(s.sum(), [edges[i] for i in wanted], allow_unused=True)
+                if sink is not None:
+                    grads = _backward_into(sink, s, records, acts, edges, wanted, logits.detach(), tgt)
+                    wanted = []
+                derived = recorder.derived
+                got = (torch.autograd.grad(s.sum(), [derived[i].edge if i in derived else edges[i] for i in wanted],
+                                           allow_unused=True)
                        if wanted and s.requires_grad else [None] * len(wanted))
-                grads = [None] * len(acts)
+                grads = grads or [None] * len(acts)
                 for i, g in zip(wanted, got):
+                    if i in derived and g is not None:
+                        derived[i].grad = g.detach()
+                        g = derived[i]
                     grads[i] = g
                 for i, a in enumerate(acts):
                     if records[i].same_as is not None:
                         grads[i] = grads[records[i].same_as]
-                    elif a is not None and grads[i] is None:
-                        grads[i] = torch.zeros_like(a)
-            acts[:] = [a.detach() if a is not None else None for a in acts]
+                    elif a is not None and grads[i] is None and sink is None:
+                        grads[i] = torch.zeros_like(a.input if isinstance(a, _Recompute) else a)
+            for i, a in enumerate(acts):
+                if isinstance(a, _Recompute):
+                    a.input = a.input.detach()
+                elif a is not None:
+                    acts[i] = a.detach()
+            for i, rec in enumerate(records):
+                if rec.same_as is not None:
+                    acts[i] = acts[rec.same_as]
     finally:
-        for h in handles:
-            h.remove()
-        for mod in flipped:
-            mod.__dict__["inplace"] = True
+        while undo:
+            undo.pop()()
         edges.clear()
+        for d in recorder.derived.values():
+            d.edge = None  # the edge holds the autograd graph
+        recorder.derived.clear()
         recorder.originals.clear()
-    return Trace(records=records, activations=acts, gradients=grads, logits=logits.detach(), targets=tgt)
+    return Trace(records=records, activations=Activations(acts), gradients=Activations(grads),
+                 logits=logits.detach(), targets=tgt)

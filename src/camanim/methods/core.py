@@ -139,12 +139,16 @@ class CamMethod:
         name: the registry key (``--method NAME``).
         uses_gradients: the single pass must also run the backward.
         needs_model: the method runs the model again (``ctx.model``, ``ctx.input_tensor``, ``ctx.targets``).
+        per_layer: a layer's map depends on that layer's tensors only, not on the order layers come
+            in: a gradient method with this flag (and no :meth:`cam_batch` of its own) gets each
+            layer during the backward, as its gradient arrives.
         description: one line for ``camanim methods`` (default: the docstring's first line).
     """
 
     name: ClassVar[str] = ""
     uses_gradients: ClassVar[bool] = True
     needs_model: ClassVar[bool] = False
+    per_layer: ClassVar[bool] = True
     description: ClassVar[str] = ""
 
     def weights(self, acts: torch.Tensor, grads: torch.Tensor | None, ctx: MethodContext) -> torch.Tensor:

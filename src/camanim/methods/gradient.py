@@ -105,6 +105,7 @@ class RandomCAM(CamMethod):
     """RandomCAM: uniform random channel weights in [-1, 1] (a sanity baseline), seeded."""
 
     name = "randomcam"
+    per_layer = False  # one seeded generator draws the weights layer after layer, in execution order
 
     def weights(self, acts, grads, ctx: MethodContext):
         return torch.rand(acts.shape[:2], generator=ctx.generator, dtype=acts.dtype,
