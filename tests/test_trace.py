@@ -13,10 +13,11 @@ from camanim.trace import eval_mode, logits_of, run_trace, select_layers
 
 
 def _hook_count(model: nn.Module) -> int:
-    """Hooks on the model's modules, and the process-wide module hooks."""
+    """Hooks on the model's modules, forwards set on module instances, and the process-wide module hooks."""
     from torch.nn.modules import module as nn_module
 
     return sum(len(m._forward_hooks) + len(m._forward_pre_hooks) + len(m._backward_hooks)
+               + ("forward" in m.__dict__)  # the trace's forward wrappers
                for m in model.modules()) + len(nn_module._global_forward_hooks) + len(
         nn_module._global_forward_pre_hooks) + len(nn_module._global_backward_hooks)
 
@@ -120,6 +121,11 @@ def test_inplace_ops_do_not_alias_records():
     x = torch.randn(1, 3, 64, 64, generator=torch.Generator().manual_seed(0))
     ta, tb = run_trace(a, x, "all"), run_trace(b, x, "all")
     assert [r.name for r in ta.records] == [r.name for r in tb.records]
+    # every bn output the in-place ReLU or ``+=`` overwrote is recomputed from its input (no copy),
+    # and its gradient follows from the one at that op: one of each per BatchNorm2d here
+    bns = sum(isinstance(m, nn.BatchNorm2d) for m in a.modules()) - 3  # the downsample bns are read, not written
+    assert ta.activations.recomputed() == bns and ta.gradients.recomputed() == bns
+    assert tb.activations.recomputed() == 8  # its modules run out of place; BasicBlock's ``out += identity`` stays
     i = [r.name for r in ta.records].index("layer1.0.bn1")
     assert (ta.activations[i] < 0).any(), "bn1 output must keep its negative values (pre-ReLU)"
     for u, v in zip(ta.activations, tb.activations):
@@ -231,3 +237,43 @@ def test_eval_mode_restores_on_error(tiny):
             assert not tiny.training
             raise RuntimeError
     assert tiny.training
+
+
+def test_forward_wrappers_put_back_including_an_instance_forward(tiny, tiny_input):
+    own = tiny.fc.forward
+    tiny.fc.forward = lambda x: own(x) * 2.0  # a forward set on the instance, as some libraries do
+    mine = tiny.fc.__dict__["forward"]
+    tr = run_trace(tiny, tiny_input, "all")
+    assert tiny.fc.__dict__["forward"] is mine
+    assert "fc" in [r.name for r in tr.records]
+    with torch.no_grad():
+        torch.testing.assert_close(tr.logits, tiny.eval()(tiny_input))  # the instance's forward ran
+    _trace_failing_at(tiny, tiny.block[0], tiny_input)
+    assert tiny.fc.__dict__["forward"] is mine
+    assert sum("forward" in m.__dict__ for m in tiny.modules()) == 1
+
+
+def test_recomputed_norm_outputs_use_eval_statistics_and_change_nothing():
+    """A model in train mode: the trace runs it in eval mode, and so does a recomputation afterwards."""
+    torch.manual_seed(0)
+    a = torchvision.models.resnet18(weights=None)
+    a.train()
+    for m in a.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.5, 0.5)
+            m.running_var.uniform_(0.5, 2.0)
+    b = torchvision.models.resnet18(weights=None).eval()
+    b.load_state_dict(a.state_dict())
+    for m in b.modules():
+        if hasattr(m, "inplace"):
+            m.inplace = False
+    stats = {k: v.clone() for k, v in a.state_dict().items()}
+    x = torch.randn(2, 3, 48, 48, generator=torch.Generator().manual_seed(0))
+    ta, tb = run_trace(a, x, "all"), run_trace(b, x, "all")
+    assert ta.activations.recomputed() > 0
+    for u, v in zip(ta.activations, tb.activations):  # reading recomputes
+        if u is not None:
+            torch.testing.assert_close(u, v)
+    assert a.training and all(m.training for m in a.modules())
+    for k, v in a.state_dict().items():
+        assert torch.equal(v, stats[k]), k

@@ -669,7 +669,8 @@ def run_trace(
     undo: list[Callable[[], None]] = []
     # id(tensor) -> (record index, version): outputs that are the very tensor an earlier record
     # produced (a Sequential and its last child): their CAM is computed once and shared.
-    produced: dict[int, tuple[int, int]] = {}
+    # Each entry holds its tensor, so no id() is reused by a new tensor during the pass.
+    produced: dict[int, tuple[int, int, torch.Tensor]] = {}
     recorder = _Recorder(acts)
     # copy-on-write (the recorder) keeps recorded values intact, unless every output is copied anyway
     on_write = keep_activations and not copy_outputs
@@ -714,7 +715,7 @@ def run_trace(
         index = len(records)
         same = None
         if tensor is not None and id(tensor) in produced:
-            earlier, version = produced[id(tensor)]
+            earlier, version, _ = produced[id(tensor)]
             # An in-place op (ReLU(inplace=True)) returns its input object with new values:
             # only an unchanged version counter means "the same output".
             same = earlier if tensor._version == version else None
@@ -736,13 +737,13 @@ def run_trace(
             if isinstance(output, torch.Tensor) and index in edges:
                 # The model continues on a copy, so no later op can overwrite what we recorded.
                 copy = output.clone()
-                produced[id(copy)] = (index, copy._version)
+                produced[id(copy)] = (index, copy._version, copy)
                 layout_ctx.remember(copy, layout)
                 return copy
             acts[-1] = tensor.detach().clone()
-            produced[id(tensor)] = (index, tensor._version)
+            produced[id(tensor)] = (index, tensor._version, tensor)
             return None
-        produced[id(tensor)] = (index, tensor._version)
+        produced[id(tensor)] = (index, tensor._version, tensor)
         recorder.add(index, tensor, _recompute_source(mod, args, tensor) if on_write else None)
         return None
 
@@ -813,6 +814,7 @@ def run_trace(
         while undo:
             undo.pop()()
         edges.clear()
+        produced.clear()
         for d in recorder.derived.values():
             d.edge = None  # the edge holds the autograd graph
         recorder.derived.clear()
