@@ -281,12 +281,15 @@ def breakdown(name: str, x: torch.Tensor, repeats: int) -> list[str]:
     """Where the time of part 2 goes, both sides, interleaved, medians of ``repeats``.
 
     torchcam: its forward (hooks on), its backward (``_backprop``: grads of the hooked outputs)
-    and its CAM step (the rest of ``extractor(cls, scores)``). Ours: ``run_trace`` (forward and
-    backward), ``layer_cams`` (Grad-CAM per layer) and ``upsample`` (to 224x224).
+    and its CAM step (the rest of ``extractor(cls, scores)``). Ours, as ``camanim.animate`` runs it:
+    ``run_trace`` with the engine's sink, split where the backward starts into the forward and
+    the backward with each layer's Grad-CAM computed as its gradient arrives (of which the CAMs
+    themselves), then ``upsample`` to 224x224.
     """
     import torchcam.methods
 
-    from camanim.cams import layer_cams, upsample
+    from camanim.cams import upsample
+    from camanim.engine import _Sink
     from camanim.methods import MethodContext, get_method
     from camanim.trace import run_trace
 
@@ -295,8 +298,14 @@ def breakdown(name: str, x: torch.Tensor, repeats: int) -> list[str]:
     cls = warm.target.index
     names = list(dict.fromkeys(r.module for r in warm.layers if r.call == 1 and len(r.shape) == 4))
     gradcam = get_method("gradcam")
-    t: dict[str, list[float]] = {k: [] for k in ("tc fwd", "tc bwd", "tc cams", "tc", "tc free", "trace", "cams",
-                                                 "upsample", "ours")}
+    keys = ("tc fwd", "tc bwd", "tc cams", "tc", "tc free", "fwd", "bwd+cams", "cams", "upsample", "ours")
+    t: dict[str, list[float]] = {k: [] for k in keys}
+
+    class Timed(_Sink):
+        def start(self, logits, targets, total):
+            self.backward_from = time.perf_counter()
+            super().start(logits, targets, total)
+
     for i in range(repeats + 1):
         extractor = torchcam.methods.GradCAM(model, target_layer=names)
         try:
@@ -323,25 +332,24 @@ def breakdown(name: str, x: torch.Tensor, repeats: int) -> list[str]:
         del extractor
         t10 = time.perf_counter()
         gc.collect()
+        sink = Timed([gradcam], {"gradcam": MethodContext()}, None)
         t5 = time.perf_counter()
-        tr = run_trace(model, x, names, targets=[cls])
+        tr = run_trace(model, x, names, targets=[cls], sink=sink)
         t6 = time.perf_counter()
-        per_layer = layer_cams(tr, gradcam, MethodContext())
-        t7 = time.perf_counter()
-        upsample(per_layer, tuple(x.shape[-2:]))
+        upsample(sink.per_layer("gradcam", tr.records), tuple(x.shape[-2:]))
         t8 = time.perf_counter()
-        del tr, per_layer
+        del tr, sink.cams
         if i == 0:
             continue  # warm-up
         t["tc free"].append(t10 - t9)
-        for key, value in (("tc fwd", t1 - t0), ("tc bwd", t2 - t1), ("tc", t4 - t3), ("trace", t6 - t5),
-                           ("cams", t7 - t6), ("upsample", t8 - t7), ("ours", t8 - t5)):
+        for key, value in (("tc fwd", t1 - t0), ("tc bwd", t2 - t1), ("tc", t4 - t3),
+                           ("fwd", sink.backward_from - t5), ("bwd+cams", t6 - sink.backward_from),
+                           ("cams", sink.seconds["gradcam"]), ("upsample", t8 - t6), ("ours", t8 - t5)):
             t[key].append(value)
         t["tc cams"].append((t4 - t3) - (t1 - t0) - (t2 - t1))
     med = {k: statistics.median(v) * 1000 for k, v in t.items() if v}
     print(f"  {name}: " + ", ".join(f"{k} {v:.0f} ms" for k, v in med.items()), flush=True)
-    return [name, *(f"{med[k]:.0f}" for k in ("tc fwd", "tc bwd", "tc cams", "tc", "tc free", "trace", "cams",
-                                              "upsample", "ours")), f"{med['ours'] / med['tc']:.2f}"]
+    return [name, *(f"{med[k]:.0f}" for k in keys), f"{med['ours'] / med['tc']:.2f}"]
 
 
 # --------------------------------------------------------------------------- #
@@ -446,8 +454,8 @@ def main(argv: list[str] | None = None) -> int:
         rows = [breakdown(name, x, args.repeats) for name in models]
         report.append("## 4. Where part 2's time goes (ms, medians, interleaved)\n\n" + table(
             ["model", "torchcam fwd", "torchcam bwd", "torchcam CAMs", "torchcam", "then freeing its tensors",
-             "our trace (fwd + bwd)",
-             "our layer_cams", "our upsample", "ours", "ours / torchcam"], rows))
+             "our forward", "our backward with CAMs", "(of which CAMs)", "our upsample", "ours",
+             "ours / torchcam"], rows))
     if "3" in parts:
         print(f"## 3. End to end ({args.e2e_model})", flush=True)
         row, notes = end_to_end(args.e2e_model, args.e2e_runs, args.with_report)

@@ -44,7 +44,7 @@ def layer_cams(trace: Trace, method: CamMethod, ctx: MethodContext | None = None
             if maps is None:
                 continue
             grads = trace.gradients
-            grad = (grads.peek(i, act) if streaming and hasattr(grads, "peek") else grads[i]) if grads else None
+            grad = grads[i] if grads else None
             g = to_nchw(grad, rec.layout) if grad is not None else None
             yield LayerJob(i, rec, maps.float(), g.float() if g is not None else None, act)
 

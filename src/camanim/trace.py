@@ -16,6 +16,7 @@ import inspect
 import logging
 import re
 import time
+import weakref
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -76,7 +77,7 @@ class _Recompute:
     def intact(self) -> bool:
         return self.input._version == self.version
 
-    def __call__(self, hint: torch.Tensor | None = None) -> torch.Tensor:
+    def __call__(self) -> torch.Tensor:
         mod = self.module
         was = mod.training
         mod.__dict__["training"] = False
@@ -88,32 +89,7 @@ class _Recompute:
             mod.__dict__["training"] = was
 
 
-class _DerivedGrad:
-    """d score / d a norm layer's output, from the gradient at the in-place op that overwrote it.
-
-    When the only use of a recomputed norm output (:class:`_Recompute`) is the in-place op that
-    overwrites it, its gradient follows from the one arriving at that op: the same for ``+=``
-    (``out += identity``), masked by ``output > 0`` for ReLU (``threshold_backward``). The pass
-    then does not keep a second gradient tensor per such layer.
-    """
-
-    __slots__ = ("edge", "grad", "relu", "source")
-
-    def __init__(self, edge: GradientEdge, relu: bool, source: _Recompute) -> None:
-        self.edge: GradientEdge | None = edge
-        self.relu, self.source = relu, source
-        self.grad: torch.Tensor | None = None
-
-    def __call__(self, hint: torch.Tensor | None = None) -> torch.Tensor:
-        if self.grad is None:
-            raise RuntimeError("the gradient of this layer was not computed")
-        if not self.relu:
-            return self.grad
-        value = hint if hint is not None else self.source()
-        return torch.where(value > 0, self.grad, torch.zeros((), dtype=self.grad.dtype, device=self.grad.device))
-
-
-_Lazy = (_Recompute, _DerivedGrad)
+_Lazy = (_Recompute,)
 
 #: Cheap, deterministic modules whose output the trace may recompute from their input (see _Recompute).
 _RECOMPUTABLE = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.GroupNorm, nn.LayerNorm)
@@ -131,9 +107,8 @@ class Activations(Sequence):
     """The recorded activations (or gradients), one per record (None where nothing was kept).
 
     A list to its readers; a norm layer's output that an in-place op overwrote during the pass
-    is recomputed from its input on first read (and kept), and so is a gradient derived from the
-    one at that op (:class:`_DerivedGrad`). :meth:`peek` reads without keeping, for code that goes
-    through the layers one at a time.
+    is recomputed from its input on first read (and kept). :meth:`peek` reads without keeping,
+    for code that goes through the layers one at a time.
     """
 
     def __init__(self, values: list) -> None:
@@ -153,11 +128,10 @@ class Activations(Sequence):
     def __setitem__(self, i: int, value: torch.Tensor | None) -> None:
         self._values[i] = value
 
-    def peek(self, i: int, activation: torch.Tensor | None = None) -> torch.Tensor | None:
-        """The value of record ``i``; a recomputed one is not kept. For a gradient, ``activation``
-        (the record's activation, if at hand) saves recomputing it."""
+    def peek(self, i: int) -> torch.Tensor | None:
+        """The value of record ``i``; a recomputed one is not kept."""
         value = self._values[i]
-        return value(activation) if isinstance(value, _Lazy) else value
+        return value() if isinstance(value, _Lazy) else value
 
     def kept(self, i: int) -> bool:
         """Whether record ``i`` has an activation (without computing it)."""
@@ -343,16 +317,17 @@ def _storage_key(tensor: torch.Tensor) -> int | None:
 class _Recorder(TorchFunctionMode):
     """Keeps recorded layer outputs intact without copying every one of them.
 
-    A layer's output is recorded as the very tensor the model goes on with. Only when a torch
-    call is about to overwrite it in place (``out += identity``, ``F.relu(x, inplace=True)``, an
-    ``nn.ReLU(inplace=True)``) is something done first: a norm layer's output whose input is
-    intact becomes a :class:`_Recompute` of it (and its input is watched in turn); any other
-    output is copied, and an ``nn`` activation module with ``inplace=True`` about to overwrite
-    such an output is instead run out of place for that one call (its output is a new tensor, the
-    same work without the copy). Gradients are taken at each output's own autograd edge,
-    captured when it was recorded, so they are those of the value recorded (every path from it,
-    the in-place op included). After the forward, :meth:`intact` checks every version counter: a
-    write this mode could not see makes the trace fall back to copying every output.
+    A layer's output is recorded as the very tensor the model goes on with. A norm layer's
+    output that an in-place op overwrites (ResNet's ``out += identity``, an in-place ReLU after a
+    BatchNorm) needs no copy: its input is intact, so the value is recomputed when read
+    (:class:`_Recompute`); :meth:`settle` makes it so after the forward, from the version
+    counters. An ``nn`` activation module with ``inplace=True`` about to overwrite any other
+    recorded output runs out of place for that one call (the trace's forward wrapper asks
+    :meth:`needs_copy`). Any other in-place write to a recorded output is only seen after the
+    fact: the trace then runs the forward again with this object as a torch-function mode, which
+    sees each write coming and copies (or makes recomputable) the value first. Gradients are
+    taken at each output's own autograd edge, captured when it was recorded, so they are those of
+    the value recorded (every path from it, the in-place op included).
     """
 
     def __init__(self, acts: list[torch.Tensor | _Recompute | None]) -> None:
@@ -361,10 +336,6 @@ class _Recorder(TorchFunctionMode):
         self.versions: dict[int, int] = {}
         self.watch: dict[int, list[int]] = {}
         self.sources: dict[int, _Recompute] = {}
-        # recomputable outputs no torch call has read since they were recorded, and the gradients
-        # derived for those whose first (and so only) use was the in-place op that overwrote them
-        self.unread: set[int] = set()
-        self.derived: dict[int, _DerivedGrad] = {}
         self.originals: list[torch.Tensor] = []
         self.escaped = False
 
@@ -375,30 +346,28 @@ class _Recorder(TorchFunctionMode):
             self.watch.setdefault(key, []).append(index)
             if source is not None:
                 self.sources[index] = source
-                self.unread.add(index)
-
-    def note_reads(self, args: Sequence[object], kwargs: Mapping[str, object], skip: object) -> None:
-        """Any tensor of a torch call (but ``skip``) that is a watched output counts as read."""
-        for arg in (*args, *kwargs.values()):
-            for t in (arg if isinstance(arg, (list, tuple)) else (arg,)):
-                if isinstance(t, torch.Tensor) and t is not skip:
-                    for i in self.watch.get(_storage_key(t), ()):
-                        self.unread.discard(i)
 
     def needs_copy(self, tensor: object) -> bool:
-        """Whether overwriting ``tensor`` would make the recorder copy a recorded output."""
+        """Whether overwriting ``tensor`` would lose a recorded output that cannot be recomputed."""
         if not isinstance(tensor, torch.Tensor):
             return False
         return any(not (i in self.sources and self.sources[i].intact())
                    for i in self.watch.get(_storage_key(tensor), ()))
 
-    def save_before_write(self, target: torch.Tensor, rule: str | None = None) -> list[tuple[int, _Recompute]]:
-        """Keep what the write to ``target`` would destroy; the recomputed outputs whose gradient
-        follows from the write's (``rule``: "relu" or "add", None when it does not)."""
+    def _recompute_instead(self, i: int, t: torch.Tensor) -> bool:
+        source = self.sources.pop(i, None)
+        if source is None or not source.intact():
+            return False
+        self.originals.append(t)  # kept alive to the end of the pass: same-output detection goes by id()
+        self.acts[i] = source
+        del self.versions[i]
+        return True
+
+    def save_before_write(self, target: torch.Tensor) -> None:
+        """(As a torch-function mode) keep what the coming write to ``target`` would destroy."""
         key = _storage_key(target)
-        derive: list[tuple[int, _Recompute]] = []
         if key is None or key not in self.watch:
-            return derive
+            return
         saved: dict[int, torch.Tensor] = {}
         for i in self.watch.pop(key):
             t = self.acts[i]
@@ -411,67 +380,37 @@ class _Recorder(TorchFunctionMode):
                 continue
             if t._version != self.versions[i]:
                 self.escaped = True  # written already, by a call this mode did not see
-            del self.versions[i]
-            # kept alive to the end of the pass: same-output detection goes by id()
-            self.originals.append(t)
-            source = self.sources.pop(i, None)
-            unread = i in self.unread
-            self.unread.discard(i)
-            if source is not None and source.intact():
-                self.acts[i] = source
-                self.watch.setdefault(_storage_key(source.input), []).append(i)
-                if unread and rule is not None:
-                    derive.append((i, source))
+            if self._recompute_instead(i, t):
+                self.watch.setdefault(_storage_key(self.acts[i].input), []).append(i)
                 continue
             if id(t) not in saved:
                 saved[id(t)] = t.detach().clone()
+            self.originals.append(t)
             self.acts[i] = saved[id(t)]
-        return derive
+            del self.versions[i]
 
-    def intact(self) -> bool:
-        if self.escaped:
-            return False
-        for i, a in enumerate(self.acts):
-            if isinstance(a, _Recompute):
-                if not a.intact():
-                    return False
-            elif i in self.versions and (a is None or a._version != self.versions[i]):
-                return False
-        return True
+    def settle(self) -> bool:
+        """After the forward: overwritten norm outputs become recomputations. False when a recorded
+        value was lost (overwritten, and not recomputable)."""
+        intact = not self.escaped
+        for i, v in list(self.versions.items()):
+            t = self.acts[i]
+            if t is None or (t._version != v and not self._recompute_instead(i, t)):
+                intact = False
+        return intact and all(a.intact() for a in self.acts if isinstance(a, _Recompute))
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
-        if not self.watch:
-            return func(*args, **kwargs)
-        target = written_tensor(func, args, kwargs)
-        rule = _grad_rule(func, args, kwargs, target) if target is not None else None
-        if self.unread and getattr(func, "__name__", "") not in _METADATA:
-            self.note_reads(args, kwargs, skip=target if rule is not None else None)
-        derive = self.save_before_write(target, rule) if target is not None else []
-        out = func(*args, **kwargs)
-        if derive and target.grad_fn is not None and torch.is_grad_enabled():
-            edge = _edge(target)  # where the gradient of the written value arrives
-            for i, source in derive:
-                self.derived[i] = _DerivedGrad(edge, rule == "relu", source)
-        return out
+        if self.watch:
+            target = written_tensor(func, args, kwargs)
+            if target is not None:
+                self.save_before_write(target)
+        return func(*args, **kwargs)
 
 
-#: Tensor calls that read no values (a property's __get__ returns at most an alias, whose own use is seen).
-_METADATA = frozenset({"__get__", "size", "dim", "numel", "stride", "storage_offset", "is_contiguous",
-                       "untyped_storage", "data_ptr", "element_size", "__len__", "ndimension", "nelement"})
-
-
-def _grad_rule(func: object, args: Sequence[object], kwargs: Mapping[str, object], target: torch.Tensor) -> str | None:
-    """How d/d(value before an in-place write) follows from d/d(value after it): "relu" (masked where
-    the value was > 0), "add" (the same, for ``x += y``), or None (not derivable here)."""
-    name = getattr(func, "__name__", "")
-    if name in ("relu", "relu_"):
-        return "relu"
-    if name in ("__iadd__", "add_") and len(args) == 2 and set(kwargs) <= {"alpha"} and kwargs.get("alpha", 1) == 1:
-        other = args[1]
-        if not isinstance(other, torch.Tensor) or _storage_key(other) != _storage_key(target):
-            return "add"
-    return None
+#: Models whose forward writes in place to a recorded output the trace cannot recompute: their
+#: traces run with the copy-on-write torch-function mode from the start.
+_WRITES_IN_PLACE: weakref.WeakSet[nn.Module] = weakref.WeakSet()
 
 
 def _params_per_module(named: Sequence[tuple[str, nn.Module]]) -> dict[str, int]:
@@ -758,18 +697,23 @@ def run_trace(
             if id(mod) in selected or id(mod) in activations:
                 undo.append(_shadow_forward(mod, wrapped))
         with eval_mode(model), torch.set_grad_enabled(gradients):
-            if on_write:
+            watching = on_write and model in _WRITES_IN_PLACE
+            if watching:
                 with recorder:
                     out = model(x)
             else:
                 out = model(x)
-            if not copy_outputs and not recorder.intact():
-                logger.info("an in-place write escaped copy-on-write: tracing again with every output copied")
+            if on_write and not recorder.settle():
                 while undo:
                     undo.pop()()
+                if not watching:
+                    logger.info("the model writes in place to a recorded output: tracing again, copying before writes")
+                    _WRITES_IN_PLACE.add(model)
+                else:
+                    logger.info("an in-place write escaped copy-on-write: tracing again with every output copied")
                 return run_trace(model, input_tensor, layers, targets=targets, gradients=gradients,
                                  keep_activations=keep_activations, output_key=output_key, score=score,
-                                 layouts=layouts, copy_outputs=True, sink=sink)
+                                 layouts=layouts, copy_outputs=watching, sink=sink)
             logits = logits_of(out, output_key)
             if logits.ndim != 2:
                 raise InputError(f"the model's output has shape {tuple(logits.shape)}, not (batch, classes)")
@@ -787,15 +731,10 @@ def run_trace(
                 if sink is not None:
                     grads = _backward_into(sink, s, records, acts, edges, wanted, logits.detach(), tgt)
                     wanted = []
-                derived = recorder.derived
-                got = (torch.autograd.grad(s.sum(), [derived[i].edge if i in derived else edges[i] for i in wanted],
-                                           allow_unused=True)
+                got = (torch.autograd.grad(s.sum(), [edges[i] for i in wanted], allow_unused=True)
                        if wanted and s.requires_grad else [None] * len(wanted))
                 grads = grads or [None] * len(acts)
                 for i, g in zip(wanted, got):
-                    if i in derived and g is not None:
-                        derived[i].grad = g.detach()
-                        g = derived[i]
                     grads[i] = g
                 for i, a in enumerate(acts):
                     if records[i].same_as is not None:
@@ -815,9 +754,6 @@ def run_trace(
             undo.pop()()
         edges.clear()
         produced.clear()
-        for d in recorder.derived.values():
-            d.edge = None  # the edge holds the autograd graph
-        recorder.derived.clear()
         recorder.originals.clear()
     return Trace(records=records, activations=Activations(acts), gradients=Activations(grads),
                  logits=logits.detach(), targets=tgt)
