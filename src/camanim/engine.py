@@ -141,7 +141,10 @@ class _Sink:
         if maps is None:
             return False  # a non-spatial layer: the trace keeps it (its 1-D evidence is drawn)
         grads = to_nchw(gradient, record.layout)
-        maps, grads = maps.float(), grads.float() if grads is not None else None
+        if maps.dtype != torch.float32:
+            maps = maps.float()
+        if grads is not None and grads.dtype != torch.float32:
+            grads = grads.float()
         for m in self.methods:
             t0 = time.perf_counter()
             ctx = self.ctxs[m.name]

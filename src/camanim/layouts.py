@@ -173,6 +173,8 @@ def to_nchw(tensor: torch.Tensor, layout: str | Layout) -> torch.Tensor | None:
     Raises:
         ValueError: the tensor's shape does not fit the layout.
     """
+    if layout == NCHW and tensor.ndim == 4:
+        return tensor  # the common case, without parsing
     lay = parse_layout(layout)
     if lay.kind == NON_SPATIAL:
         return None

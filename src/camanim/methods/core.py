@@ -121,7 +121,8 @@ class LayerJob:
 
 def weighted_map(alpha: torch.Tensor, acts: torch.Tensor, ctx: MethodContext) -> torch.Tensor:
     """``sum_k alpha_k A_k`` (B, h, w), or with ``ctx.eigen_smooth`` the first principal component of ``alpha_k A_k``."""
-    alpha = alpha.to(acts.dtype)
+    if alpha.dtype != acts.dtype:
+        alpha = alpha.to(acts.dtype)
     if ctx.eigen_smooth:
         from .activation import first_component
 
