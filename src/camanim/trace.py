@@ -613,6 +613,8 @@ def run_trace(
     recorder = _Recorder(acts)
     # copy-on-write (the recorder) keeps recorded values intact, unless every output is copied anyway
     on_write = keep_activations and not copy_outputs
+    # watch write by write (the recorder as a torch-function mode) a model known to need it
+    watching = on_write and model in _WRITES_IN_PLACE
 
     # Each selected module (and each nn activation that may run in place) gets its forward wrapped
     # for the pass, as an instance attribute that shadows the class's forward: Module.__call__
@@ -635,14 +637,19 @@ def run_trace(
                     mod.__dict__["inplace"] = True
             if not is_selected:
                 return output
-            # the recorder's torch-function mode has nothing to do with our own bookkeeping
-            with torch._C.DisableTorchFunction():
+            if watching:
+                # the recorder's torch-function mode has nothing to do with our own bookkeeping
+                with torch._C.DisableTorchFunction():
+                    replaced = record(name, mod, args, output, t0)
+            else:
                 replaced = record(name, mod, args, output, t0)
             return output if replaced is None else replaced
 
         return forward_and_record
 
     def _needs_copy(tensor: object) -> bool:
+        if not watching:
+            return recorder.needs_copy(tensor)
         with torch._C.DisableTorchFunction():  # not a use of the tensor's values
             return recorder.needs_copy(tensor)
 
@@ -697,7 +704,6 @@ def run_trace(
             if id(mod) in selected or id(mod) in activations:
                 undo.append(_shadow_forward(mod, wrapped))
         with eval_mode(model), torch.set_grad_enabled(gradients):
-            watching = on_write and model in _WRITES_IN_PLACE
             if watching:
                 with recorder:
                     out = model(x)
