@@ -32,7 +32,7 @@ def layer_cams(trace: Trace, method: CamMethod, ctx: MethodContext | None = None
     # A method that takes its layers one at a time gets them one at a time: an activation the trace
     # recomputes (see camanim.trace.Activations) then lives only while its CAM is computed.
     streaming = type(method).cam_batch is CamMethod.cam_batch
-    acts = trace.activations
+    acts, grads = trace.activations, trace.gradients
     read = acts.peek if streaming and hasattr(acts, "peek") else acts.__getitem__
 
     def jobs() -> Iterator[LayerJob]:
@@ -43,7 +43,6 @@ def layer_cams(trace: Trace, method: CamMethod, ctx: MethodContext | None = None
             maps = to_nchw(act, rec.layout) if act is not None else None
             if maps is None:
                 continue
-            grads = trace.gradients
             grad = grads[i] if grads else None
             g = to_nchw(grad, rec.layout) if grad is not None else None
             yield LayerJob(i, rec, maps.float(), g.float() if g is not None else None, act)

@@ -89,7 +89,6 @@ class _Recompute:
             mod.__dict__["training"] = was
 
 
-_Lazy = (_Recompute,)
 
 #: Cheap, deterministic modules whose output the trace may recompute from their input (see _Recompute).
 _RECOMPUTABLE = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.GroupNorm, nn.LayerNorm)
@@ -121,7 +120,7 @@ class Activations(Sequence):
         if isinstance(i, slice):
             return [self[j] for j in range(*i.indices(len(self)))]
         value = self._values[i]
-        if isinstance(value, _Lazy):
+        if isinstance(value, _Recompute):
             value = self._values[i] = value()
         return value
 
@@ -131,7 +130,7 @@ class Activations(Sequence):
     def peek(self, i: int) -> torch.Tensor | None:
         """The value of record ``i``; a recomputed one is not kept."""
         value = self._values[i]
-        return value() if isinstance(value, _Lazy) else value
+        return value() if isinstance(value, _Recompute) else value
 
     def kept(self, i: int) -> bool:
         """Whether record ``i`` has an activation (without computing it)."""
@@ -139,7 +138,7 @@ class Activations(Sequence):
 
     def recomputed(self) -> int:
         """How many activations are recomputed when read (not yet read)."""
-        return sum(isinstance(v, _Lazy) for v in self._values)
+        return sum(isinstance(v, _Recompute) for v in self._values)
 
 
 @dataclass
@@ -466,10 +465,10 @@ def _backward_into(sink: LayerSink, score: torch.Tensor, records: list[LayerReco
                    targets: torch.Tensor) -> list[torch.Tensor | None]:
     """The backward of ``score`` with each layer's gradient handed to ``sink`` as it arrives.
 
-    A hook before each recorded op's backward node sees the gradient of its outputs. The earliest
-    layer's node does not run (nothing below it is asked for): its gradient is captured instead,
-    as is that of any layer whose node did not run (a second backward on the kept graph).
-    Returns the gradients the sink declined (None elsewhere).
+    A hook before each recorded op's backward node sees the gradient of its outputs. A node with
+    no recorded node below it (the first layer's; a branch fed by parameters only) does not run,
+    since nothing below it is asked for: its gradient is asked for instead. A layer no gradient
+    reaches gets zeros. Returns the gradients the sink declined (None elsewhere).
     """
     grads: list[torch.Tensor | None] = [None] * len(acts)
     todo = [i for i, rec in enumerate(records) if rec.same_as is None and acts[i] is not None]
@@ -505,13 +504,12 @@ def _backward_into(sink: LayerSink, score: torch.Tensor, records: list[LayerReco
                     for nr, i in items:
                         deliver(i, grad_outputs[nr] if nr < len(grad_outputs) else None)
                 hooks.append(node.register_prehook(hook))
+        # (capture is never empty when wanted is not: the graph is finite, so some recorded node
+        # has no recorded node below it)
         if capture and score.requires_grad:
             got = torch.autograd.grad(score.sum(), [edges[i] for i in capture], allow_unused=True)
             for i, g in zip(capture, got):
                 deliver(i, g)
-        elif hooks and score.requires_grad:
-            # every recorded node leads to another one: impossible in a finite graph, but keep it total
-            torch.autograd.grad(score.sum(), [edges[wanted[0]]], allow_unused=True)
     finally:
         for h in hooks:
             h.remove()
@@ -736,12 +734,12 @@ def run_trace(
                 wanted = [i for i in edges if records[i].same_as is None]
                 if sink is not None:
                     grads = _backward_into(sink, s, records, acts, edges, wanted, logits.detach(), tgt)
-                    wanted = []
-                got = (torch.autograd.grad(s.sum(), [edges[i] for i in wanted], allow_unused=True)
-                       if wanted and s.requires_grad else [None] * len(wanted))
-                grads = grads or [None] * len(acts)
-                for i, g in zip(wanted, got):
-                    grads[i] = g
+                else:
+                    got = (torch.autograd.grad(s.sum(), [edges[i] for i in wanted], allow_unused=True)
+                           if wanted and s.requires_grad else [None] * len(wanted))
+                    grads = [None] * len(acts)
+                    for i, g in zip(wanted, got):
+                        grads[i] = g
                 for i, a in enumerate(acts):
                     if records[i].same_as is not None:
                         grads[i] = grads[records[i].same_as]
