@@ -7,13 +7,13 @@ per layer resolution, in torch, on the model's device.
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 
 import torch
 
 from .layouts import to_nchw
 from .methods import CamMethod, LayerJob, MethodContext
-from .trace import Trace
+from .trace import LayerRecord, Trace
 
 
 def layer_cams(trace: Trace, method: CamMethod, ctx: MethodContext | None = None,
@@ -31,7 +31,7 @@ def layer_cams(trace: Trace, method: CamMethod, ctx: MethodContext | None = None
         ctx.logits = trace.logits
     # A method that takes its layers one at a time gets them one at a time: an activation the trace
     # recomputes (see camanim.trace.Activations) then lives only while its CAM is computed.
-    streaming = type(method).cam_batch is CamMethod.cam_batch
+    streaming = one_layer_at_a_time(method)
     acts, grads = trace.activations, trace.gradients
     read = acts.peek if streaming and hasattr(acts, "peek") else acts.__getitem__
 
@@ -40,12 +40,9 @@ def layer_cams(trace: Trace, method: CamMethod, ctx: MethodContext | None = None
             if rec.same_as is not None or rec.non_spatial:
                 continue
             act = read(i)
-            maps = to_nchw(act, rec.layout) if act is not None else None
-            if maps is None:
-                continue
-            grad = grads[i] if grads else None
-            g = to_nchw(grad, rec.layout) if grad is not None else None
-            yield LayerJob(i, rec, maps.float(), g.float() if g is not None else None, act)
+            pair = layer_maps(rec, act, grads[i] if grads else None) if act is not None else None
+            if pair is not None:
+                yield LayerJob(i, rec, pair[0], pair[1], act)
 
     out: list[torch.Tensor | None] = [None] * len(trace.records)
     with torch.no_grad():
@@ -53,21 +50,49 @@ def layer_cams(trace: Trace, method: CamMethod, ctx: MethodContext | None = None
             kept = acts.kept if hasattr(acts, "kept") else (lambda i: acts[i] is not None)
             total = sum(1 for i, rec in enumerate(trace.records)
                         if rec.same_as is None and not rec.non_spatial and kept(i))
-            done = 0
-            for job in jobs():
-                ctx.layer_name, ctx.record = job.record.name, job.record
-                out[job.index] = clean_cam(method.cam(job.acts, job.grads, ctx))
-                done += 1
+            for done, job in enumerate(jobs(), 1):
+                out[job.index] = one_cam(method, ctx, job.record, job.acts, job.grads)
                 if progress is not None:
                     progress(done, total)
         else:
             batch = list(jobs())
             for job, cam in zip(batch, method.cam_batch(batch, ctx, progress=progress), strict=True):
                 out[job.index] = clean_cam(cam)
-    for i, rec in enumerate(trace.records):
+    return shared(out, trace.records)
+
+
+def one_layer_at_a_time(method: CamMethod) -> bool:
+    """Whether ``method`` computes each layer's map on its own (the base :meth:`CamMethod.cam_batch`)."""
+    return type(method).cam_batch is CamMethod.cam_batch
+
+
+def layer_maps(record: LayerRecord, act: torch.Tensor,
+               grad: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None] | None:
+    """A layer's activation and gradient as float32 (B, C, h, w), or None for a non-spatial layer."""
+    maps = to_nchw(act, record.layout)
+    if maps is None:
+        return None
+    grads = to_nchw(grad, record.layout) if grad is not None else None
+    if maps.dtype != torch.float32:
+        maps = maps.float()
+    if grads is not None and grads.dtype != torch.float32:
+        grads = grads.float()
+    return maps, grads
+
+
+def one_cam(method: CamMethod, ctx: MethodContext, record: LayerRecord, maps: torch.Tensor,
+            grads: torch.Tensor | None) -> torch.Tensor:
+    """One layer's raw map by ``method`` (:meth:`CamMethod.cam`), cleaned as kept."""
+    ctx.layer_name, ctx.record = record.name, record
+    return clean_cam(method.cam(maps, grads, ctx))
+
+
+def shared(cams: list[torch.Tensor | None], records: Sequence[LayerRecord]) -> list[torch.Tensor | None]:
+    """``cams`` with each ``same_as`` record given the map of the record it shares its output with."""
+    for i, rec in enumerate(records):
         if rec.same_as is not None:
-            out[i] = out[rec.same_as]
-    return out
+            cams[i] = cams[rec.same_as]
+    return cams
 
 
 def clean_cam(cam: torch.Tensor) -> torch.Tensor:

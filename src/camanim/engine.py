@@ -25,9 +25,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from .cams import clean_cam, layer_cams, upsample
+from .cams import layer_cams, layer_maps, one_cam, one_layer_at_a_time, shared, upsample
 from .errors import InputError
-from .layouts import to_nchw
 from .methods import CamMethod, MethodContext, ScoreFn, score_function
 from .trace import LayerRecord, LayerSpec, Trace, run_trace
 
@@ -118,7 +117,7 @@ def _one_pass(model: nn.Module, x: torch.Tensor, layers: LayerSpec, methods: Seq
 
 
 def _in_backward(method: CamMethod) -> bool:
-    return method.uses_gradients and method.per_layer and type(method).cam_batch is CamMethod.cam_batch
+    return method.uses_gradients and method.per_layer and one_layer_at_a_time(method)
 
 
 class _Sink:
@@ -137,19 +136,12 @@ class _Sink:
         self.total = total
 
     def layer(self, index: int, record: LayerRecord, activation: torch.Tensor, gradient: torch.Tensor) -> bool:
-        maps = to_nchw(activation, record.layout)
-        if maps is None:
+        pair = layer_maps(record, activation, gradient)
+        if pair is None:
             return False  # a non-spatial layer: the trace keeps it (its 1-D evidence is drawn)
-        grads = to_nchw(gradient, record.layout)
-        if maps.dtype != torch.float32:
-            maps = maps.float()
-        if grads is not None and grads.dtype != torch.float32:
-            grads = grads.float()
         for m in self.methods:
             t0 = time.perf_counter()
-            ctx = self.ctxs[m.name]
-            ctx.layer_name, ctx.record = record.name, record
-            self.cams[m.name][index] = clean_cam(m.cam(maps, grads, ctx))
+            self.cams[m.name][index] = one_cam(m, self.ctxs[m.name], record, *pair)
             self.seconds[m.name] += time.perf_counter() - t0
         self.done += 1
         if self.progress is not None:
@@ -159,11 +151,7 @@ class _Sink:
 
     def per_layer(self, name: str, records: Sequence[LayerRecord]) -> list[torch.Tensor | None]:
         got = self.cams[name]
-        out = [got.get(i) for i in range(len(records))]
-        for i, rec in enumerate(records):
-            if rec.same_as is not None:
-                out[i] = out[rec.same_as]
-        return out
+        return shared([got.get(i) for i in range(len(records))], records)
 
 
 def _check_targets(logits: torch.Tensor, targets: torch.Tensor) -> None:

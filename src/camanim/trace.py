@@ -18,7 +18,7 @@ import re
 import time
 import weakref
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -78,16 +78,9 @@ class _Recompute:
         return self.input._version == self.version
 
     def __call__(self) -> torch.Tensor:
-        mod = self.module
-        was = mod.training
-        mod.__dict__["training"] = False
-        try:
-            with torch.no_grad():
-                # the class's forward: the instance's may be the trace's recording wrapper
-                return type(mod).forward(mod, self.input)
-        finally:
-            mod.__dict__["training"] = was
-
+        with eval_mode(self.module), torch.no_grad():
+            # the class's forward: the instance's may be the trace's recording wrapper
+            return type(self.module).forward(self.module, self.input)
 
 
 #: Cheap, deterministic modules whose output the trace may recompute from their input (see _Recompute).
@@ -124,9 +117,6 @@ class Activations(Sequence):
             value = self._values[i] = value()
         return value
 
-    def __setitem__(self, i: int, value: torch.Tensor | None) -> None:
-        self._values[i] = value
-
     def peek(self, i: int) -> torch.Tensor | None:
         """The value of record ``i``; a recomputed one is not kept."""
         value = self._values[i]
@@ -147,7 +137,7 @@ class Trace:
 
     records: list[LayerRecord]
     activations: Sequence[torch.Tensor | None]
-    gradients: list[torch.Tensor | None] = field(default_factory=list)
+    gradients: Sequence[torch.Tensor | None] = field(default_factory=list)
     logits: torch.Tensor | None = None
     targets: torch.Tensor | None = None
 
@@ -613,6 +603,8 @@ def run_trace(
     on_write = keep_activations and not copy_outputs
     # watch write by write (the recorder as a torch-function mode) a model known to need it
     watching = on_write and model in _WRITES_IN_PLACE
+    # the recorder's torch-function mode has nothing to do with the trace's own bookkeeping
+    own_bookkeeping = torch._C.DisableTorchFunction if watching else nullcontext
 
     # Each selected module (and each nn activation that may run in place) gets its forward wrapped
     # for the pass, as an instance attribute that shadows the class's forward: Module.__call__
@@ -635,20 +627,14 @@ def run_trace(
                     mod.__dict__["inplace"] = True
             if not is_selected:
                 return output
-            if watching:
-                # the recorder's torch-function mode has nothing to do with our own bookkeeping
-                with torch._C.DisableTorchFunction():
-                    replaced = record(name, mod, args, output, t0)
-            else:
+            with own_bookkeeping():
                 replaced = record(name, mod, args, output, t0)
             return output if replaced is None else replaced
 
         return forward_and_record
 
     def _needs_copy(tensor: object) -> bool:
-        if not watching:
-            return recorder.needs_copy(tensor)
-        with torch._C.DisableTorchFunction():  # not a use of the tensor's values
+        with own_bookkeeping():
             return recorder.needs_copy(tensor)
 
     def record(name, mod, args, output, t0):
