@@ -21,6 +21,10 @@ Three measurements in one process, on torchvision models with random weights
    forward and ``torch.autograd.grad`` of the target logit with respect to the input.
 3. End to end: ``camanim.animate(model, "sample:cat")`` + ``result.save(out, report=False)``: raw CAMs,
    local and global frames as PNG, three MP4s. Median of runs, with the save's stages.
+4. Where part 2's time goes: each side split into forward, backward and CAM step (and our upsampling).
+5. How low part 2's gap can go: our CAM step and upsampling next to their floors (bare tensor ops
+   on kept tensors; the same products written into memory already touched) and torchcam's CAM
+   step alone.
 
 Run from the repository root (2 cores: about 10 minutes; ``--quick`` about 2):
 
@@ -352,6 +356,126 @@ def breakdown(name: str, x: torch.Tensor, repeats: int) -> list[str]:
     return [name, *(f"{med[k]:.0f}" for k in keys), f"{med['ours'] / med['tc']:.2f}"]
 
 
+def floors(name: str, x: torch.Tensor, repeats: int) -> list[str]:
+    """How low part 2's gap can go: each extra cost of ours next to its floor (ms, medians).
+
+    The forward and the backward are the same work on both sides (part 4), so ours <= torchcam
+    needs our CAMs plus the upsampling to cost no more than torchcam's CAM step. Measured here,
+    on the same layers, interleaved:
+
+    - torchcam's backward (``_backprop``) and ours with a sink that takes each layer and computes
+      nothing (the hooks alone);
+    - torchcam's CAM step alone (``compute_cams`` with its backward already done);
+    - our Grad-CAM maps from kept activations and gradients: as the engine computes them
+      (``cams.one_cam``) and the bare floor (mean, ``bmm``, ReLU; no cleaning, no Python);
+    - our upsampling: as the engine does it (a fresh (L, 1, 224, 224) stack), the same products
+      into a stack already touched, and allocating and zeroing the fresh stack alone (the kernel
+      handing over new pages).
+    """
+    import torchcam.methods
+
+    from camanim.cams import layer_maps, one_cam, upsample
+    from camanim.methods import MethodContext, get_method
+    from camanim.trace import run_trace
+
+    model = build(name)
+    warm = camanim.animate(model, x, layers="all")
+    cls = warm.target.index
+    names = list(dict.fromkeys(r.module for r in warm.layers if r.call == 1 and len(r.shape) == 4))
+    del warm
+    gradcam, ctx = get_method("gradcam"), MethodContext()
+
+    class Take:
+        def __init__(self, keep: list | None = None) -> None:
+            self.keep, self.at = keep, 0.0
+
+        def start(self, logits, targets, total):
+            self.at = time.perf_counter()
+
+        def layer(self, index, record, activation, gradient):
+            if self.keep is not None:
+                pair = layer_maps(record, activation, gradient)
+                if pair is not None:
+                    self.keep.append((record, *pair))
+            return True
+
+    kept: list = []
+    tr = run_trace(model, x, names, targets=[cls], sink=Take(kept))
+    size = tuple(x.shape[-2:])
+    keys = ("tc bwd", "hooks bwd", "tc cams", "cams", "bare cams", "upsample", "into touched", "fresh stack")
+    t: dict[str, list[float]] = {k: [] for k in keys}
+    touched = torch.zeros(len(tr.records), 1, *size)
+    for i in range(repeats + 1):
+        extractor = torchcam.methods.GradCAM(model, target_layer=names)
+        try:
+            gc.collect()
+            scores = model(x)
+            t0 = time.perf_counter()
+            extractor._backprop(scores, cls)
+            t1 = time.perf_counter()
+            extractor._backprop = lambda *a, **k: None  # its gradients are in; time the CAM step alone
+            extractor.compute_cams(cls, scores)
+            t2 = time.perf_counter()
+        finally:
+            extractor.remove_hooks()
+        del extractor, scores
+        gc.collect()
+        sink = Take()
+        run_trace(model, x, names, targets=[cls], sink=sink)
+        t3 = time.perf_counter()
+        maps = [one_cam(gradcam, ctx, rec, a, g) for rec, a, g in kept]
+        t4 = time.perf_counter()
+        for _, a, g in kept:
+            torch.bmm(g.mean((2, 3)).unsqueeze(1), a.flatten(2)).clamp_(min=0)
+        t5 = time.perf_counter()
+        per_layer = [None] * len(tr.records)
+        for (rec, _, _), m in zip(kept, maps):
+            per_layer[rec.index] = m
+        gc.collect()
+        t6 = time.perf_counter()
+        stack = upsample(per_layer, size)
+        t7 = time.perf_counter()
+        del stack
+        gc.collect()
+        t8 = time.perf_counter()
+        _upsample_into(per_layer, touched)
+        t9 = time.perf_counter()
+        stack = torch.empty(len(tr.records), 1, *size)
+        stack.zero_()
+        t10 = time.perf_counter()
+        del stack
+        if i == 0:
+            continue  # warm-up
+        for key, value in zip(keys, (t1 - t0, t3 - sink.at, t2 - t1, t4 - t3, t5 - t4, t7 - t6, t9 - t8, t10 - t9)):
+            t[key].append(value)
+    med = {k: statistics.median(v) * 1000 for k, v in t.items()}
+    best = med["bare cams"] + med["into touched"] + med["fresh stack"]
+    print(f"  {name}: " + ", ".join(f"{k} {v:.0f} ms" for k, v in med.items())
+          + f"; floor of ours minus torchcam's CAM step {best - med['tc cams']:+.0f} ms", flush=True)
+    return [name, f"{len(kept)}", f"{sum(a.numel() for _, a, _ in kept) / 1e6:.1f} M",
+            *(f"{med[k]:.0f}" for k in keys), f"**{best - med['tc cams']:+.0f}**"]
+
+
+def _upsample_into(per_layer: list[torch.Tensor | None], out: torch.Tensor) -> None:
+    """``cams.upsample``'s products, written into ``out`` (already touched) instead of a fresh stack."""
+    from camanim.cams import _interpolation
+
+    size = tuple(out.shape[-2:])
+    i = 0
+    while i < len(per_layer):
+        if per_layer[i] is None:
+            i += 1
+            continue
+        j = i
+        while j < len(per_layer) and per_layer[j] is not None and per_layer[j].shape == per_layer[i].shape:
+            j += 1
+        h, w = per_layer[i].shape[-2:]
+        maps = torch.stack(per_layer[i:j]).reshape(j - i, h, w)
+        torch.matmul(_interpolation(h, size[0]), torch.matmul(maps, _interpolation(w, size[1]).T),
+                     out=out[i:j].view(j - i, *size))
+        i = j
+
+
 # --------------------------------------------------------------------------- #
 # 3. End to end
 # --------------------------------------------------------------------------- #
@@ -410,7 +534,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--models", default="resnet50,densenet161", help="torchvision model names (parts 1 and 2)")
     ap.add_argument("--quick", action="store_true", help="resnet50 only, fewer repeats and sampled layers")
     ap.add_argument("--parts", default="1,2,3", help="which measurements: 1 loop, 2 torchcam, 3 end to end, "
-                    "4 where part 2's time goes")
+                    "4 where part 2's time goes, 5 how low part 2's gap can go")
     ap.add_argument("--sample", type=int, default=15, help="layers timed in the per-layer loop")
     ap.add_argument("--seed", type=int, default=0, help="seeds the layer sample")
     ap.add_argument("--repeats", type=int, default=5, help="runs per side in parts 1 and 2")
@@ -456,6 +580,13 @@ def main(argv: list[str] | None = None) -> int:
             ["model", "torchcam fwd", "torchcam bwd", "torchcam CAMs", "torchcam", "then freeing its tensors",
              "our forward", "our backward with CAMs", "(of which CAMs)", "our upsample", "ours",
              "ours / torchcam"], rows))
+    if "5" in parts:
+        print("## 5. How low part 2's gap can go (ms)", flush=True)
+        rows = [floors(name, x, args.repeats) for name in models]
+        report.append("## 5. How low part 2's gap can go (ms, medians, interleaved)\n\n" + table(
+            ["model", "maps", "activation values", "torchcam bwd", "our bwd, hooks only", "torchcam CAM step",
+             "our maps", "bare maps (floor)", "our upsample", "same into touched memory",
+             "fresh stack alone", "floor: bare maps + touched + fresh - torchcam's CAM step"], rows))
     if "3" in parts:
         print(f"## 3. End to end ({args.e2e_model})", flush=True)
         row, notes = end_to_end(args.e2e_model, args.e2e_runs, args.with_report)
