@@ -438,7 +438,7 @@ def floors(name: str, x: torch.Tensor, repeats: int) -> list[str]:
         del stack
         gc.collect()
         t8 = time.perf_counter()
-        _upsample_into(per_layer, touched)
+        upsample(per_layer, size, out=touched)
         t9 = time.perf_counter()
         stack = torch.empty(len(tr.records), 1, *size)
         stack.zero_()
@@ -454,26 +454,6 @@ def floors(name: str, x: torch.Tensor, repeats: int) -> list[str]:
           + f"; floor of ours minus torchcam's CAM step {best - med['tc cams']:+.0f} ms", flush=True)
     return [name, f"{len(kept)}", f"{sum(a.numel() for _, a, _ in kept) / 1e6:.1f} M",
             *(f"{med[k]:.0f}" for k in keys), f"**{best - med['tc cams']:+.0f}**"]
-
-
-def _upsample_into(per_layer: list[torch.Tensor | None], out: torch.Tensor) -> None:
-    """``cams.upsample``'s products, written into ``out`` (already touched) instead of a fresh stack."""
-    from camanim.cams import _interpolation
-
-    size = tuple(out.shape[-2:])
-    i = 0
-    while i < len(per_layer):
-        if per_layer[i] is None:
-            i += 1
-            continue
-        j = i
-        while j < len(per_layer) and per_layer[j] is not None and per_layer[j].shape == per_layer[i].shape:
-            j += 1
-        h, w = per_layer[i].shape[-2:]
-        maps = torch.stack(per_layer[i:j]).reshape(j - i, h, w)
-        torch.matmul(_interpolation(h, size[0]), torch.matmul(maps, _interpolation(w, size[1]).T),
-                     out=out[i:j].view(j - i, *size))
-        i = j
 
 
 # --------------------------------------------------------------------------- #

@@ -120,6 +120,20 @@ def test_methods_equal_reference_per_layer(model_name, monkeypatch):
     assert checked == len(REFERENCE) * len(sample)
 
 
+def test_upsample_into_given_stack_matches_cv2_and_fills_gaps():
+    """upsample(out=...) writes every row of the given stack: resized maps as cv2, zeros for None."""
+    g = torch.Generator().manual_seed(0)
+    maps = [torch.rand(1, 7, 7, generator=g), None, torch.rand(1, 7, 7, generator=g), torch.rand(1, 3, 5, generator=g)]
+    out = torch.full((4, 1, 16, 20), 5.0)
+    got = upsample(maps, (16, 20), out=out)
+    assert got is out
+    np.testing.assert_array_equal(out[1].numpy(), 0.0)
+    for i in (0, 2, 3):
+        ref = cv2.resize(maps[i][0].numpy(), (20, 16))
+        np.testing.assert_allclose(out[i, 0].numpy(), ref, rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(upsample(maps, (16, 20)).numpy(), out.numpy())
+
+
 def test_gradcam_by_hand(tiny, tiny_input):
     """Grad-CAM on conv1 of the tiny net: sum_k mean(g_k) A_k, computed here without the engine."""
     tr = run_trace(tiny, tiny_input, "conv1")

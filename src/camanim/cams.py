@@ -115,11 +115,16 @@ def _interpolation(n_in: int, n_out: int) -> torch.Tensor:
     return w.float()
 
 
-def upsample(cams: list[torch.Tensor | None], size: tuple[int, int], batch: int = 1) -> torch.Tensor:
-    """Stack per-layer maps into (L, B, H, W) at input ``size``, bilinear (as cv2.resize), zeros for None."""
+def upsample(cams: list[torch.Tensor | None], size: tuple[int, int], batch: int = 1,
+             out: torch.Tensor | None = None) -> torch.Tensor:
+    """Stack per-layer maps into (L, B, H, W) at input ``size``, bilinear (as cv2.resize), zeros for None.
+
+    ``out``: a float32 (L, B, H, W) tensor to write into instead of a new one.
+    """
     ref = next((c for c in cams if c is not None), None)
     device = ref.device if ref is not None else torch.device("cpu")
-    out = torch.empty((len(cams), batch, *size), dtype=torch.float32, device=device)
+    if out is None:
+        out = torch.empty((len(cams), batch, *size), dtype=torch.float32, device=device)
     # Consecutive layers of one resolution (execution order keeps them together) are resized in
     # one go, straight into their rows: bilinear resizing is separable, so it is two matrix
     # products with the per-axis weights (Wy @ maps @ Wx^T), which BLAS runs faster than the
