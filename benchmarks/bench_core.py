@@ -367,7 +367,8 @@ def floors(name: str, x: torch.Tensor, repeats: int) -> list[str]:
       nothing (the hooks alone);
     - torchcam's CAM step alone (``compute_cams`` with its backward already done);
     - our Grad-CAM maps from kept activations and gradients: as the engine computes them
-      (``cams.one_cam``) and the bare floor (mean, ``bmm``, ReLU; no cleaning, no Python);
+      (``cams.one_cam``) and the bare floor (mean, ``bmm``, ReLU in a plain loop; no cleaning,
+      layout or bookkeeping);
     - our upsampling: as the engine does it (a fresh (L, 1, 224, 224) stack), the same products
       into a stack already touched, and allocating and zeroing the fresh stack alone (the kernel
       handing over new pages).
