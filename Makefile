@@ -22,10 +22,12 @@ browser:
 	bash scripts/install_chromium.sh
 
 lint: $(STAMP)
-	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff check src tests benchmarks scripts
+	$(BIN)/lint-imports
 
 test: $(STAMP) browser
-	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff check src tests benchmarks scripts
+	$(BIN)/lint-imports
 	$(BIN)/pytest -q -rs
 
 bench: $(STAMP)

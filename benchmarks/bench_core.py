@@ -60,7 +60,7 @@ from torchvision.models import densenet, resnet
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 import camanim  # noqa: E402
-from camanim.video import count_frames  # noqa: E402
+from camanim.draw import count_frames  # noqa: E402
 
 TOLERANCE = 1e-4
 
@@ -292,8 +292,8 @@ def breakdown(name: str, x: torch.Tensor, repeats: int) -> list[str]:
     """
     import torchcam.methods
 
-    from camanim.cams import upsample
-    from camanim.engine import _Sink
+    from camanim.compute.engine import _Sink
+    from camanim.compute.maps import upsample
     from camanim.methods import MethodContext, get_method
     from camanim.trace import run_trace
 
@@ -375,7 +375,7 @@ def floors(name: str, x: torch.Tensor, repeats: int) -> list[str]:
     """
     import torchcam.methods
 
-    from camanim.cams import layer_maps, one_cam, upsample
+    from camanim.compute.maps import layer_maps, one_cam, upsample
     from camanim.methods import MethodContext, get_method
     from camanim.trace import run_trace
 

@@ -49,7 +49,7 @@ from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
-from camanim.cams import layer_cams, upsample  # noqa: E402
+from camanim.compute.maps import layer_cams, upsample  # noqa: E402
 from camanim.methods import MethodContext, get_method  # noqa: E402
 from camanim.methods.perturbation import ScoreCAM, _SameMaps  # noqa: E402
 from camanim.trace import run_trace  # noqa: E402

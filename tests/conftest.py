@@ -42,3 +42,33 @@ def no_inplace(model: nn.Module) -> nn.Module:
         if hasattr(m, "inplace"):
             m.inplace = False
     return model
+
+
+class SmallNet(nn.Module):
+    """Conv/BN/ReLU and a SiLU (so second derivatives are not all zero), in a Sequential."""
+
+    def __init__(self, classes: int = 5) -> None:
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.Conv2d(3, 6, 3, padding=1), nn.BatchNorm2d(6), nn.ReLU(),
+            nn.Conv2d(6, 8, 3, padding=1, stride=2), nn.BatchNorm2d(8), nn.SiLU(),
+            nn.Conv2d(8, 10, 3, padding=1), nn.ReLU(),
+        )
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(10, classes)
+
+    def forward(self, x):
+        return self.fc(self.pool(self.features(x)).flatten(1))
+
+
+def small_net(seed: int = 0) -> SmallNet:
+    torch.manual_seed(seed)
+    net = SmallNet()
+    for m in net.modules():
+        if isinstance(m, nn.BatchNorm2d):  # running statistics that are not the identity
+            m.running_mean.uniform_(-0.5, 0.5)
+            m.running_var.uniform_(0.5, 2.0)
+            m.weight.data.uniform_(0.5, 1.5)
+            m.weight.data[::3] *= -1  # a negative gamma flips a channel: min-max scaling cannot undo that
+            m.bias.data.uniform_(-0.3, 0.3)
+    return net.eval()

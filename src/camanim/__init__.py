@@ -6,21 +6,21 @@ Example:
     >>> result.save("camanim-out")
 """
 
-__version__ = "0.1.0"
-
-from .api import CamResult, Target, animate, trace_layers  # noqa: E402
-from .errors import InputError  # noqa: E402
-from .methods import CamMethod, MethodContext, cam_method, get_method, list_methods, register_method  # noqa: E402
-from .normalise import normalise  # noqa: E402
-from .road import YbRoad  # noqa: E402
-from .runs import CamSet  # noqa: E402
-from .scoring import road_for_run, ybroad  # noqa: E402
-from .sources import LoadedModel, Preprocess, list_models, load_image, load_model  # noqa: E402
-from .trace import LayerRecord, run_trace, select_layers  # noqa: E402
+from .version import __version__  # noqa: I001  (first: the modules below read it)
+from .api import animate, road_for_run, trace_layers, ybroad
+from .compute import CamOptions
+from .draw import normalise
+from .errors import InputError
+from .methods import CamMethod, MethodContext, cam_method, get_method, list_methods, register_method
+from .results import CamResult, CamSet, Target
+from .road import RoadOptions, YbRoad
+from .rundir import SaveOptions
+from .sources import LoadedModel, Preprocess, list_models, load_image, load_model
+from .trace import LayerRecord, run_trace, select_layers
 
 __all__ = [
-    "CamMethod", "CamResult", "CamSet", "InputError", "LayerRecord", "LoadedModel", "MethodContext", "Preprocess", "Target",
-    "YbRoad", "road_for_run", "ybroad",
-    "__version__", "animate", "cam_method", "get_method", "list_methods", "list_models", "load_image",
-    "load_model", "normalise", "register_method", "run_trace", "select_layers", "trace_layers",
+    "CamMethod", "CamOptions", "CamResult", "CamSet", "InputError", "LayerRecord", "LoadedModel", "MethodContext",
+    "Preprocess", "RoadOptions", "SaveOptions", "Target", "YbRoad", "__version__", "animate", "cam_method",
+    "get_method", "list_methods", "list_models", "load_image", "load_model", "normalise", "register_method",
+    "road_for_run", "run_trace", "select_layers", "trace_layers", "ybroad",
 ]

@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from . import __version__
 from .errors import InputError
+from .version import __version__
+
+if TYPE_CHECKING:
+    from .compute import CamOptions
+    from .road import RoadOptions
+    from .rundir import SaveOptions
 
 SUBCOMMANDS = ("run", "road", "layers", "methods", "models", "report", "compare")
 
@@ -120,6 +125,7 @@ def _add_road_args(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The ``camanim`` argument parser, with its subcommands (run, layers, road, report, compare, ...)."""
     parser = _Parser(
         prog="camanim",
         description="CAManim: a class activation map for every layer of a CNN, as local and global videos. "
@@ -181,32 +187,41 @@ def _force_progress() -> bool:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from .methods import get_methods
-    from .render import colormap_lut
+    """``camanim run``: every option checked first (options objects built once), then animate, score, save.
 
-    norms = _csv(args.norm)
-    formats = _csv(args.format)
-    for n in norms:
+    Returns:
+        The exit code, 0.
+
+    Raises:
+        InputError: If ``--norm``, ``--format``, ``--frame-width`` or ``--colormap`` is bad (and, from
+            the calls it makes, any other bad input: method, model, image, target, output folder).
+    """
+    from .compute import CamOptions
+    from .draw import FrameStyle, colormap_lut
+    from .methods import get_methods
+    from .rundir import SaveOptions
+
+    for n in _csv(args.norm):
         if n not in ("local", "global"):
             raise InputError(f"--norm '{n}' is unknown: use local, global or local,global")
-    for f in formats:
+    for f in _csv(args.format):
         if f not in ("mp4", "gif"):
             raise InputError(f"--format '{f}' is unknown: use mp4, gif or mp4,gif")
-    if args.fps <= 0:
-        raise InputError(f"--fps {args.fps} must be positive")
-    layouts = _layouts(args.layout)
     if args.frame_width < 16:
         raise InputError(f"--frame-width {args.frame_width} is too small: use 16 or more pixels")
     try:
         colormap_lut(args.colormap)
     except ValueError as exc:
         raise InputError(f"--colormap: {exc}") from exc
+    save = SaveOptions(normalisations=tuple(_csv(args.norm)), fps=args.fps, formats=tuple(_csv(args.format)),
+                       video=not args.no_video, style=FrameStyle(width=args.frame_width, colormap=args.colormap))
+    cam = CamOptions(layers=args.layers, score=args.score, eigen_smooth=args.eigen_smooth, aug_smooth=args.aug_smooth,
+                     batch_size=args.batch_size, seed=args.seed, output_key=args.output_key,
+                     layouts=_layouts(args.layout), skip_non_spatial=args.skip_non_spatial)
     get_methods(args.method)
-    if args.batch_size is not None and args.batch_size < 1:
-        raise InputError(f"--batch-size {args.batch_size} must be at least 1")
-    road_opts = _road_options(args) if args.road else None
+    road = _road_options(args) if args.road else None
     with _new_folders_removed_on_failure(Path(args.out)):
-        return _run(args, norms, formats, layouts, road_opts)
+        return _run(args, cam, save, road)
 
 
 @contextmanager
@@ -246,10 +261,11 @@ def _targets(spec: str | None, n_images: int, labels: Sequence[str] | None) -> s
     return parts
 
 
-def _run(args: argparse.Namespace, norms: list[str], formats: list[str], layouts: dict[str, str],
-         road_opts: dict | None) -> int:
-    from .api import animate, prepare_out_dir
-    from .render import FrameStyle
+def _run(args: argparse.Namespace, cam: CamOptions, save: SaveOptions, road: RoadOptions | None) -> int:
+    import dataclasses
+
+    from .api import animate, ybroad
+    from .rundir import prepare_out_dir
     from .sources import load_model
 
     prepare_out_dir(Path(args.out))
@@ -257,31 +273,22 @@ def _run(args: argparse.Namespace, norms: list[str], formats: list[str], layouts
     loaded = load_model(args.model, args.weights, num_classes=args.num_classes, labels=args.labels,
                         channels=args.channels, trust_checkpoint=args.trust_checkpoint)
     images = args.image if isinstance(args.image, list) else [args.image]
-    target = _targets(args.target, len(images), loaded.labels)
-    result = animate(loaded, images if len(images) > 1 else images[0], method=args.method, layers=args.layers,
-                     target=target, device=args.device, eigen_smooth=args.eigen_smooth, seed=args.seed,
-                     output_key=args.output_key, progress=progress, layouts=layouts,
-                     skip_non_spatial=args.skip_non_spatial, score=args.score, aug_smooth=args.aug_smooth,
-                     batch_size=args.batch_size)
+    cam = dataclasses.replace(cam, target=_targets(args.target, len(images), loaded.labels))
+    result = animate(loaded, images if len(images) > 1 else images[0], method=args.method, device=args.device,
+                     progress=progress, options=cam)
     for folder, res in _results(result):
         t = res.target
         label = f" ({t.label})" if t.label else ""
         where = f"{folder}: " if folder else ""
         print(f"{where}predicted/target class: {t.index}{label}, p={t.score:.3f}")
         print(f"{where}layers: {len(res.layers)}  method: {res.method}  model: {res.model_info.get('name')}")
-    paths = result.save(args.out, normalisations=norms, fps=args.fps, formats=formats, video=not args.no_video,
-                        style=FrameStyle(width=args.frame_width, colormap=args.colormap), progress=progress)
-    out = Path(args.out)
-    if road_opts is not None:
-        from .scoring import road_for_run
-
+    if road is not None:
+        # scored in memory, so the save below writes the ybROAD files and the report once
+        cb = (lambda d, t: progress("ybROAD", d, t)) if progress else None
         for folder, res in _results(result):
-            cb = (lambda d, t: progress("ybROAD", d, t)) if progress else None
-            yb, road_paths = road_for_run(out / folder if folder else out, model=res.model, progress=cb,
-                                          **road_opts)
-            _print_ybroad(yb, f"{folder}: " if folder else "")
-            if not folder:
-                paths.update({f"ybroad_{k}": v for k, v in road_paths.items() if k != "report"})
+            _print_ybroad(ybroad(res, options=road, progress=cb), f"{folder}: " if folder else "")
+    paths = result.save(args.out, options=save, progress=progress)
+    out = Path(args.out)
     print(f"wrote {out}/")
     for key, p in paths.items():
         print(f"  {key:>18}: {p}")
@@ -295,16 +302,20 @@ def _results(result) -> list[tuple[str, object]]:
 
 
 def cmd_layers(args: argparse.Namespace) -> int:
+    """``camanim layers``: print the layers a run would animate (index, name, type, shape, parameters, layout).
+
+    Returns:
+        The exit code, 0.
+    """
     import torch
 
-    from .api import _prepare_input
-    from .sources import load_model
+    from .sources import load_model, prepare_input
     from .trace import run_trace
 
     layouts = _layouts(args.layout)
     loaded = load_model(args.model, args.weights, num_classes=args.num_classes, labels=args.labels,
                         channels=args.channels, trust_checkpoint=args.trust_checkpoint)
-    x, _, _ = _prepare_input(args.image, None, loaded)
+    x, _, _ = prepare_input(args.image, None, loaded)
     with torch.no_grad():
         records = run_trace(loaded.module, x, args.layers, gradients=False, keep_activations=False,
                             layouts=layouts).records
@@ -319,6 +330,11 @@ def cmd_layers(args: argparse.Namespace) -> int:
 
 
 def cmd_methods(args: argparse.Namespace) -> int:
+    """``camanim methods``: print each registered CAM method with its docstring's first line.
+
+    Returns:
+        The exit code, 0.
+    """
     from .methods import list_methods
 
     for name, doc in list_methods().items():
@@ -327,6 +343,14 @@ def cmd_methods(args: argparse.Namespace) -> int:
 
 
 def cmd_models(args: argparse.Namespace) -> int:
+    """``camanim models [PATTERN]``: print the model names of each source (builtin, torchvision, timm).
+
+    Returns:
+        The exit code, 0.
+
+    Raises:
+        InputError: If no model name matches ``PATTERN``.
+    """
     from .sources import list_models
 
     groups = list_models(args.pattern)
@@ -340,24 +364,13 @@ def cmd_models(args: argparse.Namespace) -> int:
     return 0
 
 
-def _road_options(args: argparse.Namespace) -> dict:
-    try:
-        pcts = tuple(float(v) for v in _csv(args.road_percentiles))
-    except ValueError as exc:
-        raise InputError(f"--road-percentiles '{args.road_percentiles}' must be numbers like 20,40,60,80") from exc
-    if not pcts or not all(0 < v < 100 for v in pcts):
-        raise InputError(f"--road-percentiles '{args.road_percentiles}' must lie strictly between 0 and 100")
-    if args.road_trials < 1:
-        raise InputError(f"--road-trials {args.road_trials} must be at least 1")
-    if args.road_noise < 0:
-        raise InputError(f"--road-noise {args.road_noise} must not be negative")
-    opts = {"percentiles": pcts, "score": args.road_score, "trials": args.road_trials, "noise": args.road_noise,
-            "seed": args.seed}
-    if args.road_batch_size is not None:
-        if args.road_batch_size < 1:
-            raise InputError(f"--road-batch-size {args.road_batch_size} must be at least 1")
-        opts["batch_size"] = args.road_batch_size
-    return opts
+def _road_options(args: argparse.Namespace) -> RoadOptions:
+    """``--road-*`` flags as one :class:`RoadOptions` (checked on construction)."""
+    from .road import RoadOptions
+
+    return RoadOptions(percentiles=RoadOptions.parse_percentiles(args.road_percentiles), score=args.road_score,
+                       trials=args.road_trials, noise=args.road_noise, seed=args.seed,
+                       batch_size=args.road_batch_size)
 
 
 def _print_ybroad(yb, where: str = "") -> None:
@@ -370,18 +383,26 @@ def _print_ybroad(yb, where: str = "") -> None:
 
 
 def cmd_road(args: argparse.Namespace) -> int:
-    from .scoring import road_for_run
+    """``camanim road OUT_DIR``: score a finished run's saved CAMs with ybROAD and write its files.
+
+    A folder of several runs has each of its run folders scored.
+
+    Returns:
+        The exit code, 0.
+    """
+    from .api import road_for_run
+    from .rundir import read_manifest
 
     opts = _road_options(args)
     progress = _progress(args.quiet)
     cb = (lambda d, t: progress("ybROAD", d, t)) if progress else None
     top = _run_dir(args.out_dir)
-    manifest = json.loads((top / "manifest.json").read_text())
+    manifest = read_manifest(top)
     # a folder of several runs (images, classes, methods): score each of its run folders
     folders = [r["folder"] for r in manifest.get("runs", [])] if manifest.get("kind") == "set" else [""]
     for folder in folders:
         yb, paths = road_for_run(top / folder if folder else top, trust_checkpoint=args.trust_checkpoint,
-                                 device=args.device, progress=cb, **opts)
+                                 device=args.device, progress=cb, options=opts)
         _print_ybroad(yb, f"{folder}: " if folder else "")
         for key, p in paths.items():
             print(f"  {key:>6}: {p}")
@@ -389,6 +410,11 @@ def cmd_road(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
+    """``camanim report OUT_DIR``: (re)build the run folder's ``report.html`` and print its path.
+
+    Returns:
+        The exit code, 0.
+    """
     from .report import build_report
 
     print(f"wrote {build_report(_run_dir(args.out_dir))}")
@@ -396,6 +422,11 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
+    """``camanim compare RUN_DIR...``: play several runs in lock-step (``compare.html``, ``compare_grid.mp4``).
+
+    Returns:
+        The exit code, 0.
+    """
     from .report import compare
 
     paths = compare([_run_dir(d) for d in args.run_dirs], args.out, fps=args.fps)
@@ -405,8 +436,10 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 
 def _run_dir(path: str) -> Path:
+    from .rundir import names
+
     p = Path(path)
-    if not (p / "manifest.json").is_file():
+    if not (p / names.MANIFEST).is_file():
         raise InputError(f"'{p}' is not a camanim run folder (no manifest.json): give the --out folder of a run")
     return p
 

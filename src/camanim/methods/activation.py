@@ -2,49 +2,51 @@
 
 from __future__ import annotations
 
-import numpy as np
-import torch
-
-from .core import CamMethod, register_method
-
-
-def first_component(acts: torch.Tensor) -> torch.Tensor:
-    """Project each image's centred (h*w, C) activation matrix on its first right singular vector.
-
-    The same quantity as pytorch-grad-cam's ``get_2d_projection``, without its full (h*w)^2 U
-    matrix. A singular vector's sign is arbitrary and decides the map after ReLU, so the SVD runs
-    in NumPy's LAPACK (reduced form), which picks the same sign as the reference does.
-    """
-    acts = torch.nan_to_num(acts)
-    b, c, h, w = acts.shape
-    out = acts.new_empty((b, h, w))
-    for i in range(b):
-        x = acts[i].reshape(c, h * w).T
-        x = x - x.mean(dim=0)
-        _, _, vt = np.linalg.svd(x.detach().cpu().numpy(), full_matrices=False)
-        v = torch.from_numpy(vt[0]).to(device=x.device, dtype=x.dtype)
-        out[i] = (x @ v).reshape(h, w)
-    return out
+from .base import CamMethod, first_component
+from .registry import register_method
 
 
 @register_method
 class EigenCAM(CamMethod):
-    """EigenCAM (Muhammad & Yeasin 2020): first principal component of the activations (no gradients)."""
+    """EigenCAM (Muhammad & Yeasin 2020): first principal component of the activations (no gradients).
+
+    ``map = (A - mean(A)) v_1`` per image, with A the (h*w, C) activation matrix and v_1 its first
+    right singular vector after centring each channel: class-agnostic (the target plays no part).
+    Same maths as pytorch-grad-cam's ``EigenCAM`` (``get_2d_projection``), which also ignores
+    ``eigen_smooth``.
+
+    Paper: M. B. Muhammad, M. Yeasin, "Eigen-CAM: Class Activation Map using Principal Components",
+    IJCNN 2020, https://arxiv.org/abs/2008.00299
+    """
 
     name = "eigencam"
     uses_gradients = False
 
     def cam(self, acts, grads, ctx):
+        """The raw map (B, h, w): the activations (B, C, h, w) projected on their first component."""
         return first_component(acts)
 
 
 @register_method
 class EigenGradCAM(CamMethod):
-    """EigenGradCAM: first principal component of gradients x activations."""
+    """EigenGradCAM: first principal component of gradients x activations.
+
+    ``map = (G - mean(G)) v_1`` per image, with G = dS/dA * A as an (h*w, C) matrix and v_1 its
+    first right singular vector: EigenCAM made class-discriminative by the gradient. Same maths as
+    pytorch-grad-cam's ``EigenGradCAM``.
+
+    No paper of its own: a variant from pytorch-grad-cam (https://github.com/jacobgil/pytorch-grad-cam)
+    of Eigen-CAM (Muhammad & Yeasin 2020, https://arxiv.org/abs/2008.00299).
+    """
 
     name = "eigengradcam"
 
     def cam(self, acts, grads, ctx):
+        """The raw map (B, h, w) from activations and gradients (B, C, h, w).
+
+        Raises:
+            ValueError: If ``grads`` is None (the pass ran without a backward).
+        """
         if grads is None:
             raise ValueError("eigengradcam needs gradients")
         return first_component(grads * acts)

@@ -10,11 +10,19 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from ..layouts import to_nchw
 from ..trace import eval_mode, logits_of
-from .activation import first_component
-from .core import CamMethod, LayerJob, MethodContext, Progress, ScoreFn, register_method, weighted_map
+from ..trace.layouts import to_nchw
+from .base import (
+    CamMethod,
+    LayerJob,
+    MethodContext,
+    Progress,
+    ScoreFn,
+    first_component,
+    weighted_map,
+)
 from .gradient import GradCAM
+from .registry import register_method
 
 
 @register_method
@@ -25,6 +33,9 @@ class KPCACAM(CamMethod):
     kernel PCA (``kernel='sigmoid'``, ``gamma=None``: 1/C), through scikit-learn as pytorch-grad-cam
     does (``get_2d_projection_kernel``). No gradients. The kernel matrix has (h*w)^2 entries, so
     early, large layers cost memory and time (a 112x112 map: 1.3 GB).
+
+    Paper: S. Karmani, T. Sivakaran, G. Prasad, M. Ali, W. Yang, S. Tang, "KPCA-CAM: Visual
+    Explainability of Deep Computer Vision Models using Kernel PCA", 2024, https://arxiv.org/abs/2410.00267
     """
 
     name = "kpcacam"
@@ -33,6 +44,7 @@ class KPCACAM(CamMethod):
     gamma: float | None = None
 
     def cam(self, acts, grads, ctx):
+        """The raw map (B, h, w): the activations (B, C, h, w) projected on their first kernel component."""
         from pytorch_grad_cam.utils.svd_on_activations import get_2d_projection_kernel
 
         proj = get_2d_projection_kernel(acts.detach().float().cpu().numpy(), self.kernel, self.gamma)
@@ -45,6 +57,10 @@ class FEM(CamMethod):
 
     ``alpha_k = mean_ij [A_k,ij > mean(A_k) + k * std(A_k)]`` (k = 2, population std) and the map is
     ``sum_k alpha_k A_k``. No gradients; like pytorch-grad-cam it ignores ``eigen_smooth``.
+
+    Paper: K. A. A. Fuad, P.-E. Martin, R. Giot, R. Bourqui, J. Benois-Pineau, A. Zemmari, "Features
+    Understanding in 3D CNNs for Actions Recognition in Video", IPTA 2020,
+    https://hal.science/hal-02963298/document
     """
 
     name = "fem"
@@ -52,6 +68,7 @@ class FEM(CamMethod):
     k = 2.0
 
     def cam(self, acts, grads, ctx):
+        """The raw map (B, h, w) from the activations (B, C, h, w); ``grads`` is unused."""
         mean = acts.mean(dim=(2, 3), keepdim=True)
         std = acts.std(dim=(2, 3), correction=0, keepdim=True)
         alpha = (acts > mean + self.k * std).to(acts.dtype).mean(dim=(2, 3))
@@ -63,12 +80,21 @@ class SegEigenCAM(CamMethod):
     """Seg-Eigen-CAM (Chung & Ying 2025): first principal component of |dS/dA| * A, sign-corrected.
 
     The projection is flipped where its smallest value is larger in magnitude than its largest
-    (the paper's Eq. 13), so salient regions come out positive.
+    (the paper's Eq. 13), so salient regions come out positive. Same maths as pytorch-grad-cam's
+    ``SegEigenCAM``.
+
+    Paper: C.-T. Chung, J. J.-C. Ying, "Seg-Eigen-CAM: Eigen-Value-Based Visual Explanations for
+    Semantic Segmentation Models", Applied Sciences 15(13), 7562, 2025, https://doi.org/10.3390/app15137562
     """
 
     name = "segeigencam"
 
     def cam(self, acts, grads, ctx):
+        """The raw map (B, h, w) from activations and gradients (B, C, h, w).
+
+        Raises:
+            ValueError: If ``grads`` is None (the pass ran without a backward).
+        """
         if grads is None:
             raise ValueError("segeigencam needs gradients")
         proj = first_component(grads.abs() * acts)
@@ -86,6 +112,8 @@ class ShapleyCAM(CamMethod):
     this method runs one extra forward and one backward with ``create_graph`` for all layers, then
     one Hessian-vector product per layer. For a piecewise-linear network (ReLU, max-pool) explaining
     the logit, H A is 0 and ShapleyCAM equals Grad-CAM; ``--score softmax`` makes them differ.
+
+    Paper: H. Cai, "CAMs as Shapley Value-based Explainers", 2025, https://arxiv.org/abs/2501.06261
     """
 
     name = "shapleycam"
@@ -94,6 +122,19 @@ class ShapleyCAM(CamMethod):
 
     def cam_batch(self, jobs: Sequence[LayerJob], ctx: MethodContext,
                   progress: Progress | None = None) -> list[torch.Tensor]:
+        """The raw maps (B, h, w) of every layer in ``jobs``, from one extra forward and backward.
+
+        Args:
+            jobs: the layers to compute; ``job.acts`` (B, C, h, w) are the activations weighted.
+            ctx: must carry ``model``, ``input_tensor`` (B, C, H, W) and ``targets`` (B,).
+            progress: called as ``progress(layers done, layers)`` after each layer.
+
+        Returns:
+            One (B, h, w) map per job, in order.
+
+        Raises:
+            ValueError: If ``ctx`` lacks the model, the input or the targets.
+        """
         if ctx.model is None or ctx.input_tensor is None or ctx.targets is None:
             raise ValueError("shapleycam runs the model again: pass MethodContext(model=..., input_tensor=..., "
                              "targets=...)")
@@ -154,6 +195,10 @@ class FinerCAM(GradCAM):
     three classes j whose logits are closest to the target c's (p: softmax probabilities, alpha = 1),
     as pytorch-grad-cam's ``FinerCAM`` with its default ``GradCAM`` base. It needs its own backward
     (its own score), so in a multi-method run it does not share the single pass's gradients.
+
+    Paper: Z. Zhang, J. Gu, A. Chowdhury, Z. Mai, D. Carlyn, T. Berger-Wolf, Y. Su, W.-L. Chao,
+    "Finer-CAM: Spotting the Difference Reveals Finer Details for Visual Explanation", 2025,
+    https://arxiv.org/abs/2501.11309
     """
 
     name = "finercam"
@@ -161,6 +206,11 @@ class FinerCAM(GradCAM):
     comparisons = 3
 
     def target_score(self, base: ScoreFn) -> ScoreFn:
+        """Finer-CAM's score ``score(logits (B, K), targets (B,)) -> (B,)``; ``base`` is not used.
+
+        The nearest classes are picked on detached logits (no gradient through the sort); the
+        probability-weighted margin is differentiated as a whole.
+        """
         alpha, n_comp = self.alpha, self.comparisons
 
         def finer_score(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import torch
 
-from .core import CamMethod, MethodContext, register_method
+from .base import CamMethod, MethodContext, first_component
+from .registry import register_method
 
 
 def _need(grads: torch.Tensor | None, name: str) -> torch.Tensor:
@@ -19,24 +20,55 @@ def _need(grads: torch.Tensor | None, name: str) -> torch.Tensor:
 
 @register_method
 class GradCAM(CamMethod):
-    """Grad-CAM (Selvaraju et al. 2017): alpha_k = mean over space of dS/dA_k."""
+    """Grad-CAM (Selvaraju et al. 2017): alpha_k = mean over space of dS/dA_k.
+
+    For activations A (B, C, h, w) and the target's score S, ``alpha_k = mean_ij dS/dA_k,ij`` and
+    the map (B, h, w) is ``sum_k alpha_k A_k`` (ReLU afterwards). Same maths as pytorch-grad-cam's
+    ``GradCAM``.
+
+    Paper: R. R. Selvaraju, M. Cogswell, A. Das, R. Vedantam, D. Parikh, D. Batra, "Grad-CAM: Visual
+    Explanations from Deep Networks via Gradient-based Localization", ICCV 2017,
+    https://arxiv.org/abs/1610.02391
+    """
 
     name = "gradcam"
 
     def weights(self, acts, grads, ctx):
+        """Channel weights (B, C): the spatial mean of the gradients ``grads`` (B, C, h, w).
+
+        Raises:
+            ValueError: If ``grads`` is None (the pass ran without a backward).
+        """
         return _need(grads, self.name).mean(dim=(2, 3))
 
 
 @register_method
 class HiResCAM(CamMethod):
-    """HiResCAM (Draelos & Carin 2020): sum_k dS/dA_k * A_k, element-wise."""
+    """HiResCAM (Draelos & Carin 2020): sum_k dS/dA_k * A_k, element-wise.
+
+    ``map_ij = sum_k dS/dA_k,ij * A_k,ij``: Grad-CAM without the spatial averaging of the
+    gradients. When only pooling/flattening and one fully-connected layer follow the layer, the
+    map's entries sum to the score less the head's bias (the paper's faithfulness). Same maths as
+    pytorch-grad-cam's ``HiResCAM``, which also prints a warning when ``eigen_smooth`` is set; here
+    nothing is printed.
+
+    Paper: R. L. Draelos, L. Carin, "Use HiResCAM instead of Grad-CAM for faithful explanations of
+    convolutional neural networks", 2020, https://arxiv.org/abs/2011.08891
+    """
 
     name = "hirescam"
 
     def cam(self, acts, grads, ctx):
+        """The raw map (B, h, w) from activations and gradients (B, C, h, w).
+
+        With ``ctx.eigen_smooth``, the first principal component of ``dS/dA * A`` instead of its
+        channel sum (the faithfulness guarantee then no longer holds).
+
+        Raises:
+            ValueError: If ``grads`` is None (the pass ran without a backward).
+        """
         prod = _need(grads, self.name) * acts
         if ctx.eigen_smooth:
-            from .activation import first_component
 
             return first_component(prod)
         return prod.sum(dim=1)
@@ -44,11 +76,25 @@ class HiResCAM(CamMethod):
 
 @register_method
 class GradCAMPlusPlus(CamMethod):
-    """Grad-CAM++ (Chattopadhay et al. 2018), Eq. 19 with the ReLU of Eq. 7."""
+    """Grad-CAM++ (Chattopadhay et al. 2018), Eq. 19 with the ReLU of Eq. 7.
+
+    With g = dS/dA, ``alpha_k = sum_ij ReLU(g_k,ij) * a_k,ij`` where
+    ``a_k,ij = g^2 / (2 g^2 + sum_ij(A_k) * g^3 + 1e-6)`` (0 where g = 0): the paper's closed form for
+    an exponential score, with its higher derivatives written as powers of the first. The map is
+    ``sum_k alpha_k A_k``. Same maths as pytorch-grad-cam's ``GradCAMPlusPlus``.
+
+    Paper: A. Chattopadhay, A. Sarkar, P. Howlader, V. N. Balasubramanian, "Grad-CAM++: Improved
+    Visual Explanations for Deep Convolutional Networks", WACV 2018, https://arxiv.org/abs/1710.11063
+    """
 
     name = "gradcam++"
 
     def weights(self, acts, grads, ctx):
+        """Channel weights (B, C) from activations and gradients (B, C, h, w), Eq. 19 of the paper.
+
+        Raises:
+            ValueError: If ``grads`` is None (the pass ran without a backward).
+        """
         g = _need(grads, self.name)
         g2 = g * g
         g3 = g2 * g
@@ -60,11 +106,23 @@ class GradCAMPlusPlus(CamMethod):
 
 @register_method
 class XGradCAM(CamMethod):
-    """XGrad-CAM (Fu et al. 2020): alpha_k = sum(dS/dA_k * A_k) / sum(A_k)."""
+    """XGrad-CAM (Fu et al. 2020): alpha_k = sum(dS/dA_k * A_k) / sum(A_k).
+
+    ``alpha_k = sum_ij (dS/dA_k,ij * A_k,ij) / (sum_ij A_k,ij + 1e-7)`` and the map is
+    ``sum_k alpha_k A_k``. Same maths (and epsilon) as pytorch-grad-cam's ``XGradCAM``.
+
+    Paper: R. Fu, Q. Hu, X. Dong, Y. Guo, Y. Gao, B. Li, "Axiom-based Grad-CAM: Towards Accurate
+    Visualization and Explanation of CNNs", BMVC 2020, https://arxiv.org/abs/2008.02312
+    """
 
     name = "xgradcam"
 
     def weights(self, acts, grads, ctx):
+        """Channel weights (B, C): gradient-times-activation sums over each channel's activation sum.
+
+        Raises:
+            ValueError: If ``grads`` is None (the pass ran without a backward).
+        """
         g = _need(grads, self.name)
         sum_a = acts.sum(dim=(2, 3), keepdim=True)
         return (g * acts / (sum_a + 1e-7)).sum(dim=(2, 3))
@@ -72,14 +130,31 @@ class XGradCAM(CamMethod):
 
 @register_method
 class LayerCAM(CamMethod):
-    """LayerCAM (Jiang et al. 2021): sum_k ReLU(dS/dA_k) * A_k."""
+    """LayerCAM (Jiang et al. 2021): sum_k ReLU(dS/dA_k) * A_k.
+
+    ``map_ij = sum_k ReLU(dS/dA_k,ij) * A_k,ij``: each position weighted by its own positive
+    gradient, which keeps the fine detail of early layers. Same maths as pytorch-grad-cam's
+    ``LayerCAM``.
+
+    Paper: P.-T. Jiang, C.-B. Zhang, Q. Hou, M.-M. Cheng, Y. Wei, "LayerCAM: Exploring Hierarchical
+    Class Activation Maps for Localization", IEEE Transactions on Image Processing 2021,
+    https://ieeexplore.ieee.org/document/9462463 (the link in pytorch-grad-cam's ``layer_cam.py``; its
+    README links the PDF, http://mftp.mmcheng.net/Papers/21TIP_LayerCAM.pdf).
+    """
 
     name = "layercam"
 
     def cam(self, acts, grads, ctx):
+        """The raw map (B, h, w) from activations and gradients (B, C, h, w).
+
+        With ``ctx.eigen_smooth``, the first principal component of ``ReLU(dS/dA) * A`` instead of
+        its channel sum.
+
+        Raises:
+            ValueError: If ``grads`` is None (the pass ran without a backward).
+        """
         prod = _need(grads, self.name).clamp(min=0) * acts
         if ctx.eigen_smooth:
-            from .activation import first_component
 
             return first_component(prod)
         return prod.sum(dim=1)
@@ -87,14 +162,29 @@ class LayerCAM(CamMethod):
 
 @register_method
 class GradCAMElementWise(CamMethod):
-    """Grad-CAM element-wise: sum_k ReLU(dS/dA_k * A_k)."""
+    """Grad-CAM element-wise: sum_k ReLU(dS/dA_k * A_k).
+
+    ``map_ij = sum_k ReLU(dS/dA_k,ij * A_k,ij)``: HiResCAM's product with a ReLU before the channel
+    sum, so no channel's negative evidence cancels another's positive evidence. Same maths as
+    pytorch-grad-cam's ``GradCAMElementWise``.
+
+    No paper of its own: a variant from pytorch-grad-cam (https://github.com/jacobgil/pytorch-grad-cam) of Grad-CAM
+    (https://arxiv.org/abs/1610.02391) and HiResCAM (https://arxiv.org/abs/2011.08891).
+    """
 
     name = "gradcamelementwise"
 
     def cam(self, acts, grads, ctx):
+        """The raw map (B, h, w) from activations and gradients (B, C, h, w).
+
+        With ``ctx.eigen_smooth``, the first principal component of ``ReLU(dS/dA * A)`` instead of
+        its channel sum.
+
+        Raises:
+            ValueError: If ``grads`` is None (the pass ran without a backward).
+        """
         prod = (_need(grads, self.name) * acts).clamp(min=0)
         if ctx.eigen_smooth:
-            from .activation import first_component
 
             return first_component(prod)
         return prod.sum(dim=1)
@@ -102,11 +192,21 @@ class GradCAMElementWise(CamMethod):
 
 @register_method
 class RandomCAM(CamMethod):
-    """RandomCAM: uniform random channel weights in [-1, 1] (a sanity baseline), seeded."""
+    """RandomCAM: uniform random channel weights in [-1, 1] (a sanity baseline), seeded.
+
+    ``alpha_k ~ U(-1, 1)``, independent of the model's gradients, and the map is
+    ``sum_k alpha_k A_k``: what a real method's maps should clearly beat.
+    Unlike pytorch-grad-cam's ``RandomCAM`` (NumPy's global, unseeded generator), the weights come
+    from ``ctx.generator`` on the CPU, drawn layer after layer in execution order, so a run repeats.
+
+    No paper of its own: a baseline from pytorch-grad-cam (https://github.com/jacobgil/pytorch-grad-cam) for Grad-CAM's weighted sum
+    (https://arxiv.org/abs/1610.02391).
+    """
 
     name = "randomcam"
     per_layer = False  # one seeded generator draws the weights layer after layer, in execution order
 
     def weights(self, acts, grads, ctx: MethodContext):
+        """Channel weights (B, C) drawn uniformly from [-1, 1] with ``ctx.generator``; ``grads`` is unused."""
         return torch.rand(acts.shape[:2], generator=ctx.generator, dtype=acts.dtype,
                           device="cpu").to(acts.device) * 2 - 1

@@ -21,7 +21,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..trace import eval_mode, logits_of
-from .core import CamMethod, LayerJob, MethodContext, Progress, register_method, weighted_map
+from .base import CamMethod, LayerJob, MethodContext, Progress, weighted_map
+from .registry import register_method
 
 #: AblationCAM's value for an ablated channel of a layer whose output can be negative: the layer's
 #: minimum minus this (pytorch-grad-cam's ``ABLATION_VALUE``).
@@ -148,7 +149,12 @@ class ScoreCAM(CamMethod):
     DenseNet ``norm1`` re-normalising earlier features, yields the very masks of its input: a channel
     whose scaled map matches an earlier channel's at the same resolution within ``share_tolerance``
     (1e-5, max abs) takes that channel's score instead of a forward of its own. The masks then
-    differ by float rounding only; ``share_tolerance = None`` runs every channel.
+    differ by float rounding only; ``share_tolerance = None`` runs every channel (pytorch-grad-cam's
+    ``ScoreCAM`` always does).
+
+    Paper: H. Wang, Z. Wang, M. Du, F. Yang, Z. Zhang, S. Ding, P. Mardziel, X. Hu, "Score-CAM:
+    Score-Weighted Visual Explanations for Convolutional Neural Networks", CVPR Workshops 2020,
+    https://arxiv.org/abs/1910.01279
     """
 
     name = "scorecam"
@@ -170,6 +176,21 @@ class ScoreCAM(CamMethod):
 
     def cam_batch(self, jobs: Sequence[LayerJob], ctx: MethodContext,
                   progress: Progress | None = None) -> list[torch.Tensor]:
+        """The raw maps (B, h, w) of every layer in ``jobs``, from batched forwards of masked inputs.
+
+        Args:
+            jobs: the layers to compute; ``job.acts`` (B, C, h, w) give the masks and the map.
+            ctx: must carry ``model``, ``input_tensor`` (B, C, H, W) and ``targets`` (B,); counts the
+                forwards it runs in ``ctx.forwards`` / ``ctx.forward_rows`` and the shared masks in
+                ``ctx.extra["scorecam_shared_masks"]``.
+            progress: called as ``progress(layers done, layers)``.
+
+        Returns:
+            One (B, h, w) map per job, in order.
+
+        Raises:
+            ValueError: If ``ctx`` lacks the model, the input or the targets.
+        """
         model, x, _ = _need_model(self, ctx)
         groups = image_groups(ctx, x.shape[0])
         acts = [torch.nan_to_num(job.acts) for job in jobs]
@@ -312,6 +333,10 @@ class AblationCAM(CamMethod):
     ``batch_size=1``. The layer's output is replaced through a forward hook on its module (the k-th
     call, for a module called k times), so one batch can ablate channels of many layers at once.
     Cost: one forward per channel of every layer, batched ``ctx.batch_size`` at a time across layers.
+
+    Paper: S. Desai, H. G. Ramaswamy, "Ablation-CAM: Visual Explanations for Deep Convolutional
+    Network via Gradient-free Localization", WACV 2020, pp. 972-980,
+    https://ieeexplore.ieee.org/abstract/document/9093360/
     """
 
     name = "ablationcam"
@@ -325,6 +350,23 @@ class AblationCAM(CamMethod):
 
     def cam_batch(self, jobs: Sequence[LayerJob], ctx: MethodContext,
                   progress: Progress | None = None) -> list[torch.Tensor]:
+        """The raw maps (B, h, w) of every layer in ``jobs``, from batched forwards with channels ablated.
+
+        Args:
+            jobs: the layers to compute; each needs ``job.native``, the layer's output in its own layout.
+            ctx: must carry ``model``, ``input_tensor`` (B, C, H, W) and ``targets`` (B,); ``ctx.logits``,
+                when set, saves the unablated forward.
+            progress: called as ``progress(layers done, layers)``.
+
+        Returns:
+            One (B, h, w) map per job, in order.
+
+        Raises:
+            ValueError: If ``ctx`` lacks the model, the input or the targets, a job has no ``native``
+                output, or the model has no module of that name.
+            RuntimeError: If an ablated layer did not run in the ablation forward (the model's forward
+                differs from the traced one).
+        """
         model, x, targets = _need_model(self, ctx)
         groups = image_groups(ctx, x.shape[0])
         modules = dict(model.named_modules())

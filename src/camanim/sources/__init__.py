@@ -1,6 +1,12 @@
-"""Where models, images and labels come from."""
+"""sources: where models, images and labels come from.
+
+``models`` (names, checkpoints, pickled models -> :class:`LoadedModel`), ``images`` (files and
+samples -> 8-bit RGB, :class:`Preprocess`), ``labels`` (class names, ``--target`` by label),
+``inputs`` (what a user passes -> model input + display image).
+"""
 
 from .images import DEFAULT_IMAGE, SAMPLES, Preprocess, load_image
+from .inputs import Prepared, as_images, prepare_input
 from .labels import imagenet_labels, read_labels, resolve_target
 from .models import (
     DEFAULT_MODEL,
@@ -13,7 +19,7 @@ from .models import (
 )
 
 __all__ = [
-    "DEFAULT_IMAGE", "DEFAULT_MODEL", "SAMPLES", "LoadedModel", "Preprocess", "default_preprocess", "imagenet_labels",
-    "list_models", "load_checkpoint_into", "load_image", "load_model", "read_labels", "register_builtin",
+    "DEFAULT_IMAGE", "DEFAULT_MODEL", "SAMPLES", "LoadedModel", "Prepared", "Preprocess", "as_images", "default_preprocess", "imagenet_labels",
+    "list_models", "load_checkpoint_into", "load_image", "load_model", "prepare_input", "read_labels", "register_builtin",
     "resolve_target",
 ]

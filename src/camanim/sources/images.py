@@ -52,6 +52,10 @@ def load_image(spec: str | Path | Image.Image | np.ndarray) -> tuple[Image.Image
 
     Returns:
         The RGB image and a description for the manifest.
+
+    Raises:
+        InputError: If the sample name is unknown, or the path is missing, a folder, or not an image
+            Pillow can read.
     """
     if isinstance(spec, Image.Image):
         return _to_8bit(spec).convert("RGB"), {"source": "PIL.Image", "original_size": list(spec.size)}
@@ -113,6 +117,7 @@ class Preprocess:
 
     @classmethod
     def imagenet(cls) -> Preprocess:
+        """The ImageNet recipe: resize to 256, centre-crop 224x224, ImageNet mean and std, RGB."""
         return cls()
 
     def geometry(self, img: Image.Image) -> Image.Image:

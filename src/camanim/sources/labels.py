@@ -39,7 +39,14 @@ def read_labels(path: str | Path, num_classes: int | None = None) -> list[str]:
 
 
 def resolve_target(target: int | str | None, labels: list[str] | None, num_classes: int) -> int | None:
-    """Turn a class index, a numeric string or a label name into a class index (None = predicted class)."""
+    """Turn a class index, a numeric string or a label name into a class index (None = predicted class).
+
+    A name matches a label case-insensitively.
+
+    Raises:
+        InputError: If a name is given without labels or matches no label, or the index is outside
+            ``0..num_classes-1``.
+    """
     if target is None:
         return None
     if isinstance(target, str):

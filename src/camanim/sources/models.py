@@ -40,6 +40,7 @@ class LoadedModel:
 
     @property
     def num_classes(self) -> int | None:
+        """Number of classes of the model's head (``info["num_classes"]``), or None if unknown."""
         return self.info.get("num_classes")
 
 
@@ -172,7 +173,17 @@ def _read_checkpoint(path: Path) -> dict[str, torch.Tensor]:
 
 def load_checkpoint_into(model: nn.Module, path: str | Path, arch: str,
                          state: dict[str, torch.Tensor] | None = None) -> None:
-    """Load a state dict file into ``model``; a mismatch names the first differing keys and shapes."""
+    """Load a state dict file into ``model``; a mismatch names the first differing keys and shapes.
+
+    Args:
+        model: the architecture to load into.
+        path: the state dict file.
+        arch: the architecture's name, for the error message.
+        state: the state dict already read from ``path``, if it was.
+
+    Raises:
+        InputError: If the file cannot be read as a state dict, or its keys or shapes do not fit ``model``.
+    """
     path = Path(path)
     state = _read_checkpoint(path) if state is None else state
     own = model.state_dict()
@@ -207,7 +218,11 @@ def first_conv(model: nn.Module) -> tuple[str, nn.Conv2d] | None:
 
 
 def with_channels(prep: Preprocess, channels: int) -> Preprocess:
-    """``prep`` for a model taking ``channels`` (1: grey, with the mean of the RGB statistics, as timm)."""
+    """``prep`` for a model taking ``channels`` (1: grey, with the mean of the RGB statistics, as timm).
+
+    Raises:
+        InputError: If ``channels`` is neither 1 nor 3.
+    """
     if channels == prep.channels:
         return prep
     if channels == 3:
@@ -228,6 +243,9 @@ def adapt_first_conv(model: nn.Module, channels: int, keep_weights: bool) -> Non
     """Make ``model``'s first convolution take ``channels`` (a grey-scale fine-tune replaces it so).
 
     With ``keep_weights`` the pretrained kernel is summed over its RGB inputs (timm's ``adapt_input_conv``).
+
+    Raises:
+        InputError: If the model has no ``Conv2d``, or its first one is grouped.
     """
     found = first_conv(model)
     if found is None:
@@ -443,6 +461,10 @@ def load_model(
 
     Returns:
         The loaded model, in eval mode, with preprocessing, labels and provenance.
+
+    Raises:
+        InputError: If the name is unknown, the weights file is missing or does not fit, a pickled model
+            is not trusted, ``channels`` is not 1 or 3, or the labels file is unusable.
     """
     wspec = "none" if weights is None else str(weights)
     ckpt: Path | None = None

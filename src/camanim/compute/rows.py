@@ -1,0 +1,184 @@
+"""Several images, targets and methods in one call: rows in, one :class:`Row` per (image, target, method) out.
+
+:func:`explain` stacks every (image, target) row of images of one input size into one batch, so a
+single traced pass serves all of them (see :mod:`camanim.compute.engine`), and splits the result
+back per row and method. :mod:`camanim.results` turns each :class:`Row` into a ``CamResult``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..errors import InputError
+from ..methods import CamMethod
+from ..trace import LayerRecord, Trace, eval_mode, logits_of
+from .engine import Computation, compute_cams
+from .options import CamOptions
+from .targets import TargetSpec, parse_target, rows_for
+from .vectors import UnitVectors, drop_non_spatial, unit_vectors
+
+Progress = Callable[[str, int, int], None]
+
+
+@dataclass
+class Row:
+    """The CAMs of one image, one target class and one method.
+
+    Attributes:
+        image: index of the image in the call's inputs.
+        target: the explained class index.
+        label: its name, when the model has labels.
+        probability: the target's softmax probability on the plain input.
+        method: the method's registry name.
+        cams: raw CAMs (L, H, W) float32: after ReLU, upsampled to input size, not scaled.
+        records: one per layer call, in execution order.
+        input_tensor: the model input of this row (1, C, H, W).
+        vectors: non-spatial layers' 1-D evidence.
+        seconds: wall time per stage (``cams``, ``trace``, per method).
+        options: what ``manifest.json`` records under ``options``.
+        num_classes: the number of classes of the model's output.
+    """
+
+    image: int
+    target: int
+    label: str | None
+    probability: float
+    method: str
+    cams: torch.Tensor
+    records: list[LayerRecord]
+    input_tensor: torch.Tensor
+    vectors: UnitVectors
+    seconds: dict[str, float] = field(default_factory=dict)
+    options: dict[str, Any] = field(default_factory=dict)
+    num_classes: int = 0
+
+
+def _needs_logits(spec: TargetSpec) -> bool:
+    return spec is not None and not isinstance(spec, (int, str))
+
+
+def _specs(target: Any, n_images: int) -> list[TargetSpec]:
+    """One parsed target spec per image."""
+    if isinstance(target, (list, tuple)):
+        if len(target) != n_images:
+            raise InputError(f"{len(target)} targets for {n_images} images: give one target per image, or one for all")
+        return [parse_target(t) for t in target]
+    return [parse_target(target)] * n_images
+
+
+def explain(
+    module: nn.Module,
+    inputs: Sequence[torch.Tensor],
+    methods: Sequence[CamMethod],
+    options: CamOptions,
+    *,
+    labels: Sequence[str] | None,
+    num_classes: int | None,
+    progress: Progress | None = None,
+) -> list[Row]:
+    """CAMs of every layer for every image, target and method.
+
+    Args:
+        module: the network.
+        inputs: one (1, C, H, W) input per image, on the model's device. Images of one input size
+            run as one batch: one traced pass for all of them and all their targets.
+        methods: the methods, in the order asked.
+        options: see :class:`CamOptions`; ``options.target`` is one spec for every image, or a list
+            with one spec per image.
+        labels: class names, to resolve a label target and name the explained class.
+        num_classes: for range checks of the targets (None: checked against the logits).
+        progress: called as ``progress(stage, done, total)``.
+
+    Returns:
+        The rows by image (input order), then target (as ranked), then method (as asked).
+
+    Raises:
+        InputError: a target list of the wrong length, an unknown label, a class out of range,
+            or what :func:`compute_cams` raises.
+    """
+    specs = _specs(options.target, len(inputs))
+    # Resolve labels and indices before any pass: a bad label fails before any work.
+    rows_for([s for s in specs if not _needs_logits(s)], labels, num_classes)
+    by_shape: dict[tuple[int, ...], list[int]] = {}
+    for i, x in enumerate(inputs):
+        by_shape.setdefault(tuple(x.shape[1:]), []).append(i)
+    out: list[Row] = []
+    for image_ids in by_shape.values():
+        out += _explain_batch(module, [inputs[i] for i in image_ids], image_ids, [specs[i] for i in image_ids],
+                              methods, options, labels, num_classes, progress)
+    return _ordered(out, methods)
+
+
+def _explain_batch(module: nn.Module, xs: Sequence[torch.Tensor], image_ids: Sequence[int],
+                   specs: Sequence[TargetSpec], methods: Sequence[CamMethod], options: CamOptions,
+                   labels: Sequence[str] | None, num_classes: int | None, progress: Progress | None) -> list[Row]:
+    """The rows of images of one input size, from one batch."""
+    x_img = torch.cat(list(xs))
+    logits = None
+    given = [s is not None for s in specs]
+    if any(_needs_logits(s) for s in specs) or (any(given) and not all(given)):
+        # topk needs the scores first; so does a mix of given and predicted targets
+        with eval_mode(module), torch.inference_mode():
+            logits = logits_of(module(x_img), options.output_key)
+    per_image = rows_for(specs, labels, num_classes, logits)
+    rows = [(k, t) for k, ts in enumerate(per_image) for t in ts]
+    x_rows = x_img[[k for k, _ in rows]] if len(rows) != len(xs) else x_img
+    tgts = None if all(t is None for _, t in rows) else [
+        int(t) if t is not None else int(logits[k].argmax()) for k, t in rows]  # type: ignore[index]
+    vectors_of: list[UnitVectors] = []
+
+    def keep_vectors(tr: Trace) -> None:
+        vectors_of.extend(unit_vectors(tr, r) for r in range(len(rows)))
+
+    t0 = time.perf_counter()
+    comp = compute_cams(module, x_rows, methods, options, targets=tgts,
+                        image_index=torch.tensor([k for k, _ in rows]), on_trace=keep_vectors, progress=progress)
+    seconds = {"cams": time.perf_counter() - t0, **comp.seconds}
+    return [row for r, (k, _) in enumerate(rows)
+            for row in _split(comp, r, image_ids[k], x_rows[r:r + 1].detach(), vectors_of[r], len(rows),
+                              methods, options, labels, seconds)]
+
+
+def _split(comp: Computation, r: int, image: int, x: torch.Tensor, vectors: UnitVectors, n_rows: int,
+           methods: Sequence[CamMethod], options: CamOptions, labels: Sequence[str] | None,
+           seconds: dict[str, float]) -> list[Row]:
+    """Batch row ``r`` of a computation, one :class:`Row` per method."""
+    records = comp.records
+    if n_rows > 1:
+        records = [dataclasses.replace(rec, shape=(1, *rec.shape[1:])) if rec.shape and rec.shape[0] == n_rows
+                   else rec for rec in records]
+    keep = None
+    if options.skip_non_spatial:
+        keep, records = drop_non_spatial(records)
+        vectors = vectors.subset(keep)
+    tgt = int(comp.targets[r])
+    probability = float(comp.logits.float().softmax(dim=1)[r, tgt])
+    label = labels[tgt] if labels and tgt < len(labels) else None
+    manifest_options = options.manifest([m.name for m in methods])
+    out = []
+    for m in methods:
+        cams = comp.cams[m.name][:, r].contiguous()
+        if keep is not None:
+            cams = cams[keep]
+        out.append(Row(image=image, target=tgt, label=label, probability=probability, method=m.name, cams=cams,
+                       records=list(records), input_tensor=x, vectors=vectors, seconds=dict(seconds),
+                       options={**manifest_options, "extra_forwards": comp.forwards.get(m.name, 0),
+                                "traced_passes": comp.forwards.get("trace", 0)},
+                       num_classes=int(comp.logits.shape[1])))
+    return out
+
+
+def _ordered(rows: list[Row], methods: Sequence[CamMethod]) -> list[Row]:
+    """Rows by image (input order), then target (as ranked), then method (as asked)."""
+    order = {m.name: i for i, m in enumerate(methods)}
+    seen: dict[tuple[int, int], int] = {}
+    for row in rows:
+        seen.setdefault((row.image, row.target), len(seen))
+    return sorted(rows, key=lambda row: (row.image, seen[(row.image, row.target)], order[row.method]))

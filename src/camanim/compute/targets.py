@@ -1,0 +1,87 @@
+"""Which classes to explain: a class index or label, the predicted class, or the top k classes.
+
+A run explains *rows*: one row per (image, target class). ``--target 285`` or ``--target "tiger cat"``
+explains that class in every image; no target explains each image's own predicted class;
+``--target topk:3`` explains each image's three highest-scoring classes, one row (and one output
+folder) each. Rows of one image share its input; they are stacked into one batch, so a single
+forward and a single backward serve every image and every target (pytorch-grad-cam, given one
+target for a batch, explains image 0 only: here every row has its own target).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+
+from ..errors import InputError
+from ..sources import resolve_target
+
+_TOPK = re.compile(r"top-?k\s*[:=]\s*(\d+)", re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class TopK:
+    """The k highest-scoring classes of each image."""
+
+    k: int
+
+
+TargetSpec = int | str | TopK | None
+
+
+def parse_target(spec: int | str | TopK | None) -> TargetSpec:
+    """``None`` (predicted class), a class index, a label, or ``topk:K``.
+
+    Raises:
+        InputError: ``topk:0`` or a malformed ``topk``.
+    """
+    if spec is None or isinstance(spec, (int, TopK)):
+        return spec
+    text = str(spec).strip()
+    if text.lower().startswith("top"):
+        m = _TOPK.fullmatch(text)
+        if m is None or int(m.group(1)) < 1:
+            raise InputError(f"--target '{text}': write topk:K with K >= 1, e.g. topk:3")
+        return TopK(int(m.group(1)))
+    return text
+
+
+def is_multi_target(spec: TargetSpec | Sequence[TargetSpec]) -> bool:
+    """Whether ``spec`` gives several rows per image (``topk:K``; a list is one target per image)."""
+    if isinstance(spec, (list, tuple)):
+        return any(is_multi_target(s) for s in spec)
+    return isinstance(parse_target(spec), TopK)
+
+
+def rows_for(specs: Sequence[TargetSpec], labels: Sequence[str] | None, num_classes: int | None,
+             logits: torch.Tensor | None = None) -> list[list[int | None]]:
+    """Target classes per image: ``[[285], [None], [281, 285, 282]]`` (None: the predicted class).
+
+    Args:
+        specs: one spec per image (already parsed with :func:`parse_target`, or raw).
+        labels: class names, to resolve a label.
+        num_classes: for range checks (None: not checked here).
+        logits: (images, classes); needed for ``topk``.
+
+    Raises:
+        InputError: an unknown label, a class out of range, or k larger than the number of classes.
+    """
+    out: list[list[int | None]] = []
+    for i, raw in enumerate(specs):
+        spec = parse_target(raw)
+        if isinstance(spec, TopK):
+            if logits is None:
+                raise ValueError("topk targets need the logits")
+            classes = logits.shape[1]
+            if spec.k > classes:
+                raise InputError(f"--target topk:{spec.k} asks for more classes than the model has ({classes})")
+            out.append([int(c) for c in logits[i].float().topk(spec.k).indices.tolist()])
+        elif spec is None:
+            out.append([None])
+        else:
+            out.append([resolve_target(spec, list(labels) if labels else None,
+                                       int(num_classes) if num_classes is not None else 10**9)])
+    return out

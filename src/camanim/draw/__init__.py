@@ -1,0 +1,22 @@
+"""draw: raw CAMs -> normalised maps -> frames -> PNG, MP4 and GIF files.
+
+=============  ==============================================================
+module         job
+=============  ==============================================================
+``normalise``  local / global min-max scaling (the only place it happens)
+``render``     frames: overlay, caption, position strip
+``colormaps``  colormap lookup tables
+``stripes``    non-spatial layers' 1-D evidence as a stripe
+``fonts``      the one font loader
+``video``      PNG, MP4 (the only ffmpeg writer), GIF
+=============  ==============================================================
+"""
+
+from .colormaps import colormap_lut
+from .normalise import NORMALISATIONS, normalise
+from .render import FrameRenderer, FrameStyle, panel_size, render_frames
+from .stripes import Stripes
+from .video import count_frames, probe, write_gif, write_mp4, write_png
+
+__all__ = ["NORMALISATIONS", "FrameRenderer", "FrameStyle", "Stripes", "colormap_lut", "count_frames",
+           "normalise", "panel_size", "probe", "render_frames", "write_gif", "write_mp4", "write_png"]

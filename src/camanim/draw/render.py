@@ -1,0 +1,220 @@
+"""Frames: the input image with a CAM overlaid through a colormap, a caption and a position strip."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image, ImageDraw
+
+from ..trace import LayerRecord
+from .colormaps import colormap_lut
+from .fonts import load_font
+
+CAPTION_H = 48
+STRIP_H = 16
+
+
+class PanelPainter(Protocol):
+    """Draws the image panel of a non-spatial layer (see :class:`camanim.draw.stripes.Stripes`)."""
+
+    def panel(self, dim: np.ndarray, index: int, norm: str) -> np.ndarray:
+        """The panel (h, w, 3) uint8 of record ``index`` over the dimmed image ``dim``."""
+
+
+@dataclass(frozen=True)
+class FrameStyle:
+    """How frames look. ``width`` is the panel width in pixels (rounded to a multiple of 16)."""
+
+    width: int = 320
+    colormap: str = "jet"
+    alpha: float = 0.5
+
+
+def panel_size(image_hw: tuple[int, int], width: int) -> tuple[int, int]:
+    """(height, width) of the image panel: ``width`` wide, aspect kept, both multiples of 16 (for H.264)."""
+    w = max(16, int(round(width / 16)) * 16)
+    h = max(16, int(round(w * image_hw[0] / image_hw[1] / 16)) * 16)
+    return h, w
+
+
+def _shorten(text: str, font, max_px: int) -> str:
+    if font.getlength(text) <= max_px:
+        return text
+    while text and font.getlength("…" + text) > max_px:
+        text = text[1:]
+    return "…" + text
+
+
+# Caption rows: line 1 (position and name, 14 px font at y=4) ends by row 22 and line 2 (type,
+# shape, normalisation, 12 px font at y=26) starts below row 26, so the two lines are drawn as two
+# separate bands: line 1 once per layer for all normalisations, line 2 once per distinct text.
+_BAND = 24
+
+
+def _band(width: int, height: int) -> tuple[Image.Image, ImageDraw.ImageDraw]:
+    img = Image.new("RGB", (width, height), (24, 24, 28))
+    return img, ImageDraw.Draw(img)
+
+
+def _caption_head(rec: LayerRecord, total: int, width: int) -> np.ndarray:
+    img, draw = _band(width, _BAND)
+    big = load_font(14)
+    head = f"{rec.index}/{total - 1}"  # index / last index, as the report's viewer and layer table count
+    draw.text((6, 4), head, fill=(255, 214, 90), font=big)
+    x0 = 12 + int(big.getlength(head))
+    draw.text((x0, 4), _shorten(rec.name, big, width - x0 - 6), fill=(240, 240, 240), font=big)
+    return np.asarray(img)
+
+
+def _caption_line(rec: LayerRecord, norm: str) -> str:
+    shape = "x".join(str(s) for s in rec.shape) if rec.shape else "-"
+    extra = "non-spatial: no map" if rec.non_spatial else rec.layout
+    return f"{rec.type}  [{shape}]  {extra}  ·  {norm}"
+
+
+def _caption_detail(line: str, width: int) -> np.ndarray:
+    img, draw = _band(width, CAPTION_H - _BAND)
+    draw.text((6, 26 - _BAND), _shorten(line, load_font(12), width - 12), fill=(170, 180, 190), font=load_font(12))
+    return np.asarray(img)
+
+
+def _strip(index: int, total: int, width: int, non_spatial: np.ndarray) -> np.ndarray:
+    strip = np.empty((STRIP_H, width, 3), np.uint8)
+    strip[:] = (24, 24, 28)
+    strip[4:12, 4:width - 4] = (70, 72, 80)
+    span = width - 8
+    pos = 4 + int(round(index / max(total - 1, 1) * (span - 1)))
+    strip[4:12, 4:pos + 1] = (120, 150, 200)
+    # Non-spatial layers marked in grey along the bottom edge, so gaps in the video are explained.
+    cols = 4 + np.round(np.nonzero(non_spatial)[0] / max(total - 1, 1) * (span - 1)).astype(int)
+    strip[12:14, cols] = (150, 150, 150)
+    strip[1:15, max(pos - 1, 0):pos + 2] = (255, 214, 90)
+    return strip
+
+
+class FrameRenderer:
+    """Draws the frames of one run; what does not depend on the normalisation is made once.
+
+    The panel is ``round((1 - alpha) * image + alpha * colormap(round(255 * cam)))`` per pixel and
+    channel. Every value of that formula is one of 256 levels x 3 channels x 256 image values, so
+    it is tabulated once (in the same float32 arithmetic) and each frame is a table look-up. The
+    caption's first line and the position strip are the same for every normalisation and are kept
+    per layer; the caption's second line repeats across layers and is kept per text.
+    """
+
+    def __init__(self, image: np.ndarray, records: Sequence[LayerRecord], style: FrameStyle = FrameStyle(),
+                 stripes: PanelPainter | None = None) -> None:
+        self.stripes = stripes  # non-spatial layers' 1-D evidence; None: the dimmed image alone
+        self.records = list(records)
+        self.total = len(self.records)
+        self.ph, self.pw = panel_size(image.shape[:2], style.width)
+        base = np.asarray(Image.fromarray(image).resize((self.pw, self.ph), Image.Resampling.BILINEAR),
+                          dtype=np.float32)
+        self.dim = (base * 0.35 + 20).astype(np.uint8)
+        a = float(style.alpha)
+        lut = torch.from_numpy(colormap_lut(style.colormap).astype(np.float32))  # (256, 3)
+        values = torch.arange(256, dtype=torch.float32)
+        # table[channel, level * 256 + image value]
+        self.table = ((1.0 - a) * values.view(1, 1, 256) + a * lut.T.reshape(3, 256, 1)).round_().clamp_(0, 255) \
+            .to(torch.uint8).reshape(3, -1).numpy()
+        self.base = [np.ascontiguousarray(base[..., c], dtype=np.int32) for c in range(3)]
+        self.non_spatial = np.array([r.non_spatial for r in self.records], bool)
+        self._heads: dict[int, np.ndarray] = {}
+        self._details: dict[str, np.ndarray] = {}
+        self._strips: dict[int, np.ndarray] = {}
+
+    @property
+    def frame_shape(self) -> tuple[int, int, int]:
+        """Shape (height, width, 3) of every frame: the panel, then the caption and position strip below."""
+        return self.ph + CAPTION_H + STRIP_H, self.pw, 3
+
+    def _overlay(self, normed: torch.Tensor, out: np.ndarray, step: int = 8) -> None:
+        """Panels for maps ``normed`` (n, h, w) in [0, 1] into ``out`` (n, ph, pw, 3) uint8."""
+        n = normed.shape[0]
+        x = normed.detach().float().cpu().unsqueeze(1)
+        x = F.interpolate(x, size=(self.ph, self.pw), mode="bilinear", align_corners=False).squeeze(1)
+        x = x.clamp_(0, 1).numpy()
+        # The look-up runs in NumPy over a few frames at a time in reused buffers: many small
+        # multi-threaded torch ops stall on a busy machine, and fresh large temporaries cost
+        # more in page faults than the arithmetic.
+        size = (step, self.ph, self.pw)
+        scaled = np.empty(size, np.float32)
+        row = np.empty(size, np.int32)
+        index = np.empty(size, np.int32)
+        panel = np.empty(size, np.uint8)
+        for s in range(0, n, step):
+            k = min(step, n - s)
+            np.rint(np.multiply(x[s:s + k], np.float32(255.0), out=scaled[:k]), out=scaled[:k])
+            np.copyto(row[:k], scaled[:k], casting="unsafe")
+            np.multiply(row[:k], 256, out=row[:k])
+            for c in range(3):
+                np.add(row[:k], self.base[c], out=index[:k])
+                np.take(self.table[c], index[:k], out=panel[:k], mode="clip")
+                out[s:s + k, :, :, c] = panel[:k]
+
+    def _caption(self, i: int, norm: str) -> tuple[np.ndarray, np.ndarray]:
+        rec = self.records[i]
+        head = self._heads.get(i)
+        if head is None:
+            head = self._heads[i] = _caption_head(rec, self.total, self.pw)
+        line = _caption_line(rec, norm)
+        detail = self._details.get(line)
+        if detail is None:
+            detail = self._details[line] = _caption_detail(line, self.pw)
+        return head, detail
+
+    def _strip(self, i: int) -> np.ndarray:
+        strip = self._strips.get(i)
+        if strip is None:
+            strip = self._strips[i] = _strip(i, self.total, self.pw, self.non_spatial)
+        return strip
+
+    def empty(self) -> np.ndarray:
+        """An uninitialised (L, H, W, 3) uint8 array for :meth:`draw` to fill."""
+        return np.empty((self.total, *self.frame_shape), np.uint8)
+
+    def draw(self, normed: torch.Tensor, norm: str, frames: np.ndarray, chunk: int = 64) -> Iterator[int]:
+        """Fill ``frames`` in order, ``chunk`` at a time, yielding how many are done after each chunk.
+
+        Frames before the yielded count are final, so other threads can encode them meanwhile.
+        """
+        ph, total = self.ph, self.total
+        for start in range(0, total, chunk):
+            stop = min(start + chunk, total)
+            self._overlay(normed[start:stop], frames[start:stop, :ph])
+            for i in range(start, stop):
+                if self.non_spatial[i]:
+                    frames[i, :ph] = self.dim if self.stripes is None else self.stripes.panel(self.dim, i, norm)
+                head, detail = self._caption(i, norm)
+                frames[i, ph:ph + _BAND] = head
+                frames[i, ph + _BAND:ph + CAPTION_H] = detail
+                frames[i, ph + CAPTION_H:] = self._strip(i)
+            yield stop
+
+    def render(self, normed: torch.Tensor, norm: str, chunk: int = 64,
+               progress: Callable[[int, int], None] | None = None) -> np.ndarray:
+        """Frames (L, H, W, 3) uint8 for CAMs already scaled to [0, 1] ([L, h, w])."""
+        frames = self.empty()
+        for done in self.draw(normed, norm, frames, chunk):
+            if progress is not None:
+                progress(done, self.total)
+        return frames
+
+
+def render_frames(
+    image: np.ndarray,
+    normed: torch.Tensor,
+    records: Sequence[LayerRecord],
+    norm: str,
+    style: FrameStyle = FrameStyle(),
+    chunk: int = 64,
+    progress: Callable[[int, int], None] | None = None,
+    stripes: PanelPainter | None = None,
+) -> np.ndarray:
+    """Frames (L, H, W, 3) uint8 for CAMs already scaled to [0, 1] ([L, h, w]) over ``image`` (h, w, 3)."""
+    return FrameRenderer(image, records, style, stripes).render(normed, norm, chunk=chunk, progress=progress)

@@ -1,0 +1,201 @@
+"""The CAM method interface and its one registry.
+
+A method turns one layer's activations A (B, C, h, w) and gradients dS/dA into a raw map
+(B, h, w) before ReLU. Most methods only define channel weights alpha (B, C); the map is then
+``sum_k alpha_k A_k`` (the paper's Eq. 1), or with ``eigen_smooth`` the first principal component
+of the weighted maps ``alpha_k A_k``. Adding a method is one small class with ``@register_method``
+or one function with ``@cam_method``.
+
+Methods that need more than the recorded tensors (ScoreCAM's and AblationCAM's extra forwards,
+ShapleyCAM's second-order pass) override :meth:`CamMethod.cam_batch`, which receives every layer
+of the run at once (so extra passes can be batched across channels *and* layers), and read the
+model, input and targets from the :class:`MethodContext`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+
+from ..errors import InputError
+from ..trace import LayerRecord
+
+#: ``score(logits (B, K), targets (B,)) -> (B,)``: what a CAM explains (differentiated, or read off).
+ScoreFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+Progress = Callable[[int, int], None]
+
+
+def logit_score(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """The target class's logit (pytorch-grad-cam's ``ClassifierOutputTarget``)."""
+    return logits.gather(1, targets.view(-1, 1).to(logits.device)).squeeze(1)
+
+
+def softmax_score(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """The target class's softmax probability (pytorch-grad-cam's ``ClassifierOutputSoftmaxTarget``)."""
+    return logits.softmax(dim=1).gather(1, targets.view(-1, 1).to(logits.device)).squeeze(1)
+
+
+SCORES: dict[str, ScoreFn] = {"logit": logit_score, "softmax": softmax_score}
+
+
+def score_function(name: str | ScoreFn) -> ScoreFn:
+    """The score function named ``logit`` or ``softmax`` (or a callable, returned as is).
+
+    Args:
+        name: ``"logit"`` or ``"softmax"`` (case and surrounding spaces ignored), or a callable
+            ``score(logits (B, K), targets (B,)) -> (B,)``.
+
+    Returns:
+        The score function.
+
+    Raises:
+        InputError: If ``name`` is neither a known score nor callable.
+    """
+    if callable(name):
+        return name
+    try:
+        return SCORES[str(name).strip().lower()]
+    except KeyError:
+        raise InputError(f"score '{name}' is unknown: use logit or softmax") from None
+
+
+@dataclass
+class MethodContext:
+    """What a method may need beyond one layer's tensors.
+
+    Attributes:
+        model: the model (needed by methods that run it again: ScoreCAM, AblationCAM, ShapleyCAM).
+        input_tensor: the model input (B, C, H, W), one row per (image, target).
+        targets: the explained class per row (B,).
+        logits: the model's logits on ``input_tensor`` (B, K), when already known.
+        score: what is explained, ``score(logits, targets) -> (B,)``; default the target logit.
+        image_index: per row, which image it shows; rows of one image share their extra forwards.
+        batch_size: images per extra forward pass.
+        output_key: where the logits are in a tuple/dict model output.
+        channels_last: run extra forwards in channels-last memory format (None: on CPU only).
+        layer_name: the layer being computed (set for :meth:`CamMethod.cam`).
+        record: that layer's record.
+        generator: seeds random methods.
+        eigen_smooth: first principal component of the weighted maps instead of their sum.
+        forwards: extra forward passes (batches) run by methods so far.
+        forward_rows: images those passes held in all.
+    """
+
+    model: torch.nn.Module | None = None
+    input_tensor: torch.Tensor | None = None
+    targets: torch.Tensor | None = None
+    logits: torch.Tensor | None = None
+    score: ScoreFn | None = None
+    image_index: torch.Tensor | None = None
+    batch_size: int = 64
+    output_key: str | int | None = None
+    channels_last: bool | None = None
+    layer_name: str = ""
+    record: LayerRecord | None = None
+    generator: torch.Generator | None = None
+    eigen_smooth: bool = False
+    forwards: int = 0
+    forward_rows: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def score_fn(self) -> ScoreFn:
+        """The score explained: ``score`` if set, else the target's logit (:func:`logit_score`)."""
+        return self.score or logit_score
+
+
+@dataclass
+class LayerJob:
+    """One layer's CAM to compute.
+
+    Attributes:
+        index: the record's index in the trace.
+        record: the layer record (module name, call number, layout, shape).
+        acts: activations read as (B, C, h, w), float32.
+        grads: d score / d activations, the same shape, or None.
+        native: the activation as the layer produced it (its own layout), for methods that put it back.
+    """
+
+    index: int
+    record: LayerRecord
+    acts: torch.Tensor
+    grads: torch.Tensor | None = None
+    native: torch.Tensor | None = None
+
+
+def first_component(acts: torch.Tensor) -> torch.Tensor:
+    """Project each image's centred (h*w, C) activation matrix on its first right singular vector.
+
+    The same quantity as pytorch-grad-cam's ``get_2d_projection``, without its full (h*w)^2 U
+    matrix. A singular vector's sign is arbitrary and decides the map after ReLU, so the SVD runs
+    in NumPy's LAPACK (reduced form), which picks the same sign as the reference does.
+    """
+    acts = torch.nan_to_num(acts)
+    b, c, h, w = acts.shape
+    out = acts.new_empty((b, h, w))
+    for i in range(b):
+        x = acts[i].reshape(c, h * w).T
+        x = x - x.mean(dim=0)
+        _, _, vt = np.linalg.svd(x.detach().cpu().numpy(), full_matrices=False)
+        v = torch.from_numpy(vt[0]).to(device=x.device, dtype=x.dtype)
+        out[i] = (x @ v).reshape(h, w)
+    return out
+
+
+def weighted_map(alpha: torch.Tensor, acts: torch.Tensor, ctx: MethodContext) -> torch.Tensor:
+    """``sum_k alpha_k A_k`` (B, h, w), or with ``ctx.eigen_smooth`` the first principal component of ``alpha_k A_k``."""
+    if alpha.dtype != acts.dtype:
+        alpha = alpha.to(acts.dtype)
+    if ctx.eigen_smooth:
+        return first_component(alpha[:, :, None, None] * acts)
+    b, c, h, w = acts.shape
+    # one (1 x C) @ (C x hw) product per image: no (B, C, h, w) temporary
+    return torch.bmm(alpha.unsqueeze(1), acts.reshape(b, c, h * w)).view(b, h, w)
+
+
+class CamMethod:
+    """Base class: override :meth:`weights` (channel weights), :meth:`cam` (the whole map), or
+    :meth:`cam_batch` (all layers at once, for methods with extra passes).
+
+    Class attributes:
+        name: the registry key (``--method NAME``).
+        uses_gradients: the single pass must also run the backward.
+        needs_model: the method runs the model again (``ctx.model``, ``ctx.input_tensor``, ``ctx.targets``).
+        per_layer: a layer's map depends on that layer's tensors only, not on the order layers come
+            in: a gradient method with this flag (and no :meth:`cam_batch` of its own) gets each
+            layer during the backward, as its gradient arrives.
+        description: one line for ``camanim methods`` (default: the docstring's first line).
+    """
+
+    name: ClassVar[str] = ""
+    uses_gradients: ClassVar[bool] = True
+    needs_model: ClassVar[bool] = False
+    per_layer: ClassVar[bool] = True
+    description: ClassVar[str] = ""
+
+    def weights(self, acts: torch.Tensor, grads: torch.Tensor | None, ctx: MethodContext) -> torch.Tensor:
+        """Channel weights alpha of shape (B, C)."""
+        raise NotImplementedError(f"{type(self).__name__} must define weights(), cam() or cam_batch()")
+
+    def cam(self, acts: torch.Tensor, grads: torch.Tensor | None, ctx: MethodContext) -> torch.Tensor:
+        """The raw map (B, h, w), before ReLU and upsampling."""
+        return weighted_map(self.weights(acts, grads, ctx), acts, ctx)
+
+    def cam_batch(self, jobs: Sequence[LayerJob], ctx: MethodContext,
+                  progress: Progress | None = None) -> list[torch.Tensor]:
+        """The raw maps of every layer of a run, one (B, h, w) per job; default :meth:`cam` per layer."""
+        out = []
+        for n, job in enumerate(jobs, 1):
+            ctx.layer_name, ctx.record = job.record.name, job.record
+            out.append(self.cam(job.acts, job.grads, ctx))
+            if progress is not None:
+                progress(n, len(jobs))
+        return out
+
+    def target_score(self, base: ScoreFn) -> ScoreFn:
+        """The score this method differentiates; ``base`` (logit or softmax) unless it has its own (FinerCAM)."""
+        return base

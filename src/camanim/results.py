@@ -1,0 +1,392 @@
+"""What :func:`camanim.animate` returns: :class:`CamResult` (one image, target and method) and
+:class:`CamSet` (several), as data, with the verbs that draw, save and show them.
+
+A result is drawn from memory: ``frames()`` renders, ``save()`` writes a run folder once (frames,
+videos, ``cams.npz``, manifest, ybROAD files when scored, report), ``show()`` and the notebook's
+``_repr_html_`` build the report's viewer from the result itself, writing nothing.
+"""
+
+from __future__ import annotations
+
+import html
+import re
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from .compute import Row, UnitVectors
+from .draw import NORMALISATIONS, FrameRenderer, FrameStyle, Stripes, normalise, render_frames
+from .report import render_report, write_compare, write_report
+from .road import YbRoad, write_ybroad
+from .rundir import (
+    RunView,
+    SavedCams,
+    SaveOptions,
+    names,
+    run_manifest,
+    set_manifest,
+    staged_dir,
+    with_outputs,
+    with_ybroad,
+    write_cams,
+    write_manifest,
+    write_media,
+)
+from .trace import LayerRecord
+from .version import __version__
+
+Progress = Callable[[str, int, int], None]
+
+
+def _versions() -> dict[str, str]:
+    return {"camanim": __version__, "torch": torch.__version__}
+
+
+def display_html(text: str) -> None:
+    """Show HTML ``text`` in the running notebook through IPython.
+
+    Raises:
+        RuntimeError: IPython is not installed (not in a notebook).
+    """
+    try:
+        from IPython.display import HTML, display
+    except ImportError as exc:
+        raise RuntimeError("show() needs IPython (a Jupyter notebook); use save() and open report.html") from exc
+    display(HTML(text))
+
+
+@dataclass
+class Target:
+    """The explained class: its index, its label (None without labels) and its softmax probability."""
+
+    index: int
+    label: str | None
+    score: float
+
+    def to_dict(self) -> dict[str, Any]:
+        """``{"index", "label", "score"}`` as ``manifest.json`` keeps it (score rounded to 6 digits)."""
+        return {"index": self.index, "label": self.label, "score": round(self.score, 6)}
+
+
+@dataclass
+class CamResult:
+    """CAMs for every recorded layer of one image, and everything needed to draw and score them.
+
+    Attributes:
+        cams: raw CAMs (L, H, W) float32: after ReLU, upsampled to input size, not scaled.
+        layers: one record per layer call, in execution order.
+        method: the method's registry name.
+        target: the explained class.
+        image: the display image (H, W, 3) uint8 the input was made from.
+        input_tensor: the model input (1, C, H, W).
+        model: the explained model (for ybROAD), or None.
+        model_info, image_info: provenance, as ``manifest.json`` keeps it.
+        seconds: wall time per stage.
+        vectors: non-spatial layers' 1-D evidence (drawn as stripes), or None.
+        saved_dir: the run folder once saved.
+        options: the computation's settings, as ``manifest.json`` keeps them.
+        road: the ybROAD of these CAMs once scored (:func:`camanim.ybroad`); saved with the run.
+        saved_with: the options of the last :meth:`save` (the notebook view shows what was saved).
+    """
+
+    cams: torch.Tensor
+    layers: list[LayerRecord]
+    method: str
+    target: Target
+    image: np.ndarray
+    input_tensor: torch.Tensor
+    model: nn.Module | None = None
+    model_info: dict[str, Any] = field(default_factory=dict)
+    image_info: dict[str, Any] = field(default_factory=dict)
+    seconds: dict[str, float] = field(default_factory=dict)
+    vectors: UnitVectors | None = None
+    saved_dir: Path | None = None
+    options: dict[str, Any] = field(default_factory=dict)
+    road: YbRoad | None = None
+    saved_with: SaveOptions | None = None
+
+    @classmethod
+    def from_row(cls, row: Row, image: np.ndarray, image_info: dict[str, Any], model: nn.Module | None,
+                 model_info: dict[str, Any]) -> CamResult:
+        """A result from one row of :func:`camanim.compute.explain` and its image's display and provenance."""
+        return cls(cams=row.cams, layers=row.records, method=row.method,
+                   target=Target(row.target, row.label, row.probability), image=image,
+                   input_tensor=row.input_tensor, model=model, model_info=model_info, image_info=image_info,
+                   seconds=row.seconds, vectors=row.vectors, options=row.options)
+
+    def normalised(self, kind: str = "local") -> torch.Tensor:
+        """CAMs (L, H, W) scaled to [0, 1], ``local`` (per layer) or ``global`` (one scale for the network).
+
+        Raises:
+            ValueError: an unknown ``kind``.
+        """
+        return normalise(self.cams, kind)
+
+    def stripes(self, style: FrameStyle = FrameStyle()) -> Stripes | None:
+        """How non-spatial layers are drawn: their 1-D evidence as a stripe (None: no vectors kept)."""
+        return Stripes(self.vectors, style.colormap) if self.vectors is not None else None
+
+    def frames(self, kind: str = "local", style: FrameStyle = FrameStyle(),
+               progress: Callable[[int, int], None] | None = None) -> np.ndarray:
+        """Rendered frames (L, H', W', 3) uint8 for one normalisation (H', W': panel plus caption and strip)."""
+        return render_frames(self.image, self.normalised(kind), self.layers, kind, style, progress=progress,
+                             stripes=self.stripes(style))
+
+    def manifest(self) -> dict[str, Any]:
+        """The run's ``manifest.json`` before its outputs are written (see :mod:`camanim.rundir.manifest`)."""
+        return run_manifest(model=self.model_info, image=self.image_info,
+                            size=(int(self.cams.shape[-2]), int(self.cams.shape[-1])), method=self.method,
+                            target=self.target.to_dict(), versions=_versions(), seconds=self.seconds,
+                            options=self.options, layers=[r.to_dict() for r in self.layers])
+
+    def view(self, style: FrameStyle = FrameStyle(), normalisations: Sequence[str] = NORMALISATIONS,
+             fps: float = 10) -> RunView:
+        """This result as the report reads a run, frames drawn in memory (nothing is written)."""
+        manifest = with_outputs(self.manifest(), normalisations=normalisations, fps=fps, count=len(self.layers),
+                                videos={}, render=_render_settings(style, fps))
+        return RunView(path=None, manifest=manifest, layers=manifest["layers"],
+                       frames={n: self.frames(n, style) for n in normalisations},
+                       ybroad=self.road.to_json_dict() if self.road is not None else None)
+
+    def _repr_html_(self) -> str:
+        """The report's viewer inline in Jupyter, built from this result (nothing is read or written):
+        one fragment, frames inlined; once saved, with the normalisations and style it was saved with."""
+        opts = self.saved_with or SaveOptions()
+        return render_report(self.view(opts.style, opts.normalisations, opts.fps), inline=True)
+
+    def show(self) -> None:
+        """Display the viewer in a notebook (once: nothing is returned for Jupyter to show again).
+
+        Raises:
+            RuntimeError: not in a notebook (IPython missing).
+        """
+        display_html(self._repr_html_())
+
+    def save(
+        self,
+        out_dir: str | Path,
+        *,
+        normalisations: Sequence[str] = NORMALISATIONS,
+        fps: float = 10,
+        formats: Sequence[str] = ("mp4",),
+        video: bool = True,
+        report: bool = True,
+        style: FrameStyle = FrameStyle(),
+        options: SaveOptions | None = None,
+        progress: Progress | None = None,
+    ) -> dict[str, Path]:
+        """Write the run folder: ``manifest.json``, ``cams.npz``, ``frames/<norm>/NNNN.png``, videos,
+        the ybROAD files when :attr:`road` is set, and ``report.html``.
+
+        Everything is written to a temporary folder beside ``out_dir`` and moved into place only
+        when complete, so a failure leaves nothing half-written.
+
+        Args:
+            out_dir: the run folder (an earlier run there is replaced).
+            normalisations, fps, formats, video, report, style: see :class:`camanim.rundir.SaveOptions`;
+                ``options`` gives them all at once instead.
+            progress: called as ``progress(stage, done, total)``.
+
+        Returns:
+            What was written, by key: ``cams``, ``frames_<norm>``, ``<kind>_<format>`` videos,
+            ``manifest``, ``ybroad_csv/json/png`` when scored, ``report``.
+
+        Raises:
+            InputError: an unknown normalisation or format, fps <= 0, or an output folder that
+                cannot be written (a file, a non-run folder, no permission).
+        """
+        opts = options or SaveOptions(normalisations=tuple(normalisations), fps=fps, formats=tuple(formats),
+                                      video=video, report=report, style=style)
+        out = Path(out_dir)
+        with staged_dir(out) as tmp:
+            written, _ = self._save_into(tmp, opts, progress)
+        self.saved_dir, self.saved_with = out, opts
+        return {k: out / v.relative_to(tmp) for k, v in written.items()}
+
+    def _save_into(self, folder: Path, opts: SaveOptions, progress: Progress | None
+                   ) -> tuple[dict[str, Path], RunView]:
+        """Write this run into ``folder`` (made here); returns what was written and the run as a view."""
+        folder.mkdir(parents=True, exist_ok=True)
+        t0 = time.perf_counter()
+        renderer = FrameRenderer(self.image, self.layers, opts.style, self.stripes(opts.style))
+        cams_path = folder / names.CAMS
+        media = write_media(folder, renderer, self.normalised, opts, progress=progress,
+                            also=[lambda: write_cams(cams_path, self._saved_cams())])
+        written: dict[str, Path] = {"cams": cams_path}
+        written.update({f"frames_{n}": path for n, path in media.frames.items()})
+        written.update({f"{kind}_{fmt}": path for (kind, fmt), path in media.videos.items()})
+        self.seconds["save"] = time.perf_counter() - t0
+        manifest = with_outputs(self.manifest(), normalisations=opts.normalisations, fps=opts.fps,
+                                count=len(self.layers), render=_render_settings(opts.style, opts.fps),
+                                videos={kind: path.name for (kind, _), path in media.videos.items()})
+        if self.road is not None:
+            written.update({f"ybroad_{k}": p for k, p in write_ybroad(folder, self.road).items()})
+            with_ybroad(manifest, self.road.summary())
+        written["manifest"] = write_manifest(folder, manifest)
+        view = RunView(path=folder, manifest=manifest, layers=manifest["layers"], frames=media.arrays,
+                       ybroad=self.road.to_json_dict() if self.road is not None else None)
+        if opts.report:
+            if progress:
+                progress("report", 0, 1)
+            written["report"] = write_report(view)
+            if progress:
+                progress("report", 1, 1)
+        return written, view
+
+    def _saved_cams(self) -> SavedCams:
+        return SavedCams(cams=self.cams.detach().float().cpu().numpy(), names=np.array([r.name for r in self.layers]),
+                         input=self.input_tensor.detach().float().cpu().numpy(), image=self.image,
+                         target=self.target.index)
+
+
+def _render_settings(style: FrameStyle, fps: float) -> dict[str, Any]:
+    return {"fps": fps, "colormap": style.colormap, "alpha": style.alpha, "width": style.width}
+
+
+def _safe(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._+-]+", "_", name).strip("._") or "x"
+
+
+def _image_names(infos: Sequence[dict[str, Any]]) -> list[str]:
+    """A folder name per image: the file's stem or the sample's name, made unique."""
+    out: list[str] = []
+    for i, info in enumerate(infos):
+        src = str(info.get("source", ""))
+        if src.startswith("sample:"):
+            base = src.split(":", 1)[1]
+        elif src and src != "tensor":
+            base = Path(src).stem
+        else:
+            base = f"image{i + 1}"
+        base = _safe(base)
+        name, n = base, 2
+        while name in out:
+            name, n = f"{base}-{n}", n + 1
+        out.append(name)
+    return out
+
+
+@dataclass
+class CamSet:
+    """The results of one call over several images, targets or methods (a sequence of :class:`CamResult`).
+
+    Saved as a folder tree::
+
+        OUT/manifest.json                                what is where: runs, methods, grids
+        OUT/<image>/class_<k>/<method>/...               one ordinary run folder per result
+        OUT/<image>/class_<k>/camanim_methods_grid.mp4   one tile per method, the same layer at a time
+
+    A level appears only when it varies: ``<image>`` with several images, ``class_<k>`` with
+    ``topk`` targets, ``<method>`` with several methods.
+
+    Attributes:
+        results: one per (image, target, method), by image, then target, then method.
+        folders: each result's folder, relative to the output folder.
+        methods: the method names, in the order asked.
+    """
+
+    results: list[CamResult]
+    folders: list[str]
+    methods: list[str]
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    @classmethod
+    def build(cls, results: Sequence[CamResult], images: Sequence[int], n_images: int, methods: Sequence[str],
+              multi_target: bool) -> CamSet:
+        """The set of ``results`` (``images[i]``: which image result i shows), with a folder each."""
+        infos: dict[int, dict[str, Any]] = {}
+        for img, res in zip(images, results):
+            infos.setdefault(img, res.image_info)
+        image_names = _image_names([infos.get(i, {}) for i in range(n_images)])
+        folders = []
+        for img, res in zip(images, results):
+            parts = ([image_names[img]] if n_images > 1 else []) + ([f"class_{res.target.index}"] if multi_target else [])
+            parts += [_safe(res.method)] if len(methods) > 1 else []
+            folders.append("/".join(parts) or ".")
+        return cls(list(results), folders, list(methods))
+
+    def __len__(self) -> int:
+        return len(self.results)
+
+    def __iter__(self) -> Iterator[CamResult]:
+        return iter(self.results)
+
+    def __getitem__(self, i: int) -> CamResult:
+        return self.results[i]
+
+    def _repr_html_(self) -> str:
+        """Every result's viewer inline in Jupyter, each folded under its folder, method and target (the first open)."""
+        parts = []
+        for i, (folder, res) in enumerate(zip(self.folders, self.results)):
+            t = res.target
+            target = f"{t.label} (#{t.index}, p={t.score:.3f})" if t.label else f"class #{t.index} (p={t.score:.3f})"
+            summary = f"<code>{html.escape(folder)}</code> · {html.escape(res.method)} · {html.escape(target)}"
+            parts.append(f"<details{' open' if i == 0 else ''}><summary>{summary}</summary>{res._repr_html_()}</details>")
+        return "".join(parts)
+
+    def show(self) -> None:
+        """Display every result's viewer in a notebook (see :meth:`CamResult.show`)."""
+        display_html(self._repr_html_())
+
+    def by_folder(self) -> dict[str, CamResult]:
+        """Folder -> result."""
+        return dict(zip(self.folders, self.results))
+
+    def groups(self) -> dict[str, list[int]]:
+        """Folder of each (image, target) -> the indices of its results (one per method)."""
+        out: dict[str, list[int]] = {}
+        for i, folder in enumerate(self.folders):
+            parent = folder.rsplit("/", 1)[0] if len(self.methods) > 1 and "/" in folder else (
+                "." if len(self.methods) > 1 else folder)
+            out.setdefault(parent, []).append(i)
+        return out
+
+    def manifest(self) -> dict[str, Any]:
+        """The top ``manifest.json`` of the tree (``"kind": "set"``)."""
+        first = self.results[0]
+        grids = [f"{g}/{names.GRID_VIDEO}".removeprefix("./") for g in self.groups()] if len(self.methods) > 1 else []
+        return set_manifest([{"folder": f, "image": r.image_info, "target": r.target.to_dict(), "method": r.method}
+                             for f, r in zip(self.folders, self.results)],
+                            model=first.model_info, methods=self.methods, options=first.options,
+                            versions=_versions(), grids=grids)
+
+    def save(self, out_dir: str | Path, *, progress: Progress | None = None, options: SaveOptions | None = None,
+             **keywords: Any) -> dict[str, Path]:
+        """Write every result's run folder, one methods grid video per (image, target), and a top manifest.
+
+        ``keywords`` are :meth:`CamResult.save`'s (``normalisations``, ``fps``, ``formats``, ``video``,
+        ``report``, ``style``), or ``options`` gives them all. The tree is written beside ``out_dir``
+        and moved into place when complete. Each grid is drawn from the frames in memory.
+
+        Raises:
+            InputError: see :meth:`CamResult.save`.
+        """
+        opts = options or SaveOptions(**{k: tuple(v) if k in ("normalisations", "formats") else v
+                                         for k, v in keywords.items()})
+        out = Path(out_dir)
+        written: dict[str, Path] = {}
+        grid = len(self.methods) > 1 and opts.video
+        with staged_dir(out) as tmp:
+            for group, idx in self.groups().items():
+                views = []
+                for i in idx:
+                    folder = self.folders[i]
+                    _, view = self.results[i]._save_into(tmp / folder, opts, progress)
+                    written[folder] = out / folder
+                    views.append(view)
+                if grid:
+                    write_compare(views, tmp / group, fps=max(1, int(round(float(opts.fps)))),
+                                  video_name=names.GRID_VIDEO)
+                    written[f"{group}/{names.GRID_VIDEO}".removeprefix("./")] = out / group / names.GRID_VIDEO
+                del views
+            write_manifest(tmp, self.manifest())
+            written["manifest"] = out / names.MANIFEST
+        for res, folder in zip(self.results, self.folders):
+            res.saved_dir, res.saved_with = out / folder, opts
+        return written

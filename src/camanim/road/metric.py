@@ -1,0 +1,434 @@
+"""ybROAD: the ROAD faithfulness score of every layer's CAM, as one curve over the network.
+
+ROAD (Remove And Debias; Rong et al., 2022, https://arxiv.org/abs/2202.00449)
+removes pixels in the order a CAM ranks them, fills them in by noisy linear
+imputation (see :mod:`camanim.road.imputation`) and measures how the model's score
+for the target class changes. For a fraction ``p`` of pixels removed:
+
+* MoRF (most relevant first) removes the ``k = round(p/100 * H*W)`` pixels with
+  the highest CAM values, LeRF (least relevant first) the ``k`` lowest. Exactly
+  ``k`` pixels, ties broken by a stable sort (lower flat index first), so CAMs
+  with many equal values (ReLU zeros) still remove the requested amount.
+* ``C = f(perturbed) - f(original)``, with ``f`` the target's softmax
+  probability (``score="prob"``) or its logit (``score="logit"``).
+* ``ROAD_p = (C_LeRF - C_MoRF) / 2``: high when removing what the CAM calls
+  important hurts and removing what it calls unimportant does not.
+
+A layer's score is the mean of ``ROAD_p`` over the percentages; the series over
+layers is ybROAD (CAManim paper, "Quantitative Evaluation"), summarised by its
+maximum (``ybroad_max``) and mean (``ybroad_mean``).
+
+Relation to pytorch-grad-cam: its ``ROADMostRelevantFirst(percentile=q)`` and
+``ROADLeastRelevantFirst(percentile=q)`` *keep* ``q`` percent (thresholding at the
+``q``-th percentile), so our ``p`` equals its ``100 - q``; with
+``ClassifierOutputSoftmaxTarget`` its scores are our ``"prob"`` scores, with
+``ClassifierOutputTarget`` our ``"logit"`` ones. On CAMs without ties and with
+noise 0 both give the same numbers (checked in ``tests/test_road.py``) whenever
+both remove the same number of pixels: its threshold keeps
+``ceil((N-1) * q / 100)`` of ``N`` pixels, which can differ from ours by one
+(at 224x224 it removes 10036 and 20071 pixels at 20% and 40%, we 10035 and 20070).
+
+Randomness: trial ``t`` of a run with seed ``s`` draws the noise of the
+perturbed image for a removal mask from ``numpy.random.default_rng((s, t, c))``,
+``c`` the CRC-32 of the mask's packed bits. So a layer's numbers do not depend on
+``batch_size``, on the other layers' CAMs, or on how many trials are run (trial 0
+of ``trials=5`` is the whole of ``trials=1``); and layers whose CAMs remove the very
+same pixels (a container and its last child, ``same_as``) get the very same
+perturbed image, which is imputed and scored once, and so the same score.
+
+Example:
+    >>> res = ybroad(model, x, cams, target=281, layer_names=names)  # doctest: +SKIP
+    >>> res.ybroad_max, res.ybroad_mean                                 # doctest: +SKIP
+    >>> write_ybroad(Path("camanim-out"), res)                          # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import os
+import zlib
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..trace import eval_mode, logits_of
+from .imputation import ImputationStream
+from .masks import PackedMasks, check_percentiles, masks_from_order, removed_count
+
+__all__ = ["SCORES", "YbRoad", "YbRoadMax", "ybroad"]
+
+log = logging.getLogger(__name__)
+
+SCORES: dict[str, str] = {
+    "prob": "change in the target class's softmax probability, f(perturbed) - f(original)",
+    "logit": "change in the target class's logit (pre-softmax output), f(perturbed) - f(original)",
+}
+
+
+class YbRoadMax(NamedTuple):
+    """The best layer of a ybROAD curve."""
+
+    value: float
+    index: int
+    name: str
+
+
+@dataclass
+class YbRoad:
+    """ROAD scores of every layer's CAM for one image and target.
+
+    Attributes:
+        percentiles: Percent of pixels *removed*, e.g. ``(20, 40, 60, 80)``.
+        score: ``"prob"`` or ``"logit"`` (see :data:`SCORES`).
+        noise: Standard deviation of the imputation noise, in normalised input units.
+        seed: Base seed of the noise (see the module docstring for the derivation).
+        trials: Number of noise draws the scores were repeated with.
+        layer_names: One name per layer.
+        morf: ``[T, L, P]`` MoRF score change per trial, layer and percentage.
+        lerf: ``[T, L, P]`` LeRF score change.
+        combined: ``[T, L, P]`` ``(lerf - morf) / 2``.
+        defined: ``[L]`` bool; False for non-spatial layers and CAMs without a
+            ranking (constant or non-finite), whose scores are NaN.
+    """
+
+    percentiles: tuple[float, ...]
+    score: str
+    noise: float
+    seed: int
+    trials: int
+    layer_names: list[str]
+    morf: torch.Tensor
+    lerf: torch.Tensor
+    combined: torch.Tensor
+    defined: torch.Tensor
+
+    @property
+    def curve(self) -> torch.Tensor:
+        """``[T, L]`` per-trial ROAD of each layer: mean of ``combined`` over percentages."""
+        return self.combined.mean(dim=-1)
+
+    @property
+    def curve_mean(self) -> torch.Tensor:
+        """``[L]`` ybROAD: the trial mean of :attr:`curve` (NaN where undefined)."""
+        return self.curve.mean(dim=0)
+
+    @property
+    def curve_std(self) -> torch.Tensor:
+        """``[L]`` sample standard deviation of :attr:`curve` over trials (NaN when ``trials == 1``)."""
+        if self.trials < 2:
+            return torch.full_like(self.curve_mean, math.nan)
+        return self.curve.std(dim=0, correction=1)
+
+    @property
+    def ybroad_max(self) -> YbRoadMax | None:
+        """The defined layer with the highest trial-mean ROAD (first one on ties), or None if none is defined."""
+        if not bool(self.defined.any()):
+            return None
+        masked = torch.where(self.defined, self.curve_mean, torch.tensor(-math.inf, dtype=self.curve_mean.dtype))
+        index = int(torch.argmax(masked))
+        return YbRoadMax(float(self.curve_mean[index]), index, self.layer_names[index])
+
+    @property
+    def ybroad_mean(self) -> float:
+        """Mean of the trial-mean ROAD over defined layers (NaN if none is defined)."""
+        if not bool(self.defined.any()):
+            return math.nan
+        return float(self.curve_mean[self.defined].mean())
+
+    def summary(self) -> dict[str, Any]:
+        """What a run's ``manifest.json`` keeps of this result: the best layer, the mean and the settings."""
+        best = self.ybroad_max
+        return {
+            "max": None if best is None else {"value": best.value, "index": best.index, "name": best.name},
+            "mean": None if not math.isfinite(self.ybroad_mean) else float(self.ybroad_mean),
+            "percentiles": list(self.percentiles), "score": self.score, "trials": self.trials, "seed": self.seed,
+        }
+
+    def to_json_dict(self) -> dict[str, Any]:
+        """Plain-JSON view (trial means per percentage; ``None`` where a value is undefined)."""
+        morf, lerf, comb = self.morf.mean(0), self.lerf.mean(0), self.combined.mean(0)
+        mean, std = self.curve_mean, self.curve_std
+        best = self.ybroad_max
+        return {
+            "percentiles": [_plain_number(p) for p in self.percentiles],
+            "percent_meaning": "pixels removed",
+            "score": self.score,
+            "score_meaning": SCORES[self.score],
+            "noise": self.noise,
+            "seed": self.seed,
+            "trials": self.trials,
+            "layers": [
+                {
+                    "index": i,
+                    "name": name,
+                    "defined": bool(self.defined[i]),
+                    "morf": [_json_float(v) for v in morf[i].tolist()],
+                    "lerf": [_json_float(v) for v in lerf[i].tolist()],
+                    "combined": [_json_float(v) for v in comb[i].tolist()],
+                    "ybroad": _json_float(float(mean[i])),
+                    "ybroad_std": _json_float(float(std[i])),
+                }
+                for i, name in enumerate(self.layer_names)
+            ],
+            "ybroad_max": None if best is None else {"value": best.value, "index": best.index, "name": best.name},
+            "ybroad_mean": _json_float(self.ybroad_mean),
+        }
+
+
+def _json_float(value: float) -> float | None:
+    return value if math.isfinite(value) else None
+
+
+def _plain_number(value: float) -> float | int:
+    return int(value) if float(value).is_integer() else float(value)
+
+
+def _cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+@contextlib.contextmanager
+def _one_thread_per_stream(on_cpu: bool) -> Iterator[None]:
+    """On the CPU, every torch op single-threaded while ybROAD runs (restored after): the cores are
+    shared by whole forward passes and imputation solves instead, which wastes no time in OpenMP
+    barriers when the two compete for a core."""
+    original = torch.get_num_threads()
+    if on_cpu:
+        torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        if torch.get_num_threads() != original:
+            torch.set_num_threads(original)
+
+
+class _Scorer:
+    """Target score of batches of images, under inference mode."""
+
+    def __init__(self, model: nn.Module, target: int, score: str, device: torch.device,
+                 output_key: str | int | None = None) -> None:
+        self.model, self.target, self.score, self.device = model, target, score, device
+        self.output_key = output_key
+
+    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        with torch.inference_mode():
+            out = logits_of(self.model(images.to(self.device)), self.output_key)
+        if out.ndim != 2 or out.shape[0] != images.shape[0]:
+            raise ValueError("model: expected its output to be a (batch, classes) tensor of logits")
+        if not 0 <= self.target < out.shape[1]:
+            raise ValueError(f"target: {self.target} is not a class index of a {out.shape[1]}-class output")
+        out = out.detach().to("cpu", torch.float64)
+        if self.score == "prob":
+            out = out.softmax(dim=1)
+        return out[:, self.target]
+
+
+def _check_args(model: nn.Module, input_tensor: torch.Tensor, cams: torch.Tensor, target: int,
+                layer_names: Sequence[str] | None, non_spatial: Sequence[bool] | None,
+                percentiles: Sequence[float], score: str, noise: float, seed: int, trials: int,
+                batch_size: int) -> tuple[list[str], list[bool], tuple[float, ...]]:
+    """:func:`ybroad`'s arguments checked: the layer names, non-spatial flags and percentages to use."""
+    if not isinstance(model, nn.Module):
+        raise TypeError("model: expected a torch.nn.Module")
+    if not isinstance(input_tensor, torch.Tensor) or not isinstance(cams, torch.Tensor):
+        raise TypeError("input_tensor, cams: expected torch tensors")
+    if input_tensor.ndim != 4 or input_tensor.shape[0] != 1:
+        raise ValueError(f"input_tensor: expected shape (1, C, H, W), got {tuple(input_tensor.shape)}")
+    height, width = input_tensor.shape[-2:]
+    if cams.ndim != 3 or tuple(cams.shape[1:]) != (height, width):
+        raise ValueError(f"cams: expected shape [L, {height}, {width}], got {tuple(cams.shape)}")
+    n_layers, n_pixels = cams.shape[0], height * width
+    names = [str(i) for i in range(n_layers)] if layer_names is None else [str(n) for n in layer_names]
+    flags = [False] * n_layers if non_spatial is None else [bool(f) for f in non_spatial]
+    if len(names) != n_layers or len(flags) != n_layers:
+        raise ValueError(f"layer_names, non_spatial: expected {n_layers} entries, one per CAM")
+    pcts = check_percentiles(percentiles, n_pixels)
+    if score not in SCORES:
+        raise ValueError(f"score: expected one of {sorted(SCORES)}, got {score!r}")
+    for name, value, low in (("target", target, 0), ("seed", seed, 0), ("trials", trials, 1),
+                             ("batch_size", batch_size, 1)):
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise TypeError(f"{name}: expected an int")
+        if value < low:
+            raise ValueError(f"{name}: expected at least {low}, got {value}")
+    if not math.isfinite(noise) or noise < 0:
+        raise ValueError(f"noise: expected a finite value >= 0, got {noise}")
+    return names, flags, pcts
+
+
+def _distinct_masks(cams_np: np.ndarray, flags: Sequence[bool], ks: Sequence[int]
+                    ) -> tuple[torch.Tensor, list[np.ndarray], list[list[tuple[int, int, int]]]]:
+    """The defined layers (L,), every distinct removal mask (bit-packed) and, per mask, the
+    (layer, direction, percentage) jobs that use it: a mask several layers share is imputed once."""
+    n_layers, n_pixels = cams_np.shape
+    # Masks: one list of distinct masks (packed, to stay small for hundreds of
+    # layers) and, for each, the (layer, direction, percentage) jobs using it.
+    defined = torch.zeros(n_layers, dtype=torch.bool)
+    unique: dict[bytes, int] = {}
+    packed: list[np.ndarray] = []
+    jobs: list[list[tuple[int, int, int]]] = []
+    for layer in range(n_layers):
+        cam = cams_np[layer]
+        if flags[layer] or not np.isfinite(cam).all() or cam.min() == cam.max():
+            continue
+        defined[layer] = True
+        for direction, order in enumerate((np.argsort(-cam, kind="stable"), np.argsort(cam, kind="stable"))):
+            for i, mask in enumerate(masks_from_order(order, ks, n_pixels)):
+                bits = np.packbits(mask)
+                key = bits.tobytes()
+                if key not in unique:
+                    unique[key] = len(packed)
+                    packed.append(bits)
+                    jobs.append([])
+                jobs[unique[key]].append((layer, direction, i))
+    log.debug("ybroad: %d layers defined, %d distinct masks for %d jobs", int(defined.sum()), len(packed),
+              sum(map(len, jobs)))
+    return defined, packed, jobs
+
+
+def ybroad(
+    model: nn.Module,
+    input_tensor: torch.Tensor,
+    cams: torch.Tensor,
+    target: int,
+    *,
+    layer_names: Sequence[str] | None = None,
+    non_spatial: Sequence[bool] | None = None,
+    percentiles: Sequence[float] = (20, 40, 60, 80),
+    score: str = "prob",
+    noise: float = 0.01,
+    seed: int = 0,
+    trials: int = 1,
+    batch_size: int = 32,
+    output_key: str | int | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> YbRoad:
+    """ROAD score of every layer's CAM (ybROAD).
+
+    ROAD (Remove And Debias): Y. Rong, T. Leemann, V. Borisov, G. Kasneci, E. Kasneci, "A Consistent
+    and Efficient Evaluation Strategy for Attribution Methods", ICML 2022, https://arxiv.org/abs/2202.00449.
+    A layer's score is the mean over percentages p of ``(C_LeRF - C_MoRF) / 2``, C being the change in
+    the target's score when the CAM's least (LeRF) or most (MoRF) relevant p% of pixels are replaced
+    by noisy linear imputation (see the module docstring, also for pytorch-grad-cam's ``q = 100 - p``).
+
+    Each distinct removal mask is imputed once (masks shared by several layers,
+    and by all trials, are solved once) and each of its noisy images scored once,
+    on background threads while the model scores finished images in batches of
+    ``batch_size``. The model runs in eval
+    mode under ``torch.inference_mode``; its train/eval flags are restored.
+
+    Args:
+        model: Classifier returning ``(batch, classes)`` logits.
+        input_tensor: ``(1, C, H, W)`` model input, already normalised.
+        cams: ``[L, H, W]`` raw CAMs at input size (any scale; only the ranking matters).
+        target: Class index scored.
+        layer_names: One name per CAM; defaults to ``"0"``, ``"1"``, ...
+        non_spatial: Per CAM, True when its layer has no spatial map (its score is undefined).
+        percentiles: Percent of pixels removed, each in ``[0, 100)``.
+        score: ``"prob"`` (softmax probability, default) or ``"logit"``.
+        noise: Standard deviation of the Gaussian noise added to imputed pixels.
+        seed: Non-negative base seed of the noise.
+        trials: Number of noise draws to repeat the scoring with.
+        batch_size: Perturbed images per forward pass.
+        output_key: Where the logits are in a tuple/dict/dataclass model output (as for ``animate``).
+        progress: Called as ``progress(done, total)`` perturbed images, first with ``done=0``.
+
+    Returns:
+        A :class:`YbRoad`.
+
+    Raises:
+        TypeError: If an argument has the wrong type.
+        ValueError: If an argument has a bad value or shape, or the model output is not ``(batch, classes)``.
+    """
+    names, flags, pcts = _check_args(model, input_tensor, cams, target, layer_names, non_spatial, percentiles,
+                                     score, noise, seed, trials, batch_size)
+    _, channels, height, width = input_tensor.shape
+    n_layers, n_pixels = cams.shape[0], height * width
+    defined, packed, jobs = _distinct_masks(cams.detach().cpu().reshape(n_layers, n_pixels).numpy(), flags,
+                                            [removed_count(p, n_pixels) for p in pcts])
+
+    shape = (trials, n_layers, len(pcts))
+    deltas = torch.full((2, *shape), math.nan, dtype=torch.float64)  # [MoRF/LeRF, T, L, P]
+    total = trials * len(jobs)
+    clean = input_tensor.detach()[0].to("cpu")
+    flat_clean = clean.reshape(channels, n_pixels)
+
+    with eval_mode(model):
+        scorer = _Scorer(model, target, score, input_tensor.device, output_key)
+        base = float(scorer(input_tensor)[0])
+        if progress is not None:
+            progress(0, total)
+        # On the CPU, single-threaded forward passes on every core, beside the imputation solver
+        # (the model and the solver share the cores); on a GPU, one stream of batches.
+        on_cpu = input_tensor.device.type == "cpu"
+        cores = _cores()
+        streams = cores if on_cpu else 1
+        solvers = max(1, cores // 4) if on_cpu else max(1, min(8, cores))
+        stream = ImputationStream(clean, PackedMasks(packed, n_pixels), workers=solvers,
+                                  lookahead=64 if on_cpu else 4)
+        forwards = ThreadPoolExecutor(max_workers=streams)
+        batch: list[torch.Tensor] = []
+        where: list[tuple[int, int]] = []
+        in_flight: list[tuple[Future[torch.Tensor], list[tuple[int, int]]]] = []
+        done = 0
+
+        def collect(keep: int) -> None:
+            """Record the scores of finished batches, oldest first, until at most ``keep`` are in flight."""
+            nonlocal done
+            while len(in_flight) > keep:
+                fut, places = in_flight.pop(0)
+                for (t, u), value in zip(places, fut.result().tolist(), strict=True):
+                    for layer, direction, i in jobs[u]:
+                        deltas[direction, t, layer, i] = value - base
+                done += len(places)
+                if progress is not None:
+                    progress(done, total)
+
+        def flush() -> None:
+            images = torch.stack(batch).reshape(len(batch), channels, height, width)
+            in_flight.append((forwards.submit(scorer, images), list(where)))
+            batch.clear()
+            where.clear()
+            # while the solvers work, they keep their cores: fewer forward passes at a time
+            collect(max(1, streams - solvers) if on_cpu and stream.solving else streams)
+
+        try:
+            # the stream's exit stops the solver threads at once if scoring fails midway
+            with stream, _one_thread_per_stream(on_cpu):
+                for u, values in enumerate(stream):
+                    idx = torch.from_numpy(np.flatnonzero(np.unpackbits(packed[u], count=n_pixels)))
+                    crc = zlib.crc32(packed[u].tobytes())
+                    for t in range(trials):
+                        filled = values
+                        if noise > 0 and values.size:
+                            rng = np.random.default_rng((seed, t, crc))
+                            filled = values + noise * rng.standard_normal(values.shape)
+                        image = flat_clean.clone()
+                        image[:, idx] = torch.from_numpy(filled).to(image.dtype)
+                        batch.append(image)
+                        where.append((t, u))
+                        if len(batch) == batch_size:
+                            flush()
+                if batch:
+                    flush()
+                collect(0)
+        finally:
+            for fut, _ in in_flight:
+                fut.cancel()
+            forwards.shutdown(wait=True)
+
+    morf, lerf = deltas[0], deltas[1]
+    return YbRoad(
+        percentiles=pcts, score=score, noise=float(noise), seed=seed, trials=trials, layer_names=names,
+        morf=morf, lerf=lerf, combined=(lerf - morf) / 2, defined=defined,
+    )

@@ -1,0 +1,100 @@
+"""``manifest.json``: what was run and what came out. The schema is written here and nowhere else.
+
+Outline (see the README's "Outputs" for every key)::
+
+    {"model": {...}, "image": {"source": ..., "size": [H, W]}, "method": "gradcam",
+     "target": {"index": 285, "label": "Egyptian cat", "score": 0.77},
+     "versions": {...}, "seconds": {...}, "options": {...},
+     "layers": [{"index", "name", "module", "type", "shape", "layout", "params", "seconds",
+                 "non_spatial", "same_as"}, ...],
+     "normalisations": [...], "fps": 10, "frames": {"local": "frames/local", "count": L},
+     "videos": {"local": "camanim_local.mp4", ...}, "render": {...},
+     "ybroad": {"csv": ..., "json": ..., "png": ..., "max": {...}, "mean": ..., ...}}
+
+A folder of several runs has ``{"kind": "set", "runs": [{"folder", "image", "target", "method"}], "grids": [...]}``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from ..errors import InputError
+from . import names
+from .atomic import write_text
+
+
+def run_manifest(*, model: Mapping[str, Any], image: Mapping[str, Any], size: tuple[int, int], method: str,
+                 target: Mapping[str, Any], versions: Mapping[str, str], seconds: Mapping[str, float],
+                 options: Mapping[str, Any], layers: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """The manifest of one run, before its outputs are written (:func:`with_outputs` adds them)."""
+    return {
+        "model": dict(model),
+        "image": {**image, "size": [int(size[0]), int(size[1])]},
+        "method": method,
+        "target": dict(target),
+        "versions": dict(versions),
+        "seconds": {k: round(v, 4) for k, v in seconds.items()},
+        **({"options": dict(options)} if options else {}),
+        "layers": [dict(layer) for layer in layers],
+    }
+
+
+def with_outputs(manifest: dict[str, Any], *, normalisations: Sequence[str], fps: float, count: int,
+                 videos: Mapping[str, str], render: Mapping[str, Any]) -> dict[str, Any]:
+    """``manifest`` with what the save wrote: frames folders, videos (kind -> file name), render settings."""
+    manifest["normalisations"] = list(normalisations)
+    manifest["fps"] = fps
+    manifest["frames"] = {**{n: names.frames_dir(n) for n in normalisations}, "count": count}
+    manifest["videos"] = dict(videos)
+    manifest["render"] = dict(render)
+    return manifest
+
+
+def with_ybroad(manifest: dict[str, Any], summary: Mapping[str, Any]) -> dict[str, Any]:
+    """``manifest`` linking the ybROAD files, with the curve's summary (max, mean, settings)."""
+    manifest["ybroad"] = {"csv": names.YBROAD_CSV, "json": names.YBROAD_JSON, "png": names.YBROAD_PNG, **summary}
+    return manifest
+
+
+def set_manifest(runs: Sequence[Mapping[str, Any]], *, model: Mapping[str, Any], methods: Sequence[str],
+                 options: Mapping[str, Any], versions: Mapping[str, str], grids: Sequence[str]) -> dict[str, Any]:
+    """The top manifest of a folder of several runs (``"kind": "set"``)."""
+    return {"kind": "set", "model": dict(model), "methods": list(methods), "options": dict(options),
+            "versions": dict(versions), "runs": [dict(r) for r in runs], "grids": list(grids)}
+
+
+def write_manifest(folder: Path, manifest: Mapping[str, Any]) -> Path:
+    """Write ``folder/manifest.json`` atomically; returns its path."""
+    return write_text(Path(folder) / names.MANIFEST, json.dumps(manifest, indent=2))
+
+
+def read_json(path: Path, what: str) -> Any:
+    """Parse a JSON file of a run folder.
+
+    Raises:
+        InputError: the file is not valid JSON or cannot be read; ``what`` says what to do.
+    """
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise InputError(f"{path} is not valid JSON ({exc.msg} at line {exc.lineno}); {what}") from exc
+    except OSError as exc:
+        raise InputError(f"cannot read {path} ({exc.strerror}); check its permissions") from exc
+
+
+def read_manifest(folder: Path) -> dict[str, Any]:
+    """``folder/manifest.json`` as a dict.
+
+    Raises:
+        InputError: no manifest (not a run folder), or one that is not a JSON object.
+    """
+    path = Path(folder) / names.MANIFEST
+    if not path.is_file():
+        raise InputError(f"'{folder}' is not a camanim run folder (no manifest.json): give the --out folder of a run")
+    manifest = read_json(path, "re-run `camanim run` to write it again")
+    if not isinstance(manifest, dict):
+        raise InputError(f"{path} is not a camanim manifest; re-run `camanim run` to write it again")
+    return manifest

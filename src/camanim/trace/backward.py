@@ -1,0 +1,106 @@
+"""Backward delivery: each layer's activation and complete gradient handed to a sink as autograd reaches it."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Protocol
+
+import torch
+from torch.autograd.graph import GradientEdge
+
+from .records import LayerRecord, Recompute
+
+
+class LayerSink(Protocol):
+    """Takes each layer's activation and gradient during the backward (``run_trace(sink=...)``).
+
+    The gradient of a layer is complete when autograd is about to go through the op that made
+    the layer's output; the sink gets it then, with the activation, and what it takes the trace
+    does not keep: memory falls as the backward proceeds, and nothing is read twice.
+    """
+
+    def start(self, logits: torch.Tensor, targets: torch.Tensor, total: int) -> None:
+        """Before the backward: the logits, the targets and how many layers :meth:`layer` will get."""
+
+    def layer(self, index: int, record: LayerRecord, activation: torch.Tensor, gradient: torch.Tensor) -> bool:
+        """One layer's activation and d score / d activation; True: taken (the trace drops both)."""
+
+
+def backward_into(sink: LayerSink, score: torch.Tensor, records: list[LayerRecord], acts: list,
+                   edges: dict[int, GradientEdge], wanted: list[int], logits: torch.Tensor,
+                   targets: torch.Tensor) -> list[torch.Tensor | None]:
+    """The backward of ``score`` with each layer's gradient handed to ``sink`` as it arrives.
+
+    A hook before each recorded op's backward node sees the gradient of its outputs. A node with
+    no recorded node below it (the first layer's; a branch fed by parameters only) does not run,
+    since nothing below it is asked for: its gradient is asked for instead. A layer no gradient
+    reaches gets zeros. Returns the gradients the sink declined (None elsewhere).
+    """
+    grads: list[torch.Tensor | None] = [None] * len(acts)
+    todo = [i for i, rec in enumerate(records) if rec.same_as is None and acts[i] is not None]
+    sink.start(logits, targets, len(todo))
+    done: set[int] = set()
+
+    def deliver(i: int, g: torch.Tensor | None) -> None:
+        if i in done:
+            return
+        done.add(i)
+        a = acts[i]
+        a = (a() if isinstance(a, Recompute) else a).detach()
+        g = torch.zeros_like(a) if g is None else g.detach()
+        if sink.layer(i, records[i], a, g):
+            acts[i] = None
+        else:
+            acts[i], grads[i] = a, g
+
+    by_node: dict[object, list[tuple[int, int]]] = {}
+    for i in wanted:
+        by_node.setdefault(edges[i].node, []).append((edges[i].output_nr, i))
+    # A recorded op whose node leads down to another recorded op's node runs in this backward
+    # (autograd runs every node on a path to what it is asked for), so its hook sees its
+    # gradient; the others (the first layer, parameter-only branches) are asked for directly.
+    # Nothing else is asked for, so the graph is freed as the backward goes (no retain_graph).
+    below = _reaches(score.grad_fn, by_node) if score.grad_fn is not None else {}
+    capture = [i for i in wanted if not below.get(edges[i].node, False)]
+    hooks = []
+    try:
+        for node, items in by_node.items():
+            if below.get(node, False):
+                def hook(grad_outputs, items=items):
+                    for nr, i in items:
+                        deliver(i, grad_outputs[nr] if nr < len(grad_outputs) else None)
+                hooks.append(node.register_prehook(hook))
+        # (capture is never empty when wanted is not: the graph is finite, so some recorded node
+        # has no recorded node below it)
+        if capture and score.requires_grad:
+            got = torch.autograd.grad(score.sum(), [edges[i] for i in capture], allow_unused=True)
+            for i, g in zip(capture, got):
+                deliver(i, g)
+    finally:
+        for h in hooks:
+            h.remove()
+    for i in todo:
+        deliver(i, None)  # no gradient reaches it: zeros
+    return grads
+
+
+def _reaches(root: object, targets: Mapping[object, object]) -> dict[object, bool]:
+    """For every autograd node below ``root``: whether a node in ``targets`` lies strictly below it."""
+    below: dict[object, bool] = {}
+    children: dict[object, list[object]] = {}
+    stack = [root]
+    while stack:
+        node = stack[-1]
+        if node in below:
+            stack.pop()
+            continue
+        kids = children.get(node)
+        if kids is None:
+            kids = children[node] = [c for c, _ in node.next_functions if c is not None]
+            pending = [c for c in kids if c not in below]
+            if pending:
+                stack.extend(pending)
+                continue
+        stack.pop()
+        below[node] = any(c in targets or below.get(c, False) for c in kids)
+    return below

@@ -1,0 +1,175 @@
+"""In-place safety: recorded outputs stay intact while the model writes in place.
+
+See :class:`Recorder` and DEVELOPERS.md ("How trace keeps recorded outputs intact")."""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Mapping, Sequence
+
+import torch
+from torch import nn
+from torch.overrides import TorchFunctionMode
+
+from .records import Recompute
+
+#: Cheap, deterministic modules whose output the trace may recompute from their input (see Recompute).
+RECOMPUTABLE = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.GroupNorm, nn.LayerNorm)
+
+
+def recompute_source(mod: nn.Module, args: tuple, output: torch.Tensor) -> Recompute | None:
+    """A :class:`Recompute` of ``mod``'s ``output`` from its input, or None when that is not safe.
+
+    Only for a :data:`RECOMPUTABLE` module called with one tensor that it did not overwrite, with no
+    hooks of its own and autocast off (so computing it again gives the very same values).
+    """
+    if (type(mod) not in RECOMPUTABLE or len(args) != 1 or not isinstance(args[0], torch.Tensor)
+            or mod._forward_hooks or mod._forward_pre_hooks or torch.is_autocast_enabled(output.device.type)):
+        return None
+    key = _storage_key(args[0])
+    return Recompute(mod, args[0]) if key is not None and key != _storage_key(output) else None
+
+
+_INPLACE_DUNDERS = frozenset({
+    "__iadd__", "__isub__", "__imul__", "__itruediv__", "__ifloordiv__", "__imod__", "__ipow__", "__iand__",
+    "__ior__", "__ixor__", "__ilshift__", "__irshift__", "__imatmul__", "__setitem__",
+})
+
+
+_INPLACE_POSITION: dict[object, int | None] = {}
+
+
+def _inplace_position(func: object) -> int | None:
+    """Where ``func`` (``F.relu``, ``F.hardtanh``, ...) takes an ``inplace`` flag positionally, if it has one."""
+    if func not in _INPLACE_POSITION:
+        try:
+            params = list(inspect.signature(func).parameters)  # type: ignore[arg-type]
+        except (TypeError, ValueError):
+            params = []
+        _INPLACE_POSITION[func] = params.index("inplace") if "inplace" in params else None
+    return _INPLACE_POSITION[func]
+
+
+def written_tensor(func: object, args: Sequence[object], kwargs: Mapping[str, object]) -> torch.Tensor | None:
+    """The tensor a torch call is about to overwrite in place (``x += y``, ``relu_``, ``inplace=True``,
+    ``out=``), or None."""
+    out = kwargs.get("out")
+    if isinstance(out, (tuple, list)):
+        out = next((o for o in out if isinstance(o, torch.Tensor)), None)
+    if isinstance(out, torch.Tensor):
+        return out
+    name = getattr(func, "__name__", "")
+    inplace = name in _INPLACE_DUNDERS or (name.endswith("_") and not name.endswith("__"))
+    if not inplace and getattr(func, "__module__", None) == "torch.nn.functional":
+        flag = kwargs.get("inplace")
+        if flag is None and args:
+            pos = _inplace_position(func)
+            flag = args[pos] if pos is not None and pos < len(args) else None
+        inplace = flag is True
+    if not inplace:
+        return None
+    first = args[0] if args else kwargs.get("input", kwargs.get("self"))
+    return first if isinstance(first, torch.Tensor) else None
+
+
+def _storage_key(tensor: torch.Tensor) -> int | None:
+    try:
+        key = tensor.untyped_storage().data_ptr()
+    except (RuntimeError, NotImplementedError):
+        return None
+    return key or None
+
+
+class Recorder(TorchFunctionMode):
+    """Keeps recorded layer outputs intact without copying every one of them.
+
+    A layer's output is recorded as the very tensor the model goes on with. A norm layer's
+    output that an in-place op overwrites (ResNet's ``out += identity``, an in-place ReLU after a
+    BatchNorm) needs no copy: its input is intact, so the value is recomputed when read
+    (:class:`Recompute`); :meth:`settle` makes it so after the forward, from the version
+    counters. An ``nn`` activation module with ``inplace=True`` about to overwrite any other
+    recorded output runs out of place for that one call (the trace's forward wrapper asks
+    :meth:`needs_copy`). Any other in-place write to a recorded output is only seen after the
+    fact: the trace then runs the forward again with this object as a torch-function mode, which
+    sees each write coming and copies (or makes recomputable) the value first. Gradients are
+    taken at each output's own autograd edge, captured when it was recorded, so they are those of
+    the value recorded (every path from it, the in-place op included).
+    """
+
+    def __init__(self, acts: list[torch.Tensor | Recompute | None]) -> None:
+        super().__init__()
+        self.acts = acts
+        self.versions: dict[int, int] = {}
+        self.watch: dict[int, list[int]] = {}
+        self.sources: dict[int, Recompute] = {}
+        self.originals: list[torch.Tensor] = []
+        self.escaped = False
+
+    def add(self, index: int, tensor: torch.Tensor, source: Recompute | None = None) -> None:
+        """Watch the recorded output ``index``: note its version counter and storage, and how to recompute it."""
+        self.versions[index] = tensor._version
+        key = _storage_key(tensor)
+        if key is not None:
+            self.watch.setdefault(key, []).append(index)
+            if source is not None:
+                self.sources[index] = source
+
+    def needs_copy(self, tensor: object) -> bool:
+        """Whether overwriting ``tensor`` would lose a recorded output that cannot be recomputed."""
+        if not isinstance(tensor, torch.Tensor):
+            return False
+        return any(not (i in self.sources and self.sources[i].intact())
+                   for i in self.watch.get(_storage_key(tensor), ()))
+
+    def _recompute_instead(self, i: int, t: torch.Tensor) -> bool:
+        source = self.sources.pop(i, None)
+        if source is None or not source.intact():
+            return False
+        self.originals.append(t)  # kept alive to the end of the pass: same-output detection goes by id()
+        self.acts[i] = source
+        del self.versions[i]
+        return True
+
+    def save_before_write(self, target: torch.Tensor) -> None:
+        """(As a torch-function mode) keep what the coming write to ``target`` would destroy."""
+        key = _storage_key(target)
+        if key is None or key not in self.watch:
+            return
+        saved: dict[int, torch.Tensor] = {}
+        for i in self.watch.pop(key):
+            t = self.acts[i]
+            if isinstance(t, Recompute):
+                # its input is about to change: compute the value now, while the input holds
+                self.escaped |= not t.intact()
+                self.acts[i] = t()
+                continue
+            if t is None or i not in self.versions:
+                continue
+            if t._version != self.versions[i]:
+                self.escaped = True  # written already, by a call this mode did not see
+            if self._recompute_instead(i, t):
+                self.watch.setdefault(_storage_key(self.acts[i].input), []).append(i)
+                continue
+            if id(t) not in saved:
+                saved[id(t)] = t.detach().clone()
+            self.originals.append(t)
+            self.acts[i] = saved[id(t)]
+            del self.versions[i]
+
+    def settle(self) -> bool:
+        """After the forward: overwritten norm outputs become recomputations. False when a recorded
+        value was lost (overwritten, and not recomputable)."""
+        intact = not self.escaped
+        for i, v in list(self.versions.items()):
+            t = self.acts[i]
+            if t is None or (t._version != v and not self._recompute_instead(i, t)):
+                intact = False
+        return intact and all(a.intact() for a in self.acts if isinstance(a, Recompute))
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if self.watch:
+            target = written_tensor(func, args, kwargs)
+            if target is not None:
+                self.save_before_write(target)
+        return func(*args, **kwargs)

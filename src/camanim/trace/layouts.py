@@ -1,0 +1,489 @@
+"""Activation layouts: how a layer's output tensor maps onto the image plane.
+
+A layout names how to read a (B, ...) activation as (B, C, h, w), the form every CAM method
+takes. Gradients go through the same :func:`to_nchw`, so weights and maps stay aligned.
+
+========================  =====================  =============================================
+layout                    tensor                 seen in
+========================  =====================  =============================================
+``NCHW``                  (B, C, H, W)           convolutional networks
+``NHWC``                  (B, H, W, C)           ConvNeXt's and Swin's permuted blocks
+``TOKENS:P+HxW``          (B, P + H*W, C)        ViT, DeiT: P class/register tokens first
+``WINDOWS:THxTW@S``       (B, TH*TW, S*S, C)     MaxViT block attention: TH x TW tiles of S x S
+``WINDOWS_T:THxTW@S``     (B, S*S, TH*TW, C)     MaxViT grid attention (the same, axes swapped)
+``non_spatial``           anything else          pooling, flatten, Linear, the classifier
+========================  =====================  =============================================
+
+Detection (:class:`LayoutContext`) goes from the surest evidence to the weakest, and what it
+cannot place is ``non_spatial``, never a guess:
+
+1. the very tensor was seen before (a container returning its last child's output, an in-place
+   op, ``Identity``): its layout;
+2. modules that define a layout: ``*2d`` classes (``Conv2d``, ``BatchNorm2d``, ``LayerNorm2d``)
+   are NCHW; ``Permute``, ``SwapAxes``, ``WindowPartition``/``WindowDepartition`` turn their
+   input's layout into another;
+3. the layout of the module's input, when the output's shape fits it (elementwise ops,
+   residual blocks, attention and MLPs keep it). An input no layer produced (a residual sum,
+   a reshape inside ``forward``) has the layout of the latest layer output of its very shape;
+4. the layout of the latest layer output of the output's very shape;
+5. a channels-last ``LayerNorm``/``Linear`` on a 4-D tensor whose middle dims have the input
+   image's aspect is NHWC (it acts on the last dim);
+6. the shape alone: 4-D whose last two dims have the input image's aspect is NCHW; 4-D whose
+   middle dims do and whose last dim is a channel count of the model's ``LayerNorm``/``Linear``
+   layers is NHWC; 3-D whose length is a token grid seen earlier in the pass (the patch
+   embedding's output) or a square, plus at most 16 prefix tokens, is TOKENS.
+
+A tensor whose batch dimension differs from the input's (windows folded into the batch) is
+``non_spatial``, and so is a map of a single cell.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import math
+import re
+import weakref
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from ..errors import InputError
+
+logger = logging.getLogger(__name__)
+
+NCHW = "NCHW"
+NHWC = "NHWC"
+TOKENS = "TOKENS"
+WINDOWS = "WINDOWS"
+WINDOWS_T = "WINDOWS_T"
+NON_SPATIAL = "non_spatial"
+KINDS = (NCHW, NHWC, TOKENS, WINDOWS, WINDOWS_T, NON_SPATIAL)
+
+#: most class/register/distillation tokens a token sequence may carry before its grid
+MAX_PREFIX_TOKENS = 16
+
+_AXES = {NCHW: "NCHW", NHWC: "NHWC"}
+_TOKENS_RX = re.compile(r"(?:(\d+)\+)?(\d+)x(\d+)")
+_WINDOWS_RX = re.compile(r"(\d+)x(\d+)@(\d+)")
+
+
+@dataclass(frozen=True)
+class Layout:
+    """A parsed layout: its kind and, for tokens and windows, the geometry.
+
+    Attributes:
+        kind: one of :data:`KINDS`.
+        prefix: TOKENS: number of tokens before the grid (class, distillation, register tokens).
+        grid: TOKENS: the token grid (h, w); WINDOWS: the tiles (rows, columns); None when inferred.
+        size: WINDOWS: a tile's side in pixels.
+    """
+
+    kind: str
+    prefix: int = 0
+    grid: tuple[int, int] | None = None
+    size: int | None = None
+
+    def __str__(self) -> str:
+        if self.kind == TOKENS and self.grid is not None:
+            return f"{TOKENS}:{self.prefix}+{self.grid[0]}x{self.grid[1]}"
+        if self.kind in (WINDOWS, WINDOWS_T) and self.grid is not None:
+            return f"{self.kind}:{self.grid[0]}x{self.grid[1]}@{self.size}"
+        return self.kind
+
+    @property
+    def spatial(self) -> bool:
+        """Whether the layout reads as a 2-D map (every kind but non-spatial)."""
+        return self.kind != NON_SPATIAL
+
+
+def parse_layout(text: str | Layout) -> Layout:
+    """Parse a layout name such as ``NHWC``, ``TOKENS``, ``TOKENS:1+14x14`` or ``WINDOWS:8x8@7``.
+
+    Raises:
+        InputError: the text names no layout.
+    """
+    if isinstance(text, Layout):
+        return text
+    return _parse_layout(str(text))
+
+
+@functools.lru_cache(maxsize=256)
+def _parse_layout(raw: str) -> Layout:
+    raw = raw.strip()
+    kind, _, params = raw.partition(":")
+    kind = kind.upper()
+    if kind in ("NON_SPATIAL", "NONE"):
+        kind = NON_SPATIAL
+    hint = ("use NCHW, NHWC, TOKENS, TOKENS:P+HxW (P prefix tokens), WINDOWS:THxTW@S, WINDOWS_T:THxTW@S "
+            "or non_spatial")
+    if kind not in KINDS:
+        raise InputError(f"layout '{raw}' is unknown: {hint}")
+    if kind in (NCHW, NHWC, NON_SPATIAL):
+        if params:
+            raise InputError(f"layout '{raw}' takes no parameters: {hint}")
+        return Layout(kind)
+    if kind == TOKENS:
+        if not params:
+            return Layout(TOKENS)
+        m = _TOKENS_RX.fullmatch(params)
+        if not m:
+            raise InputError(f"layout '{raw}': write the token grid as TOKENS:P+HxW, e.g. TOKENS:1+14x14")
+        return Layout(TOKENS, prefix=int(m.group(1) or 0), grid=(int(m.group(2)), int(m.group(3))))
+    m = _WINDOWS_RX.fullmatch(params)
+    if not m:
+        raise InputError(f"layout '{raw}': write windows as {kind}:THxTW@S (tiles, tile side), e.g. {kind}:8x8@7")
+    return Layout(kind, grid=(int(m.group(1)), int(m.group(2))), size=int(m.group(3)))
+
+
+# -- tensor <-> (B, C, h, w) ---------------------------------------------------------------
+
+def _square_tokens(n: int) -> Layout | None:
+    """The smallest prefix that leaves a square grid of at least 2x2 tokens."""
+    for prefix in range(0, min(MAX_PREFIX_TOKENS, n) + 1):
+        side = math.isqrt(n - prefix)
+        if side >= 2 and side * side == n - prefix and prefix < side * side:
+            return Layout(TOKENS, prefix=prefix, grid=(side, side))
+    return None
+
+
+def fits(layout: Layout, shape: Sequence[int]) -> bool:
+    """Whether a tensor of ``shape`` can be read in ``layout`` (a bare TOKENS fits any square grid)."""
+    kind = layout.kind
+    if kind == NON_SPATIAL:
+        return True
+    if kind in (NCHW, NHWC):
+        return len(shape) == 4
+    if kind == TOKENS:
+        if len(shape) != 3:
+            return False
+        if layout.grid is None:
+            return _square_tokens(shape[1]) is not None
+        return shape[1] == layout.prefix + layout.grid[0] * layout.grid[1]
+    if len(shape) != 4 or layout.grid is None or layout.size is None:
+        return False
+    tiles, pixels = layout.grid[0] * layout.grid[1], layout.size * layout.size
+    return tuple(shape[1:3]) == ((tiles, pixels) if kind == WINDOWS else (pixels, tiles))
+
+
+def to_nchw(tensor: torch.Tensor, layout: str | Layout) -> torch.Tensor | None:
+    """``tensor`` as (B, C, h, w) for a spatial layout, else None.
+
+    Raises:
+        ValueError: the tensor's shape does not fit the layout.
+    """
+    if layout == NCHW and tensor.ndim == 4:
+        return tensor  # the common case, without parsing
+    lay = parse_layout(layout)
+    if lay.kind == NON_SPATIAL:
+        return None
+    if not fits(lay, tensor.shape):
+        raise ValueError(f"a tensor of shape {tuple(tensor.shape)} is not in layout {lay}")
+    if lay.kind == NCHW:
+        return tensor
+    if lay.kind == NHWC:
+        return tensor.permute(0, 3, 1, 2).contiguous()
+    b = tensor.shape[0]
+    c = tensor.shape[-1]
+    if lay.kind == TOKENS:
+        if lay.grid is None:
+            lay = _square_tokens(tensor.shape[1])  # fits() made sure there is one
+        gh, gw = lay.grid
+        grid = tensor[:, lay.prefix:, :].reshape(b, gh, gw, c)
+        return grid.permute(0, 3, 1, 2).contiguous()
+    th, tw = lay.grid
+    s = lay.size
+    x = tensor if lay.kind == WINDOWS else tensor.transpose(1, 2)
+    # (B, tiles, pixels, C) -> (B, C, rows of tiles, tile row, columns of tiles, tile column), as
+    # torchvision's WindowDepartition undoes WindowPartition.
+    x = x.reshape(b, th, tw, s, s, c).permute(0, 5, 1, 3, 2, 4)
+    return x.reshape(b, c, th * s, tw * s).contiguous()
+
+
+def spatial_size(layout: Layout, shape: Sequence[int]) -> tuple[int, int] | None:
+    """The (h, w) a tensor of ``shape`` covers in ``layout``, or None for non-spatial."""
+    if layout.kind == NCHW:
+        return int(shape[2]), int(shape[3])
+    if layout.kind == NHWC:
+        return int(shape[1]), int(shape[2])
+    if layout.kind == TOKENS and layout.grid is not None:
+        return layout.grid
+    if layout.kind in (WINDOWS, WINDOWS_T) and layout.grid is not None and layout.size is not None:
+        return layout.grid[0] * layout.size, layout.grid[1] * layout.size
+    return None
+
+
+# -- detection --------------------------------------------------------------------------------
+
+def _same_aspect(hw: Sequence[int], ref: Sequence[int]) -> bool:
+    """Whether (h, w) can be ``ref`` scaled by one factor: a strided, pooled or upsampled map of it."""
+    h, w = int(hw[0]), int(hw[1])
+    rh, rw = int(ref[0]), int(ref[1])
+    if min(h, w, rh, rw) <= 0:
+        return False
+    sh, sw = rh / h, rw / w
+    if max(sh, sw) / min(sh, sw) <= 1.25:
+        return True
+    # Small maps round a lot (valid convolutions, odd sizes): allow one cell of slack.
+    return abs(h - rh / sw) <= 1 or abs(w - rw / sh) <= 1
+
+
+def _positive_dim(dim: int, ndim: int) -> int:
+    return dim + ndim if dim < 0 else dim
+
+
+_NCHW = Layout(NCHW)
+
+
+@functools.lru_cache(maxsize=512)
+def _is_plain_2d(module_type: type) -> bool:
+    """A module type that :meth:`LayoutContext._by_type` reads as NCHW from its name alone ("...2d")."""
+    kind = module_type.__name__
+    special = "Permute" in kind or kind in ("SwapAxes", "WindowPartition", "WindowDepartition")
+    return not special and "2d" in kind.lower()
+
+
+class LayoutContext:
+    """What layout detection knows about one model and one pass.
+
+    It remembers the layout of every tensor it has placed (weakly, by identity), so a module
+    downstream inherits its input's layout, and the token grids seen so far.
+
+    Args:
+        batch: the input's batch size; tensors with another leading size are non-spatial.
+        image_size: the input's (H, W), for the aspect check on tensors nothing else explains.
+        overrides: ``{layer name: layout}``, the user's word over detection (``--layout``).
+        channels: channel counts of the model's channels-last layers (LayerNorm, Linear).
+        patch_grid: the token grid implied by the input size and a patch embedding's stride.
+    """
+
+    def __init__(self, batch: int | None = None, image_size: tuple[int, int] | None = None, *,
+                 overrides: Mapping[str, str] | None = None, channels: Sequence[int] = (),
+                 patch_grid: tuple[int, int] | None = None) -> None:
+        self.batch = batch
+        self.image_size = image_size
+        self.overrides = {name: parse_layout(text) for name, text in (overrides or {}).items()}
+        self.channels = frozenset(int(c) for c in channels)
+        self.grids: list[tuple[int, int]] = []
+        if patch_grid is not None:
+            gh, gw = patch_grid
+            self.grids = [(math.ceil(gh / 2**k), math.ceil(gw / 2**k)) for k in range(3, -1, -1)]
+        self._seen: dict[int, tuple[weakref.ref, Layout]] = {}
+        self._by_shape_seen: dict[tuple[int, ...], Layout] = {}
+
+    @classmethod
+    def for_model(cls, model: nn.Module, input_tensor: torch.Tensor,
+                  overrides: Mapping[str, str] | None = None, *,
+                  named: Sequence[tuple[str, nn.Module]] | None = None) -> LayoutContext:
+        """A context for one pass of ``model`` on ``input_tensor`` (B, C, H, W).
+
+        ``named`` is ``list(model.named_modules())`` when the caller has walked the model already.
+
+        Raises:
+            InputError: an override names no layer of the model, or no layout.
+        """
+        named = list(model.named_modules()) if named is None else named
+        names = {n for n, _ in named if n}
+        for name in overrides or {}:
+            if name.split("#")[0] not in names:
+                raise InputError(f"--layout names '{name}', which is no layer of this model: "
+                                 "see 'camanim layers' for the names")
+        channels: set[int] = set()
+        patch_grid = None
+        for _, mod in named:
+            if isinstance(mod, nn.LayerNorm) and not _is_2d(mod) and len(mod.normalized_shape) == 1:
+                channels.add(int(mod.normalized_shape[0]))
+            elif isinstance(mod, nn.Linear):
+                channels.update((mod.in_features, mod.out_features))
+            elif (patch_grid is None and isinstance(mod, nn.Conv2d) and mod.kernel_size == mod.stride
+                  and min(mod.kernel_size) > 1 and input_tensor.ndim == 4):
+                patch_grid = (input_tensor.shape[-2] // mod.stride[0], input_tensor.shape[-1] // mod.stride[1])
+        image = tuple(input_tensor.shape[-2:]) if input_tensor.ndim == 4 else None
+        ctx = cls(int(input_tensor.shape[0]), image, overrides=overrides, channels=sorted(channels),
+                  patch_grid=patch_grid)
+        if input_tensor.ndim == 4:
+            ctx.remember(input_tensor, NCHW)
+        return ctx
+
+    def remember(self, tensor: torch.Tensor, layout: str | Layout) -> None:
+        """Note ``tensor``'s layout, so modules that receive or return it can use it."""
+        lay = layout if isinstance(layout, Layout) else parse_layout(layout)
+        self._seen[id(tensor)] = (weakref.ref(tensor), lay)
+        size = spatial_size(lay, tensor.shape)
+        if size is not None and size[0] * size[1] > 1:
+            self._by_shape_seen[tuple(tensor.shape)] = lay
+            if not self.grids or self.grids[-1] != size:
+                if size in self.grids:
+                    self.grids.remove(size)
+                self.grids.append(size)
+
+    def known(self, tensor: object) -> Layout | None:
+        """The layout noted for this very tensor object, if any."""
+        entry = self._seen.get(id(tensor))
+        if entry is None or entry[0]() is not tensor:
+            return None
+        return entry[1]
+
+    def known_shape(self, shape: Sequence[int]) -> Layout | None:
+        """The layout of the latest spatial layer output of exactly this shape, if any."""
+        return self._by_shape_seen.get(tuple(shape))
+
+    def detect(self, module: nn.Module, tensor: torch.Tensor | None, inputs: Sequence[object] = (),
+               name: str | None = None) -> str:
+        """The layout of ``module``'s output ``tensor``, given the module's ``inputs``; remembered.
+
+        Raises:
+            InputError: an override for ``name`` does not fit the tensor's shape.
+        """
+        if tensor is None or not isinstance(tensor, torch.Tensor) or not tensor.is_floating_point():
+            return NON_SPATIAL
+        if not self.overrides and _is_plain_2d(type(module)):
+            # the common case, quickly: a "...2d" module's 4-D output that no earlier step placed otherwise
+            shape = tensor.shape
+            if (len(shape) == 4 and (self.batch is None or shape[0] == self.batch) and shape[2] * shape[3] > 1
+                    and self.known(tensor) in (None, _NCHW)):
+                self.remember(tensor, _NCHW)
+                return NCHW
+        override = self._override(name)
+        if override is not None:
+            lay = self._resolve_override(override, tensor, name)
+        else:
+            lay = self._detect(module, tensor, inputs)
+        self.remember(tensor, lay)
+        return str(lay)
+
+    # -- the steps ----------------------------------------------------------------------
+
+    def _override(self, name: str | None) -> Layout | None:
+        if name is None or not self.overrides:
+            return None
+        return self.overrides.get(name, self.overrides.get(name.split("#")[0]))
+
+    def _resolve_override(self, lay: Layout, tensor: torch.Tensor, name: str | None) -> Layout:
+        shape = tuple(tensor.shape)
+        if lay.kind == TOKENS and lay.grid is None and len(shape) == 3:
+            lay = self._tokens(shape) or lay
+        if not fits(lay, shape) or (lay.spatial and self.batch is not None and shape[0] != self.batch):
+            raise InputError(f"--layout {name}={lay} does not fit that layer's output shape {list(shape)}: "
+                             "see 'camanim layers' for the shapes")
+        return lay
+
+    def _detect(self, module: nn.Module, tensor: torch.Tensor, inputs: Sequence[object]) -> Layout:
+        shape = tuple(tensor.shape)
+        if self.batch is not None and shape[0] != self.batch:
+            return Layout(NON_SPATIAL)
+        lay = self.known(tensor)
+        if lay is None:
+            lay = self._by_type(module, shape, inputs)
+        if lay is None:
+            lay = self._inherited(shape, inputs)
+        if lay is None:
+            lay = self.known_shape(shape)
+        if lay is None:
+            lay = self._channels_last_type(module, shape)
+        if lay is None:
+            lay = self._by_shape(shape)
+        if not fits(lay, shape):
+            return Layout(NON_SPATIAL)
+        size = spatial_size(lay, shape)
+        if size is None or size[0] * size[1] <= 1:
+            return Layout(NON_SPATIAL)
+        return lay
+
+    def _input(self, inputs: Sequence[object]) -> tuple[torch.Tensor | None, Layout | None]:
+        for x in inputs:
+            if isinstance(x, torch.Tensor):
+                return x, self.known(x) or self.known_shape(x.shape)
+        return None, None
+
+    def _by_type(self, module: nn.Module, shape: tuple[int, ...], inputs: Sequence[object]) -> Layout | None:
+        kind = type(module).__name__
+        x, lay_in = self._input(inputs)
+        if "Permute" in kind and isinstance(getattr(module, "dims", None), (list, tuple)) and len(shape) == 4:
+            dims = [_positive_dim(int(d), 4) for d in module.dims]
+            starts = [lay_in.kind] if lay_in is not None and lay_in.kind in _AXES else list(_AXES)
+            for start in starts:
+                axes = "".join(_AXES[start][d] for d in dims)
+                if axes in _AXES:
+                    return Layout(axes)
+            return Layout(NON_SPATIAL)
+        if kind == "SwapAxes" and lay_in is not None and lay_in.kind in (WINDOWS, WINDOWS_T) and len(shape) == 4:
+            pair = {_positive_dim(int(module.a), 4), _positive_dim(int(module.b), 4)}
+            if pair == {1, 2}:
+                return Layout(WINDOWS_T if lay_in.kind == WINDOWS else WINDOWS, grid=lay_in.grid, size=lay_in.size)
+            return Layout(NON_SPATIAL)
+        if kind == "WindowPartition" and x is not None and x.ndim == 4 and len(inputs) > 1:
+            p = inputs[1]
+            if isinstance(p, int) and p > 0:
+                return Layout(WINDOWS, grid=(x.shape[-2] // p, x.shape[-1] // p), size=p)
+        if kind == "WindowDepartition" and len(shape) == 4:
+            return Layout(NCHW)
+        low = kind.lower()
+        if "2d" in low and len(shape) == 4:
+            return Layout(NCHW)
+        if "1d" in low:
+            return Layout(NON_SPATIAL)
+        return None
+
+    def _inherited(self, shape: tuple[int, ...], inputs: Sequence[object]) -> Layout | None:
+        x, lay = self._input(inputs)
+        if x is None or lay is None:
+            return None
+        xs = tuple(x.shape)
+        if lay.kind == NON_SPATIAL:
+            return lay if xs == shape else None
+        if len(shape) != x.ndim:
+            return None
+        if lay.kind == NCHW and _same_aspect(shape[2:4], xs[2:4]):
+            return lay
+        if lay.kind == NHWC and _same_aspect(shape[1:3], xs[1:3]):
+            return lay
+        if lay.kind == TOKENS and shape[1] == xs[1]:
+            return lay
+        if lay.kind in (WINDOWS, WINDOWS_T) and shape[1:3] == xs[1:3]:
+            return lay
+        return None
+
+    def _channels_last_type(self, module: nn.Module, shape: tuple[int, ...]) -> Layout | None:
+        if len(shape) != 4 or (self.image_size is not None and not _same_aspect(shape[1:3], self.image_size)):
+            return None
+        if isinstance(module, nn.LayerNorm) and not _is_2d(module) and tuple(module.normalized_shape) == shape[-1:]:
+            return Layout(NHWC)
+        if isinstance(module, nn.Linear) and module.out_features == shape[-1]:
+            return Layout(NHWC)
+        return None
+
+    def _by_shape(self, shape: tuple[int, ...]) -> Layout:
+        if len(shape) == 4:
+            if self.image_size is None or _same_aspect(shape[2:4], self.image_size):
+                return Layout(NCHW)
+            if _same_aspect(shape[1:3], self.image_size) and shape[3] in self.channels:
+                logger.debug("shape %s read as NHWC: %d is a channel count of the model", shape, shape[3])
+                return Layout(NHWC)
+            return Layout(NON_SPATIAL)
+        if len(shape) == 3:
+            return self._tokens(shape) or Layout(NON_SPATIAL)
+        return Layout(NON_SPATIAL)
+
+    def _tokens(self, shape: tuple[int, ...]) -> Layout | None:
+        n = int(shape[1])
+        for gh, gw in reversed(self.grids):
+            prefix = n - gh * gw
+            if 0 <= prefix <= MAX_PREFIX_TOKENS and gh * gw >= 4:
+                return Layout(TOKENS, prefix=prefix, grid=(gh, gw))
+        return _square_tokens(n)
+
+
+def _is_2d(module: nn.Module) -> bool:
+    return "2d" in type(module).__name__.lower()
+
+
+def detect_layout(module: nn.Module, tensor: torch.Tensor | None, context: LayoutContext | None = None,
+                  inputs: Sequence[object] = (), name: str | None = None) -> str:
+    """The layout of ``module``'s output ``tensor`` (see :class:`LayoutContext` for the rules).
+
+    Without a ``context`` only the module and the tensor's own shape are used.
+    """
+    return (context or LayoutContext()).detect(module, tensor, inputs, name)

@@ -1,0 +1,326 @@
+"""The pass: one forward (and one backward) that records every selected layer.
+
+Each selected module's ``forward`` is wrapped for the pass; each module *call* gives one record,
+in the order calls finish (a container finishes after its children). A module called k times in
+one forward (ResNet's shared ``relu``) gives k records named ``name``, ``name#2``, ... Gradients
+are taken at each recorded output's own autograd edge, never with module backward hooks, so
+in-place ReLU is safe. Every wrapper is removed on every path, errors included.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import weakref
+from collections.abc import Callable, Mapping, Sequence
+from contextlib import nullcontext
+from typing import Any
+
+import torch
+from torch import nn
+from torch.autograd.graph import GradientEdge, get_gradient_edge
+
+from ..errors import InputError
+from .backward import LayerSink, backward_into
+from .inplace import Recorder, recompute_source
+from .layouts import LayoutContext
+from .model import eval_mode, first_tensor, logits_of
+from .records import Activations, LayerRecord, Recompute, Trace
+from .select import LayerSpec, select_names
+
+logger = logging.getLogger(__name__)
+
+ScoreFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+#: Models whose forward writes in place to a recorded output the trace cannot recompute: their
+#: traces run with the copy-on-write torch-function mode from the start.
+WRITES_IN_PLACE: weakref.WeakSet[nn.Module] = weakref.WeakSet()
+
+
+def _params_per_module(named: Sequence[tuple[str, nn.Module]]) -> dict[str, int]:
+    """Parameters of every named module, its children's included, from one walk over the model.
+
+    Each parameter counts once per module, as in ``module.parameters()``: a model that shares a
+    parameter between modules (tied weights) is counted module by module instead.
+    """
+    own: dict[str, int] = {}
+    seen: set[int] = set()
+    for name, mod in named:
+        params = [p for p in mod._parameters.values() if p is not None]
+        own[name] = sum(p.numel() for p in params)
+        seen.update(id(p) for p in params)
+    if len(seen) != sum(len([p for p in m._parameters.values() if p is not None]) for _, m in named):
+        return {name: sum(p.numel() for p in mod.parameters()) for name, mod in named}
+    total = dict(own)
+    for name in sorted(own, key=lambda n: n.count(".") if n else -1, reverse=True):
+        if name:
+            parent = name.rpartition(".")[0]
+            if parent in total:
+                total[parent] += total[name]
+    return total
+
+
+def _edge(tensor: torch.Tensor) -> GradientEdge:
+    """Where autograd delivers d score / d ``tensor``, also once ``tensor`` is overwritten in place."""
+    fn = tensor.grad_fn
+    return GradientEdge(fn, tensor.output_nr) if fn is not None else get_gradient_edge(tensor)
+
+
+def _is_torch_activation(module: nn.Module) -> bool:
+    return getattr(module, "inplace", None) is True and type(module).__module__.startswith("torch.nn.")
+
+
+def _shadow_forward(mod: nn.Module, wrap: Callable[[nn.Module, Callable], Callable]) -> Callable[[], None]:
+    """Run ``mod`` through ``wrap(mod, its forward)`` until the returned undo is called.
+
+    The wrapper goes into the instance's ``__dict__``, where it shadows the class's ``forward``
+    (a forward the instance already had is wrapped, and put back by the undo).
+    """
+    own = mod.__dict__.get("forward")
+    mod.__dict__["forward"] = wrap(mod, own if own is not None else type(mod).forward.__get__(mod))
+
+    def undo() -> None:
+        if own is not None:
+            mod.__dict__["forward"] = own
+        else:
+            mod.__dict__.pop("forward", None)
+    return undo
+
+
+class _Pass:
+    """The state of one traced forward: what is selected, what was recorded, and how it is kept.
+
+    ``on_write``: copy-on-write (the :class:`Recorder`) keeps recorded values intact, unless every
+    output is copied anyway (``copy_outputs``). ``watching``: the recorder runs as a torch-function
+    mode from the start, for a model known to write in place to recorded outputs.
+    """
+
+    def __init__(self, model: nn.Module, layers: LayerSpec, keep_activations: bool, copy_outputs: bool) -> None:
+        self.walked = list(model.named_modules())
+        chosen = set(select_names([(n, m) for n, m in self.walked if n], layers))
+        self.params_of = _params_per_module(self.walked)
+        self.name_of = {id(m): n for n, m in self.walked}
+        self.selected = {id(m) for n, m in self.walked if n in chosen}
+        self.activations = {id(m) for _, m in self.walked if _is_torch_activation(m)}
+        self.keep, self.copy_outputs = keep_activations, copy_outputs
+        self.calls: dict[str, int] = {}
+        self.records: list[LayerRecord] = []
+        self.acts: list[Any] = []
+        self.edges: dict[int, GradientEdge] = {}
+        # id(tensor) -> (record index, version): outputs that are the very tensor an earlier record
+        # produced (a Sequential and its last child): their CAM is computed once and shared.
+        # Each entry holds its tensor, so no id() is reused by a new tensor during the pass.
+        self.produced: dict[int, tuple[int, int, torch.Tensor]] = {}
+        self.recorder = Recorder(self.acts)
+        self.on_write = keep_activations and not copy_outputs
+        self.watching = self.on_write and model in WRITES_IN_PLACE
+        # the recorder's torch-function mode has nothing to do with the trace's own bookkeeping
+        self.own_bookkeeping = torch._C.DisableTorchFunction if self.watching else nullcontext
+        self.layouts: LayoutContext | None = None
+
+    def wrap(self, mod: nn.Module, forward: Callable) -> Callable:
+        """``forward`` that records the call (selected modules) and runs out of place when it must.
+
+        Each selected module (and each nn activation that may run in place) gets its forward wrapped
+        for the pass, as an instance attribute that shadows the class's forward: Module.__call__
+        then stays on its fast path (no hooks), and unselected modules cost nothing.
+        """
+        key = id(mod)
+        name = self.name_of.get(key, "")
+        is_selected, is_activation = key in self.selected, key in self.activations
+
+        def forward_and_record(*args, **kwargs):
+            t0 = time.perf_counter()
+            flip = self.on_write and is_activation and args and self.needs_copy(args[0])
+            if flip:
+                # an nn activation about to overwrite a recorded output runs out of place for this call
+                mod.__dict__["inplace"] = False
+            try:
+                output = forward(*args, **kwargs)
+            finally:
+                if flip:
+                    mod.__dict__["inplace"] = True
+            if not is_selected:
+                return output
+            with self.own_bookkeeping():
+                replaced = self.record(name, mod, args, output, t0)
+            return output if replaced is None else replaced
+
+        return forward_and_record
+
+    def needs_copy(self, tensor: object) -> bool:
+        with self.own_bookkeeping():
+            return self.recorder.needs_copy(tensor)
+
+    def record(self, name: str, mod: nn.Module, args: tuple, output: object, t0: float) -> object | None:
+        """Record one call; returns a replacement output for the model to go on with, or None."""
+        seconds = time.perf_counter() - t0
+        k = self.calls[name] = self.calls.get(name, 0) + 1
+        call_name = name if k == 1 else f"{name}#{k}"
+        tensor = first_tensor(output)
+        assert self.layouts is not None
+        layout = self.layouts.detect(mod, tensor, args, call_name)
+        index = len(self.records)
+        same = None
+        if tensor is not None and id(tensor) in self.produced:
+            earlier, version, _ = self.produced[id(tensor)]
+            # An in-place op (ReLU(inplace=True)) returns its input object with new values:
+            # only an unchanged version counter means "the same output".
+            same = earlier if tensor._version == version else None
+        self.records.append(LayerRecord(
+            index=index, name=call_name, module=name, type=type(mod).__name__,
+            shape=tuple(tensor.shape) if tensor is not None else (), layout=layout,
+            params=self.params_of.get(name, 0), seconds=seconds, call=k, same_as=same))
+        if tensor is None or not self.keep:
+            self.acts.append(None)
+            return None
+        if same is not None:
+            # Same tensor object as an earlier record: reuse its activation (and later its CAM).
+            self.acts.append(self.acts[same])
+            return None
+        self.acts.append(tensor)
+        if tensor.requires_grad and torch.is_grad_enabled():
+            self.edges[index] = _edge(tensor)
+        if self.copy_outputs:
+            return self._copied(index, tensor, output, layout)
+        self.produced[id(tensor)] = (index, tensor._version, tensor)
+        self.recorder.add(index, tensor, recompute_source(mod, args, tensor) if self.on_write else None)
+        return None
+
+    def _copied(self, index: int, tensor: torch.Tensor, output: object, layout: str) -> object | None:
+        if isinstance(output, torch.Tensor) and index in self.edges:
+            # The model continues on a copy, so no later op can overwrite what we recorded.
+            copy = output.clone()
+            self.produced[id(copy)] = (index, copy._version, copy)
+            assert self.layouts is not None
+            self.layouts.remember(copy, layout)
+            return copy
+        self.acts[-1] = tensor.detach().clone()
+        self.produced[id(tensor)] = (index, tensor._version, tensor)
+        return None
+
+    def gradients(self, s: torch.Tensor, logits: torch.Tensor, tgt: torch.Tensor,
+                  sink: LayerSink | None) -> list[torch.Tensor | None]:
+        """d ``s`` / d activation per record: into ``sink`` during the backward, or all at once."""
+        records, acts, edges = self.records, self.acts, self.edges
+        wanted = [i for i in edges if records[i].same_as is None]
+        if sink is not None:
+            grads = backward_into(sink, s, records, acts, edges, wanted, logits.detach(), tgt)
+        else:
+            got = (torch.autograd.grad(s.sum(), [edges[i] for i in wanted], allow_unused=True)
+                   if wanted and s.requires_grad else [None] * len(wanted))
+            grads = [None] * len(acts)
+            for i, g in zip(wanted, got):
+                grads[i] = g
+        for i, a in enumerate(acts):
+            if records[i].same_as is not None:
+                grads[i] = grads[records[i].same_as]
+            elif a is not None and grads[i] is None and sink is None:
+                grads[i] = torch.zeros_like(a.input if isinstance(a, Recompute) else a)
+        return grads
+
+    def detach(self) -> None:
+        """Activations without their graph; shared outputs point at their first record's value."""
+        for i, a in enumerate(self.acts):
+            if isinstance(a, Recompute):
+                a.input = a.input.detach()
+            elif a is not None:
+                self.acts[i] = a.detach()
+        for i, rec in enumerate(self.records):
+            if rec.same_as is not None:
+                self.acts[i] = self.acts[rec.same_as]
+
+    def release(self) -> None:
+        self.edges.clear()
+        self.produced.clear()
+        self.recorder.originals.clear()
+
+
+def _targets_of(logits: torch.Tensor, targets: Sequence[int] | torch.Tensor | None) -> torch.Tensor:
+    if targets is None:
+        return logits.argmax(dim=1)
+    tgt = torch.as_tensor(list(targets) if not isinstance(targets, torch.Tensor) else targets,
+                          device=logits.device).long().view(-1)
+    return tgt.expand(logits.shape[0]) if tgt.numel() == 1 and logits.shape[0] > 1 else tgt
+
+
+def run_trace(
+    model: nn.Module,
+    input_tensor: torch.Tensor,
+    layers: LayerSpec = "all",
+    *,
+    targets: Sequence[int] | torch.Tensor | None = None,
+    gradients: bool = True,
+    keep_activations: bool = True,
+    output_key: str | int | None = None,
+    score: ScoreFn | None = None,
+    layouts: Mapping[str, str] | None = None,
+    copy_outputs: bool = False,
+    sink: LayerSink | None = None,
+) -> Trace:
+    """Run the single forward (and backward) pass and record every selected layer.
+
+    Args:
+        model: any ``nn.Module``; its train/eval flags are restored afterwards.
+        input_tensor: (B, C, H, W) input, on the model's device.
+        layers: see :func:`camanim.trace.select_layers`.
+        targets: class index per image (default: each image's predicted class).
+        gradients: also compute d score / d activation for every recorded layer (one backward).
+        keep_activations: keep the activations (False: only shapes, e.g. for ``camanim layers``).
+        output_key: how to find the logits in a tuple/dict output.
+        score: ``score(logits, targets) -> (B,)`` to differentiate; default the target logits.
+        layouts: ``{layer name: layout}`` overriding detection (see :mod:`camanim.trace.layouts`).
+        copy_outputs: hand the model a copy of every recorded output (the slow, always-safe way;
+            used by itself when an in-place write escaped the copy-on-write of :class:`Recorder`).
+        sink: with gradients, hand each layer's activation and gradient to ``sink`` during the
+            backward, as the gradient arrives (see :class:`LayerSink`); the trace keeps only
+            what the sink declines.
+
+    Returns:
+        A :class:`Trace`: the records in execution order, with activations (B, ...) and gradients
+        of the same shapes, the logits (B, K) and the explained classes (B,).
+
+    Raises:
+        InputError: the layer pattern selects nothing, a ``layouts`` entry is malformed, or the
+            model's output holds no (batch, classes) logits (name them with ``output_key``).
+    """
+    tp = _Pass(model, layers, keep_activations, copy_outputs)
+    x = input_tensor
+    if gradients and not x.requires_grad:
+        # Activations must require grad even when the user froze every parameter.
+        x = x.detach().requires_grad_(True)
+    tp.layouts = LayoutContext.for_model(model, x, layouts, named=tp.walked)
+    undo: list[Callable[[], None]] = []
+    try:
+        for _, mod in tp.walked:
+            if id(mod) in tp.selected or id(mod) in tp.activations:
+                undo.append(_shadow_forward(mod, tp.wrap))
+        with eval_mode(model), torch.set_grad_enabled(gradients):
+            with tp.recorder if tp.watching else nullcontext():
+                out = model(x)
+            if tp.on_write and not tp.recorder.settle():
+                while undo:
+                    undo.pop()()
+                if not tp.watching:
+                    logger.info("the model writes in place to a recorded output: tracing again, copying before writes")
+                    WRITES_IN_PLACE.add(model)
+                else:
+                    logger.info("an in-place write escaped copy-on-write: tracing again with every output copied")
+                return run_trace(model, input_tensor, layers, targets=targets, gradients=gradients,
+                                 keep_activations=keep_activations, output_key=output_key, score=score,
+                                 layouts=layouts, copy_outputs=tp.watching, sink=sink)
+            logits = logits_of(out, output_key)
+            if logits.ndim != 2:
+                raise InputError(f"the model's output has shape {tuple(logits.shape)}, not (batch, classes)")
+            tgt = _targets_of(logits, targets)
+            grads: list[torch.Tensor | None] = []
+            if gradients:
+                s = score(logits, tgt) if score is not None else logits.gather(1, tgt.view(-1, 1)).squeeze(1)
+                grads = tp.gradients(s, logits, tgt, sink)
+            tp.detach()
+    finally:
+        while undo:
+            undo.pop()()
+        tp.release()
+    return Trace(records=tp.records, activations=Activations(tp.acts), gradients=Activations(grads),
+                 logits=logits.detach(), targets=tgt)

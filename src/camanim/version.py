@@ -1,0 +1,3 @@
+"""The package version, in one place (``camanim.__version__``, manifests, ``camanim --version``)."""
+
+__version__ = "0.1.0"

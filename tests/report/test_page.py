@@ -1,0 +1,393 @@
+"""The HTML report, its PNG plots and the multi-run comparison, on synthetic run folders."""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+import os
+import re
+import stat
+from pathlib import Path
+
+import imageio_ffmpeg
+import numpy as np
+import pytest
+import torch
+from _runfixture import frame_colour, make_run_dir, ybroad_values
+from PIL import Image, ImageDraw
+
+from camanim.draw.render import render_frames
+from camanim.report import align_by_depth, build_report, compare, report_html
+from camanim.report.template import COMPARE_JS, REPORT_JS
+from camanim.road import YbRoad, write_ybroad
+from camanim.trace import LayerRecord
+
+# Lossy frame encoding (WebP/JPEG, then H.264 for the video) moves solid colours
+# by a few levels; neighbouring fixture colours differ by far more than this.
+COLOUR_TOL = 12
+VIDEO_COLOUR_TOL = 24
+
+
+def _json_script(page: str, element_id: str):
+    match = re.search(rf'<script type="application/json" id="{re.escape(element_id)}">(.*?)</script>', page, re.S)
+    assert match, f"no JSON script #{element_id}"
+    return json.loads(match.group(1))
+
+
+def _decode_data_uri(uri: str) -> np.ndarray:
+    header, payload = uri.split(",", 1)
+    assert re.fullmatch(r"data:image/(webp|jpeg);base64", header), header
+    with Image.open(io.BytesIO(base64.b64decode(payload))) as img:
+        return np.asarray(img.convert("RGB"), dtype=np.float64)
+
+
+def _assert_colour(pixels: np.ndarray, expected: tuple[int, int, int], tol: float) -> None:
+    mean = pixels.reshape(-1, 3).mean(axis=0)
+    assert np.abs(mean - np.array(expected)).max() <= tol, (mean.round(1).tolist(), expected)
+
+
+@pytest.fixture()
+def run(tmp_path: Path) -> Path:
+    return make_run_dir(tmp_path / "run", n_layers=5)
+
+
+def test_build_report_writes_files_and_shows_run_facts(run: Path) -> None:
+    path = build_report(run)
+
+    assert path == run / "report.html"
+    page = path.read_text(encoding="utf-8")
+    assert page.lower().startswith("<!doctype html>")
+    assert "resnet_tiny" in page and "resnet_tiny-weights" in page
+    assert "gradcam" in page
+    assert "Egyptian cat" in page and "285" in page and "77.0%" in page
+    assert "sample:cat" in page and "224×224" in page
+    for name in ("layer_params.png", "layer_time.png"):
+        assert (run / name).is_file()
+    # no leftovers from the atomic write
+    assert sorted(p.name for p in run.iterdir() if p.name.startswith(".")) == []
+
+
+def test_report_is_self_contained(run: Path) -> None:
+    page = report_html(run)
+
+    # nothing fetched from disk or network when the file is opened
+    assert not re.search(r'\s(src|href)="(?!data:|#|[^"]*\.mp4")', page), "external resource referenced"
+    assert "http://" not in page.replace("http://www.w3.org/2000/svg", "")
+    assert "https://" not in page
+    # interactive elements the browser test and users rely on
+    for element_id in ("layer-slider", "frame-local", "frame-global", "layer-caption", "layer-table", "play",
+                       "ybroad-plot", "params-plot", "time-plot"):
+        assert f'id="{element_id}"' in page, element_id
+
+
+def test_every_frame_embedded_once_in_layer_order(run: Path) -> None:
+    page = report_html(run)
+
+    for norm in ("local", "global"):
+        frames = _json_script(page, f"frames-data-{norm}")
+        assert len(frames) == 5
+        for i, uri in enumerate(frames):
+            _assert_colour(_decode_data_uri(uri), frame_colour(norm, i), COLOUR_TOL)
+    assert page.count("data:image/") == 10
+
+
+def test_layer_data_round_trips_through_embedded_json(tmp_path: Path) -> None:
+    names = ["stem", 'quote"s', "amp&ersand", "layer1.0.relu#2", "ünïcode →"]
+    run = make_run_dir(tmp_path / "run", n_layers=5, names=names)
+    manifest = json.loads((run / "manifest.json").read_text(encoding="utf-8"))
+
+    data = _json_script(report_html(run), "report-data")
+
+    assert data["layers"] == manifest["layers"]
+    assert [layer["name"] for layer in data["layers"]] == names
+    assert data["norms"] == ["local", "global"]
+    assert data["ybroad"]["values"] == ybroad_values(5)
+    assert data["ybroad"]["best"] == 3
+
+
+def test_hostile_layer_names_are_escaped_everywhere(tmp_path: Path) -> None:
+    names = ["<script>alert(1)</script>", "</script><!--", "<img src=x onerror=alert(2)>", "a&b", "ok"]
+    run = make_run_dir(tmp_path / "run", n_layers=5, names=names)
+
+    page = report_html(run)
+
+    assert "<script>alert(1)" not in page
+    assert "<img src=x" not in page
+    assert "<!--" not in page
+    # only our own scripts: page data, two frame arrays, the viewer code
+    assert page.count("<script") == 4
+    assert page.count("</script>") == 4
+    # shown as text in the table ...
+    assert html.escape(names[0]) in page
+    # ... and exact again after JSON.parse
+    assert [layer["name"] for layer in _json_script(page, "report-data")["layers"]] == names
+
+
+def test_table_rows_carry_layer_index_and_flags(run: Path) -> None:
+    page = report_html(run)
+
+    rows = re.findall(r'<tr data-index="(\d+)"[^>]*>(.*?)</tr>', page, re.S)
+    assert [int(i) for i, _ in rows] == [0, 1, 2, 3, 4]
+    assert "non-spatial" in rows[4][1]
+    assert "non-spatial" not in rows[0][1]
+    assert "best ybROAD" in rows[3][1]
+    assert "1×64×56×56" in rows[0][1]
+    assert "9,408" in rows[0][1]
+
+
+def test_ybroad_points_cover_defined_layers_and_mark_the_best(run: Path) -> None:
+    page = report_html(run)
+
+    svg = re.search(r'<svg[^>]*id="ybroad-plot".*?</svg>', page, re.S).group(0)
+    points = [int(i) for i in re.findall(r'<circle[^>]*data-index="(\d+)"', svg)]
+    assert points == [0, 1, 2, 3]  # layer 4 is undefined
+    best = re.findall(r'<circle[^>]*class="[^"]*cam-best[^"]*"[^>]*data-index="(\d+)"', svg)
+    assert best == ["3"]
+
+
+def test_report_without_ybroad(tmp_path: Path) -> None:
+    run = make_run_dir(tmp_path / "run", n_layers=3, with_ybroad=False)
+
+    page = report_html(run)
+
+    assert 'id="ybroad-plot"' not in page
+    assert _json_script(page, "report-data")["ybroad"] is None
+    assert 'id="params-plot"' in page
+
+
+def test_inline_fragment_is_namespaced(run: Path) -> None:
+    first = report_html(run, inline=True)
+    second = report_html(run, inline=True)
+
+    for fragment in (first, second):
+        assert not re.search(r"<(!doctype|html|head|body)\b", fragment, re.I)
+    prefix_a = re.search(r'id="(camanim-[0-9a-f]+-)root"', first).group(1)
+    prefix_b = re.search(r'id="(camanim-[0-9a-f]+-)root"', second).group(1)
+    assert prefix_a != prefix_b
+    ids = re.findall(r'\sid="([^"]+)"', first)
+    assert ids and all(i.startswith(prefix_a) for i in ids), [i for i in ids if not i.startswith(prefix_a)]
+    assert f'id="{prefix_a}layer-slider"' in first
+    assert len(_json_script(first, f"{prefix_a}frames-data-local")) == 5
+    # styles stay inside the fragment's root so a notebook's own look is untouched
+    style = re.search(r"<style>(.*?)</style>", first, re.S).group(1)
+    selectors = [s.strip() for block in re.findall(r"([^{}]+)\{[^{}]*\}", style) for s in block.split(",")]
+    assert selectors and all(s.startswith(".camanim") for s in selectors if not s.startswith("@")), selectors
+
+
+def test_plots_written_as_readable_pngs(tmp_path: Path) -> None:
+    # "$...$" would be mathtext to matplotlib; a name must not break (or change) the plot
+    names = [f"block{i}.conv" for i in range(38)] + ["price$tag$", "x" * 80]
+    run = make_run_dir(tmp_path / "run", n_layers=40, names=names)
+    build_report(run)
+
+    for name in ("layer_params.png", "layer_time.png"):
+        with Image.open(run / name) as img:
+            assert img.format == "PNG"
+            width, height = img.size
+            assert 800 <= width <= 3000 and 400 <= height <= 1600, img.size
+            pixels = np.asarray(img.convert("L"))
+        # a chart, not a blank canvas: plenty of dark (bars, text) and light (background) pixels
+        assert (pixels < 128).mean() > 0.01
+        assert (pixels > 200).mean() > 0.5
+
+
+def test_align_by_depth_maps_relative_depth() -> None:
+    mapping = align_by_depth([5, 3, 9, 1])
+
+    assert mapping == [
+        [0, 1, 1, 2, 2, 3, 3, 4, 4],
+        [0, 0, 1, 1, 1, 1, 2, 2, 2],
+        list(range(9)),
+        [0] * 9,
+    ]
+    assert align_by_depth([1, 1]) == [[0], [0]]
+    assert align_by_depth([4], steps=3) == [[0, 2, 3]]  # t = 0, 0.5, 1 -> round(1.5) = 2, half up
+    with pytest.raises(ValueError, match="layer"):
+        align_by_depth([3, 0])
+
+
+def test_compare_page_aligns_runs_of_different_lengths(tmp_path: Path) -> None:
+    short = make_run_dir(tmp_path / "short", n_layers=3, model="tiny_a", method="gradcam")
+    long = make_run_dir(tmp_path / "long", n_layers=5, model="tiny_b", method="scorecam")
+
+    result = compare([short, long], tmp_path / "cmp", fps=5)
+
+    assert set(result) == {"html", "video"}
+    assert result["html"] == tmp_path / "cmp" / "compare.html"
+    page = result["html"].read_text(encoding="utf-8")
+    assert "tiny_a" in page and "scorecam" in page
+    assert "relative depth" in page
+    data = _json_script(page, "compare-data")
+    assert data["steps"] == 5
+    assert data["mapping"] == [[0, 1, 1, 2, 2], [0, 1, 2, 3, 4]]
+    assert [len(run["layers"]) for run in data["runs"]] == [3, 5]
+    for r, n in enumerate((3, 5)):
+        frames = _json_script(page, f"frames-data-{r}-local")
+        assert len(frames) == n
+        _assert_colour(_decode_data_uri(frames[-1]), frame_colour("local", n - 1), COLOUR_TOL)
+    for element_id in ("depth-slider", "play", "frame-0", "frame-1", "caption-0", "caption-1"):
+        assert f'id="{element_id}"' in page
+
+
+def test_compare_video_tiles_aligned_frames(tmp_path: Path) -> None:
+    short = make_run_dir(tmp_path / "short", n_layers=3, size=(64, 48))
+    long = make_run_dir(tmp_path / "long", n_layers=5, size=(70, 45))  # odd height, other size
+
+    video = compare([short, long], tmp_path / "cmp", fps=4)["video"]
+
+    reader = imageio_ffmpeg.read_frames(str(video))
+    meta = reader.__next__()
+    width, height = meta["size"]
+    assert width % 2 == 0 and height % 2 == 0
+    frames = [np.frombuffer(f, dtype=np.uint8).reshape(height, width, 3) for f in reader]
+    assert len(frames) == 5
+    mapping = align_by_depth([3, 5])
+    for step, frame in enumerate(frames):
+        for r in range(2):
+            # the middle of each run's column shows that run's aligned layer
+            cx = (2 * r + 1) * width // 4
+            patch = frame[height // 2 - 4 : height // 2 + 4, cx - 4 : cx + 4].astype(np.float64)
+            _assert_colour(patch, frame_colour("local", mapping[r][step]), VIDEO_COLOUR_TOL)
+
+
+def test_not_a_run_folder_is_a_clear_error(tmp_path: Path) -> None:
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(ValueError, match=r"empty.*manifest\.json.*camanim run"):
+        build_report(empty)
+    with pytest.raises(ValueError, match="does not exist"):
+        report_html(tmp_path / "missing")
+    good = make_run_dir(tmp_path / "good", n_layers=2)
+    with pytest.raises(ValueError, match=r"empty.*manifest\.json"):
+        compare([good, empty], tmp_path / "cmp")
+    with pytest.raises(ValueError, match="at least one run"):
+        compare([], tmp_path / "cmp")
+    assert not (tmp_path / "cmp" / "compare.html").exists()
+
+
+def test_broken_run_folders_name_the_problem(tmp_path: Path) -> None:
+    run = make_run_dir(tmp_path / "run", n_layers=3)
+    (run / "frames" / "global" / "0002.png").unlink()
+    with pytest.raises(ValueError, match=r"0002\.png"):
+        build_report(run)
+    assert not (run / "report.html").exists()
+
+    bad = make_run_dir(tmp_path / "bad", n_layers=2)
+    (bad / "manifest.json").write_text("{not json", encoding="utf-8")
+    with pytest.raises(ValueError, match=r"manifest\.json.*not valid JSON"):
+        build_report(bad)
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o027])
+def test_written_files_follow_the_umask_like_open(tmp_path: Path, umask: int) -> None:
+    old = os.umask(umask)
+    try:
+        run = make_run_dir(tmp_path / "run", n_layers=3)
+        build_report(run)
+        compare([run], tmp_path / "cmp", fps=4)
+    finally:
+        os.umask(old)
+
+    written = [run / "report.html", run / "layer_params.png", run / "layer_time.png",
+               tmp_path / "cmp" / "compare.html", tmp_path / "cmp" / "compare_grid.mp4"]
+    assert {p.name: oct(stat.S_IMODE(p.stat().st_mode)) for p in written} == {
+        p.name: oct(0o666 & ~umask) for p in written
+    }
+
+
+def _rewrite_json(path: Path, edit) -> None:
+    data = json.loads(path.read_text(encoding="utf-8"))
+    edit(data)
+    path.write_text(json.dumps(data), encoding="utf-8")
+
+
+def _row_cells(page: str) -> list[list[str]]:
+    rows = re.findall(r'<tr data-index="\d+"[^>]*>(.*?)</tr>', page, re.S)
+    return [re.findall(r"<td[^>]*>(.*?)</td>", row, re.S) for row in rows]
+
+
+def test_ybroad_column_keeps_significant_digits_of_probability_scores(run: Path) -> None:
+    values = [0.00052, 0.0012345, 0.0019, -0.0007, None]
+
+    def edit(data: dict) -> None:
+        for entry, value in zip(data["layers"], values, strict=True):
+            entry["ybroad"] = value
+        data["ybroad_max"] = {"value": 0.0019, "index": 2, "name": data["layers"][2]["name"]}
+
+    _rewrite_json(run / "ybroad.json", edit)
+
+    cells = _row_cells(report_html(run))
+
+    assert [row[-1] for row in cells] == ["0.00052", "0.00123", "0.0019", "-0.0007", "—"]
+
+
+def test_layers_sharing_a_cam_are_flagged(run: Path) -> None:
+    def edit(manifest: dict) -> None:
+        manifest["layers"][2]["same_as"] = 1
+        manifest["layers"][3]["same_as"] = None
+
+    _rewrite_json(run / "manifest.json", edit)
+
+    names = [row[1] for row in _row_cells(report_html(run))]
+
+    assert "same CAM as 1" in names[2]
+    assert [i for i, name in enumerate(names) if "same CAM as" in name] == [2]
+
+
+def test_layer_numbers_count_from_zero_in_frames_viewer_and_compare(monkeypatch) -> None:
+    drawn: list[str] = []
+    draw_text = ImageDraw.ImageDraw.text
+
+    def spy(self, xy, text, *args, **kwargs):
+        drawn.append(text)
+        return draw_text(self, xy, text, *args, **kwargs)
+
+    monkeypatch.setattr(ImageDraw.ImageDraw, "text", spy)
+    records = [LayerRecord(index=i, name=f"block{i}", module=f"block{i}", type="Conv2d", shape=(1, 2, 4, 4),
+                           layout="NCHW", params=0, seconds=0.0) for i in range(3)]
+
+    render_frames(np.zeros((16, 16, 3), np.uint8), torch.zeros(3, 4, 4), records, "local")
+
+    # the frame caption reads like the viewer's "Layer 2 / 2" and the table's index column
+    assert [text for text in drawn if "/" in text] == ["0/2", "1/2", "2/2"]
+    assert '"Layer " + i + " / " + (n - 1)' in REPORT_JS
+    assert '"Layer " + i + " / " + (run.layers.length - 1)' in COMPARE_JS
+    assert 'step " + s + " / " + (steps - 1)' in COMPARE_JS
+
+
+def test_ybroad_png_best_layer_label_stays_inside_the_axes(tmp_path: Path, monkeypatch) -> None:
+    from matplotlib.figure import Figure
+
+    figures: list[Figure] = []
+    savefig = Figure.savefig
+
+    def keep(self, *args, **kwargs):
+        figures.append(self)
+        return savefig(self, *args, **kwargs)
+
+    monkeypatch.setattr(Figure, "savefig", keep)
+    n = 12
+    curve = torch.tensor([0.1 * np.sin(i / 2) for i in range(n)], dtype=torch.float64)
+    curve[6] = 0.5  # a sharp peak: the best layer is the top of the plot
+    lerf = (2 * curve).view(1, n, 1).expand(1, n, 2).clone()
+    morf = torch.zeros_like(lerf)
+    names = [f"features.{i}.conv" for i in range(n)]
+    result = YbRoad(percentiles=(20.0, 40.0), score="prob", noise=0.01, seed=0, trials=1, layer_names=names,
+                    morf=morf, lerf=lerf, combined=(lerf - morf) / 2, defined=torch.ones(n, dtype=torch.bool))
+
+    write_ybroad(tmp_path, result)
+
+    (fig,) = figures
+    (ax,) = fig.axes
+    renderer = fig.canvas.get_renderer()
+    (label,) = [t for t in ax.texts if t.get_text() == "features.6.conv"]
+    box = label.get_window_extent(renderer)
+    axes_box = ax.get_window_extent(renderer)
+    title_box = ax.title.get_window_extent(renderer)
+    assert axes_box.y0 <= box.y0 and box.y1 <= axes_box.y1, (box, axes_box)
+    assert box.y1 < title_box.y0, (box, title_box)
+    # and clear of the star it names
+    star_y = ax.transData.transform((6, 0.5))[1]
+    assert box.y0 > star_y + 10, (box, star_y)

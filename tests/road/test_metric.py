@@ -1,0 +1,419 @@
+"""ybROAD: exact removal counts, ROAD's imputation and scores against pytorch-grad-cam, files."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+from pytorch_grad_cam.metrics import road as ref_road
+from pytorch_grad_cam.metrics.perturbation_confidence import RemoveLeastRelevantFirst, RemoveMostRelevantFirst
+from pytorch_grad_cam.utils.model_targets import ClassifierOutputSoftmaxTarget, ClassifierOutputTarget
+from torch import nn
+
+import camanim
+import camanim.road.imputation as imputation
+from camanim.road import YbRoad, removal_masks, write_ybroad, ybroad
+from camanim.road.files import _tick_positions
+from camanim.road.imputation import linear_imputation, nested_dissection_rank
+
+H = W = 32
+PCTS = (20, 40, 60, 80)
+
+
+def _net() -> nn.Module:
+    """A tiny seeded CNN for 3x32x32 inputs (the score must react to pixel changes)."""
+    torch.manual_seed(0)
+    return nn.Sequential(
+        nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(),
+        nn.Conv2d(8, 8, 3, stride=2, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
+        nn.AdaptiveAvgPool2d(2), nn.Flatten(), nn.Linear(32, 5),
+    ).eval()
+
+
+@pytest.fixture
+def net() -> nn.Module:
+    return _net()
+
+
+@pytest.fixture
+def x() -> torch.Tensor:
+    return torch.randn(1, 3, H, W, generator=torch.Generator().manual_seed(1))
+
+
+def _tie_free_cams(n: int, seed: int = 2) -> torch.Tensor:
+    """CAMs whose values are distinct multiples of 1/1024, so ``1 - cam`` (the reference's LeRF) is exact too."""
+    g = torch.Generator().manual_seed(seed)
+    return torch.stack([torch.randperm(H * W, generator=g).float().reshape(H, W) / (H * W) for _ in range(n)])
+
+
+# ------------------------------------------------------------------ which pixels go
+
+def test_removal_masks_break_ties_by_flat_index() -> None:
+    cam = torch.tensor([[0.0, 1.0, 0.0], [1.0, 0.0, 0.0]])
+    morf, lerf = removal_masks(cam, [50, 0])
+    # k = 3: the two ones, then the first zero in flat order; LeRF: the first three zeros.
+    assert morf[0].tolist() == [[True, True, False], [True, False, False]]
+    assert lerf[0].tolist() == [[True, False, True], [False, True, False]]
+    assert not morf[1].any() and not lerf[1].any()
+
+
+def test_exactly_k_removed_where_reference_threshold_is_not() -> None:
+    """A ReLU-like CAM, 70% exact zeros: we remove exactly k; the reference's percentile threshold cannot."""
+    g = torch.Generator().manual_seed(3)
+    cam = torch.rand(H, W, generator=g)
+    cam[torch.rand(H, W, generator=g) < 0.7] = 0.0
+    n_zero = int((cam == 0).sum())
+    morf, lerf = removal_masks(cam, PCTS)
+    expected = [round(p / 100 * H * W) for p in PCTS]  # 205, 410, 614, 819 (no .5 cases here)
+    assert [int(m.sum()) for m in morf] == expected
+    assert [int(m.sum()) for m in lerf] == expected
+    # MoRF takes the largest values: everything removed is >= everything kept.
+    for m in morf:
+        assert cam[m].min() >= cam[~m].max()
+    for m in lerf:
+        assert cam[m].max() <= cam[~m].min()
+
+    def reference_removed(metric: type, kept_pct: float, mask: torch.Tensor) -> int:
+        seen = {}
+        metric(kept_pct, lambda img, keep: seen.setdefault("keep", keep))(torch.zeros(3, H, W), mask)
+        return int((seen["keep"] == 0).sum())
+
+    # 40% removed: the 60th percentile is 0, nothing is "< 0", so MoRF removes the whole image...
+    assert reference_removed(RemoveMostRelevantFirst, 60, cam) == H * W
+    # ...and LeRF keeps only the non-zero pixels, removing all zeros instead of 410 pixels.
+    assert reference_removed(RemoveLeastRelevantFirst, 60, cam) >= n_zero > expected[1]
+
+
+@pytest.mark.parametrize("pcts", [(100,), (-1,), (), (99.99,)])
+def test_percentages_must_leave_pixels(pcts: tuple[float, ...]) -> None:
+    with pytest.raises(ValueError, match="percentiles"):
+        removal_masks(torch.rand(4, 4), pcts)
+
+
+# ------------------------------------------------------------------ imputation
+
+def test_imputation_hand_values() -> None:
+    img = torch.zeros(1, 3, 3)
+    img[0, 0, 1], img[0, 1, 0], img[0, 1, 1] = 6.0, 12.0, 24.0
+    removed = torch.zeros(2, 3, 3, dtype=torch.bool)
+    removed[0, 1, 1] = True  # interior: all 8 neighbours, weights sum to 1
+    removed[1, 0, 0] = True  # corner: 3 in-image neighbours, weights 1/6 + 1/6 + 1/12 renormalised
+    out = linear_imputation(img, removed)
+    assert out[0, 0, 1, 1].item() == pytest.approx(6 / 6 + 12 / 6)
+    assert out[1, 0, 0, 0].item() == pytest.approx((6 / 6 + 12 / 6 + 24 / 12) / (5 / 12))
+    # Kept pixels are untouched.
+    torch.testing.assert_close(out[0][~removed[0].expand(1, 3, 3)], img[~removed[0].expand(1, 3, 3)])
+
+
+def test_imputation_preserves_a_constant_image() -> None:
+    removed = torch.rand(3, 9, 11, generator=torch.Generator().manual_seed(0)) < torch.tensor([0.1, 0.5, 0.95])[
+        :, None, None]
+    out = linear_imputation(torch.full((2, 9, 11), 0.25), removed)
+    torch.testing.assert_close(out, torch.full((3, 2, 9, 11), 0.25), atol=1e-6, rtol=0)
+
+
+@pytest.mark.parametrize("shape", [(32, 32), (17, 23)])
+def test_imputation_equals_reference_noisy_linear_imputer(shape: tuple[int, int]) -> None:
+    g = torch.Generator().manual_seed(4)
+    img = torch.randn(3, *shape, generator=g)
+    fractions = torch.tensor([0.02, 0.2, 0.5, 0.8, 0.97])
+    removed = torch.rand(len(fractions), *shape, generator=g) < fractions[:, None, None]
+    # One large blob touching two borders, the hardest system.
+    blob = torch.zeros(shape, dtype=torch.bool)
+    blob[: shape[0] * 3 // 4, shape[1] // 4:] = True
+    removed = torch.cat([removed, blob[None]])
+    reference = ref_road.NoisyLinearImputer(noise=0.0)
+    expected = torch.stack([reference(img, (~m).float()) for m in removed])
+    torch.testing.assert_close(linear_imputation(img, removed), expected, atol=1e-4, rtol=0)
+    torch.testing.assert_close(linear_imputation(img, removed, workers=2), expected, atol=1e-4, rtol=0)
+
+
+def test_nested_dissection_rank_is_a_permutation_with_separators_last() -> None:
+    rank = nested_dissection_rank(7, 5)
+    assert sorted(rank.tolist()) == list(range(35))
+    # The first split is the middle row (row 3), eliminated after both halves.
+    assert set(rank.reshape(7, 5)[3].tolist()) == set(range(30, 35))
+
+
+# ------------------------------------------------------------------ scores
+
+def _reference_scores(net: nn.Module, x: torch.Tensor, cams: torch.Tensor, target: int, score: str,
+                      monkeypatch: pytest.MonkeyPatch) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """pytorch-grad-cam's per-percentage MoRF/LeRF and ROADCombined, noise switched off."""
+    class NoiseFree(ref_road.NoisyLinearImputer):
+        def __init__(self) -> None:
+            super().__init__(noise=0.0)
+
+    # ROAD*RelevantFirst build their imputer by this module-level name, with noise 0.01.
+    monkeypatch.setattr(ref_road, "NoisyLinearImputer", NoiseFree)
+    n = cams.shape[0]
+    make = ClassifierOutputSoftmaxTarget if score == "prob" else ClassifierOutputTarget
+    targets = [make(target)] * n
+    batch, cams_np = x.repeat(n, 1, 1, 1), cams.numpy()
+    kept = [100 - p for p in PCTS]  # the reference's percentile is the share of pixels KEPT
+    morf = np.stack([ref_road.ROADMostRelevantFirst(q)(batch, cams_np, targets, net) for q in kept], axis=1)
+    lerf = np.stack([ref_road.ROADLeastRelevantFirst(q)(batch, cams_np, targets, net) for q in kept], axis=1)
+    combined = ref_road.ROADCombined(percentiles=kept)(batch, cams_np, targets, net)
+    return morf, lerf, combined
+
+
+@pytest.mark.parametrize("score", ["prob", "logit"])
+def test_scores_equal_pytorch_grad_cam_road(net: nn.Module, x: torch.Tensor, score: str,
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    cams = _tie_free_cams(3)
+    ours = ybroad(net, x, cams, 2, percentiles=PCTS, score=score, noise=0.0)
+    morf, lerf, combined = _reference_scores(net, x, cams, 2, score, monkeypatch)
+    torch.testing.assert_close(ours.morf[0], torch.from_numpy(morf).double(), atol=1e-3, rtol=0)
+    torch.testing.assert_close(ours.lerf[0], torch.from_numpy(lerf).double(), atol=1e-3, rtol=0)
+    torch.testing.assert_close(ours.curve_mean, torch.from_numpy(combined).double(), atol=1e-3, rtol=0)
+    # The comparison must not be vacuous: the perturbations move the score.
+    assert ours.morf.abs().max() > (1e-3 if score == "prob" else 1e-2)
+
+
+def test_combined_and_summaries_follow_the_definitions(net: nn.Module, x: torch.Tensor) -> None:
+    res = ybroad(net, x, _tie_free_cams(4), 1, noise=0.05, trials=3)
+    torch.testing.assert_close(res.combined, (res.lerf - res.morf) / 2)
+    torch.testing.assert_close(res.curve, res.combined.mean(-1))
+    torch.testing.assert_close(res.curve_mean, res.curve.mean(0))
+    torch.testing.assert_close(res.curve_std, res.curve.std(0, correction=1))
+    best = res.ybroad_max
+    assert best is not None
+    assert best.index == int(res.curve_mean.argmax()) and best.value == float(res.curve_mean.max())
+    assert best.name == str(best.index)
+    assert res.ybroad_mean == pytest.approx(float(res.curve_mean.mean()))
+
+
+def test_constant_image_scores_zero(net: nn.Module) -> None:
+    # Linear imputation reproduces a constant image exactly, so nothing changes.
+    res = ybroad(net, torch.full((1, 3, H, W), 0.3), _tie_free_cams(2), 0, noise=0.0, score="logit")
+    torch.testing.assert_close(res.morf, torch.zeros_like(res.morf), atol=1e-6, rtol=0)
+    torch.testing.assert_close(res.lerf, torch.zeros_like(res.lerf), atol=1e-6, rtol=0)
+
+
+def test_undefined_layers_are_nan_and_skipped(net: nn.Module, x: torch.Tensor) -> None:
+    cams = _tie_free_cams(4)
+    cams[1] = 0.5  # constant: no ranking
+    cams[3, 0, 0] = math.nan
+    res = ybroad(net, x, cams, 1, noise=0.0, non_spatial=[False, False, True, False],
+                 layer_names=["a", "b", "c", "d"])
+    assert res.defined.tolist() == [True, False, False, False]
+    assert torch.isnan(res.combined[:, 1:]).all() and not torch.isnan(res.combined[:, 0]).any()
+    assert res.ybroad_max is not None and res.ybroad_max.index == 0 and res.ybroad_max.name == "a"
+    assert res.ybroad_mean == pytest.approx(float(res.curve_mean[0]))
+    # Layer 0 scores as if scored alone.
+    alone = ybroad(net, x, cams[:1], 1, noise=0.0)
+    torch.testing.assert_close(res.combined[:, :1], alone.combined)
+
+    none = ybroad(net, x, cams[1:3], 1, non_spatial=[False, True])
+    assert none.ybroad_max is None and math.isnan(none.ybroad_mean)
+    data = none.to_json_dict()
+    assert data["ybroad_max"] is None and data["ybroad_mean"] is None
+    assert data["layers"][0]["combined"] == [None] * 4
+
+
+def test_identical_masks_are_imputed_once(net: nn.Module, x: torch.Tensor, monkeypatch: pytest.MonkeyPatch) -> None:
+    solved: list[int] = []
+    original = imputation._solve_group
+
+    def counting(image, removed, height, width):
+        solved.append(removed.shape[0])
+        return original(image, removed, height, width)
+
+    monkeypatch.setattr(imputation, "_solve_group", counting)
+    cams = _tie_free_cams(3)
+    cams[1] = 3 * cams[0] + 1  # same ranking, same masks
+    res = ybroad(net, x, cams, 0, noise=0.0, trials=2)
+    assert sum(solved) == 2 * 2 * len(PCTS)  # two distinct layers x MoRF/LeRF x percentages
+    torch.testing.assert_close(res.combined[:, 1], res.combined[:, 0], atol=1e-6, rtol=0)
+
+
+def test_identical_masks_get_one_noisy_image_and_one_score(net: nn.Module, x: torch.Tensor) -> None:
+    """Layers that remove the very same pixels (``same_as``) are scored on the same image: equal scores."""
+    rec = _Recorder(net)
+    cams = _tie_free_cams(2)
+    cams = torch.stack([cams[0], cams[1], 2 * cams[0]])  # layer 2 ranks pixels as layer 0 does
+    res = ybroad(rec, x, cams, 0, noise=0.05, seed=3, trials=2, batch_size=4)
+    assert torch.equal(res.morf[:, 2], res.morf[:, 0]) and torch.equal(res.lerf[:, 2], res.lerf[:, 0])
+    assert (res.morf[:, 1] - res.morf[:, 0]).abs().max() > 0
+    # the clean image, then one image per distinct mask and trial: 2 layers x 2 directions x 4 x 2 trials
+    assert sum(len(batch) for batch in rec.seen) == 1 + 2 * 2 * len(PCTS) * 2
+    # a layer's numbers do not depend on which other layers are scored with it
+    alone = ybroad(net, x, cams[:1], 0, noise=0.05, seed=3, trials=2)
+    torch.testing.assert_close(alone.combined[:, 0], res.combined[:, 0], atol=1e-6, rtol=0)
+
+
+class _FailsOnBatches(nn.Module):
+    """Scores the clean image, then fails on the first perturbed batch."""
+
+    def __init__(self, inner: nn.Module) -> None:
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        if images.shape[0] > 1:
+            raise RuntimeError("boom")
+        return self.inner(images)
+
+
+def test_torch_threads_restored_after_scoring_and_after_a_failure(net: nn.Module, x: torch.Tensor) -> None:
+    threads = torch.get_num_threads()
+    ybroad(net, x, _tie_free_cams(2), 0, noise=0.0, batch_size=4)
+    assert torch.get_num_threads() == threads
+    with pytest.raises(RuntimeError, match="boom"):
+        ybroad(_FailsOnBatches(net), x, _tie_free_cams(2), 0, noise=0.0, batch_size=4)
+    assert torch.get_num_threads() == threads and not net.training
+
+
+class _DictOut(nn.Module):
+    def __init__(self, inner: nn.Module) -> None:
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {"features": images.mean(dim=(2, 3)), "scores": self.inner(images)}
+
+
+def test_models_with_dict_outputs_take_an_output_key(net: nn.Module, x: torch.Tensor) -> None:
+    cams = _tie_free_cams(2)
+    expected = ybroad(net, x, cams, 1, noise=0.0)
+    got = ybroad(_DictOut(net), x, cams, 1, noise=0.0, output_key="scores")
+    torch.testing.assert_close(got.combined, expected.combined)
+    with pytest.raises(camanim.InputError, match="--output-key"):
+        ybroad(_DictOut(net), x, cams, 1, noise=0.0)
+
+
+class _Recorder(nn.Module):
+    """Wraps a model and keeps every image it is shown."""
+
+    def __init__(self, inner: nn.Module) -> None:
+        super().__init__()
+        self.inner, self.seen = inner, []
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        self.seen.append(images.clone())
+        return self.inner(images)
+
+
+def test_noise_only_on_removed_pixels_with_requested_std(net: nn.Module, x: torch.Tensor) -> None:
+    cams = _tie_free_cams(1)
+    rec = _Recorder(net)
+    ybroad(rec, x, cams, 0, percentiles=(60,), noise=0.2, batch_size=1)
+    clean, morf_img = rec.seen[0][0], rec.seen[1][0]  # clean forward first, then MoRF 60%
+    removed = removal_masks(cams[0], (60,))[0][0]
+    noise_free = linear_imputation(x[0], removed[None])[0]
+    diff = morf_img - noise_free
+    torch.testing.assert_close(morf_img[:, ~removed], clean[:, ~removed], atol=0, rtol=0)
+    assert diff[:, removed].std().item() == pytest.approx(0.2, rel=0.05)
+    assert abs(diff[:, removed].mean().item()) < 0.02
+
+
+def test_seeded_reproducible_and_independent_of_batching(net: nn.Module, x: torch.Tensor) -> None:
+    cams = _tie_free_cams(3)
+    a = ybroad(net, x, cams, 3, noise=0.1, seed=7, trials=2, batch_size=5)
+    b = ybroad(net, x, cams, 3, noise=0.1, seed=7, trials=2, batch_size=64)
+    torch.testing.assert_close(a.combined, b.combined, atol=1e-6, rtol=0)
+    one = ybroad(net, x, cams, 3, noise=0.1, seed=7, trials=1)
+    torch.testing.assert_close(one.combined[0], a.combined[0], atol=1e-6, rtol=0)  # trial 0 is trial 0
+    assert (a.morf[0] - a.morf[1]).abs().max() > 1e-5  # trials differ
+    other = ybroad(net, x, cams, 3, noise=0.1, seed=8, trials=1)
+    assert (other.morf[0] - one.morf[0]).abs().max() > 1e-5
+
+
+def test_train_mode_is_restored_and_does_not_change_scores(net: nn.Module, x: torch.Tensor) -> None:
+    cams = _tie_free_cams(2)
+    expected = ybroad(net, x, cams, 1, noise=0.0)
+    net.train()
+    got = ybroad(net, x, cams, 1, noise=0.0)
+    assert net.training and all(m.training for m in net.modules())
+    torch.testing.assert_close(got.combined, expected.combined)
+
+
+def test_progress_counts_every_perturbed_image(net: nn.Module, x: torch.Tensor) -> None:
+    calls: list[tuple[int, int]] = []
+    ybroad(net, x, _tie_free_cams(2), 0, trials=2, batch_size=7, progress=lambda d, t: calls.append((d, t)))
+    total = 2 * 2 * 2 * len(PCTS)
+    assert calls[0] == (0, total) and calls[-1] == (total, total)
+    assert [d for d, _ in calls] == sorted(d for d, _ in calls)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error"),
+    [
+        ({"score": "accuracy"}, ValueError),
+        ({"percentiles": (20, 100)}, ValueError),
+        ({"trials": 0}, ValueError),
+        ({"batch_size": 0}, ValueError),
+        ({"noise": -0.1}, ValueError),
+        ({"seed": -1}, ValueError),
+        ({"target": 5}, ValueError),
+        ({"target": 1.0}, TypeError),
+        ({"layer_names": ["only-one"]}, ValueError),
+        ({"cams": torch.rand(2, H, W + 1)}, ValueError),
+        ({"cams": np.zeros((2, H, W))}, TypeError),
+        ({"input_tensor": torch.rand(2, 3, H, W)}, ValueError),
+    ],
+)
+def test_bad_arguments(net: nn.Module, x: torch.Tensor, kwargs: dict, error: type) -> None:
+    args = {"model": net, "input_tensor": x, "cams": _tie_free_cams(2), "target": 0, **kwargs}
+    with pytest.raises(error):
+        ybroad(**args)
+
+
+# ------------------------------------------------------------------ files
+
+def _fake(n: int, trials: int, seed: int = 0) -> YbRoad:
+    g = torch.Generator().manual_seed(seed)
+    morf = torch.randn(trials, n, 2, generator=g, dtype=torch.float64)
+    lerf = torch.randn(trials, n, 2, generator=g, dtype=torch.float64)
+    defined = torch.ones(n, dtype=torch.bool)
+    defined[1] = False
+    morf[:, 1] = lerf[:, 1] = math.nan
+    return YbRoad(percentiles=(25.0, 62.5), score="logit", noise=0.01, seed=0, trials=trials,
+                  layer_names=[f"features.{i}.conv" for i in range(n)], morf=morf, lerf=lerf,
+                  combined=(lerf - morf) / 2, defined=defined)
+
+
+def test_write_ybroad_files_hold_the_result(tmp_path) -> None:
+    res = _fake(5, trials=3)
+    paths = write_ybroad(tmp_path / "out", res)
+    assert set(paths) == {"csv", "json", "png"}
+
+    data = json.loads(paths["json"].read_text())
+    assert data["percentiles"] == [25, 62.5] and data["percent_meaning"] == "pixels removed"
+    assert data["score"] == "logit" and data["trials"] == 3 and data["seed"] == 0
+    assert data["layers"][1] == {"index": 1, "name": "features.1.conv", "defined": False, "morf": [None, None],
+                                 "lerf": [None, None], "combined": [None, None], "ybroad": None,
+                                 "ybroad_std": None}
+    best = res.ybroad_max
+    assert data["ybroad_max"] == {"value": best.value, "index": best.index, "name": best.name}
+    assert data["ybroad_mean"] == pytest.approx(res.ybroad_mean)
+    assert data["layers"][4]["lerf"] == pytest.approx(res.lerf[:, 4].mean(0).tolist())
+
+    with paths["csv"].open() as fh:
+        rows = list(csv.DictReader(fh))
+    assert list(rows[0]) == ["index", "name", "defined", "morf_25", "lerf_25", "combined_25", "morf_62.5",
+                             "lerf_62.5", "combined_62.5", "ybroad", "ybroad_std"]
+    assert rows[1]["defined"] == "False" and rows[1]["ybroad"] == ""
+    for i in (0, 2, 3, 4):
+        assert float(rows[i]["combined_62.5"]) == pytest.approx(float(res.combined[:, i, 1].mean()))
+        assert float(rows[i]["ybroad"]) == pytest.approx(float(res.curve_mean[i]))
+        assert float(rows[i]["ybroad_std"]) == pytest.approx(float(res.curve_std[i]))
+
+    png = paths["png"].read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
+
+
+def test_png_with_hundreds_of_layers_and_one_trial(tmp_path) -> None:
+    paths = write_ybroad(tmp_path, _fake(300, trials=1))
+    assert json.loads(paths["json"].read_text())["layers"][0]["ybroad_std"] is None  # one trial: no spread
+    assert paths["png"].stat().st_size > 10_000
+
+
+def test_tick_labels_are_thinned() -> None:
+    assert _tick_positions(10).tolist() == list(range(10))
+    ticks = _tick_positions(300)
+    assert ticks[0] == 0 and len(ticks) <= 40 and np.all(np.diff(ticks) == 8)

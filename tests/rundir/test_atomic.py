@@ -1,0 +1,54 @@
+"""Atomic writes: a file or a folder appears complete, or not at all; an earlier run is replaced whole."""
+
+from __future__ import annotations
+
+import pytest
+
+from camanim import InputError
+from camanim.rundir import atomic_path, prepare_out_dir, staged_dir, write_text
+
+
+def test_atomic_path_moves_into_place_only_on_success(tmp_path):
+    target = tmp_path / "report.html"
+    with atomic_path(target) as tmp:
+        tmp.write_text("new")
+        assert not target.exists() and tmp.suffix == ".html"
+    assert target.read_text() == "new" and [p.name for p in tmp_path.iterdir()] == ["report.html"]
+    with pytest.raises(RuntimeError), atomic_path(target) as tmp:
+        tmp.write_text("half")
+        raise RuntimeError("writer died")
+    assert target.read_text() == "new" and [p.name for p in tmp_path.iterdir()] == ["report.html"]
+
+
+def test_write_text_replaces_and_keeps_umask_permissions(tmp_path):
+    path = write_text(tmp_path / "a.json", "1")
+    write_text(path, "2")
+    assert path.read_text() == "2" and path.stat().st_mode & 0o044 == 0o044
+
+
+def test_staged_dir_replaces_an_earlier_run_whole_and_cleans_up_on_failure(tmp_path):
+    out = tmp_path / "run"
+    with staged_dir(out) as tmp:
+        (tmp / "manifest.json").write_text("{}")
+        (tmp / "old.txt").write_text("old")
+    assert sorted(p.name for p in out.iterdir()) == ["manifest.json", "old.txt"]
+    assert out.stat().st_mode & 0o755 == 0o755
+    with staged_dir(out) as tmp:
+        (tmp / "manifest.json").write_text('{"second": 1}')
+    assert sorted(p.name for p in out.iterdir()) == ["manifest.json"]
+    with pytest.raises(RuntimeError), staged_dir(out) as tmp:
+        (tmp / "manifest.json").write_text("half")
+        raise RuntimeError("died")
+    assert (out / "manifest.json").read_text() == '{"second": 1}'
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]
+
+
+def test_prepare_out_dir_refuses_files_and_foreign_folders(tmp_path):
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(InputError, match="is a file"):
+        prepare_out_dir(tmp_path / "file")
+    (tmp_path / "photos").mkdir()
+    (tmp_path / "photos" / "cat.jpg").write_text("x")
+    with pytest.raises(InputError, match="not empty and not a camanim run"):
+        prepare_out_dir(tmp_path / "photos")
+    assert prepare_out_dir(tmp_path / "new" / "run") == (tmp_path / "new").resolve()

@@ -1,0 +1,184 @@
+"""End to end: the default run, the output folder contract, the CLI and its errors."""
+
+from __future__ import annotations
+
+import json
+import urllib.error
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torchvision
+from PIL import Image
+
+import camanim
+from camanim.cli import main
+from camanim.draw.video import count_frames, probe
+
+
+@pytest.fixture(scope="module")
+def default_run(tmp_path_factory):
+    """`camanim --out DIR` with no other arguments: the built-in default model and image."""
+    out = tmp_path_factory.mktemp("run") / "out"
+    assert main(["--out", str(out), "--quiet"]) == 0
+    return out
+
+
+def test_default_run_writes_the_contract(default_run, capsys):
+    out = default_run
+    m = json.loads((out / "manifest.json").read_text())
+    assert m["model"]["name"] == "efficientnet_lite0" and m["model"]["num_classes"] == 1000
+    assert m["image"]["source"] == "sample:cat" and m["image"]["size"] == [224, 224]
+    assert m["method"] == "gradcam" and m["normalisations"] == ["local", "global"]
+    assert m["target"]["index"] in (281, 282, 285) and m["target"]["label"]
+    assert m["versions"]["torch"] == torch.__version__
+    n = len(m["layers"])
+    assert n == m["frames"]["count"] > 200
+    first = m["layers"][0]
+    assert first["name"] == "conv_stem" and first["type"] == "Conv2dSame" and first["shape"] == [1, 32, 112, 112]
+    assert first["params"] == 864 and first["layout"] == "NCHW" and first["non_spatial"] is False
+    assert m["layers"][-1]["name"] == "classifier" and m["layers"][-1]["non_spatial"] is True
+    for norm in ("local", "global"):
+        assert len(list((out / "frames" / norm).glob("*.png"))) == n
+    page = (out / "report.html").read_text()
+    assert "efficientnet_lite0" in page and "conv_stem" in page and len(page) < 40e6
+    for video in ("camanim_local.mp4", "camanim_global.mp4", "camanim_side_by_side.mp4"):
+        info = probe(out / video)
+        assert (info["codec"], info["pix_fmt"]) == ("h264", "yuv420p")
+        assert count_frames(out / video) == n
+    cams = np.load(out / "cams.npz")
+    assert cams["cams"].shape == (n, 224, 224) and cams["cams"].dtype == np.float32
+    assert list(cams["names"]) == [layer["name"] for layer in m["layers"]]
+    maxes = cams["cams"].reshape(n, -1).max(axis=1)
+    assert cams["cams"].min() >= 0
+    assert maxes.max() / maxes[maxes > 0].min() > 10, "raw CAMs are kept unscaled (per-layer maxima differ)"
+
+
+def test_global_frames_differ_from_local_on_a_real_model(default_run):
+    cams = torch.from_numpy(np.load(default_run / "cams.npz")["cams"])
+    local, glob = camanim.normalise(cams, "local"), camanim.normalise(cams, "global")
+    per_layer = (local - glob).abs().amax(dim=(1, 2))
+    spatial = cams.amax(dim=(1, 2)) > 0
+    assert (per_layer[spatial] > 0.2).float().mean() > 0.5, "global must not equal local"
+    # the drawn frames differ too: a weak early layer is bright locally, dim globally
+    i = int(torch.nonzero(spatial)[3])
+    a = np.asarray(Image.open(default_run / f"frames/local/{i:04d}.png")).astype(int)
+    b = np.asarray(Image.open(default_run / f"frames/global/{i:04d}.png")).astype(int)
+    assert np.abs(a[:300] - b[:300]).mean() > 5
+
+
+def test_api_animate_with_own_module_and_transform(tmp_path):
+    torch.manual_seed(0)
+    model = torchvision.models.resnet18(weights=None, num_classes=3).eval()
+    tf = torchvision.transforms.Compose([torchvision.transforms.Resize((64, 64)),
+                                         torchvision.transforms.ToTensor()])
+    result = camanim.animate(model, "sample:coffee", preprocess=tf, layers="layer*", labels=["a", "b", "c"],
+                             target="b", method="hirescam")
+    assert result.target.index == 1 and result.target.label == "b"
+    assert result.cams.shape[1:] == (64, 64) and result.layers[0].name == "layer1.0.conv1"
+    assert result.image.shape == (64, 64, 3)
+    paths = result.save(tmp_path / "o", normalisations=["local"], video=False)
+    assert set(paths) == {"cams", "frames_local", "manifest", "report"}
+    html = result._repr_html_()
+    assert "<html" not in html and "layer1.0.conv1" in html and "hirescam" in html
+    assert not (tmp_path / "o" / "frames" / "global").exists()
+
+
+def _err_line(capsys) -> str:
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1, err
+    assert "Traceback" not in err[0]
+    return err[0]
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["missing.png"], "image 'missing.png' not found"),
+    (["--model", "resnet5O"], "unknown model 'resnet5O'"),
+    (["--method", "nocam"], "unknown method 'nocam'"),
+    (["--model", "resnet18", "--weights", "none", "--layers", "zzz*"], "matches no layer"),
+    (["--model", "resnet18", "--weights", "none", "--target", "5000"], "out of range"),
+    (["--model", "resnet18", "--weights", "none", "--target", "unicorn"], "not a class label"),
+    (["--norm", "loud"], "--norm 'loud'"),
+    (["--format", "avi"], "--format 'avi'"),
+    (["--weights", "nope.pt"], "weights file 'nope.pt' not found"),
+])
+def test_cli_bad_input_exits_2_with_one_line(tmp_path, capsys, monkeypatch, args, needle):
+    monkeypatch.chdir(tmp_path)
+    out = tmp_path / "out"
+    assert main([*args, "--out", str(out), "--quiet"]) == 2
+    assert needle in _err_line(capsys)
+    assert not out.exists()
+    assert list(tmp_path.iterdir()) == [], "nothing half-written"
+
+
+def test_cli_refuses_unwritable_or_foreign_output(tmp_path, capsys):
+    foreign = tmp_path / "docs"
+    foreign.mkdir()
+    (foreign / "thesis.tex").write_text("x")
+    assert main(["--out", str(foreign), "--quiet"]) == 2
+    assert "not empty and not a camanim run" in _err_line(capsys)
+    afile = tmp_path / "f"
+    afile.write_text("x")
+    assert main(["--out", str(afile / "sub"), "--quiet"]) == 2
+    assert "--out" in _err_line(capsys)
+    assert (foreign / "thesis.tex").read_text() == "x"
+
+
+def test_cli_checkpoint_mismatch_and_offline_download(tmp_path, capsys, monkeypatch):
+    torch.save(torchvision.models.resnet18(weights=None, num_classes=2).state_dict(), tmp_path / "ft.pt")
+    assert main(["--model", "resnet18", "--weights", str(tmp_path / "ft.pt"), "--out", str(tmp_path / "o")]) == 2
+    assert "does not fit architecture 'resnet18'" in _err_line(capsys)
+
+    def offline(*a, **k):
+        raise urllib.error.URLError("no network")
+
+    monkeypatch.setattr(torch.hub, "load_state_dict_from_url", offline)
+    assert main(["--model", "resnet18", "--out", str(tmp_path / "o")]) == 2
+    line = _err_line(capsys)
+    assert "need a download" in line and "--weights PATH" in line
+    assert not (tmp_path / "o").exists()
+
+
+def test_failure_mid_save_leaves_nothing(tmp_path, monkeypatch, tiny):
+    import camanim.rundir.write as write
+
+    result = camanim.animate(tiny, torch.randn(1, 3, 16, 16))
+
+    def broken(*a, **k):
+        raise RuntimeError("encoder died")
+
+    monkeypatch.setattr(write, "write_mp4", broken)
+    with pytest.raises(RuntimeError, match="encoder died"):
+        result.save(tmp_path / "out")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_rerun_replaces_an_earlier_run(tmp_path, tiny):
+    result = camanim.animate(tiny, torch.randn(1, 3, 16, 16))
+    result.save(tmp_path / "out", video=False)
+    (tmp_path / "out" / "stale.txt").write_text("old")
+    result.save(tmp_path / "out", video=False)
+    assert not (tmp_path / "out" / "stale.txt").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+
+
+def test_cli_layers_methods_models(capsys):
+    assert main(["layers", "--model", "resnet18", "--layers", "layer4*"]) == 0
+    out = capsys.readouterr().out
+    assert "layer4.0.conv1" in out and "layer4.1.relu#2" in out and "Conv2d" in out
+    assert "1x512x7x7" in out
+    assert main(["methods"]) == 0
+    assert "gradcam++" in capsys.readouterr().out
+    assert main(["models", "convnext_t*"]) == 0
+    out = capsys.readouterr().out
+    assert "convnext_tiny" in out and "resnet" not in out
+
+
+def test_cli_prints_prediction_and_paths(tmp_path, capsys):
+    assert main(["sample:coffee", "--model", "resnet18", "--weights", "none", "--layers", "layer4*",
+                 "--out", str(tmp_path / "o"), "--format", "mp4,gif", "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert "predicted/target class:" in out and str(tmp_path / "o") in out
+    assert (tmp_path / "o" / "camanim_local.gif").is_file()
+    assert Path(tmp_path / "o" / "camanim_side_by_side.mp4").is_file()

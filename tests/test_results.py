@@ -1,0 +1,152 @@
+"""Jupyter display of results: ``_repr_html_`` and ``show()``, with a stand-in for IPython."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import re
+import sys
+import tempfile
+import types
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import camanim
+from camanim.results import CamSet
+
+# WebP at quality 80 moves a frame's pixels by a few levels on average.
+FRAME_TOL = 6.0
+
+
+class _HTML:
+    """What ``IPython.display.HTML`` keeps: the markup."""
+
+    def __init__(self, data: str) -> None:
+        self.data = data
+
+
+@pytest.fixture
+def displayed(monkeypatch) -> list[tuple]:
+    """Install a fake ``IPython.display``; return the argument tuples ``display`` was called with."""
+    calls: list[tuple] = []
+    display_module = types.ModuleType("IPython.display")
+    display_module.HTML = _HTML
+    display_module.display = lambda *objs: calls.append(objs)
+    package = types.ModuleType("IPython")
+    package.display = display_module
+    monkeypatch.setitem(sys.modules, "IPython", package)
+    monkeypatch.setitem(sys.modules, "IPython.display", display_module)
+    return calls
+
+
+@pytest.fixture
+def scratch(tmp_path: Path, monkeypatch) -> Path:
+    """The temporary-files folder, redirected so a test can see what is left in it."""
+    folder = tmp_path / "scratch"
+    folder.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(folder))
+    return folder
+
+
+@pytest.fixture
+def result(tiny, tiny_input) -> camanim.CamResult:
+    return camanim.animate(tiny, tiny_input)
+
+
+def _json_script(fragment: str, suffix: str):
+    match = re.search(rf'<script type="application/json" id="camanim-[0-9a-f]+-{suffix}">(.*?)</script>',
+                      fragment, re.S)
+    assert match, f"no JSON script *{suffix}"
+    return json.loads(match.group(1))
+
+
+def _decode(uri: str) -> np.ndarray:
+    with Image.open(io.BytesIO(base64.b64decode(uri.split(",", 1)[1]))) as img:
+        return np.asarray(img.convert("RGB"), dtype=np.float64)
+
+
+def test_repr_html_of_an_unsaved_result_inlines_its_frames_and_leaves_no_folder(result, scratch) -> None:
+    fragment = result._repr_html_()
+
+    assert list(scratch.iterdir()) == []
+    assert result.saved_dir is None
+    assert "<html" not in fragment and re.search(r'id="camanim-[0-9a-f]+-layer-slider"', fragment)
+    data = _json_script(fragment, "report-data")
+    assert [layer["name"] for layer in data["layers"]] == [r.name for r in result.layers]
+    for norm in ("local", "global"):
+        frames = _json_script(fragment, f"frames-data-{norm}")
+        assert len(frames) == len(result.layers)
+        expected = result.frames(norm).astype(np.float64)
+        for i in (0, len(frames) - 1):
+            assert np.abs(_decode(frames[i]) - expected[i]).mean() < FRAME_TOL
+
+
+def test_repr_html_of_a_saved_result_is_built_from_memory_as_saved(result, scratch, tmp_path, monkeypatch) -> None:
+    import shutil
+
+    import camanim.report.page as page
+
+    result.save(tmp_path / "out", normalisations=["local"], video=False)
+    shutil.rmtree(tmp_path / "out")  # nothing on disk is needed for the view
+    monkeypatch.setattr(page, "load_run", lambda *a, **k: pytest.fail("the notebook view read a run folder"))
+
+    fragment = result._repr_html_()
+
+    assert list(scratch.iterdir()) == []
+    assert _json_script(fragment, "report-data")["norms"] == ["local"]
+    frames = _json_script(fragment, "frames-data-local")
+    expected = result.frames("local").astype(np.float64)
+    assert len(frames) == len(result.layers)
+    assert np.abs(_decode(frames[-1]) - expected[-1]).mean() < FRAME_TOL
+
+
+def test_show_displays_the_viewer_once_and_returns_none(result, displayed, scratch) -> None:
+    assert result.show() is None
+
+    assert len(displayed) == 1
+    (html,) = displayed[0]
+    assert isinstance(html, _HTML)
+    assert re.search(r'id="camanim-[0-9a-f]+-layer-slider"', html.data)
+    assert result.layers[0].name in html.data
+    assert list(scratch.iterdir()) == []
+
+
+def test_show_without_ipython_says_what_is_missing(result, monkeypatch) -> None:
+    monkeypatch.setitem(sys.modules, "IPython", None)
+    with pytest.raises(RuntimeError, match="IPython"):
+        result.show()
+
+
+@pytest.fixture
+def camset(tiny, tiny_input) -> CamSet:
+    out = camanim.animate(tiny, tiny_input, method="gradcam,hirescam")
+    assert isinstance(out, CamSet)
+    return out
+
+
+def test_camset_repr_html_lists_one_viewer_per_run(camset, scratch) -> None:
+    fragment = camset._repr_html_()
+
+    assert list(scratch.iterdir()) == []
+    prefixes = re.findall(r'id="(camanim-[0-9a-f]+-)root"', fragment)
+    assert len(set(prefixes)) == len(prefixes) == 2
+    summaries = re.findall(r"<summary>(.*?)</summary>", fragment, re.S)
+    assert len(summaries) == 2
+    for summary, folder, res in zip(summaries, camset.folders, camset.results, strict=True):
+        assert folder in summary and res.method in summary and f"#{res.target.index}" in summary
+    # the first run is unfolded, the others one click away
+    assert re.findall(r"<details( open)?>", fragment) == [" open", ""]
+    methods = [_json_script(part, "report-data")["method"] for part in fragment.split("<details")[1:]]
+    assert methods == ["gradcam", "hirescam"]
+
+
+def test_camset_show_displays_once(camset, displayed, scratch) -> None:
+    assert camset.show() is None
+
+    assert len(displayed) == 1
+    (html,) = displayed[0]
+    assert isinstance(html, _HTML) and html.data.count("<details") == 2
