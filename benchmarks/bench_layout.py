@@ -14,6 +14,7 @@ Run from the repository root, with the tree before the change checked out elsewh
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import statistics
@@ -27,18 +28,23 @@ ROOT = Path(__file__).resolve().parents[1]
 JOBS = {
     "default": ["--quiet"],  # EfficientNet-Lite0 on sample:cat, Grad-CAM, every layer, frames, 3 MP4s, report
     "road": ["--layers", "blocks.6*", "--road", "--quiet"],  # the --road path: score, then save once
+    # the engine on a deeper network: ResNet50, every layer, one normalisation, no videos
+    "resnet50": ["run", "sample:cat", "--model", "resnet50", "--weights", "none", "--norm", "local", "--no-video",
+                 "--quiet"],
 }
 
 
-def run(src: Path, args: list[str], out: Path) -> tuple[float, int]:
-    """Wall seconds and peak RSS (KiB) of one CLI run on the package in ``src``."""
+def run(src: Path, args: list[str], out: Path) -> tuple[float, int, float]:
+    """Wall seconds, peak RSS (KiB) and the engine's seconds (``manifest.json``'s ``seconds.cams``)
+    of one CLI run on the package in ``src``."""
     env = {**os.environ, "PYTHONPATH": str(src.resolve())}
     with tempfile.NamedTemporaryFile("r", suffix=".time") as peak:
         t0 = time.perf_counter()
         subprocess.run(["/usr/bin/time", "-f", "%M", "-o", peak.name, sys.executable, "-m", "camanim",
-                        "--out", str(out), *args], env=env, check=True, stdout=subprocess.DEVNULL)
+                        *args, "--out", str(out)], env=env, check=True, stdout=subprocess.DEVNULL)
         wall = time.perf_counter() - t0
-        return wall, int(peak.read().strip().splitlines()[-1])
+        cams = json.loads((out / "manifest.json").read_text())["seconds"]["cams"]
+        return wall, int(peak.read().strip().splitlines()[-1]), float(cams)
 
 
 def main() -> None:
@@ -55,18 +61,22 @@ def main() -> None:
         for job in args.jobs.split(","):
             times: dict[str, list[float]] = {"before": [], "after": []}
             peaks: dict[str, list[int]] = {"before": [], "after": []}
+            engine: dict[str, list[float]] = {"before": [], "after": []}
             for i in range(args.runs):
                 order = ("before", "after") if i % 2 == 0 else ("after", "before")
                 for side in order:
                     src = args.before if side == "before" else args.after
-                    wall, peak = run(src, JOBS[job], work / f"{job}-{side}")
+                    wall, peak, cams = run(src, JOBS[job], work / f"{job}-{side}")
                     times[side].append(wall)
                     peaks[side].append(peak)
+                    engine[side].append(cams)
             same = subprocess.run([sys.executable, str(ROOT / "scripts" / "same_run.py"), str(work / f"{job}-before"),
                                    str(work / f"{job}-after")], capture_output=True, text=True)
             tb, ta = statistics.median(times["before"]), statistics.median(times["after"])
             mb, ma = statistics.median(peaks["before"]) / 1024, statistics.median(peaks["after"]) / 1024
-            print(f"| {job} | {tb:.1f}, {mb:.0f} | {ta:.1f}, {ma:.0f} | **{ta / tb:.2f}** | **{ma / mb:.2f}** | "
+            cb, ca = statistics.median(engine["before"]), statistics.median(engine["after"])
+            print(f"| {job} | {tb:.1f}, {mb:.0f}, {cb:.2f} | {ta:.1f}, {ma:.0f}, {ca:.2f} | "
+                  f"**{ta / tb:.2f}**, **{ma / mb:.2f}**, **{ca / cb:.2f}** | "
                   f"{'yes' if same.returncode == 0 else 'NO: ' + same.stdout.strip().replace(chr(10), '; ')} |")
     finally:
         shutil.rmtree(work, ignore_errors=True)
