@@ -248,23 +248,11 @@ def _new_folders_removed_on_failure(out: Path) -> Iterator[None]:
         raise
 
 
-def _targets(spec: str | None, n_images: int, labels: Sequence[str] | None) -> str | list[str] | None:
-    """``--target``: one class for every image, or one per image separated by commas (``281,eel``)."""
-    if spec is None or "," not in spec or spec.strip().lower() in {label.lower() for label in labels or ()}:
-        return spec
-    parts = [part.strip() for part in spec.split(",")]
-    if not all(parts):
-        raise InputError(f"--target '{spec}' has an empty entry: give one class per image, e.g. 281,eel")
-    if len(parts) != n_images:
-        raise InputError(f"--target '{spec}' gives {len(parts)} targets for {n_images} image(s): "
-                         "give one class per image, comma-separated, or one class for all")
-    return parts
-
-
 def _run(args: argparse.Namespace, cam: CamOptions, save: SaveOptions, road: RoadOptions | None) -> int:
     import dataclasses
 
     from .api import animate, ybroad
+    from .compute.targets import per_image
     from .rundir import prepare_out_dir
     from .sources import load_model
 
@@ -273,7 +261,7 @@ def _run(args: argparse.Namespace, cam: CamOptions, save: SaveOptions, road: Roa
     loaded = load_model(args.model, args.weights, num_classes=args.num_classes, labels=args.labels,
                         channels=args.channels, trust_checkpoint=args.trust_checkpoint)
     images = args.image if isinstance(args.image, list) else [args.image]
-    cam = dataclasses.replace(cam, target=_targets(args.target, len(images), loaded.labels))
+    cam = dataclasses.replace(cam, target=per_image(args.target, len(images), loaded.labels))
     result = animate(loaded, images if len(images) > 1 else images[0], method=args.method, device=args.device,
                      progress=progress, options=cam)
     for folder, res in _results(result):

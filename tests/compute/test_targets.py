@@ -17,7 +17,7 @@ from PIL import Image
 import camanim
 from camanim import InputError
 from camanim.cli import main
-from camanim.compute.targets import TopK, is_multi_target, parse_target, rows_for
+from camanim.compute.targets import TopK, check_classes, is_multi_target, parse_target, per_image, rows_for
 from camanim.draw.video import count_frames, probe
 from camanim.results import CamSet
 from camanim.rundir.names import GRID_VIDEO
@@ -223,3 +223,21 @@ def test_methods_grid_shows_each_methods_own_frame_of_the_same_layer(tmp_path):
         for b in range(a + 1, len(methods)):
             changed = (np.abs(titles[a] - titles[b]).max(axis=2) > 64).mean()
             assert changed > 0.01, f"tiles {a} and {b} carry the same label"
+
+
+def test_per_image_targets_split_on_commas_unless_a_label_has_one():
+    labels = ["cat", "dog, hound", "eel"]
+    assert per_image(None, 2, labels) is None and per_image("eel", 2, labels) == "eel"
+    assert per_image("281, eel", 2, labels) == ["281", "eel"]
+    assert per_image("dog, hound", 2, labels) == "dog, hound"  # one label, for every image
+    with pytest.raises(InputError, match="gives 3 targets for 2 image"):
+        per_image("1,2,3", 2, labels)
+    with pytest.raises(InputError, match="has an empty entry"):
+        per_image("1,,2", 3, labels)
+
+
+def test_check_classes_names_the_first_class_out_of_range():
+    logits = torch.zeros(3, 4)
+    check_classes(logits, torch.tensor([0, 3, 1]))
+    with pytest.raises(InputError, match="target class 4 is out of range: the model has 4 classes"):
+        check_classes(logits, torch.tensor([0, 4, -1]))

@@ -24,11 +24,11 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from ..errors import InputError
 from ..methods import CamMethod, MethodContext, ScoreFn, score_function
 from ..trace import LayerRecord, Trace, run_trace
 from .maps import layer_cams, layer_maps, one_cam, one_layer_at_a_time, shared, upsample
 from .options import CamOptions
+from .targets import check_classes
 
 Progress = Callable[[str, int, int], None]
 
@@ -90,7 +90,7 @@ def _one_pass(model: nn.Module, x: torch.Tensor, methods: Sequence[CamMethod], o
         seconds["trace"] += time.perf_counter() - t0
         forwards["trace"] += 1
         if first is None:
-            _check_targets(tr.logits, tr.targets)
+            check_classes(tr.logits, tr.targets)
             first = tr
             targets = tr.targets
             if on_trace is not None:
@@ -154,17 +154,11 @@ class _Sink:
         return shared([got.get(i) for i in range(len(records))], records)
 
 
-def _check_targets(logits: torch.Tensor, targets: torch.Tensor) -> None:
-    bad = [int(t) for t in targets.view(-1).tolist() if not 0 <= int(t) < logits.shape[1]]
-    if bad:
-        raise InputError(f"target class {bad[0]} is out of range: the model has {logits.shape[1]} classes")
-
-
 def _checked(score: ScoreFn) -> ScoreFn:
     """``score`` that first checks the targets against the logits (a clear error, not an index error)."""
 
     def checked(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        _check_targets(logits, targets.view(-1))
+        check_classes(logits, targets.view(-1))
         return score(logits, targets)
 
     checked.__name__ = getattr(score, "__name__", "score")

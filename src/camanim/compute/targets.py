@@ -85,3 +85,33 @@ def rows_for(specs: Sequence[TargetSpec], labels: Sequence[str] | None, num_clas
             out.append([resolve_target(spec, list(labels) if labels else None,
                                        int(num_classes) if num_classes is not None else 10**9)])
     return out
+
+
+def per_image(spec: str | None, n_images: int, labels: Sequence[str] | None) -> str | list[str] | None:
+    """``--target`` text: one class for every image, or one per image separated by commas (``281,eel``).
+
+    A label that itself contains a comma is one class for every image.
+
+    Raises:
+        InputError: an empty entry, or a number of entries other than the number of images.
+    """
+    if spec is None or "," not in spec or spec.strip().lower() in {label.lower() for label in labels or ()}:
+        return spec
+    parts = [part.strip() for part in spec.split(",")]
+    if not all(parts):
+        raise InputError(f"--target '{spec}' has an empty entry: give one class per image, e.g. 281,eel")
+    if len(parts) != n_images:
+        raise InputError(f"--target '{spec}' gives {len(parts)} targets for {n_images} image(s): "
+                         "give one class per image, comma-separated, or one class for all")
+    return parts
+
+
+def check_classes(logits: torch.Tensor, targets: torch.Tensor) -> None:
+    """Every explained class (R,) is a class of the model's output (R, K).
+
+    Raises:
+        InputError: a class index outside [0, K).
+    """
+    bad = [int(t) for t in targets.view(-1).tolist() if not 0 <= int(t) < logits.shape[1]]
+    if bad:
+        raise InputError(f"target class {bad[0]} is out of range: the model has {logits.shape[1]} classes")
