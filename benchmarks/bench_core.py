@@ -292,7 +292,7 @@ def breakdown(name: str, x: torch.Tensor, repeats: int) -> list[str]:
     """
     import torchcam.methods
 
-    from camanim.compute.engine import _Sink
+    from camanim.compute.engine import CamSink
     from camanim.compute.maps import upsample
     from camanim.methods import MethodContext, get_method
     from camanim.trace import run_trace
@@ -305,7 +305,7 @@ def breakdown(name: str, x: torch.Tensor, repeats: int) -> list[str]:
     keys = ("tc fwd", "tc bwd", "tc cams", "tc", "tc free", "fwd", "bwd+cams", "cams", "upsample", "ours")
     t: dict[str, list[float]] = {k: [] for k in keys}
 
-    class Timed(_Sink):
+    class Timed(CamSink):
         def start(self, logits, targets, total):
             self.backward_from = time.perf_counter()
             super().start(logits, targets, total)

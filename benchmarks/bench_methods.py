@@ -51,7 +51,7 @@ from torch import nn
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 from camanim.compute.maps import layer_cams, upsample  # noqa: E402
 from camanim.methods import MethodContext, get_method  # noqa: E402
-from camanim.methods.perturbation import ScoreCAM, _SameMaps  # noqa: E402
+from camanim.methods.perturbation import SameMaps, ScoreCAM  # noqa: E402
 from camanim.trace import run_trace  # noqa: E402
 
 DEFAULT_REF_LAYERS = "conv1,layer1.0.bn1,layer2.0.conv2,layer2.0.downsample.0,layer3.1.relu,layer4.0.conv1"
@@ -156,7 +156,7 @@ def spatial_channels(records) -> int:
 def shared_masks(tr) -> tuple[int, int]:
     """(constant channels, channels sharing an earlier channel's mask) over the trace's layers."""
     acts = [a.float() for a, r in zip(tr.activations, tr.records) if not r.non_spatial and r.same_as is None]
-    same = _SameMaps(acts, [torch.tensor([0])], ScoreCAM.share_tolerance)
+    same = SameMaps(acts, [torch.tensor([0])], ScoreCAM.share_tolerance)
     constant = shared = offset = 0
     for j, a in enumerate(acts):
         flat = torch.nan_to_num(a[0]).flatten(1)

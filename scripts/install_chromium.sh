@@ -1,5 +1,5 @@
 #!/bin/sh
-# Install Debian's chromium for the browser tests (tests/test_report_browser.py).
+# Install Debian's chromium for the browser tests (tests/report/test_page_browser.py).
 #
 # Idempotent, and never fails the caller: when chromium cannot be installed here
 # it says why on one line and exits 0, so the browser tests skip with a reason

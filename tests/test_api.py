@@ -102,6 +102,11 @@ def _err_line(capsys) -> str:
     (["--norm", "loud"], "--norm 'loud'"),
     (["--format", "avi"], "--format 'avi'"),
     (["--weights", "nope.pt"], "weights file 'nope.pt' not found"),
+    (["--norm", ","], "no normalisation given"),
+    (["--norm", "local,local"], "names a normalisation twice"),
+    (["--fps", "1e400"], "--fps inf must be a positive number"),
+    (["--road-trials", "3"], "--road-trials sets up ybROAD, which this run does not compute: add --road"),
+    (["--road", "--road-percentiles", "20,20"], "repeats a percentage"),
 ])
 def test_cli_bad_input_exits_2_with_one_line(tmp_path, capsys, monkeypatch, args, needle):
     monkeypatch.chdir(tmp_path)
@@ -182,3 +187,32 @@ def test_cli_prints_prediction_and_paths(tmp_path, capsys):
     assert "predicted/target class:" in out and str(tmp_path / "o") in out
     assert (tmp_path / "o" / "camanim_local.gif").is_file()
     assert Path(tmp_path / "o" / "camanim_side_by_side.mp4").is_file()
+
+
+def test_manifest_names_the_mp4_when_gifs_are_written_too(tmp_path, tiny, tiny_input):
+    result = camanim.animate(tiny, tiny_input)
+    written = result.save(tmp_path / "out", formats=("gif", "mp4"), report=False)
+    videos = json.loads((tmp_path / "out" / "manifest.json").read_text())["videos"]
+    assert videos == {"local": "camanim_local.mp4", "global": "camanim_global.mp4",
+                      "side_by_side": "camanim_side_by_side.mp4"}
+    assert written["local_gif"].is_file() and written["local_mp4"].is_file()
+
+
+def test_ybroad_and_road_for_run_name_a_set_of_runs_instead_of_crashing(tmp_path, tiny, tiny_input):
+    results = camanim.animate(tiny, tiny_input, method="gradcam,hirescam")
+    with pytest.raises(TypeError, match="score each result"):
+        camanim.ybroad(results)  # type: ignore[arg-type]
+    results.save(tmp_path / "set", video=False, report=False)
+    with pytest.raises(camanim.InputError, match="holds several runs .*: give one of its run folders, e.g. "):
+        camanim.road_for_run(tmp_path / "set", model=tiny)
+
+
+def test_road_for_run_on_a_run_missing_a_frame_changes_nothing(tmp_path, tiny, tiny_input):
+    result = camanim.animate(tiny, tiny_input)
+    result.save(tmp_path / "out", video=False)
+    before = {p.name: p.read_bytes() for p in (tmp_path / "out").iterdir() if p.is_file()}
+    (tmp_path / "out" / "frames" / "local" / "0001.png").unlink()
+    with pytest.raises(camanim.InputError, match="0001.png is missing"):
+        camanim.road_for_run(tmp_path / "out", model=tiny, percentiles=(50,))
+    after = {p.name: p.read_bytes() for p in (tmp_path / "out").iterdir() if p.is_file()}
+    assert after == before  # no ybroad files, manifest and report untouched

@@ -76,11 +76,15 @@ def test_every_module_of_a_room_is_a_layer_of_its_rooms_contract():
 
 
 def test_no_private_name_is_imported_from_another_module():
+    """Not in the package, and not from the package by its tests and benchmarks either: what
+    another module needs is public (a benchmark or test reaching for ``_x`` would pin a detail)."""
+    files = [(name, path) for name, path in _modules().items()]
+    files += [("tests", p) for p in TESTS.rglob("*.py")] + [("benchmarks", p) for p in (ROOT / "benchmarks").glob("*.py")]
     crossing = []
-    for name, path in _modules().items():
+    for name, path in files:
         for source, imported, line in _imports(path, name):
             if source.startswith("camanim") and imported.startswith("_") and not imported.startswith("__"):
-                crossing.append(f"{path.relative_to(SRC)}:{line} imports {imported} from {source}")
+                crossing.append(f"{path.relative_to(ROOT)}:{line} imports {imported} from {source}")
     assert crossing == []
 
 
@@ -112,3 +116,18 @@ def test_tests_mirror_the_package():
     stray = {p.stem for p in TESTS.glob("test_*.py")} - {f"test_{m}" for m in top} - about_the_package
     assert stray == set(), "test modules at the top that belong in a room's folder"
     assert {p.name for p in TESTS.iterdir() if p.is_dir() and list(p.glob("test_*.py"))} <= rooms
+
+
+#: Test modules of a room named after what they cover across the room's modules, not after one module.
+ACROSS = {"methods": {"test_reference"}, "sources": {"test_sources"}}
+
+
+def test_each_test_module_of_a_room_is_named_after_a_module_of_it():
+    """``tests/<room>/test_<module>[_<what>].py``, ``test_cli.py`` for the room's subcommand, or one of
+    the few cross-module test modules named in :data:`ACROSS`."""
+    for room in (p for p in SRC.iterdir() if (p / "__init__.py").is_file()):
+        modules = {m.stem for m in room.glob("*.py") if m.stem != "__init__"}
+        for test in (TESTS / room.name).glob("test_*.py"):
+            covered = test.stem.removeprefix("test_")
+            named = any(covered == m or covered.startswith(f"{m}_") for m in modules | {"cli"})
+            assert named or test.stem in ACROSS.get(room.name, set()), f"{test.relative_to(TESTS)} names no module"

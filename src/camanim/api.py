@@ -22,7 +22,8 @@ from .report import build_report
 from .results import CamResult, CamSet
 from .road import RoadOptions, YbRoad, write_ybroad
 from .road import ybroad as road_ybroad
-from .rundir import names, read_cams, read_manifest, with_ybroad, write_manifest
+from .rundir import load_run, names, read_cams, with_ybroad, write_manifest
+from .settings import options_or_keywords
 from .sources import (
     DEFAULT_IMAGE,
     DEFAULT_MODEL,
@@ -120,8 +121,8 @@ def animate(
         aug_smooth: test-time augmentation (flip x [0.9, 1, 1.1]) per layer, as pytorch-grad-cam's.
         batch_size: images per extra forward of ScoreCAM/AblationCAM (packed across channels and layers);
             default 8 on the CPU (fastest per image on a laptop-class CPU), 64 on a GPU.
-        options: all of ``layers`` ... ``batch_size`` at once (the CLI builds one); when given, those
-            keywords are not read.
+        options: all of ``layers`` ... ``batch_size`` at once (the CLI builds one); then those
+            keywords must be left at their defaults.
 
     Returns:
         A :class:`CamResult` with raw CAMs (L, H, W) at input size; ``result.save(out_dir)`` writes
@@ -132,16 +133,17 @@ def animate(
     Raises:
         InputError: an unknown model, method, image, layer pattern, label or layout; a class out of
             range; CUDA without a GPU; a model output without (batch, classes) logits.
-        TypeError: ``model`` is not a name, a LoadedModel or an nn.Module.
+        TypeError: ``model`` is not a name, a LoadedModel or an nn.Module; ``options`` is not a
+            CamOptions, or is given beside a keyword set to something else than its default.
 
     Example:
         >>> result = camanim.animate("resnet18", "sample:cat", weights="none", layers="layer*")
         >>> result.save("out")
     """
     t0 = time.perf_counter()
-    opts = options or CamOptions(layers=layers, target=target, score=score, eigen_smooth=eigen_smooth,
-                                 aug_smooth=aug_smooth, batch_size=batch_size, seed=seed, output_key=output_key,
-                                 layouts=dict(layouts or {}), skip_non_spatial=skip_non_spatial)
+    opts = options_or_keywords(options, CamOptions, dict(
+        layers=layers, target=target, score=score, eigen_smooth=eigen_smooth, aug_smooth=aug_smooth,
+        batch_size=batch_size, seed=seed, output_key=output_key, layouts=layouts, skip_non_spatial=skip_non_spatial))
     module, info, label_list, loaded = _resolve_model(model, weights)
     if labels is not None:
         label_list = list(labels)
@@ -207,16 +209,21 @@ def ybroad(result: CamResult, *, percentiles: Sequence[float] = (20, 40, 60, 80)
 
     Raises:
         InputError: a setting out of range.
+        TypeError: ``result`` is not a CamResult (a CamSet: score each result), or ``options`` is
+            given beside a keyword set to something else than its default.
         ValueError: the result has no model attached.
     """
-    opts = options or RoadOptions(percentiles=tuple(percentiles), score=score, noise=noise, seed=seed,
-                                  trials=trials, batch_size=batch_size)
+    if not isinstance(result, CamResult):
+        raise TypeError(f"ybroad scores one CamResult, not a {type(result).__name__}: for a CamSet, score each "
+                        "result ([camanim.ybroad(r) for r in results])")
+    opts = options_or_keywords(options, RoadOptions, dict(percentiles=percentiles, score=score, noise=noise,
+                                                          seed=seed, trials=trials, batch_size=batch_size))
     if result.model is None:
         raise ValueError("this result has no model attached: pass the model to camanim.road.ybroad directly")
     x = result.input_tensor
     yb = road_ybroad(result.model, x, result.cams.to(x.device), result.target.index,
                      layer_names=[r.name for r in result.layers], non_spatial=[r.non_spatial for r in result.layers],
-                     output_key=result.options.get("output_key"), progress=progress, **opts.keywords(x.device.type))
+                     output_key=result.options.get("output_key"), progress=progress, options=opts)
     result.road = yb
     return yb
 
@@ -254,10 +261,14 @@ def road_for_run(out_dir: str | Path, *, model: nn.Module | None = None, trust_c
         InputError: not a run folder, a run of a Python module (no model spec), or a bad setting.
     """
     out = Path(out_dir)
-    if not (out / names.MANIFEST).is_file() or not (out / names.CAMS).is_file():
+    if not (out / names.MANIFEST).is_file():
         raise InputError(f"'{out}' is not a camanim run folder (no manifest.json/cams.npz): give the --out of a run")
-    opts = options or RoadOptions(**keywords)
-    manifest = read_manifest(out)
+    opts = options_or_keywords(options, RoadOptions, keywords)
+    # the whole run is checked before anything is scored or written: a run the report cannot be
+    # rebuilt from (a frame missing, a broken manifest) fails here, with nothing changed
+    manifest = load_run(out).manifest
+    if not (out / names.CAMS).is_file():
+        raise InputError(f"'{out}' is not a camanim run folder (no manifest.json/cams.npz): give the --out of a run")
     saved = read_cams(out / names.CAMS)
     mod = model if model is not None else _rebuild_model(manifest, trust_checkpoint)
     mod, dev = _device_for(mod, device)
@@ -265,8 +276,7 @@ def road_for_run(out_dir: str | Path, *, model: nn.Module | None = None, trust_c
     yb = road_ybroad(mod, torch.from_numpy(saved.input).to(dev), torch.from_numpy(saved.cams).to(dev), saved.target,
                      layer_names=[layer["name"] for layer in layers],
                      non_spatial=[bool(layer.get("non_spatial")) for layer in layers],
-                     output_key=manifest.get("options", {}).get("output_key"), progress=progress,
-                     **opts.keywords(dev.type))
+                     output_key=manifest.get("options", {}).get("output_key"), progress=progress, options=opts)
     paths = write_ybroad(out, yb)
     write_manifest(out, with_ybroad(manifest, yb.summary()))
     paths["report"] = build_report(out)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -181,8 +182,6 @@ def _progress(quiet: bool):
 
 
 def _force_progress() -> bool:
-    import os
-
     return os.environ.get("CAMANIM_PROGRESS") == "1"
 
 
@@ -219,6 +218,13 @@ def cmd_run(args: argparse.Namespace) -> int:
                      batch_size=args.batch_size, seed=args.seed, output_key=args.output_key,
                      layouts=_layouts(args.layout), skip_non_spatial=args.skip_non_spatial)
     get_methods(args.method)
+    if not args.road:
+        defaults = argparse.ArgumentParser()
+        _add_road_args(defaults)
+        changed = [k for k, v in vars(defaults.parse_args([])).items() if getattr(args, k) != v]
+        if changed:
+            flag = "--" + changed[0].replace("_", "-")
+            raise InputError(f"{flag} sets up ybROAD, which this run does not compute: add --road, or drop {flag}")
     road = _road_options(args) if args.road else None
     with _new_folders_removed_on_failure(Path(args.out)):
         return _run(args, cam, save, road)
@@ -385,7 +391,7 @@ def cmd_road(args: argparse.Namespace) -> int:
     progress = _progress(args.quiet)
     cb = (lambda d, t: progress("ybROAD", d, t)) if progress else None
     top = _run_dir(args.out_dir)
-    manifest = read_manifest(top)
+    manifest = read_manifest(top, run=False)
     # a folder of several runs (images, classes, methods): score each of its run folders
     folders = [r["folder"] for r in manifest.get("runs", [])] if manifest.get("kind") == "set" else [""]
     for folder in folders:
@@ -453,6 +459,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         except KeyboardInterrupt:
             print("camanim: interrupted", file=sys.stderr)
             return 130
+        except BrokenPipeError:
+            # the reader went away (`camanim layers | head`): stop quietly, as other tools do
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+            return 141
 
 
 @contextmanager

@@ -8,6 +8,7 @@ videos, ``cams.npz``, manifest, ybROAD files when scored, report), ``show()`` an
 
 from __future__ import annotations
 
+import dataclasses
 import html
 import re
 import time
@@ -38,6 +39,7 @@ from .rundir import (
     write_manifest,
     write_media,
 )
+from .settings import options_or_keywords
 from .trace import LayerRecord
 from .version import __version__
 
@@ -200,9 +202,10 @@ class CamResult:
         Raises:
             InputError: an unknown normalisation or format, fps <= 0, or an output folder that
                 cannot be written (a file, a non-run folder, no permission).
+            TypeError: ``options`` given beside a keyword set to something else than its default.
         """
-        opts = options or SaveOptions(normalisations=tuple(normalisations), fps=fps, formats=tuple(formats),
-                                      video=video, report=report, style=style)
+        opts = options_or_keywords(options, SaveOptions, dict(
+            normalisations=normalisations, fps=fps, formats=formats, video=video, report=report, style=style))
         out = Path(out_dir)
         with staged_dir(out) as tmp:
             written, _ = self._save_into(tmp, opts, progress)
@@ -224,7 +227,7 @@ class CamResult:
         self.seconds["save"] = time.perf_counter() - t0
         manifest = with_outputs(self.manifest(), normalisations=opts.normalisations, fps=opts.fps,
                                 count=len(self.layers), render=_render_settings(opts.style, opts.fps),
-                                videos={kind: path.name for (kind, _), path in media.videos.items()})
+                                videos=_video_names(media.videos))
         if self.road is not None:
             written.update({f"ybroad_{k}": p for k, p in write_ybroad(folder, self.road).items()})
             with_ybroad(manifest, self.road.summary())
@@ -243,6 +246,15 @@ class CamResult:
         return SavedCams(cams=self.cams.detach().float().cpu().numpy(), names=np.array([r.name for r in self.layers]),
                          input=self.input_tensor.detach().float().cpu().numpy(), image=self.image,
                          target=self.target.index)
+
+
+def _video_names(videos: dict[tuple[str, str], Path]) -> dict[str, str]:
+    """Kind -> file name for the manifest: the MP4 where both formats were written (browsers play it)."""
+    out: dict[str, str] = {}
+    for (kind, fmt), path in videos.items():
+        if kind not in out or fmt == "mp4":
+            out[kind] = path.name
+    return out
 
 
 def _render_settings(style: FrameStyle, fps: float) -> dict[str, Any]:
@@ -367,8 +379,7 @@ class CamSet:
         Raises:
             InputError: see :meth:`CamResult.save`.
         """
-        opts = options or SaveOptions(**{k: tuple(v) if k in ("normalisations", "formats") else v
-                                         for k, v in keywords.items()})
+        opts = options_or_keywords(options, SaveOptions, keywords)
         out = Path(out_dir)
         written: dict[str, Path] = {}
         grid = len(self.methods) > 1 and opts.video
@@ -381,6 +392,8 @@ class CamSet:
                     written[folder] = out / folder
                     views.append(view)
                 if grid:
+                    # named by where they will be, not by the staging folder they are written to
+                    views = [dataclasses.replace(v, path=out / self.folders[i]) for v, i in zip(views, idx)]
                     write_compare(views, tmp / group, fps=max(1, int(round(float(opts.fps)))),
                                   video_name=names.GRID_VIDEO)
                     written[f"{group}/{names.GRID_VIDEO}".removeprefix("./")] = out / group / names.GRID_VIDEO

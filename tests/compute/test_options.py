@@ -28,6 +28,9 @@ def test_options_are_frozen_and_settle_the_batch_size_per_device():
     assert opts.layers == ("conv1", "block")
     with pytest.raises(dataclasses.FrozenInstanceError):
         opts.seed = 3  # type: ignore[misc]
+    with pytest.raises(TypeError):
+        CamOptions(layouts={"a": "NCHW"}).layouts["b"] = "NHWC"  # type: ignore[index]
+    assert hash(CamOptions(target=[1, 2])) == hash(CamOptions(target=(1, 2)))
     assert opts.for_device("cpu").batch_size == 8 and opts.for_device("cuda").batch_size == 64
     assert CamOptions(batch_size=5).for_device("cuda").batch_size == 5
 
@@ -46,3 +49,17 @@ def test_engine_reads_layers_and_layouts_from_the_options(tiny, tiny_input):
     assert [(r.name, r.layout) for r in comp.records] == [("conv1", "NCHW"), ("block", "non_spatial")]
     assert comp.cams["gradcam"].shape == (2, 1, 16, 16)
     assert float(comp.cams["gradcam"][1].abs().sum()) == 0.0  # no map for a non-spatial layer
+
+
+def test_options_and_a_differing_keyword_are_refused_not_mixed(tiny, tiny_input, tmp_path):
+    with pytest.raises(TypeError, match="either as options= or as keywords, not both: layers"):
+        camanim.animate(tiny, tiny_input, layers="conv1", options=CamOptions(layers="block"))
+    with pytest.raises(TypeError, match="options must be a CamOptions, not str"):
+        camanim.animate(tiny, tiny_input, options="layers=conv1")  # type: ignore[arg-type]
+    result = camanim.animate(tiny, tiny_input, options=CamOptions(layers="conv1"), seed=0)  # a default: fine
+    assert [r.name for r in result.layers] == ["conv1"]
+    with pytest.raises(TypeError, match="not both: fps"):
+        result.save(tmp_path / "out", fps=3, options=camanim.SaveOptions(video=False))
+    with pytest.raises(TypeError, match="not both: trials"):
+        camanim.ybroad(result, trials=2, options=camanim.RoadOptions())
+    assert not (tmp_path / "out").exists()

@@ -17,7 +17,7 @@ from torch import nn
 import camanim
 import camanim.road.imputation as imputation
 from camanim.road import YbRoad, removal_masks, write_ybroad, ybroad
-from camanim.road.files import _tick_positions
+from camanim.road.files import tick_positions
 from camanim.road.imputation import linear_imputation, nested_dissection_rank
 
 H = W = 32
@@ -414,6 +414,6 @@ def test_png_with_hundreds_of_layers_and_one_trial(tmp_path) -> None:
 
 
 def test_tick_labels_are_thinned() -> None:
-    assert _tick_positions(10).tolist() == list(range(10))
-    ticks = _tick_positions(300)
+    assert tick_positions(10).tolist() == list(range(10))
+    ticks = tick_positions(300)
     assert ticks[0] == 0 and len(ticks) <= 40 and np.all(np.diff(ticks) == 8)

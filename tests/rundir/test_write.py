@@ -17,7 +17,12 @@ from camanim.rundir import names
 @pytest.mark.parametrize(("kwargs", "message"), [
     ({"normalisations": ("locall",)}, "normalisation 'locall' is unknown"),
     ({"formats": ("avi",)}, "video format 'avi' is unknown"),
-    ({"fps": 0}, "--fps 0 must be positive"),
+    ({"fps": 0}, "--fps 0 must be a positive number"),
+    ({"fps": float("inf")}, "--fps inf must be a positive number"),
+    ({"normalisations": ()}, "no normalisation given"),
+    ({"normalisations": ("local", "local")}, "names a normalisation twice"),
+    ({"formats": ("mp4", "mp4")}, "names a format twice"),
+    ({"formats": ()}, "no video format given"),
 ])
 def test_bad_save_options_are_refused(kwargs, message):
     with pytest.raises(InputError, match=message):
@@ -33,7 +38,8 @@ def test_methods_grid_is_written_from_memory_without_reading_runs_back(tiny, tin
     written = out.save(tmp_path / "out", normalisations=["local"])
     grid = tmp_path / "out" / names.GRID_VIDEO
     assert written[names.GRID_VIDEO] == grid and count_frames(grid) == len(out[0].layers)
-    assert (tmp_path / "out" / names.COMPARE_HTML).is_file()
+    page = (tmp_path / "out" / names.COMPARE_HTML).read_text()
+    assert str(tmp_path / "out" / "gradcam") in page and ".tmp-" not in page  # the runs' own folders
     assert not (tmp_path / "out" / names.COMPARE_VIDEO).exists()
 
 

@@ -181,7 +181,7 @@ def test_developers_md_documents_the_lite0_renaming():
     import re
     from pathlib import Path
 
-    from camanim.sources.models import _lite0_key
+    from camanim.sources.models import lite0_key
 
     text = (Path(__file__).parents[2] / "DEVELOPERS.md").read_text()
     rows = [[c.strip(" `") for c in line.strip("|").split("|")] for line in text.splitlines()
@@ -192,11 +192,11 @@ def test_developers_md_documents_the_lite0_renaming():
     stages = [(s, i) for s, n in enumerate((1, 2, 2, 3, 3, 4, 1)) for i in range(n)]
     expand = [n > 0 for n in range(len(stages))]
     for old, new in top.items():
-        assert _lite0_key(f"{old}.weight", stages, expand) == f"{new}.weight"
+        assert lite0_key(f"{old}.weight", stages, expand) == f"{new}.weight"
     for old, (with_expand, block0) in blocks.items():
         if with_expand != "—":
-            assert _lite0_key(f"_blocks.3.{old}.weight", stages, expand) == f"blocks.2.0.{with_expand}.weight"
+            assert lite0_key(f"_blocks.3.{old}.weight", stages, expand) == f"blocks.2.0.{with_expand}.weight"
         if block0 != "—":
-            assert _lite0_key(f"_blocks.0.{old}.weight", stages, expand) == f"blocks.0.0.{block0}.weight"
+            assert lite0_key(f"_blocks.0.{old}.weight", stages, expand) == f"blocks.0.0.{block0}.weight"
     assert "mean = std = 0.5" in text and "256" in text and "224" in text and "bicubic" in text
     assert "DEVELOPERS.md" in (Path(__file__).parents[2] / "README.md").read_text()

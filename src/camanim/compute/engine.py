@@ -83,7 +83,7 @@ def _one_pass(model: nn.Module, x: torch.Tensor, methods: Sequence[CamMethod], o
                 for m in group}
         # Methods that take one layer at a time from its activation and gradient get each layer
         # during the backward, as its gradient arrives (nothing kept for later, nothing read twice).
-        sink = (_Sink(group, ctxs, progress) if gradients and all(_in_backward(m) for m in group) else None)
+        sink = (CamSink(group, ctxs, progress) if gradients and all(_in_backward(m) for m in group) else None)
         t0 = time.perf_counter()
         tr = run_trace(model, x, options.layers, targets=targets, gradients=gradients, output_key=options.output_key,
                        score=score, sink=sink, layouts=options.layouts)
@@ -120,7 +120,7 @@ def _in_backward(method: CamMethod) -> bool:
     return method.uses_gradients and method.per_layer and one_layer_at_a_time(method)
 
 
-class _Sink:
+class CamSink:
     """Computes the CAMs of every method of a group as the backward hands over each layer."""
 
     def __init__(self, methods: Sequence[CamMethod], ctxs: dict[str, MethodContext],
@@ -131,11 +131,13 @@ class _Sink:
         self.total = self.done = 0
 
     def start(self, logits: torch.Tensor, targets: torch.Tensor, total: int) -> None:
+        """Before the backward: the logits (R, K) and targets (R,) every method's context needs."""
         for ctx in self.ctxs.values():
             ctx.targets, ctx.logits = targets, logits
         self.total = total
 
     def layer(self, index: int, record: LayerRecord, activation: torch.Tensor, gradient: torch.Tensor) -> bool:
+        """Every method's raw map (R, h, w) of layer ``index``; False for a non-spatial layer (kept by the trace)."""
         pair = layer_maps(record, activation, gradient)
         if pair is None:
             return False  # a non-spatial layer: the trace keeps it (its 1-D evidence is drawn)
@@ -150,6 +152,7 @@ class _Sink:
         return True
 
     def per_layer(self, name: str, records: Sequence[LayerRecord]) -> list[torch.Tensor | None]:
+        """Method ``name``'s maps in record order (None where it made none; shared outputs share a map)."""
         got = self.cams[name]
         return shared([got.get(i) for i in range(len(records))], records)
 

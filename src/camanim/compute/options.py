@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any
 
 from ..errors import InputError
@@ -47,7 +48,7 @@ class CamOptions:
     batch_size: int | None = None
     seed: int = 0
     output_key: str | int | None = None
-    layouts: Mapping[str, str] = field(default_factory=dict)
+    layouts: Mapping[str, str] = field(default_factory=dict, hash=False)
     skip_non_spatial: bool = False
 
     def __post_init__(self) -> None:
@@ -57,10 +58,13 @@ class CamOptions:
             raise InputError(f"score '{self.score}' is unknown: use logit or softmax")
         if not isinstance(self.layers, str) and isinstance(self.layers, Sequence):
             object.__setattr__(self, "layers", tuple(self.layers))
+        if isinstance(self.target, list):
+            object.__setattr__(self, "target", tuple(self.target))
         for name, layout in dict(self.layouts or {}).items():
             if not isinstance(name, str) or not isinstance(layout, str):
                 raise InputError(f"layout override {name!r}: {layout!r} must map a layer name to a layout name")
-        object.__setattr__(self, "layouts", dict(self.layouts or {}))
+        # read-only, so the options stay what they were built as
+        object.__setattr__(self, "layouts", MappingProxyType(dict(self.layouts or {})))
 
     def for_device(self, device_type: str) -> CamOptions:
         """These options with the batch size settled for ``device_type`` (``cpu`` or ``cuda``)."""

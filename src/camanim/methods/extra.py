@@ -1,6 +1,6 @@
 """More per-layer methods from pytorch-grad-cam: KPCA-CAM, FEM, Seg-Eigen-CAM, ShapleyCAM, FinerCAM.
 
-Each raw map equals pytorch-grad-cam's for the layer computed on its own (tests/test_methods_extra.py).
+Each raw map equals pytorch-grad-cam's for the layer computed on its own (tests/methods/test_extra.py).
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@ input's shape whatever its layer, so copies of *all* layers are packed into the 
 ``ctx.batch_size`` images (across channels and across layers), and rows of the run that show the
 same image (``--target topk:3``) share each copy: one forward, one score per target read off its
 logits. Layers that share one output tensor (``same_as``) never reach a method: they are computed
-once by :func:`camanim.cams.layer_cams`.
+once by :func:`camanim.compute.layer_cams`.
 
 The per-layer maths is pytorch-grad-cam's (``score_cam.py``, ``ablation_cam.py``,
 ``ablation_layer.py``), in torch on the model's device.
@@ -196,7 +196,7 @@ class ScoreCAM(CamMethod):
         acts = [torch.nan_to_num(job.acts) for job in jobs]
         segments: list[_Segment] = []
         constant: list[tuple[int, int, torch.Tensor]] = []  # (job, group, channel ids) with a constant map
-        shared = _SameMaps(acts, groups, self.share_tolerance)
+        shared = SameMaps(acts, groups, self.share_tolerance)
         aliases: list[tuple[int, int, int]] = []  # (group, unit, unit whose score it takes)
         offset = 0
         for j, a in enumerate(acts):
@@ -259,7 +259,7 @@ class ScoreCAM(CamMethod):
         return out
 
 
-class _SameMaps:
+class SameMaps:
     """Finds channels whose min-max scaled map equals an earlier channel's (same image and resolution).
 
     Candidates are found by a seeded random projection of the scaled map, rounded (a hash), and
@@ -273,6 +273,7 @@ class _SameMaps:
 
     @staticmethod
     def scaled(flat: torch.Tensor) -> torch.Tensor:
+        """Each row of ``flat`` (..., N) min-max scaled to [0, 1] (a constant row becomes zeros)."""
         lo = flat.amin(dim=-1, keepdim=True)
         span = flat.amax(dim=-1, keepdim=True) - lo
         return (flat - lo) / torch.where(span > 0, span, torch.ones_like(span))

@@ -157,6 +157,10 @@ def _fit(draw: ImageDraw.ImageDraw, text: str, font: Any, width: int) -> str:
     return text + "…"
 
 
+#: x264 settings of grid videos: imageio-ffmpeg's default quality 5 (CRF 25) and ffmpeg's default preset.
+GRID_CRF, GRID_PRESET = 25, "medium"
+
+
 def _frame(run: RunView, norm: str, i: int) -> Image.Image:
     """Frame ``i`` of ``run`` as an RGB image, from memory or from its PNG file."""
     frame = run.frames[norm][i]
@@ -180,7 +184,7 @@ def write_grid_video(runs: Sequence[RunView], path: Path, fps: int, norm: str = 
         raise ValueError(f"runs: every run needs frames of normalisation '{norm}'")
     mapping = align_by_depth([len(run.layers) for run in runs])
     with atomic_path(Path(path)) as tmp:
-        write_mp4(tmp, _grid_frames(runs, mapping, norm), fps=fps)
+        write_mp4(tmp, _grid_frames(runs, mapping, norm), fps=fps, crf=GRID_CRF, preset=GRID_PRESET)
     return Path(path)
 
 

@@ -168,7 +168,7 @@ def render_report(run: RunView, *, inline: bool) -> str:
         f'<span class="cam-cap-meta" id="{prefix}caption-meta"></span></div></div>'
     )
     if series is not None:
-        # Describe only what ybroad.json states; how ROAD is combined is road.py's business.
+        # Describe only what ybroad.json states; how ROAD is combined is road/metric.py's business.
         facts = ["ROAD score per layer, higher is more faithful"]
         if series.get("percentiles"):
             meaning = series.get("percent_meaning") or "pixels removed"

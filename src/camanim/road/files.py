@@ -38,7 +38,7 @@ def write_ybroad(out_dir: Path, result: YbRoad) -> dict[str, Path]:
     return paths
 
 
-def _tick_positions(n: int, max_labels: int = 40) -> np.ndarray:
+def tick_positions(n: int, max_labels: int = 40) -> np.ndarray:
     """At most ``max_labels`` evenly spaced layer indices, always starting at 0."""
     step = max(1, math.ceil(n / max_labels))
     return np.arange(0, n, step)
@@ -57,7 +57,7 @@ def _write_png(path: Path, result: YbRoad) -> None:
     n = len(result.layer_names)
     x = np.arange(n)
     mean = result.curve_mean.numpy()
-    ticks = _tick_positions(n)
+    ticks = tick_positions(n)
     fig = Figure(figsize=(min(16.0, max(7.0, 4.0 + 0.25 * len(ticks))), 5.0), layout="constrained")
     FigureCanvasAgg(fig)
     ax = fig.add_subplot()

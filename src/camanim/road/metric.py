@@ -23,7 +23,7 @@ Relation to pytorch-grad-cam: its ``ROADMostRelevantFirst(percentile=q)`` and
 ``q``-th percentile), so our ``p`` equals its ``100 - q``; with
 ``ClassifierOutputSoftmaxTarget`` its scores are our ``"prob"`` scores, with
 ``ClassifierOutputTarget`` our ``"logit"`` ones. On CAMs without ties and with
-noise 0 both give the same numbers (checked in ``tests/test_road.py``) whenever
+noise 0 both give the same numbers (checked in ``tests/road/test_metric.py``) whenever
 both remove the same number of pixels: its threshold keeps
 ``ceil((N-1) * q / 100)`` of ``N`` pixels, which can differ from ours by one
 (at 224x224 it removes 10036 and 20071 pixels at 20% and 40%, we 10035 and 20070).
@@ -61,6 +61,7 @@ from torch import nn
 from ..trace import eval_mode, logits_of
 from .imputation import ImputationStream
 from .masks import PackedMasks, check_percentiles, masks_from_order, removed_count
+from .options import RoadOptions
 
 __all__ = ["SCORES", "YbRoad", "YbRoadMax", "ybroad"]
 
@@ -312,6 +313,7 @@ def ybroad(
     batch_size: int = 32,
     output_key: str | int | None = None,
     progress: Callable[[int, int], None] | None = None,
+    options: RoadOptions | None = None,
 ) -> YbRoad:
     """ROAD score of every layer's CAM (ybROAD).
 
@@ -342,14 +344,24 @@ def ybroad(
         batch_size: Perturbed images per forward pass.
         output_key: Where the logits are in a tuple/dict/dataclass model output (as for ``animate``).
         progress: Called as ``progress(done, total)`` perturbed images, first with ``done=0``.
+        options: All of ``percentiles`` ... ``batch_size`` at once (:class:`RoadOptions`, whose
+            batch size is settled for the input's device); then those keywords keep their defaults.
 
     Returns:
         A :class:`YbRoad`.
 
     Raises:
-        TypeError: If an argument has the wrong type.
+        TypeError: If an argument has the wrong type, or ``options`` is given beside a setting
+            keyword changed from its default.
         ValueError: If an argument has a bad value or shape, or the model output is not ``(batch, classes)``.
     """
+    if options is not None:
+        if (tuple(percentiles), score, noise, seed, trials, batch_size) != ((20, 40, 60, 80), "prob", 0.01, 0, 1, 32):
+            raise TypeError("pass the settings either as options= or as keywords (percentiles, score, noise, "
+                            "seed, trials, batch_size), not both")
+        percentiles, score, noise, seed, trials = (options.percentiles, options.score, options.noise, options.seed,
+                                                   options.trials)
+        batch_size = options.batch_size_for(input_tensor.device.type)
     names, flags, pcts = _check_args(model, input_tensor, cams, target, layer_names, non_spatial, percentiles,
                                      score, noise, seed, trials, batch_size)
     _, channels, height, width = input_tensor.shape

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
 
 from ..errors import InputError
 
@@ -19,10 +18,11 @@ class RoadOptions:
         noise: standard deviation of the imputation noise, in normalised input units (>= 0).
         seed: base seed of the noise (>= 0).
         trials: noise draws to repeat the scoring with (>= 1).
-        batch_size: perturbed images per forward; None: 8 on the CPU, 32 on a GPU (:meth:`for_device`).
+        batch_size: perturbed images per forward; None: 8 on the CPU, 32 on a GPU (:meth:`batch_size_for`).
 
     Raises:
-        InputError: (on construction) a value out of its range; the message names the CLI flag.
+        InputError: (on construction) a value out of its range or a repeated percentage; the message
+            names the CLI flag.
     """
 
     percentiles: tuple[float, ...] = (20, 40, 60, 80)
@@ -37,6 +37,9 @@ class RoadOptions:
             pcts = tuple(float(p) for p in self.percentiles)
         except (TypeError, ValueError) as exc:
             raise InputError(f"--road-percentiles {self.percentiles!r} must be numbers like 20,40,60,80") from exc
+        if len(set(pcts)) != len(pcts):
+            raise InputError(f"--road-percentiles {','.join(f'{p:g}' for p in pcts)} repeats a percentage: "
+                             "give each once")
         if not pcts or not all(0 < v < 100 for v in pcts):
             raise InputError(f"--road-percentiles {','.join(f'{p:g}' for p in pcts) or 'none'} "
                              "must lie strictly between 0 and 100")
@@ -64,14 +67,9 @@ class RoadOptions:
         except ValueError as exc:
             raise InputError(f"--road-percentiles '{text}' must be numbers like 20,40,60,80") from exc
 
-    def for_device(self, device_type: str) -> int:
+    def batch_size_for(self, device_type: str) -> int:
         """The batch size to use on ``device_type``: the one given, or 32 on a GPU and 8 on the CPU
         (measured on a 2-core CPU: ResNet50 is fastest per image at batch 2-8; GPUs like larger batches)."""
         if self.batch_size is not None:
             return int(self.batch_size)
         return 32 if device_type == "cuda" else 8
-
-    def keywords(self, device_type: str) -> dict[str, Any]:
-        """The keyword arguments of :func:`camanim.road.ybroad` these options stand for."""
-        return {"percentiles": self.percentiles, "score": self.score, "noise": self.noise, "seed": self.seed,
-                "trials": self.trials, "batch_size": self.for_device(device_type)}

@@ -15,7 +15,7 @@ import numpy as np
 
 from ..errors import InputError
 from . import names
-from .manifest import read_json
+from .manifest import read_manifest
 from .ybroad import read_ybroad
 
 _HOW_TO_MAKE_A_RUN = "pass the folder written by `camanim run IMAGE --out DIR`"
@@ -66,9 +66,9 @@ def load_run(out_dir: str | Path) -> RunView:
     """Read a finished run folder: its manifest, the frame files of each normalisation, its ybROAD.
 
     Raises:
-        InputError: the folder does not exist, is a file, has no or a broken manifest, lists
-            layers and frames that disagree, misses a frame, or has no frames at all; the message
-            names the file and what to do.
+        InputError: the folder does not exist, is a file, has no or a broken manifest, holds
+            several runs, lists layers and frames that disagree, misses a frame, or has no frames
+            at all; the message names the file and what to do.
     """
     path = Path(out_dir)
     if not path.exists():
@@ -78,10 +78,8 @@ def load_run(out_dir: str | Path) -> RunView:
     manifest_path = path / names.MANIFEST
     if not manifest_path.is_file():
         raise InputError(f"{path} is not a camanim run folder (no manifest.json); {_HOW_TO_MAKE_A_RUN}")
-    manifest = read_json(manifest_path, "re-run `camanim run` to write it again")
-    layers = manifest.get("layers") if isinstance(manifest, dict) else None
-    if not isinstance(layers, list) or not layers or not all(isinstance(layer, dict) for layer in layers):
-        raise InputError(f"{manifest_path} has no 'layers' list; re-run `camanim run` to write it again")
+    manifest = read_manifest(path)
+    layers = manifest["layers"]
     frame_spec = manifest.get("frames") if isinstance(manifest.get("frames"), dict) else {}
     count = frame_spec.get("count")
     if isinstance(count, int) and count != len(layers):

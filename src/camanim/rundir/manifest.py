@@ -85,11 +85,16 @@ def read_json(path: Path, what: str) -> Any:
         raise InputError(f"cannot read {path} ({exc.strerror}); check its permissions") from exc
 
 
-def read_manifest(folder: Path) -> dict[str, Any]:
-    """``folder/manifest.json`` as a dict.
+def read_manifest(folder: Path, *, run: bool = True) -> dict[str, Any]:
+    """``folder/manifest.json`` as a dict, checked: a JSON object and, for one run, a list of layers.
+
+    Args:
+        folder: a run folder, or with ``run=False`` also a folder of several runs (``"kind": "set"``).
+        run: require the manifest of one run (a non-empty ``layers`` list of objects).
 
     Raises:
-        InputError: no manifest (not a run folder), or one that is not a JSON object.
+        InputError: no manifest (not a run folder), one that is not a JSON object, a folder of several
+            runs where one run is needed (the message names one of them), or a run without its layers.
     """
     path = Path(folder) / names.MANIFEST
     if not path.is_file():
@@ -97,4 +102,11 @@ def read_manifest(folder: Path) -> dict[str, Any]:
     manifest = read_json(path, "re-run `camanim run` to write it again")
     if not isinstance(manifest, dict):
         raise InputError(f"{path} is not a camanim manifest; re-run `camanim run` to write it again")
+    if run and manifest.get("kind") == "set":
+        runs = [r.get("folder") for r in manifest.get("runs", []) if isinstance(r, dict)]
+        example = f", e.g. {Path(folder) / runs[0]}" if runs else ""
+        raise InputError(f"'{folder}' holds several runs (see its manifest.json): give one of its run folders{example}")
+    layers = manifest.get("layers")
+    if run and (not isinstance(layers, list) or not layers or not all(isinstance(x, dict) for x in layers)):
+        raise InputError(f"{path} has no 'layers' list; re-run `camanim run` to write it again")
     return manifest

@@ -7,6 +7,7 @@ stays busy from the first chunk to the end. A failure anywhere stops every part 
 
 from __future__ import annotations
 
+import math
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -36,7 +37,8 @@ class SaveOptions:
         style: how frames look (panel width, colormap, overlay alpha).
 
     Raises:
-        InputError: (on construction) an unknown normalisation or format, or fps <= 0.
+        InputError: (on construction) no normalisation, an unknown or repeated normalisation or format,
+            videos without a format, or fps not in (0, 240].
     """
 
     normalisations: tuple[str, ...] = NORMALISATIONS
@@ -49,14 +51,22 @@ class SaveOptions:
     def __post_init__(self) -> None:
         object.__setattr__(self, "normalisations", tuple(self.normalisations))
         object.__setattr__(self, "formats", tuple(self.formats))
+        if not self.normalisations:
+            raise InputError("no normalisation given: use --norm local, global or local,global")
         for n in self.normalisations:
             if n not in NORMALISATIONS:
                 raise InputError(f"normalisation '{n}' is unknown: use local, global or local,global")
+        if len(set(self.normalisations)) != len(self.normalisations):
+            raise InputError(f"--norm {','.join(self.normalisations)} names a normalisation twice: give each once")
         for f in self.formats:
             if f not in names.VIDEO_FORMATS:
                 raise InputError(f"video format '{f}' is unknown: use mp4, gif or mp4,gif")
-        if not self.fps > 0:
-            raise InputError(f"--fps {self.fps} must be positive")
+        if len(set(self.formats)) != len(self.formats):
+            raise InputError(f"--format {','.join(self.formats)} names a format twice: give each once")
+        if self.video and not self.formats:
+            raise InputError("no video format given: use --format mp4, gif or mp4,gif (or --no-video)")
+        if not (isinstance(self.fps, (int, float)) and math.isfinite(self.fps) and 0 < self.fps <= 240):
+            raise InputError(f"--fps {self.fps} must be a positive number of frames per second, at most 240")
 
 
 @dataclass

@@ -59,8 +59,17 @@ def register_builtin(name: str) -> Callable[[Callable[..., LoadedModel]], Callab
     return deco
 
 
-def _lite0_key(key: str, stage_of_block: list[tuple[int, int]], has_expand: list[bool]) -> str:
-    """Rename one key of the efficientnet-lite0 package's state dict to timm's names."""
+def lite0_key(key: str, stage_of_block: list[tuple[int, int]], has_expand: list[bool]) -> str:
+    """Rename one key of the efficientnet-lite0 package's state dict to timm's names (DEVELOPERS.md's table).
+
+    Args:
+        key: the package's key, e.g. ``_blocks.3._expand_conv.weight``.
+        stage_of_block: (stage, index in stage) of each flat block number.
+        has_expand: per block, whether it has an expansion convolution.
+
+    Raises:
+        KeyError: a key that is neither a top-level nor a block key of the package.
+    """
     top = {"_conv_stem": "conv_stem", "_bn0": "bn1", "_conv_head": "conv_head", "_bn1": "bn2", "_fc": "classifier"}
     head, _, rest = key.partition(".")
     if head in top:
@@ -83,7 +92,7 @@ def lite0_state_dict_for_timm(state: dict[str, torch.Tensor], model: nn.Module) 
     stage_of_block = [(s, i) for s, stage in enumerate(model.blocks) for i in range(len(stage))]
     n_blocks = len(stage_of_block)
     has_expand = [any(k.startswith(f"_blocks.{n}._expand_conv.") for k in state) for n in range(n_blocks)]
-    return {_lite0_key(k, stage_of_block, has_expand): v for k, v in state.items()}
+    return {lite0_key(k, stage_of_block, has_expand): v for k, v in state.items()}
 
 
 @register_builtin("efficientnet_lite0")
