@@ -56,8 +56,9 @@ def main() -> None:
     args = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="bench-layout-"))
     try:
-        print("| job | before: s, MiB | after: s, MiB | after / before (time) | after / before (memory) | same outputs |")
-        print("|---|---|---|---|---|---|")
+        print("| job | before: s, MiB, CAMs s | after: s, MiB, CAMs s | after / before: time, memory, CAMs "
+              "| same outputs |")
+        print("|---|---|---|---|---|")
         for job in args.jobs.split(","):
             times: dict[str, list[float]] = {"before": [], "after": []}
             peaks: dict[str, list[int]] = {"before": [], "after": []}
