@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import torch
 import torchvision
-from conftest import no_inplace, small_net
+from conftest import no_inplace, out_of_place_resnet, small_net
 from pytorch_grad_cam import (
     FEM,
     KPCA_CAM,
@@ -129,22 +129,9 @@ def test_shapleycam_differs_from_gradcam_only_through_the_hessian():
     assert not torch.allclose(shap[0], grad[0], rtol=1e-3, atol=1e-6)
 
 
-def _out_of_place_resnet(monkeypatch):
-    """The reference reads CPU activations that later in-place ops overwrite; remove those ops."""
-    from torchvision.models import resnet
-
-    def basic_forward(self, x):
-        identity = x if self.downsample is None else self.downsample(x)
-        out = self.relu(self.bn1(self.conv1(x)))
-        out = self.bn2(self.conv2(out))
-        return self.relu(out + identity)
-
-    monkeypatch.setattr(resnet.BasicBlock, "forward", basic_forward)
-
-
 @pytest.mark.slow
 def test_perturbation_methods_equal_reference_on_resnet18(monkeypatch):
-    _out_of_place_resnet(monkeypatch)
+    out_of_place_resnet(monkeypatch)
     torch.manual_seed(0)
     model = no_inplace(torchvision.models.resnet18(weights=None, num_classes=7)).eval()
     x = torch.randn(1, 3, 32, 32, generator=torch.Generator().manual_seed(0))

@@ -13,7 +13,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 import torchvision
-from conftest import no_inplace
+from conftest import no_inplace, out_of_place_resnet
 from pytorch_grad_cam import (
     EigenCAM,
     EigenGradCAM,
@@ -40,16 +40,7 @@ REFERENCE = {
 
 def _out_of_place_models(monkeypatch):
     """The reference reads CPU activations that later in-place ops overwrite; remove those ops."""
-    from torchvision.models import resnet
-
-    def basic_forward(self, x):
-        identity = x if self.downsample is None else self.downsample(x)
-        out = self.relu(self.bn1(self.conv1(x)))
-        out = self.bn2(self.conv2(out))
-        return self.relu(out + identity)
-
-    monkeypatch.setattr(resnet.BasicBlock, "forward", basic_forward)
-
+    out_of_place_resnet(monkeypatch)
     from torchvision.models import mobilenetv3
 
     def inverted_residual_forward(self, x):
