@@ -7,6 +7,7 @@ Each verb resolves its inputs (model, images, methods, device), builds its optio
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -18,7 +19,7 @@ from torch import nn
 from .compute import CamOptions, explain, is_multi_target
 from .errors import InputError
 from .methods import get_methods
-from .report import build_report
+from .report import write_report
 from .results import CamResult, CamSet
 from .road import RoadOptions, YbRoad, write_ybroad
 from .road import ybroad as road_ybroad
@@ -261,14 +262,13 @@ def road_for_run(out_dir: str | Path, *, model: nn.Module | None = None, trust_c
         InputError: not a run folder, a run of a Python module (no model spec), or a bad setting.
     """
     out = Path(out_dir)
-    if not (out / names.MANIFEST).is_file():
-        raise InputError(f"'{out}' is not a camanim run folder (no manifest.json/cams.npz): give the --out of a run")
     opts = options_or_keywords(options, RoadOptions, keywords)
     # the whole run is checked before anything is scored or written: a run the report cannot be
-    # rebuilt from (a frame missing, a broken manifest) fails here, with nothing changed
-    manifest = load_run(out).manifest
+    # rebuilt from (no manifest, a frame missing) fails here, with nothing changed
+    run = load_run(out)
+    manifest = run.manifest
     if not (out / names.CAMS).is_file():
-        raise InputError(f"'{out}' is not a camanim run folder (no manifest.json/cams.npz): give the --out of a run")
+        raise InputError(f"'{out}' is not a camanim run folder (no cams.npz): give the --out of a run")
     saved = read_cams(out / names.CAMS)
     mod = model if model is not None else _rebuild_model(manifest, trust_checkpoint)
     mod, dev = _device_for(mod, device)
@@ -279,5 +279,6 @@ def road_for_run(out_dir: str | Path, *, model: nn.Module | None = None, trust_c
                      output_key=manifest.get("options", {}).get("output_key"), progress=progress, options=opts)
     paths = write_ybroad(out, yb)
     write_manifest(out, with_ybroad(manifest, yb.summary()))
-    paths["report"] = build_report(out)
+    # the run as loaded above, with its new scores: the folder is not read again
+    paths["report"] = write_report(dataclasses.replace(run, ybroad=yb.to_json_dict()))
     return yb, paths

@@ -152,8 +152,9 @@ class CamResult:
         """This result as the report reads a run, frames drawn in memory (nothing is written)."""
         manifest = with_outputs(self.manifest(), normalisations=normalisations, fps=fps, count=len(self.layers),
                                 videos={}, render=_render_settings(style, fps))
+        renderer = FrameRenderer(self.image, self.layers, style, self.stripes(style))  # captions drawn once
         return RunView(path=None, manifest=manifest, layers=manifest["layers"],
-                       frames={n: self.frames(n, style) for n in normalisations},
+                       frames={n: renderer.render(self.normalised(n), n) for n in normalisations},
                        ybroad=self.road.to_json_dict() if self.road is not None else None)
 
     def _repr_html_(self) -> str:
