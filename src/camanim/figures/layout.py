@@ -116,14 +116,15 @@ def layer_at_depth(percent: float, count: int) -> int:
     """The layer of ``count`` layers at ``percent`` of depth: ``round(percent / 100 * (count - 1))``, halves up.
 
     Exact (rational) arithmetic, so 50 % of 10 layers is layer 5 (4.5 rounded up), as
-    :func:`camanim.report.align_by_depth` plays it.
+    :func:`camanim.report.align_by_depth` plays it; ``percent`` is read as the nearest fraction
+    with a denominator up to 10 000, so ``100 * 5 / 6`` is 5/6 of the depth, not just below it.
 
     Raises:
         ValueError: ``count`` is below 1.
     """
     if count < 1:
         raise ValueError(f"a run needs at least one layer, got {count}")
-    x = Fraction(str(percent)) / 100 * (count - 1)
+    x = Fraction(str(percent)).limit_denominator(10_000) / 100 * (count - 1)
     return int((2 * x + 1) // 2)
 
 
