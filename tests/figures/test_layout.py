@@ -5,7 +5,15 @@ from __future__ import annotations
 import pytest
 
 from camanim import InputError
-from camanim.figures import FigureOptions, depth_of, figure_kind, layer_at_depth, nearest_spatial, read_run, tiles_for
+from camanim.figures import (
+    FigureOptions,
+    depth_of,
+    figure_kind,
+    layer_at_depth,
+    nearest_spatial,
+    read_run,
+    tiles_for,
+)
 from camanim.report import align_by_depth
 
 
