@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from camanim import InputError
-from camanim.figures import read_run
+from camanim.figures import read_run, read_runs
+from camanim.rundir import set_manifest, write_manifest
 
 
 def test_a_run_folder_is_read_with_its_render_settings_and_vectors(figure_runs):
@@ -33,9 +34,12 @@ def test_folders_that_are_not_one_finished_run(figure_runs, tmp_path):
         read_run(broken)
     top = tmp_path / "set"
     shutil.copytree(figure_runs["gradcam"], top / "gradcam")
-    shutil.copy(figure_runs["gradcam"] / "manifest.json", top / "manifest.json")
-    with pytest.raises(InputError, match="holds several runs; pass their folders"):
+    shutil.copytree(figure_runs["hirescam"], top / "hirescam")
+    write_manifest(top, set_manifest([{"folder": "hirescam"}, {"folder": "gradcam"}], model={}, methods=[],
+                                     options={}, versions={}, grids=[]))
+    with pytest.raises(InputError, match="holds several runs"):
         read_run(top)
+    assert [r.method for r in read_runs([top, figure_runs["gradcam"]])] == ["hirescam", "gradcam", "gradcam"]
     stale = tmp_path / "stale"
     shutil.copytree(figure_runs["gradcam"], stale)
     data = dict(np.load(stale / "cams.npz"))

@@ -32,11 +32,11 @@ from .layout import (
     nearest_spatial,
     tiles_for,
 )
-from .source import FigureRun, read_run
+from .source import FigureRun, read_run, read_runs
 from .strip import RoadCurve, road_curve
 from .tiles import cam_tile, overlay, stripe_tile, tile_image
 
 __all__ = ["DEFAULT_DEPTHS", "FigureOptions", "FigurePlan", "FigureRun", "RoadCurve", "Row", "Tile",
            "build_figure", "cam_tile", "depth_of", "figure_kind", "figure_paths", "figure_style", "layer_at_depth",
-           "nearest_spatial", "overlay", "read_run", "road_curve", "save_figure", "stripe_tile", "tile_image",
+           "nearest_spatial", "overlay", "read_run", "read_runs", "road_curve", "save_figure", "stripe_tile", "tile_image",
            "tiles_for", "write_figure"]

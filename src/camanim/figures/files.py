@@ -15,7 +15,7 @@ from ..errors import InputError
 from ..rundir import atomic_path
 from .grid import FigurePlan, build_figure, figure_style
 from .layout import FigureOptions
-from .source import FigureRun, read_run
+from .source import FigureRun, read_runs
 
 FORMATS = ("png", "pdf")
 PNG_METADATA: dict[str, Any] = {"Software": None}
@@ -54,6 +54,8 @@ def write_figure(runs: Sequence[FigureRun | str | Path], out: str | Path,
                  options: FigureOptions = FigureOptions()) -> tuple[dict[str, Path], FigurePlan]:
     """Make the figure of ``runs`` (run folders or :class:`FigureRun`) and write it as PNG and PDF.
 
+    A folder of several runs (``camanim run --method gradcam,hirescam``) stands for its runs.
+
     One run gives a filmstrip by depth; several runs of one model a methods × depths grid;
     runs of different models a models × depths grid aligned by relative depth; ``options.layer``
     one layer's normalisations side by side. See :class:`FigureOptions`.
@@ -66,7 +68,7 @@ def write_figure(runs: Sequence[FigureRun | str | Path], out: str | Path,
             cannot satisfy (an unknown layer, ``--with-road`` on a run not scored, ...).
     """
     paths = figure_paths(out)
-    loaded = [run if isinstance(run, FigureRun) else read_run(run) for run in runs]
+    loaded = [x for run in runs for x in ([run] if isinstance(run, FigureRun) else read_runs([run]))]
     with figure_style(options):
         fig, plan = build_figure(loaded, options)
         return save_figure(fig, paths, options.dpi), plan

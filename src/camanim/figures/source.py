@@ -7,6 +7,7 @@ scaled by :func:`camanim.draw.normalise`, the only place min-max scaling happens
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -16,7 +17,7 @@ import torch
 
 from ..draw import normalise
 from ..errors import InputError
-from ..rundir import RunView, load_run, names, read_cams
+from ..rundir import RunView, load_run, names, read_cams, read_manifest
 
 DEFAULT_COLORMAP = "jet"
 DEFAULT_ALPHA = 0.5
@@ -109,16 +110,29 @@ def read_run(run_dir: str | Path) -> FigureRun:
     """A finished run folder as a :class:`FigureRun` (manifest, layers, ybROAD, ``cams.npz``).
 
     Raises:
-        InputError: not a run folder (a folder of several runs included), an incomplete run, or a
-            ``cams.npz`` that is missing or does not match the manifest.
+        InputError: not a run folder (a folder of several runs included: see :func:`read_runs`),
+            an incomplete run, or a ``cams.npz`` that is missing or does not match the manifest.
     """
     path = Path(run_dir)
-    if (path / names.MANIFEST).is_file() and not (path / names.CAMS).is_file():
-        runs = sorted(p.parent.relative_to(path).as_posix() for p in path.rglob(names.CAMS))
-        if runs:
-            raise InputError(f"{path} holds several runs; pass their folders, e.g. "
-                             f"{' '.join(str(path / r) for r in runs[:3])}")
     view = load_run(path)
     saved = read_cams(path / names.CAMS)
     return FigureRun(view=view, cams=saved.cams, image=saved.image, vectors=saved.vectors,
                      vector_kind=saved.vector_kind, label=str(path))
+
+
+def read_runs(run_dirs: Sequence[str | Path]) -> list[FigureRun]:
+    """Run folders as :class:`FigureRun` s, in order; a folder of several runs (``camanim run
+    --method a,b``, several images or targets) gives each of its runs, in its manifest's order.
+
+    Raises:
+        InputError: see :func:`read_run`.
+    """
+    out = []
+    for run_dir in run_dirs:
+        path = Path(run_dir)
+        manifest = read_manifest(path, run=False)
+        if manifest.get("kind") == "set":
+            out += [read_run(path / str(r["folder"])) for r in manifest.get("runs", []) if isinstance(r, dict)]
+        else:
+            out.append(read_run(path))
+    return out
