@@ -3,6 +3,8 @@ text as text, and bad output paths refused before anything is written."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -64,3 +66,14 @@ def test_a_failure_while_drawing_leaves_no_file(figure_runs, tmp_path):
     with pytest.raises(InputError, match="has no ybROAD"):
         write_figure([figure_runs["hirescam"]], tmp_path / "fig.pdf", FigureOptions(with_road=True))
     assert list(tmp_path.iterdir()) == []
+
+
+def test_the_readme_figure_is_committed_small_and_shown():
+    root = Path(__file__).resolve().parents[2]
+    figure = root / "docs" / "figure-lite0.png"
+    assert figure.stat().st_size < 300 * 1024
+    with Image.open(figure) as png:
+        assert png.format == "PNG" and png.size[0] >= 700
+    readme = (root / "README.md").read_text(encoding="utf-8")
+    assert "](docs/figure-lite0.png)" in readme and "make readme-figure" in readme
+    assert "cp build/figure-lite0.png docs/figure-lite0.png" in (root / "Makefile").read_text(encoding="utf-8")

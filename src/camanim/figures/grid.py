@@ -69,7 +69,7 @@ def style(options: FigureOptions) -> dict[str, Any]:
     fs = float(options.font_size)
     return {"font.family": "DejaVu Sans", "font.size": fs, "axes.titlesize": fs - 1, "axes.labelsize": fs,
             "xtick.labelsize": fs - 1, "ytick.labelsize": fs - 1, "legend.fontsize": fs - 1,
-            "figure.titlesize": fs + 1, "pdf.fonttype": 42, "svg.hashsalt": "camanim", "image.interpolation": "nearest"}
+            "figure.titlesize": fs + 1, "pdf.fonttype": 42, "svg.hashsalt": "camanim"}
 
 
 @contextmanager
@@ -102,15 +102,26 @@ def _plain(ax: Any) -> None:
         side.set_visible(False)
 
 
-def _draw_tile(ax: Any, run: FigureRun, tile: Tile, norm: str, font_size: float) -> None:
+def interpolation(image: np.ndarray, options: FigureOptions) -> str:
+    """How a tile's pixels are resampled: ``nearest`` when the tile is printed at least as many
+    dots wide as it has pixels (each CAM pixel shown as it is, as at 300 dpi), ``antialiased`` when
+    it is shrunk (a low ``dpi`` for the screen), where nearest sampling would alias."""
+    return "nearest" if options.tile_inches * options.dpi >= image.shape[1] else "antialiased"
+
+
+def _show(ax: Any, image: np.ndarray, options: FigureOptions) -> None:
+    ax.imshow(image, interpolation=interpolation(image, options))
+
+
+def _draw_tile(ax: Any, run: FigureRun, tile: Tile, norm: str, options: FigureOptions) -> None:
     if run.non_spatial(tile.index):
         image, has_stripe = stripe_tile(run, tile.index, norm)
-        ax.imshow(image, interpolation="nearest")
+        _show(ax, image, options)
         text = "1-D layer, not a location" if has_stripe else "1-D layer: no evidence saved"
         ax.text(0.5, 0.25, text, transform=ax.transAxes, ha="center", va="center", color="white",
-                fontsize=font_size - 2)
+                fontsize=options.font_size - 2)
     else:
-        ax.imshow(cam_tile(run, tile.index, norm), interpolation="nearest")
+        _show(ax, cam_tile(run, tile.index, norm), options)
     _plain(ax)
 
 
@@ -185,7 +196,7 @@ def _filmstrip(run: FigureRun, options: FigureOptions) -> tuple[Any, FigurePlan]
     fig = Figure(figsize=_figsize(options, n + 1, heights), dpi=options.dpi, layout="constrained")
     gs = fig.add_gridspec(len(heights), n + 2, width_ratios=[1.0] * (n + 1) + [0.07], height_ratios=heights)
     image_ax = fig.add_subplot(gs[0, 0], label="input:0")
-    image_ax.imshow(tile_image(run), interpolation="nearest")
+    _show(image_ax, tile_image(run), options)
     image_ax.set_title("input", loc="center")
     _plain(image_ax)
     first_row = []
@@ -193,7 +204,7 @@ def _filmstrip(run: FigureRun, options: FigureOptions) -> tuple[Any, FigurePlan]
         for c, tile in enumerate(tiles):
             ax = fig.add_subplot(gs[r, c + 1], label=f"tile:{r}:{c}")
             first_row += [ax] if r == 0 else []
-            _draw_tile(ax, run, tile, norm, options.font_size)
+            _draw_tile(ax, run, tile, norm, options)
             ax.set_title(caption(run, tile))
             if c == 0:
                 ax.set_ylabel(norm)
@@ -248,14 +259,14 @@ def _grid(runs: Sequence[FigureRun], options: FigureOptions, kind: str) -> tuple
         run = runs[row.run]
         if r == 0 or rows[r - 1].run != row.run:
             image_ax = fig.add_subplot(gs[r, 0], label=f"input:{r}")
-            image_ax.imshow(tile_image(run), interpolation="nearest")
+            _show(image_ax, tile_image(run), options)
             _plain(image_ax)
             image_ax.set_ylabel(row.label)
             if r == 0:
                 image_ax.set_title("input")
         for c, tile in enumerate(row.tiles):
             ax = fig.add_subplot(gs[r, c + 1], label=f"tile:{r}:{c}")
-            _draw_tile(ax, run, tile, row.norm, options.font_size)
+            _draw_tile(ax, run, tile, row.norm, options)
             text = caption(run, tile, with_name=names_in_tiles)
             if r == 0:
                 head = f"depth {columns[c]}" if kind == MODELS and not options.layers else \
@@ -290,14 +301,14 @@ def _norms_figure(runs: Sequence[FigureRun], options: FigureOptions) -> tuple[An
     for r, row in enumerate(rows):
         run = runs[row.run]
         image_ax = fig.add_subplot(gs[r, 0], label=f"input:{r}")
-        image_ax.imshow(tile_image(run), interpolation="nearest")
+        _show(image_ax, tile_image(run), options)
         image_ax.set_title("input")
         image_ax.set_ylabel(row.label if len(runs) > 1 else run.model_name)
         _plain(image_ax)
         for c, norm in enumerate(norms):
             tile = row.tiles[c]
             ax = fig.add_subplot(gs[r, 1 + 2 * c], label=f"tile:{r}:{c}")
-            _draw_tile(ax, run, tile, norm, options.font_size)
+            _draw_tile(ax, run, tile, norm, options)
             ax.set_title(f"{norm}\n{caption(run, tile)}")
             _colorbar(fig, fig.add_subplot(gs[r, 2 + 2 * c], label=f"colorbar:{r}:{c}"), run, norm, tile.index)
     fig.suptitle(plan.title)
