@@ -12,6 +12,7 @@ from PIL import Image
 
 from camanim.draw import colormap_lut, normalise
 from camanim.figures import FigureOptions, build_figure, cam_tile, figure_style, read_run, road_curve
+from camanim.figures.grid import interpolation
 from camanim.rundir import names, read_cams
 
 
@@ -59,6 +60,9 @@ def test_filmstrip_local_and_global_rows_one_colour_bar_each_and_captions(figure
     assert tiles[0, 1].get_title() == "layer3.0.conv1\n#3 · 50%"
     assert tiles[1, 2].get_title() == "fc\n#6 · 100%\nnon-spatial: 1-D stripe"
     assert [tiles[r, 0].get_ylabel() for r in (0, 1)] == ["local", "global"]
+    # 1.15 in at 72 dpi shrinks a 224-pixel tile: antialiased; at 300 dpi each pixel is shown as is
+    assert {ax.get_images()[0].get_interpolation() for ax in tiles.values()} == {"antialiased"}
+    assert interpolation(np.zeros((224, 224, 3)), FigureOptions(dpi=300)) == "nearest"
     for r in (0, 1):  # the colour bar stands right of its own row
         bar = axes[f"colorbar:{r}"].get_position()
         row = [tiles[r, c].get_position() for c in range(3)]
