@@ -33,7 +33,7 @@ from .source import FigureRun
 from .strip import draw_road_strip
 from .tiles import cam_tile, stripe_tile, tile_image
 
-_NORM_MEANING = {"local": "local (each map's min-max)", "global": "global (raw CAM)"}
+_NORM_MEANING = {"local": "local (per map)", "global": "global (raw CAM)"}
 
 
 @dataclass
