@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test lint bench clean browser
+.PHONY: setup demo test lint bench clean browser readme-figure
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -17,6 +17,12 @@ setup: $(STAMP)
 
 demo: $(STAMP)
 	$(BIN)/camanim --out camanim-out
+
+# the README's figure: the default model scored with ybROAD, its filmstrip (docs/figure-lite0.png, < 300 KB)
+readme-figure: $(STAMP)
+	$(BIN)/camanim run --road --no-video --quiet --out build/readme-run
+	$(BIN)/camanim figure build/readme-run --with-road --depths 0,25,50,75,100 --dpi 100 --out build/figure-lite0.pdf
+	mkdir -p docs && cp build/figure-lite0.png docs/figure-lite0.png
 
 browser:
 	bash scripts/install_chromium.sh

@@ -150,3 +150,35 @@ def test_camset_show_displays_once(camset, displayed, scratch) -> None:
     assert len(displayed) == 1
     (html,) = displayed[0]
     assert isinstance(html, _HTML) and html.data.count("<details") == 2
+
+
+# -- figures from memory ----------------------------------------------------------------
+
+
+def test_figure_of_a_result_in_memory_is_the_figure_of_its_saved_run(result, tmp_path) -> None:
+    from camanim.figures import FigureOptions
+
+    result.save(tmp_path / "run", video=False, report=False)
+    from_memory = result.figure(tmp_path / "memory.pdf", depths=(0, 50, 100), dpi=60)
+    assert from_memory == {"png": tmp_path / "memory.png", "pdf": tmp_path / "memory.pdf"}
+    from camanim.figures import write_figure
+
+    from_disk, plan = write_figure([tmp_path / "run"], tmp_path / "disk.pdf", FigureOptions(depths=(0, 50, 100), dpi=60))
+    assert plan.kind == "filmstrip" and [t.index for t in plan.rows[0].tiles] == [
+        0, round(0.5 * (len(result.layers) - 1) + 1e-9), len(result.layers) - 1]
+    assert from_memory["png"].read_bytes() == from_disk["png"].read_bytes()
+
+
+def test_figure_of_several_results_is_a_grid_and_options_are_checked(tiny, tiny_input, tmp_path) -> None:
+    from pypdf import PdfReader
+
+    from camanim.figures import FigureOptions
+
+    results = camanim.animate(tiny, tiny_input, method=["gradcam", "hirescam"])
+    paths = results[0].figure(tmp_path / "grid", others=list(results)[1:], dpi=60)
+    assert len(PdfReader(paths["pdf"]).pages) == 1
+    with pytest.raises(TypeError, match="not both"):
+        results[0].figure(tmp_path / "x.pdf", options=FigureOptions(), dpi=100)
+    with pytest.raises(camanim.InputError, match="has no ybROAD"):
+        results[0].figure(tmp_path / "x.pdf", with_road=True)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["grid.pdf", "grid.png"]

@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from .road import RoadOptions
     from .rundir import SaveOptions
 
-SUBCOMMANDS = ("run", "road", "layers", "methods", "models", "report", "compare")
+SUBCOMMANDS = ("run", "road", "layers", "methods", "models", "report", "compare", "figure")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -155,6 +155,21 @@ def build_parser() -> argparse.ArgumentParser:
     cmp_.add_argument("run_dirs", nargs="+", help="run folders")
     cmp_.add_argument("--out", default="camanim-compare", help="output folder [./camanim-compare]")
     cmp_.add_argument("--fps", type=int, default=10, help="frames per second [10]")
+    fig = sub.add_parser("figure", help="a paper figure of finished runs: PNG + vector PDF (filmstrip, grids)")
+    fig.add_argument("run_dirs", nargs="+", help="run folders: one makes a filmstrip by depth, several of one model "
+                                                 "a methods x depths grid, of several models a models x depths grid")
+    fig.add_argument("--out", default="camanim-figure.pdf", help="fig.pdf: writes fig.pdf and fig.png [camanim-figure.pdf]")
+    fig.add_argument("--depths", default=None, help="percent of the layers, one column each [0,20,40,60,80,100]")
+    fig.add_argument("--layers", default=None, help="layer names, one column each, instead of --depths (one model)")
+    fig.add_argument("--layer", default=None, help="one layer's normalisations side by side (with --norms)")
+    fig.add_argument("--norms", default=None,
+                     help="local,global: one row each [both for one run or --layer, local for a grid]")
+    fig.add_argument("--with-road", action="store_true",
+                     help="a ybROAD strip under the filmstrip on the same depth axis, best layer marked")
+    fig.add_argument("--spatial-only", action="store_true",
+                     help="show the nearest spatial layer where a depth falls on a non-spatial one [its 1-D stripe]")
+    fig.add_argument("--dpi", type=int, default=300, help="resolution of the PNG and the PDF's images [300]")
+    fig.add_argument("--font-size", type=float, default=7.0, help="text size in points [7]")
     sub.add_parser("methods", help="list the CAM methods")
     mod = sub.add_parser("models", help="list model names: builtin, torchvision, timm")
     mod.add_argument("pattern", nargs="?", default=None, help="glob filter, e.g. 'convnext*'")
@@ -429,6 +444,30 @@ def cmd_compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_figure(args: argparse.Namespace) -> int:
+    """``camanim figure RUN_DIR... --out fig.pdf``: a figure of finished runs as PNG and vector PDF.
+
+    Returns:
+        The exit code, 0.
+
+    Raises:
+        InputError: bad options, output path or run folders (see :func:`camanim.figures.write_figure`).
+    """
+    from .figures import DEFAULT_DEPTHS, FigureOptions, write_figure
+
+    if args.depths is not None and (args.layers or args.layer):
+        raise InputError("--depths and --layers/--layer exclude each other: choose columns by depth or by name")
+    options = FigureOptions(depths=FigureOptions.parse_depths(args.depths) if args.depths else DEFAULT_DEPTHS,
+                            layers=tuple(_csv(args.layers or "")), norms=tuple(_csv(args.norms)) if args.norms else None,
+                            layer=args.layer, with_road=args.with_road, spatial_only=args.spatial_only,
+                            dpi=args.dpi, font_size=args.font_size)
+    paths, plan = write_figure([_run_dir(d) for d in args.run_dirs], args.out, options)
+    print(f"{plan.kind}: {len(plan.rows)} rows x {len(plan.columns)} columns")
+    for key, p in paths.items():
+        print(f"  {key:>4}: {p}")
+    return 0
+
+
 def _run_dir(path: str) -> Path:
     from .rundir import names
 
@@ -438,7 +477,7 @@ def _run_dir(path: str) -> Path:
     return p
 
 
-COMMANDS = {"run": cmd_run, "road": cmd_road, "report": cmd_report, "compare": cmd_compare, "layers": cmd_layers, "methods": cmd_methods, "models": cmd_models}
+COMMANDS = {"run": cmd_run, "road": cmd_road, "report": cmd_report, "compare": cmd_compare, "figure": cmd_figure, "layers": cmd_layers, "methods": cmd_methods, "models": cmd_models}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

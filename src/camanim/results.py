@@ -23,6 +23,7 @@ from torch import nn
 
 from .compute import Row, UnitVectors
 from .draw import NORMALISATIONS, FrameRenderer, FrameStyle, Stripes, normalise, render_frames
+from .figures import FigureOptions, FigureRun, write_figure
 from .report import render_report, write_compare, write_report
 from .road import YbRoad, write_ybroad
 from .rundir import (
@@ -171,6 +172,46 @@ class CamResult:
         """
         display_html(self._repr_html_())
 
+    def figure(self, out: str | Path, *, others: Sequence[CamResult | str | Path] = (),
+               options: FigureOptions | None = None, style: FrameStyle = FrameStyle(), **keywords: Any
+               ) -> dict[str, Path]:
+        """Write a figure of this result (and ``others``) as PNG and vector PDF, from memory.
+
+        Alone: a filmstrip by depth, local and global rows; with ``others`` of the same model (other
+        methods): a methods × depths grid; of other models: a models × depths grid aligned by
+        relative depth; with ``layer=NAME``: that layer's normalisations side by side.
+
+        Args:
+            out: ``fig.pdf``, ``fig.png`` or ``fig``: both ``fig.png`` and ``fig.pdf`` are written.
+            others: more results, or run folders, for a grid (rows in this order, this one first).
+            options: a :class:`camanim.figures.FigureOptions`, or its fields as ``keywords``
+                (``depths``, ``layers``, ``norms``, ``layer``, ``with_road``, ``spatial_only``, ``dpi``, ...).
+            style: the colormap and opacity of the overlay (the run's own once saved).
+
+        Returns:
+            ``{"png": path, "pdf": path}``.
+
+        Raises:
+            InputError: bad options or output path, or options the results cannot satisfy
+                (``with_road`` before :func:`camanim.ybroad`, an unknown layer).
+            TypeError: ``options`` given beside a keyword set to something else than its default.
+        """
+        opts = options_or_keywords(options, FigureOptions, keywords)
+        runs = [r._figure_run(style) if isinstance(r, CamResult) else r for r in (self, *others)]
+        return write_figure(runs, out, opts)[0]
+
+    def _figure_run(self, style: FrameStyle = FrameStyle()) -> FigureRun:
+        """This result as a figure reads a run (see :mod:`camanim.figures`), nothing drawn or written."""
+        if self.saved_with is not None and style == FrameStyle():
+            style = self.saved_with.style
+        manifest = with_outputs(self.manifest(), normalisations=NORMALISATIONS, fps=10, count=len(self.layers),
+                                videos={}, render=_render_settings(style, 10))
+        view = RunView(path=None, manifest=manifest, layers=manifest["layers"], frames={},
+                       ybroad=self.road.to_json_dict() if self.road is not None else None)
+        fields = _vector_fields(self.vectors)
+        return FigureRun(view=view, cams=self.cams.detach().float().cpu().numpy(), image=self.image,
+                         vectors=fields.get("vectors"), vector_kind=fields.get("vector_kind", ""), label="result")
+
     def save(
         self,
         out_dir: str | Path,
@@ -246,7 +287,14 @@ class CamResult:
     def _saved_cams(self) -> SavedCams:
         return SavedCams(cams=self.cams.detach().float().cpu().numpy(), names=np.array([r.name for r in self.layers]),
                          input=self.input_tensor.detach().float().cpu().numpy(), image=self.image,
-                         target=self.target.index)
+                         target=self.target.index, **_vector_fields(self.vectors))
+
+
+def _vector_fields(vectors: UnitVectors | None) -> dict[str, Any]:
+    """``SavedCams``' ``vectors`` and ``vector_kind`` for a result's non-spatial evidence (none: nothing)."""
+    if vectors is None:
+        return {}
+    return {"vectors": [None if v is None else v.numpy() for v in vectors.values], "vector_kind": vectors.kind}
 
 
 def _video_names(videos: dict[tuple[str, str], Path]) -> dict[str, str]:

@@ -28,3 +28,18 @@ def test_a_cams_file_without_its_arrays_is_a_clear_error(tmp_path):
     (tmp_path / "junk.npz").write_text("not a zip")
     with pytest.raises(InputError, match="junk.npz"):
         read_cams(tmp_path / "junk.npz")
+
+
+def test_non_spatial_vectors_round_trip_and_old_files_have_none(tmp_path):
+    rng = np.random.default_rng(1)
+    vectors = [None, rng.standard_normal(5).astype(np.float32), None, rng.standard_normal(1000).astype(np.float32)]
+    saved = SavedCams(cams=np.zeros((4, 2, 2), np.float32), names=np.array(["a", "b", "c", "d"]),
+                      input=np.zeros((1, 3, 2, 2), np.float32), image=np.zeros((2, 2, 3), np.uint8), target=1,
+                      vectors=vectors, vector_kind="act x grad")
+    back = read_cams(write_cams(tmp_path / "cams.npz", saved))
+    assert back.vector_kind == "act x grad"
+    assert [v is None for v in back.vectors] == [True, False, True, False]
+    assert back.vectors[1].tobytes() == vectors[1].tobytes() and back.vectors[3].tobytes() == vectors[3].tobytes()
+    saved.vectors = None
+    back = read_cams(write_cams(tmp_path / "old.npz", saved))
+    assert back.vectors is None and back.vector_kind == ""

@@ -1,0 +1,49 @@
+"""A run folder as a figure reads it: manifest, CAMs, image, vectors; the folder errors."""
+
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pytest
+
+from camanim import InputError
+from camanim.figures import read_run, read_runs
+from camanim.rundir import set_manifest, write_manifest
+
+
+def test_a_run_folder_is_read_with_its_render_settings_and_vectors(figure_runs):
+    run = read_run(figure_runs["gradcam"])
+    assert (run.model_name, run.method, run.image_source) == ("resnet18", "gradcam", "sample:cat")
+    assert (run.colormap, run.alpha) == ("jet", 0.5)
+    assert run.cams.shape == (7, 224, 224) and run.image.shape == (224, 224, 3)
+    assert [run.non_spatial(i) for i in range(7)] == [False] * 6 + [True]
+    assert run.vectors is not None and [v is None for v in run.vectors] == [True] * 6 + [False]
+    assert run.vector_kind == "act x grad"
+    local = run.normalised("local")
+    assert local.dtype == np.float32 and local.reshape(7, -1)[:6].max(1).tolist() == [1.0] * 6
+
+
+def test_folders_that_are_not_one_finished_run(figure_runs, tmp_path):
+    with pytest.raises(InputError, match="does not exist"):
+        read_run(tmp_path / "nope")
+    broken = tmp_path / "broken"
+    shutil.copytree(figure_runs["gradcam"], broken)
+    (broken / "cams.npz").unlink()
+    with pytest.raises(InputError, match="cams.npz"):
+        read_run(broken)
+    top = tmp_path / "set"
+    shutil.copytree(figure_runs["gradcam"], top / "gradcam")
+    shutil.copytree(figure_runs["hirescam"], top / "hirescam")
+    write_manifest(top, set_manifest([{"folder": "hirescam"}, {"folder": "gradcam"}], model={}, methods=[],
+                                     options={}, versions={}, grids=[]))
+    with pytest.raises(InputError, match="holds several runs"):
+        read_run(top)
+    assert [r.method for r in read_runs([top, figure_runs["gradcam"]])] == ["hirescam", "gradcam", "gradcam"]
+    stale = tmp_path / "stale"
+    shutil.copytree(figure_runs["gradcam"], stale)
+    data = dict(np.load(stale / "cams.npz"))
+    data["cams"] = data["cams"][:5]
+    np.savez(stale / "cams.npz", **data)
+    with pytest.raises(InputError, match=r"\(5, 224, 224\) maps for 7 layers"):
+        read_run(stale)
