@@ -227,7 +227,8 @@ def test_identical_masks_are_imputed_once(net: nn.Module, x: torch.Tensor, monke
     cams = _tie_free_cams(3)
     cams[1] = 3 * cams[0] + 1  # same ranking, same masks
     res = ybroad(net, x, cams, 0, noise=0.0, trials=2)
-    assert sum(solved) == 2 * 2 * len(PCTS)  # two distinct layers x MoRF/LeRF x percentages
+    # two distinct layers x MoRF/LeRF x percentages, and the chance baseline's own random ranking per trial
+    assert sum(solved) == 2 * 2 * len(PCTS) + 2 * 2 * len(PCTS)
     torch.testing.assert_close(res.combined[:, 1], res.combined[:, 0], atol=1e-6, rtol=0)
 
 
@@ -239,8 +240,9 @@ def test_identical_masks_get_one_noisy_image_and_one_score(net: nn.Module, x: to
     res = ybroad(rec, x, cams, 0, noise=0.05, seed=3, trials=2, batch_size=4)
     assert torch.equal(res.morf[:, 2], res.morf[:, 0]) and torch.equal(res.lerf[:, 2], res.lerf[:, 0])
     assert (res.morf[:, 1] - res.morf[:, 0]).abs().max() > 0
-    # the clean image, then one image per distinct mask and trial: 2 layers x 2 directions x 4 x 2 trials
-    assert sum(len(batch) for batch in rec.seen) == 1 + 2 * 2 * len(PCTS) * 2
+    # the clean image, then one image per distinct mask and trial: 2 layers x 2 directions x 4 x 2 trials,
+    # and the chance baseline: one random ranking per trial, each scored with its own trial's noise only
+    assert sum(len(batch) for batch in rec.seen) == 1 + 2 * 2 * len(PCTS) * 2 + 2 * 2 * len(PCTS)
     # a layer's numbers do not depend on which other layers are scored with it
     alone = ybroad(net, x, cams[:1], 0, noise=0.05, seed=3, trials=2)
     torch.testing.assert_close(alone.combined[:, 0], res.combined[:, 0], atol=1e-6, rtol=0)
@@ -335,7 +337,7 @@ def test_train_mode_is_restored_and_does_not_change_scores(net: nn.Module, x: to
 def test_progress_counts_every_perturbed_image(net: nn.Module, x: torch.Tensor) -> None:
     calls: list[tuple[int, int]] = []
     ybroad(net, x, _tie_free_cams(2), 0, trials=2, batch_size=7, progress=lambda d, t: calls.append((d, t)))
-    total = 2 * 2 * 2 * len(PCTS)
+    total = 2 * 2 * 2 * len(PCTS) + 2 * 2 * len(PCTS)  # layers x directions x trials x pcts + the baseline
     assert calls[0] == (0, total) and calls[-1] == (total, total)
     assert [d for d, _ in calls] == sorted(d for d, _ in calls)
 
@@ -385,9 +387,14 @@ def test_write_ybroad_files_hold_the_result(tmp_path) -> None:
     data = json.loads(paths["json"].read_text())
     assert data["percentiles"] == [25, 62.5] and data["percent_meaning"] == "pixels removed"
     assert data["score"] == "logit" and data["trials"] == 3 and data["seed"] == 0
-    assert data["layers"][1] == {"index": 1, "name": "features.1.conv", "defined": False, "morf": [None, None],
-                                 "lerf": [None, None], "combined": [None, None], "ybroad": None,
-                                 "ybroad_std": None}
+    old_keys = {"index": 1, "name": "features.1.conv", "defined": False, "morf": [None, None],
+                "lerf": [None, None], "combined": [None, None], "ybroad": None, "ybroad_std": None}
+    assert {k: data["layers"][1][k] for k in old_keys} == old_keys  # the keys readers had stay as they were
+    assert data["layers"][1]["ybroad_ci"] is None and data["layers"][1]["above_baseline"] is None
+    lo, hi = res.curve_ci
+    assert data["layers"][4]["ybroad_ci"] == pytest.approx([lo[4], hi[4]])
+    assert data["layers"][4]["morf_mean"] == pytest.approx(float(res.morf[:, 4].mean()))
+    assert data["score_label"] == "Δ logit"
     best = res.ybroad_max
     assert data["ybroad_max"] == {"value": best.value, "index": best.index, "name": best.name}
     assert data["ybroad_mean"] == pytest.approx(res.ybroad_mean)
@@ -396,7 +403,10 @@ def test_write_ybroad_files_hold_the_result(tmp_path) -> None:
     with paths["csv"].open() as fh:
         rows = list(csv.DictReader(fh))
     assert list(rows[0]) == ["index", "name", "defined", "morf_25", "lerf_25", "combined_25", "morf_62.5",
-                             "lerf_62.5", "combined_62.5", "ybroad", "ybroad_std"]
+                             "lerf_62.5", "combined_62.5", "ybroad", "ybroad_std", "ybroad_ci_low", "ybroad_ci_high",
+                             "morf_mean", "lerf_mean", "above_baseline", "baseline_band_low", "baseline_band_high",
+                             "same_as", "note"]
+    assert float(rows[4]["ybroad_ci_low"]) == pytest.approx(lo[4]) and rows[1]["ybroad_ci_low"] == ""
     assert rows[1]["defined"] == "False" and rows[1]["ybroad"] == ""
     for i in (0, 2, 3, 4):
         assert float(rows[i]["combined_62.5"]) == pytest.approx(float(res.combined[:, i, 1].mean()))

@@ -99,6 +99,35 @@ STYLE = """
 .camanim-report .cam-chart .cam-yb-point:hover { fill: var(--cam-best); }
 .camanim-report .cam-chart .cam-yb-point.cam-best { fill: var(--cam-best); stroke: #fff; stroke-width: 2; }
 .camanim-report .cam-chart .cam-best-label { fill: var(--cam-best); font-weight: 650; }
+.camanim-report .cam-chart .cam-chance { fill: rgba(95, 107, 122, 0.22); pointer-events: none; }
+.camanim-report .cam-chart .cam-yb-point.cam-below { fill: #fff; stroke: var(--cam-brick); stroke-width: 1.2; }
+.camanim-report .cam-chart .cam-yb-point.cam-best.cam-warned { fill: none; stroke: var(--cam-best); stroke-width: 2.2; }
+.camanim-report .cam-chart .cam-y-label { font-size: 10.5px; fill: var(--cam-muted); }
+.camanim-report .cam-chart .cam-legend { font-size: 10.5px; fill: var(--cam-muted); }
+.camanim-report .cam-chart .cam-morf-line { stroke: #c0392b; stroke-width: 1.6; fill: none; }
+.camanim-report .cam-chart .cam-lerf-line { stroke: #2471a3; stroke-width: 1.6; fill: none; }
+.camanim-report .cam-chart circle.cam-morf-line { fill: #c0392b; }
+.camanim-report .cam-chart circle.cam-lerf-line { fill: #2471a3; }
+.camanim-report .cam-chart .cam-morf-chance { stroke: #c0392b; stroke-dasharray: 5 3; opacity: 0.7; }
+.camanim-report .cam-chart .cam-lerf-chance { stroke: #2471a3; stroke-dasharray: 5 3; opacity: 0.7; }
+.camanim-report .cam-statement { font-size: 12.5px; margin: 4px 0 6px; }
+.camanim-report .cam-warning {
+  font-size: 12.5px; margin: 4px 0 6px; padding: 6px 10px; border-radius: 8px; background: #fff4e5;
+  color: #8a3b00; border-left: 3px solid var(--cam-best);
+}
+.camanim-report .cam-facts .cam-warning-text { display: block; max-width: 46em; font-weight: 500; color: #ffb37a; }
+.camanim-report .cam-flag-warn { background: #fde2d2; color: #8a3b00; font-weight: 600; }
+.camanim-report .cam-flag-note { background: #e7f0ff; color: #1f4fa8; white-space: normal; }
+.camanim-report .cam-sort {
+  font: inherit; color: inherit; text-transform: inherit; letter-spacing: inherit; background: none; border: 0;
+  padding: 0; cursor: pointer;
+}
+.camanim-report th[aria-sort="descending"] .cam-sort::after { content: " \\25BC"; }
+.camanim-report th[aria-sort="ascending"] .cam-sort::after { content: " \\25B2"; }
+.camanim-report td.cam-yb .cam-pm { font-size: 10.5px; color: var(--cam-muted); }
+.camanim-report td.cam-yb .cam-above { color: #1e8449; font-size: 10px; margin-right: 3px; }
+.camanim-report td.cam-yb .cam-below { color: #98a2b1; font-size: 10px; margin-right: 3px; }
+.camanim-report td.cam-type { overflow-wrap: anywhere; }
 .camanim-report .cam-chart .cam-zero { stroke: #c9ced6; stroke-dasharray: 3 3; }
 .camanim-report .cam-table-wrap {
   max-height: 62vh; overflow: auto; position: relative; border-top: 1px solid var(--cam-line); margin: 6px -16px -12px;
@@ -176,7 +205,9 @@ REPORT_JS = """
   var capName = $("caption-name");
   var capMeta = $("caption-meta");
   var table = $("layer-table");
-  var rows = table ? table.tBodies[0].rows : [];
+  // Rows by layer index: sorting the table reorders them, the layer they show stays.
+  var rows = [];
+  if (table) { Array.prototype.forEach.call(table.tBodies[0].rows, function (r) { rows[Number(r.dataset.index)] = r; }); }
   var tableWrap = $("table-wrap");
   var charts = Array.prototype.slice.call(root.querySelectorAll("svg.cam-chart"));
   var images = data.norms.map(function (norm) { return $("frame-" + norm); });
@@ -258,6 +289,28 @@ REPORT_JS = """
     table.tBodies[0].addEventListener("click", function (ev) {
       var row = ev.target.closest("tr[data-index]");
       if (row) { go(row.dataset.index); }
+    });
+    // Sortable numeric columns: the first click sorts descending (ybROAD: best first), the next ascending;
+    // rows without a value stay last either way.
+    table.tHead.addEventListener("click", function (ev) {
+      var button = ev.target.closest(".cam-sort");
+      if (!button) { return; }
+      var th = button.closest("th");
+      var col = Number(th.dataset.col);
+      var descending = th.getAttribute("aria-sort") !== "descending";
+      Array.prototype.forEach.call(table.tHead.querySelectorAll("th[data-col]"), function (h) {
+        h.setAttribute("aria-sort", "none");
+      });
+      th.setAttribute("aria-sort", descending ? "descending" : "ascending");
+      var body = table.tBodies[0];
+      var sorted = Array.prototype.slice.call(body.rows).sort(function (a, b) {
+        var x = a.cells[col].dataset.sort, y = b.cells[col].dataset.sort;
+        if (x === "" || y === "") { return (x === "") - (y === "") || Number(a.dataset.index) - Number(b.dataset.index); }
+        var d = Number(x) - Number(y);
+        return (descending ? -d : d) || Number(a.dataset.index) - Number(b.dataset.index);
+      });
+      sorted.forEach(function (r) { body.appendChild(r); });
+      if (rows[current]) { scrollRowIntoWrap(rows[current]); }
     });
   }
 
