@@ -48,7 +48,8 @@ def pass_through_notes(layers: Sequence[Mapping[str, Any]]) -> list[str | None]:
     A layer is a pass-through when its ``type`` is in :data:`PASS_THROUGH_TYPES` and it has no
     ``same_as`` (no other recorded module produced its value). Its note names the value by its
     parent module's type (``"BatchNorm output"`` for a ``BatchNormAct2d``), and adds ``", before
-    activation"`` when the parent has an ``act`` child recorded after it.
+    activation"`` when the parent has an ``act`` child recorded after it that changes the value
+    (``" (no activation follows)"`` when that ``act`` passes on the very same tensor).
 
     Args:
         layers: the run's layer entries (manifest ``layers``: ``name``, ``module``, ``type``, ``same_as``).
@@ -78,9 +79,11 @@ def pass_through_notes(layers: Sequence[Mapping[str, Any]]) -> list[str | None]:
             note = f"value computed inside {parent_type} '{parent}', passed on unchanged"
         else:
             note = f"input of this {layer.get('type')}, passed on unchanged"
-        later = [str(x.get("module", x.get("name", ""))) for x in layers[i + 1:]]
-        if parent and f"{parent}.act" in later:
-            note += ", before activation"
+        act = next((j for j in range(i + 1, len(layers))
+                    if str(layers[j].get("module", layers[j].get("name", ""))) == f"{parent}.act"), None)
+        if parent and act is not None:
+            # an act that passes the very same tensor on is an Identity: no activation follows
+            note += " (no activation follows)" if layers[act].get("same_as") == i else ", before activation"
         notes.append(note)
     return notes
 
