@@ -427,3 +427,100 @@ def test_tick_labels_are_thinned() -> None:
     assert tick_positions(10).tolist() == list(range(10))
     ticks = tick_positions(300)
     assert ticks[0] == 0 and len(ticks) <= 40 and np.all(np.diff(ticks) == 8)
+
+
+def _with_baseline(res: YbRoad, seed: int = 5) -> YbRoad:
+    g = torch.Generator().manual_seed(seed)
+    res.baseline_morf = torch.randn(res.trials, len(res.percentiles), generator=g, dtype=torch.float64) * 0.01
+    res.baseline_lerf = torch.randn(res.trials, len(res.percentiles), generator=g, dtype=torch.float64) * 0.01
+    return res
+
+
+@pytest.mark.parametrize(("n", "trials"), [(5, 3), (300, 1)])
+def test_png_labels_are_inside_the_figure(n: int, trials: int) -> None:
+    """No clipped text: every label, tick label, title and legend lies inside the saved figure; the y axes
+    name the score used, and the top panel has the chance band and the two curves are in the bottom one."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg  # noqa: F401  (the figure's canvas)
+    from matplotlib.text import Text
+
+    from camanim.road.files import ybroad_figure
+
+    res = _with_baseline(_fake(n, trials=trials))
+    res.layer_names = [f"blocks.{i}.0.bn2.drop_with_a_rather_long_name" for i in range(n)]
+    fig = ybroad_figure(res)
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    box = fig.bbox
+    texts = [t for t in fig.findobj(Text) if t.get_visible() and t.get_text().strip()]
+    assert len(texts) > 20
+    for t in texts:
+        ext = t.get_window_extent(renderer)
+        assert ext.x0 >= box.x0 - 1 and ext.x1 <= box.x1 + 1 and ext.y0 >= box.y0 - 1 and ext.y1 <= box.y1 + 1, \
+            t.get_text()
+    top, bottom = fig.axes[:2]
+    assert "Δ logit" in top.get_ylabel() and "Δ logit" in bottom.get_ylabel()
+    labels = [t.get_text() for t in top.get_legend().get_texts()]
+    assert any(text.startswith("chance:") and "95% band" in text for text in labels) or trials == 1
+    assert {"C_MoRF: most relevant removed first", "C_LeRF: least relevant removed first",
+            "MORF of random rankings", "LERF of random rankings"} == {t.get_text() for t in bottom.get_legend().get_texts()}
+
+
+def test_chance_baseline_is_the_roads_of_seeded_random_rankings(net: nn.Module, x: torch.Tensor) -> None:
+    """Trial t's baseline removes pixels in the order of the permutation drawn from (seed, t, BASELINE_STREAM);
+    its scores equal scoring those imputed images by hand (noise 0), and do not change the layers' scores."""
+    from camanim.road.metric import baseline_orders
+
+    cams = _tie_free_cams(2)
+    res = ybroad(net, x, cams, 1, noise=0.0, seed=4, trials=2, score="logit")
+    orders = baseline_orders(H * W, 4, 2)
+    assert np.array_equal(orders[1], np.random.default_rng((4, 1, 0x62617365)).permutation(H * W))
+    with torch.no_grad():
+        base = float(net(x)[0, 1])
+        for t in range(2):
+            ranking = torch.empty(H * W)
+            ranking[torch.from_numpy(orders[t])] = torch.arange(H * W, 0, -1).float()  # first = most relevant
+            morf, lerf = removal_masks(ranking.reshape(H, W), PCTS)
+            for direction, masks in enumerate((morf, lerf)):
+                scores = net(linear_imputation(x[0], masks))[:, 1] - base
+                got = (res.baseline_morf if direction == 0 else res.baseline_lerf)[t]
+                torch.testing.assert_close(got, scores.double(), atol=1e-5, rtol=0)
+    alone = ybroad(net, x, cams, 1, noise=0.0, seed=4, trials=1, score="logit")
+    torch.testing.assert_close(alone.combined[0], res.combined[0], atol=1e-6, rtol=0)
+    torch.testing.assert_close(alone.baseline_morf[0], res.baseline_morf[0], atol=1e-6, rtol=0)
+    band = res.baseline_band
+    curve = res.baseline_curve
+    assert band is not None and curve is not None and band[1] < curve.mean() < band[2]
+
+
+def test_same_seed_same_numbers_other_seed_other_baseline(net: nn.Module, x: torch.Tensor) -> None:
+    cams = _tie_free_cams(2)
+    a = ybroad(net, x, cams, 0, seed=9, trials=2)
+    b = ybroad(net, x, cams, 0, seed=9, trials=2, batch_size=3)
+    assert a.to_json_dict() == b.to_json_dict()
+    c = ybroad(net, x, cams, 0, seed=10, trials=2)
+    assert (c.baseline_morf - a.baseline_morf).abs().max() > 1e-6
+
+
+def test_layers_give_aliases_notes_and_the_target_probability(net: nn.Module, x: torch.Tensor) -> None:
+    cams = _tie_free_cams(3)
+    cams[2] = cams[1]  # layer 2 shares layer 1's output
+    layers = [
+        {"name": "b.conv", "module": "b.conv", "type": "Conv2d", "same_as": None},
+        {"name": "b.bn.drop", "module": "b.bn.drop", "type": "Identity", "same_as": None},
+        {"name": "b.bn", "module": "b.bn", "type": "BatchNormAct2d", "same_as": 1},
+    ]
+    res = ybroad(net, x, cams, 2, layers=layers, trials=2)
+    with torch.no_grad():
+        prob = float(net(x).softmax(1)[0, 2])
+    assert res.target_probability == pytest.approx(prob, abs=1e-6) and res.num_classes == 5
+    data = res.to_json_dict()
+    assert [e["name"] for e in data["layers"]] == ["b.conv", "b.bn.drop", "b.bn"]
+    assert data["layers"][1]["aliases"] == ["b.bn"] and data["layers"][2]["same_as"] == 1
+    assert data["layers"][1]["note"] == "BatchNorm output"
+    assert data["target"]["probability"] == pytest.approx(prob, abs=1e-6)
+    assert data["target"]["chance_threshold"] == pytest.approx(2 / 5)
+    names = [c["name"] for c in data["candidates"]]
+    assert "b.bn" not in names and set(names) == {"b.conv", "b.bn.drop"}
+    assert data["best"]["name"] == res.ybroad_max.name and data["ybroad_max"]["name"] != "b.bn"
+    # the warning follows the model's confidence: under 2/5 here or not, it says so exactly then
+    assert any(w.startswith("low confidence") for w in data["warnings"]) == (prob < 0.4)

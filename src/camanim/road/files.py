@@ -78,7 +78,7 @@ def ybroad_figure(result: YbRoad) -> Figure:
     label = score_label(result.score)
     ticks = tick_positions(n)
     width = min(16.0, max(8.0, 4.0 + 0.25 * len(ticks)))
-    chars = int(width * 13)
+    chars = int(width * 14)
     fig = Figure(figsize=(width, 8.0), layout="constrained")
     FigureCanvasAgg(fig)
     ax, ax2 = fig.subplots(2, 1, sharex=True, height_ratios=(3, 2))
@@ -136,7 +136,8 @@ def ybroad_figure(result: YbRoad) -> Figure:
                  f"{result.trials} trial(s))", fontsize=9, loc="left", parse_math=False)
     ax.set_ylabel(f"ROAD = (C_LeRF − C_MoRF) / 2\nC = {label}", parse_math=False)
     ax.grid(True, axis="y", alpha=0.3)
-    ax.legend(fontsize=7, loc="lower left", ncols=2)
+    # legends beside the axes, never over the curve
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.005, 1.0), borderaxespad=0.0)
 
     for key, color, text in (("morf", "#c0392b", "C_MoRF: most relevant removed first"),
                              ("lerf", "#2471a3", "C_LeRF: least relevant removed first")):
@@ -148,7 +149,7 @@ def ybroad_figure(result: YbRoad) -> Figure:
     ax2.axhline(0.0, color="0.6", lw=0.8)
     ax2.set_ylabel(f"C = {label}\n(mean over percentages)", parse_math=False)
     ax2.grid(True, axis="y", alpha=0.3)
-    ax2.legend(fontsize=7, loc="lower left", ncols=2)
+    ax2.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.005, 1.0), borderaxespad=0.0)
     ax2.set_xticks(ticks)
     ax2.set_xticklabels([_short(result.layer_names[i]) for i in ticks], rotation=90, fontsize=7, parse_math=False)
     ax2.set_xlim(-0.5, max(n - 0.5, 0.5))
