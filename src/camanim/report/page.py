@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import re
 from pathlib import Path
 from typing import Any
 
@@ -131,7 +132,7 @@ def _layer_table(run: RunView, series: dict[str, Any] | None, prefix: str) -> st
         cells = [
             f'<td class="cam-num" data-sort="{i}">{i}</td>',
             f'<td class="cam-name"{title}><code>{breakable(name)}</code>{flag_html}</td>',
-            f'<td class="cam-type">{breakable(str(layer.get("type", "")))}</td>',
+            f'<td class="cam-type">{_camel_breakable(str(layer.get("type", "")))}</td>',
             f'<td class="cam-dim">{esc(fmt_shape(layer.get("shape")))}{layout_html}</td>',
             f'<td class="cam-num" data-sort="{_sort_key(params)}">{fmt_int(params)}</td>',
             f'<td class="cam-num" data-sort="{_sort_key(seconds)}">{fmt_ms(seconds)}</td>',
@@ -141,6 +142,12 @@ def _layer_table(run: RunView, series: dict[str, Any] | None, prefix: str) -> st
         parts.append(f'<tr data-index="{i}">{"".join(cells)}</tr>')
     parts.append("</tbody></table></div>")
     return "".join(parts)
+
+
+def _camel_breakable(name: str) -> str:
+    """An escaped type name that may wrap between its CamelCase words (``Depthwise<wbr>Separable<wbr>Conv``),
+    never inside one: the layer table stays within its column at 1400 px."""
+    return "<wbr>".join(esc(part) for part in re.split(r"(?<=[a-z0-9])(?=[A-Z])", name))
 
 
 def _sort_key(value: Any) -> str:

@@ -127,7 +127,7 @@ STYLE = """
 .camanim-report td.cam-yb .cam-pm { font-size: 10.5px; color: var(--cam-muted); }
 .camanim-report td.cam-yb .cam-above { color: #1e8449; font-size: 10px; margin-right: 3px; }
 .camanim-report td.cam-yb .cam-below { color: #98a2b1; font-size: 10px; margin-right: 3px; }
-.camanim-report td.cam-type { overflow-wrap: anywhere; }
+.camanim-report td.cam-type { font-size: 12px; }
 .camanim-report .cam-chart .cam-zero { stroke: #c9ced6; stroke-dasharray: 3 3; }
 .camanim-report .cam-table-wrap {
   max-height: 62vh; overflow: auto; position: relative; border-top: 1px solid var(--cam-line); margin: 6px -16px -12px;
@@ -136,17 +136,17 @@ STYLE = """
 .camanim-report thead th {
   position: sticky; top: 0; z-index: 1; background: #f8f9fb; color: var(--cam-muted); font-weight: 600;
   font-size: 11px; text-transform: uppercase; letter-spacing: 0.05em; text-align: left;
-  padding: 7px 8px; border-bottom: 1px solid var(--cam-line); white-space: nowrap;
+  padding: 7px 6px; border-bottom: 1px solid var(--cam-line); white-space: nowrap;
 }
-.camanim-report tbody td { padding: 5px 8px; border-bottom: 1px solid #f0f2f5; vertical-align: top; }
+.camanim-report tbody td { padding: 5px 6px; border-bottom: 1px solid #f0f2f5; vertical-align: top; }
 .camanim-report tbody tr { cursor: pointer; }
 .camanim-report tbody tr:hover { background: #f5f8ff; }
 .camanim-report tbody tr.cam-current { background: var(--cam-accent-soft); box-shadow: inset 3px 0 0 var(--cam-accent); }
 .camanim-report th.cam-num, .camanim-report td.cam-num { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
-.camanim-report td.cam-name { min-width: 14em; }
+.camanim-report td.cam-name { min-width: 11em; }
 .camanim-report td.cam-name code { overflow-wrap: break-word; color: var(--cam-ink); }
 .camanim-report td.cam-dim { color: var(--cam-muted); white-space: nowrap; font-variant-numeric: tabular-nums; }
-.camanim-report .cam-layout { font-size: 10.5px; color: #98a2b1; margin-left: 4px; }
+.camanim-report .cam-layout { display: block; font-size: 10.5px; color: #98a2b1; }
 .camanim-report .cam-flags { margin-top: 2px; }
 .camanim-report .cam-flag {
   display: inline-block; font-size: 11px; line-height: 1.5; padding: 0 7px; border-radius: 999px;
