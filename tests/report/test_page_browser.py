@@ -373,6 +373,9 @@ def test_ybroad_column_sorts_and_the_viewer_still_finds_its_rows(page: _Page, tm
     assert current == ["7"]
     page.page.click("#layer-table tbody tr[data-index='3']")
     assert page.layer() == 3
+    # the caption says what a pass-through layer carries
+    page.page.click("#layer-table tbody tr[data-index='5']")
+    assert page.page.inner_text("#caption-meta").endswith("· BatchNorm output, before activation")
     # the # column sorts back to execution order
     page.page.click("#sort-\\#")
     page.page.click("#sort-\\#")

@@ -256,7 +256,9 @@ REPORT_JS = """
     var layer = layers[i];
     capIndex.textContent = "Layer " + i + " / " + (n - 1);
     capName.textContent = layer.name;
-    capMeta.textContent = describe(layer);
+    // what a pass-through layer carries ("BatchNorm output, before activation"), from ybroad.json
+    var note = data.ybroad && data.ybroad.notes ? data.ybroad.notes[i] : null;
+    capMeta.textContent = describe(layer) + (note ? " \u00b7 " + note : "");
     root.dataset.layer = String(i);
     if (!data.inline) { document.body.dataset.layer = String(i); }
     if (previous >= 0 && rows[previous]) { rows[previous].classList.remove("cam-current"); }
