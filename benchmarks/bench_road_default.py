@@ -75,7 +75,7 @@ def main() -> None:
                 print(f"round {r}: {name}: {times[name][-1]:.1f} s", flush=True)
         ref = statistics.median(times["before"])
         print()
-        print("| job | wall s (median of %d) | / before |" % args.runs)
+        print(f"| job | wall s (median of {args.runs}) | / before |")
         print("|---|---|---|")
         for name in names:
             med = statistics.median(times[name])
