@@ -43,6 +43,27 @@ def test_run_with_road_writes_and_links_ybroad(road_run):
     assert "ybROAD" in (road_run / "report.html").read_text()
 
 
+def test_road_run_states_its_best_layer_with_intervals_and_a_baseline(road_run):
+    """The default trials give every layer an interval and a chance band; the best candidate is stated;
+    a star only where no warning is (this seeded resnet18 gives its target 1.2%, above 2/1000)."""
+    yb = json.loads((road_run / "ybroad.json").read_text())
+    assert yb["trials"] == camanim.road.DEFAULT_TRIALS == 3
+    assert yb["target"]["probability"] == pytest.approx(0.011628, abs=1e-5) and yb["target"]["num_classes"] == 1000
+    assert not any(w.startswith("low confidence") for w in yb["warnings"])
+    assert all(layer["ybroad_ci"] is not None for layer in yb["layers"] if layer["defined"])
+    assert len(yb["baseline"]["band"]) == 2 and yb["baseline"]["band"][0] < yb["baseline"]["band"][1]
+    best = yb["best"]
+    assert best["name"] == yb["ybroad_max"]["name"] and best["ci"][0] <= best["ybroad"] <= best["ci"][1]
+    assert yb["candidates"][0] == {k: best[k] for k in yb["candidates"][0]}
+    assert best["separable_from_baseline"] is (best["ci"][0] > yb["baseline"]["band"][1])
+    assert yb["statement"].startswith(f"best layer {best['name']}: ybROAD")
+    report = (road_run / "report.html").read_text()
+    assert ("★ best ybROAD" in report) == (not yb["warnings"])
+    assert yb["statement"][1:] in report
+    m = json.loads((road_run / "manifest.json").read_text())
+    assert m["ybroad"]["warnings"] == yb["warnings"] and m["ybroad"]["statement"] == yb["statement"]
+
+
 def test_road_subcommand_rescores_from_saved_cams_reproducibly(road_run, capsys):
     before = json.loads((road_run / "ybroad.json").read_text())
     assert main(["road", str(road_run), "--road-percentiles", "20,60", "--quiet"]) == 0
@@ -129,27 +150,6 @@ def test_run_with_road_scores_in_memory_and_writes_the_run_once(tmp_path, monkey
     m = json.loads((out / "manifest.json").read_text())
     assert m["ybroad"]["percentiles"] == [50.0] and (out / "ybroad.png").is_file()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]  # no staging or scratch folder left
-
-
-def test_road_run_states_its_best_layer_with_intervals_and_a_baseline(road_run):
-    """The default trials give every layer an interval and a chance band; the best candidate is stated;
-    a star only where no warning is (this seeded resnet18 gives its target 1.2%, above 2/1000)."""
-    yb = json.loads((road_run / "ybroad.json").read_text())
-    assert yb["trials"] == camanim.road.DEFAULT_TRIALS == 3
-    assert yb["target"]["probability"] == pytest.approx(0.011628, abs=1e-5) and yb["target"]["num_classes"] == 1000
-    assert not any(w.startswith("low confidence") for w in yb["warnings"])
-    assert all(layer["ybroad_ci"] is not None for layer in yb["layers"] if layer["defined"])
-    assert len(yb["baseline"]["band"]) == 2 and yb["baseline"]["band"][0] < yb["baseline"]["band"][1]
-    best = yb["best"]
-    assert best["name"] == yb["ybroad_max"]["name"] and best["ci"][0] <= best["ybroad"] <= best["ci"][1]
-    assert yb["candidates"][0] == {k: best[k] for k in yb["candidates"][0]}
-    assert best["separable_from_baseline"] is (best["ci"][0] > yb["baseline"]["band"][1])
-    assert yb["statement"].startswith(f"best layer {best['name']}: ybROAD")
-    report = (road_run / "report.html").read_text()
-    assert ("★ best ybROAD" in report) == (not yb["warnings"])
-    assert yb["statement"][1:] in report
-    m = json.loads((road_run / "manifest.json").read_text())
-    assert m["ybroad"]["warnings"] == yb["warnings"] and m["ybroad"]["statement"] == yb["statement"]
 
 
 def test_random_weights_squeezenet_warns_instead_of_a_star(tmp_path, capsys):

@@ -103,7 +103,9 @@ def test_one_trial_gives_no_interval_and_says_so() -> None:
     out = verdict(draws, [True] * 3, _names(3), [None] * 3, [None] * 3, (0.0, 0.0, 0.0))
     best = out["best"]
     assert best["index"] == 0 and best["ci"] is None and best["separable_from_runner_up"] is None
-    assert any(w.startswith("one trial: no interval") for w in out["warnings"])
+    assert "one trial: no interval can be given; repeat with --road-trials 2 or more" in out["warnings"]
+    one_image = verdict(draws, [True] * 3, _names(3), [None] * 3, [None] * 3, (0.0, 0.0, 0.0), unit="images")
+    assert "one image: no interval can be given; score 2 or more images" in one_image["warnings"]
 
 
 def test_chance_warning_below_two_over_num_classes() -> None:

@@ -155,8 +155,8 @@ def verdict(draws: np.ndarray, defined: Sequence[bool], names: Sequence[str], sa
 
     out_warnings = list(warnings)
     if n < 2:
-        out_warnings.append(f"one {unit[:-1] if unit.endswith('s') else unit}: no interval can be given; "
-                            f"repeat with --road-trials 2 or more")
+        remedy = "repeat with --road-trials 2 or more" if unit == "trials" else f"score 2 or more {unit}"
+        out_warnings.append(f"one {unit[:-1] if unit.endswith('s') else unit}: no interval can be given; {remedy}")
     if not order:
         return {"above_baseline": above, "candidates": [], "best": None, "warnings": out_warnings,
                 "statement": "no layer has a defined ROAD score (non-spatial or constant CAMs only)"}
