@@ -179,3 +179,47 @@ def _ybroad(layers: list[dict]) -> dict:
         "ybroad_max": {"value": best_value, "index": best_index, "name": layers[best_index]["name"]},
         "ybroad_mean": round(sum(v for v, _ in defined) / len(defined), 6),
     }
+
+
+def write_scored_ybroad(run: Path, *, probability: float = 0.6, num_classes: int = 10, trials: int = 3,
+                        best: int = 2, alias: int | None = 3, note: int | None = 4) -> dict:
+    """Score ``run`` with a synthetic, seeded :class:`camanim.road.YbRoad` (intervals, a chance baseline, an
+    alias of ``best`` and a pass-through note) and write its ``ybroad.json`` and manifest ``same_as``.
+
+    Layer ``best`` peaks at 0.3; ``alias`` (if any) shares its output (``same_as``); the last layer is
+    undefined; layer 1 sits inside the chance band. Returns the ``ybroad.json`` dict.
+    """
+    import torch
+
+    from camanim.road import YbRoad
+
+    manifest = json.loads((run / "manifest.json").read_text())
+    layers = manifest["layers"]
+    n = len(layers)
+    g = torch.Generator().manual_seed(11)
+    curve = torch.tensor([0.3 - 0.02 * abs(i - best) for i in range(n)], dtype=torch.float64)
+    curve[1] = 0.0
+    noise = 0.002 * torch.randn(trials, n, 2, generator=g, dtype=torch.float64)
+    morf = -0.2 - curve.view(1, n, 1) + noise
+    lerf = -0.2 + curve.view(1, n, 1) + noise.flip(0)
+    same_as: list[int | None] = [None] * n
+    if alias is not None:
+        same_as[alias] = best
+        morf[:, alias], lerf[:, alias] = morf[:, best], lerf[:, best]
+        layers[alias]["same_as"] = best
+    defined = torch.ones(n, dtype=torch.bool)
+    defined[-1] = False
+    morf[:, -1] = lerf[:, -1] = float("nan")
+    notes: list[str | None] = [None] * n
+    if note is not None:
+        notes[note] = "BatchNorm output, before activation"
+    result = YbRoad(percentiles=(20.0, 60.0), score="logit", noise=0.01, seed=0, trials=trials,
+                    layer_names=[layer["name"] for layer in layers], morf=morf, lerf=lerf, combined=(lerf - morf) / 2,
+                    defined=defined, baseline_morf=-0.2 + 0.01 * torch.randn(trials, 2, generator=g, dtype=torch.float64),
+                    baseline_lerf=-0.2 + 0.01 * torch.randn(trials, 2, generator=g, dtype=torch.float64),
+                    same_as=same_as, notes=notes, target_probability=probability, num_classes=num_classes)
+    data = result.to_json_dict()
+    (run / "ybroad.json").write_text(json.dumps(data), encoding="utf-8")
+    manifest["ybroad"] = {"csv": "ybroad.csv", "json": "ybroad.json", "png": "ybroad.png"}
+    (run / "manifest.json").write_text(json.dumps(manifest), encoding="utf-8")
+    return data

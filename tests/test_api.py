@@ -200,8 +200,9 @@ def test_manifest_names_the_mp4_when_gifs_are_written_too(tmp_path, tiny, tiny_i
 
 def test_ybroad_and_road_for_run_name_a_set_of_runs_instead_of_crashing(tmp_path, tiny, tiny_input):
     results = camanim.animate(tiny, tiny_input, method="gradcam,hirescam")
-    with pytest.raises(TypeError, match="score each result"):
-        camanim.ybroad(results)  # type: ignore[arg-type]
+    # a set of several methods is not one experiment across images: refused, in words
+    with pytest.raises(camanim.InputError, match="compares one method; score each method's results separately"):
+        camanim.ybroad(results)
     results.save(tmp_path / "set", video=False, report=False)
     with pytest.raises(camanim.InputError, match="holds several runs .*: give one of its run folders, e.g. "):
         camanim.road_for_run(tmp_path / "set", model=tiny)

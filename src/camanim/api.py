@@ -21,7 +21,7 @@ from .errors import InputError
 from .methods import get_methods
 from .report import write_report
 from .results import CamResult, CamSet
-from .road import RoadOptions, YbRoad, write_ybroad
+from .road import DEFAULT_TRIALS, RoadOptions, YbRoad, YbRoadAcross, write_ybroad, ybroad_across
 from .road import ybroad as road_ybroad
 from .rundir import load_run, names, read_cams, with_ybroad, write_manifest
 from .settings import options_or_keywords
@@ -187,46 +187,82 @@ def trace_layers(model: nn.Module | str, layers: LayerSpec = "all", *, weights: 
         return run_trace(module, x, layers, gradients=False, keep_activations=False, layouts=layouts).records
 
 
-def ybroad(result: CamResult, *, percentiles: Sequence[float] = (20, 40, 60, 80), score: str = "prob",
-           noise: float = 0.01, seed: int = 0, trials: int = 1, batch_size: int | None = None,
-           options: RoadOptions | None = None, progress: Callable[[int, int], None] | None = None) -> YbRoad:
-    """ybROAD of an :func:`animate` result: the ROAD score of every layer's CAM.
+def _score_one(result: CamResult, opts: RoadOptions, progress: Callable[[int, int], None] | None) -> YbRoad:
+    if result.model is None:
+        raise ValueError("this result has no model attached: pass the model to camanim.road.ybroad directly")
+    x = result.input_tensor
+    yb = road_ybroad(result.model, x, result.cams.to(x.device), result.target.index,
+                     layers=[r.to_dict() for r in result.layers],
+                     output_key=result.options.get("output_key"), progress=progress, options=opts)
+    result.road = yb
+    return yb
+
+
+def _same_settings(yb: YbRoad, opts: RoadOptions) -> bool:
+    return (tuple(yb.percentiles), yb.score, yb.noise, yb.seed, yb.trials) == (
+        tuple(opts.percentiles), opts.score, opts.noise, opts.seed, opts.trials)
+
+
+def ybroad(result: CamResult | CamSet | Sequence[CamResult], *, percentiles: Sequence[float] = (20, 40, 60, 80),
+           score: str = "prob", noise: float = 0.01, seed: int = 0, trials: int = DEFAULT_TRIALS,
+           batch_size: int | None = None, options: RoadOptions | None = None,
+           progress: Callable[[int, int], None] | None = None) -> YbRoad | YbRoadAcross:
+    """ybROAD of an :func:`animate` result: the ROAD score of every layer's CAM; or, over several results
+    (images) of one model, method and set of layers, the per-layer mean with a confidence interval across
+    images and the best layer across them.
 
     Source: ROAD (Rong et al., 2022, https://arxiv.org/abs/2202.00449), per layer as in CAManim
     (https://arxiv.org/abs/2312.11772). Percentages are pixels *removed*; the score is the change of
     the target's softmax probability (``score="logit"`` for logits). See :mod:`camanim.road`.
 
-    The score is also kept on ``result.road``, so ``result.save()`` writes ``ybroad.csv/json/png``
-    and the report shows the curve, in the one save.
+    One result: its score is also kept on ``result.road``, so ``result.save()`` writes
+    ``ybroad.csv/json/png`` and the report shows the curve, in the one save. Several results (a list
+    or a :class:`CamSet`): each is scored (a result already scored with these settings is reused) and
+    kept on its ``road``; the returned :class:`camanim.road.YbRoadAcross` gives ``mean``, ``ci``
+    (95%, Student t over the images), ``best`` and ``verdict()``.
 
     Args:
-        result: a :class:`CamResult` with its model attached.
+        result: a :class:`CamResult` with its model attached, or several (a list or a CamSet) of the
+            same model, method and layers.
         percentiles, score, noise, seed, trials, batch_size: see :class:`camanim.road.RoadOptions`;
             ``options`` gives them all at once instead.
-        progress: called as ``progress(done, total)`` perturbed images.
+        progress: called as ``progress(done, total)`` perturbed images (per result).
 
     Returns:
-        A :class:`camanim.road.YbRoad` over the result's L layers.
+        A :class:`camanim.road.YbRoad` over the result's L layers, or a
+        :class:`camanim.road.YbRoadAcross` for several results.
 
     Raises:
-        InputError: a setting out of range.
-        TypeError: ``result`` is not a CamResult (a CamSet: score each result), or ``options`` is
-            given beside a keyword set to something else than its default.
-        ValueError: the result has no model attached.
+        InputError: a setting out of range; results of different models, methods or layers; no result.
+        TypeError: ``result`` is not a CamResult or a sequence of them, or ``options`` is given beside a
+            keyword set to something else than its default.
+        ValueError: a result has no model attached.
     """
-    if not isinstance(result, CamResult):
-        raise TypeError(f"ybroad scores one CamResult, not a {type(result).__name__}: for a CamSet, score each "
-                        "result ([camanim.ybroad(r) for r in results])")
     opts = options_or_keywords(options, RoadOptions, dict(percentiles=percentiles, score=score, noise=noise,
                                                           seed=seed, trials=trials, batch_size=batch_size))
-    if result.model is None:
-        raise ValueError("this result has no model attached: pass the model to camanim.road.ybroad directly")
-    x = result.input_tensor
-    yb = road_ybroad(result.model, x, result.cams.to(x.device), result.target.index,
-                     layer_names=[r.name for r in result.layers], non_spatial=[r.non_spatial for r in result.layers],
-                     output_key=result.options.get("output_key"), progress=progress, options=opts)
-    result.road = yb
-    return yb
+    if isinstance(result, CamResult):
+        return _score_one(result, opts, progress)
+    items = list(result.results) if isinstance(result, CamSet) else list(result) if isinstance(result, Sequence) \
+        else None
+    if items is None or not all(isinstance(r, CamResult) for r in items):
+        raise TypeError(f"ybroad scores a CamResult, a CamSet or a list of CamResults, not {type(result).__name__}")
+    if not items:
+        raise InputError("ybroad got no results: pass one or more CamResults of the same model")
+    first = items[0]
+    for k, r in enumerate(items[1:], start=1):
+        if r.method != first.method:
+            raise InputError(f"result {k} uses method {r.method}, result 0 {first.method}: ybROAD across images "
+                             "compares one method; score each method's results separately")
+        if r.model_info.get("name") != first.model_info.get("name") or (
+                r.model is not None and first.model is not None and r.model is not first.model):
+            raise InputError(f"result {k} comes from another model than result 0: ybROAD across images needs one "
+                             "model; score each model's results separately")
+        if [x.name for x in r.layers] != [x.name for x in first.layers]:
+            raise InputError(f"result {k} has other layers than result 0: animate every image with the same --layers")
+    scored = [r.road if r.road is not None and _same_settings(r.road, opts) else _score_one(r, opts, progress)
+              for r in items]
+    names = [str(r.image_info.get("source", f"image {i}")) for i, r in enumerate(items)]
+    return ybroad_across(scored, names)
 
 
 def _rebuild_model(manifest: dict[str, Any], trust_checkpoint: bool) -> nn.Module:
@@ -274,9 +310,7 @@ def road_for_run(out_dir: str | Path, *, model: nn.Module | None = None, trust_c
     mod, dev = _device_for(mod, device)
     layers = manifest["layers"]
     yb = road_ybroad(mod, torch.from_numpy(saved.input).to(dev), torch.from_numpy(saved.cams).to(dev), saved.target,
-                     layer_names=[layer["name"] for layer in layers],
-                     non_spatial=[bool(layer.get("non_spatial")) for layer in layers],
-                     output_key=manifest.get("options", {}).get("output_key"), progress=progress, options=opts)
+                     layers=layers, output_key=manifest.get("options", {}).get("output_key"), progress=progress, options=opts)
     paths = write_ybroad(out, yb)
     write_manifest(out, with_ybroad(manifest, yb.summary()))
     # the run as loaded above, with its new scores: the folder is not read again

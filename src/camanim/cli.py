@@ -119,7 +119,9 @@ def _add_road_args(p: argparse.ArgumentParser) -> None:
                    help="percent of pixels REMOVED at each ROAD step [20,40,60,80]")
     p.add_argument("--road-score", default="prob", choices=("prob", "logit"),
                    help="change in the target's softmax probability (prob) or logit [prob]")
-    p.add_argument("--road-trials", type=int, default=1, help="repeat with N seeds derived from --seed [1]")
+    p.add_argument("--road-trials", type=int, default=None,
+                   help="noise draws per layer, and random pixel rankings of the chance baseline; 2 or more give "
+                        "each layer a 95%% interval [3]")
     p.add_argument("--road-noise", type=float, default=0.01, help="imputation noise std [0.01]")
     p.add_argument("--road-batch-size", type=int, default=None,
                    help="perturbed images per forward [8 on CPU, 32 on GPU]")
@@ -377,9 +379,9 @@ def _road_options(args: argparse.Namespace) -> RoadOptions:
     """``--road-*`` flags as one :class:`RoadOptions` (checked on construction)."""
     from .road import RoadOptions
 
+    trials = {} if args.road_trials is None else {"trials": args.road_trials}
     return RoadOptions(percentiles=RoadOptions.parse_percentiles(args.road_percentiles), score=args.road_score,
-                       trials=args.road_trials, noise=args.road_noise, seed=args.seed,
-                       batch_size=args.road_batch_size)
+                       noise=args.road_noise, seed=args.seed, batch_size=args.road_batch_size, **trials)
 
 
 def _print_ybroad(yb, where: str = "") -> None:
@@ -389,6 +391,10 @@ def _print_ybroad(yb, where: str = "") -> None:
         return
     print(f"{where}ybROAD_max {best.value:+.4f} at layer {best.index} ({best.name}); "
           f"ybROAD_mean {yb.ybroad_mean:+.4f} ({yb.score}, {len(yb.layer_names)} layers)")
+    judged = yb.verdict()
+    print(f"{where}{judged['statement']}")
+    for warning in judged["warnings"]:
+        print(f"{where}WARNING: {warning}")
 
 
 def cmd_road(args: argparse.Namespace) -> int:

@@ -320,7 +320,9 @@ def test_ybroad_column_keeps_significant_digits_of_probability_scores(run: Path)
 
     cells = _row_cells(report_html(run))
 
-    assert [row[-1] for row in cells] == ["0.00052", "0.00123", "0.0019", "-0.0007", "—"]
+    # the value first (an interval's ± sits under it, in its own element)
+    assert [re.sub(r"<div.*", "", row[-1], flags=re.S) for row in cells] == [
+        "0.00052", "0.00123", "0.0019", "-0.0007", "—"]
 
 
 def test_layers_sharing_a_cam_are_flagged(run: Path) -> None:
@@ -380,7 +382,7 @@ def test_ybroad_png_best_layer_label_stays_inside_the_axes(tmp_path: Path, monke
     write_ybroad(tmp_path, result)
 
     (fig,) = figures
-    (ax,) = fig.axes
+    ax = fig.axes[0]  # the ROAD panel (the MoRF/LeRF one is below)
     renderer = fig.canvas.get_renderer()
     (label,) = [t for t in ax.texts if t.get_text() == "features.6.conv"]
     box = label.get_window_extent(renderer)
@@ -391,3 +393,55 @@ def test_ybroad_png_best_layer_label_stays_inside_the_axes(tmp_path: Path, monke
     # and clear of the star it names
     star_y = ax.transData.transform((6, 0.5))[1]
     assert box.y0 > star_y + 10, (box, star_y)
+
+
+def test_report_draws_chance_band_intervals_two_curves_and_names_the_score(tmp_path: Path) -> None:
+    from _runfixture import write_scored_ybroad
+
+    run = make_run_dir(tmp_path / "run", n_layers=8)
+    data = write_scored_ybroad(run)
+    page = report_html(run)
+    chart = re.search(r'<svg class="cam-chart" id="ybroad-plot".*?</svg>', page, re.S).group(0)
+    curves = re.search(r'<svg class="cam-chart" id="road-curves-plot".*?</svg>', page, re.S).group(0)
+    assert 'class="cam-chance"' in chart and 'class="cam-yb-band"' in chart
+    assert ">ROAD (Δ logit)</text>" in chart and ">C (Δ logit)</text>" in curves
+    assert 'class="cam-morf-line"' in curves and 'class="cam-lerf-line"' in curves
+    assert "cam-morf-chance" in curves and "cam-lerf-chance" in curves
+    band = data["baseline"]["band"]
+    assert f"chance band (random pixel rankings): {band[0]:.4g} to {band[1]:.4g}" in chart
+    # layer 1 sits in the band: a hollow point, ▽ in the table; the others above it: ▲
+    assert re.search(r'class="cam-yb-point cam-below" data-index="1"', chart)
+    marks = [("▲" in row[-1], "▽" in row[-1]) for row in _row_cells(page)]
+    assert marks[1] == (False, True) and marks[0] == (True, False) and marks[-1] == (False, False)
+
+
+def test_report_names_the_best_candidate_its_aliases_and_what_a_pass_through_carries(tmp_path: Path) -> None:
+    from _runfixture import write_scored_ybroad
+
+    run = make_run_dir(tmp_path / "run", n_layers=8)
+    data = write_scored_ybroad(run, best=2, alias=3, note=4)
+    names = [layer["name"] for layer in data["layers"]]
+    page = report_html(run)
+    assert data["best"]["index"] == 2 and data["best"]["aliases"] == [names[3]] and not data["warnings"]
+    assert f"best: 2 {names[2]} = {names[3]}" in html.unescape(page)
+    cells = _row_cells(page)
+    assert "aliases: 3" in cells[2][1] and "★ best ybROAD" in cells[2][1] and "same CAM as 2" in cells[3][1]
+    assert "BatchNorm output, before activation" in cells[4][1]
+    # type names wrap between CamelCase words only, so the table fits its column
+    assert cells[0][2] == "Conv2d" and cells[1][2] == "Batch<wbr>Norm2d"
+    assert "ybROAD best ★" in page and html.escape(data["statement"][1:]) in page
+    # every numeric cell carries its sort key; the ybROAD one its value
+    assert re.search(rf'<td class="cam-num cam-yb" data-sort="{data["layers"][2]["ybroad"]!r}">', page)
+
+
+def test_report_shows_the_warning_instead_of_a_star(tmp_path: Path) -> None:
+    from _runfixture import write_scored_ybroad
+
+    run = make_run_dir(tmp_path / "run", n_layers=8)
+    data = write_scored_ybroad(run, probability=0.0004, num_classes=1000)
+    (warning,) = data["warnings"]
+    assert warning.startswith("low confidence: the model gives the target 0.040% probability")
+    page = report_html(run)
+    assert "★" not in page and "cam-warned" in page
+    assert f"Warning: {html.escape(warning)}." in page and "ybROAD warning" in page
+    assert "highest ybROAD, not trusted" in _row_cells(page)[data["best"]["index"]][1]

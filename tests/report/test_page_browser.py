@@ -302,3 +302,82 @@ def test_real_run_report_in_browser(page: _Page, tmp_path: Path) -> None:
     assert shot.stat().st_size > 30_000
     assert page.errors == []
     assert page.requests == []
+
+
+def _timm_like_run(tmp_path: Path, n: int = 24) -> tuple[Path, dict]:
+    """A run with EfficientNet-like names, types and shapes (the widest the default run's table gets)."""
+    from _runfixture import write_scored_ybroad
+
+    names = [f"blocks.{i // 6}.{i % 6}.bn{1 + i % 3}.drop" for i in range(n)]
+    run = make_run_dir(tmp_path / "timm", n_layers=n, names=names)
+    manifest = json.loads((run / "manifest.json").read_text())
+    for i, layer in enumerate(manifest["layers"]):
+        layer["type"] = "BatchNormAct2d" if i % 2 else "DepthwiseSeparableConv"
+        layer["shape"] = [1, 1152, 7, 7]
+        layer["params"] = 1_234_567
+    (run / "manifest.json").write_text(json.dumps(manifest))
+    data = write_scored_ybroad(run, best=7, alias=8, note=5)
+    build_report(run)
+    return run, data
+
+
+def test_ybroad_column_visible_without_horizontal_scroll_at_1400px(browser, tmp_path: Path) -> None:
+    run, _ = _timm_like_run(tmp_path)
+    context = browser.new_context(viewport={"width": 1400, "height": 900})
+    try:
+        page = context.new_page()
+        page.goto((run / "report.html").as_uri())
+        page.wait_for_function("document.body.dataset.layer === '0'")
+        geometry = page.evaluate("""() => {
+            const wrap = document.getElementById('table-wrap');
+            const th = document.getElementById('sort-ybroad').closest('th');
+            const w = wrap.getBoundingClientRect(), t = th.getBoundingClientRect();
+            const cell = document.querySelector('#layer-table tbody tr td.cam-yb').getBoundingClientRect();
+            return {wrapLeft: w.left, wrapRight: w.right, thLeft: t.left, thRight: t.right, cellRight: cell.right,
+                    scrollWidth: wrap.scrollWidth, clientWidth: wrap.clientWidth,
+                    pageScroll: document.documentElement.scrollWidth, viewport: window.innerWidth};
+        }""")
+        assert geometry["scrollWidth"] <= geometry["clientWidth"], geometry  # the table does not scroll sideways
+        assert geometry["wrapLeft"] <= geometry["thLeft"] and geometry["thRight"] <= geometry["wrapRight"] + 0.5
+        assert geometry["cellRight"] <= geometry["wrapRight"] + 0.5, geometry
+        assert geometry["pageScroll"] <= geometry["viewport"], geometry  # nor does the page
+    finally:
+        context.close()
+
+
+def test_ybroad_column_sorts_and_the_viewer_still_finds_its_rows(page: _Page, tmp_path: Path) -> None:
+    run, data = _timm_like_run(tmp_path)
+    values = {layer["index"]: layer["ybroad"] for layer in data["layers"]}
+    page.page.goto((run / "report.html").as_uri())
+    page.page.wait_for_function("document.body.dataset.layer === '0'")
+
+    def order() -> list[int]:
+        return [int(i) for i in page.page.eval_on_selector_all("#layer-table tbody tr",
+                                                               "rows => rows.map(r => r.dataset.index)")]
+
+    defined = [i for i, v in values.items() if v is not None]
+    page.page.click("#sort-ybroad")
+    assert page.page.get_attribute("#sort-ybroad >> xpath=..", "aria-sort") == "descending"
+    got = order()
+    assert got[0] == data["best"]["index"] == 7
+    assert got[:len(defined)] == sorted(defined, key=lambda i: (-values[i], i))
+    assert got[len(defined):] == [i for i, v in values.items() if v is None]  # no value: last
+    page.page.click("#sort-ybroad")
+    assert page.page.get_attribute("#sort-ybroad >> xpath=..", "aria-sort") == "ascending"
+    assert order()[:len(defined)] == sorted(defined, key=lambda i: (values[i], i))
+    # the slider still marks the row of its layer, wherever sorting put it
+    page.page.eval_on_selector(
+        "#layer-slider", "el => { el.value = '7'; el.dispatchEvent(new Event('input', {bubbles: true})); }"
+    )
+    current = page.page.eval_on_selector_all("#layer-table tr.cam-current", "rows => rows.map(r => r.dataset.index)")
+    assert current == ["7"]
+    page.page.click("#layer-table tbody tr[data-index='3']")
+    assert page.layer() == 3
+    # the caption says what a pass-through layer carries
+    page.page.click("#layer-table tbody tr[data-index='5']")
+    assert page.page.inner_text("#caption-meta").endswith("· BatchNorm output, before activation")
+    # the # column sorts back to execution order
+    page.page.click("#sort-\\#")
+    page.page.click("#sort-\\#")
+    assert order() == sorted(values)
+    assert page.errors == [] and page.requests == []

@@ -43,6 +43,27 @@ def test_run_with_road_writes_and_links_ybroad(road_run):
     assert "ybROAD" in (road_run / "report.html").read_text()
 
 
+def test_road_run_states_its_best_layer_with_intervals_and_a_baseline(road_run):
+    """The default trials give every layer an interval and a chance band; the best candidate is stated;
+    a star only where no warning is (this seeded resnet18 gives its target 1.2%, above 2/1000)."""
+    yb = json.loads((road_run / "ybroad.json").read_text())
+    assert yb["trials"] == camanim.road.DEFAULT_TRIALS == 3
+    assert yb["target"]["probability"] == pytest.approx(0.011628, abs=1e-5) and yb["target"]["num_classes"] == 1000
+    assert not any(w.startswith("low confidence") for w in yb["warnings"])
+    assert all(layer["ybroad_ci"] is not None for layer in yb["layers"] if layer["defined"])
+    assert len(yb["baseline"]["band"]) == 2 and yb["baseline"]["band"][0] < yb["baseline"]["band"][1]
+    best = yb["best"]
+    assert best["name"] == yb["ybroad_max"]["name"] and best["ci"][0] <= best["ybroad"] <= best["ci"][1]
+    assert yb["candidates"][0] == {k: best[k] for k in yb["candidates"][0]}
+    assert best["separable_from_baseline"] is (best["ci"][0] > yb["baseline"]["band"][1])
+    assert yb["statement"].startswith(f"best layer {best['name']}: ybROAD")
+    report = (road_run / "report.html").read_text()
+    assert ("★ best ybROAD" in report) == (not yb["warnings"])
+    assert yb["statement"][1:] in report
+    m = json.loads((road_run / "manifest.json").read_text())
+    assert m["ybroad"]["warnings"] == yb["warnings"] and m["ybroad"]["statement"] == yb["statement"]
+
+
 def test_road_subcommand_rescores_from_saved_cams_reproducibly(road_run, capsys):
     before = json.loads((road_run / "ybroad.json").read_text())
     assert main(["road", str(road_run), "--road-percentiles", "20,60", "--quiet"]) == 0
@@ -129,3 +150,50 @@ def test_run_with_road_scores_in_memory_and_writes_the_run_once(tmp_path, monkey
     m = json.loads((out / "manifest.json").read_text())
     assert m["ybroad"]["percentiles"] == [50.0] and (out / "ybroad.png").is_file()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]  # no staging or scratch folder left
+
+
+def test_random_weights_squeezenet_warns_instead_of_a_star(tmp_path, capsys):
+    out = tmp_path / "sq"
+    args = ["sample:cat", "--model", "squeezenet1_1", "--weights", "none", "--layers", "features.12.expand*",
+            "--road", "--road-percentiles", "50", "--road-trials", "2", "--out", str(out), "--no-video",
+            "--frame-width", "64", "--quiet"]
+    assert main(args) == 0
+    printed = capsys.readouterr().out
+    yb = json.loads((out / "ybroad.json").read_text())
+    assert yb["target"]["probability"] < 2 / 1000
+    warning = next(w for w in yb["warnings"] if w.startswith("low confidence"))
+    assert f"WARNING: {warning}" in printed
+    report = (out / "report.html").read_text()
+    assert "★" not in report and "highest ybROAD, not trusted" in report
+    assert "ybROAD warning" in report and "ybROAD best" not in report
+
+
+def test_ybroad_across_images(tiny):
+    """Several results of one model, method and layers: per-layer mean with a 95% CI across images,
+    and the best candidate across them; other methods or layers are refused."""
+    from camanim.road.stats import mean_ci
+
+    g = torch.Generator().manual_seed(3)
+    images = [torch.randn(1, 3, 16, 16, generator=g) for _ in range(3)]
+    results = [camanim.animate(tiny, im) for im in images]
+    across = camanim.ybroad(results, percentiles=(50,), score="logit", noise=0.0, trials=2)
+    assert isinstance(across, camanim.YbRoadAcross) and len(across.per_image) == 3
+    per_image = np.stack([r.road.curve_mean.numpy() for r in results])
+    mean, lo, hi = mean_ci(per_image)
+    np.testing.assert_allclose(across.mean, mean)
+    np.testing.assert_allclose(across.ci[0], lo)
+    best = across.best
+    defined = across.defined
+    candidates = [i for i in range(len(mean)) if defined[i] and results[0].layers[i].same_as is None]
+    assert best["index"] == max(candidates, key=lambda i: (mean[i], -i)) and best["unit"] == "images"
+    data = across.to_json_dict()
+    assert data["layers"][best["index"]]["per_image"] == pytest.approx(per_image[:, best["index"]].tolist())
+    # a result scored with these settings is reused, not scored again
+    kept = results[0].road
+    camanim.ybroad(results, percentiles=(50,), score="logit", noise=0.0, trials=2)
+    assert results[0].road is kept
+    other = camanim.animate(tiny, images[0], method="hirescam")
+    with pytest.raises(camanim.InputError, match="method"):
+        camanim.ybroad([results[0], other], percentiles=(50,))
+    with pytest.raises(TypeError):
+        camanim.ybroad(["not a result"])

@@ -227,7 +227,8 @@ def test_identical_masks_are_imputed_once(net: nn.Module, x: torch.Tensor, monke
     cams = _tie_free_cams(3)
     cams[1] = 3 * cams[0] + 1  # same ranking, same masks
     res = ybroad(net, x, cams, 0, noise=0.0, trials=2)
-    assert sum(solved) == 2 * 2 * len(PCTS)  # two distinct layers x MoRF/LeRF x percentages
+    # two distinct layers x MoRF/LeRF x percentages, and the chance baseline's own random ranking per trial
+    assert sum(solved) == 2 * 2 * len(PCTS) + 2 * 2 * len(PCTS)
     torch.testing.assert_close(res.combined[:, 1], res.combined[:, 0], atol=1e-6, rtol=0)
 
 
@@ -239,8 +240,9 @@ def test_identical_masks_get_one_noisy_image_and_one_score(net: nn.Module, x: to
     res = ybroad(rec, x, cams, 0, noise=0.05, seed=3, trials=2, batch_size=4)
     assert torch.equal(res.morf[:, 2], res.morf[:, 0]) and torch.equal(res.lerf[:, 2], res.lerf[:, 0])
     assert (res.morf[:, 1] - res.morf[:, 0]).abs().max() > 0
-    # the clean image, then one image per distinct mask and trial: 2 layers x 2 directions x 4 x 2 trials
-    assert sum(len(batch) for batch in rec.seen) == 1 + 2 * 2 * len(PCTS) * 2
+    # the clean image, then one image per distinct mask and trial: 2 layers x 2 directions x 4 x 2 trials,
+    # and the chance baseline: one random ranking per trial, each scored with its own trial's noise only
+    assert sum(len(batch) for batch in rec.seen) == 1 + 2 * 2 * len(PCTS) * 2 + 2 * 2 * len(PCTS)
     # a layer's numbers do not depend on which other layers are scored with it
     alone = ybroad(net, x, cams[:1], 0, noise=0.05, seed=3, trials=2)
     torch.testing.assert_close(alone.combined[:, 0], res.combined[:, 0], atol=1e-6, rtol=0)
@@ -335,7 +337,7 @@ def test_train_mode_is_restored_and_does_not_change_scores(net: nn.Module, x: to
 def test_progress_counts_every_perturbed_image(net: nn.Module, x: torch.Tensor) -> None:
     calls: list[tuple[int, int]] = []
     ybroad(net, x, _tie_free_cams(2), 0, trials=2, batch_size=7, progress=lambda d, t: calls.append((d, t)))
-    total = 2 * 2 * 2 * len(PCTS)
+    total = 2 * 2 * 2 * len(PCTS) + 2 * 2 * len(PCTS)  # layers x directions x trials x pcts + the baseline
     assert calls[0] == (0, total) and calls[-1] == (total, total)
     assert [d for d, _ in calls] == sorted(d for d, _ in calls)
 
@@ -385,9 +387,14 @@ def test_write_ybroad_files_hold_the_result(tmp_path) -> None:
     data = json.loads(paths["json"].read_text())
     assert data["percentiles"] == [25, 62.5] and data["percent_meaning"] == "pixels removed"
     assert data["score"] == "logit" and data["trials"] == 3 and data["seed"] == 0
-    assert data["layers"][1] == {"index": 1, "name": "features.1.conv", "defined": False, "morf": [None, None],
-                                 "lerf": [None, None], "combined": [None, None], "ybroad": None,
-                                 "ybroad_std": None}
+    old_keys = {"index": 1, "name": "features.1.conv", "defined": False, "morf": [None, None],
+                "lerf": [None, None], "combined": [None, None], "ybroad": None, "ybroad_std": None}
+    assert {k: data["layers"][1][k] for k in old_keys} == old_keys  # the keys readers had stay as they were
+    assert data["layers"][1]["ybroad_ci"] is None and data["layers"][1]["above_baseline"] is None
+    lo, hi = res.curve_ci
+    assert data["layers"][4]["ybroad_ci"] == pytest.approx([lo[4], hi[4]])
+    assert data["layers"][4]["morf_mean"] == pytest.approx(float(res.morf[:, 4].mean()))
+    assert data["score_label"] == "Δ logit"
     best = res.ybroad_max
     assert data["ybroad_max"] == {"value": best.value, "index": best.index, "name": best.name}
     assert data["ybroad_mean"] == pytest.approx(res.ybroad_mean)
@@ -396,7 +403,10 @@ def test_write_ybroad_files_hold_the_result(tmp_path) -> None:
     with paths["csv"].open() as fh:
         rows = list(csv.DictReader(fh))
     assert list(rows[0]) == ["index", "name", "defined", "morf_25", "lerf_25", "combined_25", "morf_62.5",
-                             "lerf_62.5", "combined_62.5", "ybroad", "ybroad_std"]
+                             "lerf_62.5", "combined_62.5", "ybroad", "ybroad_std", "ybroad_ci_low", "ybroad_ci_high",
+                             "morf_mean", "lerf_mean", "above_baseline", "baseline_band_low", "baseline_band_high",
+                             "same_as", "note"]
+    assert float(rows[4]["ybroad_ci_low"]) == pytest.approx(lo[4]) and rows[1]["ybroad_ci_low"] == ""
     assert rows[1]["defined"] == "False" and rows[1]["ybroad"] == ""
     for i in (0, 2, 3, 4):
         assert float(rows[i]["combined_62.5"]) == pytest.approx(float(res.combined[:, i, 1].mean()))
@@ -417,3 +427,100 @@ def test_tick_labels_are_thinned() -> None:
     assert tick_positions(10).tolist() == list(range(10))
     ticks = tick_positions(300)
     assert ticks[0] == 0 and len(ticks) <= 40 and np.all(np.diff(ticks) == 8)
+
+
+def _with_baseline(res: YbRoad, seed: int = 5) -> YbRoad:
+    g = torch.Generator().manual_seed(seed)
+    res.baseline_morf = torch.randn(res.trials, len(res.percentiles), generator=g, dtype=torch.float64) * 0.01
+    res.baseline_lerf = torch.randn(res.trials, len(res.percentiles), generator=g, dtype=torch.float64) * 0.01
+    return res
+
+
+@pytest.mark.parametrize(("n", "trials"), [(5, 3), (300, 1)])
+def test_png_labels_are_inside_the_figure(n: int, trials: int) -> None:
+    """No clipped text: every label, tick label, title and legend lies inside the saved figure; the y axes
+    name the score used, and the top panel has the chance band and the two curves are in the bottom one."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg  # noqa: F401  (the figure's canvas)
+    from matplotlib.text import Text
+
+    from camanim.road.files import ybroad_figure
+
+    res = _with_baseline(_fake(n, trials=trials))
+    res.layer_names = [f"blocks.{i}.0.bn2.drop_with_a_rather_long_name" for i in range(n)]
+    fig = ybroad_figure(res)
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    box = fig.bbox
+    texts = [t for t in fig.findobj(Text) if t.get_visible() and t.get_text().strip()]
+    assert len(texts) > 20
+    for t in texts:
+        ext = t.get_window_extent(renderer)
+        assert ext.x0 >= box.x0 - 1 and ext.x1 <= box.x1 + 1 and ext.y0 >= box.y0 - 1 and ext.y1 <= box.y1 + 1, \
+            t.get_text()
+    top, bottom = fig.axes[:2]
+    assert "Δ logit" in top.get_ylabel() and "Δ logit" in bottom.get_ylabel()
+    labels = [t.get_text() for t in top.get_legend().get_texts()]
+    assert any(text.startswith("chance:") and "95% band" in text for text in labels) or trials == 1
+    assert {"C_MoRF: most relevant removed first", "C_LeRF: least relevant removed first",
+            "MORF of random rankings", "LERF of random rankings"} == {t.get_text() for t in bottom.get_legend().get_texts()}
+
+
+def test_chance_baseline_is_the_roads_of_seeded_random_rankings(net: nn.Module, x: torch.Tensor) -> None:
+    """Trial t's baseline removes pixels in the order of the permutation drawn from (seed, t, BASELINE_STREAM);
+    its scores equal scoring those imputed images by hand (noise 0), and do not change the layers' scores."""
+    from camanim.road.metric import baseline_orders
+
+    cams = _tie_free_cams(2)
+    res = ybroad(net, x, cams, 1, noise=0.0, seed=4, trials=2, score="logit")
+    orders = baseline_orders(H * W, 4, 2)
+    assert np.array_equal(orders[1], np.random.default_rng((4, 1, 0x62617365)).permutation(H * W))
+    with torch.no_grad():
+        base = float(net(x)[0, 1])
+        for t in range(2):
+            ranking = torch.empty(H * W)
+            ranking[torch.from_numpy(orders[t])] = torch.arange(H * W, 0, -1).float()  # first = most relevant
+            morf, lerf = removal_masks(ranking.reshape(H, W), PCTS)
+            for direction, masks in enumerate((morf, lerf)):
+                scores = net(linear_imputation(x[0], masks))[:, 1] - base
+                got = (res.baseline_morf if direction == 0 else res.baseline_lerf)[t]
+                torch.testing.assert_close(got, scores.double(), atol=1e-5, rtol=0)
+    alone = ybroad(net, x, cams, 1, noise=0.0, seed=4, trials=1, score="logit")
+    torch.testing.assert_close(alone.combined[0], res.combined[0], atol=1e-6, rtol=0)
+    torch.testing.assert_close(alone.baseline_morf[0], res.baseline_morf[0], atol=1e-6, rtol=0)
+    band = res.baseline_band
+    curve = res.baseline_curve
+    assert band is not None and curve is not None and band[1] < curve.mean() < band[2]
+
+
+def test_same_seed_same_numbers_other_seed_other_baseline(net: nn.Module, x: torch.Tensor) -> None:
+    cams = _tie_free_cams(2)
+    a = ybroad(net, x, cams, 0, seed=9, trials=2)
+    b = ybroad(net, x, cams, 0, seed=9, trials=2, batch_size=3)
+    assert a.to_json_dict() == b.to_json_dict()
+    c = ybroad(net, x, cams, 0, seed=10, trials=2)
+    assert (c.baseline_morf - a.baseline_morf).abs().max() > 1e-6
+
+
+def test_layers_give_aliases_notes_and_the_target_probability(net: nn.Module, x: torch.Tensor) -> None:
+    cams = _tie_free_cams(3)
+    cams[2] = cams[1]  # layer 2 shares layer 1's output
+    layers = [
+        {"name": "b.conv", "module": "b.conv", "type": "Conv2d", "same_as": None},
+        {"name": "b.bn.drop", "module": "b.bn.drop", "type": "Identity", "same_as": None},
+        {"name": "b.bn", "module": "b.bn", "type": "BatchNormAct2d", "same_as": 1},
+    ]
+    res = ybroad(net, x, cams, 2, layers=layers, trials=2)
+    with torch.no_grad():
+        prob = float(net(x).softmax(1)[0, 2])
+    assert res.target_probability == pytest.approx(prob, abs=1e-6) and res.num_classes == 5
+    data = res.to_json_dict()
+    assert [e["name"] for e in data["layers"]] == ["b.conv", "b.bn.drop", "b.bn"]
+    assert data["layers"][1]["aliases"] == ["b.bn"] and data["layers"][2]["same_as"] == 1
+    assert data["layers"][1]["note"] == "BatchNorm output"
+    assert data["target"]["probability"] == pytest.approx(prob, abs=1e-6)
+    assert data["target"]["chance_threshold"] == pytest.approx(2 / 5)
+    names = [c["name"] for c in data["candidates"]]
+    assert "b.bn" not in names and set(names) == {"b.conv", "b.bn.drop"}
+    assert data["best"]["name"] == res.ybroad_max.name and data["ybroad_max"]["name"] != "b.bn"
+    # the warning follows the model's confidence: under 2/5 here or not, it says so exactly then
+    assert any(w.startswith("low confidence") for w in data["warnings"]) == (prob < 0.4)

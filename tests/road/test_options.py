@@ -40,4 +40,4 @@ def test_ybroad_with_options_equals_ybroad_with_the_same_keywords(tiny, tiny_inp
     by_keywords = ybroad(tiny, tiny_input, cams, 1, percentiles=(25, 75), trials=2, seed=4, batch_size=8)
     torch.testing.assert_close(by_options.combined, by_keywords.combined, rtol=0, atol=0)
     with pytest.raises(TypeError, match="not both"):
-        ybroad(tiny, tiny_input, cams, 1, trials=3, options=RoadOptions())
+        ybroad(tiny, tiny_input, cams, 1, trials=5, options=RoadOptions())

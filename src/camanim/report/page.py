@@ -5,11 +5,12 @@ from __future__ import annotations
 import json
 import logging
 import math
+import re
 from pathlib import Path
 from typing import Any
 
 from ..rundir import RunView, load_run, names, write_text
-from .charts import bar_chart, ybroad_chart, ybroad_series
+from .charts import bar_chart, road_curves_chart, ybroad_chart, ybroad_series
 from .html import (
     breakable,
     encode_frames,
@@ -63,11 +64,17 @@ def _facts(run: RunView, series: dict[str, Any] | None) -> str:
         best = series["best"]
         mean = series["mean"]
         mean_text = f' <span class="cam-sub">mean {mean:.3g}</span>' if isinstance(mean, (int, float)) else ""
-        items.append((
-            "ybROAD max",
-            f'<button type="button" class="cam-link cam-jump" data-index="{best}" '
-            f'title="show this layer">{series["values"][best]:.3g} @ {best}</button>{mean_text}',
-        ))
+        low, high = series["low"][best], series["high"][best]
+        ci = f" [{low:.3g}, {high:.3g}]" if low is not None and high is not None else ""
+        jump = (f'<button type="button" class="cam-link cam-jump" data-index="{best}" '
+                f'title="show this layer">{series["values"][best]:.3g}{ci} @ {best}</button>')
+        if series["warnings"]:
+            # No star for a pick that cannot be trusted: the warning, in words, takes its place.
+            items.append(("ybROAD highest", jump + mean_text))
+            items.append(("ybROAD warning", "".join(f'<span class="cam-warning-text">{esc(w)}</span>'
+                                                    for w in series["warnings"])))
+        else:
+            items.append(("ybROAD best ★", jump + mean_text))
     return "".join(f"<div><dt>{label}</dt><dd>{value}</dd></div>" for label, value in items)
 
 
@@ -75,11 +82,19 @@ def _layer_table(run: RunView, series: dict[str, Any] | None, prefix: str) -> st
     head = [("#", True), ("Layer", False), ("Type", False), ("Output", False), ("Params", True), ("ms", True)]
     if series is not None:
         head.append(("ybROAD", True))
+    # Numeric columns sort on a click (the JS reads each cell's data-sort); the ybROAD column first descending.
     parts = [
         f'<div class="cam-table-wrap" id="{prefix}table-wrap"><table id="{prefix}layer-table"><thead><tr>',
-        *(f'<th class="cam-num">{h}</th>' if num else f"<th>{h}</th>" for h, num in head),
+        *(f'<th class="cam-num" data-col="{k}" aria-sort="none"><button type="button" class="cam-sort" '
+          f'id="{prefix}sort-{h.lower()}" title="sort by {h}">{h}</button></th>' if num else f"<th>{h}</th>"
+          for k, (h, num) in enumerate(head)),
         "</tr></thead><tbody>",
     ]
+    warned = series is not None and bool(series["warnings"])
+    aliases_of: dict[int, list[int]] = {}
+    for j, layer in enumerate(run.layers):
+        if isinstance(layer.get("same_as"), int):
+            aliases_of.setdefault(layer["same_as"], []).append(j)
     for i, layer in enumerate(run.layers):
         name = str(layer.get("name", ""))
         module = layer.get("module")
@@ -93,30 +108,95 @@ def _layer_table(run: RunView, series: dict[str, Any] | None, prefix: str) -> st
         if isinstance(same_as, int):
             flags.append(f'<span class="cam-flag" title="same output tensor as layer {same_as}, so the same CAM">'
                          f"same CAM as {same_as}</span>")
+        if i in aliases_of:
+            others = ", ".join(str(j) for j in aliases_of[i])
+            flags.append(f'<span class="cam-flag" title="layers {esc(others)} pass on this very output">'
+                         f"aliases: {esc(others)}</span>")
+        note = series["notes"][i] if series is not None else None
+        if note:
+            flags.append(f'<span class="cam-flag cam-flag-note" title="what this pass-through layer carries">'
+                         f"{esc(note)}</span>")
         if series is not None:
             value = series["values"][i]
-            if i == series["best"]:
+            if i == series["best"] and warned:
+                flags.append('<span class="cam-flag cam-flag-warn" title="see the ybROAD warning">'
+                             "highest ybROAD, not trusted</span>")
+            elif i == series["best"]:
                 flags.append('<span class="cam-flag cam-flag-best">★ best ybROAD</span>')
             elif value is None and not layer.get("non_spatial"):
                 flags.append('<span class="cam-flag">no ybROAD</span>')
         flag_html = f'<div class="cam-flags">{"".join(flags)}</div>' if flags else ""
         layout = layer.get("layout")
         layout_html = f' <span class="cam-layout">{esc(layout)}</span>' if layout else ""
+        params, seconds = layer.get("params"), layer.get("seconds")
         cells = [
-            f'<td class="cam-num">{i}</td>',
+            f'<td class="cam-num" data-sort="{i}">{i}</td>',
             f'<td class="cam-name"{title}><code>{breakable(name)}</code>{flag_html}</td>',
-            f'<td>{esc(layer.get("type", ""))}</td>',
+            f'<td class="cam-type">{_camel_breakable(str(layer.get("type", "")))}</td>',
             f'<td class="cam-dim">{esc(fmt_shape(layer.get("shape")))}{layout_html}</td>',
-            f'<td class="cam-num">{fmt_int(layer.get("params"))}</td>',
-            f'<td class="cam-num">{fmt_ms(layer.get("seconds"))}</td>',
+            f'<td class="cam-num" data-sort="{_sort_key(params)}">{fmt_int(params)}</td>',
+            f'<td class="cam-num" data-sort="{_sort_key(seconds)}">{fmt_ms(seconds)}</td>',
         ]
         if series is not None:
-            value = series["values"][i]
-            # Significant digits, not decimals: probability-scale scores are often below 0.001.
-            cells.append(f'<td class="cam-num">{"—" if value is None else f"{value:.3g}"}</td>')
+            cells.append(_ybroad_cell(series, i))
         parts.append(f'<tr data-index="{i}">{"".join(cells)}</tr>')
     parts.append("</tbody></table></div>")
     return "".join(parts)
+
+
+def _camel_breakable(name: str) -> str:
+    """An escaped type name that may wrap between its CamelCase words (``Depthwise<wbr>Separable<wbr>Conv``),
+    never inside one: the layer table stays within its column at 1400 px."""
+    return "<wbr>".join(esc(part) for part in re.split(r"(?<=[a-z0-9])(?=[A-Z])", name))
+
+
+def _sort_key(value: Any) -> str:
+    """A cell's ``data-sort``: the number, or empty (sorted last) when there is none."""
+    return repr(float(value)) if isinstance(value, (int, float)) and math.isfinite(value) else ""
+
+
+def _ybroad_cell(series: dict[str, Any], i: int) -> str:
+    """The ybROAD cell: the value (significant digits: probability-scale scores are often below 0.001),
+    its interval's half-width under it, and whether it is above the chance band (▲) or not (▽)."""
+    value, low, high, above = series["values"][i], series["low"][i], series["high"][i], series["above"][i]
+    if value is None:
+        return '<td class="cam-num cam-yb" data-sort="">—</td>'
+    mark = ""
+    if above is True:
+        mark = '<span class="cam-above" title="above the chance band (random pixel rankings)">▲</span>'
+    elif above is False:
+        mark = '<span class="cam-below" title="not above the chance band (random pixel rankings)">▽</span>'
+    spread = (f'<div class="cam-pm" title="{esc(series["interval"])}: {low:.4g} to {high:.4g}">'
+              f"±{(high - low) / 2:.2g}</div>") if low is not None and high is not None else ""
+    return f'<td class="cam-num cam-yb" data-sort="{value!r}">{mark}{value:.3g}{spread}</td>'
+
+
+def _ybroad_card(run: RunView, series: dict[str, Any], prefix: str) -> str:
+    """The ybROAD card: what the chart shows, the statement on the best layer, the warnings, the chart of
+    ROAD per layer and the chart of its two curves, MoRF and LeRF."""
+    # Describe only what ybroad.json states; how ROAD is combined is road/metric.py's business.
+    facts = ["ROAD score per layer, higher is more faithful"]
+    if series.get("percentiles"):
+        meaning = series.get("percent_meaning") or "pixels removed"
+        facts.append(f"{', '.join(map(str, series['percentiles']))}% {meaning}")
+    facts.append(f"y: {series['score_label']}")
+    trials = series.get("trials")
+    if isinstance(trials, int) and any(v is not None for v in series["low"]):
+        facts.append(f"{trials} trials, band = {series['interval']}")
+    if series.get("baseline") and series["baseline"].get("band"):
+        facts.append("grey band = chance (random pixel rankings, 95% band); hollow points are not above it")
+    note = esc("; ".join(facts)) + ". Click to jump to a layer; the larger dot is the best layer."
+    text = ""
+    if series.get("statement"):
+        text += f'<p class="cam-statement">{esc(series["statement"][0].upper() + series["statement"][1:])}.</p>'
+    text += "".join(f'<p class="cam-warning" role="alert">Warning: {esc(w)}.</p>' for w in series["warnings"])
+    curves = road_curves_chart(prefix + "road-curves-plot", run.layers, series)
+    curves_html = ("" if curves is None else
+                   '<p class="cam-note">The two curves ROAD is made of: the change of the score when the most '
+                   "(MoRF) or least (LeRF) relevant pixels are removed, mean over percentages; dashed: random "
+                   f"rankings.</p>{curves}")
+    return (f'<div class="cam-card"><h2>ybROAD</h2><p class="cam-note">{note}</p>{text}'
+            f"{ybroad_chart(prefix + 'ybroad-plot', run.layers, series)}{curves_html}</div>")
 
 
 def _video_links(run: RunView) -> str:
@@ -168,21 +248,7 @@ def render_report(run: RunView, *, inline: bool) -> str:
         f'<span class="cam-cap-meta" id="{prefix}caption-meta"></span></div></div>'
     )
     if series is not None:
-        # Describe only what ybroad.json states; how ROAD is combined is road/metric.py's business.
-        facts = ["ROAD score per layer, higher is more faithful"]
-        if series.get("percentiles"):
-            meaning = series.get("percent_meaning") or "pixels removed"
-            facts.append(f"{', '.join(map(str, series['percentiles']))}% {meaning}")
-        if series.get("score"):
-            facts.append(f"score: {series['score']}")
-        trials = series.get("trials")
-        if isinstance(trials, int) and trials > 1:
-            facts.append(f"{trials} trials, band ± 1 std")
-        note = esc("; ".join(facts)) + ". Click to jump to a layer; the larger dot is the best layer."
-        viewer += (
-            f'<div class="cam-card"><h2>ybROAD</h2><p class="cam-note">{note}</p>'
-            f"{ybroad_chart(prefix + 'ybroad-plot', run.layers, series)}</div>"
-        )
+        viewer += _ybroad_card(run, series, prefix)
 
     params = numbers(run.layers, "params")
     ms = [None if s is None else s * 1000 for s in numbers(run.layers, "seconds")]

@@ -99,6 +99,35 @@ STYLE = """
 .camanim-report .cam-chart .cam-yb-point:hover { fill: var(--cam-best); }
 .camanim-report .cam-chart .cam-yb-point.cam-best { fill: var(--cam-best); stroke: #fff; stroke-width: 2; }
 .camanim-report .cam-chart .cam-best-label { fill: var(--cam-best); font-weight: 650; }
+.camanim-report .cam-chart .cam-chance { fill: rgba(95, 107, 122, 0.22); pointer-events: none; }
+.camanim-report .cam-chart .cam-yb-point.cam-below { fill: #fff; stroke: var(--cam-brick); stroke-width: 1.2; }
+.camanim-report .cam-chart .cam-yb-point.cam-best.cam-warned { fill: none; stroke: var(--cam-best); stroke-width: 2.2; }
+.camanim-report .cam-chart .cam-y-label { font-size: 10.5px; fill: var(--cam-muted); }
+.camanim-report .cam-chart .cam-legend { font-size: 10.5px; fill: var(--cam-muted); }
+.camanim-report .cam-chart .cam-morf-line { stroke: #c0392b; stroke-width: 1.6; fill: none; }
+.camanim-report .cam-chart .cam-lerf-line { stroke: #2471a3; stroke-width: 1.6; fill: none; }
+.camanim-report .cam-chart circle.cam-morf-line { fill: #c0392b; }
+.camanim-report .cam-chart circle.cam-lerf-line { fill: #2471a3; }
+.camanim-report .cam-chart .cam-morf-chance { stroke: #c0392b; stroke-dasharray: 5 3; opacity: 0.7; }
+.camanim-report .cam-chart .cam-lerf-chance { stroke: #2471a3; stroke-dasharray: 5 3; opacity: 0.7; }
+.camanim-report .cam-statement { font-size: 12.5px; margin: 4px 0 6px; }
+.camanim-report .cam-warning {
+  font-size: 12.5px; margin: 4px 0 6px; padding: 6px 10px; border-radius: 8px; background: #fff4e5;
+  color: #8a3b00; border-left: 3px solid var(--cam-best);
+}
+.camanim-report .cam-facts .cam-warning-text { display: block; max-width: 46em; font-weight: 500; color: #ffb37a; }
+.camanim-report .cam-flag-warn { background: #fde2d2; color: #8a3b00; font-weight: 600; }
+.camanim-report .cam-flag-note { background: #e7f0ff; color: #1f4fa8; white-space: normal; }
+.camanim-report .cam-sort {
+  font: inherit; color: inherit; text-transform: inherit; letter-spacing: inherit; background: none; border: 0;
+  padding: 0; cursor: pointer;
+}
+.camanim-report th[aria-sort="descending"] .cam-sort::after { content: " \\25BC"; }
+.camanim-report th[aria-sort="ascending"] .cam-sort::after { content: " \\25B2"; }
+.camanim-report td.cam-yb .cam-pm { font-size: 10.5px; color: var(--cam-muted); }
+.camanim-report td.cam-yb .cam-above { color: #1e8449; font-size: 10px; margin-right: 3px; }
+.camanim-report td.cam-yb .cam-below { color: #98a2b1; font-size: 10px; margin-right: 3px; }
+.camanim-report td.cam-type { font-size: 12px; }
 .camanim-report .cam-chart .cam-zero { stroke: #c9ced6; stroke-dasharray: 3 3; }
 .camanim-report .cam-table-wrap {
   max-height: 62vh; overflow: auto; position: relative; border-top: 1px solid var(--cam-line); margin: 6px -16px -12px;
@@ -107,17 +136,17 @@ STYLE = """
 .camanim-report thead th {
   position: sticky; top: 0; z-index: 1; background: #f8f9fb; color: var(--cam-muted); font-weight: 600;
   font-size: 11px; text-transform: uppercase; letter-spacing: 0.05em; text-align: left;
-  padding: 7px 8px; border-bottom: 1px solid var(--cam-line); white-space: nowrap;
+  padding: 7px 6px; border-bottom: 1px solid var(--cam-line); white-space: nowrap;
 }
-.camanim-report tbody td { padding: 5px 8px; border-bottom: 1px solid #f0f2f5; vertical-align: top; }
+.camanim-report tbody td { padding: 5px 6px; border-bottom: 1px solid #f0f2f5; vertical-align: top; }
 .camanim-report tbody tr { cursor: pointer; }
 .camanim-report tbody tr:hover { background: #f5f8ff; }
 .camanim-report tbody tr.cam-current { background: var(--cam-accent-soft); box-shadow: inset 3px 0 0 var(--cam-accent); }
 .camanim-report th.cam-num, .camanim-report td.cam-num { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
-.camanim-report td.cam-name { min-width: 14em; }
+.camanim-report td.cam-name { min-width: 11em; }
 .camanim-report td.cam-name code { overflow-wrap: break-word; color: var(--cam-ink); }
 .camanim-report td.cam-dim { color: var(--cam-muted); white-space: nowrap; font-variant-numeric: tabular-nums; }
-.camanim-report .cam-layout { font-size: 10.5px; color: #98a2b1; margin-left: 4px; }
+.camanim-report .cam-layout { display: block; font-size: 10.5px; color: #98a2b1; }
 .camanim-report .cam-flags { margin-top: 2px; }
 .camanim-report .cam-flag {
   display: inline-block; font-size: 11px; line-height: 1.5; padding: 0 7px; border-radius: 999px;
@@ -176,7 +205,9 @@ REPORT_JS = """
   var capName = $("caption-name");
   var capMeta = $("caption-meta");
   var table = $("layer-table");
-  var rows = table ? table.tBodies[0].rows : [];
+  // Rows by layer index: sorting the table reorders them, the layer they show stays.
+  var rows = [];
+  if (table) { Array.prototype.forEach.call(table.tBodies[0].rows, function (r) { rows[Number(r.dataset.index)] = r; }); }
   var tableWrap = $("table-wrap");
   var charts = Array.prototype.slice.call(root.querySelectorAll("svg.cam-chart"));
   var images = data.norms.map(function (norm) { return $("frame-" + norm); });
@@ -225,7 +256,9 @@ REPORT_JS = """
     var layer = layers[i];
     capIndex.textContent = "Layer " + i + " / " + (n - 1);
     capName.textContent = layer.name;
-    capMeta.textContent = describe(layer);
+    // what a pass-through layer carries ("BatchNorm output, before activation"), from ybroad.json
+    var note = data.ybroad && data.ybroad.notes ? data.ybroad.notes[i] : null;
+    capMeta.textContent = describe(layer) + (note ? " \u00b7 " + note : "");
     root.dataset.layer = String(i);
     if (!data.inline) { document.body.dataset.layer = String(i); }
     if (previous >= 0 && rows[previous]) { rows[previous].classList.remove("cam-current"); }
@@ -258,6 +291,28 @@ REPORT_JS = """
     table.tBodies[0].addEventListener("click", function (ev) {
       var row = ev.target.closest("tr[data-index]");
       if (row) { go(row.dataset.index); }
+    });
+    // Sortable numeric columns: the first click sorts descending (ybROAD: best first), the next ascending;
+    // rows without a value stay last either way.
+    table.tHead.addEventListener("click", function (ev) {
+      var button = ev.target.closest(".cam-sort");
+      if (!button) { return; }
+      var th = button.closest("th");
+      var col = Number(th.dataset.col);
+      var descending = th.getAttribute("aria-sort") !== "descending";
+      Array.prototype.forEach.call(table.tHead.querySelectorAll("th[data-col]"), function (h) {
+        h.setAttribute("aria-sort", "none");
+      });
+      th.setAttribute("aria-sort", descending ? "descending" : "ascending");
+      var body = table.tBodies[0];
+      var sorted = Array.prototype.slice.call(body.rows).sort(function (a, b) {
+        var x = a.cells[col].dataset.sort, y = b.cells[col].dataset.sort;
+        if (x === "" || y === "") { return (x === "") - (y === "") || Number(a.dataset.index) - Number(b.dataset.index); }
+        var d = Number(x) - Number(y);
+        return (descending ? -d : d) || Number(a.dataset.index) - Number(b.dataset.index);
+      });
+      sorted.forEach(function (r) { body.appendChild(r); });
+      if (rows[current]) { scrollRowIntoWrap(rows[current]); }
     });
   }
 

@@ -49,7 +49,7 @@ import logging
 import math
 import os
 import zlib
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, NamedTuple
@@ -61,7 +61,9 @@ from torch import nn
 from ..trace import eval_mode, logits_of
 from .imputation import ImputationStream
 from .masks import PackedMasks, check_percentiles, masks_from_order, removed_count
-from .options import RoadOptions
+from .options import DEFAULT_TRIALS, RoadOptions
+from .stats import CONFIDENCE, mean_ci, prediction_band
+from .verdict import aliases_of, chance_warning, pass_through_notes, verdict
 
 __all__ = ["SCORES", "YbRoad", "YbRoadMax", "ybroad"]
 
@@ -71,6 +73,18 @@ SCORES: dict[str, str] = {
     "prob": "change in the target class's softmax probability, f(perturbed) - f(original)",
     "logit": "change in the target class's logit (pre-softmax output), f(perturbed) - f(original)",
 }
+
+
+#: What the y axis of a ybROAD plot reads for each score (any other score name is shown as ``Δ NAME``).
+SCORE_LABELS: dict[str, str] = {"prob": "Δ probability", "logit": "Δ logit"}
+
+#: The third entry of the seed of the chance baseline's random pixel rankings: ``(seed, trial, BASELINE_STREAM)``.
+BASELINE_STREAM = 0x62617365  # "base"
+
+
+def score_label(score: str) -> str:
+    """The axis label of the change in ``score``: ``"Δ probability"`` for ``prob``, ``"Δ NAME"`` otherwise."""
+    return SCORE_LABELS.get(score, f"Δ {score}")
 
 
 class YbRoadMax(NamedTuple):
@@ -83,11 +97,11 @@ class YbRoadMax(NamedTuple):
 
 @dataclass
 class YbRoad:
-    """ROAD scores of every layer's CAM for one image and target.
+    """ROAD scores of every layer's CAM for one image and target, with their chance baseline.
 
     Attributes:
         percentiles: Percent of pixels *removed*, e.g. ``(20, 40, 60, 80)``.
-        score: ``"prob"`` or ``"logit"`` (see :data:`SCORES`).
+        score: the score whose change is measured (``"prob"``, ``"logit"``; see :data:`SCORES`).
         noise: Standard deviation of the imputation noise, in normalised input units.
         seed: Base seed of the noise (see the module docstring for the derivation).
         trials: Number of noise draws the scores were repeated with.
@@ -97,6 +111,13 @@ class YbRoad:
         combined: ``[T, L, P]`` ``(lerf - morf) / 2``.
         defined: ``[L]`` bool; False for non-spatial layers and CAMs without a
             ranking (constant or non-finite), whose scores are NaN.
+        baseline_morf: ``[T, P]`` MoRF score change of the chance baseline: trial ``t`` removes pixels
+            in the order of a random ranking drawn from ``(seed, t, BASELINE_STREAM)``; None if not run.
+        baseline_lerf: ``[T, P]`` LeRF score change of the same random rankings.
+        same_as: per layer, the earlier layer whose output (and so CAM) it shares, or None.
+        notes: per layer, what a pass-through module carries (``"BatchNorm output, before activation"``).
+        target_probability: the model's softmax probability for the target on the clean input.
+        num_classes: the number of classes of the model's output.
     """
 
     percentiles: tuple[float, ...]
@@ -109,6 +130,12 @@ class YbRoad:
     lerf: torch.Tensor
     combined: torch.Tensor
     defined: torch.Tensor
+    baseline_morf: torch.Tensor | None = None
+    baseline_lerf: torch.Tensor | None = None
+    same_as: list[int | None] | None = None
+    notes: list[str | None] | None = None
+    target_probability: float | None = None
+    num_classes: int | None = None
 
     @property
     def curve(self) -> torch.Tensor:
@@ -128,11 +155,45 @@ class YbRoad:
         return self.curve.std(dim=0, correction=1)
 
     @property
+    def curve_ci(self) -> tuple[np.ndarray, np.ndarray]:
+        """``([L], [L])`` the 95% confidence interval of :attr:`curve_mean` over trials (Student t; NaN
+        when ``trials == 1``)."""
+        _, lo, hi = mean_ci(self.curve.numpy(), CONFIDENCE)
+        return lo, hi
+
+    @property
+    def layer_same_as(self) -> list[int | None]:
+        """:attr:`same_as`, or None for every layer when it was not given."""
+        return list(self.same_as) if self.same_as is not None else [None] * len(self.layer_names)
+
+    @property
+    def layer_notes(self) -> list[str | None]:
+        """:attr:`notes`, or None for every layer when they were not given."""
+        return list(self.notes) if self.notes is not None else [None] * len(self.layer_names)
+
+    @property
+    def baseline_curve(self) -> np.ndarray | None:
+        """``[T]`` ROAD of each trial's random ranking (mean over percentages), or None without a baseline."""
+        if self.baseline_morf is None or self.baseline_lerf is None:
+            return None
+        return ((self.baseline_lerf - self.baseline_morf) / 2).mean(dim=-1).numpy()
+
+    @property
+    def baseline_band(self) -> tuple[float, float, float] | None:
+        """The chance band ``(mean, low, high)``: where the ROAD of a random pixel ranking falls, 95 times
+        in 100 (a Student-t prediction interval over the :attr:`trials` rankings; one ranking: its value)."""
+        curve = self.baseline_curve
+        return None if curve is None else prediction_band(curve, CONFIDENCE)
+
+    @property
     def ybroad_max(self) -> YbRoadMax | None:
-        """The defined layer with the highest trial-mean ROAD (first one on ties), or None if none is defined."""
+        """The best candidate: the defined layer with the highest trial-mean ROAD (first one on ties, so
+        never a layer that only shares an earlier one's output), or None if none is defined."""
         if not bool(self.defined.any()):
             return None
-        masked = torch.where(self.defined, self.curve_mean, torch.tensor(-math.inf, dtype=self.curve_mean.dtype))
+        first = torch.tensor([s is None for s in self.layer_same_as], dtype=torch.bool)
+        ok = self.defined & first if bool((self.defined & first).any()) else self.defined
+        masked = torch.where(ok, self.curve_mean, torch.tensor(-math.inf, dtype=self.curve_mean.dtype))
         index = int(torch.argmax(masked))
         return YbRoadMax(float(self.curve_mean[index]), index, self.layer_names[index])
 
@@ -143,44 +204,128 @@ class YbRoad:
             return math.nan
         return float(self.curve_mean[self.defined].mean())
 
+    @property
+    def chance_warning(self) -> str | None:
+        """The words for a target the model barely believes in (probability under 2 / num_classes), or None."""
+        return chance_warning(self.target_probability, self.num_classes)
+
+    def verdict(self) -> dict[str, Any]:
+        """The best candidate, the top 5, the layers above the chance band and the warnings
+        (:func:`camanim.road.verdict.verdict`), as plain JSON."""
+        band = self.baseline_band or (math.nan, math.nan, math.nan)
+        warnings = [w for w in (self.chance_warning,) if w]
+        if self.baseline_band is None:
+            warnings.append("no chance baseline was computed: no layer can be said to beat random rankings")
+        return verdict(self.curve.numpy(), self.defined.tolist(), self.layer_names, self.layer_same_as,
+                       self.layer_notes, band, unit="trials", warnings=warnings)
+
     def summary(self) -> dict[str, Any]:
-        """What a run's ``manifest.json`` keeps of this result: the best layer, the mean and the settings."""
+        """What a run's ``manifest.json`` keeps of this result: the best layer, the mean, the settings, and
+        the best candidate's statement and the warnings."""
         best = self.ybroad_max
+        judged = self.verdict()
         return {
             "max": None if best is None else {"value": best.value, "index": best.index, "name": best.name},
             "mean": None if not math.isfinite(self.ybroad_mean) else float(self.ybroad_mean),
             "percentiles": list(self.percentiles), "score": self.score, "trials": self.trials, "seed": self.seed,
+            "statement": judged["statement"], "warnings": judged["warnings"],
         }
 
     def to_json_dict(self) -> dict[str, Any]:
-        """Plain-JSON view (trial means per percentage; ``None`` where a value is undefined)."""
-        morf, lerf, comb = self.morf.mean(0), self.lerf.mean(0), self.combined.mean(0)
+        """Plain-JSON view (trial means per percentage; ``None`` where a value is undefined).
+
+        Keys: the settings; ``layers`` (per layer: ``morf``/``lerf``/``combined`` per percentage and their
+        ``*_ci``, ``ybroad`` and ``ybroad_std``/``ybroad_ci``, ``morf_mean``/``lerf_mean`` over percentages
+        with their ``*_ci``, ``same_as``, ``aliases``, ``note``, ``above_baseline``); ``baseline`` (the
+        random rankings' scores and ``band``); ``candidates`` (top 5), ``best``, ``warnings``,
+        ``statement``; ``target`` (probability, classes, the chance threshold); ``ybroad_max``, ``ybroad_mean``.
+        """
+        curve = self.curve.numpy()
         mean, std = self.curve_mean, self.curve_std
+        ybroad_lo, ybroad_hi = self.curve_ci
+        per_pct = {key: mean_ci(getattr(self, key).numpy()) for key in ("morf", "lerf", "combined")}
+        over_pct = {key: mean_ci(getattr(self, key).mean(dim=-1).numpy()) for key in ("morf", "lerf")}
         best = self.ybroad_max
+        judged = self.verdict()
+        aliases = [[self.layer_names[j] for j in group] for group in aliases_of(self.layer_same_as)]
+        notes, same_as = self.layer_notes, self.layer_same_as
+        layers = []
+        for i, name in enumerate(self.layer_names):
+            entry: dict[str, Any] = {
+                "index": i,
+                "name": name,
+                "defined": bool(self.defined[i]),
+                **{key: [_json_float(v) for v in per_pct[key][0][i].tolist()] for key in ("morf", "lerf", "combined")},
+                "ybroad": _json_float(float(mean[i])),
+                "ybroad_std": _json_float(float(std[i])),
+                "ybroad_ci": _pair(ybroad_lo[i], ybroad_hi[i]),
+                **{f"{key}_ci": [_pair(lo, hi) for lo, hi in zip(per_pct[key][1][i], per_pct[key][2][i], strict=True)]
+                   for key in ("morf", "lerf", "combined")},
+                **{f"{key}_mean": _json_float(float(over_pct[key][0][i])) for key in ("morf", "lerf")},
+                **{f"{key}_mean_ci": _pair(over_pct[key][1][i], over_pct[key][2][i]) for key in ("morf", "lerf")},
+                "trials_ybroad": [_json_float(float(v)) for v in curve[:, i]],
+                "same_as": same_as[i],
+                "aliases": aliases[i],
+                "note": notes[i],
+                "above_baseline": judged["above_baseline"][i],
+            }
+            layers.append(entry)
         return {
             "percentiles": [_plain_number(p) for p in self.percentiles],
             "percent_meaning": "pixels removed",
             "score": self.score,
-            "score_meaning": SCORES[self.score],
+            "score_meaning": SCORES.get(self.score, self.score),
+            "score_label": score_label(self.score),
             "noise": self.noise,
             "seed": self.seed,
             "trials": self.trials,
-            "layers": [
-                {
-                    "index": i,
-                    "name": name,
-                    "defined": bool(self.defined[i]),
-                    "morf": [_json_float(v) for v in morf[i].tolist()],
-                    "lerf": [_json_float(v) for v in lerf[i].tolist()],
-                    "combined": [_json_float(v) for v in comb[i].tolist()],
-                    "ybroad": _json_float(float(mean[i])),
-                    "ybroad_std": _json_float(float(std[i])),
-                }
-                for i, name in enumerate(self.layer_names)
-            ],
+            "confidence": CONFIDENCE,
+            "interval_meaning": f"{CONFIDENCE:.0%} confidence interval of the mean over the {self.trials} trials "
+                                "(Student t); null with one trial",
+            "layers": layers,
             "ybroad_max": None if best is None else {"value": best.value, "index": best.index, "name": best.name},
             "ybroad_mean": _json_float(self.ybroad_mean),
+            "baseline": self._baseline_json(),
+            "target": {"probability": _json_float(self.target_probability)
+                       if self.target_probability is not None else None,
+                       "num_classes": self.num_classes,
+                       "chance_threshold": (2.0 / self.num_classes) if self.num_classes else None},
+            "candidates": judged["candidates"],
+            "best": judged["best"],
+            "warnings": judged["warnings"],
+            "statement": judged["statement"],
         }
+
+    def _baseline_json(self) -> dict[str, Any] | None:
+        if self.baseline_morf is None or self.baseline_lerf is None:
+            return None
+        band = self.baseline_band
+        assert band is not None
+        curve = self.baseline_curve
+        assert curve is not None
+        combined = (self.baseline_lerf - self.baseline_morf) / 2
+        _, lo, hi = mean_ci(curve)
+        return {
+            "meaning": f"ROAD of {self.trials} random pixel rankings (trial t: ranking and noise from the seed), "
+                       "an explanation that carries no information",
+            "rankings": self.trials,
+            "morf": [_json_float(v) for v in self.baseline_morf.mean(0).tolist()],
+            "lerf": [_json_float(v) for v in self.baseline_lerf.mean(0).tolist()],
+            "combined": [_json_float(v) for v in combined.mean(0).tolist()],
+            "morf_mean": _json_float(float(self.baseline_morf.mean())),
+            "lerf_mean": _json_float(float(self.baseline_lerf.mean())),
+            "trials_ybroad": [_json_float(float(v)) for v in curve],
+            "ybroad": _json_float(band[0]),
+            "ybroad_ci": _pair(lo, hi),
+            "band": [band[1], band[2]],
+            "band_meaning": f"{CONFIDENCE:.0%} prediction interval of one random ranking's ROAD (Student t over "
+                            f"the {self.trials} rankings; one ranking: its value)",
+        }
+
+
+def _pair(lo: float, hi: float) -> list[float] | None:
+    lo, hi = float(lo), float(hi)
+    return [lo, hi] if math.isfinite(lo) and math.isfinite(hi) else None
 
 
 def _json_float(value: float) -> float | None:
@@ -221,17 +366,28 @@ class _Scorer:
         self.model, self.target, self.score, self.device = model, target, score, device
         self.output_key = output_key
 
-    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+    def logits(self, images: torch.Tensor) -> torch.Tensor:
+        """``(B, classes)`` float64 logits on the CPU, checked."""
         with torch.inference_mode():
             out = logits_of(self.model(images.to(self.device)), self.output_key)
         if out.ndim != 2 or out.shape[0] != images.shape[0]:
             raise ValueError("model: expected its output to be a (batch, classes) tensor of logits")
         if not 0 <= self.target < out.shape[1]:
             raise ValueError(f"target: {self.target} is not a class index of a {out.shape[1]}-class output")
-        out = out.detach().to("cpu", torch.float64)
+        return out.detach().to("cpu", torch.float64)
+
+    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        out = self.logits(images)
         if self.score == "prob":
             out = out.softmax(dim=1)
         return out[:, self.target]
+
+    def clean(self, image: torch.Tensor) -> tuple[float, float, int]:
+        """The target's score, its softmax probability and the number of classes, for one image (one forward)."""
+        out = self.logits(image)
+        prob = out.softmax(dim=1)
+        score = prob if self.score == "prob" else out
+        return float(score[0, self.target]), float(prob[0, self.target]), int(out.shape[1])
 
 
 def _check_args(model: nn.Module, input_tensor: torch.Tensor, cams: torch.Tensor, target: int,
@@ -265,6 +421,24 @@ def _check_args(model: nn.Module, input_tensor: torch.Tensor, cams: torch.Tensor
     if not math.isfinite(noise) or noise < 0:
         raise ValueError(f"noise: expected a finite value >= 0, got {noise}")
     return names, flags, pcts
+
+
+def baseline_orders(n_pixels: int, seed: int, trials: int) -> list[np.ndarray]:
+    """The chance baseline's random pixel rankings, one per trial: trial ``t``'s is the permutation drawn
+    from ``numpy.random.default_rng((seed, t, BASELINE_STREAM))``, most relevant first (``(n_pixels,)`` int)."""
+    return [np.random.default_rng((seed, t, BASELINE_STREAM)).permutation(n_pixels) for t in range(trials)]
+
+
+def _baseline_masks(n_pixels: int, seed: int, trials: int, ks: Sequence[int], packed: list[np.ndarray],
+                    jobs: list[list[tuple[int, int, int]]], only_trial: list[int | None]) -> None:
+    """Append the chance baseline's masks: trial ``t`` scores only its own random ranking (job layer ``-1``);
+    they are not shared with the layers' masks, so each is scored with its own trial's noise."""
+    for t, order in enumerate(baseline_orders(n_pixels, seed, trials)):
+        for direction, ranked in enumerate((order, order[::-1])):
+            for i, mask in enumerate(masks_from_order(ranked, ks, n_pixels)):
+                packed.append(np.packbits(mask))
+                jobs.append([(-1, direction, i)])
+                only_trial.append(t)
 
 
 def _distinct_masks(cams_np: np.ndarray, flags: Sequence[bool], ks: Sequence[int]
@@ -309,11 +483,12 @@ def ybroad(
     score: str = "prob",
     noise: float = 0.01,
     seed: int = 0,
-    trials: int = 1,
+    trials: int = DEFAULT_TRIALS,
     batch_size: int = 32,
     output_key: str | int | None = None,
     progress: Callable[[int, int], None] | None = None,
     options: RoadOptions | None = None,
+    layers: Sequence[Mapping[str, Any]] | None = None,
 ) -> YbRoad:
     """ROAD score of every layer's CAM (ybROAD).
 
@@ -346,6 +521,12 @@ def ybroad(
         progress: Called as ``progress(done, total)`` perturbed images, first with ``done=0``.
         options: All of ``percentiles`` ... ``batch_size`` at once (:class:`RoadOptions`, whose
             batch size is settled for the input's device); then those keywords keep their defaults.
+        layers: One entry per CAM as a run's manifest keeps it (``name``, ``module``, ``type``,
+            ``non_spatial``, ``same_as``): gives ``layer_names`` and ``non_spatial`` when those are not
+            passed, and the aliases (``same_as``) and pass-through notes of the verdict.
+
+    The chance baseline is scored beside the layers: ``trials`` random pixel rankings (see
+    :func:`baseline_orders`), ranking ``t`` with trial ``t``'s noise (``2 * P * trials`` more images).
 
     Returns:
         A :class:`YbRoad`.
@@ -356,28 +537,39 @@ def ybroad(
         ValueError: If an argument has a bad value or shape, or the model output is not ``(batch, classes)``.
     """
     if options is not None:
-        if (tuple(percentiles), score, noise, seed, trials, batch_size) != ((20, 40, 60, 80), "prob", 0.01, 0, 1, 32):
+        if (tuple(percentiles), score, noise, seed, trials, batch_size) != ((20, 40, 60, 80), "prob", 0.01, 0, DEFAULT_TRIALS, 32):
             raise TypeError("pass the settings either as options= or as keywords (percentiles, score, noise, "
                             "seed, trials, batch_size), not both")
         percentiles, score, noise, seed, trials = (options.percentiles, options.score, options.noise, options.seed,
                                                    options.trials)
         batch_size = options.batch_size_for(input_tensor.device.type)
+    if layers is not None:
+        layers = list(layers)
+        if len(layers) != cams.shape[0]:
+            raise ValueError(f"layers: expected {cams.shape[0]} entries, one per CAM, got {len(layers)}")
+        if layer_names is None:
+            layer_names = [str(entry.get("name", i)) for i, entry in enumerate(layers)]
+        if non_spatial is None:
+            non_spatial = [bool(entry.get("non_spatial")) for entry in layers]
     names, flags, pcts = _check_args(model, input_tensor, cams, target, layer_names, non_spatial, percentiles,
                                      score, noise, seed, trials, batch_size)
     _, channels, height, width = input_tensor.shape
     n_layers, n_pixels = cams.shape[0], height * width
-    defined, packed, jobs = _distinct_masks(cams.detach().cpu().reshape(n_layers, n_pixels).numpy(), flags,
-                                            [removed_count(p, n_pixels) for p in pcts])
+    ks = [removed_count(p, n_pixels) for p in pcts]
+    defined, packed, jobs = _distinct_masks(cams.detach().cpu().reshape(n_layers, n_pixels).numpy(), flags, ks)
+    only_trial: list[int | None] = [None] * len(jobs)
+    _baseline_masks(n_pixels, seed, trials, ks, packed, jobs, only_trial)
 
     shape = (trials, n_layers, len(pcts))
     deltas = torch.full((2, *shape), math.nan, dtype=torch.float64)  # [MoRF/LeRF, T, L, P]
-    total = trials * len(jobs)
+    chance = torch.full((2, trials, len(pcts)), math.nan, dtype=torch.float64)  # [MoRF/LeRF, T, P]
+    total = sum(trials if t is None else 1 for t in only_trial)
     clean = input_tensor.detach()[0].to("cpu")
     flat_clean = clean.reshape(channels, n_pixels)
 
     with eval_mode(model):
         scorer = _Scorer(model, target, score, input_tensor.device, output_key)
-        base = float(scorer(input_tensor)[0])
+        base, probability, num_classes = scorer.clean(input_tensor)
         if progress is not None:
             progress(0, total)
         # On the CPU, single-threaded forward passes on every core, beside the imputation solver
@@ -401,7 +593,10 @@ def ybroad(
                 fut, places = in_flight.pop(0)
                 for (t, u), value in zip(places, fut.result().tolist(), strict=True):
                     for layer, direction, i in jobs[u]:
-                        deltas[direction, t, layer, i] = value - base
+                        if layer < 0:
+                            chance[direction, t, i] = value - base
+                        else:
+                            deltas[direction, t, layer, i] = value - base
                 done += len(places)
                 if progress is not None:
                     progress(done, total)
@@ -420,7 +615,7 @@ def ybroad(
                 for u, values in enumerate(stream):
                     idx = torch.from_numpy(np.flatnonzero(np.unpackbits(packed[u], count=n_pixels)))
                     crc = zlib.crc32(packed[u].tobytes())
-                    for t in range(trials):
+                    for t in (range(trials) if only_trial[u] is None else (only_trial[u],)):
                         filled = values
                         if noise > 0 and values.size:
                             rng = np.random.default_rng((seed, t, crc))
@@ -443,4 +638,13 @@ def ybroad(
     return YbRoad(
         percentiles=pcts, score=score, noise=float(noise), seed=seed, trials=trials, layer_names=names,
         morf=morf, lerf=lerf, combined=(lerf - morf) / 2, defined=defined,
+        baseline_morf=chance[0], baseline_lerf=chance[1],
+        same_as=[_same_as(entry) for entry in layers] if layers is not None else None,
+        notes=pass_through_notes(layers) if layers is not None else None,
+        target_probability=probability, num_classes=num_classes,
     )
+
+
+def _same_as(entry: Mapping[str, Any]) -> int | None:
+    value = entry.get("same_as")
+    return value if isinstance(value, int) and not isinstance(value, bool) else None

@@ -7,6 +7,10 @@ from dataclasses import dataclass
 
 from ..errors import InputError
 
+#: Noise draws (and random rankings of the chance baseline) per layer by default: enough for a 95%
+#: interval and a chance band, at about twice the one-trial cost of the default run (README, BENCHMARKS.md).
+DEFAULT_TRIALS = 3
+
 
 @dataclass(frozen=True)
 class RoadOptions:
@@ -17,7 +21,7 @@ class RoadOptions:
         score: ``prob`` (change in the target's softmax probability) or ``logit``.
         noise: standard deviation of the imputation noise, in normalised input units (>= 0).
         seed: base seed of the noise (>= 0).
-        trials: noise draws to repeat the scoring with (>= 1).
+        trials: noise draws to repeat the scoring with, and random rankings of the chance baseline (>= 1).
         batch_size: perturbed images per forward; None: 8 on the CPU, 32 on a GPU (:meth:`batch_size_for`).
 
     Raises:
@@ -29,7 +33,7 @@ class RoadOptions:
     score: str = "prob"
     noise: float = 0.01
     seed: int = 0
-    trials: int = 1
+    trials: int = DEFAULT_TRIALS
     batch_size: int | None = None
 
     def __post_init__(self) -> None:

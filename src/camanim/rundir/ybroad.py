@@ -24,8 +24,10 @@ def write_ybroad_tables(folder: Path, data: Mapping[str, Any]) -> dict[str, Path
 
     Returns:
         ``{"csv": path, "json": path}``. The CSV has one row per layer: ``index, name, defined``, then
-        per percentage ``morf_p, lerf_p, combined_p`` (trial means), then ``ybroad`` and ``ybroad_std``;
-        undefined values are empty cells.
+        per percentage ``morf_p, lerf_p, combined_p`` (trial means), then ``ybroad`` and ``ybroad_std``,
+        then ``ybroad_ci_low, ybroad_ci_high`` (the interval), ``morf_mean, lerf_mean`` (over
+        percentages), ``above_baseline``, ``baseline_band_low, baseline_band_high`` (the chance band, the
+        same on every row), ``same_as`` and ``note``; undefined values are empty cells.
     """
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
@@ -37,7 +39,10 @@ def write_ybroad_tables(folder: Path, data: Mapping[str, Any]) -> dict[str, Path
     header = ["index", "name", "defined"]
     for p in labels:
         header += [f"morf_{p}", f"lerf_{p}", f"combined_{p}"]
-    header += ["ybroad", "ybroad_std"]
+    header += ["ybroad", "ybroad_std", "ybroad_ci_low", "ybroad_ci_high", "morf_mean", "lerf_mean", "above_baseline",
+               "baseline_band_low", "baseline_band_high", "same_as", "note"]
+    baseline = data.get("baseline") if isinstance(data.get("baseline"), Mapping) else {}
+    band = baseline.get("band") or [None, None]
 
     def cell(v: float | None) -> str:
         return "" if v is None else repr(float(v))
@@ -49,7 +54,12 @@ def write_ybroad_tables(folder: Path, data: Mapping[str, Any]) -> dict[str, Path
             row = [layer["index"], layer["name"], layer["defined"]]
             for j in range(len(labels)):
                 row += [cell(layer["morf"][j]), cell(layer["lerf"][j]), cell(layer["combined"][j])]
-            row += [cell(layer["ybroad"]), cell(layer["ybroad_std"])]
+            ci = layer.get("ybroad_ci") or [None, None]
+            above = layer.get("above_baseline")
+            row += [cell(layer["ybroad"]), cell(layer["ybroad_std"]), cell(ci[0]), cell(ci[1]),
+                    cell(layer.get("morf_mean")), cell(layer.get("lerf_mean")), "" if above is None else above,
+                    cell(band[0]), cell(band[1]), "" if layer.get("same_as") is None else layer["same_as"],
+                    layer.get("note") or ""]
             writer.writerow(row)
     return paths
 

@@ -1,0 +1,149 @@
+"""ybROAD across images: one model, method and set of layers scored on several images.
+
+Each image gives its own per-layer ybROAD (a :class:`~camanim.road.YbRoad`, mean over its trials);
+across images the layer's score is the mean of those, with a 95% Student-t confidence interval over
+the images, and the best layer is chosen by the same rules as on one image
+(:func:`camanim.road.verdict.verdict`): aliases are one candidate, the chance band is the images'
+random-ranking baselines, separability from the runner-up is the paired difference over images.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from ..errors import InputError
+from .metric import YbRoad, score_label
+from .stats import CONFIDENCE, mean_ci, prediction_band
+from .verdict import verdict
+
+
+@dataclass
+class YbRoadAcross:
+    """ybROAD of one model, method and set of layers over N images.
+
+    Attributes:
+        per_image: each image's :class:`YbRoad` (same layers, score and percentages).
+        image_names: one name per image (its source), for the words.
+    """
+
+    per_image: list[YbRoad]
+    image_names: list[str]
+
+    @property
+    def layer_names(self) -> list[str]:
+        """The layers' names (the same for every image)."""
+        return self.per_image[0].layer_names
+
+    @property
+    def draws(self) -> np.ndarray:
+        """``(N, L)`` each image's ybROAD per layer (its trial mean; NaN where undefined)."""
+        return np.stack([r.curve_mean.numpy() for r in self.per_image])
+
+    @property
+    def defined(self) -> np.ndarray:
+        """``(L,)`` layers with a score on every image."""
+        return np.all(np.stack([r.defined.numpy() for r in self.per_image]), axis=0)
+
+    @property
+    def mean(self) -> np.ndarray:
+        """``(L,)`` per-layer mean over images."""
+        return self.draws.mean(axis=0)
+
+    @property
+    def ci(self) -> tuple[np.ndarray, np.ndarray]:
+        """``((L,), (L,))`` the 95% confidence interval of :attr:`mean` over images (NaN with one image)."""
+        _, lo, hi = mean_ci(self.draws)
+        return lo, hi
+
+    @property
+    def baseline_band(self) -> tuple[float, float, float]:
+        """The chance band over images ``(mean, low, high)``: a prediction interval of one image's
+        random-ranking ROAD (each image's baseline is the mean of its rankings)."""
+        values = np.array([b[0] for r in self.per_image if (b := r.baseline_band) is not None])
+        if values.size == 0:
+            return math.nan, math.nan, math.nan
+        return prediction_band(values)
+
+    def verdict(self) -> dict[str, Any]:
+        """The best candidate across images, the top 5, the layers above the band, and the warnings."""
+        first = self.per_image[0]
+        low = [name for name, r in zip(self.image_names, self.per_image, strict=True) if r.chance_warning]
+        warnings = []
+        if low:
+            warnings.append(f"low confidence on {len(low)} of {len(self.per_image)} images ({', '.join(low[:5])}"
+                            f"{' …' if len(low) > 5 else ''}): the model gives the target under 2/num_classes "
+                            "probability there, so their ROAD measures a score the model does not hold")
+        return verdict(self.draws, self.defined.tolist(), self.layer_names, first.layer_same_as, first.layer_notes,
+                       self.baseline_band, unit="images", warnings=warnings)
+
+    @property
+    def best(self) -> dict[str, Any] | None:
+        """The best candidate across images (see :meth:`verdict`), or None if no layer is defined."""
+        return self.verdict()["best"]
+
+    def to_json_dict(self) -> dict[str, Any]:
+        """Plain JSON: settings, per layer ``ybroad`` (mean over images), ``ybroad_ci``, ``per_image``,
+        ``above_baseline``; ``baseline`` (band), ``candidates``, ``best``, ``warnings``, ``statement``."""
+        first = self.per_image[0]
+        mean, (lo, hi), draws = self.mean, self.ci, self.draws
+        judged = self.verdict()
+        band = self.baseline_band
+
+        def num(v: float) -> float | None:
+            return float(v) if math.isfinite(v) else None
+
+        return {
+            "images": list(self.image_names),
+            "percentiles": list(first.percentiles),
+            "score": first.score,
+            "score_label": score_label(first.score),
+            "trials": first.trials,
+            "confidence": CONFIDENCE,
+            "interval_meaning": f"{CONFIDENCE:.0%} confidence interval of the mean over the {len(self.per_image)} "
+                                "images (Student t); null with one image",
+            "layers": [{"index": i, "name": name, "defined": bool(self.defined[i]), "ybroad": num(mean[i]),
+                        "ybroad_ci": [float(lo[i]), float(hi[i])] if math.isfinite(lo[i]) else None,
+                        "per_image": [num(v) for v in draws[:, i]],
+                        "above_baseline": judged["above_baseline"][i]}
+                       for i, name in enumerate(self.layer_names)],
+            "baseline": {"ybroad": num(band[0]), "band": [num(band[1]), num(band[2])]},
+            "candidates": judged["candidates"],
+            "best": judged["best"],
+            "warnings": judged["warnings"],
+            "statement": judged["statement"],
+        }
+
+
+def ybroad_across(results: Sequence[YbRoad], image_names: Sequence[str] | None = None) -> YbRoadAcross:
+    """Combine per-image ybROAD results of one model, method and set of layers.
+
+    Args:
+        results: one :class:`YbRoad` per image, all with the same layer names, score and percentages.
+        image_names: one name per image (default ``image 0``, ``image 1``, ...).
+
+    Returns:
+        A :class:`YbRoadAcross`.
+
+    Raises:
+        InputError: no result, or results whose layers, score or percentages differ.
+    """
+    results = list(results)
+    if not results:
+        raise InputError("ybroad across images needs at least one scored result: pass a list of CamResults")
+    first = results[0]
+    for k, r in enumerate(results[1:], start=1):
+        if r.layer_names != first.layer_names:
+            raise InputError(f"result {k} has other layers than result 0 ({len(r.layer_names)} vs "
+                             f"{len(first.layer_names)}): animate every image with the same model and --layers")
+        if (r.score, tuple(r.percentiles)) != (first.score, tuple(first.percentiles)):
+            raise InputError(f"result {k} was scored with other ROAD settings than result 0: score all with one "
+                             "RoadOptions")
+    names = [f"image {i}" for i in range(len(results))] if image_names is None else [str(n) for n in image_names]
+    if len(names) != len(results):
+        raise InputError(f"image_names: {len(names)} names for {len(results)} results; give one per result")
+    return YbRoadAcross(per_image=results, image_names=names)
