@@ -12,7 +12,6 @@ from torch import nn
 
 from ..errors import InputError
 
-
 #: models in eval mode for a pass: id -> [model, passes using it, its modules, their own train flags]
 _EVAL_USERS: dict[int, list] = {}
 _EVAL_LOCK = threading.Lock()

@@ -10,7 +10,6 @@ from torch import nn
 from torch.nn import functional as F
 
 
-
 @dataclass
 class LayerRecord:
     """One module call seen during the pass.

@@ -25,7 +25,7 @@ from torch.autograd.graph import GradientEdge, get_gradient_edge
 from ..errors import InputError
 from .backward import LayerSink, backward_into, no_gradient
 from .inplace import Recorder, recompute_source
-from .layouts import LayoutContext
+from .layouts import LayoutContext, LayoutEvidence
 from .model import eval_mode, first_tensor, logits_of
 from .records import Activations, LayerRecord, Recompute, Trace
 from .select import LayerSpec, select_names
@@ -168,8 +168,9 @@ class _Pass:
         self.recorder = Recorder(self.acts)
         self.on_write = keep_activations and not copy_outputs
         self.watching = self.on_write and model in WRITES_IN_PLACE
-        # the recorder's torch-function mode has nothing to do with the trace's own bookkeeping
-        self.own_bookkeeping = torch._C.DisableTorchFunction if self.watching else nullcontext
+        # the torch-function modes (layout evidence, the recorder) have nothing to do with the
+        # trace's own bookkeeping
+        self.own_bookkeeping = torch._C.DisableTorchFunction
         self.layouts: LayoutContext | None = None
 
     def call(self, mod: nn.Module, forward: Callable, args: tuple, kwargs: dict) -> object:
@@ -202,6 +203,7 @@ class _Pass:
         tensor = first_tensor(output)
         assert self.layouts is not None
         layout = self.layouts.detect(mod, tensor, args, call_name)
+        flags = {"layout": self.layouts.reason} if self.layouts.reason else {}
         index = len(self.records)
         same = None
         if tensor is not None and id(tensor) in self.produced:
@@ -212,7 +214,7 @@ class _Pass:
         self.records.append(LayerRecord(
             index=index, name=call_name, module=name, type=type(mod).__name__,
             shape=tuple(tensor.shape) if tensor is not None else (), layout=layout,
-            params=self.params_of.get(name, 0), seconds=seconds, call=k, same_as=same))
+            params=self.params_of.get(name, 0), seconds=seconds, call=k, same_as=same, flags=flags))
         if tensor is None or not self.keep:
             self.acts.append(None)
             return None
@@ -390,7 +392,7 @@ def run_trace(
             if id(mod) in tp.wrapped:
                 undo.append(_shadow_forward(mod))
         with eval_mode(model), torch.set_grad_enabled(gradients):
-            with tp.recorder if tp.watching else nullcontext(), _recording(tp):
+            with tp.recorder if tp.watching else nullcontext(), LayoutEvidence(tp.layouts), _recording(tp):
                 out = model(x)
             if not tp.records:
                 raise InputError(f"none of the {len(tp.selected)} selected layers ran in the model's forward, "
