@@ -22,16 +22,22 @@ cannot place is ``non_spatial``, never a guess:
 2. modules that define a layout: ``*2d`` classes (``Conv2d``, ``BatchNorm2d``, ``LayerNorm2d``)
    are NCHW; ``Permute``, ``SwapAxes``, ``WindowPartition``/``WindowDepartition`` turn their
    input's layout into another;
-3. the layout of the module's input, when the output's shape fits it (elementwise ops,
-   residual blocks, attention and MLPs keep it). An input no layer produced (a residual sum,
-   a reshape inside ``forward``) has the layout of the latest layer output of its very shape;
-4. the layout of the latest layer output of the output's very shape;
-5. a channels-last ``LayerNorm``/``Linear`` on a 4-D tensor whose middle dims have the input
-   image's aspect is NHWC (it acts on the last dim);
-6. the shape alone: 4-D whose last two dims have the input image's aspect is NCHW; 4-D whose
-   middle dims do and whose last dim is a channel count of the model's ``LayerNorm``/``Linear``
-   layers is NHWC; 3-D whose length is a token grid seen earlier in the pass (the patch
-   embedding's output) or a square, plus at most 16 prefix tokens, is TOKENS.
+3. the ops that made the tensor from a placed one, tensor methods included, seen during the
+   forward by :class:`LayoutEvidence` (:meth:`LayoutContext.follow`): ``x.permute(0, 2, 3, 1)``
+   of an NCHW tensor is NHWC, ``x.flatten(2).transpose(1, 2)`` is TOKENS, an elementwise op
+   keeps its input's layout;
+4. the placed layout of the module's input, when the output's shape fits it (elementwise ops,
+   residual blocks, attention and MLPs keep it);
+5. without evidence: the layout of the latest layer output of the very shape (of the input, or
+   of the output), a channels-last ``LayerNorm``/``Linear`` on a 4-D tensor whose middle dims
+   have the input image's aspect (NHWC: it acts on the last dim), or the shape alone: 4-D whose
+   last two dims have the input image's aspect is NCHW; 4-D whose middle dims do and whose last
+   dim is a channel count of the model's ``LayerNorm``/``Linear`` layers is NHWC; 3-D whose
+   length is a token grid seen earlier in the pass (the patch embedding's output) or a square,
+   plus at most 16 prefix tokens, is TOKENS. Such a guess stands only where the shape reads
+   one way: (B, 16, 16, 16) reads as NCHW and as NHWC, (B, 16, 16) as tokens and as channels
+   first, and is then ``non_spatial``, with the reason (:attr:`LayoutContext.reason`, the
+   layer's ``flags["layout"]``).
 
 A tensor whose batch dimension differs from the input's (windows folded into the batch) is
 ``non_spatial``, and so is a map of a single cell.
@@ -345,33 +351,44 @@ class LayoutContext:
         channels-last, channel slices and concatenations, ``*2d`` functions on NCHW). Anything else
         is left unplaced.
         """
-        t = args[0] if args else None
-        if isinstance(t, (list, tuple)) and t:
-            t = t[0]
-        if not isinstance(t, torch.Tensor):
-            return
-        lay = self.known(t)
-        flat = _lookup(self._flat, t) if lay is None else None
-        if lay is None and flat is None:
-            return
-        outs = out if isinstance(out, (list, tuple)) else (out,)
         name = getattr(func, "__name__", "")
+        found = self._source(name, args)
+        if found is None:
+            return
+        t, lay, flat = found
+        outs = out if isinstance(out, (list, tuple)) else (out,)
         for o in outs:
             if not isinstance(o, torch.Tensor) or o is t or (self.batch is not None and o.shape[:1] != (self.batch,)):
                 continue
             if flat is not None:
                 self._from_flat(name, args, t, o, flat)
                 continue
+            assert lay is not None
             new = self._after_op(name, func, args, kwargs, t, lay, o)
-            if new is not None and not any(self._conflicts(a, new, o) for a in args[1:]):
+            if new is not None and not any(self._conflicts(a, new, o) for a in _tensors(args) if a is not t):
                 self._ops[id(o)] = (weakref.ref(o), new)
+
+    def _source(self, name: str, args: Sequence[object]
+                ) -> tuple[torch.Tensor, Layout | None, tuple[int, int] | None] | None:
+        """The placed tensor an op works on: (it, its layout, or its grid if a flat channels-first map)."""
+        candidates = args[:1] if name in _PERMUTES or name in _RESHAPES else _tensors(args)
+        for t in candidates:
+            if not isinstance(t, torch.Tensor):
+                continue
+            lay = self.known(t)
+            if lay is not None and lay.spatial:
+                return t, lay, None
+            flat = _lookup(self._flat, t)
+            if flat is not None:
+                return t, None, flat
+        return None
 
     def _conflicts(self, other: object, lay: Layout, out: torch.Tensor) -> bool:
         """An operand of the output's very shape that was placed otherwise (NCHW + NHWC when C = H = W)."""
         if not isinstance(other, torch.Tensor) or other.shape != out.shape:
             return False
         theirs = self.known(other)
-        return theirs is not None and theirs != lay
+        return theirs is not None and theirs.spatial and theirs != lay
 
     def _after_op(self, name: str, func: object, args: Sequence[object], kwargs: Mapping[str, object],
                   t: torch.Tensor, lay: Layout, o: torch.Tensor) -> Layout | None:
@@ -401,6 +418,13 @@ class LayoutContext:
             return None
         if os_ == ts:
             return lay
+        if name in ("cat", "concat", "concatenate") and lay.kind == TOKENS and lay.grid is not None:
+            # tokens put after class/register tokens: the grid stays last
+            parts = args[0] if args and isinstance(args[0], (list, tuple)) else ()
+            dim = _positive_dim(int(args[1] if len(args) > 1 else kwargs.get("dim", 0)), 3)
+            if parts and parts[-1] is t and dim == 1 and len(os_) == 3 and os_[2] == ts[2]:
+                return Layout(TOKENS, prefix=lay.prefix + os_[1] - ts[1], grid=lay.grid)
+            return None
         if lay.kind == NCHW and len(os_) == 4 and (os_[2:] == ts[2:] or _is_2d_function(name)):
             return lay
         if lay.kind == NHWC and len(os_) == 4 and os_[1:3] == ts[1:3]:
@@ -609,12 +633,23 @@ def _lookup(table: Mapping[int, tuple[weakref.ref, object]], tensor: object):
     return entry[1]
 
 
+def _tensors(args: Sequence[object]) -> list[torch.Tensor]:
+    """The tensors among a call's arguments, and in a list argument (``torch.cat``)."""
+    found: list[torch.Tensor] = []
+    for a in args:
+        if isinstance(a, torch.Tensor):
+            found.append(a)
+        elif isinstance(a, (list, tuple)):
+            found.extend(x for x in a if isinstance(x, torch.Tensor))
+    return found
+
+
 _PERMUTES = frozenset({"permute", "transpose", "transpose_", "swapaxes", "swapdims", "movedim", "moveaxis"})
 _RESHAPES = frozenset({"view", "reshape", "flatten", "unflatten", "view_as", "reshape_as", "contiguous"})
 #: ops that keep a tensor's shape but move its content across positions
 _MOVES_CONTENT = frozenset({"roll", "flip", "fliplr", "flipud", "rot90", "t", "sort", "topk", "gather", "index_select",
                             "take", "as_strided", "diagonal", "unfold", "expand", "expand_as", "repeat", "tile",
-                            "pixel_shuffle", "pixel_unshuffle", "unsqueeze", "squeeze"})
+                            "pixel_shuffle", "pixel_unshuffle", "unsqueeze", "squeeze", "einsum", "tensordot"})
 
 
 def _permutation(name: str, args: Sequence[object], kwargs: Mapping[str, object], ndim: int) -> list[int] | None:
