@@ -172,3 +172,30 @@ def test_zero_recorded_layers_is_an_error_never_an_empty_result():
         camanim.animate(model, x, layers="body.*")
     with pytest.raises(InputError, match="ran in the model's forward"):
         run_trace(model, x, "body.*")
+
+
+class ReentrantSegmented(Segmented):
+    """The same, with the reentrant checkpoint: the segment runs under no_grad in the forward."""
+
+    def forward(self, x):
+        y = checkpoint(self.block, x, use_reentrant=True) if self.ckpt else self.block(x)
+        return self.fc(self.head(y).mean((2, 3)))
+
+
+def test_reentrant_checkpoint_flags_the_segment_and_keeps_the_rest_exact():
+    torch.manual_seed(0)
+    plain, ckpt = ReentrantSegmented(False).eval(), ReentrantSegmented(True).eval()
+    ckpt.load_state_dict(plain.state_dict())
+    x = torch.randn(1, 3, 12, 12, generator=torch.Generator().manual_seed(0))
+    want = run_trace(plain, x, "all")
+    with pytest.warns(RuntimeWarning, match="block.0"):
+        got = run_trace(ckpt, x, "all")
+    inside = {"block.0", "block.1", "block.2", "block.3", "block"}
+    for i, rec in enumerate(got.records):
+        torch.testing.assert_close(got.activations[i], want.activations[i])
+        if rec.name in inside:
+            # the segment ran without autograd: no gradient reaches it, and it says so
+            assert "without autograd" in rec.flags["gradient"]
+        else:
+            assert rec.flags == {}
+            torch.testing.assert_close(got.gradients[i], want.gradients[i], rtol=1e-5, atol=1e-8)
