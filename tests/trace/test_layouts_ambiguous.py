@@ -248,3 +248,17 @@ def test_evidence_follows_tensor_methods_through_a_pass():
     assert str(ctx.known(back)) == NCHW
     assert ctx.known(hw) is None  # H and W swapped: no layout reads it right
     assert torchvision is not None
+
+
+def test_torchvision_swin_stage_with_channels_equal_to_its_size():
+    # attention in shifted windows, channels last throughout; 16 channels on a 16 x 16 grid
+    from torchvision.models.swin_transformer import SwinTransformer
+
+    torch.manual_seed(0)
+    model = SwinTransformer(patch_size=[4, 4], embed_dim=16, depths=[1, 1], num_heads=[2, 2], window_size=[4, 4],
+                            num_classes=5).eval()
+    x = torch.rand(1, 3, 64, 64)
+    checked = _check_true_layouts(model, x, lambda n: NCHW if n in ("features.0.0", "permute") else NHWC,
+                                  "features.", min_checked=19)
+    assert {r.name: r.layout for r in checked}["features.1.0.attn"] == NHWC
+    assert not any(r.non_spatial for r in checked if r.name.startswith("features."))

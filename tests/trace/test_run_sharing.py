@@ -112,7 +112,6 @@ def test_threads_explaining_one_model_each_get_their_solo_result():
 
     threads = [threading.Thread(target=explain, args=(s,)) for s in range(len(inputs))]
     threads.append(threading.Thread(target=plain_forwards))
-    torch.set_num_threads(1)
     for t in threads:
         t.start()
     for t in threads:
@@ -172,6 +171,28 @@ def test_zero_recorded_layers_is_an_error_never_an_empty_result():
         camanim.animate(model, x, layers="body.*")
     with pytest.raises(InputError, match="ran in the model's forward"):
         run_trace(model, x, "body.*")
+
+
+class Unused(nn.Module):
+    """``spare`` is a layer of the model that its forward never calls."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3, padding=1)
+        self.spare = nn.Conv2d(4, 4, 1)
+        self.fc = nn.Linear(4, 2)
+
+    def forward(self, x):
+        return self.fc(self.conv(x).mean((2, 3)))
+
+
+def test_layers_the_forward_never_calls_are_an_error_not_an_empty_result():
+    model, x = Unused().eval(), torch.rand(1, 3, 8, 8)
+    with pytest.raises(InputError, match="none of the 1 selected layers ran"):
+        camanim.animate(model, x, layers="spare")
+    with pytest.raises(InputError, match="none of the 1 selected layers ran"):
+        camanim.trace_layers(model, "spare", image=x)
+    assert [r.name for r in camanim.trace_layers(model, "conv,spare", image=x)] == ["conv"]
 
 
 class ReentrantSegmented(Segmented):

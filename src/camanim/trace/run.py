@@ -168,9 +168,9 @@ class _Pass:
         self.recorder = Recorder(self.acts)
         self.on_write = keep_activations and not copy_outputs
         self.watching = self.on_write and model in WRITES_IN_PLACE
-        # the torch-function modes (layout evidence, the recorder) have nothing to do with the
-        # trace's own bookkeeping
-        self.own_bookkeeping = torch._C.DisableTorchFunction
+        # the recorder's torch-function mode has nothing to do with the trace's own bookkeeping
+        # (layout evidence may see it: it only places copies of placed tensors)
+        self.own_bookkeeping = torch._C.DisableTorchFunction if self.watching else nullcontext
         self.layouts: LayoutContext | None = None
 
     def call(self, mod: nn.Module, forward: Callable, args: tuple, kwargs: dict) -> object:
