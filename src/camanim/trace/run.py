@@ -182,13 +182,15 @@ class _Pass:
         """
         key = id(mod)
         t0 = time.perf_counter()
+        given = args
         if self.on_write and key in self.activations and args and self.needs_copy(args[0]):
             args = (args[0].clone(), *args[1:])
         output = forward(*args, **kwargs)
         if key not in self.selected:
             return output
         with self.own_bookkeeping():
-            replaced = self.record(self.name_of.get(key, ""), mod, args, output, t0)
+            # recorded with the input the model gave (its layout is the one known)
+            replaced = self.record(self.name_of.get(key, ""), mod, given, output, t0)
         return output if replaced is None else replaced
 
     def needs_copy(self, tensor: object) -> bool:
