@@ -101,7 +101,7 @@ def explain(
 
     Raises:
         InputError: a target list of the wrong length, an unknown label, a class out of range,
-            or what :func:`compute_cams` raises.
+            ``skip_non_spatial`` leaving no layer, or what :func:`compute_cams` raises.
     """
     specs = _specs(options.target, len(inputs))
     # Resolve labels and indices before any pass: a bad label fails before any work.
@@ -157,6 +157,9 @@ def _split(comp: Computation, r: int, image: int, x: torch.Tensor, vectors: Unit
     keep = None
     if options.skip_non_spatial:
         keep, records = drop_non_spatial(records)
+        if not records:
+            raise InputError(f"all {len(comp.records)} selected layers are non-spatial and --skip-non-spatial leaves "
+                             "none: select layers with a 2-D map, or drop --skip-non-spatial")
         vectors = vectors.subset(keep)
     tgt = int(comp.targets[r])
     probability = float(comp.logits.float().softmax(dim=1)[r, tgt])

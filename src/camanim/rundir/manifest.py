@@ -6,10 +6,14 @@ Outline (see the README's "Outputs" for every key)::
      "target": {"index": 285, "label": "Egyptian cat", "score": 0.77},
      "versions": {...}, "seconds": {...}, "options": {...},
      "layers": [{"index", "name", "module", "type", "shape", "layout", "params", "seconds",
-                 "non_spatial", "same_as"}, ...],
+                 "non_spatial", "same_as", "flags"}, ...],
      "normalisations": [...], "fps": 10, "frames": {"local": "frames/local", "count": L},
      "videos": {"local": "camanim_local.mp4", ...}, "render": {...},
      "ybroad": {"csv": ..., "json": ..., "png": ..., "max": {...}, "mean": ..., ...}}
+
+A layer's ``"flags"`` is ``{}``, or says per kind why its map is missing or not trusted:
+``{"gradient": "..."}`` (no gradient of the score reaches it, or it is zero everywhere) or
+``{"layout": "..."}`` (its output's shape reads as two layouts and nothing placed it: ``non_spatial``).
 
 A folder of several runs has ``{"kind": "set", "runs": [{"folder", "image", "target", "method"}], "grids": [...]}``.
 """

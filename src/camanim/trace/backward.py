@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Protocol
 
 import torch
@@ -26,16 +26,31 @@ class LayerSink(Protocol):
         """One layer's activation and d score / d activation; True: taken (the trace drops both)."""
 
 
+def no_gradient(gradient: torch.Tensor | None) -> str:
+    """Why a layer's gradient gives no map (one line), or '' when it can give one."""
+    if gradient is None:
+        return ("no gradient of the score reaches this layer's output (it feeds nothing the score depends on, "
+                "or the model detached it)")
+    if not bool(gradient.any()):
+        return "the gradient of the score is zero everywhere on this layer's output"
+    return ""
+
+
 def backward_into(sink: LayerSink, score: torch.Tensor, records: list[LayerRecord], acts: list,
                    edges: dict[int, GradientEdge], wanted: list[int], logits: torch.Tensor,
-                   targets: torch.Tensor) -> list[torch.Tensor | None]:
+                   targets: torch.Tensor, *, read: Mapping[int, Callable] | None = None,
+                   missing: dict[int, str] | None = None) -> list[torch.Tensor | None]:
     """The backward of ``score`` with each layer's gradient handed to ``sink`` as it arrives.
 
     A hook before each recorded op's backward node sees the gradient of its outputs. A node with
     no recorded node below it (the first layer's; a branch fed by parameters only) does not run,
     since nothing below it is asked for: its gradient is asked for instead. A layer no gradient
-    reaches gets zeros. Returns the gradients the sink declined (None elsewhere).
+    reaches gets zeros, and ``missing[index]`` says why (:func:`no_gradient`), as for a gradient
+    that is zero everywhere. ``read[index]`` turns the gradient at a layer's edge into its own (a
+    view's slice of its base's gradient). Returns the gradients the sink declined (None elsewhere).
     """
+    read = read or {}
+    missing = {} if missing is None else missing
     grads: list[torch.Tensor | None] = [None] * len(acts)
     todo = [i for i, rec in enumerate(records) if rec.same_as is None and acts[i] is not None]
     sink.start(logits, targets, len(todo))
@@ -47,6 +62,11 @@ def backward_into(sink: LayerSink, score: torch.Tensor, records: list[LayerRecor
         done.add(i)
         a = acts[i]
         a = (a() if isinstance(a, Recompute) else a).detach()
+        if g is not None and i in read:
+            g = read[i](g)
+        why = no_gradient(g)
+        if why:
+            missing[i] = why
         g = torch.zeros_like(a) if g is None else g.detach()
         if sink.layer(i, records[i], a, g):
             acts[i] = None

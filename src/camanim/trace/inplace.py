@@ -88,7 +88,7 @@ class Recorder(TorchFunctionMode):
     BatchNorm) needs no copy: its input is intact, so the value is recomputed when read
     (:class:`Recompute`); :meth:`settle` makes it so after the forward, from the version
     counters. An ``nn`` activation module with ``inplace=True`` about to overwrite any other
-    recorded output runs out of place for that one call (the trace's forward wrapper asks
+    recorded output gets a copy of its input for that one call (the trace's forward wrapper asks
     :meth:`needs_copy`). Any other in-place write to a recorded output is only seen after the
     fact: the trace then runs the forward again with this object as a torch-function mode, which
     sees each write coming and copies (or makes recomputable) the value first. Gradients are

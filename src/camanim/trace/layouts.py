@@ -22,16 +22,22 @@ cannot place is ``non_spatial``, never a guess:
 2. modules that define a layout: ``*2d`` classes (``Conv2d``, ``BatchNorm2d``, ``LayerNorm2d``)
    are NCHW; ``Permute``, ``SwapAxes``, ``WindowPartition``/``WindowDepartition`` turn their
    input's layout into another;
-3. the layout of the module's input, when the output's shape fits it (elementwise ops,
-   residual blocks, attention and MLPs keep it). An input no layer produced (a residual sum,
-   a reshape inside ``forward``) has the layout of the latest layer output of its very shape;
-4. the layout of the latest layer output of the output's very shape;
-5. a channels-last ``LayerNorm``/``Linear`` on a 4-D tensor whose middle dims have the input
-   image's aspect is NHWC (it acts on the last dim);
-6. the shape alone: 4-D whose last two dims have the input image's aspect is NCHW; 4-D whose
-   middle dims do and whose last dim is a channel count of the model's ``LayerNorm``/``Linear``
-   layers is NHWC; 3-D whose length is a token grid seen earlier in the pass (the patch
-   embedding's output) or a square, plus at most 16 prefix tokens, is TOKENS.
+3. the ops that made the tensor from a placed one, tensor methods included, seen during the
+   forward by :class:`LayoutEvidence` (:meth:`LayoutContext.follow`): ``x.permute(0, 2, 3, 1)``
+   of an NCHW tensor is NHWC, ``x.flatten(2).transpose(1, 2)`` is TOKENS, an elementwise op
+   keeps its input's layout;
+4. the placed layout of the module's input, when the output's shape fits it (elementwise ops,
+   residual blocks, attention and MLPs keep it);
+5. without evidence: the layout of the latest layer output of the very shape (of the input, or
+   of the output), a channels-last ``LayerNorm``/``Linear`` on a 4-D tensor whose middle dims
+   have the input image's aspect (NHWC: it acts on the last dim), or the shape alone: 4-D whose
+   last two dims have the input image's aspect is NCHW; 4-D whose middle dims do and whose last
+   dim is a channel count of the model's ``LayerNorm``/``Linear`` layers is NHWC; 3-D whose
+   length is a token grid seen earlier in the pass (the patch embedding's output) or a square,
+   plus at most 16 prefix tokens, is TOKENS. Such a guess stands only where the shape reads
+   one way: (B, 16, 16, 16) reads as NCHW and as NHWC, (B, 16, 16) as tokens and as channels
+   first, and is then ``non_spatial``, with the reason (:attr:`LayoutContext.reason`, the
+   layer's ``flags["layout"]``).
 
 A tensor whose batch dimension differs from the input's (windows folded into the batch) is
 ``non_spatial``, and so is a map of a single cell.
@@ -49,6 +55,7 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
+from torch.overrides import TorchFunctionMode
 
 from ..errors import InputError
 
@@ -272,6 +279,12 @@ class LayoutContext:
             self.grids = [(math.ceil(gh / 2**k), math.ceil(gw / 2**k)) for k in range(3, -1, -1)]
         self._seen: dict[int, tuple[weakref.ref, Layout]] = {}
         self._by_shape_seen: dict[tuple[int, ...], Layout] = {}
+        # what the ops of the forward made of placed tensors (see follow): tensor id -> layout, and
+        # channels-first flat maps (B, C, h*w) -> their grid
+        self._ops: dict[int, tuple[weakref.ref, Layout]] = {}
+        self._flat: dict[int, tuple[weakref.ref, tuple[int, int]]] = {}
+        #: why the latest :meth:`detect` made a spatially shaped output non_spatial ('' when it did not)
+        self.reason = ""
 
     @classmethod
     def for_model(cls, model: nn.Module, input_tensor: torch.Tensor,
@@ -320,11 +333,115 @@ class LayoutContext:
                 self.grids.append(size)
 
     def known(self, tensor: object) -> Layout | None:
-        """The layout noted for this very tensor object, if any."""
-        entry = self._seen.get(id(tensor))
-        if entry is None or entry[0]() is not tensor:
+        """The layout noted for this very tensor object (a layer's output, or what ops made of one), if any."""
+        return self._module_output(tensor) or _lookup(self._ops, tensor)
+
+    def _module_output(self, tensor: object) -> Layout | None:
+        return _lookup(self._seen, tensor)
+
+    # -- evidence from the ops of the forward ---------------------------------------------
+
+    def follow(self, func: object, args: Sequence[object], kwargs: Mapping[str, object], out: object) -> None:
+        """Note the layout of what ``func`` made of a placed tensor (run by :class:`LayoutEvidence`).
+
+        Evidence only, never a guess: permutes and transposes move the axes (NCHW <-> NHWC; a
+        channels-first map flattened and transposed is TOKENS, tokens reshaped to a grid NHWC);
+        views and reshapes keep a layout only where the shape says exactly how; any other op keeps
+        its input's layout where its output keeps the placed dims (elementwise ops, norms, Linear on
+        channels-last, channel slices and concatenations, ``*2d`` functions on NCHW). Anything else
+        is left unplaced.
+        """
+        name = getattr(func, "__name__", "")
+        found = self._source(name, args)
+        if found is None:
+            return
+        t, lay, flat = found
+        outs = out if isinstance(out, (list, tuple)) else (out,)
+        for o in outs:
+            if not isinstance(o, torch.Tensor) or o is t or (self.batch is not None and o.shape[:1] != (self.batch,)):
+                continue
+            if flat is not None:
+                self._from_flat(name, args, t, o, flat)
+                continue
+            assert lay is not None
+            new = self._after_op(name, func, args, kwargs, t, lay, o)
+            if new is not None and not any(self._conflicts(a, new, o) for a in _tensors(args) if a is not t):
+                self._ops[id(o)] = (weakref.ref(o), new)
+
+    def _source(self, name: str, args: Sequence[object]
+                ) -> tuple[torch.Tensor, Layout | None, tuple[int, int] | None] | None:
+        """The placed tensor an op works on: (it, its layout, or its grid if a flat channels-first map)."""
+        candidates = args[:1] if name in _PERMUTES or name in _RESHAPES else _tensors(args)
+        for t in candidates:
+            if not isinstance(t, torch.Tensor):
+                continue
+            lay = self.known(t)
+            if lay is not None and lay.spatial:
+                return t, lay, None
+            flat = _lookup(self._flat, t)
+            if flat is not None:
+                return t, None, flat
+        return None
+
+    def _conflicts(self, other: object, lay: Layout, out: torch.Tensor) -> bool:
+        """An operand of the output's very shape that was placed otherwise (NCHW + NHWC when C = H = W)."""
+        if not isinstance(other, torch.Tensor) or other.shape != out.shape:
+            return False
+        theirs = self.known(other)
+        return theirs is not None and theirs.spatial and theirs != lay
+
+    def _after_op(self, name: str, func: object, args: Sequence[object], kwargs: Mapping[str, object],
+                  t: torch.Tensor, lay: Layout, o: torch.Tensor) -> Layout | None:
+        ts, os_ = tuple(t.shape), tuple(o.shape)
+        if name in _PERMUTES:
+            dims = _permutation(name, args, kwargs, t.ndim)
+            if dims is None:
+                return None
+            if lay.kind in _AXES and t.ndim == 4:
+                axes = "".join(_AXES[lay.kind][d] for d in dims)
+                return Layout(axes) if axes in _AXES else None
+            if lay.kind == TOKENS and lay.prefix == 0 and lay.grid is not None and dims == [0, 2, 1]:
+                self._flat[id(o)] = (weakref.ref(o), lay.grid)
             return None
-        return entry[1]
+        if name in _RESHAPES:
+            if os_ == ts:
+                return lay
+            if lay.kind == NCHW and os_ == (ts[0], ts[1], ts[2] * ts[3]):
+                self._flat[id(o)] = (weakref.ref(o), (ts[2], ts[3]))
+                return None
+            if lay.kind == NHWC and os_ == (ts[0], ts[1] * ts[2], ts[3]):
+                return Layout(TOKENS, prefix=0, grid=(ts[1], ts[2]))
+            if lay.kind == TOKENS and lay.prefix == 0 and lay.grid is not None and os_ == (ts[0], *lay.grid, ts[2]):
+                return Layout(NHWC)
+            return None
+        if name in _MOVES_CONTENT:
+            return None
+        if os_ == ts:
+            return lay
+        if name in ("cat", "concat", "concatenate") and lay.kind == TOKENS and lay.grid is not None:
+            # tokens put after class/register tokens: the grid stays last
+            parts = args[0] if args and isinstance(args[0], (list, tuple)) else ()
+            dim = _positive_dim(int(args[1] if len(args) > 1 else kwargs.get("dim", 0)), 3)
+            if parts and parts[-1] is t and dim == 1 and len(os_) == 3 and os_[2] == ts[2]:
+                return Layout(TOKENS, prefix=lay.prefix + os_[1] - ts[1], grid=lay.grid)
+            return None
+        if lay.kind == NCHW and len(os_) == 4 and (os_[2:] == ts[2:] or _is_2d_function(name)):
+            return lay
+        if lay.kind == NHWC and len(os_) == 4 and os_[1:3] == ts[1:3]:
+            return lay
+        if lay.kind == TOKENS and len(os_) == 3 and os_[1] == ts[1]:
+            return lay
+        return None
+
+    def _from_flat(self, name: str, args: Sequence[object], t: torch.Tensor, o: torch.Tensor,
+                   grid: tuple[int, int]) -> None:
+        ts, os_ = tuple(t.shape), tuple(o.shape)
+        if name in _PERMUTES and _permutation(name, args, {}, t.ndim) == [0, 2, 1]:
+            self._ops[id(o)] = (weakref.ref(o), Layout(TOKENS, prefix=0, grid=grid))
+        elif name in _RESHAPES and os_ == (ts[0], ts[1], *grid):
+            self._ops[id(o)] = (weakref.ref(o), Layout(NCHW))
+        elif name not in _PERMUTES and name not in _RESHAPES and name not in _MOVES_CONTENT and os_ == ts:
+            self._flat[id(o)] = (weakref.ref(o), grid)
 
     def known_shape(self, shape: Sequence[int]) -> Layout | None:
         """The layout of the latest spatial layer output of exactly this shape, if any."""
@@ -337,20 +454,21 @@ class LayoutContext:
         Raises:
             InputError: an override for ``name`` does not fit the tensor's shape.
         """
+        self.reason = ""
         if tensor is None or not isinstance(tensor, torch.Tensor) or not tensor.is_floating_point():
             return NON_SPATIAL
         if not self.overrides and _is_plain_2d(type(module)):
             # the common case, quickly: a "...2d" module's 4-D output that no earlier step placed otherwise
             shape = tensor.shape
             if (len(shape) == 4 and (self.batch is None or shape[0] == self.batch) and shape[2] * shape[3] > 1
-                    and self.known(tensor) in (None, _NCHW)):
+                    and self._module_output(tensor) in (None, _NCHW)):
                 self.remember(tensor, _NCHW)
                 return NCHW
         override = self._override(name)
         if override is not None:
             lay = self._resolve_override(override, tensor, name)
         else:
-            lay = self._detect(module, tensor, inputs)
+            lay = self._detect(module, tensor, inputs, name)
         self.remember(tensor, lay)
         return str(lay)
 
@@ -370,21 +488,29 @@ class LayoutContext:
                              "see 'camanim layers' for the shapes")
         return lay
 
-    def _detect(self, module: nn.Module, tensor: torch.Tensor, inputs: Sequence[object]) -> Layout:
+    def _detect(self, module: nn.Module, tensor: torch.Tensor, inputs: Sequence[object],
+                name: str | None = None) -> Layout:
         shape = tuple(tensor.shape)
         if self.batch is not None and shape[0] != self.batch:
             return Layout(NON_SPATIAL)
-        lay = self.known(tensor)
+        # evidence, surest first: this very tensor, the module's kind, the ops that made the
+        # tensor, its input's placed layout
+        lay = (self._module_output(tensor) or self._by_type(module, shape, inputs) or _lookup(self._ops, tensor)
+               or self._inherited(shape, inputs))
         if lay is None:
-            lay = self._by_type(module, shape, inputs)
-        if lay is None:
-            lay = self._inherited(shape, inputs)
-        if lay is None:
-            lay = self.known_shape(shape)
-        if lay is None:
-            lay = self._channels_last_type(module, shape)
-        if lay is None:
-            lay = self._by_shape(shape)
+            # no evidence on the tensor: a layout seen on the same shape, the module's convention
+            # (a LayerNorm/Linear on the last dim of a 4-D tensor: channels last), the shape alone;
+            # a guess from the shape only where the shape cannot be read another way
+            guess = self._inherited(shape, inputs, by_shape=True) or self.known_shape(shape)
+            convention = self._channels_last_type(module, shape)
+            if guess is None and convention is None:
+                guess = self._by_shape(shape)
+            other = self._other_reading(shape, guess) if guess is not None else None
+            lay = convention if convention is not None and (guess is None or other is not None) else guess
+            if lay is guess and other is not None:
+                self.reason = (f"its output {list(shape)} reads as {guess} and as {other}, and no op or module of "
+                               f"the forward says which: give --layout {name or 'LAYER'}=LAYOUT if you know it")
+                return Layout(NON_SPATIAL)
         if not fits(lay, shape):
             return Layout(NON_SPATIAL)
         size = spatial_size(lay, shape)
@@ -392,10 +518,34 @@ class LayoutContext:
             return Layout(NON_SPATIAL)
         return lay
 
-    def _input(self, inputs: Sequence[object]) -> tuple[torch.Tensor | None, Layout | None]:
+    def _other_reading(self, shape: tuple[int, ...], lay: Layout) -> str | None:
+        """Another way a tensor of ``shape`` reads as well as ``lay`` (a guess from the shape), or None.
+
+        (B, a, b, c) reads as NCHW when (b, c) has the image's aspect, and as NHWC when (a, b) has it
+        and c is a channel count of the model's channels-last layers (or a = c); (B, n, c) reads as
+        tokens and as channels first, (B, C, tokens), when c is a token count and n a channel count.
+        """
+        if not lay.spatial:
+            return None
+        if len(shape) == 4 and lay.kind in _AXES:
+            nchw = self.image_size is None or _same_aspect(shape[2:4], self.image_size)
+            nhwc = (self.image_size is None or _same_aspect(shape[1:3], self.image_size)) and (
+                shape[3] in self.channels or shape[1] == shape[3])
+            if nchw and nhwc:
+                return NHWC if lay.kind == NCHW else NCHW
+            return None
+        if len(shape) == 3 and lay.kind == TOKENS:
+            swapped = self._tokens((shape[0], shape[2], shape[1]))
+            if swapped is not None and (shape[1] in self.channels or shape[1] == shape[2]):
+                return "channels first (B, C, tokens)"
+        return None
+
+    def _input(self, inputs: Sequence[object], by_shape: bool = True) -> tuple[torch.Tensor | None, Layout | None]:
+        """The module's first tensor input and its layout: placed, or (``by_shape``) that of a layer
+        output of its very shape."""
         for x in inputs:
             if isinstance(x, torch.Tensor):
-                return x, self.known(x) or self.known_shape(x.shape)
+                return x, self.known(x) or (self.known_shape(x.shape) if by_shape else None)
         return None, None
 
     def _by_type(self, module: nn.Module, shape: tuple[int, ...], inputs: Sequence[object]) -> Layout | None:
@@ -427,8 +577,8 @@ class LayoutContext:
             return Layout(NON_SPATIAL)
         return None
 
-    def _inherited(self, shape: tuple[int, ...], inputs: Sequence[object]) -> Layout | None:
-        x, lay = self._input(inputs)
+    def _inherited(self, shape: tuple[int, ...], inputs: Sequence[object], by_shape: bool = False) -> Layout | None:
+        x, lay = self._input(inputs, by_shape)
         if x is None or lay is None:
             return None
         xs = tuple(x.shape)
@@ -474,6 +624,81 @@ class LayoutContext:
             if 0 <= prefix <= MAX_PREFIX_TOKENS and gh * gw >= 4:
                 return Layout(TOKENS, prefix=prefix, grid=(gh, gw))
         return _square_tokens(n)
+
+
+def _lookup(table: Mapping[int, tuple[weakref.ref, object]], tensor: object):
+    entry = table.get(id(tensor))
+    if entry is None or entry[0]() is not tensor:
+        return None
+    return entry[1]
+
+
+def _tensors(args: Sequence[object]) -> list[torch.Tensor]:
+    """The tensors among a call's arguments, and in a list argument (``torch.cat``)."""
+    found: list[torch.Tensor] = []
+    for a in args:
+        if isinstance(a, torch.Tensor):
+            found.append(a)
+        elif isinstance(a, (list, tuple)):
+            found.extend(x for x in a if isinstance(x, torch.Tensor))
+    return found
+
+
+_PERMUTES = frozenset({"permute", "transpose", "transpose_", "swapaxes", "swapdims", "movedim", "moveaxis"})
+_RESHAPES = frozenset({"view", "reshape", "flatten", "unflatten", "view_as", "reshape_as", "contiguous"})
+#: ops that keep a tensor's shape but move its content across positions
+_MOVES_CONTENT = frozenset({"roll", "flip", "fliplr", "flipud", "rot90", "t", "sort", "topk", "gather", "index_select",
+                            "take", "as_strided", "diagonal", "unfold", "expand", "expand_as", "repeat", "tile",
+                            "pixel_shuffle", "pixel_unshuffle", "unsqueeze", "squeeze", "einsum", "tensordot"})
+
+
+def _permutation(name: str, args: Sequence[object], kwargs: Mapping[str, object], ndim: int) -> list[int] | None:
+    """The dims order a permute/transpose/movedim call makes of an ``ndim``-D tensor, or None."""
+    try:
+        rest = list(args[1:])
+        if name == "permute":
+            dims = rest[0] if len(rest) == 1 and isinstance(rest[0], (list, tuple)) else rest or kwargs.get("dims")
+            return [_positive_dim(int(d), ndim) for d in dims]
+        if name in ("movedim", "moveaxis"):
+            src, dst = (rest + [kwargs.get("source"), kwargs.get("destination")])[:2]
+            src = [src] if isinstance(src, int) else list(src)
+            dst = [dst] if isinstance(dst, int) else list(dst)
+            order = [d for d in range(ndim) if d not in {_positive_dim(int(x), ndim) for x in src}]
+            for s_, d_ in sorted(zip((_positive_dim(int(x), ndim) for x in src),
+                                     (_positive_dim(int(x), ndim) for x in dst)), key=lambda p: p[1]):
+                order.insert(d_, s_)
+            return order
+        a, b = (rest + [kwargs.get("dim0"), kwargs.get("dim1")])[:2]
+        a, b = _positive_dim(int(a), ndim), _positive_dim(int(b), ndim)
+    except (TypeError, ValueError, IndexError):
+        return None
+    order = list(range(ndim))
+    order[a], order[b] = order[b], order[a]
+    return order
+
+
+def _is_2d_function(name: str) -> bool:
+    return "2d" in name or name in ("interpolate", "upsample", "pad", "upsample_bilinear", "upsample_nearest")
+
+
+class LayoutEvidence(TorchFunctionMode):
+    """During the traced forward: every torch call's output is placed from its input's layout.
+
+    What a tensor method does between two recorded layers (ConvNeXt's ``x.permute(0, 2, 3, 1)``,
+    a ViT's ``x.flatten(2).transpose(1, 2)``) is evidence :class:`LayoutContext` could not see
+    otherwise; with it, a layer's layout never rests on its shape where an op says more
+    (:meth:`LayoutContext.follow`). Thread-local, like every torch-function mode.
+    """
+
+    def __init__(self, context: LayoutContext) -> None:
+        super().__init__()
+        self.context = context
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        out = func(*args, **kwargs)
+        self.context.follow(func, args, kwargs, out)
+        return out
 
 
 def _is_2d(module: nn.Module) -> bool:

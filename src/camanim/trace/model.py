@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -11,25 +12,40 @@ from torch import nn
 
 from ..errors import InputError
 
+#: models in eval mode for a pass: id -> [model, passes using it, its modules, their own train flags]
+_EVAL_USERS: dict[int, list] = {}
+_EVAL_LOCK = threading.Lock()
+
 
 @contextmanager
 def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
-    """Put ``model`` in eval mode and restore every module's own train flag afterwards."""
-    mods = list(model.modules())
-    flags = [m.training for m in mods]
-    # Writing the flag straight into each module is what Module.train() does, minus a slow
-    # __setattr__ per module; a module with its own train() gets it called.
-    own_train = any(type(m).train is not nn.Module.train for m in mods)
-    if own_train:
-        model.eval()
-    else:
-        for m in mods:
-            m.__dict__["training"] = False
+    """Put ``model`` in eval mode and restore every module's own train flag afterwards.
+
+    Passes that overlap on one model (threads explaining one model at once, a pass inside a pass)
+    share the switch: the first sets eval mode, the last to finish restores the flags.
+    """
+    with _EVAL_LOCK:
+        entry = _EVAL_USERS.get(id(model))
+        if entry is None or entry[0] is not model:
+            mods = list(model.modules())
+            entry = _EVAL_USERS[id(model)] = [model, 0, mods, [m.training for m in mods]]
+            # Writing the flag straight into each module is what Module.train() does, minus a slow
+            # __setattr__ per module; a module with its own train() gets it called.
+            if any(type(m).train is not nn.Module.train for m in mods):
+                model.eval()
+            else:
+                for m in mods:
+                    m.__dict__["training"] = False
+        entry[1] += 1
     try:
         yield model
     finally:
-        for m, was in zip(mods, flags):
-            m.__dict__["training"] = was
+        with _EVAL_LOCK:
+            entry[1] -= 1
+            if entry[1] == 0:
+                del _EVAL_USERS[id(model)]
+                for m, was in zip(entry[2], entry[3]):
+                    m.__dict__["training"] = was
 
 
 def first_tensor(out: object) -> torch.Tensor | None:

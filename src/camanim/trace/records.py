@@ -7,13 +7,17 @@ from dataclasses import dataclass, field
 
 import torch
 from torch import nn
-
-from .model import eval_mode
+from torch.nn import functional as F
 
 
 @dataclass
 class LayerRecord:
-    """One module call seen during the pass."""
+    """One module call seen during the pass.
+
+    ``flags`` says, per kind, why the layer's map is missing or cannot be trusted: ``"gradient"``
+    (no gradient of the score reaches the recorded output, e.g. it ran under ``torch.no_grad``),
+    ``"layout"`` (why the layer is ``non_spatial`` although its output has a spatial shape).
+    """
 
     index: int
     name: str
@@ -25,6 +29,8 @@ class LayerRecord:
     seconds: float
     call: int = 1
     same_as: int | None = None
+    #: what the layer's map cannot be trusted for, by kind (``"gradient"``, ``"layout"``): one line each
+    flags: dict[str, str] = field(default_factory=dict)
 
     @property
     def non_spatial(self) -> bool:
@@ -35,7 +41,8 @@ class LayerRecord:
         """The record as plain JSON values, for the manifest (``seconds`` rounded to the microsecond)."""
         return {"index": self.index, "name": self.name, "module": self.module, "type": self.type,
                 "shape": list(self.shape), "layout": self.layout, "params": self.params,
-                "seconds": round(self.seconds, 6), "non_spatial": self.non_spatial, "same_as": self.same_as}
+                "seconds": round(self.seconds, 6), "non_spatial": self.non_spatial, "same_as": self.same_as,
+                "flags": dict(self.flags)}
 
 
 class Recompute:
@@ -57,9 +64,17 @@ class Recompute:
         return self.input._version == self.version
 
     def __call__(self) -> torch.Tensor:
-        with eval_mode(self.module), torch.no_grad():
-            # the class's forward: the instance's may be the trace's recording wrapper
-            return type(self.module).forward(self.module, self.input)
+        m = self.module
+        with torch.no_grad():
+            if isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)):
+                # BatchNorm's eval-mode forward, without switching the module's flag (another
+                # thread may be running the model)
+                batch_stats = m.running_mean is None and m.running_var is None
+                return F.batch_norm(self.input, m.running_mean, m.running_var, m.weight, m.bias,
+                                    batch_stats, 0.0, m.eps)
+            # the class's forward (the instance's may be the trace's recording wrapper); GroupNorm
+            # and LayerNorm do not depend on the train flag
+            return type(m).forward(m, self.input)
 
 
 class Activations(Sequence):

@@ -10,10 +10,12 @@ in-place ReLU is safe. Every wrapper is removed on every path, errors included.
 from __future__ import annotations
 
 import logging
+import threading
 import time
+import warnings
 import weakref
-from collections.abc import Callable, Mapping, Sequence
-from contextlib import nullcontext
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager, nullcontext
 from typing import Any
 
 import torch
@@ -21,9 +23,9 @@ from torch import nn
 from torch.autograd.graph import GradientEdge, get_gradient_edge
 
 from ..errors import InputError
-from .backward import LayerSink, backward_into
+from .backward import LayerSink, backward_into, no_gradient
 from .inplace import Recorder, recompute_source
-from .layouts import LayoutContext
+from .layouts import LayoutContext, LayoutEvidence
 from .model import eval_mode, first_tensor, logits_of
 from .records import Activations, LayerRecord, Recompute, Trace
 from .select import LayerSpec, select_names
@@ -70,21 +72,66 @@ def _is_torch_activation(module: nn.Module) -> bool:
     return getattr(module, "inplace", None) is True and type(module).__module__.startswith("torch.nn.")
 
 
-def _shadow_forward(mod: nn.Module, wrap: Callable[[nn.Module, Callable], Callable]) -> Callable[[], None]:
-    """Run ``mod`` through ``wrap(mod, its forward)`` until the returned undo is called.
+#: the pass this thread is recording now (set only while its forward runs)
+_LOCAL = threading.local()
+#: modules with the shared recording wrapper: id -> [module, passes using it, its own forward or None]
+_WRAPPED: dict[int, list] = {}
+_WRAP_LOCK = threading.Lock()
+
+
+def _recording_forward(mod: nn.Module, forward: Callable) -> Callable:
+    """``forward`` that hands the call to the pass this thread is recording, if it wants it.
+
+    A call from any other thread, or one made after the pass's forward returned (a checkpointed
+    segment run again during the backward), goes straight to ``forward``: not recorded, not changed.
+    """
+    key = id(mod)
+
+    def forward_or_record(*args, **kwargs):
+        tp = getattr(_LOCAL, "active", None)
+        if tp is None or key not in tp.wrapped:
+            return forward(*args, **kwargs)
+        return tp.call(mod, forward, args, kwargs)
+
+    return forward_or_record
+
+
+def _shadow_forward(mod: nn.Module) -> Callable[[], None]:
+    """Route ``mod``'s calls through :func:`_recording_forward` until the returned undo is called.
 
     The wrapper goes into the instance's ``__dict__``, where it shadows the class's ``forward``
-    (a forward the instance already had is wrapped, and put back by the undo).
+    (a forward the instance already had is wrapped, and put back by the last undo). Passes that
+    overlap (threads) share one wrapper per module; each call goes to the calling thread's pass.
     """
-    own = mod.__dict__.get("forward")
-    mod.__dict__["forward"] = wrap(mod, own if own is not None else type(mod).forward.__get__(mod))
+    with _WRAP_LOCK:
+        entry = _WRAPPED.get(id(mod))
+        if entry is None or entry[0] is not mod:
+            own = mod.__dict__.get("forward")
+            mod.__dict__["forward"] = _recording_forward(mod, own if own is not None else type(mod).forward.__get__(mod))
+            entry = _WRAPPED[id(mod)] = [mod, 0, own]
+        entry[1] += 1
 
     def undo() -> None:
-        if own is not None:
-            mod.__dict__["forward"] = own
-        else:
-            mod.__dict__.pop("forward", None)
+        with _WRAP_LOCK:
+            entry[1] -= 1
+            if entry[1] == 0:
+                _WRAPPED.pop(id(mod), None)
+                if entry[2] is not None:
+                    mod.__dict__["forward"] = entry[2]
+                else:
+                    mod.__dict__.pop("forward", None)
     return undo
+
+
+@contextmanager
+def _recording(tp: _Pass) -> Iterator[None]:
+    """This thread's module calls go to ``tp`` (only while the block runs: the forward)."""
+    before = getattr(_LOCAL, "active", None)
+    _LOCAL.active = tp
+    try:
+        yield
+    finally:
+        _LOCAL.active = before
 
 
 class _Pass:
@@ -95,13 +142,16 @@ class _Pass:
     mode from the start, for a model known to write in place to recorded outputs.
     """
 
-    def __init__(self, model: nn.Module, layers: LayerSpec, keep_activations: bool, copy_outputs: bool) -> None:
+    def __init__(self, model: nn.Module, layers: LayerSpec, keep_activations: bool, copy_outputs: bool,
+                 gradients: bool = False) -> None:
+        self.want_gradients = gradients
         self.walked = list(model.named_modules())
         chosen = set(select_names([(n, m) for n, m in self.walked if n], layers))
         self.params_of = _params_per_module(self.walked)
         self.name_of = {id(m): n for n, m in self.walked}
         self.selected = {id(m) for n, m in self.walked if n in chosen}
         self.activations = {id(m) for _, m in self.walked if _is_torch_activation(m)}
+        self.wrapped = self.selected | self.activations
         self.keep, self.copy_outputs = keep_activations, copy_outputs
         self.calls: dict[str, int] = {}
         self.records: list[LayerRecord] = []
@@ -111,42 +161,37 @@ class _Pass:
         # produced (a Sequential and its last child): their CAM is computed once and shared.
         # Each entry holds its tensor, so no id() is reused by a new tensor during the pass.
         self.produced: dict[int, tuple[int, int, torch.Tensor]] = {}
+        # record index -> (a recorded output that is a view, its version then, its base's edge then)
+        self.views: dict[int, tuple[torch.Tensor, int, GradientEdge]] = {}
+        # record index -> how its gradient is read from the edge's (the view of its base's gradient)
+        self.read_grad: dict[int, Callable[[torch.Tensor], torch.Tensor]] = {}
         self.recorder = Recorder(self.acts)
         self.on_write = keep_activations and not copy_outputs
         self.watching = self.on_write and model in WRITES_IN_PLACE
         # the recorder's torch-function mode has nothing to do with the trace's own bookkeeping
+        # (layout evidence may see it: it only places copies of placed tensors)
         self.own_bookkeeping = torch._C.DisableTorchFunction if self.watching else nullcontext
         self.layouts: LayoutContext | None = None
 
-    def wrap(self, mod: nn.Module, forward: Callable) -> Callable:
-        """``forward`` that records the call (selected modules) and runs out of place when it must.
+    def call(self, mod: nn.Module, forward: Callable, args: tuple, kwargs: dict) -> object:
+        """One call of a wrapped module in this pass: recorded (selected modules), out of place when it must.
 
-        Each selected module (and each nn activation that may run in place) gets its forward wrapped
-        for the pass, as an instance attribute that shadows the class's forward: Module.__call__
-        then stays on its fast path (no hooks), and unselected modules cost nothing.
+        An nn activation with ``inplace=True`` about to overwrite a recorded output that cannot be
+        recomputed gets a copy of its input for this call (the module itself is left as it is:
+        other threads may be running it).
         """
         key = id(mod)
-        name = self.name_of.get(key, "")
-        is_selected, is_activation = key in self.selected, key in self.activations
-
-        def forward_and_record(*args, **kwargs):
-            t0 = time.perf_counter()
-            flip = self.on_write and is_activation and args and self.needs_copy(args[0])
-            if flip:
-                # an nn activation about to overwrite a recorded output runs out of place for this call
-                mod.__dict__["inplace"] = False
-            try:
-                output = forward(*args, **kwargs)
-            finally:
-                if flip:
-                    mod.__dict__["inplace"] = True
-            if not is_selected:
-                return output
-            with self.own_bookkeeping():
-                replaced = self.record(name, mod, args, output, t0)
-            return output if replaced is None else replaced
-
-        return forward_and_record
+        t0 = time.perf_counter()
+        given = args
+        if self.on_write and key in self.activations and args and self.needs_copy(args[0]):
+            args = (args[0].clone(), *args[1:])
+        output = forward(*args, **kwargs)
+        if key not in self.selected:
+            return output
+        with self.own_bookkeeping():
+            # recorded with the input the model gave (its layout is the one known)
+            replaced = self.record(self.name_of.get(key, ""), mod, given, output, t0)
+        return output if replaced is None else replaced
 
     def needs_copy(self, tensor: object) -> bool:
         with self.own_bookkeeping():
@@ -160,6 +205,7 @@ class _Pass:
         tensor = first_tensor(output)
         assert self.layouts is not None
         layout = self.layouts.detect(mod, tensor, args, call_name)
+        flags = {"layout": self.layouts.reason} if self.layouts.reason else {}
         index = len(self.records)
         same = None
         if tensor is not None and id(tensor) in self.produced:
@@ -170,7 +216,7 @@ class _Pass:
         self.records.append(LayerRecord(
             index=index, name=call_name, module=name, type=type(mod).__name__,
             shape=tuple(tensor.shape) if tensor is not None else (), layout=layout,
-            params=self.params_of.get(name, 0), seconds=seconds, call=k, same_as=same))
+            params=self.params_of.get(name, 0), seconds=seconds, call=k, same_as=same, flags=flags))
         if tensor is None or not self.keep:
             self.acts.append(None)
             return None
@@ -181,6 +227,14 @@ class _Pass:
         self.acts.append(tensor)
         if tensor.requires_grad and torch.is_grad_enabled():
             self.edges[index] = _edge(tensor)
+            if tensor._base is not None:
+                # A view: a later write to its memory (through it, another view, or its base) gives
+                # it a new autograd node and leaves the one above cut off; its base's node is kept.
+                self.views[index] = (tensor, tensor._version, _edge(tensor._base))
+        elif self.want_gradients and not torch.is_grad_enabled():
+            self.records[-1].flags["gradient"] = (
+                "the layer ran without autograd (torch.no_grad inside the model, or reentrant activation "
+                "checkpointing): no gradient reaches it, so gradient methods give it no map")
         if self.copy_outputs:
             return self._copied(index, tensor, output, layout)
         self.produced[id(tensor)] = (index, tensor._version, tensor)
@@ -199,24 +253,62 @@ class _Pass:
         self.produced[id(tensor)] = (index, tensor._version, tensor)
         return None
 
+    def cut_views(self) -> None:
+        """After the forward: a recorded view whose memory was written since takes its gradient at its base.
+
+        The write moved the view's autograd history (its node above is no longer on the score's
+        path); its base's node, noted when the view was recorded, still gets the gradient of that
+        memory, every path included, and the view's own slice of it is the recorded value's.
+        """
+        for i, (view, version, base_edge) in self.views.items():
+            if view._version != version:
+                self.edges[i] = base_edge
+                self.read_grad[i] = view._view_func
+        self.views.clear()
+
     def gradients(self, s: torch.Tensor, logits: torch.Tensor, tgt: torch.Tensor,
                   sink: LayerSink | None) -> list[torch.Tensor | None]:
-        """d ``s`` / d activation per record: into ``sink`` during the backward, or all at once."""
+        """d ``s`` / d activation per record: into ``sink`` during the backward, or all at once.
+
+        A layer no gradient reaches, or whose gradient is zero everywhere, is flagged (``flags``)
+        and named in one warning: its map would be empty.
+        """
         records, acts, edges = self.records, self.acts, self.edges
+        self.cut_views()
         wanted = [i for i in edges if records[i].same_as is None]
+        missing: dict[int, str] = {i: no_gradient(None) for i, a in enumerate(acts)
+                                   if i not in edges and records[i].same_as is None
+                                   and isinstance(a, torch.Tensor) and a.is_floating_point()}
         if sink is not None:
-            grads = backward_into(sink, s, records, acts, edges, wanted, logits.detach(), tgt)
+            grads = backward_into(sink, s, records, acts, edges, wanted, logits.detach(), tgt,
+                                  read=self.read_grad, missing=missing)
         else:
             got = (torch.autograd.grad(s.sum(), [edges[i] for i in wanted], allow_unused=True)
                    if wanted and s.requires_grad else [None] * len(wanted))
             grads = [None] * len(acts)
             for i, g in zip(wanted, got):
+                if g is not None and i in self.read_grad:
+                    g = self.read_grad[i](g)
                 grads[i] = g
+                why = no_gradient(g)
+                if why:
+                    missing[i] = why
         for i, a in enumerate(acts):
             if records[i].same_as is not None:
                 grads[i] = grads[records[i].same_as]
             elif a is not None and grads[i] is None and sink is None:
                 grads[i] = torch.zeros_like(a.input if isinstance(a, Recompute) else a)
+        for i, why in missing.items():
+            records[i].flags.setdefault("gradient", why)
+        for rec in records:
+            if rec.same_as is not None and "gradient" in records[rec.same_as].flags:
+                rec.flags["gradient"] = records[rec.same_as].flags["gradient"]
+        flagged = [r.name for r in records if "gradient" in r.flags]
+        if flagged:
+            shown = ", ".join(flagged[:6]) + (f" and {len(flagged) - 6} more" if len(flagged) > 6 else "")
+            warnings.warn(f"camanim: no usable gradient of the score at {len(flagged)} layer(s) ({shown}): "
+                          "gradient methods give them an empty map; the manifest's 'flags' say why",
+                          RuntimeWarning, stacklevel=3)
         return grads
 
     def detach(self) -> None:
@@ -281,10 +373,16 @@ def run_trace(
         of the same shapes, the logits (B, K) and the explained classes (B,).
 
     Raises:
-        InputError: the layer pattern selects nothing, a ``layouts`` entry is malformed, or the
-            model's output holds no (batch, classes) logits (name them with ``output_key``).
+        InputError: the layer pattern selects nothing, or none of the selected layers ran (zero
+            records are never returned); ``model`` is a TorchScript module (its forward cannot be
+            recorded); a ``layouts`` entry is malformed; or the model's output holds no (batch,
+            classes) logits (name them with ``output_key``).
     """
-    tp = _Pass(model, layers, keep_activations, copy_outputs)
+    if isinstance(model, torch.jit.ScriptModule):
+        raise InputError("a TorchScript model (torch.jit.script or torch.jit.trace) runs no Python forward whose "
+                         "layers camanim can record: pass the nn.Module it was made from (CLI: --model ARCH "
+                         "--weights STATE_DICT.pt)")
+    tp = _Pass(model, layers, keep_activations, copy_outputs, gradients)
     x = input_tensor
     if gradients and not x.requires_grad:
         # Activations must require grad even when the user froze every parameter.
@@ -293,11 +391,15 @@ def run_trace(
     undo: list[Callable[[], None]] = []
     try:
         for _, mod in tp.walked:
-            if id(mod) in tp.selected or id(mod) in tp.activations:
-                undo.append(_shadow_forward(mod, tp.wrap))
+            if id(mod) in tp.wrapped:
+                undo.append(_shadow_forward(mod))
         with eval_mode(model), torch.set_grad_enabled(gradients):
-            with tp.recorder if tp.watching else nullcontext():
+            with tp.recorder if tp.watching else nullcontext(), LayoutEvidence(tp.layouts), _recording(tp):
                 out = model(x)
+            if not tp.records:
+                raise InputError(f"none of the {len(tp.selected)} selected layers ran in the model's forward, "
+                                 "so there is no layer to explain: select layers its forward calls "
+                                 "(see 'camanim layers')")
             if tp.on_write and not tp.recorder.settle():
                 while undo:
                     undo.pop()()

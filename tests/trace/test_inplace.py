@@ -1,0 +1,225 @@
+"""In-place writes after a recorded output: each layer gets the gradient of the value it recorded.
+
+Every pattern is a tiny model written twice: with the in-place write, and out of place (the same
+function, written as new tensors). The out-of-place twin's recorded values are plain autograd
+leaves of the graph, so ``torch.autograd.grad`` gives their true gradients and a hand-made Grad-CAM;
+the traced in-place model must give the same, or flag the layer.
+
+A recorded value is the memory the layer returned: a later write to that memory (through the
+output, a view of it, or the tensor it is a view of) is a function of the recorded value, and the
+out-of-place twin writes it so.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import pytest
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+import camanim
+from camanim.trace import run_trace
+
+
+def _cat_channels(parts):
+    return torch.cat(parts, dim=1)
+
+
+# pattern -> (in-place write of y, the same function out of place); y is conv1's output (1, 6, h, w)
+PATTERNS = {
+    "relu_": (lambda y: F.relu_(y), F.relu),
+    "functional_inplace": (lambda y: F.hardtanh(y, -0.2, 0.3, True), lambda y: F.hardtanh(y, -0.2, 0.3)),
+    "clamp_": (lambda y: y.clamp_(min=-0.1, max=0.2), lambda y: y.clamp(min=-0.1, max=0.2)),
+    "add_": (lambda y: y.add_(torch.sigmoid(y)), lambda y: y + torch.sigmoid(y)),
+    "mul_": (lambda y: y.mul_(3.0), lambda y: y * 3.0),
+    "iadd": (lambda y: y.__iadd__(torch.tanh(y)), lambda y: y + torch.tanh(y)),
+    "masked_fill_": (lambda y: y.masked_fill_(y < 0, 0.5), lambda y: y.masked_fill(y < 0, 0.5)),
+    "setitem_slice": (lambda y: y.__setitem__((slice(None), slice(0, 2)), y[:, :2] * 3) or y,
+                      lambda y: _cat_channels([y[:, :2] * 3, y[:, 2:]])),
+    "setitem_const": (lambda y: y.__setitem__((slice(None), 1), 0.0) or y,
+                      lambda y: _cat_channels([y[:, :1], torch.zeros_like(y[:, 1:2]), y[:, 2:]])),
+    "view_write": (lambda y: (y[:, 3:].relu_(), y)[1], lambda y: _cat_channels([y[:, :3], F.relu(y[:, 3:])])),
+    "reshape_view_write": (lambda y: (y.view(y.shape[0], -1).tanh_(), y)[1], torch.tanh),
+    "copy_": (lambda y: y.copy_(y * 2 - 1), lambda y: y * 2 - 1),
+}
+
+
+class Written(nn.Module):
+    """conv1 (recorded) -> a write to its output -> conv2 -> SiLU -> pool -> fc."""
+
+    def __init__(self, pattern: str, inplace: bool) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 6, 3, padding=1)
+        self.conv2 = nn.Conv2d(6, 5, 3, padding=1)
+        self.fc = nn.Linear(5, 3)
+        self.write = PATTERNS[pattern][0 if inplace else 1]
+
+    def forward(self, x):
+        y = self.write(self.conv1(x))
+        return self.fc(F.adaptive_avg_pool2d(F.silu(self.conv2(y)), 1).flatten(1))
+
+
+class Narrow(nn.Module):
+    """Returns a view of its input: channels 2: (no new memory)."""
+
+    def forward(self, x):
+        return x[:, 2:]
+
+
+class Flat(nn.Module):
+    """Returns its input as (B, C, h*w) and back: a view of a view."""
+
+    def forward(self, x):
+        return x.view(x.shape[0], x.shape[1], -1).view(x.shape)
+
+
+# patterns around a recorded output that IS a view of the layer's input
+VIEW_PATTERNS = ("view_output_relu_", "base_mul_", "view_output_setitem", "view_of_view_relu_")
+
+
+class ViewOut(nn.Module):
+    """conv1 -> narrow (recorded, a view of conv1's output) -> a write -> conv2 -> fc."""
+
+    def __init__(self, pattern: str, inplace: bool) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 6, 3, padding=1)
+        self.narrow = Narrow()
+        self.flat = Flat()
+        self.conv2 = nn.Conv2d(4, 5, 3, padding=1)
+        self.fc = nn.Linear(5, 3)
+        self.pattern, self.inplace = pattern, inplace
+
+    def forward(self, x):
+        y = self.conv1(x)
+        v = self.narrow(y)
+        p, ip = self.pattern, self.inplace
+        if p == "view_output_relu_":  # a write to the recorded output itself
+            v = F.relu_(v) if ip else F.relu(v)
+        elif p == "base_mul_":  # a write to the tensor the recorded output is a view of
+            if ip:
+                y.mul_(2.0)
+            else:
+                v = v * 2.0
+        elif p == "view_output_setitem":
+            if ip:
+                v[:, 0] = v[:, 1] * 5
+            else:
+                v = torch.cat([v[:, 1:2] * 5, v[:, 1:]], dim=1)
+        elif p == "view_of_view_relu_":
+            f = self.flat(v)
+            v = F.relu_(f) if ip else F.relu(f)
+        return self.fc(F.adaptive_avg_pool2d(F.silu(self.conv2(v)), 1).flatten(1))
+
+
+def _hand_gradients(model: nn.Module, x: torch.Tensor, names: list[str], target: int) -> dict[str, tuple]:
+    """(activation, d logit[target] / d activation) of each named module's output, by autograd."""
+    mods = dict(model.named_modules())
+    out: dict[str, torch.Tensor] = {}
+    handles = [mods[n].register_forward_hook(lambda m, i, o, n=n: out.__setitem__(n, o)) for n in names]
+    try:
+        logits = model(x.clone().requires_grad_(True))
+    finally:
+        for h in handles:
+            h.remove()
+    grads = torch.autograd.grad(logits[0, target], [out[n] for n in names], allow_unused=True)
+    return {n: (out[n].detach(), g) for n, g in zip(names, grads)}
+
+
+def _hand_gradcam(act: torch.Tensor, grad: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    cam = F.relu((grad.mean((2, 3), keepdim=True) * act).sum(1, keepdim=True))
+    return F.interpolate(cam, size=size, mode="bilinear", align_corners=False)[0, 0]
+
+
+def _twins(cls, pattern: str):
+    torch.manual_seed(0)
+    written = cls(pattern, inplace=True).eval()
+    plain = cls(pattern, inplace=False).eval()
+    plain.load_state_dict(written.state_dict())
+    return written, plain
+
+
+def _check(cls, pattern: str, names: list[str]) -> None:
+    written, plain = _twins(cls, pattern)
+    x = torch.randn(1, 3, 10, 10, generator=torch.Generator().manual_seed(3))
+    target = int(plain(x).argmax())
+    want = _hand_gradients(plain, x, names, target)
+    tr = run_trace(written, x, names, targets=[target])
+    got = {r.name: i for i, r in enumerate(tr.records)}
+    for n in names:
+        act, grad = want[n]
+        assert grad is not None and grad.abs().max() > 0, f"{pattern}: the reference of {n} has no gradient"
+        torch.testing.assert_close(tr.activations[got[n]], act, msg=f"{pattern}: activation of {n}")
+        torch.testing.assert_close(tr.gradients[got[n]], grad, rtol=1e-5, atol=1e-7,
+                                   msg=f"{pattern}: gradient of {n}")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a true gradient needs no warning
+        result = camanim.animate(written, x, layers=",".join(names), target=target)
+    for rec in result.layers:
+        act, grad = want[rec.name]
+        hand = _hand_gradcam(act, grad, (10, 10))
+        assert hand.max() > 0
+        torch.testing.assert_close(result.cams[rec.index], hand, rtol=1e-4, atol=1e-6)
+        assert rec.flags == {}
+
+
+@pytest.mark.parametrize("pattern", sorted(PATTERNS))
+def test_write_to_a_recorded_output_gives_its_true_gradient(pattern):
+    _check(Written, pattern, ["conv1", "conv2"])
+
+
+@pytest.mark.parametrize("pattern", VIEW_PATTERNS)
+def test_recorded_output_that_is_a_view_gives_its_true_gradient(pattern):
+    names = ["conv1", "narrow", "conv2"] + (["flat"] if pattern == "view_of_view_relu_" else [])
+    _check(ViewOut, pattern, names)
+
+
+class DeadBranch(nn.Module):
+    """``side`` is recorded but feeds nothing the score depends on."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 4, 3, padding=1)
+        self.side = nn.Conv2d(4, 4, 1)
+        self.fc = nn.Linear(4, 3)
+
+    def forward(self, x):
+        y = self.conv1(x)
+        self.side(y)
+        return self.fc(y.mean((2, 3)))
+
+
+class NoGradInside(nn.Module):
+    """A layer run under torch.no_grad inside the forward (as reentrant checkpointing does)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 4, 3, padding=1)
+        self.conv2 = nn.Conv2d(4, 4, 3, padding=1)
+        self.fc = nn.Linear(4, 3)
+
+    def forward(self, x):
+        y = self.conv1(x)
+        with torch.no_grad():
+            z = self.conv2(y)
+        return self.fc((y + z).mean((2, 3)))
+
+
+@pytest.mark.parametrize(("cls", "layer", "why"), [(DeadBranch, "side", "no gradient"),
+                                                    (NoGradInside, "conv2", "without autograd")])
+def test_a_layer_no_gradient_reaches_is_flagged_with_a_warning(cls, layer, why, tmp_path):
+    torch.manual_seed(0)
+    model = cls().eval()
+    x = torch.randn(1, 3, 8, 8, generator=torch.Generator().manual_seed(0))
+    with pytest.warns(RuntimeWarning, match=layer):
+        result = camanim.animate(model, x, layers="conv1,side,conv2")
+    recs = {r.name: r for r in result.layers}
+    assert why in recs[layer].flags["gradient"]
+    assert recs["conv1"].flags == {}
+    assert float(result.cams[recs["conv1"].index].max()) > 0
+    result.save(tmp_path / "run", video=False)
+    import json
+
+    layers = {d["name"]: d for d in json.loads((tmp_path / "run" / "manifest.json").read_text())["layers"]}
+    assert why in layers[layer]["flags"]["gradient"] and layers["conv1"]["flags"] == {}
