@@ -85,3 +85,34 @@ def out_of_place_resnet(monkeypatch) -> None:
         return self.relu(out + identity)
 
     monkeypatch.setattr(resnet.BasicBlock, "forward", basic_forward)
+
+
+def oriented_2d_projection(activation_batch):
+    """pytorch-grad-cam's ``get_2d_projection`` with camanim's sign rule (agree with the channel sum).
+
+    The reference keeps LAPACK's arbitrary sign; this is the same projection, oriented by the rule
+    ``camanim.methods.base.first_component`` documents, so the two can be compared exactly.
+    """
+    import numpy as np
+    from pytorch_grad_cam.utils.svd_on_activations import get_2d_projection
+
+    projections = get_2d_projection(activation_batch)
+    batch = np.nan_to_num(np.asarray(activation_batch, dtype=np.float64))
+    for i, acts in enumerate(batch):
+        flat = acts.reshape(acts.shape[0], -1)
+        channel_sum = (flat - flat.mean(axis=1, keepdims=True)).sum(axis=0)
+        if float(projections[i].reshape(-1).astype(np.float64) @ channel_sum) < 0:
+            projections[i] = -projections[i]
+    return projections
+
+
+@pytest.fixture
+def oriented_reference(monkeypatch) -> None:
+    """pytorch-grad-cam's eigen projections take camanim's sign rule for the test."""
+    import importlib
+
+    for name in ("base_cam", "eigen_cam", "eigen_grad_cam", "hirescam", "layer_cam", "grad_cam_elementwise",
+                 "seg_eigen_cam"):
+        module = importlib.import_module(f"pytorch_grad_cam.{name}")
+        if hasattr(module, "get_2d_projection"):
+            monkeypatch.setattr(module, "get_2d_projection", oriented_2d_projection)

@@ -44,6 +44,9 @@ from camanim.methods import CamMethod, MethodContext, get_methods, list_methods,
 from camanim.methods.perturbation import ScoreCAM as OurScoreCAM
 from camanim.trace import run_trace
 
+# eigen projections: the reference with camanim's documented sign rule (see first_component)
+pytestmark = pytest.mark.usefixtures("oriented_reference")
+
 
 def image(seed: int = 1, size: int = 20) -> torch.Tensor:
     return torch.randn(1, 3, size, size, generator=torch.Generator().manual_seed(seed))

@@ -31,6 +31,9 @@ from camanim.compute.maps import layer_cams, upsample
 from camanim.methods import CamMethod, MethodContext, cam_method, register_method
 from camanim.trace import run_trace
 
+# eigen projections: the reference with camanim's documented sign rule (see first_component)
+pytestmark = pytest.mark.usefixtures("oriented_reference")
+
 REFERENCE = {
     "gradcam": GradCAM, "hirescam": HiResCAM, "gradcam++": GradCAMPlusPlus, "xgradcam": XGradCAM,
     "layercam": LayerCAM, "gradcamelementwise": GradCAMElementWise, "eigencam": EigenCAM,

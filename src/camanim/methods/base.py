@@ -130,9 +130,19 @@ class LayerJob:
 def first_component(acts: torch.Tensor) -> torch.Tensor:
     """Project each image's centred (h*w, C) activation matrix on its first right singular vector.
 
-    The same quantity as pytorch-grad-cam's ``get_2d_projection``, without its full (h*w)^2 U
-    matrix. A singular vector's sign is arbitrary and decides the map after ReLU, so the SVD runs
-    in NumPy's LAPACK (reduced form), which picks the same sign as the reference does.
+    The same quantity as pytorch-grad-cam's ``get_2d_projection`` (EigenCAM, Muhammad & Yeasin 2020,
+    https://arxiv.org/abs/2008.00299), without its full (h*w)^2 U matrix, up to the sign. A singular
+    vector's sign is arbitrary and decides the map after the ReLU: pytorch-grad-cam keeps whatever
+    sign LAPACK returns, which changes with the number of BLAS threads (the same model and image then
+    give a map or its complement). camanim fixes it: the component is oriented so that it agrees
+    with the plain channel sum of the same matrix (a positive dot product with it), and LAPACK's
+    choice never shows.
+
+    Args:
+        acts: (B, C, h, w) activations (or weighted activations).
+
+    Returns:
+        (B, h, w) projections, same dtype and device.
     """
     acts = torch.nan_to_num(acts)
     b, c, h, w = acts.shape
@@ -142,7 +152,10 @@ def first_component(acts: torch.Tensor) -> torch.Tensor:
         x = x - x.mean(dim=0)
         _, _, vt = np.linalg.svd(x.detach().cpu().numpy(), full_matrices=False)
         v = torch.from_numpy(vt[0]).to(device=x.device, dtype=x.dtype)
-        out[i] = (x @ v).reshape(h, w)
+        proj = x @ v
+        if float(proj @ x.sum(dim=1)) < 0:
+            proj = -proj
+        out[i] = proj.reshape(h, w)
     return out
 
 
