@@ -58,7 +58,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..trace import eval_mode, logits_of
+from ..trace import class_scores, eval_mode, logits_of
 from .imputation import ImputationStream
 from .masks import PackedMasks, check_percentiles, masks_from_order, removed_count
 from .options import RoadOptions
@@ -217,20 +217,19 @@ class _Scorer:
     """Target score of batches of images, under inference mode."""
 
     def __init__(self, model: nn.Module, target: int, score: str, device: torch.device,
-                 output_key: str | int | None = None) -> None:
+                 output_key: str | int | None = None, probability: str = "softmax") -> None:
         self.model, self.target, self.score, self.device = model, target, score, device
-        self.output_key = output_key
+        self.output_key, self.probability = output_key, probability
 
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
         with torch.inference_mode():
             out = logits_of(self.model(images.to(self.device)), self.output_key)
         if out.ndim != 2 or out.shape[0] != images.shape[0]:
             raise ValueError("model: expected its output to be a (batch, classes) tensor of logits")
+        # a one-logit model has two classes (-z, z) and its probability is the sigmoid
+        out = class_scores(out.detach().to("cpu", torch.float64), self.probability if self.score == "prob" else "logit")
         if not 0 <= self.target < out.shape[1]:
             raise ValueError(f"target: {self.target} is not a class index of a {out.shape[1]}-class output")
-        out = out.detach().to("cpu", torch.float64)
-        if self.score == "prob":
-            out = out.softmax(dim=1)
         return out[:, self.target]
 
 
@@ -314,6 +313,7 @@ def ybroad(
     output_key: str | int | None = None,
     progress: Callable[[int, int], None] | None = None,
     options: RoadOptions | None = None,
+    probability: str = "softmax",
 ) -> YbRoad:
     """ROAD score of every layer's CAM (ybROAD).
 
@@ -346,6 +346,8 @@ def ybroad(
         progress: Called as ``progress(done, total)`` perturbed images, first with ``done=0``.
         options: All of ``percentiles`` ... ``batch_size`` at once (:class:`RoadOptions`, whose
             batch size is settled for the input's device); then those keywords keep their defaults.
+        probability: what ``score="prob"`` reads: ``"softmax"`` or ``"sigmoid"`` (the run's
+            ``options["probability"]``; a one-logit model's is always its sigmoid).
 
     Returns:
         A :class:`YbRoad`.
@@ -376,7 +378,7 @@ def ybroad(
     flat_clean = clean.reshape(channels, n_pixels)
 
     with eval_mode(model):
-        scorer = _Scorer(model, target, score, input_tensor.device, output_key)
+        scorer = _Scorer(model, target, score, input_tensor.device, output_key, probability)
         base = float(scorer(input_tensor)[0])
         if progress is not None:
             progress(0, total)
