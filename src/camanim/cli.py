@@ -188,7 +188,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-#: TEST HOOK (tests/test_cli_signals.py): ``CAMANIM_TEST_PAUSE_AT=STAGE`` makes a run, the first
+#: TEST HOOK (tests/rundir/test_cli.py): ``CAMANIM_TEST_PAUSE_AT=STAGE`` makes a run, the first
 #: time it reports progress of a stage whose name starts with STAGE ("cams", "frames", "encode",
 #: "report", ...), print ``camanim: test hook: paused at <stage>`` on stderr and sleep there for up
 #: to a minute, so that a test can send a real signal to the process at that very stage.
@@ -329,8 +329,8 @@ def _run(args: argparse.Namespace, cam: CamOptions, save: SaveOptions, road: Roa
         print(f"{where}predicted/target class: {t.index}{label}, p={t.score:.3f} "
               f"({res.options.get('probability', 'softmax')})")
         print(f"{where}layers: {len(res.layers)}  method: {res.method}  model: {res.model_info.get('name')}")
-    if loaded.info.get("weights") and "(" in str(loaded.info["weights"]) and args.weights not in ("default", "none"):
-        print(f"weights: {loaded.info['weights']}")  # which key of a training checkpoint was used
+    if loaded.info.get("weights_in_file"):  # which part of a training script's checkpoint was used
+        print(f"weights: {loaded.info['weights']} ({loaded.info['weights_in_file']})")
     if road is not None:
         # scored in memory, so the save below writes the ybROAD files and the report once
         cb = (lambda d, t: progress("ybROAD", d, t)) if progress else None

@@ -204,7 +204,9 @@ def state_dict_for(obj: object, model: nn.Module, path: Path, arch: str) -> tupl
     (Lightning, with every key prefixed ``model.``), ``{"model": ...}``, ``{"ema": ...}``, DataParallel's
     ``module.``, torch.compile's ``_orig_mod.``. Every dict of tensors in the file (three levels deep)
     is tried with every prefix that puts its keys onto the model's; the one that gives the most of
-    the model's keys is taken (a full fit first; shapes are checked when it is loaded).
+    the model's keys is taken (a full fit first, the first in the file of equals, so a timm
+    checkpoint gives its ``state_dict`` before its ``state_dict_ema``; shapes are checked when it
+    is loaded). Where it was found is returned, for the manifest and the CLI to say.
 
     Returns:
         The state dict with the model's key names, and e.g. ``"key 'state_dict', prefix 'model.' removed"``.
@@ -592,7 +594,9 @@ def load_model(
         loaded.info["channels"] = channels
     if ckpt is not None:
         load_checkpoint_into(loaded.module, ckpt, name, state)
-        loaded.info["weights"] = f"{ckpt} ({where})" if where else str(ckpt)
+        loaded.info["weights"] = str(ckpt)
+        if where:  # inside what a training script saved: which part was used
+            loaded.info["weights_in_file"] = where
     if input_size is not None:
         loaded.preprocess = with_input_size(loaded.preprocess, input_size)
         loaded.info["input_size"] = list(loaded.preprocess.crop)
