@@ -19,20 +19,20 @@ from .atomic import (
     prepare_out_dir,
     remove_stale_temp_dirs,
     replace_dir,
-    stale_temp_dirs,
     staged_dir,
+    stale_temp_dirs,
     write_text,
 )
 from .cams import SavedCams, read_cams, write_cams
 from .load import Frames, RunView, load_run
 from .manifest import (
-           read_json,
-           read_manifest,
-           run_manifest,
-           set_manifest,
-           with_outputs,
-           with_ybroad,
-           write_manifest,
+    read_json,
+    read_manifest,
+    run_manifest,
+    set_manifest,
+    with_outputs,
+    with_ybroad,
+    write_manifest,
 )
 from .write import Media, SaveOptions, write_media
 from .ybroad import read_ybroad, write_ybroad_tables

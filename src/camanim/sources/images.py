@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
+import re
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-
-import re
-import warnings
 
 import numpy as np
 import torch

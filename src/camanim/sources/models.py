@@ -554,6 +554,8 @@ def load_model(
             is unusable.
     """
     wspec = "none" if weights is None else str(weights)
+    if wspec == "pickled" and Path(name).is_file():
+        wspec = "default"  # a run's manifest spec of a pickled model (`camanim road` rebuilds it from that)
     ckpt: Path | None = None
     if wspec not in ("default", "none"):
         ckpt = Path(wspec)
