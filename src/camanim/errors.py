@@ -19,8 +19,10 @@ class InputError(ValueError):
 
 
 _PACKAGE = os.path.dirname(os.path.abspath(__file__)) + os.sep
-# camanim's own frames that run inside a model's forward: the recording wrapper, in-place safety
-_INSIDE_FORWARD = (os.path.join(_PACKAGE, "trace", "run.py"), os.path.join(_PACKAGE, "trace", "inplace.py"))
+# camanim's own frames that hand a model's call on inside its forward: the recording wrapper, and
+# the copy-on-write mode that runs every op of a model that writes in place
+_INSIDE_FORWARD = {(os.path.join(_PACKAGE, "trace", "run.py"), "forward_and_record"),
+                   (os.path.join(_PACKAGE, "trace", "inplace.py"), "__torch_function__")}
 
 
 def raised_by_model(exc: BaseException) -> bool:
@@ -32,14 +34,15 @@ def raised_by_model(exc: BaseException) -> bool:
     """
     tb = exc.__traceback__
     entered = False
-    last = ""
+    last = ("", "")
     while tb is not None:
-        filename = os.path.abspath(tb.tb_frame.f_code.co_filename)
-        if tb.tb_frame.f_code.co_name in ("_call_impl", "_wrapped_call_impl") and "torch" in filename:
+        code = tb.tb_frame.f_code
+        filename = os.path.abspath(code.co_filename)
+        if code.co_name in ("_call_impl", "_wrapped_call_impl") and "torch" in filename:
             entered = True
-        last = filename
+        last = (filename, code.co_name)
         tb = tb.tb_next
-    return entered and (not last.startswith(_PACKAGE) or last in _INSIDE_FORWARD)
+    return entered and (not last[0].startswith(_PACKAGE) or last in _INSIDE_FORWARD)
 
 
 def _first_line(exc: BaseException) -> str:
