@@ -264,7 +264,8 @@ def ybroad(result: CamResult, *, percentiles: Sequence[float] = (20, 40, 60, 80)
 
     Source: ROAD (Rong et al., 2022, https://arxiv.org/abs/2202.00449), per layer as in CAManim
     (https://arxiv.org/abs/2312.11772). Percentages are pixels *removed*; the score is the change of
-    the target's softmax probability (``score="logit"`` for logits). See :mod:`camanim.road`.
+    the target's probability, the one the result used (softmax, or sigmoid for ``score="sigmoid"``
+    and one-logit models), or of its logit (``score="logit"``). See :mod:`camanim.road`.
 
     The score is also kept on ``result.road``, so ``result.save()`` writes ``ybroad.csv/json/png``
     and the report shows the curve, in the one save.
