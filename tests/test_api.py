@@ -11,8 +11,10 @@ import pytest
 import torch
 import torchvision
 from PIL import Image
+from torch import nn
 
 import camanim
+from camanim import InputError
 from camanim.cli import main
 from camanim.draw.video import count_frames, probe
 
@@ -217,3 +219,109 @@ def test_road_for_run_on_a_run_missing_a_frame_changes_nothing(tmp_path, tiny, t
         camanim.road_for_run(tmp_path / "out", model=tiny, percentiles=(50,))
     after = {p.name: p.read_bytes() for p in (tmp_path / "out").iterdir() if p.is_file()}
     assert after == before  # no ybroad files, manifest and report untouched
+
+
+# -- errors in the model's own forward: one line; camanim's own bugs keep their traceback ------------
+
+
+class FixedSize(nn.Module):
+    """A CIFAR-style net: Flatten + Linear, so only its training size (32 x 32) goes through."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.features = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2))
+        self.head = nn.Sequential(nn.Flatten(), nn.Linear(8 * 16 * 16, 10))
+
+    def forward(self, x):
+        return self.head(self.features(x))
+
+
+class Picky(nn.Module):
+    """A model that checks its input itself and raises its own error."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3)
+        self.fc = nn.Linear(4, 2)
+
+    def forward(self, x):
+        if x.shape[-1] != 64:
+            raise ValueError(f"Picky takes 64 px images,\n got {x.shape[-1]}")
+        return self.fc(self.conv(x).mean((2, 3)))
+
+
+def test_fixed_size_model_fails_in_one_line_and_runs_at_input_size(tmp_path, capsys):
+    torch.manual_seed(0)
+    torch.save(FixedSize().eval(), tmp_path / "cifar_net.pt")
+    Image.fromarray((np.random.default_rng(0).random((40, 40, 3)) * 255).astype(np.uint8)).save(tmp_path / "x.png")
+    base = ["run", str(tmp_path / "x.png"), "--model", str(tmp_path / "cifar_net.pt"), "--trust-checkpoint",
+            "--no-video", "--quiet"]
+    assert main([*base, "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("camanim: error: model 'cifar_net.pt' failed on the input 1x3x224x224")
+    assert "mat1 and mat2 shapes cannot be multiplied" in err[0] and "--input-size H,W" in err[0]
+    assert not (tmp_path / "o").exists()
+    assert main([*base, "--input-size", "32", "--out", str(tmp_path / "o")]) == 0
+    saved = np.load(tmp_path / "o" / "cams.npz")
+    assert saved["input"].shape == (1, 3, 32, 32) and saved["cams"].shape[-2:] == (32, 32)
+    manifest = json.loads((tmp_path / "o" / "manifest.json").read_text())
+    assert manifest["model"]["input_size"] == [32, 32] and manifest["model"]["spec"]["input_size"] == [32, 32]
+    # in Python: input_size= on a module, or the loaded model
+    model = torch.load(tmp_path / "cifar_net.pt", weights_only=False)
+    r = camanim.animate(model, str(tmp_path / "x.png"), input_size=32)
+    np.testing.assert_allclose(r.cams.numpy(), saved["cams"], rtol=1e-5, atol=1e-7)
+    assert camanim.animate(model, str(tmp_path / "x.png"), input_size=(32, 32)).input_tensor.shape == (1, 3, 32, 32)
+    with pytest.raises(InputError, match="failed on the input 1x3x224x224"):
+        camanim.animate(model, str(tmp_path / "x.png"))
+    with pytest.raises(InputError, match="own preprocess"):
+        camanim.animate(model, str(tmp_path / "x.png"), input_size=32, preprocess=lambda im: torch.zeros(3, 32, 32))
+
+
+@pytest.mark.parametrize("text", ["abc", "0", "32,0,4", "-5"])
+def test_bad_input_size_is_one_line(tmp_path, capsys, text):
+    assert main(["run", "--model", "resnet18", "--weights", "none", "--input-size", text,
+                 "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"--input-size '{text}'" in err[0]
+
+
+def test_models_own_error_is_one_line_naming_model_shape_and_message(tmp_path, capsys):
+    torch.manual_seed(0)
+    for layers in ("all", "conv"):  # the error raised with and without camanim's recording wrapper around it
+        with pytest.raises(InputError, match=r"model 'Picky' failed on the input 1x3x40x40 \(ValueError: Picky "
+                                             r"takes 64 px images, got 40\)") as err:
+            camanim.animate(Picky().eval(), torch.rand(1, 3, 40, 40), layers=layers)
+        assert "\n" not in str(err.value)
+    ok = camanim.animate(Picky().eval(), torch.rand(1, 3, 64, 64))
+    assert torch.isfinite(ok.cams).all()
+    # in the CLI: exit 2, one line, and `camanim layers` says the same
+    torch.save(Picky().eval(), tmp_path / "picky.pt")
+    assert main(["layers", "--model", str(tmp_path / "picky.pt"), "--trust-checkpoint"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "failed on the input 1x3x224x224 (ValueError: Picky takes 64 px" in err[0]
+
+
+def test_camanims_own_bugs_keep_their_traceback(monkeypatch):
+    """A fault in camanim's code (here: the recorder handed something that is not a tensor) is not
+    blamed on the user's model: it propagates as itself."""
+    import camanim.trace.run as run
+
+    class NotATensor:
+        pass
+
+    monkeypatch.setattr(run, "first_tensor", lambda output: NotATensor())
+    with pytest.raises(AttributeError, match="shape"):
+        camanim.animate(Picky().eval(), torch.rand(1, 3, 64, 64))
+
+
+def test_layer_pattern_matching_nothing_names_the_library_and_real_names(capsys):
+    assert main(["run", "sample:coffee", "--model", "convnext_tiny", "--weights", "none",
+                 "--layers", "stages.2*", "--out", "never-written"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "matches no layer of torchvision's convnext_tiny" in err[0]
+    assert "features, features.0, features.1" in err[0] and "camanim layers --model convnext_tiny" in err[0]
+    assert not Path("never-written").exists()
+    with pytest.raises(InputError, match="matches no layer of timm's resnet18, whose layers are named like conv1, bn1"):
+        camanim.animate("timm:resnet18", "sample:cat", weights="none", layers="layer9*")
+    with pytest.raises(InputError, match="matches no layer of Picky, whose layers are named like conv, fc:"):
+        camanim.trace_layers(Picky(), "layer4*")

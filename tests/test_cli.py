@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+from pathlib import Path
 
 import imageio_ffmpeg
 import numpy as np
@@ -216,3 +217,82 @@ def test_progress_bars_when_forced(tmp_path, capsys, monkeypatch):
     err = capsys.readouterr().err
     assert "cams gradcam" in err and "frames local" in err and "frames global" in err
     assert re.search(r"frames local: 100%\|.*\| (\d+)/\1", err)
+
+
+# -- the README's command lines work as written ------------------------------------------------------
+
+
+def _readme_commands() -> tuple[list[str], str]:
+    """Every command line of the README's "Command line" section and of its plugin example, and the
+    plugin module the README shows (``my_cams.py``)."""
+    text = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    cli = text[text.index("## Command line"):text.index("## Python")]
+    plugin = text[text.index("**Your own method.**"):]
+    blocks = re.findall(r"```bash\n(.*?)```", cli, re.S) + re.findall(r"```bash\n(.*?)```", plugin, re.S)[:1]
+    lines = [ln.strip() for b in blocks for ln in b.splitlines() if ln.strip()]
+    module = re.search(r"```python\n# my_cams.py\n(.*?)```", plugin, re.S)
+    assert module is not None
+    return lines, module.group(1)
+
+
+def _files_the_readme_names(folder: Path) -> None:
+    """photo.jpg, a.png, b.png, scan.png, x.png, my_finetuned.pt, labels.txt and cifar_net.pt, made here."""
+    import skimage.data
+    import torch
+    import torchvision
+    from torch import nn
+
+    cat, coffee = Image.fromarray(skimage.data.chelsea()), Image.fromarray(skimage.data.coffee())
+    for name in ("photo.jpg", "a.png", "scan.png"):
+        cat.resize((160, 120)).save(folder / name)
+    coffee.resize((120, 90)).save(folder / "b.png")
+    cat.resize((40, 40)).save(folder / "x.png")
+    torch.manual_seed(0)
+    torch.save(torchvision.models.resnet50(weights=None, num_classes=2).state_dict(), folder / "my_finetuned.pt")
+    (folder / "labels.txt").write_text("benign\nmalignant\n")
+    net = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(), nn.Linear(2048, 10))
+    torch.save(net.eval(), folder / "cifar_net.pt")
+
+
+@pytest.mark.slow
+def test_every_readme_command_line_runs(tmp_path, monkeypatch, capsys):
+    """Each command of the README's CLI section (and its plugin example) runs as written: the files it
+    names are made here, and ``--weights none`` is added where the library's weights would be
+    downloaded (``--quiet`` to runs, for a quiet log)."""
+    import shlex
+    import sys
+
+    from camanim.sources import list_models
+
+    lines, plugin = _readme_commands()
+    assert len(lines) >= 12 and all(ln.split()[0] in ("camanim", "PYTHONPATH=.") for ln in lines), lines
+    assert "my_cams:PositiveGradCAM" in " ".join(lines) and "class PositiveGradCAM" in plugin
+    _files_the_readme_names(tmp_path)
+    (tmp_path / "my_cams.py").write_text(plugin)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))  # PYTHONPATH=.
+    monkeypatch.delitem(sys.modules, "my_cams", raising=False)
+    builtin = set(list_models()["builtin"])
+    printed = {}
+    for line in lines:
+        args = shlex.split(line, comments=True)
+        args = args[2:] if args[0] == "PYTHONPATH=." else args[1:]
+        command = args[0] if args and not args[0].startswith("-") else "run"
+        model = args[args.index("--model") + 1] if "--model" in args else None
+        if command == "run" and model and model not in builtin and not model.endswith(".pt") \
+                and "--weights" not in args:
+            args += ["--weights", "none"]
+        if command == "run":
+            args += ["--quiet"]
+        capsys.readouterr()
+        assert main(args) == 0, (line, capsys.readouterr().err)
+        printed[line] = capsys.readouterr().out
+    assert all(printed.values())
+    by_start = {line.split("#")[0].strip(): out for line, out in printed.items()}
+    assert "layers: 5" in by_start["camanim run x.png --model cifar_net.pt --trust-checkpoint --input-size 32"]
+    assert "(benign)" in printed[next(ln for ln in lines if "my_finetuned.pt" in ln)] or \
+        "(malignant)" in printed[next(ln for ln in lines if "my_finetuned.pt" in ln)]
+    assert "posgradcam" in printed[next(ln for ln in lines if "my_cams:PositiveGradCAM" in ln)]
+    top = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    assert top["kind"] == "set" and len(top["runs"]) == 2 * 2 * 2 and len(top["grids"]) == 2 * 2  # images x classes
+    assert (tmp_path / "camanim-out" / "camanim_methods_grid.mp4").is_file()  # the last: a plugin and gradcam

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from .compute import CamOptions, explain, is_multi_target
-from .errors import InputError
+from .errors import InputError, model_errors
 from .methods import get_methods
 from .report import write_report
 from .results import CamResult, CamSet
@@ -29,12 +29,15 @@ from .sources import (
     DEFAULT_IMAGE,
     DEFAULT_MODEL,
     LoadedModel,
+    Preprocess,
     as_images,
     default_preprocess,
+    for_model,
     load_model,
     prepare_input,
+    with_input_size,
 )
-from .trace import LayerRecord, LayerSpec, run_trace
+from .trace import LayerRecord, LayerSpec, run_trace, select_layers
 
 Progress = Callable[[str, int, int], None]
 
@@ -69,6 +72,50 @@ def _device_for(module: nn.Module, device: str | torch.device | None) -> tuple[n
     return module.to(dev), dev
 
 
+#: what a model that fails on its input can be given instead (CLI flags and Python keywords)
+FORWARD_HINT = ("if the model takes another input size or channel count, give it: --input-size H,W "
+                "(input_size=) or --channels N, or a tensor of the right shape")
+
+
+def check_layers(module: nn.Module, layers: LayerSpec, info: Mapping[str, Any]) -> None:
+    """Check that ``layers`` selects a layer of ``module`` before any pass; else say whose names it has.
+
+    Raises:
+        InputError: nothing is selected; the line names the library the model came from and a few of
+            its real layer names.
+    """
+    try:
+        select_layers(module, layers)
+    except InputError as exc:
+        if "matches no layer" not in str(exc):
+            raise
+        names = [n for n, _ in module.named_modules() if n and n.count(".") <= 1]
+        shown = ", ".join(names[:8]) + (", ..." if len(names) > 8 else "")
+        arch = str(info.get("architecture") or info.get("name") or type(module).__name__)
+        source, _, bare = arch.partition(":")
+        whose = f"{source}'s {bare}" if bare else arch
+        raise InputError(f"layer pattern '{layers}' matches no layer of {whose}, whose layers are named like "
+                         f"{shown}: see 'camanim layers --model {info.get('name', bare or arch)}'") from None
+
+
+def _preprocess_for(module: nn.Module, loaded: LoadedModel | None, preprocess: Callable | None,
+                    input_size: tuple[int, int] | int | None) -> Callable | None:
+    """The preprocessing of this call: the given one, the loaded model's, or ImageNet's, at ``input_size``.
+
+    Raises:
+        InputError: ``input_size`` beside a user transform (its size is the transform's).
+    """
+    if input_size is None:
+        return preprocess if preprocess is not None or loaded is not None else default_preprocess(module)
+    if preprocess is not None and not isinstance(preprocess, Preprocess):
+        raise InputError("input_size= with your own preprocess transform: set the size in the transform")
+    size = (input_size, input_size) if isinstance(input_size, int) else tuple(input_size)
+    if len(size) != 2:
+        raise InputError(f"input_size={input_size!r}: give (height, width) or one size for both")
+    base = preprocess if preprocess is not None else (loaded.preprocess if loaded else default_preprocess(module))
+    return with_input_size(base, size)
+
+
 def animate(
     model: nn.Module | str | LoadedModel = DEFAULT_MODEL,
     image: Any = DEFAULT_IMAGE,
@@ -90,6 +137,7 @@ def animate(
     aug_smooth: bool = False,
     batch_size: int | None = None,
     options: CamOptions | None = None,
+    input_size: tuple[int, int] | int | None = None,
 ) -> CamResult | CamSet:
     """Compute the CAM of every selected layer in one forward and one backward pass (CAManim).
 
@@ -100,7 +148,8 @@ def animate(
         model: a model name (built-in, torchvision, timm), a :class:`LoadedModel`, or any ``nn.Module``.
         image: ``sample:NAME``, an image path, a PIL image, an (H, W, 3) array, or a ready input tensor
             (C, H, W) / (1, C, H, W); a list of them (or a (B, C, H, W) batch) explains each image, in
-            one batched pass, with its own target.
+            one batched pass, with its own target. The input goes to the model's device and dtype
+            (a float16/bfloat16 model gets a half input; CAMs are float32); other ranks are refused.
         method: a registered method name (``camanim methods``), ``pkg.module:Class``/``file.py:Class``
             (a plugin), or several, ``"gradcam,hirescam,scorecam"`` or a list: they share the pass.
         layers: ``all``, ``leaves``, a glob, ``re:REGEX`` or ``type:Conv2d`` (see :func:`camanim.select_layers`).
@@ -118,12 +167,17 @@ def animate(
             (see :mod:`camanim.trace.layouts`).
         skip_non_spatial: leave out layers without a 2-D map (pooling, flatten, Linear) instead of
             drawing their 1-D evidence as a stripe.
-        score: what is explained: the target's ``logit`` or its ``softmax`` probability.
+        score: what is explained: the target's ``logit``, its ``softmax`` probability, or its ``sigmoid``
+            probability (multi-label models: each class on its own). A model with one output logit z
+            has two classes, 1 (logit z) and 0 (logit -z), and its probability is always sigmoid(z).
+            ``result.options["probability"]`` (and the manifest) says which probability was used.
         aug_smooth: test-time augmentation (flip x [0.9, 1, 1.1]) per layer, as pytorch-grad-cam's.
         batch_size: images per extra forward of ScoreCAM/AblationCAM (packed across channels and layers);
             default 8 on the CPU (fastest per image on a laptop-class CPU), 64 on a GPU.
         options: all of ``layers`` ... ``batch_size`` at once (the CLI builds one); then those
             keywords must be left at their defaults.
+        input_size: (height, width) (or one int) the model takes, for a model whose size camanim cannot
+            know: images are resized and cropped to it (not a ready tensor).
 
     Returns:
         A :class:`CamResult` with raw CAMs (L, H, W) at input size; ``result.save(out_dir)`` writes
@@ -133,7 +187,9 @@ def animate(
 
     Raises:
         InputError: an unknown model, method, image, layer pattern, label or layout; a class out of
-            range; CUDA without a GPU; a model output without (batch, classes) logits.
+            range; CUDA without a GPU; a model output without (batch, classes) logits; an input tensor
+            that is not (C, H, W) or (B, C, H, W) floating point; an error the model's own forward
+            raises on the input (one line: the model, the input shape and its message).
         TypeError: ``model`` is not a name, a LoadedModel or an nn.Module; ``options`` is not a
             CamOptions, or is given beside a keyword set to something else than its default.
 
@@ -141,24 +197,36 @@ def animate(
         >>> result = camanim.animate("resnet18", "sample:cat", weights="none", layers="layer*")
         >>> result.save("out")
     """
+    # gradients are needed even when called under torch.inference_mode() (serving code, Lightning's predict)
+    with torch.inference_mode(False):
+        return _animate(model, image, method, weights, preprocess, labels, device, progress, input_size,
+                        options_or_keywords(options, CamOptions, dict(
+                            layers=layers, target=target, score=score, eigen_smooth=eigen_smooth,
+                            aug_smooth=aug_smooth, batch_size=batch_size, seed=seed, output_key=output_key,
+                            layouts=layouts, skip_non_spatial=skip_non_spatial)))
+
+
+def _animate(model: nn.Module | str | LoadedModel, image: Any, method: str | Sequence[str],
+             weights: str | Path | None, preprocess: Callable | None, labels: Sequence[str] | None,
+             device: str | torch.device | None, progress: Progress | None,
+             input_size: tuple[int, int] | int | None, opts: CamOptions) -> CamResult | CamSet:
     t0 = time.perf_counter()
-    opts = options_or_keywords(options, CamOptions, dict(
-        layers=layers, target=target, score=score, eigen_smooth=eigen_smooth, aug_smooth=aug_smooth,
-        batch_size=batch_size, seed=seed, output_key=output_key, layouts=layouts, skip_non_spatial=skip_non_spatial))
     module, info, label_list, loaded = _resolve_model(model, weights)
     if labels is not None:
         label_list = list(labels)
     methods = get_methods(method)
-    if preprocess is None and loaded is None:
-        preprocess = default_preprocess(module)
+    preprocess = _preprocess_for(module, loaded, preprocess, input_size)
     images, several = as_images(image)
     prepared = [prepare_input(im, preprocess, loaded) for im in images]
+    check_layers(module, opts.layers, info)
     module, dev = _device_for(module, device)
     opts = opts.for_device(dev.type)
+    inputs = [for_model(x, module, dev) for x, _, _ in prepared]
     t_load = time.perf_counter()
-    rows = explain(module, [x.to(dev) for x, _, _ in prepared], methods, opts, labels=label_list,
-                   num_classes=info.get("num_classes") or (len(label_list) if label_list else None),
-                   progress=progress)
+    with model_errors(str(info.get("name")), tuple(inputs[0].shape), FORWARD_HINT):
+        rows = explain(module, inputs, methods, opts, labels=label_list,
+                       num_classes=info.get("num_classes") or (len(label_list) if label_list else None),
+                       progress=progress)
     if rows:
         info.setdefault("num_classes", rows[0].num_classes)
     results = [CamResult.from_row(row, prepared[row.image][1], prepared[row.image][2], module, info) for row in rows]
@@ -170,20 +238,22 @@ def animate(
                         is_multi_target(opts.target))
 
 
-def trace_layers(model: nn.Module | str, layers: LayerSpec = "all", *, weights: str | None = "none",
+def trace_layers(model: nn.Module | str | LoadedModel, layers: LayerSpec = "all", *, weights: str | None = "none",
                  image: Any = DEFAULT_IMAGE, layouts: Mapping[str, str] | None = None) -> list[LayerRecord]:
     """The layers :func:`animate` would record (one forward, no gradients), with shapes and parameter counts.
 
     Raises:
-        InputError: an unknown model or image, a layer pattern that selects nothing, or a bad layout.
+        InputError: an unknown model or image, a layer pattern that selects nothing, a bad layout, or
+            an error the model's own forward raises on the input.
     """
-    loaded = load_model(model, weights) if isinstance(model, str) else None
+    loaded = load_model(model, weights) if isinstance(model, str) else model if isinstance(model, LoadedModel) else None
     module = loaded.module if loaded else model
-    x, _, _ = prepare_input(image, None, loaded)
+    info = loaded.info if loaded else {"name": type(module).__name__}
+    x, _, _ = prepare_input(image, None if loaded else default_preprocess(module), loaded)
+    check_layers(module, layers, info)
     p = next(module.parameters(), None)
-    if p is not None:
-        x = x.to(p.device)
-    with torch.no_grad():
+    x = for_model(x, module, p.device if p is not None else torch.device("cpu"))
+    with torch.no_grad(), model_errors(str(info.get("name")), tuple(x.shape), FORWARD_HINT):
         return run_trace(module, x, layers, gradients=False, keep_activations=False, layouts=layouts).records
 
 
@@ -193,7 +263,8 @@ def _score_one(result: CamResult, opts: RoadOptions, progress: Callable[[int, in
     x = result.input_tensor
     yb = road_ybroad(result.model, x, result.cams.to(x.device), result.target.index,
                      layers=[r.to_dict() for r in result.layers],
-                     output_key=result.options.get("output_key"), progress=progress, options=opts)
+                     output_key=result.options.get("output_key"), progress=progress, options=opts,
+                     probability=result.options.get("probability", "softmax"))
     result.road = yb
     return yb
 
@@ -213,7 +284,8 @@ def ybroad(result: CamResult | CamSet | Sequence[CamResult], *, percentiles: Seq
 
     Source: ROAD (Rong et al., 2022, https://arxiv.org/abs/2202.00449), per layer as in CAManim
     (https://arxiv.org/abs/2312.11772). Percentages are pixels *removed*; the score is the change of
-    the target's softmax probability (``score="logit"`` for logits). See :mod:`camanim.road`.
+    the target's probability, the one the result used (softmax, or sigmoid for ``score="sigmoid"``
+    and one-logit models), or of its logit (``score="logit"``). See :mod:`camanim.road`.
 
     One result: its score is also kept on ``result.road``, so ``result.save()`` writes
     ``ybroad.csv/json/png`` and the report shows the curve, in the one save. Several results (a list
@@ -310,7 +382,8 @@ def road_for_run(out_dir: str | Path, *, model: nn.Module | None = None, trust_c
     mod, dev = _device_for(mod, device)
     layers = manifest["layers"]
     yb = road_ybroad(mod, torch.from_numpy(saved.input).to(dev), torch.from_numpy(saved.cams).to(dev), saved.target,
-                     layers=layers, output_key=manifest.get("options", {}).get("output_key"), progress=progress, options=opts)
+                     layers=layers, output_key=manifest.get("options", {}).get("output_key"), progress=progress, options=opts,
+                     probability=manifest.get("options", {}).get("probability", "softmax"))
     paths = write_ybroad(out, yb)
     write_manifest(out, with_ybroad(manifest, yb.summary()))
     # the run as loaded above, with its new scores: the folder is not read again

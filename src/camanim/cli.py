@@ -5,7 +5,10 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import signal
 import sys
+import threading
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -46,6 +49,25 @@ def _csv(text: str) -> list[str]:
     return [t.strip() for t in text.split(",") if t.strip()]
 
 
+def _input_size(text: str | None) -> tuple[int, int] | None:
+    """``--input-size H`` or ``H,W`` as (height, width)."""
+    if text is None:
+        return None
+    parts = [p.strip() for p in text.replace("x", ",").split(",")]
+    if len(parts) not in (1, 2) or not all(p.isdigit() and int(p) > 0 for p in parts):
+        raise InputError(f"--input-size '{text}' must be H or H,W in pixels, e.g. --input-size 32 or 224,320")
+    return (int(parts[0]), int(parts[-1]))
+
+
+def _load(args: argparse.Namespace):
+    """The model of ``--model``/``--weights``/... (a :class:`camanim.sources.LoadedModel`)."""
+    from .sources import load_model
+
+    return load_model(args.model, args.weights, num_classes=args.num_classes, labels=args.labels,
+                      channels=args.channels, trust_checkpoint=args.trust_checkpoint,
+                      input_size=_input_size(args.input_size))
+
+
 def _layouts(items: Sequence[str] | None) -> dict[str, str]:
     """``--layout NAME=LAYOUT`` options as a dict (the layouts themselves are checked by the trace)."""
     out: dict[str, str] = {}
@@ -65,8 +87,12 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
                    help="'default' (the name's pretrained weights), 'none' (random) or a state dict PATH")
     p.add_argument("--num-classes", type=int, default=None, help="classes of your checkpoint's head")
     p.add_argument("--labels", default=None, help="text file with one class name per line")
-    p.add_argument("--channels", type=int, default=None, choices=(1, 3),
-                   help="input channels, 1 for grey-scale models [the checkpoint's first conv, else 3]")
+    p.add_argument("--channels", type=int, default=None,
+                   help="input channels the model's first convolution takes (1: grey images; an image file gives "
+                        "1 or 3) [the checkpoint's first conv, else the model's]")
+    p.add_argument("--input-size", default=None, metavar="H[,W]",
+                   help="input size the model takes, for models whose size camanim cannot know (a pickled "
+                        "32x32 net): images are resized and centre-cropped to it [the weights' recipe, else 224]")
     p.add_argument("--trust-checkpoint", action="store_true",
                    help="allow --model PATH, a full model saved with torch.save(model): unpickling runs its code")
     p.add_argument("--layers", default="all",
@@ -88,8 +114,9 @@ def _add_run_args(p: argparse.ArgumentParser, image_optional: bool = True) -> No
     p.add_argument("--target", default=None,
                    help="class index or label for every image, one per image as 281,eel, or topk:K for each "
                         "image's K top classes (OUT/class_<k>/ each) [the predicted class]")
-    p.add_argument("--score", default="logit", choices=("logit", "softmax"),
-                   help="what a CAM explains: the target's logit or its softmax probability [logit]")
+    p.add_argument("--score", default="logit", choices=("logit", "softmax", "sigmoid"),
+                   help="what a CAM explains: the target's logit, its softmax probability, or its sigmoid "
+                        "probability (multi-label models); a one-logit model's probability is its sigmoid [logit]")
     p.add_argument("--batch-size", type=int, default=None,
                    help="images per extra forward of ScoreCAM/AblationCAM, packed across layers "
                         "[8 on the CPU, 64 on a GPU]")
@@ -118,7 +145,7 @@ def _add_road_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--road-percentiles", default="20,40,60,80",
                    help="percent of pixels REMOVED at each ROAD step [20,40,60,80]")
     p.add_argument("--road-score", default="prob", choices=("prob", "logit"),
-                   help="change in the target's softmax probability (prob) or logit [prob]")
+                   help="change in the target's probability (prob: the run's softmax or sigmoid) or logit [prob]")
     p.add_argument("--road-trials", type=int, default=None,
                    help="noise draws per layer, and random pixel rankings of the chance baseline; 2 or more give "
                         "each layer a 95%% interval [3]")
@@ -178,14 +205,41 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _progress(quiet: bool):
-    if quiet or not sys.stderr.isatty() and not _force_progress():
+#: TEST HOOK (tests/rundir/test_cli.py): ``CAMANIM_TEST_PAUSE_AT=STAGE`` makes a run, the first
+#: time it reports progress of a stage whose name starts with STAGE ("cams", "frames", "encode",
+#: "report", ...), print ``camanim: test hook: paused at <stage>`` on stderr and sleep there for up
+#: to a minute, so that a test can send a real signal to the process at that very stage.
+PAUSE_AT = "CAMANIM_TEST_PAUSE_AT"
+
+
+def _pause_hook():
+    stage = os.environ.get(PAUSE_AT)
+    if not stage:
         return None
+    paused: list[str] = []
+
+    def maybe_pause(name: str) -> None:
+        if not paused and name.startswith(stage):
+            paused.append(name)
+            print(f"camanim: test hook: paused at {name}", file=sys.stderr, flush=True)
+            time.sleep(60)
+
+    return maybe_pause
+
+
+def _progress(quiet: bool):
+    hook = _pause_hook()
+    if quiet or not sys.stderr.isatty() and not _force_progress():
+        if hook is None:
+            return None
+        return lambda stage, done, total: hook(stage)
     from tqdm import tqdm
 
     bars: dict[str, tqdm] = {}
 
     def update(stage: str, done: int, total: int) -> None:
+        if hook is not None:
+            hook(stage)
         bar = bars.get(stage)
         if bar is None:
             bar = bars[stage] = tqdm(total=total, desc=stage, unit="layer" if total > 1 else "file",
@@ -277,12 +331,10 @@ def _run(args: argparse.Namespace, cam: CamOptions, save: SaveOptions, road: Roa
     from .api import animate, ybroad
     from .compute.targets import per_image
     from .rundir import prepare_out_dir
-    from .sources import load_model
-
+    _input_size(args.input_size)
     prepare_out_dir(Path(args.out))
     progress = _progress(args.quiet)
-    loaded = load_model(args.model, args.weights, num_classes=args.num_classes, labels=args.labels,
-                        channels=args.channels, trust_checkpoint=args.trust_checkpoint)
+    loaded = _load(args)
     images = args.image if isinstance(args.image, list) else [args.image]
     cam = dataclasses.replace(cam, target=per_image(args.target, len(images), loaded.labels))
     result = animate(loaded, images if len(images) > 1 else images[0], method=args.method, device=args.device,
@@ -291,8 +343,11 @@ def _run(args: argparse.Namespace, cam: CamOptions, save: SaveOptions, road: Roa
         t = res.target
         label = f" ({t.label})" if t.label else ""
         where = f"{folder}: " if folder else ""
-        print(f"{where}predicted/target class: {t.index}{label}, p={t.score:.3f}")
+        print(f"{where}predicted/target class: {t.index}{label}, p={t.score:.3f} "
+              f"({res.options.get('probability', 'softmax')})")
         print(f"{where}layers: {len(res.layers)}  method: {res.method}  model: {res.model_info.get('name')}")
+    if loaded.info.get("weights_in_file"):  # which part of a training script's checkpoint was used
+        print(f"weights: {loaded.info['weights']} ({loaded.info['weights_in_file']})")
     if road is not None:
         # scored in memory, so the save below writes the ybROAD files and the report once
         cb = (lambda d, t: progress("ybROAD", d, t)) if progress else None
@@ -318,18 +373,10 @@ def cmd_layers(args: argparse.Namespace) -> int:
     Returns:
         The exit code, 0.
     """
-    import torch
-
-    from .sources import load_model, prepare_input
-    from .trace import run_trace
+    from .api import trace_layers
 
     layouts = _layouts(args.layout)
-    loaded = load_model(args.model, args.weights, num_classes=args.num_classes, labels=args.labels,
-                        channels=args.channels, trust_checkpoint=args.trust_checkpoint)
-    x, _, _ = prepare_input(args.image, None, loaded)
-    with torch.no_grad():
-        records = run_trace(loaded.module, x, args.layers, gradients=False, keep_activations=False,
-                            layouts=layouts).records
+    records = trace_layers(_load(args), args.layers, image=args.image, layouts=layouts)
     width = max((len(r.name) for r in records), default=4)
     print(f"{'index':>5}  {'name':<{width}}  {'type':<22} {'output shape':<22} {'params':>12}  layout")
     for r in records:
@@ -486,8 +533,43 @@ def _run_dir(path: str) -> Path:
 COMMANDS = {"run": cmd_run, "road": cmd_road, "report": cmd_report, "compare": cmd_compare, "figure": cmd_figure, "layers": cmd_layers, "methods": cmd_methods, "models": cmd_models}
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (kill, timeout, docker stop, job schedulers): stops a run the way Ctrl-C does.
+
+    A KeyboardInterrupt, so every clean-up that Ctrl-C runs (the temporary run folder removed, the
+    encoders stopped) runs for it too; the exit code is 143 (128 + SIGTERM), as a shell reports it.
+    """
+
+
+def _on_sigterm(signum: int, frame: object) -> None:
+    # once: a second SIGTERM must not cut the clean-up short
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    raise Terminated
+
+
+@contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """SIGTERM raises :class:`Terminated` in the main thread while the command runs."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _on_sigterm)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _quiet_stdout() -> None:
+    """The reader of stdout went away (``camanim models | head``): send what is left nowhere."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point. Returns the exit code: 0 on success, 2 on bad input (one line on stderr)."""
+    """Entry point. Returns the exit code: 0 on success, 2 on bad input (one line on stderr), 130 on
+    Ctrl-C, 143 on SIGTERM (nothing left behind either way), 141 when the reader of stdout went away."""
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or (argv[0] not in SUBCOMMANDS and argv[0] not in ("-h", "--help", "--version")):
         argv = ["run", *argv]
@@ -495,19 +577,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = build_parser().parse_args(argv)
     except SystemExit as exc:  # --help, --version, or a parse error already told in one line
         return exc.code if isinstance(exc.code, int) else 0
-    with _own_log_records_only():
+    with _own_log_records_only(), _sigterm_as_interrupt():
         try:
-            return COMMANDS[args.command](args)
+            code = COMMANDS[args.command](args)
+            sys.stdout.flush()  # a reader gone away shows here, not at exit
+            return code
         except InputError as exc:
             print(f"camanim: error: {exc}", file=sys.stderr)
             return 2
+        except Terminated:
+            print("camanim: terminated (SIGTERM)", file=sys.stderr)
+            return 143
         except KeyboardInterrupt:
             print("camanim: interrupted", file=sys.stderr)
             return 130
         except BrokenPipeError:
             # the reader went away (`camanim layers | head`): stop quietly, as other tools do
-            devnull = os.open(os.devnull, os.O_WRONLY)
-            os.dup2(devnull, sys.stdout.fileno())
+            _quiet_stdout()
             return 141
 
 

@@ -66,7 +66,11 @@ def display_html(text: str) -> None:
 
 @dataclass
 class Target:
-    """The explained class: its index, its label (None without labels) and its softmax probability."""
+    """The explained class: its index, its label (None without labels) and its probability.
+
+    The probability is the softmax's, or the sigmoid's for ``score="sigmoid"`` and one-logit models
+    (the result's ``options["probability"]`` says which).
+    """
 
     index: int
     label: str | None

@@ -103,7 +103,7 @@ def test_softmax_score_changes_what_is_explained():
     soft = camanim.animate(model, x, method="gradcam", target=2, score="softmax")
     assert soft.options["score"] == "softmax" and logit.options["score"] == "logit"
     assert not torch.allclose(logit.cams, soft.cams)
-    with pytest.raises(InputError, match="logit or softmax"):
+    with pytest.raises(InputError, match="logit, softmax or sigmoid"):
         camanim.animate(model, x, score="probability")
 
 

@@ -76,3 +76,34 @@ def test_mp4_is_h264_yuv420p_with_one_frame_per_layer(tmp_path):
 
     with Image.open(gif) as im:
         assert im.n_frames == 7
+
+
+@pytest.mark.parametrize("hw,width,panel,box", [
+    ((32, 32), 64, (64, 64), (0, 0, 64, 64)),            # ordinary pictures fill the panel, as before
+    ((300, 451), 320, (208, 320), (0, 0, 208, 320)),
+    ((60, 1), 320, (1280, 320), (0, 149, 1280, 21)),     # a 60 x 1 signal: 4x as tall as wide at most, padded
+    ((1, 60), 320, (16, 320), (5, 0, 5, 320)),          # a 1 x 60 one: 16 px tall at least, padded
+    ((50000, 3), 4000, (4096, 4000), (0, 1999, 4096, 1)),  # at least 1 px wide
+    ((10, 10), 9000, (4096, 4096), (0, 0, 4096, 4096)),  # the width is capped too
+])
+def test_panel_of_any_aspect_ratio_fits_every_encoder(hw, width, panel, box):
+    from camanim.draw import panel_box
+
+    assert panel_size(hw, width) == panel and panel_box(hw, width) == box
+    ph, pw = panel
+    assert ph % 16 == 0 and pw % 16 == 0 and ph <= 4096 and pw <= 4096 and ph <= 4 * pw
+
+
+def test_thin_picture_is_drawn_at_its_aspect_with_the_padding_as_background():
+    image = np.full((60, 1, 3), 100, np.uint8)
+    normed = torch.zeros(2, 60, 1)
+    normed[0, :30] = 1.0  # the top half hot in layer 0
+    frames = render_frames(image, normed, _records(2), "local", FrameStyle(width=320, alpha=0.5))
+    assert frames.shape == (2, 1280 + 48 + 16, 320, 3)
+    lut = colormap_lut("jet").astype(float)
+    left, w = 149, 21
+    np.testing.assert_allclose(frames[0, 100, left + 10], (0.5 * 100 + 0.5 * lut[255]).round(), atol=1)
+    np.testing.assert_allclose(frames[0, 1200, left + 10], (0.5 * 100 + 0.5 * lut[0]).round(), atol=1)
+    for f in frames:  # both sides of the picture are background, on map and non-spatial frames alike
+        assert (f[:1280, :left] == (24, 24, 28)).all() and (f[:1280, left + w:] == (24, 24, 28)).all()
+    np.testing.assert_allclose(frames[1, 600, left + 10], [55, 55, 55], atol=1)  # the dimmed picture

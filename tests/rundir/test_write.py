@@ -10,7 +10,7 @@ import torch
 
 import camanim
 from camanim import InputError, SaveOptions
-from camanim.draw import count_frames
+from camanim.draw import FrameStyle, count_frames
 from camanim.rundir import names
 
 
@@ -23,6 +23,8 @@ from camanim.rundir import names
     ({"normalisations": ("local", "local")}, "names a normalisation twice"),
     ({"formats": ("mp4", "mp4")}, "names a format twice"),
     ({"formats": ()}, "no video format given"),
+    ({"style": FrameStyle(width=8)}, "--frame-width 8: give 16 to 4096"),
+    ({"style": FrameStyle(width=5000)}, "--frame-width 5000: give 16 to 4096"),
 ])
 def test_bad_save_options_are_refused(kwargs, message):
     with pytest.raises(InputError, match=message):
@@ -60,3 +62,26 @@ def test_road_in_memory_is_saved_once_with_the_run(tiny, tiny_input, tmp_path, m
     assert saved["layers"][0]["ybroad"] == pytest.approx(float(yb.curve_mean[0]))
     assert {"ybroad_csv", "ybroad_json", "ybroad_png"} <= set(written)
     assert 'id="report-data"' in (tmp_path / "out" / "report.html").read_text() and torch.isfinite(yb.curve_mean[0])
+
+
+@pytest.mark.parametrize("shape", [(60, 1), (1, 60), (3000, 7)])
+def test_inputs_of_any_aspect_ratio_save_with_videos_and_report(tmp_path, shape):
+    """A 60 x 1 signal laid out as an image: frames capped (at most 4x as tall as wide) and padded, so
+    H.264, PNG and the report's WebP all take them."""
+    from torch import nn
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 8, 3, padding=1), nn.ReLU(),
+                          nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 3)).eval()
+    result = camanim.animate(model, torch.rand(1, 3, *shape, generator=torch.Generator().manual_seed(0)))
+    assert tuple(result.cams.shape[-2:]) == shape and float(result.cams.amax()) > 0
+    paths = result.save(tmp_path / "run", formats=("mp4", "gif"))
+    manifest = json.loads((tmp_path / "run" / names.MANIFEST).read_text())
+    assert manifest["image"]["size"] == list(shape)
+    assert count_frames(paths["side_by_side_mp4"]) == len(result.layers)
+    from PIL import Image
+
+    with Image.open(paths["frames_local"] / names.frame_name(0)) as frame:
+        w, h = frame.size
+    assert w == 320 and 16 + 64 <= h <= 4 * 320 + 64
+    assert "data:image/" in paths["report"].read_text()

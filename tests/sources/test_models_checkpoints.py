@@ -144,12 +144,43 @@ def test_grey_scale_checkpoint_is_detected_from_its_first_conv(tmp_path, capsys)
     saved = np.load(out / "cams.npz")
     assert saved["input"].shape == (1, 1, 224, 224) and saved["cams"].shape == (2, 224, 224)
     assert _manifest(out)["model"]["channels"] == 1
-    # --channels 1 on a named architecture with random weights; other counts are refused
+    # --channels 1 on a named architecture with random weights
     assert load_model("resnet18", "none", channels=1).module.conv1.in_channels == 1
     assert main(["layers", "--model", "resnet18", "--channels", "1", "--layers", "conv1"]) == 0
     assert "1x64x112x112" in capsys.readouterr().out
-    with pytest.raises(InputError, match="1 \\(grey\\) or 3"):
-        load_model("resnet18", "none", channels=4)
+    with pytest.raises(InputError, match="--channels 0"):
+        load_model("resnet18", "none", channels=0)
+
+
+@pytest.mark.parametrize("channels", [2, 4, 5])
+def test_first_conv_with_other_channel_counts_takes_tensors_and_refuses_image_files(tmp_path, capsys, channels):
+    """RGB+NIR (4), two-channel stacks (2), more bands: --channels takes any count; a tensor of that
+    many channels is explained; an image file (1 or 3 channels) is refused in one line naming the
+    count the model wants and --channels, never the model's own conv error."""
+    torch.manual_seed(0)
+    model = torchvision.models.resnet18(weights=None, num_classes=3)
+    model.conv1 = nn.Conv2d(channels, 64, 7, 2, 3, bias=False)
+    torch.save(model.state_dict(), tmp_path / "bands.pt")
+    loaded = load_model("resnet18", tmp_path / "bands.pt", num_classes=3)
+    assert loaded.info["channels"] == channels and loaded.module.conv1.in_channels == channels
+    torch.testing.assert_close(loaded.module.conv1.weight, model.conv1.weight)
+    assert load_model("resnet18", "none", channels=channels).module.conv1.in_channels == channels
+    x = torch.randn(1, channels, 64, 64, generator=torch.Generator().manual_seed(1))
+    result = camanim.animate(loaded, x, layers="layer4")
+    assert result.input_tensor.shape == (1, channels, 64, 64) and torch.isfinite(result.cams).all()
+    with torch.no_grad():
+        assert result.target.index == int(model.eval()(x).argmax())
+    # an RGBA file (4 bands) is composited to RGB like every image: refused, not guessed as a band
+    rgba = (np.random.default_rng(0).random((60, 70, 4)) * 255).astype(np.uint8)
+    Image.fromarray(rgba, "RGBA").save(tmp_path / "rgbn.png")
+    for model_arg in (loaded, loaded.module):
+        with pytest.raises(InputError, match=f"takes {channels}-channel input.*--channels"):
+            camanim.animate(model_arg, str(tmp_path / "rgbn.png"), layers="layer4")
+    code = main(["run", str(tmp_path / "rgbn.png"), "--model", "resnet18", "--weights", str(tmp_path / "bands.pt"),
+                 "--num-classes", "3", "--layers", "layer4", "--no-video", "--quiet", "--out", str(tmp_path / "o")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and f"{channels}-channel" in err[0] and "--channels" in err[0]
+    assert not (tmp_path / "o").exists()
 
 
 def test_grey_module_gets_a_grey_default_preprocess():
@@ -238,3 +269,66 @@ def test_cli_passes_output_key(tmp_path, capsys):
     assert main([*base, "--output-key", "scores", "--out", str(tmp_path / "b")]) == 0
     m = _manifest(tmp_path / "b")
     assert m["model"]["num_classes"] == 4 and len(m["layers"]) == 9
+
+
+# -- checkpoints as training scripts save them --------------------------------------------------------
+
+
+def _training_checkpoints(state: dict) -> dict[str, tuple[object, str]]:
+    """What training scripts save, with the part camanim should say it used."""
+    opt = {"state": {0: {"momentum_buffer": torch.zeros(3)}}, "param_groups": [{"lr": 0.1, "params": [0]}]}
+    return {
+        "lightning": ({"epoch": 7, "global_step": 70, "pytorch-lightning_version": "2.4.0",
+                       "state_dict": {f"model.{k}": v for k, v in state.items()},
+                       "optimizer_states": [opt], "lr_schedulers": []}, "key 'state_dict', prefix 'model.' removed"),
+        # two that fit: the first in the file is used, and named
+        "timm_ema": ({"epoch": 3, "arch": "resnet18", "state_dict": {f"module.{k}": v for k, v in state.items()},
+                      "state_dict_ema": {k: v * 0 for k, v in state.items()}, "optimizer": opt},
+                     "key 'state_dict', prefix 'module.' removed"),
+        "ema_only": ({"epoch": 3, "model_ema": state, "optimizer": opt}, "key 'model_ema'"),
+        "compiled_ddp": ({f"module._orig_mod.{k}": v for k, v in state.items()},
+                         "prefix 'module._orig_mod.' removed"),
+        "nested": ({"checkpoint": {"net": {"weights": state}}, "meta": {"note": "best"}},
+                   "key 'checkpoint.net.weights'"),
+        "plain": (state, ""),
+    }
+
+
+def test_training_script_checkpoints_find_the_state_dict_that_fits_and_say_where(tmp_path, capsys):
+    torch.manual_seed(0)
+    model = torchvision.models.resnet18(weights=None, num_classes=2).eval()
+    state = model.state_dict()
+    img = np.zeros((64, 64, 3), np.uint8)
+    img[:, 32:] = 200
+    Image.fromarray(img).save(tmp_path / "scan.png")
+    for name, (obj, where) in _training_checkpoints(state).items():
+        torch.save(obj, tmp_path / f"{name}.ckpt")
+        loaded = load_model("resnet18", tmp_path / f"{name}.ckpt", num_classes=2)
+        for k, v in loaded.module.state_dict().items():
+            assert torch.equal(v, state[k]), (name, k)
+        assert loaded.info.get("weights_in_file", "") == where, name
+        assert loaded.info["weights"] == str(tmp_path / f"{name}.ckpt")
+    out = tmp_path / "out"
+    assert main(["run", str(tmp_path / "scan.png"), "--model", "resnet18", "--weights", str(tmp_path / "lightning.ckpt"),
+                 "--num-classes", "2", "--layers", "layer4", "--no-video", "--quiet", "--out", str(out)]) == 0
+    stdout = capsys.readouterr().out
+    assert f"weights: {tmp_path / 'lightning.ckpt'} (key 'state_dict', prefix 'model.' removed)" in stdout
+    assert _manifest(out)["model"]["weights_in_file"] == "key 'state_dict', prefix 'model.' removed"
+
+
+def test_checkpoint_without_a_fitting_state_dict_lists_its_keys(tmp_path, capsys):
+    torch.save({"epoch": 3, "optimizer": {"lr": 0.1}, "encoder": {"w": torch.zeros(2)}}, tmp_path / "other.ckpt")
+    with pytest.raises(InputError, match="holds no state dict of 'resnet18' \\(it has keys epoch, optimizer, encoder\\)"):
+        load_model("resnet18", tmp_path / "other.ckpt")
+    torch.save([torch.zeros(2)], tmp_path / "list.pt")
+    with pytest.raises(InputError, match="holds no state dict of 'resnet18' \\(it has a list\\)"):
+        load_model("resnet18", tmp_path / "list.pt")
+    # a dict of the right kind whose keys do not all fit: the mismatch is named, not "no state dict"
+    torch.manual_seed(0)
+    state = torchvision.models.resnet18(weights=None).state_dict()
+    torch.save({"state_dict": {f"model.{k}": v for k, v in state.items() if not k.startswith("fc.")}},
+               tmp_path / "headless.ckpt")
+    code = main(["layers", "--model", "resnet18", "--weights", str(tmp_path / "headless.ckpt")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "does not fit architecture 'resnet18'" in err[0]
+    assert "missing fc.weight, fc.bias" in err[0]

@@ -83,3 +83,23 @@ def test_unknown_model_in_run_exits_2_and_suggests_close_names(tmp_path, capsys,
     assert suggestions[0] == expected and 1 <= len(suggestions) <= 5
     assert "camanim models" in err[0]
     assert not out.exists()
+
+
+def test_a_reader_that_goes_away_ends_the_listing_quietly():
+    """`camanim models | head`: the reader closes the pipe; no BrokenPipeError traceback, whether the
+    listing is cut short while printing (the whole list) or when it is flushed at exit (a short one)."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    cli = Path(sys.executable).with_name("camanim")
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}  # output held until exit, as usual
+    p = subprocess.Popen([str(cli), "methods"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    p.stdout.close()  # the reader is gone before the first line
+    err = p.stderr.read().decode()
+    assert p.wait(timeout=120) == 141 and err == ""
+    head = subprocess.run(f"'{cli}' models | head -2", shell=True, capture_output=True, text=True, env=env,
+                          timeout=120)
+    assert head.returncode == 0 and head.stdout.splitlines() == ["builtin (1):", "  efficientnet_lite0"]
+    assert head.stderr == ""

@@ -25,7 +25,10 @@ class CamOptions:
             (see :func:`camanim.trace.select_layers`).
         target: class index or label, ``topk:K``, a list with one per image, or None (each
             image's predicted class).
-        score: what a CAM explains: ``logit`` or ``softmax`` (or ``score(logits, targets) -> (R,)``).
+        score: what a CAM explains: the target's ``logit``, its ``softmax`` probability, or its
+            ``sigmoid`` probability (multi-label models, each class on its own), or a callable
+            ``score(logits, targets) -> (R,)``. A model with one output logit has two classes, 1
+            (logit z) and 0 (logit -z), and its probability is always the sigmoid.
         eigen_smooth: first principal component of the weighted maps (methods that support it).
         aug_smooth: pytorch-grad-cam's test-time augmentation (six passes; see :mod:`.engine`).
         batch_size: images per extra forward of ScoreCAM/AblationCAM; None: 8 on the CPU, 64 on a GPU
@@ -55,7 +58,7 @@ class CamOptions:
         if self.batch_size is not None and (isinstance(self.batch_size, bool) or int(self.batch_size) < 1):
             raise InputError(f"--batch-size {self.batch_size} must be at least 1")
         if isinstance(self.score, str) and self.score.strip().lower() not in SCORES:
-            raise InputError(f"score '{self.score}' is unknown: use logit or softmax")
+            raise InputError(f"score '{self.score}' is unknown: use logit, softmax or sigmoid")
         if not isinstance(self.layers, str) and isinstance(self.layers, Sequence):
             object.__setattr__(self, "layers", tuple(self.layers))
         if isinstance(self.target, list):

@@ -18,7 +18,7 @@ from torch import nn
 
 from ..errors import InputError
 from ..methods import CamMethod
-from ..trace import LayerRecord, Trace, eval_mode, logits_of
+from ..trace import LayerRecord, Trace, class_logits, class_scores, eval_mode, logits_of, probability_kind
 from .engine import Computation, compute_cams
 from .options import CamOptions
 from .targets import TargetSpec, parse_target, rows_for
@@ -35,7 +35,8 @@ class Row:
         image: index of the image in the call's inputs.
         target: the explained class index.
         label: its name, when the model has labels.
-        probability: the target's softmax probability on the plain input.
+        probability: the target's probability on the plain input: softmax, or sigmoid (``score="sigmoid"``
+            and one-logit models; ``options["probability"]`` says which).
         method: the method's registry name.
         cams: raw CAMs (L, H, W) float32: after ReLU, upsampled to input size, not scaled.
         records: one per layer call, in execution order.
@@ -131,7 +132,7 @@ def _explain_batch(module: nn.Module, xs: Sequence[torch.Tensor], image_ids: Seq
     rows = [(k, t) for k, ts in enumerate(per_image) for t in ts]
     x_rows = x_img[[k for k, _ in rows]] if len(rows) != len(xs) else x_img
     tgts = None if all(t is None for _, t in rows) else [
-        int(t) if t is not None else int(logits[k].argmax()) for k, t in rows]  # type: ignore[index]
+        int(t) if t is not None else int(class_logits(logits)[k].argmax()) for k, t in rows]  # type: ignore[index]
     vectors_of: list[UnitVectors] = []
 
     def keep_vectors(tr: Trace) -> None:
@@ -162,9 +163,10 @@ def _split(comp: Computation, r: int, image: int, x: torch.Tensor, vectors: Unit
                              "none: select layers with a 2-D map, or drop --skip-non-spatial")
         vectors = vectors.subset(keep)
     tgt = int(comp.targets[r])
-    probability = float(comp.logits.float().softmax(dim=1)[r, tgt])
+    kind = probability_kind(options.score if isinstance(options.score, str) else "custom", comp.logits.shape[1])
+    probability = float(class_scores(comp.logits.float(), kind)[r, tgt])
     label = labels[tgt] if labels and tgt < len(labels) else None
-    manifest_options = options.manifest([m.name for m in methods])
+    manifest_options = {**options.manifest([m.name for m in methods]), "probability": kind}
     out = []
     for m in methods:
         cams = comp.cams[m.name][:, r].contiguous()
@@ -174,7 +176,7 @@ def _split(comp: Computation, r: int, image: int, x: torch.Tensor, vectors: Unit
                        records=list(records), input_tensor=x, vectors=vectors, seconds=dict(seconds),
                        options={**manifest_options, "extra_forwards": comp.forwards.get(m.name, 0),
                                 "traced_passes": comp.forwards.get("trace", 0)},
-                       num_classes=int(comp.logits.shape[1])))
+                       num_classes=int(class_logits(comp.logits).shape[1])))
     return out
 
 

@@ -18,6 +18,7 @@ import torch
 
 from ..errors import InputError
 from ..sources import resolve_target
+from ..trace import class_logits
 
 _TOPK = re.compile(r"top-?k\s*[:=]\s*(\d+)", re.IGNORECASE)
 
@@ -75,15 +76,16 @@ def rows_for(specs: Sequence[TargetSpec], labels: Sequence[str] | None, num_clas
         if isinstance(spec, TopK):
             if logits is None:
                 raise ValueError("topk targets need the logits")
-            classes = logits.shape[1]
+            cols = class_logits(logits)  # a one-logit model has two classes
+            classes = cols.shape[1]
             if spec.k > classes:
                 raise InputError(f"--target topk:{spec.k} asks for more classes than the model has ({classes})")
-            out.append([int(c) for c in logits[i].float().topk(spec.k).indices.tolist()])
+            out.append([int(c) for c in cols[i].float().topk(spec.k).indices.tolist()])
         elif spec is None:
             out.append([None])
         else:
             out.append([resolve_target(spec, list(labels) if labels else None,
-                                       int(num_classes) if num_classes is not None else 10**9)])
+                                       classes_of(num_classes) if num_classes is not None else 10**9)])
     return out
 
 
@@ -106,12 +108,18 @@ def per_image(spec: str | None, n_images: int, labels: Sequence[str] | None) -> 
     return parts
 
 
+def classes_of(outputs: int) -> int:
+    """The number of classes of a model with ``outputs`` logits: a one-logit model has two (0 and 1)."""
+    return 2 if int(outputs) == 1 else int(outputs)
+
+
 def check_classes(logits: torch.Tensor, targets: torch.Tensor) -> None:
-    """Every explained class (R,) is a class of the model's output (R, K).
+    """Every explained class (R,) is a class of the model's output (R, K) (K = 1: classes 0 and 1).
 
     Raises:
         InputError: a class index outside [0, K).
     """
-    bad = [int(t) for t in targets.view(-1).tolist() if not 0 <= int(t) < logits.shape[1]]
+    classes = classes_of(logits.shape[1])
+    bad = [int(t) for t in targets.view(-1).tolist() if not 0 <= int(t) < classes]
     if bad:
-        raise InputError(f"target class {bad[0]} is out of range: the model has {logits.shape[1]} classes")
+        raise InputError(f"target class {bad[0]} is out of range: the model has {classes} classes")

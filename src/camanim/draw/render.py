@@ -17,6 +17,12 @@ from .fonts import load_font
 
 CAPTION_H = 48
 STRIP_H = 16
+#: the image panel is at most this many times as tall as it is wide (and at most MAX_SIDE px): a
+#: thinner picture (a 60 x 1 signal) is drawn smaller, its aspect kept, and padded
+MAX_ASPECT = 4
+#: the largest panel side: H.264 levels, WebP (16,383 px) and PNG viewers all take it
+MAX_SIDE = 4096
+BACKGROUND = (24, 24, 28)
 
 
 class PanelPainter(Protocol):
@@ -36,10 +42,29 @@ class FrameStyle:
 
 
 def panel_size(image_hw: tuple[int, int], width: int) -> tuple[int, int]:
-    """(height, width) of the image panel: ``width`` wide, aspect kept, both multiples of 16 (for H.264)."""
-    w = max(16, int(round(width / 16)) * 16)
+    """(height, width) of the image panel: ``width`` wide, aspect kept, both multiples of 16 (for H.264).
+
+    The width is at most :data:`MAX_SIDE`, the height between 16 and ``MAX_ASPECT`` x the width (and
+    :data:`MAX_SIDE`): any aspect ratio gives a frame every encoder takes (see :func:`panel_box`).
+    """
+    w = min(MAX_SIDE, max(16, int(round(width / 16)) * 16))
     h = max(16, int(round(w * image_hw[0] / image_hw[1] / 16)) * 16)
-    return h, w
+    return min(h, MAX_ASPECT * w, MAX_SIDE), w
+
+
+def panel_box(image_hw: tuple[int, int], width: int) -> tuple[int, int, int, int]:
+    """Where the picture lies in its panel: (top, left, height, width) in pixels.
+
+    The whole panel, unless its height was capped (a very tall picture) or raised to 16 px (a very
+    wide one): then the picture keeps its aspect, centred, and the rest is padding.
+    """
+    ph, pw = panel_size(image_hw, width)
+    natural = pw * image_hw[0] / image_hw[1]
+    if 16 <= natural <= ph + 8:  # only the rounding to 16 px: fill the panel, as always
+        return 0, 0, ph, pw
+    scale = min(pw / image_hw[1], ph / image_hw[0])
+    h, w = max(1, int(round(image_hw[0] * scale))), max(1, int(round(image_hw[1] * scale)))
+    return (ph - h) // 2, (pw - w) // 2, h, w
 
 
 def _shorten(text: str, font, max_px: int) -> str:
@@ -113,9 +138,12 @@ class FrameRenderer:
         self.records = list(records)
         self.total = len(self.records)
         self.ph, self.pw = panel_size(image.shape[:2], style.width)
-        base = np.asarray(Image.fromarray(image).resize((self.pw, self.ph), Image.Resampling.BILINEAR),
-                          dtype=np.float32)
-        self.dim = (base * 0.35 + 20).astype(np.uint8)
+        self.box = panel_box(image.shape[:2], style.width)  # (top, left, height, width) of the picture
+        top, left, bh, bw = self.box
+        base = np.asarray(Image.fromarray(image).resize((bw, bh), Image.Resampling.BILINEAR), dtype=np.float32)
+        self.dim = np.empty((self.ph, self.pw, 3), np.uint8)
+        self.dim[:] = BACKGROUND
+        self.dim[top:top + bh, left:left + bw] = (base * 0.35 + 20).astype(np.uint8)
         a = float(style.alpha)
         lut = torch.from_numpy(colormap_lut(style.colormap).astype(np.float32))  # (256, 3)
         values = torch.arange(256, dtype=torch.float32)
@@ -136,13 +164,17 @@ class FrameRenderer:
     def _overlay(self, normed: torch.Tensor, out: np.ndarray, step: int = 8) -> None:
         """Panels for maps ``normed`` (n, h, w) in [0, 1] into ``out`` (n, ph, pw, 3) uint8."""
         n = normed.shape[0]
+        top, left, bh, bw = self.box
+        if (bh, bw) != (self.ph, self.pw):  # a padded picture: the padding is the background
+            out[:] = BACKGROUND
+            out = out[:, top:top + bh, left:left + bw]
         x = normed.detach().float().cpu().unsqueeze(1)
-        x = F.interpolate(x, size=(self.ph, self.pw), mode="bilinear", align_corners=False).squeeze(1)
+        x = F.interpolate(x, size=(bh, bw), mode="bilinear", align_corners=False).squeeze(1)
         x = x.clamp_(0, 1).numpy()
         # The look-up runs in NumPy over a few frames at a time in reused buffers: many small
         # multi-threaded torch ops stall on a busy machine, and fresh large temporaries cost
         # more in page faults than the arithmetic.
-        size = (step, self.ph, self.pw)
+        size = (step, bh, bw)
         scaled = np.empty(size, np.float32)
         row = np.empty(size, np.int32)
         index = np.empty(size, np.int32)

@@ -48,6 +48,9 @@ def write_mp4(path: str | Path, frames: Iterable[np.ndarray], fps: float = 10, c
         crf: x264's constant rate factor (0 lossless ... 51 worst).
         preset: x264's speed preset.
 
+    Should ``frames`` raise (a failure elsewhere, Ctrl-C, SIGTERM), ffmpeg is killed at once, not
+    left to finish the video (its partial file is the caller's to remove).
+
     Raises:
         StopIteration: ``frames`` is empty.
         RuntimeError: ffmpeg failed (from imageio-ffmpeg).
@@ -68,9 +71,23 @@ def write_mp4(path: str | Path, frames: Iterable[np.ndarray], fps: float = 10, c
         writer.send(np.ascontiguousarray(first))
         for frame in it:
             writer.send(np.ascontiguousarray(frame))
-    finally:
-        writer.close()
+    except BaseException:
+        _kill(writer)
+        raise
+    writer.close()
     return Path(path)
+
+
+class _StopEncoder(BaseException):
+    """Thrown into imageio-ffmpeg's writer: a BaseException makes it kill ffmpeg instead of waiting."""
+
+
+def _kill(writer) -> None:
+    """Stop an imageio-ffmpeg writer now: ffmpeg is killed, not left to encode what it was sent."""
+    try:
+        writer.throw(_StopEncoder)
+    except (_StopEncoder, StopIteration):
+        pass
 
 
 def write_gif(path: str | Path, frames: np.ndarray, fps: float = 10) -> Path:

@@ -22,31 +22,46 @@ import numpy as np
 import torch
 
 from ..errors import InputError
-from ..trace import LayerRecord
+from ..trace import LayerRecord, class_scores
 
 #: ``score(logits (B, K), targets (B,)) -> (B,)``: what a CAM explains (differentiated, or read off).
 ScoreFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 Progress = Callable[[int, int], None]
 
 
+def _gather(scores: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    return scores.gather(1, targets.view(-1, 1).to(scores.device)).squeeze(1)
+
+
 def logit_score(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """The target class's logit (pytorch-grad-cam's ``ClassifierOutputTarget``)."""
-    return logits.gather(1, targets.view(-1, 1).to(logits.device)).squeeze(1)
+    """The target class's logit (pytorch-grad-cam's ``ClassifierOutputTarget``).
+
+    A one-logit model's classes are 1 (logit z) and 0 (logit -z); see :func:`camanim.trace.class_logits`.
+    """
+    return _gather(class_scores(logits, "logit"), targets)
 
 
 def softmax_score(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """The target class's softmax probability (pytorch-grad-cam's ``ClassifierOutputSoftmaxTarget``)."""
-    return logits.softmax(dim=1).gather(1, targets.view(-1, 1).to(logits.device)).squeeze(1)
+    """The target class's softmax probability (pytorch-grad-cam's ``ClassifierOutputSoftmaxTarget``).
+
+    A one-logit model's probability is its sigmoid (softmax over one logit is the constant 1).
+    """
+    return _gather(class_scores(logits, "softmax"), targets)
 
 
-SCORES: dict[str, ScoreFn] = {"logit": logit_score, "softmax": softmax_score}
+def sigmoid_score(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """The target class's sigmoid probability, each class on its own (multi-label models, one-logit models)."""
+    return _gather(class_scores(logits, "sigmoid"), targets)
+
+
+SCORES: dict[str, ScoreFn] = {"logit": logit_score, "softmax": softmax_score, "sigmoid": sigmoid_score}
 
 
 def score_function(name: str | ScoreFn) -> ScoreFn:
-    """The score function named ``logit`` or ``softmax`` (or a callable, returned as is).
+    """The score function named ``logit``, ``softmax`` or ``sigmoid`` (or a callable, returned as is).
 
     Args:
-        name: ``"logit"`` or ``"softmax"`` (case and surrounding spaces ignored), or a callable
+        name: ``"logit"``, ``"softmax"`` or ``"sigmoid"`` (case and surrounding spaces ignored), or a callable
             ``score(logits (B, K), targets (B,)) -> (B,)``.
 
     Returns:
@@ -60,7 +75,7 @@ def score_function(name: str | ScoreFn) -> ScoreFn:
     try:
         return SCORES[str(name).strip().lower()]
     except KeyError:
-        raise InputError(f"score '{name}' is unknown: use logit or softmax") from None
+        raise InputError(f"score '{name}' is unknown: use logit, softmax or sigmoid") from None
 
 
 @dataclass

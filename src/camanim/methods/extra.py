@@ -10,7 +10,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from ..trace import eval_mode, logits_of
+from ..trace import class_logits, eval_mode, logits_of
 from ..trace.layouts import to_nchw
 from .base import (
     CamMethod,
@@ -214,6 +214,7 @@ class FinerCAM(GradCAM):
         alpha, n_comp = self.alpha, self.comparisons
 
         def finer_score(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+            logits = class_logits(logits)  # a one-logit model's two classes, -z and z
             targets = targets.view(-1).to(logits.device)
             y = logits.detach()
             dist = (y - y.gather(1, targets.view(-1, 1))).abs()

@@ -56,6 +56,9 @@ def _facts(run: RunView, series: dict[str, Any] | None) -> str:
             sub.append(f"#{esc(index)}")
         if isinstance(score, (int, float)) and math.isfinite(score):
             sub.append(f"{score * 100:.1f}%" if 0 <= score <= 1 else f"{score:.4g}")
+            probability = get_in(m, "options", "probability")  # softmax or sigmoid
+            if probability:
+                sub.append(esc(probability))
         if sub:
             text += f' <span class="cam-sub">{" · ".join(sub)}</span>'
         items.append(("Target", text))

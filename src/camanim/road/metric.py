@@ -58,19 +58,20 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..trace import eval_mode, logits_of
+from ..trace import class_logits, class_scores, eval_mode, logits_of
 from .imputation import ImputationStream
 from .masks import PackedMasks, check_percentiles, masks_from_order, removed_count
 from .options import DEFAULT_TRIALS, RoadOptions
 from .stats import CONFIDENCE, mean_ci, prediction_band
-from .verdict import aliases_of, chance_warning, pass_through_notes, verdict
+from .verdict import aliases_of, chance_threshold, chance_warning, pass_through_notes, verdict
 
 __all__ = ["SCORES", "YbRoad", "YbRoadMax", "ybroad"]
 
 log = logging.getLogger(__name__)
 
 SCORES: dict[str, str] = {
-    "prob": "change in the target class's softmax probability, f(perturbed) - f(original)",
+    "prob": "change in the target class's probability (the run's softmax, or sigmoid for one-logit and "
+            "multi-label models), f(perturbed) - f(original)",
     "logit": "change in the target class's logit (pre-softmax output), f(perturbed) - f(original)",
 }
 
@@ -116,8 +117,10 @@ class YbRoad:
         baseline_lerf: ``[T, P]`` LeRF score change of the same random rankings.
         same_as: per layer, the earlier layer whose output (and so CAM) it shares, or None.
         notes: per layer, what a pass-through module carries (``"BatchNorm output, before activation"``).
-        target_probability: the model's softmax probability for the target on the clean input.
-        num_classes: the number of classes of the model's output.
+        target_probability: the model's probability for the target on the clean input (``probability``).
+        num_classes: the number of classes of the model's output (2 for a one-logit model).
+        probability: which probability ``target_probability`` (and ``score="prob"``) is: ``"softmax"``,
+            or ``"sigmoid"`` (``--score sigmoid``, multi-label and one-logit models).
     """
 
     percentiles: tuple[float, ...]
@@ -136,6 +139,7 @@ class YbRoad:
     notes: list[str | None] | None = None
     target_probability: float | None = None
     num_classes: int | None = None
+    probability: str = "softmax"
 
     @property
     def curve(self) -> torch.Tensor:
@@ -207,7 +211,7 @@ class YbRoad:
     @property
     def chance_warning(self) -> str | None:
         """The words for a target the model barely believes in (probability under 2 / num_classes), or None."""
-        return chance_warning(self.target_probability, self.num_classes)
+        return chance_warning(self.target_probability, self.num_classes, self.probability)
 
     def verdict(self) -> dict[str, Any]:
         """The best candidate, the top 5, the layers above the chance band and the warnings
@@ -288,8 +292,10 @@ class YbRoad:
             "baseline": self._baseline_json(),
             "target": {"probability": _json_float(self.target_probability)
                        if self.target_probability is not None else None,
+                       "probability_kind": self.probability,
                        "num_classes": self.num_classes,
-                       "chance_threshold": (2.0 / self.num_classes) if self.num_classes else None},
+                       "chance_threshold": chance_threshold(self.num_classes, self.probability)
+                       if self.num_classes else None},
             "candidates": judged["candidates"],
             "best": judged["best"],
             "warnings": judged["warnings"],
@@ -362,32 +368,36 @@ class _Scorer:
     """Target score of batches of images, under inference mode."""
 
     def __init__(self, model: nn.Module, target: int, score: str, device: torch.device,
-                 output_key: str | int | None = None) -> None:
+                 output_key: str | int | None = None, probability: str = "softmax") -> None:
         self.model, self.target, self.score, self.device = model, target, score, device
-        self.output_key = output_key
+        self.output_key, self.probability = output_key, probability
 
-    def logits(self, images: torch.Tensor) -> torch.Tensor:
-        """``(B, classes)`` float64 logits on the CPU, checked."""
+    def raw(self, images: torch.Tensor) -> torch.Tensor:
+        """The model's ``(B, K)`` logits as float64 on the CPU, checked (K = 1 for a one-logit model)."""
         with torch.inference_mode():
             out = logits_of(self.model(images.to(self.device)), self.output_key)
         if out.ndim != 2 or out.shape[0] != images.shape[0]:
             raise ValueError("model: expected its output to be a (batch, classes) tensor of logits")
-        if not 0 <= self.target < out.shape[1]:
-            raise ValueError(f"target: {self.target} is not a class index of a {out.shape[1]}-class output")
-        return out.detach().to("cpu", torch.float64)
+        out = out.detach().to("cpu", torch.float64)
+        classes = class_logits(out).shape[1]
+        if not 0 <= self.target < classes:
+            raise ValueError(f"target: {self.target} is not a class index of a {classes}-class output")
+        return out
 
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
-        out = self.logits(images)
-        if self.score == "prob":
-            out = out.softmax(dim=1)
+        # a one-logit model has two classes (-z, z) and its probability is the sigmoid
+        out = class_scores(self.raw(images), self.probability if self.score == "prob" else "logit")
         return out[:, self.target]
 
-    def clean(self, image: torch.Tensor) -> tuple[float, float, int]:
-        """The target's score, its softmax probability and the number of classes, for one image (one forward)."""
-        out = self.logits(image)
-        prob = out.softmax(dim=1)
-        score = prob if self.score == "prob" else out
-        return float(score[0, self.target]), float(prob[0, self.target]), int(out.shape[1])
+    def clean(self, image: torch.Tensor) -> tuple[float, float, int, str]:
+        """The target's score, its probability, the number of classes and which probability that is
+        (``softmax``, or ``sigmoid`` for ``probability="sigmoid"`` and one-logit models), for one image
+        (one forward)."""
+        raw = self.raw(image)
+        prob = class_scores(raw, self.probability)
+        score = prob if self.score == "prob" else class_scores(raw, "logit")
+        kind = "sigmoid" if self.probability == "sigmoid" or raw.shape[1] == 1 else "softmax"
+        return float(score[0, self.target]), float(prob[0, self.target]), int(prob.shape[1]), kind
 
 
 def _check_args(model: nn.Module, input_tensor: torch.Tensor, cams: torch.Tensor, target: int,
@@ -489,6 +499,7 @@ def ybroad(
     progress: Callable[[int, int], None] | None = None,
     options: RoadOptions | None = None,
     layers: Sequence[Mapping[str, Any]] | None = None,
+    probability: str = "softmax",
 ) -> YbRoad:
     """ROAD score of every layer's CAM (ybROAD).
 
@@ -521,6 +532,8 @@ def ybroad(
         progress: Called as ``progress(done, total)`` perturbed images, first with ``done=0``.
         options: All of ``percentiles`` ... ``batch_size`` at once (:class:`RoadOptions`, whose
             batch size is settled for the input's device); then those keywords keep their defaults.
+        probability: what ``score="prob"`` reads: ``"softmax"`` or ``"sigmoid"`` (the run's
+            ``options["probability"]``; a one-logit model's is always its sigmoid).
         layers: One entry per CAM as a run's manifest keeps it (``name``, ``module``, ``type``,
             ``non_spatial``, ``same_as``): gives ``layer_names`` and ``non_spatial`` when those are not
             passed, and the aliases (``same_as``) and pass-through notes of the verdict.
@@ -568,8 +581,8 @@ def ybroad(
     flat_clean = clean.reshape(channels, n_pixels)
 
     with eval_mode(model):
-        scorer = _Scorer(model, target, score, input_tensor.device, output_key)
-        base, probability, num_classes = scorer.clean(input_tensor)
+        scorer = _Scorer(model, target, score, input_tensor.device, output_key, probability)
+        base, target_probability, num_classes, probability_used = scorer.clean(input_tensor)
         if progress is not None:
             progress(0, total)
         # On the CPU, single-threaded forward passes on every core, beside the imputation solver
@@ -641,7 +654,8 @@ def ybroad(
         baseline_morf=chance[0], baseline_lerf=chance[1],
         same_as=[_same_as(entry) for entry in layers] if layers is not None else None,
         notes=pass_through_notes(layers) if layers is not None else None,
-        target_probability=probability, num_classes=num_classes,
+        target_probability=target_probability, num_classes=num_classes,
+        probability=probability_used,
     )
 
 

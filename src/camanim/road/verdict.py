@@ -97,17 +97,34 @@ def aliases_of(same_as: Sequence[int | None]) -> list[list[int]]:
     return out
 
 
-def chance_warning(probability: float | None, num_classes: int | None) -> str | None:
+def chance_threshold(num_classes: int, probability: str = "softmax") -> float:
+    """The probability under which a target counts as "below chance".
+
+    ``softmax``: ``CHANCE_FACTOR / num_classes``, at most 1/2 (two classes: below 1/2 the target is not
+    even the predicted class). ``sigmoid`` (each class its own probability: multi-label and one-logit
+    models): 1/2, under which the model says the finding is absent.
+    """
+    if probability == "sigmoid":
+        return 0.5
+    return min(CHANCE_FACTOR / num_classes, 0.5)
+
+
+def chance_warning(probability: float | None, num_classes: int | None, kind: str = "softmax") -> str | None:
     """The words for a target the model barely believes in, or None when its probability is at or above
-    ``2 / num_classes`` (or unknown)."""
+    :func:`chance_threshold` (or unknown). ``kind`` is which probability it is (softmax or sigmoid)."""
     if probability is None or not num_classes or not math.isfinite(probability):
         return None
-    threshold = CHANCE_FACTOR / num_classes
+    threshold = chance_threshold(num_classes, kind)
     if probability >= threshold:
         return None
-    return (f"low confidence: the model gives the target {probability:.3%} probability, below "
-            f"{CHANCE_FACTOR:g}/{num_classes} classes = {threshold:.3%}; ROAD then measures changes of a score "
-            "the model does not hold, and no layer's ranking can be trusted")
+    if kind == "sigmoid":
+        below = "below its sigmoid's 1/2 (the model says the class is absent)"
+    elif threshold < CHANCE_FACTOR / num_classes:
+        below = f"below 1/2 of {num_classes} classes (it is not the predicted class)"
+    else:
+        below = f"below {CHANCE_FACTOR:g}/{num_classes} classes = {threshold:.3%}"
+    return (f"low confidence: the model gives the target {probability:.3%} probability ({kind}), {below}; "
+            "ROAD then measures changes of a score the model does not hold, and no layer's ranking can be trusted")
 
 
 def _fmt(value: float) -> str:

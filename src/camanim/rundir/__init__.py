@@ -14,22 +14,31 @@ module         job
 """
 
 from . import names
-from .atomic import atomic_path, prepare_out_dir, replace_dir, staged_dir, write_text
+from .atomic import (
+    atomic_path,
+    prepare_out_dir,
+    remove_stale_temp_dirs,
+    replace_dir,
+    staged_dir,
+    stale_temp_dirs,
+    write_text,
+)
 from .cams import SavedCams, read_cams, write_cams
 from .load import Frames, RunView, load_run
 from .manifest import (
-           read_json,
-           read_manifest,
-           run_manifest,
-           set_manifest,
-           with_outputs,
-           with_ybroad,
-           write_manifest,
+    read_json,
+    read_manifest,
+    run_manifest,
+    set_manifest,
+    with_outputs,
+    with_ybroad,
+    write_manifest,
 )
 from .write import Media, SaveOptions, write_media
 from .ybroad import read_ybroad, write_ybroad_tables
 
 __all__ = ["Frames", "Media", "RunView", "SaveOptions", "SavedCams", "atomic_path", "load_run", "names",
+           "remove_stale_temp_dirs", "stale_temp_dirs",
            "prepare_out_dir", "read_cams", "read_json", "read_manifest", "read_ybroad", "replace_dir", "run_manifest",
            "set_manifest", "staged_dir", "with_outputs", "with_ybroad", "write_cams", "write_manifest",
            "write_media", "write_text", "write_ybroad_tables"]

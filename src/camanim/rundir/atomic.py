@@ -7,6 +7,7 @@ video, manifest), :func:`staged_dir` for a whole folder (``camanim run``, ``CamS
 from __future__ import annotations
 
 import os
+import re
 import secrets
 import shutil
 import tempfile
@@ -68,10 +69,51 @@ def prepare_out_dir(out: Path) -> Path:
     return parent
 
 
+def _alive(pid: int) -> bool:
+    """Whether process ``pid`` runs on this machine (one we may not signal counts as running)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def stale_temp_dirs(out: Path) -> list[Path]:
+    """The temporary folders beside ``out`` that a run to ``out`` left when it was killed hard.
+
+    A run stages ``out`` in ``.NAME.tmp-PID-XXXX`` and moves an earlier run aside as
+    ``.NAME.old-PID-NS`` (NAME: ``out``'s name, PID: the writing process). SIGKILL or a power loss
+    leaves them; they are stale when their process no longer runs. Only ``out``'s own are listed:
+    another folder's (``.NAME2.tmp-...``) never matches.
+    """
+    out = Path(out)
+    parent = out.resolve().parent
+    if not parent.is_dir():
+        return []
+    own = re.compile(rf"\.{re.escape(out.name)}\.(?:tmp|old)-(\d+)-[A-Za-z0-9_]+")
+    stale = []
+    for entry in parent.iterdir():
+        m = own.fullmatch(entry.name)
+        if m and entry.is_dir() and not entry.is_symlink() and int(m.group(1)) != os.getpid() \
+                and not _alive(int(m.group(1))):
+            stale.append(entry)
+    return sorted(stale)
+
+
+def remove_stale_temp_dirs(out: Path) -> list[Path]:
+    """Remove what :func:`stale_temp_dirs` finds beside ``out``; returns what was removed."""
+    gone = stale_temp_dirs(out)
+    for folder in gone:
+        shutil.rmtree(folder, ignore_errors=True)
+    return gone
+
+
 def replace_dir(tmp: Path, out: Path) -> None:
     """Move the finished ``tmp`` folder to ``out``, replacing an earlier run there."""
     if out.exists():
-        old = out.with_name(f".{out.name}.old-{time.time_ns()}")
+        old = out.with_name(f".{out.name}.old-{os.getpid()}-{time.time_ns()}")
         out.rename(old)
         tmp.rename(out)
         shutil.rmtree(old, ignore_errors=True)
@@ -83,12 +125,16 @@ def replace_dir(tmp: Path, out: Path) -> None:
 def staged_dir(out: Path) -> Iterator[Path]:
     """Yield a fresh folder beside ``out``; it becomes ``out`` when the block succeeds, else is removed.
 
+    The block's failure includes Ctrl-C and SIGTERM (the CLI raises it as a KeyboardInterrupt);
+    what a hard kill leaves behind is removed by the next run to ``out`` (:func:`remove_stale_temp_dirs`).
+
     Raises:
         InputError: see :func:`prepare_out_dir`.
     """
     out = Path(out)
     parent = prepare_out_dir(out)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=parent))
+    remove_stale_temp_dirs(out)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-{os.getpid()}-", dir=parent))
     tmp.chmod(0o755)  # mkdtemp's 0700 would make the finished folder private
     try:
         yield tmp

@@ -4,7 +4,9 @@ Outline (see the README's "Outputs" for every key)::
 
     {"model": {...}, "image": {"source": ..., "size": [H, W]}, "method": "gradcam",
      "target": {"index": 285, "label": "Egyptian cat", "score": 0.77},
-     "versions": {...}, "seconds": {...}, "options": {...},
+     "versions": {...}, "seconds": {...},
+     "options": {"methods", "score", "probability", ...},   # probability: "softmax" or "sigmoid",
+                                                           # what target.score and ROAD's prob read
      "layers": [{"index", "name", "module", "type", "shape", "layout", "params", "seconds",
                  "non_spatial", "same_as", "flags"}, ...],
      "normalisations": [...], "fps": 10, "frames": {"local": "frames/local", "count": L},

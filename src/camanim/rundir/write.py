@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..draw import NORMALISATIONS, FrameRenderer, FrameStyle, write_gif, write_mp4, write_png
+from ..draw import MAX_SIDE, NORMALISATIONS, FrameRenderer, FrameStyle, write_gif, write_mp4, write_png
 from ..errors import InputError
 from . import names
 
@@ -65,6 +65,8 @@ class SaveOptions:
             raise InputError(f"--format {','.join(self.formats)} names a format twice: give each once")
         if self.video and not self.formats:
             raise InputError("no video format given: use --format mp4, gif or mp4,gif (or --no-video)")
+        if not 16 <= int(self.style.width) <= MAX_SIDE:
+            raise InputError(f"--frame-width {self.style.width}: give 16 to {MAX_SIDE} pixels")
         if not (isinstance(self.fps, (int, float)) and math.isfinite(self.fps) and 0 < self.fps <= 240):
             raise InputError(f"--fps {self.fps} must be a positive number of frames per second, at most 240")
 

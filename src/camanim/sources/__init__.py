@@ -6,7 +6,7 @@ samples -> 8-bit RGB, :class:`Preprocess`), ``labels`` (class names, ``--target`
 """
 
 from .images import DEFAULT_IMAGE, SAMPLES, Preprocess, load_image
-from .inputs import Prepared, as_images, prepare_input
+from .inputs import Prepared, as_images, for_model, model_dtype, prepare_input
 from .labels import imagenet_labels, read_labels, resolve_target
 from .models import (
     DEFAULT_MODEL,
@@ -16,10 +16,13 @@ from .models import (
     load_checkpoint_into,
     load_model,
     register_builtin,
+    state_dict_for,
+    with_channels,
+    with_input_size,
 )
 
 __all__ = [
-    "DEFAULT_IMAGE", "DEFAULT_MODEL", "SAMPLES", "LoadedModel", "Prepared", "Preprocess", "as_images", "default_preprocess", "imagenet_labels",
-    "list_models", "load_checkpoint_into", "load_image", "load_model", "prepare_input", "read_labels", "register_builtin",
+    "DEFAULT_IMAGE", "DEFAULT_MODEL", "SAMPLES", "LoadedModel", "Prepared", "Preprocess", "as_images", "default_preprocess", "for_model", "imagenet_labels",
+    "list_models", "model_dtype", "state_dict_for", "with_channels", "with_input_size", "load_checkpoint_into", "load_image", "load_model", "prepare_input", "read_labels", "register_builtin",
     "resolve_target",
 ]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -61,6 +63,14 @@ def load_image(spec: str | Path | Image.Image | np.ndarray) -> tuple[Image.Image
         return _to_8bit(spec).convert("RGB"), {"source": "PIL.Image", "original_size": list(spec.size)}
     if isinstance(spec, np.ndarray):
         arr = spec
+        if arr.ndim == 3 and arr.shape[2] == 1:
+            arr = arr[:, :, 0]
+        if not (arr.ndim == 2 or (arr.ndim == 3 and arr.shape[2] in (3, 4))) or 0 in arr.shape:
+            raise InputError(f"image array of shape {arr.shape}: give (H, W), (H, W, 3) or (H, W, 4) pixels, "
+                             "or a (C, H, W) tensor ready for the model")
+        if not np.issubdtype(arr.dtype, np.number) or np.issubdtype(arr.dtype, np.complexfloating) \
+                or not np.isfinite(arr).all():
+            raise InputError(f"image array of dtype {arr.dtype}: give finite real pixel values")
         if arr.dtype != np.uint8:
             arr = arr.astype(np.float64)
             arr = (arr - arr.min()) / max(float(arr.max() - arr.min()), 1e-12) * 255.0
@@ -85,9 +95,14 @@ def load_image(spec: str | Path | Image.Image | np.ndarray) -> tuple[Image.Image
     if path.is_dir():
         raise InputError(f"image '{path}' is a folder: give an image file (PNG, JPEG, TIFF, BMP, WebP)")
     try:
-        with Image.open(path) as opened:
-            opened.load()
-            img = opened.copy()
+        with warnings.catch_warnings():
+            # Pillow only warns between MAX_IMAGE_PIXELS and twice that: refuse both alike
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as opened:
+                opened.load()
+                img = opened.copy()
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise InputError(_too_large(path, exc)) from exc
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         raise InputError(f"'{path}' is not an image Pillow can read: give a PNG, JPEG, TIFF, BMP or WebP file") from exc
     size = list(img.size)
@@ -101,11 +116,22 @@ def load_image(spec: str | Path | Image.Image | np.ndarray) -> tuple[Image.Image
     return img.convert("RGB"), {"source": str(path), "original_size": size, "mode": mode}
 
 
+def _too_large(path: Path, exc: Exception) -> str:
+    """One line for an image whose header claims more pixels than Pillow opens (a decompression bomb)."""
+    numbers = [int(n) for n in re.findall(r"\d+", str(exc))]
+    size = f"{numbers[0]:,} pixels" if numbers else "too many pixels"
+    return (f"image '{path}' claims {size}, more than the {Image.MAX_IMAGE_PIXELS:,} Pillow opens safely (it could be "
+            "a decompression bomb): give a smaller image, or raise PIL.Image.MAX_IMAGE_PIXELS in Python if you trust it")
+
+
 @dataclass(frozen=True)
 class Preprocess:
     """Resize the shorter side, centre-crop, scale to [0, 1], normalise: the usual classifier recipe.
 
     ``channels=1`` feeds grey-scale models (the mean of ``mean``/``std`` is then per single channel).
+    An image file gives 1 (grey) or 3 (RGB) channels; a model that takes another count (2, 4 or
+    more: RGB + near-infrared, stacks) is refused in one line when given an image file: pass it a
+    (C, H, W) tensor, or a transform that returns C channels.
     """
 
     resize: int = 256
@@ -132,7 +158,16 @@ class Preprocess:
         return img.crop((left, top, left + cw, top + ch))
 
     def __call__(self, img: Image.Image) -> tuple[torch.Tensor, np.ndarray]:
-        """Return the input tensor (1, C, H, W) and the display image (H, W, 3) uint8 it was made from."""
+        """Return the input tensor (1, C, H, W) and the display image (H, W, 3) uint8 it was made from.
+
+        Raises:
+            InputError: ``channels`` is neither 1 nor 3 (an image file cannot give that many).
+        """
+        if self.channels not in (1, 3):
+            raise InputError(
+                f"the model takes {self.channels}-channel input, but an image file gives 1 (grey) or 3 (RGB): pass a "
+                f"({self.channels}, H, W) tensor or a transform that returns {self.channels} channels in Python, or "
+                f"--channels 1 or 3 (load_model(channels=)) to give the model a first convolution that takes the image's")
         shown = self.geometry(img.convert("RGB"))
         display = np.asarray(shown, dtype=np.uint8).copy()
         x = torch.from_numpy(display).permute(2, 0, 1).float().div_(255.0)

@@ -17,6 +17,8 @@ def imagenet_labels() -> list[str]:
 def read_labels(path: str | Path, num_classes: int | None = None) -> list[str]:
     """Read a labels file: one class name per line, in class-index order.
 
+    A model with one output logit (``num_classes`` 1) has two classes: 0 (negative) and 1 (positive).
+
     Raises:
         InputError: the file is missing, empty, or has a different count than the model's classes.
     """
@@ -30,10 +32,11 @@ def read_labels(path: str | Path, num_classes: int | None = None) -> list[str]:
     labels = [line for line in lines if line]
     if not labels:
         raise InputError(f"labels file '{p}' is empty: write one class name per line")
-    if num_classes is not None and len(labels) != num_classes:
+    classes = 2 if num_classes == 1 else num_classes
+    if classes is not None and len(labels) != classes:
         raise InputError(
-            f"labels file '{p}' has {len(labels)} labels but the model has {num_classes} classes: "
-            "give one label per class"
+            f"labels file '{p}' has {len(labels)} labels but the model has {classes} classes: "
+            "give one label per class" + (" (a one-logit model: negative, then positive)" if num_classes == 1 else "")
         )
     return labels
 

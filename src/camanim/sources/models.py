@@ -156,28 +156,84 @@ def _unknown_model(name: str) -> InputError:
 
 # -- checkpoints ----------------------------------------------------------------
 
-def _read_checkpoint(path: Path) -> dict[str, torch.Tensor]:
+def _read_checkpoint(path: Path) -> object:
+    """What ``torch.load(weights_only=True)`` reads from ``path``.
+
+    Raises:
+        InputError: the file is missing or torch cannot load it safely.
+    """
     if not path.is_file():
         raise InputError(f"weights file '{path}' not found: pass the path of a saved state dict (.pt/.pth)")
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - torch raises many types for a bad file
         raise InputError(
             f"weights file '{path}' is not a state dict torch can load safely ({type(exc).__name__}): "
             "save it with torch.save(model.state_dict(), path), or give a pickled full model you trust "
             "as --model PATH --trust-checkpoint"
         ) from exc
-    if isinstance(obj, dict):
-        for key in ("state_dict", "model", "model_state_dict"):
-            if key in obj and isinstance(obj[key], dict):
-                obj = obj[key]
-                break
-    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
-        raise InputError(f"weights file '{path}' does not hold a state dict: save model.state_dict()")
-    # DataParallel / DDP checkpoints prefix every key with 'module.'
-    if obj and all(k.startswith("module.") for k in obj):
-        obj = {k[len("module."):]: v for k, v in obj.items()}
-    return obj
+
+
+def _tensor_dicts(obj: object, where: tuple[str, ...] = (), depth: int = 3) -> Iterator[tuple[tuple[str, ...], dict]]:
+    """Every dict in a checkpoint (``obj`` itself, and nested ones ``depth`` deep) whose values are all tensors."""
+    if not isinstance(obj, dict) or not obj:
+        return
+    if all(isinstance(v, torch.Tensor) for v in obj.values()) and all(isinstance(k, str) for k in obj):
+        yield where, obj
+        return
+    if depth > 0:
+        for key, value in obj.items():
+            if isinstance(key, str):
+                yield from _tensor_dicts(value, (*where, key), depth - 1)
+
+
+def _prefixes(keys: list[str], own: list[str]) -> list[str]:
+    """Prefixes that put ``keys`` onto the model's own key names (``''``, ``'module.'``, ``'model.'`` ...)."""
+    found = {""}
+    for o in own[:3]:
+        for k in keys:
+            if k.endswith(o) and (len(k) == len(o) or k[-len(o) - 1] == "."):
+                found.add(k[: len(k) - len(o)])
+    return sorted(found, key=len)
+
+
+def state_dict_for(obj: object, model: nn.Module, path: Path, arch: str) -> tuple[dict[str, torch.Tensor], str]:
+    """The state dict in a checkpoint that fits ``model``, and where it was found (``''``: the file itself).
+
+    Training scripts save more than the weights: ``{"state_dict": ..., "epoch": ..., "optimizer": ...}``
+    (Lightning, with every key prefixed ``model.``), ``{"model": ...}``, ``{"ema": ...}``, DataParallel's
+    ``module.``, torch.compile's ``_orig_mod.``. Every dict of tensors in the file (three levels deep)
+    is tried with every prefix that puts its keys onto the model's; the one that gives the most of
+    the model's keys is taken (a full fit first, the first in the file of equals, so a timm
+    checkpoint gives its ``state_dict`` before its ``state_dict_ema``; shapes are checked when it
+    is loaded). Where it was found is returned, for the manifest and the CLI to say.
+
+    Returns:
+        The state dict with the model's key names, and e.g. ``"key 'state_dict', prefix 'model.' removed"``.
+
+    Raises:
+        InputError: the file holds no dict of tensors whose keys are the model's; the message lists
+            the keys the file holds.
+    """
+    own = list(model.state_dict())
+    best: tuple[int, int, dict[str, torch.Tensor], str] | None = None
+    for where, found in _tensor_dicts(obj):
+        keys = list(found)
+        for prefix in _prefixes(keys, own):
+            sub = {k[len(prefix):]: v for k, v in found.items() if k.startswith(prefix)}
+            hits = sum(k in sub for k in own)
+            full = int(hits == len(own) and len(sub) == len(own))
+            desc = ", ".join(([f"key '{'.'.join(where)}'"] if where else []) +
+                             ([f"prefix '{prefix}' removed"] if prefix else []))
+            if hits and (best is None or (full, hits) > best[:2]):
+                best = (full, hits, sub, desc)
+    if best is None:
+        top = list(obj)[:8] if isinstance(obj, dict) else []
+        held = f"keys {', '.join(map(str, top))}{', ...' if isinstance(obj, dict) and len(obj) > 8 else ''}" \
+            if top else f"a {type(obj).__name__}"
+        raise InputError(f"weights file '{path}' holds no state dict of '{arch}' (it has {held}): save "
+                         "model.state_dict(), or check --model")
+    return best[2], best[3]
 
 
 def load_checkpoint_into(model: nn.Module, path: str | Path, arch: str,
@@ -194,7 +250,8 @@ def load_checkpoint_into(model: nn.Module, path: str | Path, arch: str,
         InputError: If the file cannot be read as a state dict, or its keys or shapes do not fit ``model``.
     """
     path = Path(path)
-    state = _read_checkpoint(path) if state is None else state
+    if state is None:
+        state, _ = state_dict_for(_read_checkpoint(path), model, path, arch)
     own = model.state_dict()
     missing = [k for k in own if k not in state]
     unexpected = [k for k in state if k not in own]
@@ -229,23 +286,39 @@ def first_conv(model: nn.Module) -> tuple[str, nn.Conv2d] | None:
 def with_channels(prep: Preprocess, channels: int) -> Preprocess:
     """``prep`` for a model taking ``channels`` (1: grey, with the mean of the RGB statistics, as timm).
 
+    Another count than 1 or 3 is kept: such a model takes tensors, and an image file given to it is
+    refused in one line (see :class:`Preprocess`).
+
     Raises:
-        InputError: If ``channels`` is neither 1 nor 3.
+        InputError: If ``channels`` is below 1.
     """
+    if isinstance(channels, bool) or int(channels) < 1:
+        raise InputError(f"--channels {channels}: give the number of input channels the model takes, 1 or more")
     if channels == prep.channels:
         return prep
-    if channels == 3:
-        return dataclasses.replace(prep, channels=3)
     if channels != 1:
-        raise InputError(f"--channels {channels}: camanim feeds 1 (grey) or 3 (RGB) channel images")
+        return dataclasses.replace(prep, channels=int(channels))
     mean, std = sum(prep.mean) / len(prep.mean), sum(prep.std) / len(prep.std)
     return dataclasses.replace(prep, channels=1, mean=(round(mean, 4),), std=(round(std, 4),))
 
 
+def with_input_size(prep: Preprocess, size: tuple[int, int]) -> Preprocess:
+    """``prep`` cropping ``size`` (height, width), its resize scaled to keep the recipe's crop ratio.
+
+    Raises:
+        InputError: a side below 1 pixel.
+    """
+    h, w = (int(s) for s in size)
+    if h < 1 or w < 1:
+        raise InputError(f"--input-size {h},{w}: give a height and width of 1 pixel or more")
+    ratio = prep.resize / min(prep.crop)
+    return dataclasses.replace(prep, crop=(h, w), resize=max(h, w, int(round(min(h, w) * ratio))))
+
+
 def default_preprocess(model: nn.Module) -> Preprocess:
-    """The ImageNet recipe, grey when the model's first convolution takes one channel."""
+    """The ImageNet recipe, for as many channels as the model's first convolution takes (grey for one)."""
     conv = first_conv(model)
-    return with_channels(Preprocess.imagenet(), conv[1].in_channels if conv and conv[1].in_channels == 1 else 3)
+    return with_channels(Preprocess.imagenet(), conv[1].in_channels if conv else 3)
 
 
 def adapt_first_conv(model: nn.Module, channels: int, keep_weights: bool) -> None:
@@ -453,6 +526,7 @@ def load_model(
     labels: str | Path | None = None,
     channels: int | None = None,
     trust_checkpoint: bool = False,
+    input_size: tuple[int, int] | None = None,
 ) -> LoadedModel:
     """Load a model by name: built-in, torchvision or timm (in that order of lookup), or a pickled model file.
 
@@ -467,15 +541,21 @@ def load_model(
         labels: a text file with one class name per line.
         channels: input channels (1 for grey-scale); default the checkpoint's first convolution's, else 3.
         trust_checkpoint: allow ``name`` to be a pickled full model.
+        input_size: (height, width) the model takes, for models whose size camanim cannot know (a
+            pickled 32x32 CIFAR net): images are resized and centre-cropped to it, keeping the
+            recipe's crop ratio (:func:`with_input_size`).
 
     Returns:
         The loaded model, in eval mode, with preprocessing, labels and provenance.
 
     Raises:
         InputError: If the name is unknown, the weights file is missing or does not fit, a pickled model
-            is not trusted, ``channels`` is not 1 or 3, or the labels file is unusable.
+            is not trusted, ``channels`` is below 1, ``input_size`` is not positive, or the labels file
+            is unusable.
     """
     wspec = "none" if weights is None else str(weights)
+    if wspec == "pickled" and Path(name).is_file():
+        wspec = "default"  # a run's manifest spec of a pickled model (`camanim road` rebuilds it from that)
     ckpt: Path | None = None
     if wspec not in ("default", "none"):
         ckpt = Path(wspec)
@@ -503,12 +583,12 @@ def load_model(
             init = "pickled"
         else:
             raise _unknown_model(name)
-    state = _read_checkpoint(ckpt) if ckpt is not None else None
+    state, where = state_dict_for(_read_checkpoint(ckpt), loaded.module, ckpt, name) if ckpt else (None, "")
     conv = first_conv(loaded.module)
     if channels is None and state is not None and conv is not None:
-        # A grey-scale fine-tune replaced the first convolution: its kernel says how many channels.
+        # A grey-scale (or RGB+NIR) fine-tune replaced the first convolution: its kernel says how many channels.
         kernel = state.get(f"{conv[0]}.weight")
-        if kernel is not None and kernel.ndim == 4 and kernel.shape[1] in (1, 3):
+        if kernel is not None and kernel.ndim == 4 and conv[1].groups == 1:
             channels = int(kernel.shape[1])
     if channels is not None:
         loaded.preprocess = with_channels(loaded.preprocess, channels)
@@ -517,11 +597,17 @@ def load_model(
     if ckpt is not None:
         load_checkpoint_into(loaded.module, ckpt, name, state)
         loaded.info["weights"] = str(ckpt)
+        if where:  # inside what a training script saved: which part was used
+            loaded.info["weights_in_file"] = where
+    if input_size is not None:
+        loaded.preprocess = with_input_size(loaded.preprocess, input_size)
+        loaded.info["input_size"] = list(loaded.preprocess.crop)
     if labels is not None:
         loaded.labels = read_labels(labels, loaded.num_classes)
         loaded.info["labels"] = str(labels)
     loaded.info["spec"] = {"name": name, "weights": str(ckpt.resolve()) if ckpt is not None else init,
                            "num_classes": num_classes, "channels": channels,
+                           "input_size": list(input_size) if input_size is not None else None,
                            "labels": str(Path(labels).resolve()) if labels is not None else None}
     loaded.module.eval()
     return loaded

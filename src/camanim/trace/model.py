@@ -92,6 +92,52 @@ def logits_of(output: object, output_key: str | int | None = None) -> torch.Tens
                      "pick them with --output-key KEY")
 
 
+#: how a probability is made from the logits: ``softmax`` (one label per image) or ``sigmoid``
+#: (each class on its own: multi-label models, and every model with one output logit)
+PROBABILITIES = ("softmax", "sigmoid")
+
+
+def class_logits(logits: torch.Tensor) -> torch.Tensor:
+    """The logits (B, K) as one column per class: a one-logit model's (B, 1) becomes (B, 2), ``[-z, z]``.
+
+    A binary classifier with ONE output logit z (trained with ``BCEWithLogitsLoss``) has two
+    classes: class 1, the positive one, with logit z (probability sigmoid(z)), and class 0 with
+    logit -z (probability sigmoid(-z) = 1 - sigmoid(z)). Any other width is returned as is.
+    """
+    if logits.ndim == 2 and logits.shape[1] == 1:
+        return torch.cat([-logits, logits], dim=1)
+    return logits
+
+
+def probability_kind(score: str, outputs: int) -> str:
+    """Which probability a run uses: ``sigmoid`` for ``score="sigmoid"`` or a one-logit model, else ``softmax``.
+
+    Args:
+        score: the run's score (``logit``, ``softmax`` or ``sigmoid``).
+        outputs: the width K of the model's logits (B, K).
+    """
+    return "sigmoid" if str(score).strip().lower() == "sigmoid" or outputs == 1 else "softmax"
+
+
+def class_scores(logits: torch.Tensor, kind: str) -> torch.Tensor:
+    """Every class's score (B, K') from the logits (B, K): ``logit``, ``softmax`` or ``sigmoid``.
+
+    K' is the number of classes (2 for a one-logit model, see :func:`class_logits`). A one-logit
+    model's probability is always its sigmoid: softmax over one logit is the constant 1.
+
+    Raises:
+        ValueError: an unknown ``kind``.
+    """
+    cols = class_logits(logits)
+    if kind == "logit":
+        return cols
+    if kind == "sigmoid" or (kind == "softmax" and logits.shape[1] == 1):
+        return cols.sigmoid()
+    if kind == "softmax":
+        return cols.softmax(dim=1)
+    raise ValueError(f"score kind {kind!r}: expected logit, softmax or sigmoid")
+
+
 def _fields_of(output: object) -> str:
     """' with fields a, b' for a dict, named tuple or dataclass output; '' otherwise."""
     if isinstance(output, dict):

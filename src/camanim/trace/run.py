@@ -26,7 +26,7 @@ from ..errors import InputError
 from .backward import LayerSink, backward_into, no_gradient
 from .inplace import Recorder, recompute_source
 from .layouts import LayoutContext, LayoutEvidence
-from .model import eval_mode, first_tensor, logits_of
+from .model import class_logits, eval_mode, first_tensor, logits_of
 from .records import Activations, LayerRecord, Recompute, Trace
 from .select import LayerSpec, select_names
 
@@ -330,7 +330,7 @@ class _Pass:
 
 def _targets_of(logits: torch.Tensor, targets: Sequence[int] | torch.Tensor | None) -> torch.Tensor:
     if targets is None:
-        return logits.argmax(dim=1)
+        return class_logits(logits).argmax(dim=1)  # a one-logit model: class 1 where its logit is positive
     tgt = torch.as_tensor(list(targets) if not isinstance(targets, torch.Tensor) else targets,
                           device=logits.device).long().view(-1)
     return tgt.expand(logits.shape[0]) if tgt.numel() == 1 and logits.shape[0] > 1 else tgt
@@ -417,7 +417,7 @@ def run_trace(
             tgt = _targets_of(logits, targets)
             grads: list[torch.Tensor | None] = []
             if gradients:
-                s = score(logits, tgt) if score is not None else logits.gather(1, tgt.view(-1, 1)).squeeze(1)
+                s = score(logits, tgt) if score is not None else class_logits(logits).gather(1, tgt.view(-1, 1)).squeeze(1)
                 grads = tp.gradients(s, logits, tgt, sink)
             tp.detach()
     finally:
