@@ -325,3 +325,27 @@ def test_layer_pattern_matching_nothing_names_the_library_and_real_names(capsys)
         camanim.animate("timm:resnet18", "sample:cat", weights="none", layers="layer9*")
     with pytest.raises(InputError, match="matches no layer of Picky, whose layers are named like conv, fc:"):
         camanim.trace_layers(Picky(), "layer4*")
+
+
+class _ViewNet(torch.nn.Module):
+    """A forward that reshapes to a fixed size: torch's own error, raised under camanim's layout mode."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, 4, 3, padding=1)
+        self.fc = torch.nn.Linear(3600, 2)
+
+    def forward(self, x):
+        return self.fc(self.conv(x).view(-1, 3600))
+
+
+@pytest.mark.parametrize(("model", "shape", "message"), [
+    (torch.nn.Sequential(torch.nn.Conv2d(4, 4, 3), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(),
+                         torch.nn.Linear(4, 2)), (3, 32, 32), "to have 4 channels"),
+    (_ViewNet(), (3, 32, 32), "invalid for input of size"),
+])
+def test_torch_op_errors_in_the_models_forward_are_one_line(model, shape, message):
+    with pytest.raises(InputError, match=message) as info:
+        camanim.animate(model.eval(), torch.rand(*shape), layers="all")
+    text = str(info.value)
+    assert "\n" not in text and "failed on the input 1x3x32x32" in text

@@ -331,6 +331,13 @@ def ybroad(result: CamResult | CamSet | Sequence[CamResult], *, percentiles: Seq
                              "model; score each model's results separately")
         if [x.name for x in r.layers] != [x.name for x in first.layers]:
             raise InputError(f"result {k} has other layers than result 0: animate every image with the same --layers")
+    for k, r in enumerate(items):
+        for j in range(k):
+            other = items[j].input_tensor
+            if r.input_tensor is other or (r.input_tensor.shape == other.shape and torch.equal(r.input_tensor, other)):
+                raise InputError(f"results {j} and {k} explain the same image (targets {items[j].target.index} and "
+                                 f"{r.target.index}): ybROAD across images needs one result per image; score each "
+                                 "target's result on its own")
     scored = [r.road if r.road is not None and _same_settings(r.road, opts) else _score_one(r, opts, progress)
               for r in items]
     names = [str(r.image_info.get("source", f"image {i}")) for i, r in enumerate(items)]

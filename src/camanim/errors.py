@@ -21,8 +21,10 @@ class InputError(ValueError):
 _PACKAGE = os.path.dirname(os.path.abspath(__file__)) + os.sep
 # camanim's own frames that hand a model's call on inside its forward: the recording wrapper, and
 # the copy-on-write mode that runs every op of a model that writes in place
-_INSIDE_FORWARD = {(os.path.join(_PACKAGE, "trace", "run.py"), "forward_and_record"),
-                   (os.path.join(_PACKAGE, "trace", "inplace.py"), "__torch_function__")}
+_INSIDE_FORWARD = {(os.path.join(_PACKAGE, "trace", "run.py"), "forward_or_record"),
+                   (os.path.join(_PACKAGE, "trace", "run.py"), "call"),
+                   (os.path.join(_PACKAGE, "trace", "inplace.py"), "__torch_function__"),
+                   (os.path.join(_PACKAGE, "trace", "layouts.py"), "__torch_function__")}
 
 
 def raised_by_model(exc: BaseException) -> bool:

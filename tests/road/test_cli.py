@@ -197,3 +197,11 @@ def test_ybroad_across_images(tiny):
         camanim.ybroad([results[0], other], percentiles=(50,))
     with pytest.raises(TypeError):
         camanim.ybroad(["not a result"])
+
+
+def test_ybroad_across_images_refuses_one_images_several_targets(tiny, tiny_input) -> None:
+    import camanim
+
+    results = camanim.animate(tiny, tiny_input, target="topk:2")
+    with pytest.raises(camanim.InputError, match="explain the same image"):
+        camanim.ybroad(results, percentiles=(50,), trials=2)

@@ -524,3 +524,15 @@ def test_layers_give_aliases_notes_and_the_target_probability(net: nn.Module, x:
     assert data["best"]["name"] == res.ybroad_max.name and data["ybroad_max"]["name"] != "b.bn"
     # the warning follows the model's confidence: under 2/5 here or not, it says so exactly then
     assert any(w.startswith("low confidence") for w in data["warnings"]) == (prob < 0.4)
+
+
+def test_no_noise_trials_are_one_draw_and_give_no_interval(net: nn.Module, x: torch.Tensor) -> None:
+    cams = _tie_free_cams(2)
+    yb = ybroad(net, x, cams, 0, seed=3, trials=3, noise=0.0)
+    # every trial imputes the same images: the per-trial scores are equal...
+    torch.testing.assert_close(yb.curve[0], yb.curve[1])
+    judged = yb.verdict()
+    # ...so no interval, no separability and the reason in words
+    assert all(c["ci"] is None for c in judged["candidates"])
+    assert judged["best"]["separable_from_runner_up"] is None
+    assert any("--road-noise 0 makes the 3 trials one draw repeated" in w for w in judged["warnings"])

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from camanim.road.verdict import TOP, chance_warning, pass_through_notes, verdict
+from camanim.road.verdict import TOP, chance_threshold, chance_warning, pass_through_notes, verdict
 
 # timm's BatchNormAct2d: the norm runs functionally, then `drop` (Identity) and `act` (ReLU6) are called;
 # the container returns act's output, so it records the same tensor as act (same_as).
@@ -104,6 +104,9 @@ def test_one_trial_gives_no_interval_and_says_so() -> None:
     best = out["best"]
     assert best["index"] == 0 and best["ci"] is None and best["separable_from_runner_up"] is None
     assert "one trial: no interval can be given; repeat with --road-trials 2 or more" in out["warnings"]
+    # a band from one random ranking is one value: no layer is called above (or below) it
+    assert out["above_baseline"] == [None, None, None]
+    assert not any("no layer beats" in w for w in out["warnings"])
     one_image = verdict(draws, [True] * 3, _names(3), [None] * 3, [None] * 3, (0.0, 0.0, 0.0), unit="images")
     assert "one image: no interval can be given; score 2 or more images" in one_image["warnings"]
 
@@ -113,3 +116,19 @@ def test_chance_warning_below_two_over_num_classes() -> None:
     assert text is not None and "0.100%" in text and "2/1000 classes = 0.200%" in text
     assert chance_warning(0.0021, 1000) is None
     assert chance_warning(None, 1000) is None and chance_warning(0.1, None) is None
+
+
+@pytest.mark.parametrize(("classes", "kind", "threshold"), [
+    (1000, "softmax", 0.002), (5, "softmax", 0.4), (4, "softmax", 0.5), (3, "softmax", 1 / 3),
+    (2, "softmax", 0.5), (2, "sigmoid", 0.5), (14, "sigmoid", 0.5)])
+def test_chance_threshold_by_number_of_classes_and_probability(classes, kind, threshold) -> None:
+    assert chance_threshold(classes, kind) == pytest.approx(threshold)
+
+
+def test_a_predicted_class_of_a_three_class_model_is_not_low_confidence() -> None:
+    # 45% on the argmax of three classes is above chance (1/3): no warning
+    assert chance_warning(0.45, 3) is None
+    text = chance_warning(0.30, 3)
+    assert text is not None and "below chance, 1/3 classes = 33.333%" in text and "(softmax)" in text
+    sig = chance_warning(0.27, 2, "sigmoid")
+    assert sig is not None and "sigmoid's 1/2" in sig and chance_warning(0.73, 2, "sigmoid") is None

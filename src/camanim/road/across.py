@@ -76,8 +76,8 @@ class YbRoadAcross:
         warnings = []
         if low:
             warnings.append(f"low confidence on {len(low)} of {len(self.per_image)} images ({', '.join(low[:5])}"
-                            f"{' …' if len(low) > 5 else ''}): the model gives the target under 2/num_classes "
-                            "probability there, so their ROAD measures a score the model does not hold")
+                            f"{' …' if len(low) > 5 else ''}): the model gives the target a probability below "
+                            "chance there (each image's own ybROAD says which threshold), so their ROAD measures a score the model does not hold")
         return verdict(self.draws, self.defined.tolist(), self.layer_names, first.layer_same_as, first.layer_notes,
                        self.baseline_band, unit="images", warnings=warnings)
 

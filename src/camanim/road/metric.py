@@ -220,8 +220,14 @@ class YbRoad:
         warnings = [w for w in (self.chance_warning,) if w]
         if self.baseline_band is None:
             warnings.append("no chance baseline was computed: no layer can be said to beat random rankings")
-        return verdict(self.curve.numpy(), self.defined.tolist(), self.layer_names, self.layer_same_as,
-                       self.layer_notes, band, unit="trials", warnings=warnings)
+        draws, remedy = self.curve.numpy(), None
+        if self.noise == 0 and self.trials > 1:
+            # without noise every trial imputes the same images: the trials are one draw repeated
+            draws = draws[:1]
+            remedy = (f"--road-noise 0 makes the {self.trials} trials one draw repeated; use a noise above 0 "
+                      "for intervals")
+        return verdict(draws, self.defined.tolist(), self.layer_names, self.layer_same_as,
+                       self.layer_notes, band, unit="trials", warnings=warnings, remedy=remedy)
 
     def summary(self) -> dict[str, Any]:
         """What a run's ``manifest.json`` keeps of this result: the best layer, the mean, the settings, and

@@ -100,13 +100,16 @@ def aliases_of(same_as: Sequence[int | None]) -> list[list[int]]:
 def chance_threshold(num_classes: int, probability: str = "softmax") -> float:
     """The probability under which a target counts as "below chance".
 
-    ``softmax``: ``CHANCE_FACTOR / num_classes``, at most 1/2 (two classes: below 1/2 the target is not
-    even the predicted class). ``sigmoid`` (each class its own probability: multi-label and one-logit
-    models): 1/2, under which the model says the finding is absent.
+    ``softmax``: ``CHANCE_FACTOR / num_classes`` for 4 classes or more; chance itself, ``1 / num_classes``,
+    for 2 or 3 classes (where twice chance would call a predicted class at 45% untrustworthy).
+    ``sigmoid`` (each class its own probability: multi-label and one-logit models): 1/2, under which
+    the model says the class is absent.
     """
     if probability == "sigmoid":
         return 0.5
-    return min(CHANCE_FACTOR / num_classes, 0.5)
+    if num_classes < 4:
+        return 1.0 / num_classes
+    return CHANCE_FACTOR / num_classes
 
 
 def chance_warning(probability: float | None, num_classes: int | None, kind: str = "softmax") -> str | None:
@@ -119,8 +122,8 @@ def chance_warning(probability: float | None, num_classes: int | None, kind: str
         return None
     if kind == "sigmoid":
         below = "below its sigmoid's 1/2 (the model says the class is absent)"
-    elif threshold < CHANCE_FACTOR / num_classes:
-        below = f"below 1/2 of {num_classes} classes (it is not the predicted class)"
+    elif num_classes < 4:
+        below = f"below chance, 1/{num_classes} classes = {threshold:.3%}"
     else:
         below = f"below {CHANCE_FACTOR:g}/{num_classes} classes = {threshold:.3%}"
     return (f"low confidence: the model gives the target {probability:.3%} probability ({kind}), {below}; "
@@ -137,7 +140,8 @@ def _interval(lo: float, hi: float) -> list[float] | None:
 
 def verdict(draws: np.ndarray, defined: Sequence[bool], names: Sequence[str], same_as: Sequence[int | None],
             notes: Sequence[str | None], band: tuple[float, float, float], *, unit: str = "trials",
-            warnings: Sequence[str] = (), confidence: float = CONFIDENCE) -> dict[str, Any]:
+            warnings: Sequence[str] = (), confidence: float = CONFIDENCE,
+            remedy: str | None = None) -> dict[str, Any]:
     """The best candidate and the top ones, with intervals, separability and warnings, as plain JSON.
 
     Args:
@@ -150,6 +154,7 @@ def verdict(draws: np.ndarray, defined: Sequence[bool], names: Sequence[str], sa
         unit: what the ``n`` draws are, for the words (``"trials"``, ``"images"``).
         warnings: warnings known beforehand (a low-confidence target), kept first.
         confidence: level of the intervals.
+        remedy: what to do about a single draw, if not the default advice (more trials or images).
 
     Returns:
         ``{"above_baseline": [L] bool or None, "candidates": [...], "best": {...} or None,
@@ -161,8 +166,9 @@ def verdict(draws: np.ndarray, defined: Sequence[bool], names: Sequence[str], sa
     mean, lo, hi = mean_ci(draws, confidence)
     upper = band[2]
     alias = aliases_of(same_as)
-    above: list[bool | None] = [bool(mean[i] > upper) if defined[i] and math.isfinite(mean[i]) else None
-                                for i in range(len(names))]
+    # a band from one random ranking is one value, not a band: no layer can be called above it
+    above: list[bool | None] = [bool(mean[i] > upper) if defined[i] and math.isfinite(mean[i]) and n >= 2
+                                and math.isfinite(upper) else None for i in range(len(names))]
     order = sorted((i for i in range(len(names)) if defined[i] and same_as[i] is None and math.isfinite(mean[i])),
                    key=lambda i: (-mean[i], i))
 
@@ -172,12 +178,12 @@ def verdict(draws: np.ndarray, defined: Sequence[bool], names: Sequence[str], sa
 
     out_warnings = list(warnings)
     if n < 2:
-        remedy = "repeat with --road-trials 2 or more" if unit == "trials" else f"score 2 or more {unit}"
+        remedy = remedy or ("repeat with --road-trials 2 or more" if unit == "trials" else f"score 2 or more {unit}")
         out_warnings.append(f"one {unit[:-1] if unit.endswith('s') else unit}: no interval can be given; {remedy}")
     if not order:
         return {"above_baseline": above, "candidates": [], "best": None, "warnings": out_warnings,
                 "statement": "no layer has a defined ROAD score (non-spatial or constant CAMs only)"}
-    if not any(above[i] for i in order):
+    if n >= 2 and math.isfinite(upper) and not any(above[i] for i in order):
         out_warnings.append(f"no layer beats the chance baseline: every layer's ROAD is at or below the upper "
                             f"end of the random-ranking band ({_fmt(upper)}), so none can be called the most "
                             "faithful")
