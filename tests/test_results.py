@@ -179,6 +179,6 @@ def test_figure_of_several_results_is_a_grid_and_options_are_checked(tiny, tiny_
     assert len(PdfReader(paths["pdf"]).pages) == 1
     with pytest.raises(TypeError, match="not both"):
         results[0].figure(tmp_path / "x.pdf", options=FigureOptions(), dpi=100)
-    with pytest.raises(camanim.InputError, match="has no ybROAD"):
+    with pytest.raises(camanim.InputError, match=r"has no ybROAD: score it first with camanim.ybroad\(result\) before result.figure\(...\), or with_road=False"):
         results[0].figure(tmp_path / "x.pdf", with_road=True)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["grid.pdf", "grid.png"]

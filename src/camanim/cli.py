@@ -510,7 +510,7 @@ def cmd_figure(args: argparse.Namespace) -> int:
 
     if args.depths is not None and (args.layers or args.layer):
         raise InputError("--depths and --layers/--layer exclude each other: choose columns by depth or by name")
-    options = FigureOptions(depths=FigureOptions.parse_depths(args.depths) if args.depths else DEFAULT_DEPTHS,
+    options = FigureOptions(depths=FigureOptions.parse_depths(args.depths) if args.depths is not None else DEFAULT_DEPTHS,
                             layers=tuple(_csv(args.layers or "")), norms=tuple(_csv(args.norms)) if args.norms else None,
                             layer=args.layer, with_road=args.with_road, spatial_only=args.spatial_only,
                             dpi=args.dpi, font_size=args.font_size)

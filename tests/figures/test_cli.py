@@ -32,6 +32,7 @@ def test_each_figure_kind_from_the_command_line(figure_runs, tmp_path, capsys, r
 
 @pytest.mark.parametrize(("runs", "extra", "needle"), [
     (["gradcam"], ["--depths", "0,150"], "--depths 150 is outside 0-100"),
+    (["gradcam"], ["--depths", ""], "--depths is empty"),
     (["gradcam"], ["--norms", "max"], "--norms 'max'"),
     (["gradcam"], ["--layers", "nope"], "has no layer 'nope'"),
     (["hirescam"], ["--with-road"], "camanim road"),

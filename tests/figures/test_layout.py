@@ -83,3 +83,32 @@ def test_the_kind_follows_the_runs(figure_runs):
         figure_kind([gc, hc], FigureOptions(with_road=True))
     with pytest.raises(InputError, match="no run folder"):
         figure_kind([], FigureOptions())
+
+
+def _copy_run(src, dst, image_source=None):
+    import json
+    import shutil
+
+    shutil.copytree(src, dst)
+    if image_source is not None:
+        manifest = json.loads((dst / "manifest.json").read_text())
+        manifest["image"]["source"] = image_source
+        (dst / "manifest.json").write_text(json.dumps(manifest))
+    return dst
+
+
+def test_runs_of_different_images_are_refused_not_mislabelled(figure_runs, tmp_path):
+    other = _copy_run(figure_runs["hirescam"], tmp_path / "coffee", image_source="sample:coffee")
+    runs = [read_run(figure_runs["gradcam"]), read_run(other)]
+    with pytest.raises(InputError, match=r"different images \(sample:cat, sample:coffee\)"):
+        figure_kind(runs, FigureOptions())
+
+
+def test_rows_that_would_read_the_same_are_told_apart_by_their_folder(figure_runs, tmp_path):
+    from camanim.figures.layout import METHODS, row_label
+
+    a = read_run(_copy_run(figure_runs["gradcam"], tmp_path / "first"))
+    b = read_run(_copy_run(figure_runs["gradcam"], tmp_path / "second"))
+    c = read_run(figure_runs["hirescam"])
+    assert [row_label(r, [a, b, c], METHODS) for r in (a, b, c)] == ["gradcam · first", "gradcam · second", "hirescam"]
+    assert [row_label(r, [a, c], METHODS) for r in (a, c)] == ["gradcam", "hirescam"]

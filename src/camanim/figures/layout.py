@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from fractions import Fraction
+from pathlib import Path
 
 from ..draw import NORMALISATIONS
 from ..errors import InputError
@@ -177,7 +178,8 @@ def figure_kind(runs: Sequence[FigureRun], options: FigureOptions) -> str:
     for several runs of one model (same layers), ``models`` for runs of different models.
 
     Raises:
-        InputError: no run, ``with_road`` with several runs, or ``layers`` across different models.
+        InputError: no run, ``with_road`` with several runs, runs of different images, or ``layers`` across
+            different models.
     """
     if not runs:
         raise InputError("no run folder given: pass one or more folders written by `camanim run`")
@@ -187,6 +189,10 @@ def figure_kind(runs: Sequence[FigureRun], options: FigureOptions) -> str:
         return FILMSTRIP
     if options.with_road:
         raise InputError("--with-road draws a ybROAD strip under a one-run filmstrip: pass one run folder")
+    images = list(dict.fromkeys(run.image_source for run in runs))
+    if len(images) > 1:
+        raise InputError(f"these runs explain different images ({', '.join(images[:3])}): a grid compares methods "
+                         "or models on one image; make one figure per image")
     layer_names = {tuple(str(layer.get("name")) for layer in run.layers) for run in runs}
     if len(layer_names) == 1 and len({run.model_name for run in runs}) == 1:
         return METHODS
@@ -204,12 +210,21 @@ def norms_for(kind: str, options: FigureOptions) -> tuple[str, ...]:
 
 
 def row_label(run: FigureRun, runs: Sequence[FigureRun], kind: str) -> str:
-    """A grid row's label: what differs between the runs (method, model, image), or the folder."""
-    parts = []
-    if len({r.model_name for r in runs}) > 1 or kind == MODELS:
-        parts.append(run.model_name)
-    if len({r.method for r in runs}) > 1 or kind == METHODS:
-        parts.append(run.method)
-    if len({r.image_source for r in runs}) > 1:
-        parts.append(run.image_source)
-    return " · ".join(dict.fromkeys(parts)) or run.label
+    """A grid row's label: what differs between the runs (method, model, image), and the folder as well
+    where that leaves two rows with the same label (e.g. one model with two layer selections)."""
+    def differs(r: FigureRun) -> str:
+        parts = []
+        if len({x.model_name for x in runs}) > 1 or kind == MODELS:
+            parts.append(r.model_name)
+        if len({x.method for x in runs}) > 1 or kind == METHODS:
+            parts.append(r.method)
+        if len({x.image_source for x in runs}) > 1:
+            parts.append(r.image_source)
+        return " · ".join(dict.fromkeys(parts))
+
+    label = differs(run)
+    if not label:
+        return run.label
+    if sum(differs(r) == label for r in runs) > 1:
+        return f"{label} · {Path(run.label).name or run.label}"
+    return label

@@ -42,8 +42,9 @@ def road_curve(run: FigureRun) -> RoadCurve:
     """
     data = run.view.ybroad
     if not data:
-        raise InputError(f"{run.label} has no ybROAD: score it first with `camanim road {run.label}`, "
-                         "or drop --with-road")
+        how = ("camanim.ybroad(result) before result.figure(...), or with_road=False" if run.label == "result"
+               else f"`camanim road {run.label}`, or drop --with-road")
+        raise InputError(f"{run.label} has no ybROAD: score it first with {how}")
     layers = data.get("layers") or []
     count = len(run.layers)
     if len(layers) != count:
