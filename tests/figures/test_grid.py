@@ -173,3 +173,15 @@ def test_norms_figure_puts_one_layers_local_and_global_side_by_side(figure_runs)
     cams = np.load(figure_runs["gradcam"] / "cams.npz")["cams"]
     assert axes["colorbar:0:0"].get_ylim() == pytest.approx((float(cams[3].min()), float(cams[3].max())))
     assert axes["colorbar:0:1"].get_ylim() == pytest.approx((float(cams.min()), float(cams.max())))
+
+
+@pytest.mark.parametrize(("depths", "font_size"), [((50,), 9), ((50,), 16), ((0, 50, 100), 16)])
+def test_the_title_fits_the_figure_however_narrow(figure_runs, depths, font_size):
+    run = read_run(figure_runs["mobilenet"])
+    options = FigureOptions(depths=depths, dpi=60, font_size=font_size)
+    with figure_style(options):
+        fig, plan = build_figure([run], options)
+        fig.draw_without_rendering()
+        box, page = fig._suptitle.get_window_extent(), fig.bbox
+    assert plan.title.split()[0] in fig._suptitle.get_text()
+    assert page.x0 - 1 <= box.x0 and box.x1 <= page.x1 + 1 and box.y1 <= page.y1 + 1

@@ -72,6 +72,17 @@ def style(options: FigureOptions) -> dict[str, Any]:
             "figure.titlesize": fs + 1, "pdf.fonttype": 42, "svg.hashsalt": "camanim"}
 
 
+def set_title(fig: Any, title: str, options: FigureOptions) -> None:
+    """The figure's title, wrapped at word boundaries to the figure's width (a one-column figure is
+    narrower than its title; unwrapped, the title would be cut at both edges)."""
+    import textwrap
+
+    width_pt = float(fig.get_figwidth()) * 72.0
+    # DejaVu Sans averages about 0.6 em per character; the title is font_size + 1 points
+    chars = max(12, int(width_pt / (0.6 * (float(options.font_size) + 1))))
+    fig.suptitle(textwrap.fill(title, chars, break_long_words=True))
+
+
 @contextmanager
 def figure_style(options: FigureOptions) -> Iterator[None]:
     """matplotlib's rc settings for building and saving a figure (see :func:`style`)."""
@@ -212,10 +223,10 @@ def _filmstrip(run: FigureRun, options: FigureOptions) -> tuple[Any, FigurePlan]
     if options.with_road:
         road_ax = fig.add_subplot(gs[len(norms), 1:n + 1], label="road")
         draw_road_strip(road_ax, run, tiles, (-2.0, 102.0), options.font_size)
-        fig.suptitle(plan.title)
+        set_title(fig, plan.title, options)
         _share_depth_axis(fig, road_ax, first_row, options)
         return fig, plan
-    fig.suptitle(plan.title)
+    set_title(fig, plan.title, options)
     return fig, plan
 
 
@@ -276,7 +287,7 @@ def _grid(runs: Sequence[FigureRun], options: FigureOptions, kind: str) -> tuple
             if len(norms) > 1 and c == 0 and not (r == 0 or rows[r - 1].run != row.run):
                 ax.set_ylabel(row.label)
         _colorbar(fig, fig.add_subplot(gs[r, n + 1], label=f"colorbar:{r}"), run, row.norm)
-    fig.suptitle(plan.title)
+    set_title(fig, plan.title, options)
     return fig, plan
 
 
@@ -311,6 +322,6 @@ def _norms_figure(runs: Sequence[FigureRun], options: FigureOptions) -> tuple[An
             _draw_tile(ax, run, tile, norm, options)
             ax.set_title(f"{norm}\n{caption(run, tile)}")
             _colorbar(fig, fig.add_subplot(gs[r, 2 + 2 * c], label=f"colorbar:{r}:{c}"), run, norm, tile.index)
-    fig.suptitle(plan.title)
+    set_title(fig, plan.title, options)
     return fig, plan
 
