@@ -8,6 +8,7 @@ layout                    tensor                 seen in
 ========================  =====================  =============================================
 ``NCHW``                  (B, C, H, W)           convolutional networks
 ``NHWC``                  (B, H, W, C)           ConvNeXt's and Swin's permuted blocks
+``NWHC``                  (B, W, H, C)           channels last by ``x.transpose(1, 3)``
 ``TOKENS:P+HxW``          (B, P + H*W, C)        ViT, DeiT: P class/register tokens first
 ``WINDOWS:THxTW@S``       (B, TH*TW, S*S, C)     MaxViT block attention: TH x TW tiles of S x S
 ``WINDOWS_T:THxTW@S``     (B, S*S, TH*TW, C)     MaxViT grid attention (the same, axes swapped)
@@ -63,16 +64,17 @@ logger = logging.getLogger(__name__)
 
 NCHW = "NCHW"
 NHWC = "NHWC"
+NWHC = "NWHC"
 TOKENS = "TOKENS"
 WINDOWS = "WINDOWS"
 WINDOWS_T = "WINDOWS_T"
 NON_SPATIAL = "non_spatial"
-KINDS = (NCHW, NHWC, TOKENS, WINDOWS, WINDOWS_T, NON_SPATIAL)
+KINDS = (NCHW, NHWC, NWHC, TOKENS, WINDOWS, WINDOWS_T, NON_SPATIAL)
 
 #: most class/register/distillation tokens a token sequence may carry before its grid
 MAX_PREFIX_TOKENS = 16
 
-_AXES = {NCHW: "NCHW", NHWC: "NHWC"}
+_AXES = {NCHW: "NCHW", NHWC: "NHWC", NWHC: "NWHC"}
 _TOKENS_RX = re.compile(r"(?:(\d+)\+)?(\d+)x(\d+)")
 _WINDOWS_RX = re.compile(r"(\d+)x(\d+)@(\d+)")
 
@@ -124,11 +126,11 @@ def _parse_layout(raw: str) -> Layout:
     kind = kind.upper()
     if kind in ("NON_SPATIAL", "NONE"):
         kind = NON_SPATIAL
-    hint = ("use NCHW, NHWC, TOKENS, TOKENS:P+HxW (P prefix tokens), WINDOWS:THxTW@S, WINDOWS_T:THxTW@S "
+    hint = ("use NCHW, NHWC, NWHC, TOKENS, TOKENS:P+HxW (P prefix tokens), WINDOWS:THxTW@S, WINDOWS_T:THxTW@S "
             "or non_spatial")
     if kind not in KINDS:
         raise InputError(f"layout '{raw}' is unknown: {hint}")
-    if kind in (NCHW, NHWC, NON_SPATIAL):
+    if kind in (NCHW, NHWC, NWHC, NON_SPATIAL):
         if params:
             raise InputError(f"layout '{raw}' takes no parameters: {hint}")
         return Layout(kind)
@@ -161,7 +163,7 @@ def fits(layout: Layout, shape: Sequence[int]) -> bool:
     kind = layout.kind
     if kind == NON_SPATIAL:
         return True
-    if kind in (NCHW, NHWC):
+    if kind in _AXES:
         return len(shape) == 4
     if kind == TOKENS:
         if len(shape) != 3:
@@ -192,6 +194,8 @@ def to_nchw(tensor: torch.Tensor, layout: str | Layout) -> torch.Tensor | None:
         return tensor
     if lay.kind == NHWC:
         return tensor.permute(0, 3, 1, 2).contiguous()
+    if lay.kind == NWHC:
+        return tensor.permute(0, 3, 2, 1).contiguous()
     b = tensor.shape[0]
     c = tensor.shape[-1]
     if lay.kind == TOKENS:
@@ -215,6 +219,8 @@ def spatial_size(layout: Layout, shape: Sequence[int]) -> tuple[int, int] | None
         return int(shape[2]), int(shape[3])
     if layout.kind == NHWC:
         return int(shape[1]), int(shape[2])
+    if layout.kind == NWHC:
+        return int(shape[2]), int(shape[1])
     if layout.kind == TOKENS and layout.grid is not None:
         return layout.grid
     if layout.kind in (WINDOWS, WINDOWS_T) and layout.grid is not None and layout.size is not None:
@@ -427,7 +433,7 @@ class LayoutContext:
             return None
         if lay.kind == NCHW and len(os_) == 4 and (os_[2:] == ts[2:] or _is_2d_function(name)):
             return lay
-        if lay.kind == NHWC and len(os_) == 4 and os_[1:3] == ts[1:3]:
+        if lay.kind in (NHWC, NWHC) and len(os_) == 4 and os_[1:3] == ts[1:3]:
             return lay
         if lay.kind == TOKENS and len(os_) == 3 and os_[1] == ts[1]:
             return lay
@@ -588,7 +594,7 @@ class LayoutContext:
             return None
         if lay.kind == NCHW and _same_aspect(shape[2:4], xs[2:4]):
             return lay
-        if lay.kind == NHWC and _same_aspect(shape[1:3], xs[1:3]):
+        if lay.kind in (NHWC, NWHC) and _same_aspect(shape[1:3], xs[1:3]):
             return lay
         if lay.kind == TOKENS and shape[1] == xs[1]:
             return lay
