@@ -318,7 +318,7 @@ def test_transpose_1_3_is_read_as_nwhc_never_as_a_transposed_map(hw):
 
 
 def test_nwhc_layout_reads_back_with_the_right_permutation():
-    from camanim.trace.layouts import spatial_size, to_nchw, parse_layout
+    from camanim.trace.layouts import parse_layout, spatial_size, to_nchw
 
     t = torch.arange(2 * 5 * 3 * 4.0).view(2, 5, 3, 4)  # (N, W=5, H=3, C=4)
     assert torch.equal(to_nchw(t, "NWHC"), t.permute(0, 3, 2, 1))
