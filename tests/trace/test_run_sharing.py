@@ -8,6 +8,7 @@ import pytest
 import torch
 import torchvision
 from torch import nn
+from torch.nn import functional as F
 from torch.utils.checkpoint import checkpoint
 
 import camanim
@@ -229,3 +230,69 @@ def test_skipping_every_selected_layer_is_an_error_not_an_empty_result():
     with pytest.raises(InputError, match="all 1 selected layers are non-spatial"):
         camanim.animate(model, x, layers="fc", skip_non_spatial=True)
     assert len(camanim.animate(model, x, layers="conv,fc", skip_non_spatial=True).layers) == 1
+
+
+class _CkptBlock(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(4, 4, 3, padding=1)
+        self.act = nn.ReLU()
+
+    def forward(self, x):
+        return self.act(self.conv(x)) + x
+
+
+class TwoReentrantSegments(nn.Module):
+    """A stem, two blocks each in a reentrant checkpoint, a head: the stem's gradient crosses both segments."""
+
+    def __init__(self, ckpt: bool) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(3, 4, 3, padding=1)
+        self.b1, self.b2 = _CkptBlock(), _CkptBlock()
+        self.mid = nn.Conv2d(4, 4, 1)
+        self.fc = nn.Linear(4, 3)
+        self.ckpt = ckpt
+
+    def forward(self, x):
+        x = self.stem(x)
+        x = checkpoint(self.b1, x, use_reentrant=True) if self.ckpt else self.b1(x)
+        x = self.mid(x)
+        x = checkpoint(self.b2, x, use_reentrant=True) if self.ckpt else self.b2(x)
+        return self.fc(x.mean((2, 3)))
+
+
+def test_reentrant_segments_with_layers_before_them_give_exact_maps_outside_and_flags_inside():
+    torch.manual_seed(0)
+    plain, ckpt = TwoReentrantSegments(False).eval(), TwoReentrantSegments(True).eval()
+    ckpt.load_state_dict(plain.state_dict())
+    x = torch.rand(1, 3, 10, 10)
+    # Grad-CAM of the stem and of mid by hand, on the plain model
+    xx = x.clone().requires_grad_(True)
+    s = plain.stem(xx)
+    m = plain.mid(plain.b1(s))
+    out = plain.fc(plain.b2(m).mean((2, 3)))
+    target = int(out.argmax())
+    gs, gm = torch.autograd.grad(out[0, target], [s, m])
+    hand = {n: F.relu((g.mean((2, 3), keepdim=True) * a).sum(1))[0].detach()
+            for n, a, g in (("stem", s, gs), ("mid", m, gm))}
+    inside = {"b1", "b1.conv", "b1.act", "b2", "b2.conv", "b2.act"}
+    want = run_trace(plain, x, "all")
+    with pytest.warns(RuntimeWarning, match="b1.conv"):
+        got = run_trace(ckpt, x, "all")
+    assert [r.name for r in got.records] == [r.name for r in want.records]
+    for i, rec in enumerate(got.records):
+        if rec.name in inside:
+            assert "without autograd" in rec.flags["gradient"]
+        else:
+            assert rec.flags == {}, rec.name
+            torch.testing.assert_close(got.gradients[i], want.gradients[i], rtol=1e-5, atol=1e-8)
+    grads_before = [p.grad for p in ckpt.parameters()]
+    with pytest.warns(RuntimeWarning, match="b1.conv"):
+        result = camanim.animate(ckpt, x, target=target)
+    assert [p.grad for p in ckpt.parameters()] == grads_before  # the model's .grad left as it was
+    by_name = {r.name: i for i, r in enumerate(result.layers)}
+    for n in ("stem", "mid"):
+        torch.testing.assert_close(torch.as_tensor(result.cams[by_name[n]]), hand[n], rtol=1e-4, atol=1e-8)
+        assert result.layers[by_name[n]].flags == {}
+    for n in inside:
+        assert "gradient" in result.layers[by_name[n]].flags

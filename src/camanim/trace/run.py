@@ -267,7 +267,7 @@ class _Pass:
         self.views.clear()
 
     def gradients(self, s: torch.Tensor, logits: torch.Tensor, tgt: torch.Tensor,
-                  sink: LayerSink | None) -> list[torch.Tensor | None]:
+                  sink: LayerSink | None, leaves: Sequence[torch.Tensor] = ()) -> list[torch.Tensor | None]:
         """d ``s`` / d activation per record: into ``sink`` during the backward, or all at once.
 
         A layer no gradient reaches, or whose gradient is zero everywhere, is flagged (``flags``)
@@ -279,9 +279,11 @@ class _Pass:
         missing: dict[int, str] = {i: no_gradient(None) for i, a in enumerate(acts)
                                    if i not in edges and records[i].same_as is None
                                    and isinstance(a, torch.Tensor) and a.is_floating_point()}
+        if sink is None and wanted and s.grad_fn is not None and _has_reentrant_checkpoint(s.grad_fn):
+            sink = _KeepAll()  # torch.autograd.grad refuses such a graph: backward_into does without it
         if sink is not None:
             grads = backward_into(sink, s, records, acts, edges, wanted, logits.detach(), tgt,
-                                  read=self.read_grad, missing=missing)
+                                  read=self.read_grad, missing=missing, leaves=leaves)
         else:
             got = (torch.autograd.grad(s.sum(), [edges[i] for i in wanted], allow_unused=True)
                    if wanted and s.requires_grad else [None] * len(wanted))
@@ -326,6 +328,30 @@ class _Pass:
         self.edges.clear()
         self.produced.clear()
         self.recorder.originals.clear()
+
+
+class _KeepAll:
+    """A :class:`LayerSink` that takes nothing: the trace keeps every activation and gradient."""
+
+    def start(self, logits: torch.Tensor, targets: torch.Tensor, total: int) -> None:
+        pass
+
+    def layer(self, index: int, record: LayerRecord, activation: torch.Tensor, gradient: torch.Tensor) -> bool:
+        return False
+
+
+def _has_reentrant_checkpoint(root: object) -> bool:
+    """Whether a reentrant activation checkpoint (``use_reentrant=True``) lies in the graph below ``root``."""
+    seen, stack = set(), [root]
+    while stack:
+        node = stack.pop()
+        if node is None or node in seen:
+            continue
+        if type(node).__name__ == "CheckpointFunctionBackward":
+            return True
+        seen.add(node)
+        stack.extend(c for c, _ in node.next_functions)
+    return False
 
 
 def _targets_of(logits: torch.Tensor, targets: Sequence[int] | torch.Tensor | None) -> torch.Tensor:
@@ -418,7 +444,7 @@ def run_trace(
             grads: list[torch.Tensor | None] = []
             if gradients:
                 s = score(logits, tgt) if score is not None else class_logits(logits).gather(1, tgt.view(-1, 1)).squeeze(1)
-                grads = tp.gradients(s, logits, tgt, sink)
+                grads = tp.gradients(s, logits, tgt, sink, leaves=[*model.parameters(), x])
             tp.detach()
     finally:
         while undo:
