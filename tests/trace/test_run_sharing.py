@@ -296,3 +296,39 @@ def test_reentrant_segments_with_layers_before_them_give_exact_maps_outside_and_
         assert result.layers[by_name[n]].flags == {}
     for n in inside:
         assert "gradient" in result.layers[by_name[n]].flags
+
+
+class _WithCompiledChild(nn.Module):
+    """A Python model whose ``body`` is a torch.jit.trace'd or torch.jit.script'ed submodule."""
+
+    def __init__(self, kind: str) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        body = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU())
+        self.body = torch.jit.script(body) if kind == "script" else torch.jit.trace(body, torch.rand(1, 3, 8, 8))
+        self.fc = nn.Linear(4, 3)
+
+    def forward(self, x):
+        return self.fc(self.body(x).mean((2, 3)))
+
+
+@pytest.mark.parametrize("kind", ["script", "trace"])
+def test_torchscript_submodule_is_one_opaque_layer_and_its_children_are_named(kind):
+    model, x = _WithCompiledChild(kind).eval(), torch.rand(1, 3, 8, 8)
+    own_forward = model.body.__dict__.get("forward")
+    with pytest.warns(RuntimeWarning, match=r"2 selected layer\(s\) inside TorchScript submodule\(s\) \(body.0, body.1\)"):
+        result = camanim.animate(model, x)
+    assert [r.name for r in result.layers] == ["body", "fc"]
+    # the opaque layer's map is the Grad-CAM of its own output
+    xx = x.clone().requires_grad_(True)
+    a = model.body(xx)
+    out = model.fc(a.mean((2, 3)))
+    target = int(out.argmax())
+    g, = torch.autograd.grad(out[0, target], a)
+    hand = F.relu((g.mean((2, 3), keepdim=True) * a).sum(1))[0].detach()
+    assert result.layers[0].layout == "NCHW"
+    torch.testing.assert_close(torch.as_tensor(result.cams[0]), hand, rtol=1e-4, atol=1e-8)
+    with pytest.raises(InputError, match="inside TorchScript submodules") as err:
+        camanim.animate(model, x, layers="body.*")
+    assert "\n" not in str(err.value)
+    assert model(x).shape == (1, 3) and model.body.__dict__.get("forward") is own_forward  # nothing left behind

@@ -107,7 +107,8 @@ def _shadow_forward(mod: nn.Module) -> Callable[[], None]:
         entry = _WRAPPED.get(id(mod))
         if entry is None or entry[0] is not mod:
             own = mod.__dict__.get("forward")
-            mod.__dict__["forward"] = _recording_forward(mod, own if own is not None else type(mod).forward.__get__(mod))
+            # (getattr, not the class's descriptor: a TorchScript module's forward is found only so)
+            mod.__dict__["forward"] = _recording_forward(mod, own if own is not None else mod.forward)
             entry = _WRAPPED[id(mod)] = [mod, 0, own]
         entry[1] += 1
 
@@ -147,10 +148,16 @@ class _Pass:
         self.want_gradients = gradients
         self.walked = list(model.named_modules())
         chosen = set(select_names([(n, m) for n, m in self.walked if n], layers))
+        # A TorchScript submodule runs its children in TorchScript, never as Python: it is one
+        # opaque layer (its own output); its children are left out, and named (see run_trace).
+        compiled = [n + "." for n, m in self.walked if n and isinstance(m, torch.jit.ScriptModule)]
+        inside = {n for n, _ in self.walked if any(n.startswith(c) for c in compiled)}
+        self.opaque = sorted(chosen & inside, key=[n for n, _ in self.walked].index)
+        chosen -= inside
         self.params_of = _params_per_module(self.walked)
         self.name_of = {id(m): n for n, m in self.walked}
         self.selected = {id(m) for n, m in self.walked if n in chosen}
-        self.activations = {id(m) for _, m in self.walked if _is_torch_activation(m)}
+        self.activations = {id(m) for n, m in self.walked if _is_torch_activation(m) and n not in inside}
         self.wrapped = self.selected | self.activations
         self.keep, self.copy_outputs = keep_activations, copy_outputs
         self.calls: dict[str, int] = {}
@@ -423,9 +430,16 @@ def run_trace(
             with tp.recorder if tp.watching else nullcontext(), LayoutEvidence(tp.layouts), _recording(tp):
                 out = model(x)
             if not tp.records:
-                raise InputError(f"none of the {len(tp.selected)} selected layers ran in the model's forward, "
-                                 "so there is no layer to explain: select layers its forward calls "
-                                 "(see 'camanim layers')")
+                compiled = (f" ({len(tp.opaque)} of them inside TorchScript submodules, which run no Python "
+                            "forward: select the submodule itself)") if tp.opaque else ""
+                raise InputError(f"none of the {len(tp.selected) + len(tp.opaque)} selected layers ran in the "
+                                 f"model's forward{compiled}, so there is no layer to explain: select layers its "
+                                 "forward calls (see 'camanim layers')")
+            if tp.opaque:
+                shown = ", ".join(tp.opaque[:6]) + (f" and {len(tp.opaque) - 6} more" if len(tp.opaque) > 6 else "")
+                warnings.warn(f"camanim: {len(tp.opaque)} selected layer(s) inside TorchScript submodule(s) ({shown}) "
+                              "run no Python forward and are not recorded; each TorchScript submodule is one layer "
+                              "(its output)", RuntimeWarning, stacklevel=2)
             if tp.on_write and not tp.recorder.settle():
                 while undo:
                     undo.pop()()
