@@ -332,3 +332,22 @@ def test_torchscript_submodule_is_one_opaque_layer_and_its_children_are_named(ki
         camanim.animate(model, x, layers="body.*")
     assert "\n" not in str(err.value)
     assert model(x).shape == (1, 3) and model.body.__dict__.get("forward") is own_forward  # nothing left behind
+
+
+def test_a_mode_change_made_during_the_pass_is_not_overwritten():
+    # another thread (here: a hook, deterministically mid-pass) puts the model in train mode during
+    # the pass: the pass restores only the flags it changed and that still hold its value
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(),
+                          nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 2)).eval()
+    hook = model[2].register_forward_pre_hook(lambda m, i: [model.train(), None][1])
+    run_trace(model, torch.rand(1, 3, 8, 8), "all")
+    hook.remove()
+    assert all(m.training for m in model.modules())
+    # a model half in train mode: the pass changes the training ones, and puts back only those
+    model.eval()
+    model[1].train()
+    hook = model[2].register_forward_pre_hook(lambda m, i: [model[0].train(), None][1])
+    run_trace(model, torch.rand(1, 3, 8, 8), "all")
+    hook.remove()
+    assert [m.training for m in model] == [True, True, False, False, False, False]
