@@ -323,3 +323,29 @@ def test_nwhc_layout_reads_back_with_the_right_permutation():
     t = torch.arange(2 * 5 * 3 * 4.0).view(2, 5, 3, 4)  # (N, W=5, H=3, C=4)
     assert torch.equal(to_nchw(t, "NWHC"), t.permute(0, 3, 2, 1))
     assert spatial_size(parse_layout("NWHC"), t.shape) == (3, 5)
+
+
+class _ScrambledBlock(nn.Module):
+    """``x.transpose(1, 2)``: (N, C, H, W) -> (N, H, C, W), an axes order no layout reads."""
+
+    def __init__(self, c: int) -> None:
+        super().__init__()
+        self.dw = nn.Conv2d(c, c, 3, padding=1, groups=c)
+        self.norm = nn.LayerNorm(c)
+        self.fc = nn.Linear(c, c)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.fc(self.norm(self.dw(x).transpose(1, 2)))
+        return x + y.transpose(1, 2)
+
+
+def test_a_permute_no_layout_reads_is_non_spatial_with_the_reason():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 8, 1), _ScrambledBlock(8), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                          nn.Linear(8, 4)).eval()
+    result = camanim.animate(model, torch.rand(1, 3, 8, 8), layers="1.*")
+    by_name = {r.name: r for r in result.layers}
+    assert by_name["1.dw"].layout == NCHW
+    for n in ("1.norm", "1.fc"):
+        assert by_name[n].layout == NON_SPATIAL, (n, by_name[n].layout)
+        assert "NHCW" in by_name[n].flags["layout"]

@@ -289,6 +289,8 @@ class LayoutContext:
         # channels-first flat maps (B, C, h*w) -> their grid
         self._ops: dict[int, tuple[weakref.ref, Layout]] = {}
         self._flat: dict[int, tuple[weakref.ref, tuple[int, int]]] = {}
+        # 4-D maps whose axes a permute put in an order no layout reads (NHCW): tensor id -> that order
+        self._scrambled: dict[int, tuple[weakref.ref, str]] = {}
         #: why the latest :meth:`detect` made a spatially shaped output non_spatial ('' when it did not)
         self.reason = ""
 
@@ -360,6 +362,7 @@ class LayoutContext:
         name = getattr(func, "__name__", "")
         found = self._source(name, args)
         if found is None:
+            self._follow_scrambled(name, args, kwargs, out)
             return
         t, lay, flat = found
         outs = out if isinstance(out, (list, tuple)) else (out,)
@@ -405,7 +408,10 @@ class LayoutContext:
                 return None
             if lay.kind in _AXES and t.ndim == 4:
                 axes = "".join(_AXES[lay.kind][d] for d in dims)
-                return Layout(axes) if axes in _AXES else None
+                if axes not in _AXES:
+                    self._scrambled[id(o)] = (weakref.ref(o), axes)
+                    return None
+                return Layout(axes)
             if lay.kind == TOKENS and lay.prefix == 0 and lay.grid is not None and dims == [0, 2, 1]:
                 self._flat[id(o)] = (weakref.ref(o), lay.grid)
             return None
@@ -438,6 +444,31 @@ class LayoutContext:
         if lay.kind == TOKENS and len(os_) == 3 and os_[1] == ts[1]:
             return lay
         return None
+
+    def _follow_scrambled(self, name: str, args: Sequence[object], kwargs: Mapping[str, object],
+                          out: object) -> None:
+        """What an op makes of a map in an axes order no layout reads: a permute may put it back in
+        order; an op whose output keeps four dims keeps it unreadable (never a guess from its shape)."""
+        candidates = args[:1] if name in _PERMUTES or name in _RESHAPES else _tensors(args)
+        for t in candidates:
+            axes = _lookup(self._scrambled, t) if isinstance(t, torch.Tensor) else None
+            if axes is None:
+                continue
+            for o in out if isinstance(out, (list, tuple)) else (out,):
+                if not isinstance(o, torch.Tensor) or o is t or o.ndim != 4:
+                    continue
+                if name in _PERMUTES:
+                    dims = _permutation(name, args, kwargs, 4)
+                    if dims is None:
+                        continue
+                    new = "".join(axes[d] for d in dims)
+                    if new in _AXES:
+                        self._ops[id(o)] = (weakref.ref(o), Layout(new))
+                    else:
+                        self._scrambled[id(o)] = (weakref.ref(o), new)
+                elif name not in _RESHAPES or o.shape == t.shape:
+                    self._scrambled[id(o)] = (weakref.ref(o), axes)
+            return
 
     def _from_flat(self, name: str, args: Sequence[object], t: torch.Tensor, o: torch.Tensor,
                    grid: tuple[int, int]) -> None:
@@ -501,8 +532,13 @@ class LayoutContext:
             return Layout(NON_SPATIAL)
         # evidence, surest first: this very tensor, the module's kind, the ops that made the
         # tensor, its input's placed layout
-        lay = (self._module_output(tensor) or self._by_type(module, shape, inputs) or _lookup(self._ops, tensor)
-               or self._inherited(shape, inputs))
+        lay = self._module_output(tensor) or self._by_type(module, shape, inputs) or _lookup(self._ops, tensor)
+        scrambled = _lookup(self._scrambled, tensor) if lay is None else None
+        if scrambled is not None:
+            self.reason = (f"its output is a map whose axes a permute of the forward put in the order {scrambled} "
+                           "(N batch, C channels, H and W the image's), which no layout reads")
+            return Layout(NON_SPATIAL)
+        lay = lay or self._inherited(shape, inputs)
         if lay is None:
             # no evidence on the tensor: a layout seen on the same shape, the module's convention
             # (a LayerNorm/Linear on the last dim of a 4-D tensor: channels last), the shape alone;
