@@ -98,7 +98,7 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--layers", default="all",
                    help="all | leaves | glob such as 'layer4*' | re:REGEX | type:Conv2d,BatchNorm2d [all]")
     p.add_argument("--layout", action="append", default=None, metavar="NAME=LAYOUT",
-                   help="read layer NAME's output as LAYOUT: NCHW, NHWC, TOKENS[:P+HxW], WINDOWS:THxTW@S, "
+                   help="read layer NAME's output as LAYOUT: NCHW, NHWC, NWHC, TOKENS[:P+HxW], WINDOWS:THxTW@S, "
                         "WINDOWS_T:THxTW@S or non_spatial (repeatable) [detected per layer]")
 
 

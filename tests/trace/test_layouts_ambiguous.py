@@ -262,3 +262,90 @@ def test_torchvision_swin_stage_with_channels_equal_to_its_size():
                                   "features.", min_checked=19)
     assert {r.name: r.layout for r in checked}["features.1.0.attn"] == NHWC
     assert not any(r.non_spatial for r in checked if r.name.startswith("features."))
+
+
+class _TransposedBlock(nn.Module):
+    """ConvNeXt-like block that goes channels-last by ``x.transpose(1, 3)``: (N, C, H, W) -> (N, W, H, C)."""
+
+    def __init__(self, c: int) -> None:
+        super().__init__()
+        self.dw = nn.Conv2d(c, c, 3, padding=1, groups=c)
+        self.norm = nn.LayerNorm(c)
+        self.fc1 = nn.Linear(c, 2 * c)
+        self.act = nn.GELU()
+        self.fc2 = nn.Linear(2 * c, c)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.dw(x).transpose(1, 3)
+        y = self.fc2(self.act(self.fc1(self.norm(y))))
+        return x + y.transpose(1, 3)
+
+
+class _TransposedNet(nn.Module):
+    def __init__(self, c: int = 8) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(3, c, 1)
+        self.blk = _TransposedBlock(c)
+        self.fc = nn.Linear(c, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.blk(self.stem(x)).mean((2, 3)))
+
+
+@pytest.mark.parametrize("hw", [(8, 8), (12, 6)], ids=["square C=H=W", "non-square"])
+def test_transpose_1_3_is_read_as_nwhc_never_as_a_transposed_map(hw):
+    torch.manual_seed(0)
+    model = _TransposedNet().eval()
+    x = torch.rand(1, 3, *hw)
+    keep = {}
+    hooks = [getattr(model.blk, n).register_forward_hook(lambda m, i, o, n=n: keep.__setitem__(n, o))
+             for n in ("norm", "fc1", "fc2")]
+    out = model(x)
+    for h in hooks:
+        h.remove()
+    target = int(out.argmax())
+    grads = torch.autograd.grad(out[0, target], [keep[n] for n in ("norm", "fc1", "fc2")])
+    result = camanim.animate(model, x, layers="blk.*", target=target)
+    by_name = {r.name: i for i, r in enumerate(result.layers)}
+    for n, g in zip(("norm", "fc1", "fc2"), grads):
+        a = keep[n].detach()
+        cam_wh = F.relu((g.mean((1, 2), keepdim=True) * a).sum(-1))[0]  # (W, H): the tensor is (N, W, H, C)
+        rec = result.layers[by_name[f"blk.{n}"]]
+        got = torch.as_tensor(result.cams[by_name[f"blk.{n}"]])
+        assert rec.layout == "NWHC", (n, rec.layout, rec.flags)
+        assert tuple(got.shape) == hw
+        assert torch.allclose(got, cam_wh.t(), rtol=1e-4, atol=1e-7), n
+
+
+def test_nwhc_layout_reads_back_with_the_right_permutation():
+    from camanim.trace.layouts import parse_layout, spatial_size, to_nchw
+
+    t = torch.arange(2 * 5 * 3 * 4.0).view(2, 5, 3, 4)  # (N, W=5, H=3, C=4)
+    assert torch.equal(to_nchw(t, "NWHC"), t.permute(0, 3, 2, 1))
+    assert spatial_size(parse_layout("NWHC"), t.shape) == (3, 5)
+
+
+class _ScrambledBlock(nn.Module):
+    """``x.transpose(1, 2)``: (N, C, H, W) -> (N, H, C, W), an axes order no layout reads."""
+
+    def __init__(self, c: int) -> None:
+        super().__init__()
+        self.dw = nn.Conv2d(c, c, 3, padding=1, groups=c)
+        self.norm = nn.LayerNorm(c)
+        self.fc = nn.Linear(c, c)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.fc(self.norm(self.dw(x).transpose(1, 2)))
+        return x + y.transpose(1, 2)
+
+
+def test_a_permute_no_layout_reads_is_non_spatial_with_the_reason():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 8, 1), _ScrambledBlock(8), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                          nn.Linear(8, 4)).eval()
+    result = camanim.animate(model, torch.rand(1, 3, 8, 8), layers="1.*")
+    by_name = {r.name: r for r in result.layers}
+    assert by_name["1.dw"].layout == NCHW
+    for n in ("1.norm", "1.fc"):
+        assert by_name[n].layout == NON_SPATIAL, (n, by_name[n].layout)
+        assert "NHCW" in by_name[n].flags["layout"]

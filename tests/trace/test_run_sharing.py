@@ -8,6 +8,7 @@ import pytest
 import torch
 import torchvision
 from torch import nn
+from torch.nn import functional as F
 from torch.utils.checkpoint import checkpoint
 
 import camanim
@@ -229,3 +230,124 @@ def test_skipping_every_selected_layer_is_an_error_not_an_empty_result():
     with pytest.raises(InputError, match="all 1 selected layers are non-spatial"):
         camanim.animate(model, x, layers="fc", skip_non_spatial=True)
     assert len(camanim.animate(model, x, layers="conv,fc", skip_non_spatial=True).layers) == 1
+
+
+class _CkptBlock(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(4, 4, 3, padding=1)
+        self.act = nn.ReLU()
+
+    def forward(self, x):
+        return self.act(self.conv(x)) + x
+
+
+class TwoReentrantSegments(nn.Module):
+    """A stem, two blocks each in a reentrant checkpoint, a head: the stem's gradient crosses both segments."""
+
+    def __init__(self, ckpt: bool) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(3, 4, 3, padding=1)
+        self.b1, self.b2 = _CkptBlock(), _CkptBlock()
+        self.mid = nn.Conv2d(4, 4, 1)
+        self.fc = nn.Linear(4, 3)
+        self.ckpt = ckpt
+
+    def forward(self, x):
+        x = self.stem(x)
+        x = checkpoint(self.b1, x, use_reentrant=True) if self.ckpt else self.b1(x)
+        x = self.mid(x)
+        x = checkpoint(self.b2, x, use_reentrant=True) if self.ckpt else self.b2(x)
+        return self.fc(x.mean((2, 3)))
+
+
+def test_reentrant_segments_with_layers_before_them_give_exact_maps_outside_and_flags_inside():
+    torch.manual_seed(0)
+    plain, ckpt = TwoReentrantSegments(False).eval(), TwoReentrantSegments(True).eval()
+    ckpt.load_state_dict(plain.state_dict())
+    x = torch.rand(1, 3, 10, 10)
+    # Grad-CAM of the stem and of mid by hand, on the plain model
+    xx = x.clone().requires_grad_(True)
+    s = plain.stem(xx)
+    m = plain.mid(plain.b1(s))
+    out = plain.fc(plain.b2(m).mean((2, 3)))
+    target = int(out.argmax())
+    gs, gm = torch.autograd.grad(out[0, target], [s, m])
+    hand = {n: F.relu((g.mean((2, 3), keepdim=True) * a).sum(1))[0].detach()
+            for n, a, g in (("stem", s, gs), ("mid", m, gm))}
+    inside = {"b1", "b1.conv", "b1.act", "b2", "b2.conv", "b2.act"}
+    want = run_trace(plain, x, "all")
+    with pytest.warns(RuntimeWarning, match="b1.conv"):
+        got = run_trace(ckpt, x, "all")
+    assert [r.name for r in got.records] == [r.name for r in want.records]
+    for i, rec in enumerate(got.records):
+        if rec.name in inside:
+            assert "without autograd" in rec.flags["gradient"]
+        else:
+            assert rec.flags == {}, rec.name
+            torch.testing.assert_close(got.gradients[i], want.gradients[i], rtol=1e-5, atol=1e-8)
+    grads_before = [p.grad for p in ckpt.parameters()]
+    with pytest.warns(RuntimeWarning, match="b1.conv"):
+        result = camanim.animate(ckpt, x, target=target)
+    assert [p.grad for p in ckpt.parameters()] == grads_before  # the model's .grad left as it was
+    by_name = {r.name: i for i, r in enumerate(result.layers)}
+    for n in ("stem", "mid"):
+        torch.testing.assert_close(torch.as_tensor(result.cams[by_name[n]]), hand[n], rtol=1e-4, atol=1e-8)
+        assert result.layers[by_name[n]].flags == {}
+    for n in inside:
+        assert "gradient" in result.layers[by_name[n]].flags
+
+
+class _WithCompiledChild(nn.Module):
+    """A Python model whose ``body`` is a torch.jit.trace'd or torch.jit.script'ed submodule."""
+
+    def __init__(self, kind: str) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        body = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU())
+        self.body = torch.jit.script(body) if kind == "script" else torch.jit.trace(body, torch.rand(1, 3, 8, 8))
+        self.fc = nn.Linear(4, 3)
+
+    def forward(self, x):
+        return self.fc(self.body(x).mean((2, 3)))
+
+
+@pytest.mark.parametrize("kind", ["script", "trace"])
+def test_torchscript_submodule_is_one_opaque_layer_and_its_children_are_named(kind):
+    model, x = _WithCompiledChild(kind).eval(), torch.rand(1, 3, 8, 8)
+    own_forward = model.body.__dict__.get("forward")
+    with pytest.warns(RuntimeWarning, match=r"2 selected layer\(s\) inside TorchScript submodule\(s\) \(body.0, body.1\)"):
+        result = camanim.animate(model, x)
+    assert [r.name for r in result.layers] == ["body", "fc"]
+    # the opaque layer's map is the Grad-CAM of its own output
+    xx = x.clone().requires_grad_(True)
+    a = model.body(xx)
+    out = model.fc(a.mean((2, 3)))
+    target = int(out.argmax())
+    g, = torch.autograd.grad(out[0, target], a)
+    hand = F.relu((g.mean((2, 3), keepdim=True) * a).sum(1))[0].detach()
+    assert result.layers[0].layout == "NCHW"
+    torch.testing.assert_close(torch.as_tensor(result.cams[0]), hand, rtol=1e-4, atol=1e-8)
+    with pytest.raises(InputError, match="inside TorchScript submodules") as err:
+        camanim.animate(model, x, layers="body.*")
+    assert "\n" not in str(err.value)
+    assert model(x).shape == (1, 3) and model.body.__dict__.get("forward") is own_forward  # nothing left behind
+
+
+def test_a_mode_change_made_during_the_pass_is_not_overwritten():
+    # another thread (here: a hook, deterministically mid-pass) puts the model in train mode during
+    # the pass: the pass restores only the flags it changed and that still hold its value
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(),
+                          nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 2)).eval()
+    hook = model[2].register_forward_pre_hook(lambda m, i: [model.train(), None][1])
+    run_trace(model, torch.rand(1, 3, 8, 8), "all")
+    hook.remove()
+    assert all(m.training for m in model.modules())
+    # a model half in train mode: the pass changes the training ones, and puts back only those
+    model.eval()
+    model[1].train()
+    hook = model[2].register_forward_pre_hook(lambda m, i: [model[0].train(), None][1])
+    run_trace(model, torch.rand(1, 3, 8, 8), "all")
+    hook.remove()
+    assert [m.training for m in model] == [True, True, False, False, False, False]

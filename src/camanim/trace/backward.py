@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Protocol
 
 import torch
@@ -39,7 +39,8 @@ def no_gradient(gradient: torch.Tensor | None) -> str:
 def backward_into(sink: LayerSink, score: torch.Tensor, records: list[LayerRecord], acts: list,
                    edges: dict[int, GradientEdge], wanted: list[int], logits: torch.Tensor,
                    targets: torch.Tensor, *, read: Mapping[int, Callable] | None = None,
-                   missing: dict[int, str] | None = None) -> list[torch.Tensor | None]:
+                   missing: dict[int, str] | None = None,
+                   leaves: Sequence[torch.Tensor] = ()) -> list[torch.Tensor | None]:
     """The backward of ``score`` with each layer's gradient handed to ``sink`` as it arrives.
 
     A hook before each recorded op's backward node sees the gradient of its outputs. A node with
@@ -48,6 +49,11 @@ def backward_into(sink: LayerSink, score: torch.Tensor, records: list[LayerRecor
     reaches gets zeros, and ``missing[index]`` says why (:func:`no_gradient`), as for a gradient
     that is zero everywhere. ``read[index]`` turns the gradient at a layer's edge into its own (a
     view's slice of its base's gradient). Returns the gradients the sink declined (None elsewhere).
+
+    A graph with a reentrant activation checkpoint (``checkpoint(fn, x, use_reentrant=True)``)
+    refuses ``torch.autograd.grad``: there every recorded node gets the hook and the whole
+    backward runs (``torch.autograd.backward`` without inputs); the ``.grad`` it accumulates on
+    the graph's leaves and on ``leaves`` (the model's parameters, the input) is put back as it was.
     """
     read = read or {}
     missing = {} if missing is None else missing
@@ -81,6 +87,9 @@ def backward_into(sink: LayerSink, score: torch.Tensor, records: list[LayerRecor
     # gradient; the others (the first layer, parameter-only branches) are asked for directly.
     # Nothing else is asked for, so the graph is freed as the backward goes (no retain_graph).
     below = _reaches(score.grad_fn, by_node) if score.grad_fn is not None else {}
+    whole = any(type(node).__name__ == "CheckpointFunctionBackward" for node in below)
+    if whole:
+        below = dict.fromkeys(by_node, True)
     capture = [i for i in wanted if not below.get(edges[i].node, False)]
     hooks = []
     try:
@@ -92,7 +101,9 @@ def backward_into(sink: LayerSink, score: torch.Tensor, records: list[LayerRecor
                 hooks.append(node.register_prehook(hook))
         # (capture is never empty when wanted is not: the graph is finite, so some recorded node
         # has no recorded node below it)
-        if capture and score.requires_grad:
+        if whole and wanted and score.requires_grad:
+            _backward_keeping_grads(score.sum(), [*leaves, *_graph_leaves(score.grad_fn)])
+        elif capture and score.requires_grad:
             got = torch.autograd.grad(score.sum(), [edges[i] for i in capture], allow_unused=True)
             for i, g in zip(capture, got):
                 deliver(i, g)
@@ -124,3 +135,28 @@ def _reaches(root: object, targets: Mapping[object, object]) -> dict[object, boo
         stack.pop()
         below[node] = any(c in targets or below.get(c, False) for c in kids)
     return below
+
+
+def _graph_leaves(root: object) -> list[torch.Tensor]:
+    """The leaf tensors (``AccumulateGrad`` nodes' variables) below ``root``."""
+    found, seen, stack = [], set(), [root]
+    while stack:
+        node = stack.pop()
+        if node is None or node in seen:
+            continue
+        seen.add(node)
+        var = getattr(node, "variable", None)
+        if isinstance(var, torch.Tensor):
+            found.append(var)
+        stack.extend(c for c, _ in node.next_functions)
+    return found
+
+
+def _backward_keeping_grads(score: torch.Tensor, leaves: Sequence[torch.Tensor]) -> None:
+    """``score.backward()`` with every ``leaves`` tensor's ``.grad`` put back as it was before."""
+    saved = {id(t): (t, t.grad) for t in leaves}
+    try:
+        torch.autograd.backward(score)
+    finally:
+        for t, g in saved.values():
+            t.grad = g

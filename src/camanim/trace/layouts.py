@@ -8,6 +8,7 @@ layout                    tensor                 seen in
 ========================  =====================  =============================================
 ``NCHW``                  (B, C, H, W)           convolutional networks
 ``NHWC``                  (B, H, W, C)           ConvNeXt's and Swin's permuted blocks
+``NWHC``                  (B, W, H, C)           channels last by ``x.transpose(1, 3)``
 ``TOKENS:P+HxW``          (B, P + H*W, C)        ViT, DeiT: P class/register tokens first
 ``WINDOWS:THxTW@S``       (B, TH*TW, S*S, C)     MaxViT block attention: TH x TW tiles of S x S
 ``WINDOWS_T:THxTW@S``     (B, S*S, TH*TW, C)     MaxViT grid attention (the same, axes swapped)
@@ -63,16 +64,17 @@ logger = logging.getLogger(__name__)
 
 NCHW = "NCHW"
 NHWC = "NHWC"
+NWHC = "NWHC"
 TOKENS = "TOKENS"
 WINDOWS = "WINDOWS"
 WINDOWS_T = "WINDOWS_T"
 NON_SPATIAL = "non_spatial"
-KINDS = (NCHW, NHWC, TOKENS, WINDOWS, WINDOWS_T, NON_SPATIAL)
+KINDS = (NCHW, NHWC, NWHC, TOKENS, WINDOWS, WINDOWS_T, NON_SPATIAL)
 
 #: most class/register/distillation tokens a token sequence may carry before its grid
 MAX_PREFIX_TOKENS = 16
 
-_AXES = {NCHW: "NCHW", NHWC: "NHWC"}
+_AXES = {NCHW: "NCHW", NHWC: "NHWC", NWHC: "NWHC"}
 _TOKENS_RX = re.compile(r"(?:(\d+)\+)?(\d+)x(\d+)")
 _WINDOWS_RX = re.compile(r"(\d+)x(\d+)@(\d+)")
 
@@ -124,11 +126,11 @@ def _parse_layout(raw: str) -> Layout:
     kind = kind.upper()
     if kind in ("NON_SPATIAL", "NONE"):
         kind = NON_SPATIAL
-    hint = ("use NCHW, NHWC, TOKENS, TOKENS:P+HxW (P prefix tokens), WINDOWS:THxTW@S, WINDOWS_T:THxTW@S "
+    hint = ("use NCHW, NHWC, NWHC, TOKENS, TOKENS:P+HxW (P prefix tokens), WINDOWS:THxTW@S, WINDOWS_T:THxTW@S "
             "or non_spatial")
     if kind not in KINDS:
         raise InputError(f"layout '{raw}' is unknown: {hint}")
-    if kind in (NCHW, NHWC, NON_SPATIAL):
+    if kind in (NCHW, NHWC, NWHC, NON_SPATIAL):
         if params:
             raise InputError(f"layout '{raw}' takes no parameters: {hint}")
         return Layout(kind)
@@ -161,7 +163,7 @@ def fits(layout: Layout, shape: Sequence[int]) -> bool:
     kind = layout.kind
     if kind == NON_SPATIAL:
         return True
-    if kind in (NCHW, NHWC):
+    if kind in _AXES:
         return len(shape) == 4
     if kind == TOKENS:
         if len(shape) != 3:
@@ -192,6 +194,8 @@ def to_nchw(tensor: torch.Tensor, layout: str | Layout) -> torch.Tensor | None:
         return tensor
     if lay.kind == NHWC:
         return tensor.permute(0, 3, 1, 2).contiguous()
+    if lay.kind == NWHC:
+        return tensor.permute(0, 3, 2, 1).contiguous()
     b = tensor.shape[0]
     c = tensor.shape[-1]
     if lay.kind == TOKENS:
@@ -215,6 +219,8 @@ def spatial_size(layout: Layout, shape: Sequence[int]) -> tuple[int, int] | None
         return int(shape[2]), int(shape[3])
     if layout.kind == NHWC:
         return int(shape[1]), int(shape[2])
+    if layout.kind == NWHC:
+        return int(shape[2]), int(shape[1])
     if layout.kind == TOKENS and layout.grid is not None:
         return layout.grid
     if layout.kind in (WINDOWS, WINDOWS_T) and layout.grid is not None and layout.size is not None:
@@ -283,6 +289,8 @@ class LayoutContext:
         # channels-first flat maps (B, C, h*w) -> their grid
         self._ops: dict[int, tuple[weakref.ref, Layout]] = {}
         self._flat: dict[int, tuple[weakref.ref, tuple[int, int]]] = {}
+        # 4-D maps whose axes a permute put in an order no layout reads (NHCW): tensor id -> that order
+        self._scrambled: dict[int, tuple[weakref.ref, str]] = {}
         #: why the latest :meth:`detect` made a spatially shaped output non_spatial ('' when it did not)
         self.reason = ""
 
@@ -354,6 +362,7 @@ class LayoutContext:
         name = getattr(func, "__name__", "")
         found = self._source(name, args)
         if found is None:
+            self._follow_scrambled(name, args, kwargs, out)
             return
         t, lay, flat = found
         outs = out if isinstance(out, (list, tuple)) else (out,)
@@ -399,7 +408,10 @@ class LayoutContext:
                 return None
             if lay.kind in _AXES and t.ndim == 4:
                 axes = "".join(_AXES[lay.kind][d] for d in dims)
-                return Layout(axes) if axes in _AXES else None
+                if axes not in _AXES:
+                    self._scrambled[id(o)] = (weakref.ref(o), axes)
+                    return None
+                return Layout(axes)
             if lay.kind == TOKENS and lay.prefix == 0 and lay.grid is not None and dims == [0, 2, 1]:
                 self._flat[id(o)] = (weakref.ref(o), lay.grid)
             return None
@@ -427,11 +439,36 @@ class LayoutContext:
             return None
         if lay.kind == NCHW and len(os_) == 4 and (os_[2:] == ts[2:] or _is_2d_function(name)):
             return lay
-        if lay.kind == NHWC and len(os_) == 4 and os_[1:3] == ts[1:3]:
+        if lay.kind in (NHWC, NWHC) and len(os_) == 4 and os_[1:3] == ts[1:3]:
             return lay
         if lay.kind == TOKENS and len(os_) == 3 and os_[1] == ts[1]:
             return lay
         return None
+
+    def _follow_scrambled(self, name: str, args: Sequence[object], kwargs: Mapping[str, object],
+                          out: object) -> None:
+        """What an op makes of a map in an axes order no layout reads: a permute may put it back in
+        order; an op whose output keeps four dims keeps it unreadable (never a guess from its shape)."""
+        candidates = args[:1] if name in _PERMUTES or name in _RESHAPES else _tensors(args)
+        for t in candidates:
+            axes = _lookup(self._scrambled, t) if isinstance(t, torch.Tensor) else None
+            if axes is None:
+                continue
+            for o in out if isinstance(out, (list, tuple)) else (out,):
+                if not isinstance(o, torch.Tensor) or o is t or o.ndim != 4:
+                    continue
+                if name in _PERMUTES:
+                    dims = _permutation(name, args, kwargs, 4)
+                    if dims is None:
+                        continue
+                    new = "".join(axes[d] for d in dims)
+                    if new in _AXES:
+                        self._ops[id(o)] = (weakref.ref(o), Layout(new))
+                    else:
+                        self._scrambled[id(o)] = (weakref.ref(o), new)
+                elif name not in _RESHAPES or o.shape == t.shape:
+                    self._scrambled[id(o)] = (weakref.ref(o), axes)
+            return
 
     def _from_flat(self, name: str, args: Sequence[object], t: torch.Tensor, o: torch.Tensor,
                    grid: tuple[int, int]) -> None:
@@ -495,8 +532,13 @@ class LayoutContext:
             return Layout(NON_SPATIAL)
         # evidence, surest first: this very tensor, the module's kind, the ops that made the
         # tensor, its input's placed layout
-        lay = (self._module_output(tensor) or self._by_type(module, shape, inputs) or _lookup(self._ops, tensor)
-               or self._inherited(shape, inputs))
+        lay = self._module_output(tensor) or self._by_type(module, shape, inputs) or _lookup(self._ops, tensor)
+        scrambled = _lookup(self._scrambled, tensor) if lay is None else None
+        if scrambled is not None:
+            self.reason = (f"its output is a map whose axes a permute of the forward put in the order {scrambled} "
+                           "(N batch, C channels, H and W the image's), which no layout reads")
+            return Layout(NON_SPATIAL)
+        lay = lay or self._inherited(shape, inputs)
         if lay is None:
             # no evidence on the tensor: a layout seen on the same shape, the module's convention
             # (a LayerNorm/Linear on the last dim of a 4-D tensor: channels last), the shape alone;
@@ -588,7 +630,7 @@ class LayoutContext:
             return None
         if lay.kind == NCHW and _same_aspect(shape[2:4], xs[2:4]):
             return lay
-        if lay.kind == NHWC and _same_aspect(shape[1:3], xs[1:3]):
+        if lay.kind in (NHWC, NWHC) and _same_aspect(shape[1:3], xs[1:3]):
             return lay
         if lay.kind == TOKENS and shape[1] == xs[1]:
             return lay

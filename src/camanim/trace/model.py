@@ -22,13 +22,16 @@ def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
     """Put ``model`` in eval mode and restore every module's own train flag afterwards.
 
     Passes that overlap on one model (threads explaining one model at once, a pass inside a pass)
-    share the switch: the first sets eval mode, the last to finish restores the flags.
+    share the switch: the first sets eval mode, the last to finish restores the flags. The model
+    is shared: while the switch holds, other threads' forwards run in eval mode too. Only the
+    modules the switch changed (training then) and that are still in eval mode get their flag
+    back: a ``train()`` another thread made meanwhile stays (an ``eval()`` looks like the switch's).
     """
     with _EVAL_LOCK:
         entry = _EVAL_USERS.get(id(model))
         if entry is None or entry[0] is not model:
             mods = list(model.modules())
-            entry = _EVAL_USERS[id(model)] = [model, 0, mods, [m.training for m in mods]]
+            entry = _EVAL_USERS[id(model)] = [model, 0, [m for m in mods if m.training]]
             # Writing the flag straight into each module is what Module.train() does, minus a slow
             # __setattr__ per module; a module with its own train() gets it called.
             if any(type(m).train is not nn.Module.train for m in mods):
@@ -44,8 +47,9 @@ def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
             entry[1] -= 1
             if entry[1] == 0:
                 del _EVAL_USERS[id(model)]
-                for m, was in zip(entry[2], entry[3]):
-                    m.__dict__["training"] = was
+                for m in entry[2]:
+                    if not m.training:
+                        m.__dict__["training"] = True
 
 
 def first_tensor(out: object) -> torch.Tensor | None:

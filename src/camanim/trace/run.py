@@ -107,7 +107,8 @@ def _shadow_forward(mod: nn.Module) -> Callable[[], None]:
         entry = _WRAPPED.get(id(mod))
         if entry is None or entry[0] is not mod:
             own = mod.__dict__.get("forward")
-            mod.__dict__["forward"] = _recording_forward(mod, own if own is not None else type(mod).forward.__get__(mod))
+            # (getattr, not the class's descriptor: a TorchScript module's forward is found only so)
+            mod.__dict__["forward"] = _recording_forward(mod, own if own is not None else mod.forward)
             entry = _WRAPPED[id(mod)] = [mod, 0, own]
         entry[1] += 1
 
@@ -147,10 +148,16 @@ class _Pass:
         self.want_gradients = gradients
         self.walked = list(model.named_modules())
         chosen = set(select_names([(n, m) for n, m in self.walked if n], layers))
+        # A TorchScript submodule runs its children in TorchScript, never as Python: it is one
+        # opaque layer (its own output); its children are left out, and named (see run_trace).
+        compiled = [n + "." for n, m in self.walked if n and isinstance(m, torch.jit.ScriptModule)]
+        inside = {n for n, _ in self.walked if any(n.startswith(c) for c in compiled)}
+        self.opaque = sorted(chosen & inside, key=[n for n, _ in self.walked].index)
+        chosen -= inside
         self.params_of = _params_per_module(self.walked)
         self.name_of = {id(m): n for n, m in self.walked}
         self.selected = {id(m) for n, m in self.walked if n in chosen}
-        self.activations = {id(m) for _, m in self.walked if _is_torch_activation(m)}
+        self.activations = {id(m) for n, m in self.walked if _is_torch_activation(m) and n not in inside}
         self.wrapped = self.selected | self.activations
         self.keep, self.copy_outputs = keep_activations, copy_outputs
         self.calls: dict[str, int] = {}
@@ -267,7 +274,7 @@ class _Pass:
         self.views.clear()
 
     def gradients(self, s: torch.Tensor, logits: torch.Tensor, tgt: torch.Tensor,
-                  sink: LayerSink | None) -> list[torch.Tensor | None]:
+                  sink: LayerSink | None, leaves: Sequence[torch.Tensor] = ()) -> list[torch.Tensor | None]:
         """d ``s`` / d activation per record: into ``sink`` during the backward, or all at once.
 
         A layer no gradient reaches, or whose gradient is zero everywhere, is flagged (``flags``)
@@ -279,9 +286,11 @@ class _Pass:
         missing: dict[int, str] = {i: no_gradient(None) for i, a in enumerate(acts)
                                    if i not in edges and records[i].same_as is None
                                    and isinstance(a, torch.Tensor) and a.is_floating_point()}
+        if sink is None and wanted and s.grad_fn is not None and _has_reentrant_checkpoint(s.grad_fn):
+            sink = _KeepAll()  # torch.autograd.grad refuses such a graph: backward_into does without it
         if sink is not None:
             grads = backward_into(sink, s, records, acts, edges, wanted, logits.detach(), tgt,
-                                  read=self.read_grad, missing=missing)
+                                  read=self.read_grad, missing=missing, leaves=leaves)
         else:
             got = (torch.autograd.grad(s.sum(), [edges[i] for i in wanted], allow_unused=True)
                    if wanted and s.requires_grad else [None] * len(wanted))
@@ -326,6 +335,30 @@ class _Pass:
         self.edges.clear()
         self.produced.clear()
         self.recorder.originals.clear()
+
+
+class _KeepAll:
+    """A :class:`LayerSink` that takes nothing: the trace keeps every activation and gradient."""
+
+    def start(self, logits: torch.Tensor, targets: torch.Tensor, total: int) -> None:
+        pass
+
+    def layer(self, index: int, record: LayerRecord, activation: torch.Tensor, gradient: torch.Tensor) -> bool:
+        return False
+
+
+def _has_reentrant_checkpoint(root: object) -> bool:
+    """Whether a reentrant activation checkpoint (``use_reentrant=True``) lies in the graph below ``root``."""
+    seen, stack = set(), [root]
+    while stack:
+        node = stack.pop()
+        if node is None or node in seen:
+            continue
+        if type(node).__name__ == "CheckpointFunctionBackward":
+            return True
+        seen.add(node)
+        stack.extend(c for c, _ in node.next_functions)
+    return False
 
 
 def _targets_of(logits: torch.Tensor, targets: Sequence[int] | torch.Tensor | None) -> torch.Tensor:
@@ -397,9 +430,16 @@ def run_trace(
             with tp.recorder if tp.watching else nullcontext(), LayoutEvidence(tp.layouts), _recording(tp):
                 out = model(x)
             if not tp.records:
-                raise InputError(f"none of the {len(tp.selected)} selected layers ran in the model's forward, "
-                                 "so there is no layer to explain: select layers its forward calls "
-                                 "(see 'camanim layers')")
+                compiled = (f" ({len(tp.opaque)} of them inside TorchScript submodules, which run no Python "
+                            "forward: select the submodule itself)") if tp.opaque else ""
+                raise InputError(f"none of the {len(tp.selected) + len(tp.opaque)} selected layers ran in the "
+                                 f"model's forward{compiled}, so there is no layer to explain: select layers its "
+                                 "forward calls (see 'camanim layers')")
+            if tp.opaque:
+                shown = ", ".join(tp.opaque[:6]) + (f" and {len(tp.opaque) - 6} more" if len(tp.opaque) > 6 else "")
+                warnings.warn(f"camanim: {len(tp.opaque)} selected layer(s) inside TorchScript submodule(s) ({shown}) "
+                              "run no Python forward and are not recorded; each TorchScript submodule is one layer "
+                              "(its output)", RuntimeWarning, stacklevel=2)
             if tp.on_write and not tp.recorder.settle():
                 while undo:
                     undo.pop()()
@@ -418,7 +458,7 @@ def run_trace(
             grads: list[torch.Tensor | None] = []
             if gradients:
                 s = score(logits, tgt) if score is not None else class_logits(logits).gather(1, tgt.view(-1, 1)).squeeze(1)
-                grads = tp.gradients(s, logits, tgt, sink)
+                grads = tp.gradients(s, logits, tgt, sink, leaves=[*model.parameters(), x])
             tp.detach()
     finally:
         while undo:
