@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -230,6 +231,18 @@ def _y_scale(lo: float, hi: float, headroom: float) -> tuple[float, float, float
     return step * math.floor(lo / step), step * math.ceil(hi / step), step
 
 
+def _value_axis(pool: Sequence[float], headroom: float) -> tuple[Callable[[float], float], list[tuple[float, str]], float, float]:
+    """A value axis over ``pool`` (see :func:`_y_scale`): the value -> y mapping, the ticks (y, label), low, high."""
+    lo, hi, step = _y_scale(min(pool), max(pool), headroom)
+    bottom, height = _H - _BOTTOM, _H - _BOTTOM - _TOP
+
+    def y_of(v: float) -> float:
+        return bottom - (v - lo) / (hi - lo) * height
+
+    ticks = [(y_of(lo + k * step), f"{lo + k * step:.3g}") for k in range(round((hi - lo) / step) + 1)]
+    return y_of, ticks, lo, hi
+
+
 def _y_label(text: str) -> str:
     """The rotated y-axis label at the chart's left edge (the score used)."""
     y = (_TOP + _H - _BOTTOM) / 2
@@ -272,14 +285,8 @@ def ybroad_chart(element_id: str, layers: list[dict[str, Any]], series: dict[str
     above: list[bool | None] = series.get("above") or [None] * len(values)
     best: int = series["best"]
     band = (series.get("baseline") or {}).get("band")
-    bottom, height = _H - _BOTTOM, _H - _BOTTOM - _TOP
     pool = [v for v in values if v is not None] + [v for v in lows + highs if v is not None] + (band or [])
-    lo, hi, step = _y_scale(min(pool), max(pool), 0.15)
-
-    def y_of(v: float) -> float:
-        return bottom - (v - lo) / (hi - lo) * height
-
-    ticks = [(y_of(lo + k * step), f"{lo + k * step:.3g}") for k in range(round((hi - lo) / step) + 1)]
+    y_of, ticks, lo, hi = _value_axis(pool, 0.15)
     parts = _svg_open(element_id, frame, "ybROAD per layer") + _svg_axes(frame, ticks)
     parts.append(_y_label(f"ROAD ({series.get('score_label') or 'Δ score'})"))
     if band:
@@ -351,13 +358,7 @@ def road_curves_chart(element_id: str, layers: list[dict[str, Any]], series: dic
     baseline = series.get("baseline") or {}
     chance = {"morf": baseline.get("morf"), "lerf": baseline.get("lerf")}
     pool = [v for v in morf + lerf if v is not None] + [v for v in chance.values() if v is not None] + [0.0]
-    bottom, height = _H - _BOTTOM, _H - _BOTTOM - _TOP
-    lo, hi, step = _y_scale(min(pool), max(pool), 0.12)
-
-    def y_of(v: float) -> float:
-        return bottom - (v - lo) / (hi - lo) * height
-
-    ticks = [(y_of(lo + k * step), f"{lo + k * step:.3g}") for k in range(round((hi - lo) / step) + 1)]
+    y_of, ticks, lo, hi = _value_axis(pool, 0.12)
     parts = _svg_open(element_id, frame, "MoRF and LeRF per layer") + _svg_axes(frame, ticks)
     parts.append(_y_label(f"C ({series.get('score_label') or 'Δ score'})"))
     if lo < 0 < hi:
