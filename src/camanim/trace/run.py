@@ -26,7 +26,7 @@ from ..errors import InputError
 from .backward import LayerSink, backward_into, no_gradient
 from .inplace import Recorder, recompute_source
 from .layouts import LayoutContext, LayoutEvidence
-from .model import class_logits, eval_mode, first_tensor, logits_of
+from .model import class_logits, eval_mode, first_tensor, logits_of, switched_by_a_pass
 from .records import Activations, LayerRecord, Recompute, Trace
 from .select import LayerSpec, refuse_torchscript, select_names
 
@@ -89,6 +89,11 @@ def _recording_forward(mod: nn.Module, forward: Callable) -> Callable:
 
     def forward_or_record(*args, **kwargs):
         tp = getattr(_LOCAL, "active", None)
+        if tp is None and switched_by_a_pass(mod):
+            warnings.warn("camanim: this forward ran in eval mode: a camanim pass on another thread switched the "
+                          "shared model from training to eval mode while it runs; explain a copy of a model that "
+                          "trains (copy.deepcopy(model).eval()), or call model.eval() before sharing it",
+                          RuntimeWarning, stacklevel=2)
         if tp is None or key not in tp.wrapped:
             return forward(*args, **kwargs)
         return tp.call(mod, forward, args, kwargs)
