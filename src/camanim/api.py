@@ -90,6 +90,10 @@ def check_layers(module: nn.Module, layers: LayerSpec, info: Mapping[str, Any]) 
         if "matches no layer" not in str(exc):
             raise
         names = [n for n, _ in module.named_modules() if n and n.count(".") <= 1]
+        if not names:
+            raise InputError(f"the model ({type(module).__name__}) has no submodules, and camanim records the "
+                             "outputs of submodules: wrap its operations in nn.Module layers (nn.Conv2d, ...) "
+                             "or pass the model they belong to") from None
         shown = ", ".join(names[:8]) + (", ..." if len(names) > 8 else "")
         arch = str(info.get("architecture") or info.get("name") or type(module).__name__)
         source, _, bare = arch.partition(":")

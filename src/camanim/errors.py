@@ -47,6 +47,42 @@ def raised_by_model(exc: BaseException) -> bool:
     return entered and (not last[0].startswith(_PACKAGE) or last in _INSIDE_FORWARD)
 
 
+def torchscript_refusal(what: str) -> InputError:
+    """The one-line refusal of a TorchScript model (``torch.jit.script``/``trace``/``freeze``, or a file
+    ``torch.jit.save`` wrote): its forward runs no Python, so no layer of it can be recorded.
+
+    Args:
+        what: how the user gave the model, e.g. ``"model 'net.pt'"`` or ``"the model"``.
+    """
+    return InputError(f"{what} is TorchScript (torch.jit.script, trace or freeze), which runs no Python forward "
+                      "whose layers camanim can record: pass the nn.Module it was made from, in Python, or its "
+                      "state dict (torch.save(model.state_dict(), PATH); CLI: --model ARCH --weights PATH)")
+
+
+#: what autograd says when a forward is written so that it cannot differentiate it
+_NOT_DIFFERENTIABLE = ("automatic differentiation", "leaf Variable that requires grad",
+                       "modified by an inplace operation", "does not require grad and does not have a grad_fn")
+
+
+def not_differentiable(model: str, exc: BaseException) -> InputError | None:
+    """A one-line refusal when ``exc`` is autograd saying that ``model``'s forward cannot be differentiated.
+
+    Such a forward (an ``out=`` into a tensor that needs a gradient, an in-place write over a value
+    its backward needs) runs under ``torch.no_grad`` but not while camanim records the gradient of
+    the score; gradient-free methods still work. None when ``exc`` is anything else.
+
+    Args:
+        model: the model's name, as the user gave it.
+        exc: the error the forward or the backward raised.
+    """
+    text = _first_line(exc)
+    if not isinstance(exc, RuntimeError) or not any(k in text for k in _NOT_DIFFERENTIABLE):
+        return None
+    return InputError(f"model '{model}' cannot be differentiated by autograd as its forward is written ({text}): "
+                      "gradient methods need the gradient of the score, so make that operation out of place, or "
+                      "use a gradient-free method (--method scorecam, see 'camanim methods')")
+
+
 def _first_line(exc: BaseException) -> str:
     text = " ".join(str(exc).split()) or type(exc).__name__
     return text if len(text) <= 300 else text[:297] + "..."
@@ -72,6 +108,9 @@ def model_errors(model: str, shape: tuple[int, ...] | list[int], hint: str = "")
     except InputError:
         raise
     except Exception as exc:
+        refusal = not_differentiable(model, exc)  # (the backward, too: autograd's words, not camanim's frames)
+        if refusal is not None:
+            raise refusal from exc
         if not raised_by_model(exc):
             raise
         size = "x".join(str(int(s)) for s in shape)

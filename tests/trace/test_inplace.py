@@ -223,3 +223,54 @@ def test_a_layer_no_gradient_reaches_is_flagged_with_a_warning(cls, layer, why, 
 
     layers = {d["name"]: d for d in json.loads((tmp_path / "run" / "manifest.json").read_text())["layers"]}
     assert why in layers[layer]["flags"]["gradient"] and layers["conv1"]["flags"] == {}
+
+
+def _numpy_write(y):
+    y.detach().numpy()[:, 1] *= -2.0  # through numpy: no version counter sees it
+    return y
+
+
+# writes autograd does not see (no version bump): the recorded value is what the layer returned
+UNVERSIONED = {
+    "data_mul_": lambda y: (y.data.mul_(3.0), y)[1],
+    "data_setitem": lambda y: (y.data.__setitem__((slice(None), 2), 0.5), y)[1],
+    "data_clamp_": lambda y: (y.data.clamp_(min=0.0), y)[1],
+    "numpy_view": _numpy_write,
+}
+
+
+class Unversioned(nn.Module):
+    def __init__(self, pattern: str) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 6, 3, padding=1)
+        self.conv2 = nn.Conv2d(6, 5, 3, padding=1)
+        self.fc = nn.Linear(5, 3)
+        self.write = UNVERSIONED[pattern]
+
+    def forward(self, x):
+        y = self.write(self.conv1(x))
+        return self.fc(F.adaptive_avg_pool2d(F.silu(self.conv2(y)), 1).flatten(1))
+
+
+@pytest.mark.parametrize("pattern", sorted(UNVERSIONED))
+def test_a_write_autograd_does_not_see_leaves_the_recorded_value_intact(pattern):
+    # `.data` and numpy writes bump no version counter: conv1's map was made from the overwritten
+    # values, silently. The recorded value is what conv1 returned; its gradient is autograd's.
+    torch.manual_seed(0)
+    model = Unversioned(pattern).eval()
+    x = torch.randn(1, 3, 10, 10, generator=torch.Generator().manual_seed(3))
+    out: dict[str, torch.Tensor] = {}
+    h = model.conv1.register_forward_hook(lambda m, i, o: out.update(a=o, before=o.detach().clone()))
+    try:
+        logits = model(x.clone().requires_grad_(True))
+    finally:
+        h.remove()
+    target = int(logits.argmax())
+    (grad,) = torch.autograd.grad(logits[0, target], out["a"])
+    assert not torch.equal(out["a"].detach(), out["before"]), "the pattern must change the value"
+    hand = _hand_gradcam(out["before"], grad, (10, 10))
+    assert hand.max() > 0
+    result = camanim.animate(model, x, layers="conv1,conv2", target=target)
+    torch.testing.assert_close(result.cams[0], hand, rtol=1e-4, atol=1e-6)
+    tr = run_trace(model, x, ["conv1"], targets=[target])
+    torch.testing.assert_close(tr.activations[0], out["before"], rtol=0, atol=0)

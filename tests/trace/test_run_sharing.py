@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import warnings
 
 import pytest
 import torch
@@ -351,3 +352,47 @@ def test_a_mode_change_made_during_the_pass_is_not_overwritten():
     run_trace(model, torch.rand(1, 3, 8, 8), "all")
     hook.remove()
     assert [m.training for m in model] == [True, True, False, False, False, False]
+
+
+@pytest.mark.parametrize("training", [False, True])
+def test_another_threads_forward_during_a_pass_is_undisturbed_or_warned(training):
+    # A pass holds its model mid-forward while another thread predicts with it. An eval-mode model
+    # (a web demo) is not touched: that forward gives its plain output, with no warning. A model
+    # left in training mode is switched to eval for the pass: that forward is told, not silently
+    # run in another mode.
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(),
+                          nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 2))
+    model.train(training)
+    x = torch.rand(2, 3, 8, 8, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        plain = model(x)
+    model.train(training)
+    paused, resume = threading.Event(), threading.Event()
+    pass_thread: list[threading.Thread] = []
+
+    def hold(mod, args):
+        if threading.current_thread() is pass_thread[0]:
+            paused.set()
+            resume.wait(30)
+
+    handle = model[2].register_forward_pre_hook(hold)
+    pass_thread.append(threading.Thread(target=run_trace, args=(model, x[:1], "all")))
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        pass_thread[0].start()
+        try:
+            assert paused.wait(30)
+            with torch.no_grad():
+                other = model(x)
+        finally:
+            resume.set()
+            pass_thread[0].join()
+            handle.remove()
+    told = [w for w in seen if "ran in eval mode" in str(w.message)]
+    if training:
+        assert told and issubclass(told[0].category, RuntimeWarning)
+    else:
+        assert not told
+        torch.testing.assert_close(other, plain, rtol=0, atol=0)
+    assert all(m.training == training for m in model.modules())

@@ -13,6 +13,8 @@ import dataclasses
 import difflib
 import fnmatch
 import re
+import warnings
+import zipfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
@@ -164,6 +166,13 @@ def _read_checkpoint(path: Path) -> object:
     """
     if not path.is_file():
         raise InputError(f"weights file '{path}' not found: pass the path of a saved state dict (.pt/.pth)")
+    if is_torchscript_file(path):
+        state = _torchscript_state(path)
+        if not state:
+            raise InputError(f"weights file '{path}' is a TorchScript model that holds no parameters camanim can "
+                             "read (a frozen one folds them into its code): save the model's state dict "
+                             "(torch.save(model.state_dict(), PATH)) before scripting or freezing, and give that")
+        return state
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - torch raises many types for a bad file
@@ -172,6 +181,34 @@ def _read_checkpoint(path: Path) -> object:
             "save it with torch.save(model.state_dict(), path), or give a pickled full model you trust "
             "as --model PATH --trust-checkpoint"
         ) from exc
+
+
+def is_torchscript_file(path: Path) -> bool:
+    """Whether ``path`` is an archive ``torch.jit.save`` wrote (it holds TorchScript ``code/``), read
+    as a zip listing only: nothing in it is loaded or run."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return any(name.split("/")[1:2] == ["code"] for name in archive.namelist())
+    except (zipfile.BadZipFile, OSError):
+        return False
+
+
+def _torchscript_state(path: Path) -> dict[str, torch.Tensor]:
+    """The parameters and buffers of a TorchScript archive, named as in the module it was made from.
+
+    ``torch.jit.load`` reads TorchScript, not pickled Python: no code of the file runs until its
+    forward is called, and camanim never calls it. A frozen model has none (they are constants).
+
+    Raises:
+        InputError: torch cannot read the archive.
+    """
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # torch.jit.load's deprecation notice: camanim only reads weights
+            return dict(torch.jit.load(str(path), map_location="cpu").state_dict())
+    except Exception as exc:  # noqa: BLE001 - torch raises many types for a bad archive
+        raise InputError(f"weights file '{path}' is a TorchScript archive torch cannot read "
+                         f"({type(exc).__name__}): save the model's state dict instead") from exc
 
 
 def _tensor_dicts(obj: object, where: tuple[str, ...] = (), depth: int = 3) -> Iterator[tuple[tuple[str, ...], dict]]:
@@ -354,13 +391,23 @@ def _load_pickled(path: Path, trust: bool) -> LoadedModel:
     """A full model saved with ``torch.save(model)``: unpickling runs code, so only when trusted."""
     if not path.is_file():
         raise InputError(f"model file '{path}' not found: give a model name (see 'camanim models') or a file")
+    if is_torchscript_file(path):
+        instead = (f"give its architecture, and camanim reads its state dict from the file: --model ARCH "
+                   f"--weights {path}" if _torchscript_state(path) else "it holds no parameters camanim can "
+                   "read (a frozen one folds them into its code): give its architecture and its state dict, "
+                   "saved before scripting: --model ARCH --weights STATE_DICT.pt")
+        raise InputError(f"model '{path}' is TorchScript (torch.jit.save), which runs no Python forward whose "
+                         f"layers camanim can record: {instead}")
     if not trust:
         raise InputError(
             f"model '{path}' is a file: unpickling a full model runs code from it, so camanim loads it only "
             f"with --trust-checkpoint; for a state dict give --model ARCH --weights {path}"
         )
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=False)
+        with warnings.catch_warnings():
+            # torch's notice that weights_only=False runs the file's code: --trust-checkpoint said so
+            warnings.simplefilter("ignore", FutureWarning)
+            obj = torch.load(path, map_location="cpu", weights_only=False)
     except (ImportError, AttributeError) as exc:
         raise InputError(f"model file '{path}' names code that cannot be imported ({exc}): run camanim where "
                          "the model's class is importable") from exc

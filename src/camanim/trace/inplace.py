@@ -80,6 +80,27 @@ def _storage_key(tensor: torch.Tensor) -> int | None:
     return key or None
 
 
+def fingerprint(tensor: torch.Tensor) -> torch.Tensor:
+    """Sums of ``tensor``'s values over the whole and four interleaved subsets: (5,) float32.
+
+    Writes autograd does not see (``.data``, numpy views) change no version counter; they change
+    these sums, short of a write that keeps all five (a permutation within matching strides).
+    Strided sums read the tensor in place (no copy); nothing goes to the host until they are compared.
+    """
+    t = tensor.detach()
+    if t.ndim == 0:
+        return t.float().reshape(1).expand(5)
+    parts = [t.sum(), t[..., ::2].sum(), t[..., 1::3].sum(),
+             t[:, ::2].sum() if t.ndim >= 2 else t[::5].sum(),
+             t[..., 1::2, :].sum() if t.ndim >= 3 else t[::7].sum()]
+    return torch.stack([p.float() for p in parts])
+
+
+def unchanged(before: torch.Tensor, after: torch.Tensor) -> torch.Tensor:
+    """Per row, whether two stacks of :func:`fingerprint` agree (NaN equal to NaN)."""
+    return ((before == after) | (before.isnan() & after.isnan())).all(dim=-1)
+
+
 class Recorder(TorchFunctionMode):
     """Keeps recorded layer outputs intact without copying every one of them.
 
@@ -100,6 +121,7 @@ class Recorder(TorchFunctionMode):
         super().__init__()
         self.acts = acts
         self.versions: dict[int, int] = {}
+        self.prints: dict[int, torch.Tensor] = {}
         self.watch: dict[int, list[int]] = {}
         self.sources: dict[int, Recompute] = {}
         self.originals: list[torch.Tensor] = []
@@ -108,6 +130,7 @@ class Recorder(TorchFunctionMode):
     def add(self, index: int, tensor: torch.Tensor, source: Recompute | None = None) -> None:
         """Watch the recorded output ``index``: note its version counter and storage, and how to recompute it."""
         self.versions[index] = tensor._version
+        self.prints[index] = fingerprint(tensor)
         key = _storage_key(tensor)
         if key is not None:
             self.watch.setdefault(key, []).append(index)
@@ -159,12 +182,22 @@ class Recorder(TorchFunctionMode):
     def settle(self) -> bool:
         """After the forward: overwritten norm outputs become recomputations. False when a recorded
         value was lost (overwritten, and not recomputable)."""
-        intact = not self.escaped
+        intact = not self.escaped and self._unversioned_writes_missed()
         for i, v in list(self.versions.items()):
             t = self.acts[i]
             if t is None or (t._version != v and not self._recompute_instead(i, t)):
                 intact = False
         return intact and all(a.intact() for a in self.acts if isinstance(a, Recompute))
+
+    def _unversioned_writes_missed(self) -> bool:
+        """Whether every watched output its version calls unchanged still has its values (no ``.data``
+        or numpy write changed it behind autograd's back)."""
+        same = [i for i, v in self.versions.items() if self.acts[i] is not None and self.acts[i]._version == v]
+        if not same:
+            return True
+        with torch._C.DisableTorchFunction():
+            now = torch.stack([fingerprint(self.acts[i]) for i in same])
+            return bool(unchanged(torch.stack([self.prints[i] for i in same]), now).all())
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}

@@ -15,6 +15,17 @@ from ..errors import InputError
 #: models in eval mode for a pass: id -> [model, passes using it, its modules, their own train flags]
 _EVAL_USERS: dict[int, list] = {}
 _EVAL_LOCK = threading.Lock()
+#: ids of every module of a model whose train flags a pass has switched (while the switch holds)
+_SWITCHED: set[int] = set()
+
+
+def switched_by_a_pass(module: nn.Module) -> bool:
+    """Whether ``module`` belongs to a model a running pass switched from training to eval mode.
+
+    A forward another thread runs on it meanwhile runs in eval mode (dropout off, batch-norm
+    running statistics), not in the mode it was left in.
+    """
+    return id(module) in _SWITCHED
 
 
 @contextmanager
@@ -31,7 +42,9 @@ def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
         entry = _EVAL_USERS.get(id(model))
         if entry is None or entry[0] is not model:
             mods = list(model.modules())
-            entry = _EVAL_USERS[id(model)] = [model, 0, [m for m in mods if m.training]]
+            entry = _EVAL_USERS[id(model)] = [model, 0, [m for m in mods if m.training],
+                                              {id(m) for m in mods} if any(m.training for m in mods) else set()]
+            _SWITCHED.update(entry[3])
             # Writing the flag straight into each module is what Module.train() does, minus a slow
             # __setattr__ per module; a module with its own train() gets it called.
             if any(type(m).train is not nn.Module.train for m in mods):
@@ -47,6 +60,7 @@ def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
             entry[1] -= 1
             if entry[1] == 0:
                 del _EVAL_USERS[id(model)]
+                _SWITCHED.difference_update(entry[3])
                 for m in entry[2]:
                     if not m.training:
                         m.__dict__["training"] = True

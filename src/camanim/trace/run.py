@@ -26,9 +26,9 @@ from ..errors import InputError
 from .backward import LayerSink, backward_into, no_gradient
 from .inplace import Recorder, recompute_source
 from .layouts import LayoutContext, LayoutEvidence
-from .model import class_logits, eval_mode, first_tensor, logits_of
+from .model import class_logits, eval_mode, first_tensor, logits_of, switched_by_a_pass
 from .records import Activations, LayerRecord, Recompute, Trace
-from .select import LayerSpec, select_names
+from .select import LayerSpec, refuse_torchscript, select_names
 
 logger = logging.getLogger(__name__)
 
@@ -89,6 +89,11 @@ def _recording_forward(mod: nn.Module, forward: Callable) -> Callable:
 
     def forward_or_record(*args, **kwargs):
         tp = getattr(_LOCAL, "active", None)
+        if tp is None and switched_by_a_pass(mod):
+            warnings.warn("camanim: this forward ran in eval mode: a camanim pass on another thread switched the "
+                          "shared model from training to eval mode while it runs; explain a copy of a model that "
+                          "trains (copy.deepcopy(model).eval()), or call model.eval() before sharing it",
+                          RuntimeWarning, stacklevel=2)
         if tp is None or key not in tp.wrapped:
             return forward(*args, **kwargs)
         return tp.call(mod, forward, args, kwargs)
@@ -411,16 +416,16 @@ def run_trace(
             recorded); a ``layouts`` entry is malformed; or the model's output holds no (batch,
             classes) logits (name them with ``output_key``).
     """
-    if isinstance(model, torch.jit.ScriptModule):
-        raise InputError("a TorchScript model (torch.jit.script or torch.jit.trace) runs no Python forward whose "
-                         "layers camanim can record: pass the nn.Module it was made from (CLI: --model ARCH "
-                         "--weights STATE_DICT.pt)")
+    refuse_torchscript(model)
     tp = _Pass(model, layers, keep_activations, copy_outputs, gradients)
-    x = input_tensor
+    x = fed = input_tensor
     if gradients and not x.requires_grad:
-        # Activations must require grad even when the user froze every parameter.
+        # Activations must require grad even when the user froze every parameter. The model gets a
+        # copy, not the leaf: a forward that writes into its input in place is allowed by autograd
+        # then, and leaves the caller's tensor as it was.
         x = x.detach().requires_grad_(True)
-    tp.layouts = LayoutContext.for_model(model, x, layouts, named=tp.walked)
+        fed = x.clone()
+    tp.layouts = LayoutContext.for_model(model, fed, layouts, named=tp.walked)
     undo: list[Callable[[], None]] = []
     try:
         for _, mod in tp.walked:
@@ -428,7 +433,7 @@ def run_trace(
                 undo.append(_shadow_forward(mod))
         with eval_mode(model), torch.set_grad_enabled(gradients):
             with tp.recorder if tp.watching else nullcontext(), LayoutEvidence(tp.layouts), _recording(tp):
-                out = model(x)
+                out = model(fed)
             if not tp.records:
                 compiled = (f" ({len(tp.opaque)} of them inside TorchScript submodules, which run no Python "
                             "forward: select the submodule itself)") if tp.opaque else ""

@@ -6,9 +6,10 @@ import fnmatch
 import re
 from collections.abc import Callable, Sequence
 
+import torch
 from torch import nn
 
-from ..errors import InputError
+from ..errors import InputError, torchscript_refusal
 
 LayerSpec = str | Sequence[str] | None
 
@@ -26,9 +27,20 @@ def select_layers(model: nn.Module, layers: LayerSpec = "all") -> list[str]:
             list of names.
 
     Raises:
-        InputError: the pattern selects nothing.
+        InputError: the pattern selects nothing, or ``model`` is TorchScript (see :func:`refuse_torchscript`).
     """
+    refuse_torchscript(model)
     return select_names([(n, m) for n, m in model.named_modules() if n], layers)
+
+
+def refuse_torchscript(model: nn.Module) -> None:
+    """Refuse a TorchScript model: its forward runs no Python, so no layer of it can be recorded.
+
+    Raises:
+        InputError: ``model`` is a ``torch.jit.ScriptModule`` (scripted, traced or frozen).
+    """
+    if isinstance(model, torch.jit.ScriptModule):
+        raise torchscript_refusal("the model")
 
 
 Match = Callable[[str, nn.Module], object]
