@@ -349,3 +349,59 @@ def test_a_permute_no_layout_reads_is_non_spatial_with_the_reason():
     for n in ("1.norm", "1.fc"):
         assert by_name[n].layout == NON_SPATIAL, (n, by_name[n].layout)
         assert "NHCW" in by_name[n].flags["layout"]
+
+
+class _Attention(nn.Module):
+    """Multi-head self-attention with the softmax as a module: (B, heads, N, N) is query x key, no image."""
+
+    def __init__(self, dim: int, heads: int) -> None:
+        super().__init__()
+        self.heads = heads
+        self.qkv = nn.Linear(dim, 3 * dim)
+        self.soft = nn.Softmax(-1)
+        self.scores = nn.Identity()
+        self.proj = nn.Linear(dim, dim)
+
+    def forward(self, x):
+        b, n, c = x.shape
+        q, k, v = self.qkv(x).reshape(b, n, 3, self.heads, c // self.heads).permute(2, 0, 3, 1, 4)
+        a = self.soft(self.scores(q @ k.transpose(-2, -1)))
+        return self.proj((a @ v).transpose(1, 2).reshape(b, n, c))
+
+
+class _TinyViT(nn.Module):
+    def __init__(self, dim: int = 16, heads: int = 2) -> None:
+        super().__init__()
+        self.pe = nn.Conv2d(3, dim, 4, 4)
+        self.norm = nn.LayerNorm(dim)
+        self.attn = _Attention(dim, heads)
+        self.fc = nn.Linear(dim, 5)
+
+    def forward(self, x):
+        x = self.pe(x).flatten(2).transpose(1, 2)
+        x = x + self.attn(self.norm(x))
+        return self.fc(x.mean(1))
+
+
+@pytest.mark.parametrize(("heads", "size"), [(2, 16), (4, 16), (2, 32), (16, 16)])
+def test_attention_scores_are_non_spatial_whatever_the_head_count(heads, size, tmp_path):
+    # (review) the softmax of q @ k^T, (B, heads, N, N), was drawn as an NCHW image whenever
+    # heads != N: no op says it is one, so it is non_spatial with the reason, and the module that
+    # returns the very tensor (same_as) carries the reason too
+    torch.manual_seed(0)
+    model = _TinyViT(heads=heads).eval()
+    result = camanim.animate(model, torch.randn(1, 3, size, size), layers="attn.*,norm", target=1)
+    recs = {r.name: r for r in result.layers}
+    for name in ("attn.scores", "attn.soft"):
+        assert recs[name].layout == NON_SPATIAL, (name, recs[name].shape, recs[name].layout)
+        assert "layout" in recs[name].flags, recs[name].flags
+    assert recs["norm"].layout.startswith("TOKENS")  # the token stream itself is still placed
+    result.save(tmp_path / "run", video=False)
+    layers = {d["name"]: d for d in json.loads((tmp_path / "run" / "manifest.json").read_text())["layers"]}
+    for d in layers.values():
+        if d.get("same_as") is not None and "layout" in _by_index(layers)[d["same_as"]]["flags"]:
+            assert d["flags"].get("layout") == _by_index(layers)[d["same_as"]]["flags"]["layout"]
+
+
+def _by_index(layers: dict) -> dict:
+    return {d["index"]: d for d in layers.values()}

@@ -291,6 +291,11 @@ class LayoutContext:
         self._flat: dict[int, tuple[weakref.ref, tuple[int, int]]] = {}
         # 4-D maps whose axes a permute put in an order no layout reads (NHCW): tensor id -> that order
         self._scrambled: dict[int, tuple[weakref.ref, str]] = {}
+        # what ops made of placed tensors that no rule reads (attention's q @ k^T, a window partition):
+        # tensor id -> the first op that lost the layout; a shape guess never stands for these
+        self._derived: dict[int, tuple[weakref.ref, str]] = {}
+        # layer outputs made non_spatial with a reason: tensor id -> the reason
+        self._why: dict[int, tuple[weakref.ref, str]] = {}
         #: why the latest :meth:`detect` made a spatially shaped output non_spatial ('' when it did not)
         self.reason = ""
 
@@ -363,11 +368,15 @@ class LayoutContext:
         found = self._source(name, args)
         if found is None:
             self._follow_scrambled(name, args, kwargs, out)
+            self._follow_derived(name, args, out)
             return
         t, lay, flat = found
         outs = out if isinstance(out, (list, tuple)) else (out,)
         for o in outs:
-            if not isinstance(o, torch.Tensor) or o is t or (self.batch is not None and o.shape[:1] != (self.batch,)):
+            if not isinstance(o, torch.Tensor) or o is t:
+                continue
+            if self.batch is not None and o.shape[:1] != (self.batch,):
+                self._lost(o, name, lay)
                 continue
             if flat is not None:
                 self._from_flat(name, args, t, o, flat)
@@ -376,6 +385,23 @@ class LayoutContext:
             new = self._after_op(name, func, args, kwargs, t, lay, o)
             if new is not None and not any(self._conflicts(a, new, o) for a in _tensors(args) if a is not t):
                 self._ops[id(o)] = (weakref.ref(o), new)
+            elif new is None and id(o) not in self._flat and id(o) not in self._scrambled:
+                self._lost(o, name, lay)
+
+    def _lost(self, o: torch.Tensor, name: str, lay: Layout | None) -> None:
+        """Note that ``o`` was made of a placed tensor by an op no rule reads (never shape-guessed later)."""
+        if o.is_floating_point():
+            self._derived[id(o)] = (weakref.ref(o), f"'{name}' of a {lay or 'flat channels-first'} tensor")
+
+    def _follow_derived(self, name: str, args: Sequence[object], out: object) -> None:
+        """What an op makes of a derived tensor is derived too, unless a rule placed it."""
+        how = next((h for t in _tensors(args) if (h := _lookup(self._derived, t)) is not None), None)
+        if how is None:
+            return
+        for o in out if isinstance(out, (list, tuple)) else (out,):
+            if (isinstance(o, torch.Tensor) and o.is_floating_point() and self.known(o) is None
+                    and _lookup(self._scrambled, o) is None):
+                self._derived[id(o)] = (weakref.ref(o), how)
 
     def _source(self, name: str, args: Sequence[object]
                 ) -> tuple[torch.Tensor, Layout | None, tuple[int, int] | None] | None:
@@ -506,6 +532,11 @@ class LayoutContext:
             lay = self._resolve_override(override, tensor, name)
         else:
             lay = self._detect(module, tensor, inputs, name)
+            if not lay.spatial and not self.reason and tensor.ndim >= 3:
+                # made from a layer that is not read as an image, for that layer's reason
+                self.reason = next((w for x in _tensors(inputs) if (w := _lookup(self._why, x)) is not None), "")
+        if self.reason:
+            self._why[id(tensor)] = (weakref.ref(tensor), self.reason)
         self.remember(tensor, lay)
         return str(lay)
 
@@ -545,6 +576,14 @@ class LayoutContext:
             # a guess from the shape only where the shape cannot be read another way
             guess = self._inherited(shape, inputs, by_shape=True) or self.known_shape(shape)
             convention = self._channels_last_type(module, shape)
+            # (a module's documented convention still stands: Swin's patch merging slices and
+            # concatenates channels-last maps, then LayerNorm reads them channels-last)
+            derived = _lookup(self._derived, tensor) if guess is None and convention is None else None
+            if derived is not None:
+                self.reason = (f"its output {list(shape)} was made from the image's layers by ops no layout rule "
+                               f"reads (first {derived}), and no layer had that shape: it is not read as an image; "
+                               f"give --layout {name or 'LAYER'}=LAYOUT if it is one")
+                return Layout(NON_SPATIAL)
             if guess is None and convention is None:
                 guess = self._by_shape(shape)
             other = self._other_reading(shape, guess) if guess is not None else None

@@ -225,6 +225,8 @@ class _Pass:
             # An in-place op (ReLU(inplace=True)) returns its input object with new values:
             # only an unchanged version counter means "the same output".
             same = earlier if tensor._version == version else None
+            if same is not None and "layout" in self.records[same].flags and "layout" not in flags:
+                flags["layout"] = self.records[same].flags["layout"]  # the very tensor: the same reason
         self.records.append(LayerRecord(
             index=index, name=call_name, module=name, type=type(mod).__name__,
             shape=tuple(tensor.shape) if tensor is not None else (), layout=layout,
