@@ -14,6 +14,7 @@ import torch
 from PIL import Image, UnidentifiedImageError
 
 from ..errors import InputError
+from .dicom import DICOM_SAMPLES, is_dicom, read_dicom
 
 #: ``sample:NAME`` -> scikit-image's bundled photo (no download needed).
 SAMPLES: dict[str, str] = {
@@ -49,15 +50,17 @@ def load_image(spec: str | Path | Image.Image | np.ndarray) -> tuple[Image.Image
     """Load an image as 8-bit RGB.
 
     Args:
-        spec: ``sample:NAME`` (see :data:`SAMPLES`), a path Pillow reads (PNG, JPEG, TIFF, BMP, WebP;
-            grey, RGB or RGBA; 8 or 16 bit), a PIL image or an HxW / HxWxC array.
+        spec: ``sample:NAME`` (see :data:`SAMPLES`; ``sample:ct`` is DICOM), a path Pillow reads (PNG,
+            JPEG, TIFF, BMP, WebP; grey, RGB or RGBA; 8 or 16 bit), a DICOM file (windowed with the
+            file's window, see :func:`camanim.sources.dicom.read_dicom`), a PIL image or an HxW /
+            HxWxC array.
 
     Returns:
         The RGB image and a description for the manifest.
 
     Raises:
         InputError: If the sample name is unknown, or the path is missing, a folder, or not an image
-            Pillow can read.
+            Pillow (or, for DICOM, pydicom) can read.
     """
     if isinstance(spec, Image.Image):
         return _to_8bit(spec).convert("RGB"), {"source": "PIL.Image", "original_size": list(spec.size)}
@@ -78,10 +81,14 @@ def load_image(spec: str | Path | Image.Image | np.ndarray) -> tuple[Image.Image
         img = Image.fromarray(arr)
         return img.convert("RGB"), {"source": "array", "original_size": [arr.shape[1], arr.shape[0]]}
     text = str(spec)
+    if is_dicom(text):
+        dicom = read_dicom(text)
+        return grey_image(dicom.grey), dicom.info
     if text.startswith("sample:"):
         key = text.split(":", 1)[1]
         if key not in SAMPLES:
-            raise InputError(f"unknown sample '{text}': choose one of {', '.join('sample:' + k for k in SAMPLES)}")
+            known = [*SAMPLES, *DICOM_SAMPLES]
+            raise InputError(f"unknown sample '{text}': choose one of {', '.join('sample:' + k for k in known)}")
         import skimage.data
 
         arr = getattr(skimage.data, SAMPLES[key])()
@@ -114,6 +121,12 @@ def load_image(spec: str | Path | Image.Image | np.ndarray) -> tuple[Image.Image
         bg = Image.new("RGBA", img.size, (255, 255, 255, 255))
         img = Image.alpha_composite(bg, img)
     return img.convert("RGB"), {"source": str(path), "original_size": size, "mode": mode}
+
+
+def grey_image(grey: np.ndarray) -> Image.Image:
+    """An 8-bit RGB picture of a [0, 1] grey (H, W) or colour (H, W, 3) float image (DICOM's windowed image)."""
+    arr = np.clip(np.asarray(grey, dtype=np.float64) * 255.0 + 0.5, 0, 255).astype(np.uint8)
+    return Image.fromarray(arr).convert("RGB")
 
 
 def _too_large(path: Path, exc: Exception) -> str:
@@ -171,9 +184,41 @@ class Preprocess:
         shown = self.geometry(img.convert("RGB"))
         display = np.asarray(shown, dtype=np.uint8).copy()
         x = torch.from_numpy(display).permute(2, 0, 1).float().div_(255.0)
-        if self.channels == 1:
+        return self.normalise(x), display
+
+    def of_values(self, grey: np.ndarray) -> tuple[torch.Tensor, np.ndarray]:
+        """The input tensor (1, C, H, W) and display image (H, W, 3) uint8 of a float image in [0, 1].
+
+        For a windowed DICOM image (:class:`camanim.sources.dicom.DicomImage` ``grey``): resized and
+        cropped as floats (no 8-bit step: a 16-bit image keeps its levels), then normalised; the
+        display image is the same windowed grey picture in 8 bit.
+
+        Args:
+            grey: (H, W) grey or (H, W, 3) colour, float in [0, 1].
+
+        Raises:
+            InputError: ``channels`` is neither 1 nor 3.
+        """
+        if self.channels not in (1, 3):
+            raise InputError(
+                f"the model takes {self.channels}-channel input, but a DICOM image gives 1 (grey) or 3 (RGB): pass a "
+                f"({self.channels}, H, W) tensor in Python, or --channels 1 or 3")
+        arr = np.asarray(grey, dtype=np.float32)
+        planes = [arr] if arr.ndim == 2 else [arr[:, :, k] for k in range(arr.shape[2])]
+        shown = np.stack([np.asarray(self.geometry(Image.fromarray(np.ascontiguousarray(p))))
+                          for p in planes], axis=0).clip(0.0, 1.0)  # bicubic overshoots the window
+        x = torch.from_numpy(np.ascontiguousarray(shown)).float()
+        if x.shape[0] == 1 and self.channels == 3:
+            x = x.expand(3, -1, -1)
+        disp = (shown * 255.0 + 0.5).astype(np.uint8)
+        display = np.repeat(disp, 3, axis=0) if disp.shape[0] == 1 else disp
+        return self.normalise(x), np.ascontiguousarray(display.transpose(1, 2, 0))
+
+    def normalise(self, x: torch.Tensor) -> torch.Tensor:
+        """(1, C, H, W) of a (1 or 3, H, W) image in [0, 1]: grey for one channel, then (x - mean) / std."""
+        if self.channels == 1 and x.shape[0] != 1:
             x = x.mean(dim=0, keepdim=True)
         mean = torch.tensor(list(self.mean)[: x.shape[0]] if len(self.mean) >= x.shape[0] else [self.mean[0]])
         std = torch.tensor(list(self.std)[: x.shape[0]] if len(self.std) >= x.shape[0] else [self.std[0]])
         x = (x - mean.view(-1, 1, 1)) / std.view(-1, 1, 1)
-        return x.unsqueeze(0), display
+        return x.unsqueeze(0)

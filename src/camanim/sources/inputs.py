@@ -10,7 +10,8 @@ import torch
 from PIL import Image
 
 from ..errors import InputError
-from .images import Preprocess, load_image
+from .dicom import is_dicom, read_dicom
+from .images import Preprocess, grey_image, load_image
 from .models import LoadedModel
 
 #: (model input (1, C, H, W), display image (H, W, 3) uint8, image provenance for the manifest)
@@ -57,6 +58,13 @@ def as_images(image: Any) -> tuple[list[Any], bool]:
     return [image], False
 
 
+def _what(image: Any) -> str:
+    """A few words naming what a user passed as an image, for an error line."""
+    if isinstance(image, (str,)) or hasattr(image, "__fspath__"):
+        return f"'{image}'"
+    return f"a {type(image).__name__}"
+
+
 def _display_of_tensor(x: torch.Tensor) -> np.ndarray:
     """A (H, W, 3) uint8 picture of a ready input: min-max scaled, grey channels averaged."""
     disp = x[0].detach().float().cpu()
@@ -82,15 +90,24 @@ def _checked_tensor(x: torch.Tensor, what: str) -> torch.Tensor:
     return x if x.ndim == 4 else x.unsqueeze(0)
 
 
-def prepare_input(image: Any, preprocess: Callable | None, loaded: LoadedModel | None) -> Prepared:
+def prepare_input(image: Any, preprocess: Callable | None, loaded: LoadedModel | None, *,
+                  window: str | tuple[float, float] | None = None, frame: int | None = None) -> Prepared:
     """The model input, display image and provenance of one image.
+
+    A DICOM image (a ``.dcm`` file, ``sample:ct``) is windowed first (``window``, else the file's),
+    then resized, cropped and normalised as floats, so the model's normalisation comes after the
+    window and a 16-bit image keeps its levels; its display image is the windowed grey picture.
 
     Args:
         image: ``sample:NAME``, a path, a PIL image, an array, or a ready input tensor (C, H, W) or
             (1, C, H, W) (its display image is the tensor min-max scaled).
         preprocess: a :class:`Preprocess`, a user transform PIL -> (C, H, W) tensor, or None (the
-            loaded model's recipe, else ImageNet's).
+            loaded model's recipe, else ImageNet's). A user transform is given a DICOM image as
+            the 8-bit RGB picture of its windowed grey image.
         loaded: the model being explained, for its preprocessing.
+        window: ``(centre, width)`` or ``"C,W"`` for a DICOM image, in its rescaled unit (Hounsfield
+            units for CT), instead of the file's window.
+        frame: the frame of a multi-frame DICOM file, from 0.
 
     Returns:
         The input (1, C, H, W), the display image (H, W, 3) uint8 and the image's provenance.
@@ -98,14 +115,25 @@ def prepare_input(image: Any, preprocess: Callable | None, loaded: LoadedModel |
     Raises:
         InputError: the image cannot be read; a tensor (given, or from a user transform) that is not
             (C, H, W) or (1, C, H, W), not floating point, or not finite; a model whose channel
-            count an image file cannot give.
+            count an image file cannot give; ``window`` or ``frame`` for an image that is not DICOM;
+            a bad DICOM file, window or frame (see :func:`camanim.sources.dicom.read_dicom`).
     """
+    if (window is not None or frame is not None) and not is_dicom(image):
+        flag = "--window" if window is not None else "--frame"
+        raise InputError(f"{flag} applies to DICOM images (.dcm, sample:ct), not to {_what(image)}: drop {flag}")
     if isinstance(image, torch.Tensor):
         x = _checked_tensor(image, "the input tensor")
         return x, _display_of_tensor(x), {"source": "tensor"}
-    pil, info = load_image(image)
     if preprocess is None:
         preprocess = loaded.preprocess if loaded is not None else Preprocess.imagenet()
+    if is_dicom(image):
+        dicom = read_dicom(image, window=window, frame=frame)
+        if isinstance(preprocess, Preprocess):
+            x, disp = preprocess.of_values(dicom.grey)
+            return x, disp, dicom.info
+        pil, info = grey_image(dicom.grey), dicom.info
+    else:
+        pil, info = load_image(image)
     if isinstance(preprocess, Preprocess):
         x, disp = preprocess(pil)
         return x, disp, info
