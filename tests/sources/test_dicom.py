@@ -178,7 +178,7 @@ def test_window_or_frame_for_a_png_is_refused(tmp_path):
     Image.new("RGB", (8, 8)).save(tmp_path / "a.png")
     with pytest.raises(InputError, match="--window applies to DICOM images"):
         camanim.sources.prepare_input(str(tmp_path / "a.png"), None, None, window=(1, 2))
-    with pytest.raises(InputError, match="--frame applies to DICOM images"):
+    with pytest.raises(InputError, match="--frame applies to multi-frame DICOM files"):
         camanim.sources.prepare_input("sample:cat", None, None, frame=1)
 
 

@@ -163,7 +163,7 @@ def _bad_inputs(tmp: Path) -> dict[str, tuple[list[str], str]]:
         "negative frame": ([str(frames), "--frame", "-1"], "--frame -1 is out of range"),
         "bad window": (["sample:ct", "--window", "40"], "--window '40': give the window's centre and width"),
         "zero width": (["sample:ct", "--window", "40,0"], "the width must be above 0"),
-        "window on a photo": (["sample:cat", "--window", "40,400"], "--window applies to DICOM images"),
+        "window on a photo": (["sample:cat", "--window", "40,400"], "--window applies to DICOM images .* not to .sample:cat."),
         "missing file": ([str(tmp / "nope.dcm")], "not found"),
     }
 

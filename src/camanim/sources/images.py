@@ -97,6 +97,24 @@ def load_image(spec: str | Path | Image.Image | np.ndarray) -> tuple[Image.Image
         img = Image.fromarray(np.asarray(arr)).convert("RGB")
         return img, {"source": text, "original_size": list(img.size)}
     path = Path(text)
+    img = _open_file(path)
+    size = list(img.size)
+    mode = img.mode
+    img = _to_8bit(img)
+    if img.mode in ("RGBA", "LA", "P", "PA"):
+        img = img.convert("RGBA")
+        # Transparent pixels over black would read as "dark object"; white is the neutral choice.
+        bg = Image.new("RGBA", img.size, (255, 255, 255, 255))
+        img = Image.alpha_composite(bg, img)
+    return img.convert("RGB"), {"source": str(path), "original_size": size, "mode": mode}
+
+
+def _open_file(path: Path) -> Image.Image:
+    """The image file at ``path``, loaded (Pillow's decompression-bomb limit enforced).
+
+    Raises:
+        InputError: the path is missing, a folder, too large, or not an image Pillow can read.
+    """
     if not path.exists():
         raise InputError(f"image '{path}' not found: give an image file or a sample such as sample:cat")
     if path.is_dir():
@@ -107,20 +125,51 @@ def load_image(spec: str | Path | Image.Image | np.ndarray) -> tuple[Image.Image
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(path) as opened:
                 opened.load()
-                img = opened.copy()
+                return opened.copy()
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise InputError(_too_large(path, exc)) from exc
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         raise InputError(f"'{path}' is not an image Pillow can read: give a PNG, JPEG, TIFF, BMP or WebP file") from exc
-    size = list(img.size)
-    mode = img.mode
-    img = _to_8bit(img)
-    if img.mode in ("RGBA", "LA", "P", "PA"):
-        img = img.convert("RGBA")
-        # Transparent pixels over black would read as "dark object"; white is the neutral choice.
-        bg = Image.new("RGBA", img.size, (255, 255, 255, 255))
-        img = Image.alpha_composite(bg, img)
-    return img.convert("RGB"), {"source": str(path), "original_size": size, "mode": mode}
+
+
+#: Pillow modes of grey images deeper than 8 bit: 16-bit integers, 32-bit integers, floats
+DEEP_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I", "F")
+
+
+def load_grey_values(spec: Any) -> tuple[np.ndarray, dict[str, Any]] | None:
+    """The values of a grey image file deeper than 8 bit (16-bit PNG or TIFF, 32-bit or float TIFF).
+
+    Such an image is then windowed and resized as floats, as DICOM is (no 8-bit step), rather than
+    read by :func:`load_image`.
+
+    Returns:
+        ``(values (H, W) float64, info)`` with info ``source``, ``original_size``, ``mode`` and
+        ``full_range`` (``[0, 65535]`` for 16-bit, else None: shown over the values' range); None
+        for anything else (8-bit and colour files, samples, DICOM, arrays, PIL images).
+
+    Raises:
+        InputError: a file that cannot be read (see :func:`load_image`).
+    """
+    if not isinstance(spec, (str, Path)) or str(spec).startswith("sample:") or is_dicom(spec):
+        return None
+    path = Path(spec)
+    if not path.is_file():
+        return None
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # _open_file refuses it
+            with Image.open(path) as lazy:  # the header only: no pixel is decoded for other files
+                deep = lazy.mode in DEEP_MODES
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError):
+        return None  # load_image says why in one line
+    if not deep:
+        return None
+    img = _open_file(path)
+    values = np.asarray(img).astype(np.float64)
+    if not np.isfinite(values).all():
+        raise InputError(f"'{path}' holds NaN or infinite values: give finite pixel values")
+    full = [0, 65535] if img.mode.startswith("I;16") else None
+    return values, {"source": str(path), "original_size": list(img.size), "mode": img.mode, "full_range": full}
 
 
 def grey_image(grey: np.ndarray) -> Image.Image:

@@ -10,8 +10,8 @@ import torch
 from PIL import Image
 
 from ..errors import InputError
-from .dicom import is_dicom, read_dicom
-from .images import Preprocess, grey_image, load_image
+from .dicom import apply_window, is_dicom, parse_window, read_dicom, window_for
+from .images import Preprocess, grey_image, load_grey_values, load_image
 from .models import LoadedModel
 
 #: (model input (1, C, H, W), display image (H, W, 3) uint8, image provenance for the manifest)
@@ -58,6 +58,15 @@ def as_images(image: Any) -> tuple[list[Any], bool]:
     return [image], False
 
 
+def _deep_window(values: np.ndarray, info: dict[str, Any], window: tuple[float, float] | None) -> dict[str, Any]:
+    """The window of a 16-bit or float grey file: ``--window``, else its full 16-bit range, else its values' range."""
+    full = info.get("full_range")
+    if window is None and full is not None:
+        lo, hi = full
+        return {"centre": (lo + hi) / 2.0, "width": float(hi - lo), "function": "LINEAR_EXACT", "source": "16-bit range"}
+    return window_for(values, None, window)
+
+
 def _what(image: Any) -> str:
     """A few words naming what a user passed as an image, for an error line."""
     if isinstance(image, (str,)) or hasattr(image, "__fspath__"):
@@ -96,7 +105,9 @@ def prepare_input(image: Any, preprocess: Callable | None, loaded: LoadedModel |
 
     A DICOM image (a ``.dcm`` file, ``sample:ct``) is windowed first (``window``, else the file's),
     then resized, cropped and normalised as floats, so the model's normalisation comes after the
-    window and a 16-bit image keeps its levels; its display image is the windowed grey picture.
+    window and a 16-bit image keeps its levels; its display image is the windowed grey picture. A
+    16-bit or float grey file (PNG, TIFF) goes the same way, windowed by ``window`` in its stored
+    values, else over the full 16-bit range (float and 32-bit files: over their values' range).
 
     Args:
         image: ``sample:NAME``, a path, a PIL image, an array, or a ready input tensor (C, H, W) or
@@ -106,7 +117,8 @@ def prepare_input(image: Any, preprocess: Callable | None, loaded: LoadedModel |
             the 8-bit RGB picture of its windowed grey image.
         loaded: the model being explained, for its preprocessing.
         window: ``(centre, width)`` or ``"C,W"`` for a DICOM image, in its rescaled unit (Hounsfield
-            units for CT), instead of the file's window.
+            units for CT), instead of the file's window; for a 16-bit or float grey file, in its
+            stored values.
         frame: the frame of a multi-frame DICOM file, from 0.
 
     Returns:
@@ -115,12 +127,16 @@ def prepare_input(image: Any, preprocess: Callable | None, loaded: LoadedModel |
     Raises:
         InputError: the image cannot be read; a tensor (given, or from a user transform) that is not
             (C, H, W) or (1, C, H, W), not floating point, or not finite; a model whose channel
-            count an image file cannot give; ``window`` or ``frame`` for an image that is not DICOM;
+            count an image file cannot give; ``frame`` for an image that is not DICOM, ``window`` for
+            one that is neither DICOM nor a 16-bit or float grey file;
             a bad DICOM file, window or frame (see :func:`camanim.sources.dicom.read_dicom`).
     """
-    if (window is not None or frame is not None) and not is_dicom(image):
-        flag = "--window" if window is not None else "--frame"
-        raise InputError(f"{flag} applies to DICOM images (.dcm, sample:ct), not to {_what(image)}: drop {flag}")
+    if frame is not None and not is_dicom(image):
+        raise InputError(f"--frame applies to multi-frame DICOM files, not to {_what(image)}: drop --frame")
+    deep = load_grey_values(image) if not is_dicom(image) else None
+    if window is not None and not is_dicom(image) and deep is None:
+        raise InputError(f"--window applies to DICOM images (.dcm, sample:ct) and 16-bit or float grey images, "
+                         f"not to {_what(image)}: drop --window")
     if isinstance(image, torch.Tensor):
         x = _checked_tensor(image, "the input tensor")
         return x, _display_of_tensor(x), {"source": "tensor"}
@@ -132,6 +148,15 @@ def prepare_input(image: Any, preprocess: Callable | None, loaded: LoadedModel |
             x, disp = preprocess.of_values(dicom.grey)
             return x, disp, dicom.info
         pil, info = grey_image(dicom.grey), dicom.info
+    elif deep is not None:  # a 16-bit or float grey file: windowed and resized as floats, as DICOM
+        values, info = deep
+        chosen = _deep_window(values, info, parse_window(window))
+        grey = apply_window(values, chosen)
+        info = {**info, "window": chosen}
+        if isinstance(preprocess, Preprocess):
+            x, disp = preprocess.of_values(grey)
+            return x, disp, info
+        pil = grey_image(grey)
     else:
         pil, info = load_image(image)
     if isinstance(preprocess, Preprocess):
