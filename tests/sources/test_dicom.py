@@ -138,6 +138,7 @@ def test_windowed_ct_is_the_model_input_and_the_display_image(channels):
         torch.testing.assert_close(x[c], torch.from_numpy((grey - prep.mean[c]) / prep.std[c]), atol=1e-5, rtol=0)
     np.testing.assert_array_equal(res.image, np.repeat(np.round(grey * 255).astype(np.uint8)[..., None], 3, 2))
     assert res.image_info["window"]["centre"] == 40.0
+    assert res.image_info["input_pixel_spacing_mm"] == [0.661468, 0.661468]  # 128 px kept at 128 px
     # more levels than 8 bits inside the window: the model sees the 16-bit values, not a 256-level copy
     assert len(np.unique(x[0].numpy())) > 256
 

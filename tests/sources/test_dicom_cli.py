@@ -86,6 +86,8 @@ def test_sample_ct_run_with_a_window_and_one_channel(tmp_path, capsys):
     assert manifest["model"]["channels"] == 1
     assert manifest["image"]["window"] == {"centre": 40.0, "width": 400.0, "function": "LINEAR", "source": "--window"}
     assert manifest["image"]["rescale"]["unit"] == "HU" and manifest["image"]["source"] == "sample:ct"
+    # --input-size 64: resized to 73 px (the recipe's 256/224 ratio), cropped to 64: 0.661468 * 128 / 73
+    assert manifest["image"]["input_pixel_spacing_mm"] == [round(0.661468 * 128 / 73, 6)] * 2
     with np.load(out / "cams.npz") as z:
         assert z["input"].shape == (1, 1, 64, 64)
         image = z["image"]

@@ -58,6 +58,18 @@ def as_images(image: Any) -> tuple[list[Any], bool]:
     return [image], False
 
 
+def _with_input_spacing(info: dict[str, Any], preprocess: Preprocess) -> dict[str, Any]:
+    """``info`` with ``input_pixel_spacing_mm``: the pixel spacing of the model input (and of the
+    CAMs and frames), after ``preprocess`` resized the image (its crop keeps the spacing)."""
+    spacing = info.get("pixel_spacing_mm")
+    if not spacing:
+        return info
+    w, h = info["original_size"]
+    scale = preprocess.resize / min(w, h)
+    new_w, new_h = max(1, round(w * scale)), max(1, round(h * scale))
+    return {**info, "input_pixel_spacing_mm": [round(spacing[0] * h / new_h, 6), round(spacing[1] * w / new_w, 6)]}
+
+
 def _deep_window(values: np.ndarray, info: dict[str, Any], window: tuple[float, float] | None) -> dict[str, Any]:
     """The window of a 16-bit or float grey file: ``--window``, else its full 16-bit range, else its values' range."""
     full = info.get("full_range")
@@ -146,7 +158,7 @@ def prepare_input(image: Any, preprocess: Callable | None, loaded: LoadedModel |
         dicom = read_dicom(image, window=window, frame=frame)
         if isinstance(preprocess, Preprocess):
             x, disp = preprocess.of_values(dicom.grey)
-            return x, disp, dicom.info
+            return x, disp, _with_input_spacing(dicom.info, preprocess)
         pil, info = grey_image(dicom.grey), dicom.info
     elif deep is not None:  # a 16-bit or float grey file: windowed and resized as floats, as DICOM
         values, info = deep
