@@ -116,3 +116,35 @@ def oriented_reference(monkeypatch) -> None:
         module = importlib.import_module(f"pytorch_grad_cam.{name}")
         if hasattr(module, "get_2d_projection"):
             monkeypatch.setattr(module, "get_2d_projection", oriented_2d_projection)
+
+
+def write_dicom(path, pixels, **tags):
+    """Write a DICOM file with pydicom: ``pixels`` (H, W) or (frames, H, W) int16/uint16, MONOCHROME2
+    unless ``tags`` say otherwise; every keyword is set as a DICOM attribute (PatientName=...)."""
+    import numpy as np
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
+
+    arr = np.ascontiguousarray(pixels)
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = CTImageStorage
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = Dataset()
+    ds.file_meta = meta
+    ds.SOPClassUID = CTImageStorage
+    ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
+    ds.Modality = "CT"
+    ds.Rows, ds.Columns = int(arr.shape[-2]), int(arr.shape[-1])
+    ds.SamplesPerPixel = 1
+    ds.PhotometricInterpretation = "MONOCHROME2"
+    ds.BitsAllocated = ds.BitsStored = 16
+    ds.HighBit = 15
+    ds.PixelRepresentation = 1 if arr.dtype == np.int16 else 0
+    if arr.ndim == 3:
+        ds.NumberOfFrames = int(arr.shape[0])
+    ds.PixelData = arr.tobytes()
+    for key, value in tags.items():
+        setattr(ds, key, value)
+    ds.save_as(path, enforce_file_format=True)
+    return path

@@ -236,10 +236,13 @@ def _readme_commands() -> tuple[list[str], str]:
 
 
 def _files_the_readme_names(folder: Path) -> None:
-    """photo.jpg, a.png, b.png, scan.png, x.png, my_finetuned.pt, labels.txt and cifar_net.pt, made here."""
+    """photo.jpg, a.png, b.png, scan.png, x.png, scan.dcm, my_finetuned.pt, labels.txt and cifar_net.pt, made here."""
+    import shutil
+
     import skimage.data
     import torch
     import torchvision
+    from pydicom.data import get_testdata_file
     from torch import nn
 
     cat, coffee = Image.fromarray(skimage.data.chelsea()), Image.fromarray(skimage.data.coffee())
@@ -247,6 +250,7 @@ def _files_the_readme_names(folder: Path) -> None:
         cat.resize((160, 120)).save(folder / name)
     coffee.resize((120, 90)).save(folder / "b.png")
     cat.resize((40, 40)).save(folder / "x.png")
+    shutil.copyfile(get_testdata_file("CT_small.dcm"), folder / "scan.dcm")
     torch.manual_seed(0)
     torch.save(torchvision.models.resnet50(weights=None, num_classes=2).state_dict(), folder / "my_finetuned.pt")
     (folder / "labels.txt").write_text("benign\nmalignant\n")

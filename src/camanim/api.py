@@ -142,6 +142,8 @@ def animate(
     batch_size: int | None = None,
     options: CamOptions | None = None,
     input_size: tuple[int, int] | int | None = None,
+    window: str | tuple[float, float] | None = None,
+    frame: int | None = None,
 ) -> CamResult | CamSet:
     """Compute the CAM of every selected layer in one forward and one backward pass (CAManim).
 
@@ -182,6 +184,10 @@ def animate(
             keywords must be left at their defaults.
         input_size: (height, width) (or one int) the model takes, for a model whose size camanim cannot
             know: images are resized and cropped to it (not a ready tensor).
+        window: for DICOM images: ``(centre, width)`` (or ``"C,W"``) in the rescaled unit (Hounsfield
+            units for CT) instead of the file's window (default: the file's first window, else the
+            values' range). Windowing comes before the model's normalisation.
+        frame: for a multi-frame DICOM file: the frame to explain, from 0 (default 0).
 
     Returns:
         A :class:`CamResult` with raw CAMs (L, H, W) at input size; ``result.save(out_dir)`` writes
@@ -191,7 +197,7 @@ def animate(
 
     Raises:
         InputError: an unknown model, method, image, layer pattern, label or layout; a class out of
-            range; CUDA without a GPU; a model output without (batch, classes) logits; an input tensor
+            range; a bad DICOM file, window or frame (or either given for an image that is not DICOM); CUDA without a GPU; a model output without (batch, classes) logits; an input tensor
             that is not (C, H, W) or (B, C, H, W) floating point; an error the model's own forward
             raises on the input (one line: the model, the input shape and its message).
         TypeError: ``model`` is not a name, a LoadedModel or an nn.Module; ``options`` is not a
@@ -204,6 +210,7 @@ def animate(
     # gradients are needed even when called under torch.inference_mode() (serving code, Lightning's predict)
     with torch.inference_mode(False):
         return _animate(model, image, method, weights, preprocess, labels, device, progress, input_size,
+                        {"window": window, "frame": frame},
                         options_or_keywords(options, CamOptions, dict(
                             layers=layers, target=target, score=score, eigen_smooth=eigen_smooth,
                             aug_smooth=aug_smooth, batch_size=batch_size, seed=seed, output_key=output_key,
@@ -213,7 +220,8 @@ def animate(
 def _animate(model: nn.Module | str | LoadedModel, image: Any, method: str | Sequence[str],
              weights: str | Path | None, preprocess: Callable | None, labels: Sequence[str] | None,
              device: str | torch.device | None, progress: Progress | None,
-             input_size: tuple[int, int] | int | None, opts: CamOptions) -> CamResult | CamSet:
+             input_size: tuple[int, int] | int | None, reading: dict[str, Any], opts: CamOptions
+             ) -> CamResult | CamSet:
     t0 = time.perf_counter()
     module, info, label_list, loaded = _resolve_model(model, weights)
     if labels is not None:
@@ -221,7 +229,7 @@ def _animate(model: nn.Module | str | LoadedModel, image: Any, method: str | Seq
     methods = get_methods(method)
     preprocess = _preprocess_for(module, loaded, preprocess, input_size)
     images, several = as_images(image)
-    prepared = [prepare_input(im, preprocess, loaded) for im in images]
+    prepared = [prepare_input(im, preprocess, loaded, **reading) for im in images]
     check_layers(module, opts.layers, info)
     module, dev = _device_for(module, device)
     opts = opts.for_device(dev.type)

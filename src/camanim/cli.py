@@ -104,8 +104,9 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
 
 def _add_run_args(p: argparse.ArgumentParser, image_optional: bool = True) -> None:
     p.add_argument("image", nargs="*" if image_optional else "+", default=["sample:cat"],
-                   help="image file(s) or sample:cat|coffee|rocket|motorcycle|camera; several images run as one "
-                        "batch, each with its own target, into OUT/<image>/ [sample:cat]")
+                   help="image file(s) (PNG, JPEG, TIFF, ..., DICOM .dcm) or sample:cat|coffee|rocket|motorcycle|"
+                        "camera|ct (ct: a DICOM CT slice); several images run as one batch, each with its own "
+                        "target, into OUT/<image>/ [sample:cat]")
     _add_model_args(p)
     p.add_argument("--method", default="gradcam",
                    help="CAM method, several as gradcam,hirescam,scorecam (one shared pass, OUT/<method>/ each, "
@@ -117,6 +118,11 @@ def _add_run_args(p: argparse.ArgumentParser, image_optional: bool = True) -> No
     p.add_argument("--score", default="logit", choices=("logit", "softmax", "sigmoid"),
                    help="what a CAM explains: the target's logit, its softmax probability, or its sigmoid "
                         "probability (multi-label models); a one-logit model's probability is its sigmoid [logit]")
+    p.add_argument("--window", default=None, metavar="C,W",
+                   help="DICOM window centre,width in the file's rescaled unit (Hounsfield units for CT), e.g. "
+                        "40,400; applied before the model's normalisation [the file's window, else its value range]")
+    p.add_argument("--frame", type=int, default=None, metavar="N",
+                   help="the frame of a multi-frame DICOM file, from 0 [0]")
     p.add_argument("--batch-size", type=int, default=None,
                    help="images per extra forward of ScoreCAM/AblationCAM, packed across layers "
                         "[8 on the CPU, 64 on a GPU]")
@@ -331,14 +337,16 @@ def _run(args: argparse.Namespace, cam: CamOptions, save: SaveOptions, road: Roa
     from .api import animate, ybroad
     from .compute.targets import per_image
     from .rundir import prepare_out_dir
+    from .sources.dicom import parse_window
     _input_size(args.input_size)
+    window = parse_window(args.window)
     prepare_out_dir(Path(args.out))
     progress = _progress(args.quiet)
     loaded = _load(args)
     images = args.image if isinstance(args.image, list) else [args.image]
     cam = dataclasses.replace(cam, target=per_image(args.target, len(images), loaded.labels))
     result = animate(loaded, images if len(images) > 1 else images[0], method=args.method, device=args.device,
-                     progress=progress, options=cam)
+                     progress=progress, options=cam, window=window, frame=args.frame)
     for folder, res in _results(result):
         t = res.target
         label = f" ({t.label})" if t.label else ""

@@ -35,6 +35,26 @@ _NORM_NOTES = {
 }
 
 
+def _dicom_facts(image: Any) -> str:
+    """Modality, window and pixel spacing of a DICOM image (the manifest's de-identified fields), or ''."""
+    if not isinstance(image, dict) or not str(image.get("format", "")).startswith("DICOM"):
+        return ""
+    parts = [esc(image.get("modality") or "modality not given")]
+    window = image.get("window")
+    if isinstance(window, dict):
+        unit = get_in(image, "rescale", "unit") or ""
+        parts.append(f"window {window.get('centre'):g}/{window.get('width'):g}{' ' + esc(unit) if unit else ''} "
+                     f'<span class="cam-sub">centre/width, {esc(window.get("source"))}</span>')
+    spacing = image.get("pixel_spacing_mm")
+    if isinstance(spacing, list) and len(spacing) == 2:
+        parts.append(f"pixel {spacing[0]:g} × {spacing[1]:g} mm")
+    if image.get("inverted"):
+        parts.append("MONOCHROME1, shown inverted")
+    if (image.get("frames") or 1) > 1:
+        parts.append(f"frame {image.get('frame')} of 0..{image.get('frames') - 1}")
+    return " · ".join(parts)
+
+
 def _facts(run: RunView, series: dict[str, Any] | None) -> str:
     m = run.manifest
     items: list[tuple[str, str]] = []
@@ -44,6 +64,9 @@ def _facts(run: RunView, series: dict[str, Any] | None) -> str:
     size = get_in(m, "image", "size")
     size_text = f' <span class="cam-sub">{esc(fmt_shape(size))}</span>' if size else ""
     items.append(("Image", esc(source) + size_text))
+    dicom = _dicom_facts(m.get("image"))
+    if dicom:
+        items.append(("DICOM", dicom))
     items.append(("Method", esc(run.method)))
     target = m.get("target") if isinstance(m.get("target"), dict) else {}
     if target:

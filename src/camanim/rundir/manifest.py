@@ -13,6 +13,10 @@ Outline (see the README's "Outputs" for every key)::
      "videos": {"local": "camanim_local.mp4", ...}, "render": {...},
      "ybroad": {"csv": ..., "json": ..., "png": ..., "max": {...}, "mean": ..., ...}}
 
+A DICOM image's ``"image"`` adds only whitelisted technical fields (``sources/dicom.py``: modality,
+window, rescale, pixel spacing, frames; never a name, ID, date or UID); a 16-bit or float grey
+file adds its ``"window"``.
+
 A layer's ``"flags"`` is ``{}``, or says per kind why its map is missing or not trusted:
 ``{"gradient": "..."}`` (no gradient of the score reaches it, or it is zero everywhere) or
 ``{"layout": "..."}`` (its output's shape reads as two layouts and nothing placed it: ``non_spatial``).

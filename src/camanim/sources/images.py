@@ -14,6 +14,7 @@ import torch
 from PIL import Image, UnidentifiedImageError
 
 from ..errors import InputError
+from .dicom import DICOM_SAMPLES, is_dicom, read_dicom
 
 #: ``sample:NAME`` -> scikit-image's bundled photo (no download needed).
 SAMPLES: dict[str, str] = {
@@ -49,15 +50,17 @@ def load_image(spec: str | Path | Image.Image | np.ndarray) -> tuple[Image.Image
     """Load an image as 8-bit RGB.
 
     Args:
-        spec: ``sample:NAME`` (see :data:`SAMPLES`), a path Pillow reads (PNG, JPEG, TIFF, BMP, WebP;
-            grey, RGB or RGBA; 8 or 16 bit), a PIL image or an HxW / HxWxC array.
+        spec: ``sample:NAME`` (see :data:`SAMPLES`; ``sample:ct`` is DICOM), a path Pillow reads (PNG,
+            JPEG, TIFF, BMP, WebP; grey, RGB or RGBA; 8 or 16 bit), a DICOM file (windowed with the
+            file's window, see :func:`camanim.sources.dicom.read_dicom`), a PIL image or an HxW /
+            HxWxC array.
 
     Returns:
         The RGB image and a description for the manifest.
 
     Raises:
         InputError: If the sample name is unknown, or the path is missing, a folder, or not an image
-            Pillow can read.
+            Pillow (or, for DICOM, pydicom) can read.
     """
     if isinstance(spec, Image.Image):
         return _to_8bit(spec).convert("RGB"), {"source": "PIL.Image", "original_size": list(spec.size)}
@@ -78,10 +81,14 @@ def load_image(spec: str | Path | Image.Image | np.ndarray) -> tuple[Image.Image
         img = Image.fromarray(arr)
         return img.convert("RGB"), {"source": "array", "original_size": [arr.shape[1], arr.shape[0]]}
     text = str(spec)
+    if is_dicom(text):
+        dicom = read_dicom(text)
+        return grey_image(dicom.grey), dicom.info
     if text.startswith("sample:"):
         key = text.split(":", 1)[1]
         if key not in SAMPLES:
-            raise InputError(f"unknown sample '{text}': choose one of {', '.join('sample:' + k for k in SAMPLES)}")
+            known = [*SAMPLES, *DICOM_SAMPLES]
+            raise InputError(f"unknown sample '{text}': choose one of {', '.join('sample:' + k for k in known)}")
         import skimage.data
 
         arr = getattr(skimage.data, SAMPLES[key])()
@@ -90,6 +97,24 @@ def load_image(spec: str | Path | Image.Image | np.ndarray) -> tuple[Image.Image
         img = Image.fromarray(np.asarray(arr)).convert("RGB")
         return img, {"source": text, "original_size": list(img.size)}
     path = Path(text)
+    img = _open_file(path)
+    size = list(img.size)
+    mode = img.mode
+    img = _to_8bit(img)
+    if img.mode in ("RGBA", "LA", "P", "PA"):
+        img = img.convert("RGBA")
+        # Transparent pixels over black would read as "dark object"; white is the neutral choice.
+        bg = Image.new("RGBA", img.size, (255, 255, 255, 255))
+        img = Image.alpha_composite(bg, img)
+    return img.convert("RGB"), {"source": str(path), "original_size": size, "mode": mode}
+
+
+def _open_file(path: Path) -> Image.Image:
+    """The image file at ``path``, loaded (Pillow's decompression-bomb limit enforced).
+
+    Raises:
+        InputError: the path is missing, a folder, too large, or not an image Pillow can read.
+    """
     if not path.exists():
         raise InputError(f"image '{path}' not found: give an image file or a sample such as sample:cat")
     if path.is_dir():
@@ -100,20 +125,57 @@ def load_image(spec: str | Path | Image.Image | np.ndarray) -> tuple[Image.Image
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(path) as opened:
                 opened.load()
-                img = opened.copy()
+                return opened.copy()
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise InputError(_too_large(path, exc)) from exc
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         raise InputError(f"'{path}' is not an image Pillow can read: give a PNG, JPEG, TIFF, BMP or WebP file") from exc
-    size = list(img.size)
-    mode = img.mode
-    img = _to_8bit(img)
-    if img.mode in ("RGBA", "LA", "P", "PA"):
-        img = img.convert("RGBA")
-        # Transparent pixels over black would read as "dark object"; white is the neutral choice.
-        bg = Image.new("RGBA", img.size, (255, 255, 255, 255))
-        img = Image.alpha_composite(bg, img)
-    return img.convert("RGB"), {"source": str(path), "original_size": size, "mode": mode}
+
+
+#: Pillow modes of grey images deeper than 8 bit: 16-bit integers, 32-bit integers, floats
+DEEP_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I", "F")
+
+
+def load_grey_values(spec: Any) -> tuple[np.ndarray, dict[str, Any]] | None:
+    """The values of a grey image file deeper than 8 bit (16-bit PNG or TIFF, 32-bit or float TIFF).
+
+    Such an image is then windowed and resized as floats, as DICOM is (no 8-bit step), rather than
+    read by :func:`load_image`.
+
+    Returns:
+        ``(values (H, W) float64, info)`` with info ``source``, ``original_size``, ``mode`` and
+        ``full_range`` (``[0, 65535]`` for 16-bit, else None: shown over the values' range); None
+        for anything else (8-bit and colour files, samples, DICOM, arrays, PIL images).
+
+    Raises:
+        InputError: a file that cannot be read (see :func:`load_image`).
+    """
+    if not isinstance(spec, (str, Path)) or str(spec).startswith("sample:") or is_dicom(spec):
+        return None
+    path = Path(spec)
+    if not path.is_file():
+        return None
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # _open_file refuses it
+            with Image.open(path) as lazy:  # the header only: no pixel is decoded for other files
+                deep = lazy.mode in DEEP_MODES
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError):
+        return None  # load_image says why in one line
+    if not deep:
+        return None
+    img = _open_file(path)
+    values = np.asarray(img).astype(np.float64)
+    if not np.isfinite(values).all():
+        raise InputError(f"'{path}' holds NaN or infinite values: give finite pixel values")
+    full = [0, 65535] if img.mode.startswith("I;16") else None
+    return values, {"source": str(path), "original_size": list(img.size), "mode": img.mode, "full_range": full}
+
+
+def grey_image(grey: np.ndarray) -> Image.Image:
+    """An 8-bit RGB picture of a [0, 1] grey (H, W) or colour (H, W, 3) float image (DICOM's windowed image)."""
+    arr = np.clip(np.asarray(grey, dtype=np.float64) * 255.0 + 0.5, 0, 255).astype(np.uint8)
+    return Image.fromarray(arr).convert("RGB")
 
 
 def _too_large(path: Path, exc: Exception) -> str:
@@ -171,9 +233,41 @@ class Preprocess:
         shown = self.geometry(img.convert("RGB"))
         display = np.asarray(shown, dtype=np.uint8).copy()
         x = torch.from_numpy(display).permute(2, 0, 1).float().div_(255.0)
-        if self.channels == 1:
+        return self.normalise(x), display
+
+    def of_values(self, grey: np.ndarray) -> tuple[torch.Tensor, np.ndarray]:
+        """The input tensor (1, C, H, W) and display image (H, W, 3) uint8 of a float image in [0, 1].
+
+        For a windowed DICOM image (:class:`camanim.sources.dicom.DicomImage` ``grey``): resized and
+        cropped as floats (no 8-bit step: a 16-bit image keeps its levels), then normalised; the
+        display image is the same windowed grey picture in 8 bit.
+
+        Args:
+            grey: (H, W) grey or (H, W, 3) colour, float in [0, 1].
+
+        Raises:
+            InputError: ``channels`` is neither 1 nor 3.
+        """
+        if self.channels not in (1, 3):
+            raise InputError(
+                f"the model takes {self.channels}-channel input, but a DICOM image gives 1 (grey) or 3 (RGB): pass a "
+                f"({self.channels}, H, W) tensor in Python, or --channels 1 or 3")
+        arr = np.asarray(grey, dtype=np.float32)
+        planes = [arr] if arr.ndim == 2 else [arr[:, :, k] for k in range(arr.shape[2])]
+        shown = np.stack([np.asarray(self.geometry(Image.fromarray(np.ascontiguousarray(p))))
+                          for p in planes], axis=0).clip(0.0, 1.0)  # bicubic overshoots the window
+        x = torch.from_numpy(np.ascontiguousarray(shown)).float()
+        if x.shape[0] == 1 and self.channels == 3:
+            x = x.expand(3, -1, -1)
+        disp = (shown * 255.0 + 0.5).astype(np.uint8)
+        display = np.repeat(disp, 3, axis=0) if disp.shape[0] == 1 else disp
+        return self.normalise(x), np.ascontiguousarray(display.transpose(1, 2, 0))
+
+    def normalise(self, x: torch.Tensor) -> torch.Tensor:
+        """(1, C, H, W) of a (1 or 3, H, W) image in [0, 1]: grey for one channel, then (x - mean) / std."""
+        if self.channels == 1 and x.shape[0] != 1:
             x = x.mean(dim=0, keepdim=True)
         mean = torch.tensor(list(self.mean)[: x.shape[0]] if len(self.mean) >= x.shape[0] else [self.mean[0]])
         std = torch.tensor(list(self.std)[: x.shape[0]] if len(self.std) >= x.shape[0] else [self.std[0]])
         x = (x - mean.view(-1, 1, 1)) / std.view(-1, 1, 1)
-        return x.unsqueeze(0), display
+        return x.unsqueeze(0)
