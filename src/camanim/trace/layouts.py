@@ -319,6 +319,8 @@ class LayoutContext:
         self._scrambled: dict[int, tuple[weakref.ref, str]] = {}
         #: why the latest :meth:`detect` made a spatially shaped output non_spatial ('' when it did not)
         self.reason = ""
+        #: the input is a volume (B, C, D, H, W): a 4-D tensor is no image here, its shape says nothing
+        self.volume_input = False
 
     @classmethod
     def for_model(cls, model: nn.Module, input_tensor: torch.Tensor,
@@ -354,6 +356,7 @@ class LayoutContext:
             ctx.remember(input_tensor, NCHW)
         elif input_tensor.ndim == 5:
             ctx.remember(input_tensor, NCDHW)
+            ctx.volume_input = True
         return ctx
 
     def remember(self, tensor: torch.Tensor, layout: str | Layout) -> None:
@@ -706,6 +709,8 @@ class LayoutContext:
         return None
 
     def _by_shape(self, shape: tuple[int, ...]) -> Layout:
+        if self.volume_input:
+            return Layout(NON_SPATIAL)  # in a 3-D network no shape is read as a layout without evidence
         if len(shape) == 4:
             if self.image_size is None or _same_aspect(shape[2:4], self.image_size):
                 return Layout(NCHW)
