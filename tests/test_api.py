@@ -450,3 +450,13 @@ def test_road_refuses_volumes_in_one_line(tmp_path):
     assert sorted(p.name for p in (tmp_path / "run").iterdir()) == before
     with pytest.raises(InputError, match="figures are drawn for 2-D images only"):
         result.figure(tmp_path / "fig.png")
+
+
+def test_trace_layers_of_a_3d_model_takes_a_volume():
+    from conftest import tiny_net3d, tiny_volume
+
+    records = camanim.trace_layers(tiny_net3d(), "conv*", image=tiny_volume())
+    assert [(r.name, r.layout, r.shape) for r in records] == [
+        ("conv1", "NCDHW", (1, 4, 8, 12, 16)), ("conv2", "NCDHW", (1, 8, 4, 6, 8)), ("conv3", "NCDHW", (1, 8, 2, 3, 4))]
+    with pytest.raises(InputError, match="is no volume"):
+        camanim.trace_layers(tiny_net3d(), "conv*")  # the default image is a photo

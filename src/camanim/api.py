@@ -273,7 +273,10 @@ def trace_layers(model: nn.Module | str | LoadedModel, layers: LayerSpec = "all"
     loaded = load_model(model, weights) if isinstance(model, str) else model if isinstance(model, LoadedModel) else None
     module = loaded.module if loaded else model
     info = loaded.info if loaded else {"name": type(module).__name__}
-    x, _, _ = prepare_input(image, None if loaded else default_preprocess(module), loaded)
+    if is_volume_model(module) or is_volume_source(image):
+        x = prepare_volume(image)[0]
+    else:
+        x, _, _ = prepare_input(image, None if loaded else default_preprocess(module), loaded)
     check_layers(module, layers, info)
     p = next(module.parameters(), None)
     x = for_model(x, module, p.device if p is not None else torch.device("cpu"))

@@ -66,3 +66,25 @@ def test_a_nifti_file_keeps_its_intensities_unless_a_transform_is_given(tmp_path
         prepare_volume(str(path), preprocess=lambda v: v.numpy())
     with pytest.raises(InputError, match="no volume"):
         prepare_volume(str(tmp_path / "scan.png"))
+
+
+def test_a_folder_is_read_as_a_dicom_series_by_the_dicom_reader(tmp_path, monkeypatch):
+    """A folder goes to ``camanim.sources.dicom.read_dicom_series`` (the DICOM reader's module, stood in for
+    here): its (D, H, W) volume in Hounsfield units is the model input as it is, its metadata the provenance."""
+    import sys
+    import types
+
+    calls = []
+    hu = np.array([[[-1000.0, 0.0], [40.0, 400.0]]] * 3, np.float32)  # (3, 2, 2)
+
+    def read_dicom_series(folder):
+        calls.append(folder)
+        return hu, {"modality": "CT", "slices": 3}
+
+    monkeypatch.setitem(sys.modules, "camanim.sources.dicom", types.SimpleNamespace(read_dicom_series=read_dicom_series))
+    series = tmp_path / "series"
+    series.mkdir()
+    x, disp, info = prepare_volume(series)
+    assert calls == [series] and x.shape == (1, 1, 3, 2, 2) and torch.equal(x[0, 0], torch.from_numpy(hu))
+    assert info == {"source": str(series), "format": "dicom-series", "modality": "CT", "slices": 3}
+    assert disp[0, 0, 0] == 0 and disp[0, 1, 1] == 255
