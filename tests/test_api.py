@@ -460,3 +460,17 @@ def test_trace_layers_of_a_3d_model_takes_a_volume():
         ("conv1", "NCDHW", (1, 4, 8, 12, 16)), ("conv2", "NCDHW", (1, 8, 4, 6, 8)), ("conv3", "NCDHW", (1, 8, 2, 3, 4))]
     with pytest.raises(InputError, match="is no volume"):
         camanim.trace_layers(tiny_net3d(), "conv*")  # the default image is a photo
+
+
+def test_a_batch_of_volumes_gives_one_result_each_as_alone():
+    from conftest import tiny_net3d, tiny_volume
+
+    model = tiny_net3d()
+    a, b = tiny_volume(1), tiny_volume(2)
+    both = camanim.animate(model, torch.cat([a, b]), layers="conv*", method="gradcam")
+    assert len(both.results) == 2
+    for res, x in zip(both.results, (a, b)):
+        alone = camanim.animate(model, x, layers="conv*", method="gradcam")
+        assert res.target.index == alone.target.index
+        torch.testing.assert_close(res.cams, alone.cams, rtol=1e-5, atol=1e-6)
+        assert res.montage == alone.montage and res.image.shape == alone.image.shape == (36, 48, 3)  # 8 slices of 12 x 16, 3 x 3
