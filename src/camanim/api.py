@@ -35,11 +35,10 @@ from .sources import (
     as_volumes,
     default_preprocess,
     for_model,
-    is_volume_model,
-    is_volume_source,
     load_model,
     prepare_input,
     prepare_volume,
+    takes_volumes,
     with_input_size,
 )
 from .trace import LayerRecord, LayerSpec, run_trace, select_layers
@@ -224,8 +223,7 @@ def _animate(model: nn.Module | str | LoadedModel, image: Any, method: str | Seq
     if labels is not None:
         label_list = list(labels)
     methods = get_methods(method)
-    volume = is_volume_model(module) or is_volume_source(image if not isinstance(image, (list, tuple)) or not image
-                                                          else image[0])
+    volume = takes_volumes(module, image)
     if volume:
         if input_size is not None:
             raise InputError("input_size= (--input-size) resizes 2-D images: give the volume at the size the model takes")
@@ -273,7 +271,7 @@ def trace_layers(model: nn.Module | str | LoadedModel, layers: LayerSpec = "all"
     loaded = load_model(model, weights) if isinstance(model, str) else model if isinstance(model, LoadedModel) else None
     module = loaded.module if loaded else model
     info = loaded.info if loaded else {"name": type(module).__name__}
-    if is_volume_model(module) or is_volume_source(image):
+    if takes_volumes(module, image):
         x = prepare_volume(image)[0]
     else:
         x, _, _ = prepare_input(image, None if loaded else default_preprocess(module), loaded)

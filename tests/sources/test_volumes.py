@@ -88,3 +88,19 @@ def test_a_folder_is_read_as_a_dicom_series_by_the_dicom_reader(tmp_path, monkey
     assert calls == [series] and x.shape == (1, 1, 3, 2, 2) and torch.equal(x[0, 0], torch.from_numpy(hu))
     assert info == {"source": str(series), "format": "dicom-series", "modality": "CT", "slices": 3}
     assert disp[0, 0, 0] == 0 and disp[0, 1, 1] == 255
+
+
+def test_a_volume_for_a_model_without_3d_convolutions_is_one_line(tmp_path, monkeypatch):
+    import sys
+
+    from camanim.sources import takes_volumes
+
+    scan = tmp_path / "ct.nii.gz"
+    assert takes_volumes(tiny_net3d(), torch.zeros(1, 2, 3, 4)) and not takes_volumes(TinyNet(), torch.zeros(3, 4, 4))
+    with pytest.raises(InputError, match=r"ct.nii.gz\) is a volume, and TinyNet has no 3-D convolutions"):
+        takes_volumes(TinyNet(), [str(scan)])
+    with pytest.raises(InputError, match=r"shape \(1, 1, 2, 3, 4\)\) is a volume"):
+        takes_volumes(TinyNet(), torch.zeros(1, 1, 2, 3, 4))
+    monkeypatch.setitem(sys.modules, "camanim.sources.dicom", None)  # a camanim without its DICOM reader
+    with pytest.raises(InputError, match="no DICOM reader"):
+        prepare_volume(tmp_path)

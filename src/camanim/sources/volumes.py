@@ -38,6 +38,23 @@ def is_volume_source(image: Any) -> bool:
     return False
 
 
+def takes_volumes(module: nn.Module, image: Any) -> bool:
+    """Whether ``image`` goes to ``module`` as volumes: the model is a volume model (:func:`is_volume_model`).
+
+    Raises:
+        InputError: ``image`` is a volume (a NIfTI file, a folder, a 5-D tensor, or the first of a list is)
+            but the model has no 3-D convolutions.
+    """
+    if is_volume_model(module):
+        return True
+    first = image[0] if isinstance(image, (list, tuple)) and image else image
+    if is_volume_source(first):
+        what = f"shape {tuple(first.shape)}" if isinstance(first, torch.Tensor) else f"{first}"
+        raise InputError(f"the input ({what}) is a volume, and {type(module).__name__} has no 3-D convolutions "
+                         "(Conv3d): give it images, (C, H, W) or (B, C, H, W), or give the volume to a 3-D model")
+    return False
+
+
 def display_volume(x: torch.Tensor) -> np.ndarray:
     """A (D, H, W) uint8 picture of a volume input (1, C, D, H, W): channels averaged, min-max scaled."""
     v = x[0].detach().float().cpu().mean(0)
@@ -75,8 +92,13 @@ def read_volume(path: str | Path) -> tuple[np.ndarray, dict[str, Any]]:
     if is_nifti(p):
         return read_nifti(p)
     if p.is_dir():
-        from .dicom import read_dicom_series  # the DICOM reader's module (pydicom)
-
+        try:
+            from .dicom import read_dicom_series  # the DICOM reader's module (pydicom)
+        except ModuleNotFoundError as exc:
+            if exc.name != f"{__package__}.dicom":
+                raise
+            raise InputError(f"{p} is a folder, read as a DICOM series, and this camanim has no DICOM reader "
+                             "(camanim.sources.dicom): give a .nii or .nii.gz file or a tensor") from None
         volume, meta = read_dicom_series(p)
         return np.asarray(volume, np.float32), {"source": str(p), "format": "dicom-series", **dict(meta)}
     raise InputError(f"{p} is no volume: give a .nii or .nii.gz file, a folder of one DICOM series, "
