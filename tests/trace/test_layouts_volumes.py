@@ -82,3 +82,23 @@ def test_a_layout_override_places_a_volume():
     assert {r.name: r.layout for r in tr.records}["back"] == "NCHW"
     with pytest.raises(Exception, match="does not fit"):
         run_trace(Net().eval(), torch.randn(1, 1, 6, 6, 6), "all", gradients=False, layouts={"back": "NCDHW"})
+
+
+class Slab(nn.Module):
+    """Folds depth into channels, (B, C*D, H, W), then a channels-last LayerNorm on a (B, H, W, C*D) permute."""
+
+    def __init__(self, c: int) -> None:
+        super().__init__()
+        self.norm = nn.LayerNorm(c)
+
+    def forward(self, x):
+        b, c, d, h, w = x.shape
+        return self.norm(x.reshape(b, c * d, h, w).permute(0, 2, 3, 1))
+
+
+def test_no_2d_convention_places_a_4d_tensor_in_a_3d_network():
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv3d(1, 2, 3, padding=1), Slab(12), nn.Flatten(), nn.Linear(12 * 6 * 6, 2)).eval()
+    tr = run_trace(net, torch.randn(1, 1, 6, 6, 6), "all", gradients=False)
+    assert {r.name: r.layout for r in tr.records} == {"0": NCDHW, "1": NON_SPATIAL, "1.norm": NON_SPATIAL,
+                                                       "2": NON_SPATIAL, "3": NON_SPATIAL}

@@ -116,11 +116,6 @@ class Layout:
         """Whether the layout reads as a map, 2-D or a volume (every kind but non-spatial)."""
         return self.kind != NON_SPATIAL
 
-    @property
-    def volume(self) -> bool:
-        """Whether the layout is a volume, (B, C, D, H, W)."""
-        return self.kind == NCDHW
-
 
 def parse_layout(text: str | Layout) -> Layout:
     """Parse a layout name such as ``NHWC``, ``TOKENS``, ``TOKENS:1+14x14`` or ``WINDOWS:8x8@7``.
@@ -591,7 +586,8 @@ class LayoutContext:
         scrambled = _lookup(self._scrambled, tensor) if lay is None else None
         if scrambled is not None:
             self.reason = (f"its output is a map whose axes a permute of the forward put in the order {scrambled} "
-                           "(N batch, C channels, H and W the image's), which no layout reads")
+                           f"(N batch, C channels, {'D, H and W the volume' if len(scrambled) == 5 else 'H and W the image'}'s), "
+                           "which no layout reads")
             return Layout(NON_SPATIAL)
         lay = lay or self._inherited(shape, inputs)
         if lay is None:
@@ -700,6 +696,8 @@ class LayoutContext:
         return None
 
     def _channels_last_type(self, module: nn.Module, shape: tuple[int, ...]) -> Layout | None:
+        if self.volume_input:
+            return None  # a 4-D tensor in a 3-D network is no image: no convention places it
         if len(shape) != 4 or (self.image_size is not None and not _same_aspect(shape[1:3], self.image_size)):
             return None
         if isinstance(module, nn.LayerNorm) and not _is_2d(module) and tuple(module.normalized_shape) == shape[-1:]:
