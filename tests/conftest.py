@@ -148,3 +148,37 @@ def write_dicom(path, pixels, **tags):
         setattr(ds, key, value)
     ds.save_as(path, enforce_file_format=True)
     return path
+
+
+class TinyNet3d(nn.Module):
+    """A small seeded 3-D CNN: conv-BN-ReLU, max pool, conv-ReLU, a strided conv, global pool, Linear (3 classes)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv3d(1, 4, 3, padding=1)
+        self.bn1 = nn.BatchNorm3d(4)
+        self.relu1 = nn.ReLU()
+        self.pool = nn.MaxPool3d(2)
+        self.conv2 = nn.Conv3d(4, 8, 3, padding=1)
+        self.relu2 = nn.ReLU()
+        self.conv3 = nn.Conv3d(8, 8, 3, stride=2, padding=1)
+        self.gap = nn.AdaptiveAvgPool3d(1)
+        self.fc = nn.Linear(8, 3)
+
+    def forward(self, x):
+        x = self.pool(self.relu1(self.bn1(self.conv1(x))))
+        x = self.conv3(self.relu2(self.conv2(x)))
+        return self.fc(self.gap(x).flatten(1))
+
+
+def tiny_net3d(seed: int = 0) -> TinyNet3d:
+    torch.manual_seed(seed)
+    net = TinyNet3d()
+    net.bn1.running_mean.uniform_(-0.5, 0.5)
+    net.bn1.running_var.uniform_(0.5, 2.0)
+    return net.eval()
+
+
+def tiny_volume(seed: int = 1, shape: tuple[int, int, int] = (8, 12, 16)) -> torch.Tensor:
+    """A (1, 1, D, H, W) input with three different sides, so a swapped axis shows."""
+    return torch.randn(1, 1, *shape, generator=torch.Generator().manual_seed(seed))

@@ -349,3 +349,128 @@ def test_torch_op_errors_in_the_models_forward_are_one_line(model, shape, messag
         camanim.animate(model.eval(), torch.rand(*shape), layers="all")
     text = str(info.value)
     assert "\n" not in text and "failed on the input 1x3x32x32" in text
+
+
+# -- 3-D networks: volumes end to end -------------------------------------------------------------
+
+
+def _gradcam_reference_3d(model, x, module, target):
+    """pytorch-grad-cam's 3-D Grad-CAM of one layer, before its min-max scaling, after its ReLU."""
+    from pytorch_grad_cam import GradCAM
+    from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+
+    captured = []
+    cam = GradCAM(model=model, target_layers=[module])
+    original = cam.get_cam_image
+    cam.get_cam_image = lambda *a, **k: captured.append(np.maximum(original(*a, **k), 0)) or captured[-1]
+    with cam:
+        cam(input_tensor=x, targets=[ClassifierOutputTarget(target)])
+    return captured[0][0]
+
+
+def _check_volume_run(result, out, x, layouts):
+    """The saved run of a volume: manifest, cams.npz volumes, frames of the montage, H.264 videos."""
+    d, h, w = x.shape[2:]
+    assert result.cams.shape == (len(result.layers), d, h, w)
+    assert [r.layout for r in result.layers] == layouts
+    written = result.save(out)
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["image"]["size"] == [d, h, w]
+    montage = manifest["image"]["montage"]
+    assert montage["slices"] == list(result.montage.slices) and montage["depth"] == d
+    with np.load(out / "cams.npz") as saved:
+        np.testing.assert_array_equal(saved["cams"], result.cams.numpy())
+        assert saved["input"].shape == tuple(x.shape)
+    for kind in ("local", "global", "side_by_side"):
+        info = probe(written[f"{kind}_mp4"])
+        assert (info["codec"], info["pix_fmt"]) == ("h264", "yuv420p")
+        assert count_frames(written[f"{kind}_mp4"]) == len(result.layers)
+    assert len(list((out / "frames" / "local").glob("*.png"))) == len(result.layers)
+    assert (out / "report.html").is_file()
+    return manifest
+
+
+@pytest.mark.slow
+def test_monai_densenet121_3d_runs_end_to_end(tmp_path):
+    """MONAI's 3-D DenseNet121 (random weights) on a 32^3 volume: a CAM per selected layer from one pass,
+    the last spatial layer's equal to pytorch-grad-cam's 3-D Grad-CAM, saved as a run with videos."""
+    from monai.networks.nets import DenseNet121
+
+    torch.manual_seed(0)
+    model = DenseNet121(spatial_dims=3, in_channels=1, out_channels=2).eval()
+    x = torch.randn(1, 1, 32, 32, 32, generator=torch.Generator().manual_seed(0))
+    layers = "features.conv0,features.denseblock1.denselayer1.layers.conv1,features.transition3.conv,class_layers.out"
+    result = camanim.animate(model, x, layers=layers)
+    assert result.options["traced_passes"] == 1
+    _check_volume_run(result, tmp_path / "dn", x, ["NCDHW", "NCDHW", "NCDHW", "non_spatial"])
+    i = [r.name for r in result.layers].index("features.transition3.conv")
+    ref = _gradcam_reference_3d(model, x, model.features.transition3.conv, result.target.index)
+    raw = camanim.animate(model, x, layers="features.transition3.conv")
+    assert ref.shape == (2, 2, 2)
+    scale = float(np.abs(ref).max())
+    assert scale > 0
+    # the layer's map at its resolution is the reference; at input size it is that map resized trilinearly
+    up = torch.nn.functional.interpolate(torch.from_numpy(ref)[None, None], size=(32, 32, 32), mode="trilinear",
+                                         align_corners=False)[0, 0].numpy()
+    np.testing.assert_allclose(result.cams[i].numpy(), up, rtol=1e-4, atol=1e-4 * scale)
+    np.testing.assert_allclose(raw.cams[0].numpy(), up, rtol=1e-4, atol=1e-4 * scale)
+
+
+@pytest.mark.slow
+def test_torchvision_r3d_18_runs_end_to_end(tmp_path):
+    """torchvision's 3-D ResNet r3d_18 (weights=None) on a 3 x 8 x 32 x 32 clip, as a (C, D, H, W) tensor: a
+    4-D tensor is one volume for a model whose convolutions are all 3-D; layer4's map equals the reference's."""
+    torch.manual_seed(0)
+    model = torchvision.models.video.r3d_18(weights=None, num_classes=5).eval()
+    x = torch.randn(3, 8, 32, 32, generator=torch.Generator().manual_seed(1))
+    result = camanim.animate(model, x, layers="stem.0,layer1.0.conv1.0,layer4,avgpool,fc", method="gradcam")
+    manifest = _check_volume_run(result, tmp_path / "r3d", x[None],
+                                 ["NCDHW", "NCDHW", "NCDHW", "non_spatial", "non_spatial"])
+    assert [entry["shape"] for entry in manifest["layers"]][2] == [1, 512, 1, 2, 2]
+    ref = _gradcam_reference_3d(model, x[None], model.layer4, result.target.index)
+    up = torch.nn.functional.interpolate(torch.from_numpy(ref)[None, None], size=(8, 32, 32), mode="trilinear",
+                                         align_corners=False)[0, 0].numpy()
+    scale = float(np.abs(ref).max())
+    assert scale > 0
+    np.testing.assert_allclose(result.cams[2].numpy(), up, rtol=1e-4, atol=1e-4 * scale)
+
+
+def test_road_refuses_volumes_in_one_line(tmp_path):
+    """ybROAD's imputation is 2-D: a volume result, and a saved volume run, get one line saying so."""
+    from conftest import tiny_net3d, tiny_volume
+
+    model = tiny_net3d()
+    result = camanim.animate(model, tiny_volume(), layers="conv*")
+    with pytest.raises(InputError, match="works on 2-D images only.*for a volume leave out --road"):
+        camanim.ybroad(result)
+    result.save(tmp_path / "run", video=False, report=False)
+    before = sorted(p.name for p in (tmp_path / "run").iterdir())
+    with pytest.raises(InputError, match="works on 2-D images only"):
+        camanim.road_for_run(tmp_path / "run", model=model)
+    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == before
+    with pytest.raises(InputError, match="figures are drawn for 2-D images only"):
+        result.figure(tmp_path / "fig.png")
+
+
+def test_trace_layers_of_a_3d_model_takes_a_volume():
+    from conftest import tiny_net3d, tiny_volume
+
+    records = camanim.trace_layers(tiny_net3d(), "conv*", image=tiny_volume())
+    assert [(r.name, r.layout, r.shape) for r in records] == [
+        ("conv1", "NCDHW", (1, 4, 8, 12, 16)), ("conv2", "NCDHW", (1, 8, 4, 6, 8)), ("conv3", "NCDHW", (1, 8, 2, 3, 4))]
+    with pytest.raises(InputError, match="is no volume"):
+        camanim.trace_layers(tiny_net3d(), "conv*")  # the default image is a photo
+
+
+def test_a_batch_of_volumes_gives_one_result_each_as_alone():
+    from conftest import tiny_net3d, tiny_volume
+
+    model = tiny_net3d()
+    a, b = tiny_volume(1), tiny_volume(2)
+    both = camanim.animate(model, torch.cat([a, b]), layers="conv*", method="gradcam")
+    assert len(both.results) == 2
+    for res, x in zip(both.results, (a, b)):
+        alone = camanim.animate(model, x, layers="conv*", method="gradcam")
+        assert res.target.index == alone.target.index
+        torch.testing.assert_close(res.cams, alone.cams, rtol=1e-5, atol=1e-6)
+        assert res.montage == alone.montage and res.image.shape == alone.image.shape == (36, 48, 3)  # 8 slices of 12 x 16, 3 x 3

@@ -300,3 +300,31 @@ def test_every_readme_command_line_runs(tmp_path, monkeypatch, capsys):
     top = json.loads((tmp_path / "out" / "manifest.json").read_text())
     assert top["kind"] == "set" and len(top["runs"]) == 2 * 2 * 2 and len(top["grids"]) == 2 * 2  # images x classes
     assert (tmp_path / "camanim-out" / "camanim_methods_grid.mp4").is_file()  # the last: a plugin and gradcam
+
+
+def test_run_a_nifti_volume_with_a_pickled_3d_model(tmp_path, capsys):
+    """`camanim run scan.nii.gz --model model.pt --trust-checkpoint`: a run of volume CAMs; --road is refused in
+    one line (exit 2) and leaves nothing behind."""
+    import nibabel as nib
+    import torch
+    from conftest import tiny_net3d
+
+    model_path = tmp_path / "net3d.pt"
+    torch.save(tiny_net3d(), model_path)
+    vol = np.random.default_rng(0).normal(size=(8, 12, 16)).astype(np.float32)
+    scan = tmp_path / "scan.nii.gz"
+    nib.save(nib.Nifti1Image(vol, np.eye(4)), str(scan))
+    out = tmp_path / "out"
+    args = ["run", str(scan), "--model", str(model_path), "--trust-checkpoint", "--layers", "conv*,fc", "--quiet",
+            "--out"]
+    assert main([*args, str(out)]) == 0
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["image"]["size"] == [8, 12, 16] and manifest["image"]["format"] == "nifti"
+    assert [entry["layout"] for entry in manifest["layers"]] == ["NCDHW", "NCDHW", "NCDHW", "non_spatial"]
+    with np.load(out / "cams.npz") as saved:
+        assert saved["cams"].shape == (4, 8, 12, 16)
+        np.testing.assert_allclose(saved["input"][0, 0], vol)  # the stored intensities, as they are
+    capsys.readouterr()
+    assert main([*args, str(tmp_path / "scored"), "--road"]) == 2
+    assert "works on 2-D images only" in _one_err_line(capsys)
+    assert not (tmp_path / "scored").exists()

@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from .compute import CamOptions, explain, is_multi_target
+from .draw import montage_for
 from .errors import InputError, model_errors
 from .methods import get_methods
 from .report import write_report
@@ -31,10 +32,13 @@ from .sources import (
     LoadedModel,
     Preprocess,
     as_images,
+    as_volumes,
     default_preprocess,
     for_model,
     load_model,
     prepare_input,
+    prepare_volume,
+    takes_volumes,
     with_input_size,
 )
 from .trace import LayerRecord, LayerSpec, run_trace, select_layers
@@ -154,7 +158,9 @@ def animate(
         model: a model name (built-in, torchvision, timm), a :class:`LoadedModel`, or any ``nn.Module``.
         image: ``sample:NAME``, an image path, a PIL image, an (H, W, 3) array, or a ready input tensor
             (C, H, W) / (1, C, H, W); a list of them (or a (B, C, H, W) batch) explains each image, in
-            one batched pass, with its own target. The input goes to the model's device and dtype
+            one batched pass, with its own target. For a 3-D model (``Conv3d``, no ``Conv2d``): a NIfTI
+            file (``.nii``, ``.nii.gz``), a DICOM series folder, or a tensor (C, D, H, W) /
+            (B, C, D, H, W); a 5-D tensor, a ``.nii`` file or a folder is a volume for any model. The input goes to the model's device and dtype
             (a float16/bfloat16 model gets a half input; CAMs are float32); other ranks are refused.
         method: a registered method name (``camanim methods``), ``pkg.module:Class``/``file.py:Class``
             (a plugin), or several, ``"gradcam,hirescam,scorecam"`` or a list: they share the pass.
@@ -162,7 +168,9 @@ def animate(
         target: class index or label (default: each image's predicted class), ``"topk:K"`` (each
             image's K top classes, one result each), or a list with one target per image.
         weights: for a model name: ``default``, ``none`` or a state dict path.
-        preprocess: for an ``nn.Module``: a callable PIL image -> (C, H, W) tensor (default: ImageNet recipe).
+        preprocess: for an ``nn.Module``: a callable PIL image -> (C, H, W) tensor (default: ImageNet recipe);
+            for a volume file, a callable (1, D, H, W) float32 tensor -> (C, D, H, W) (default: the
+            stored intensities, e.g. Hounsfield units).
         labels: class names for an ``nn.Module``.
         device: ``cpu``/``cuda``; default the model's device.
         eigen_smooth: first principal component of the weighted maps (methods that support it).
@@ -227,9 +235,19 @@ def _animate(model: nn.Module | str | LoadedModel, image: Any, method: str | Seq
     if labels is not None:
         label_list = list(labels)
     methods = get_methods(method)
-    preprocess = _preprocess_for(module, loaded, preprocess, input_size)
-    images, several = as_images(image)
-    prepared = [prepare_input(im, preprocess, loaded, **reading) for im in images]
+    volume = takes_volumes(module, image)
+    if volume:
+        if input_size is not None:
+            raise InputError("input_size= (--input-size) resizes 2-D images: give the volume at the size the model takes")
+        if any(v is not None for v in reading.values()):
+            raise InputError("window= and frame= (--window, --frame) read one 2-D DICOM image: a volume is given to a "
+                             "3-D model in its own values; drop them")
+        images, several = as_volumes(image)
+        prepared = [prepare_volume(im, preprocess) for im in images]
+    else:
+        preprocess = _preprocess_for(module, loaded, preprocess, input_size)
+        images, several = as_images(image)
+        prepared = [prepare_input(im, preprocess, loaded, **reading) for im in images]
     check_layers(module, opts.layers, info)
     module, dev = _device_for(module, device)
     opts = opts.for_device(dev.type)
@@ -241,7 +259,14 @@ def _animate(model: nn.Module | str | LoadedModel, image: Any, method: str | Seq
                        progress=progress)
     if rows:
         info.setdefault("num_classes", rows[0].num_classes)
-    results = [CamResult.from_row(row, prepared[row.image][1], prepared[row.image][2], module, info) for row in rows]
+    if volume:
+        montages = [montage_for(int(x.shape[2])) for x, _, _ in prepared]
+        shown = [(m.image(disp), {**meta, "montage": m.to_dict()}) for m, (_, disp, meta) in zip(montages, prepared)]
+        results = [CamResult.from_row(row, *shown[row.image], module, info, montage=montages[row.image])
+                   for row in rows]
+    else:
+        results = [CamResult.from_row(row, prepared[row.image][1], prepared[row.image][2], module, info)
+                   for row in rows]
     for res in results:
         res.seconds["load"] = t_load - t0
     if not several and len(methods) == 1 and not is_multi_target(opts.target):
@@ -261,7 +286,10 @@ def trace_layers(model: nn.Module | str | LoadedModel, layers: LayerSpec = "all"
     loaded = load_model(model, weights) if isinstance(model, str) else model if isinstance(model, LoadedModel) else None
     module = loaded.module if loaded else model
     info = loaded.info if loaded else {"name": type(module).__name__}
-    x, _, _ = prepare_input(image, None if loaded else default_preprocess(module), loaded)
+    if takes_volumes(module, image):
+        x = prepare_volume(image)[0]
+    else:
+        x, _, _ = prepare_input(image, None if loaded else default_preprocess(module), loaded)
     check_layers(module, layers, info)
     p = next(module.parameters(), None)
     x = for_model(x, module, p.device if p is not None else torch.device("cpu"))

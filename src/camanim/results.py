@@ -22,7 +22,8 @@ import torch
 from torch import nn
 
 from .compute import Row, UnitVectors
-from .draw import NORMALISATIONS, FrameRenderer, FrameStyle, Stripes, normalise, render_frames
+from .draw import NORMALISATIONS, FrameRenderer, FrameStyle, Montage, Stripes, normalise, render_frames
+from .errors import InputError
 from .figures import FigureOptions, FigureRun, write_figure
 from .report import render_report, write_compare, write_report
 from .road import YbRoad, write_ybroad
@@ -86,12 +87,14 @@ class CamResult:
     """CAMs for every recorded layer of one image, and everything needed to draw and score them.
 
     Attributes:
-        cams: raw CAMs (L, H, W) float32: after ReLU, upsampled to input size, not scaled.
+        cams: raw CAMs (L, H, W) float32: after ReLU, upsampled to input size, not scaled; for a
+            volume (3-D model), (L, D, H, W).
         layers: one record per layer call, in execution order.
         method: the method's registry name.
         target: the explained class.
-        image: the display image (H, W, 3) uint8 the input was made from.
-        input_tensor: the model input (1, C, H, W).
+        image: the display image (H, W, 3) uint8 the input was made from; for a volume, the
+            montage of its slices (:attr:`montage`).
+        input_tensor: the model input (1, C, H, W), or (1, C, D, H, W) for a volume.
         model: the explained model (for ybROAD), or None.
         model_info, image_info: provenance, as ``manifest.json`` keeps it.
         seconds: wall time per stage.
@@ -100,6 +103,7 @@ class CamResult:
         options: the computation's settings, as ``manifest.json`` keeps them.
         road: the ybROAD of these CAMs once scored (:func:`camanim.ybroad`); saved with the run.
         saved_with: the options of the last :meth:`save` (the notebook view shows what was saved).
+        montage: for a volume, which slices a frame shows (:class:`camanim.draw.Montage`); None for images.
     """
 
     cams: torch.Tensor
@@ -117,15 +121,17 @@ class CamResult:
     options: dict[str, Any] = field(default_factory=dict)
     road: YbRoad | None = None
     saved_with: SaveOptions | None = None
+    montage: Montage | None = None
 
     @classmethod
     def from_row(cls, row: Row, image: np.ndarray, image_info: dict[str, Any], model: nn.Module | None,
-                 model_info: dict[str, Any]) -> CamResult:
-        """A result from one row of :func:`camanim.compute.explain` and its image's display and provenance."""
+                 model_info: dict[str, Any], montage: Montage | None = None) -> CamResult:
+        """A result from one row of :func:`camanim.compute.explain` and its image's display and provenance
+        (for a volume, the montage its frames show)."""
         return cls(cams=row.cams, layers=row.records, method=row.method,
                    target=Target(row.target, row.label, row.probability), image=image,
                    input_tensor=row.input_tensor, model=model, model_info=model_info, image_info=image_info,
-                   seconds=row.seconds, vectors=row.vectors, options=row.options)
+                   seconds=row.seconds, vectors=row.vectors, options=row.options, montage=montage)
 
     def normalised(self, kind: str = "local") -> torch.Tensor:
         """CAMs (L, H, W) scaled to [0, 1], ``local`` (per layer) or ``global`` (one scale for the network).
@@ -135,6 +141,15 @@ class CamResult:
         """
         return normalise(self.cams, kind)
 
+    def planes(self, kind: str = "local") -> torch.Tensor:
+        """What the frames show: :meth:`normalised` maps (L, H, W), or for a volume their montages.
+
+        Raises:
+            ValueError: an unknown ``kind``.
+        """
+        normed = self.normalised(kind)
+        return self.montage.planes(normed) if self.montage is not None else normed
+
     def stripes(self, style: FrameStyle = FrameStyle()) -> Stripes | None:
         """How non-spatial layers are drawn: their 1-D evidence as a stripe (None: no vectors kept)."""
         return Stripes(self.vectors, style.colormap) if self.vectors is not None else None
@@ -142,13 +157,13 @@ class CamResult:
     def frames(self, kind: str = "local", style: FrameStyle = FrameStyle(),
                progress: Callable[[int, int], None] | None = None) -> np.ndarray:
         """Rendered frames (L, H', W', 3) uint8 for one normalisation (H', W': panel plus caption and strip)."""
-        return render_frames(self.image, self.normalised(kind), self.layers, kind, style, progress=progress,
+        return render_frames(self.image, self.planes(kind), self.layers, kind, style, progress=progress,
                              stripes=self.stripes(style))
 
     def manifest(self) -> dict[str, Any]:
         """The run's ``manifest.json`` before its outputs are written (see :mod:`camanim.rundir.manifest`)."""
         return run_manifest(model=self.model_info, image=self.image_info,
-                            size=(int(self.cams.shape[-2]), int(self.cams.shape[-1])), method=self.method,
+                            size=tuple(int(s) for s in self.cams.shape[1:]), method=self.method,
                             target=self.target.to_dict(), versions=_versions(), seconds=self.seconds,
                             options=self.options, layers=[r.to_dict() for r in self.layers])
 
@@ -159,7 +174,7 @@ class CamResult:
                                 videos={}, render=_render_settings(style, fps))
         renderer = FrameRenderer(self.image, self.layers, style, self.stripes(style))  # captions drawn once
         return RunView(path=None, manifest=manifest, layers=manifest["layers"],
-                       frames={n: renderer.render(self.normalised(n), n) for n in normalisations},
+                       frames={n: renderer.render(self.planes(n), n) for n in normalisations},
                        ybroad=self.road.to_json_dict() if self.road is not None else None)
 
     def _repr_html_(self) -> str:
@@ -201,6 +216,8 @@ class CamResult:
             TypeError: ``options`` given beside a keyword set to something else than its default.
         """
         opts = options_or_keywords(options, FigureOptions, keywords)
+        if self.montage is not None:
+            raise InputError("figures are drawn for 2-D images only: for a volume use the frames, videos and report")
         runs = [r._figure_run(style) if isinstance(r, CamResult) else r for r in (self, *others)]
         return write_figure(runs, out, opts)[0]
 
@@ -265,7 +282,7 @@ class CamResult:
         t0 = time.perf_counter()
         renderer = FrameRenderer(self.image, self.layers, opts.style, self.stripes(opts.style))
         cams_path = folder / names.CAMS
-        media = write_media(folder, renderer, self.normalised, opts, progress=progress,
+        media = write_media(folder, renderer, self.planes, opts, progress=progress,
                             also=[lambda: write_cams(cams_path, self._saved_cams())])
         written: dict[str, Path] = {"cams": cams_path}
         written.update({f"frames_{n}": path for n, path in media.frames.items()})

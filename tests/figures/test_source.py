@@ -47,3 +47,18 @@ def test_folders_that_are_not_one_finished_run(figure_runs, tmp_path):
     np.savez(stale / "cams.npz", **data)
     with pytest.raises(InputError, match=r"\(5, 224, 224\) maps for 7 layers"):
         read_run(stale)
+
+
+def test_a_volume_run_is_refused_in_one_line(tmp_path, capsys):
+    """`camanim figure` on a run of a 3-D network: figures are 2-D only, exit 2, one line, nothing written."""
+    from conftest import tiny_net3d, tiny_volume
+
+    import camanim
+    from camanim.cli import main
+
+    camanim.animate(tiny_net3d(), tiny_volume(), layers="conv*").save(tmp_path / "run", video=False, report=False)
+    capsys.readouterr()
+    assert main(["figure", str(tmp_path / "run"), "--out", str(tmp_path / "fig.pdf")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "figures are drawn for 2-D images only" in err[0]
+    assert not (tmp_path / "fig.pdf").exists() and not (tmp_path / "fig.png").exists()

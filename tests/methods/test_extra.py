@@ -471,3 +471,27 @@ def test_a_failing_extra_pass_propagates_and_leaves_the_model_as_it_was(name, fa
     fresh = compute_cams(trap_net(), x, [get_method(name)], CamOptions(layers=layers, batch_size=4)).cams[name]
     torch.testing.assert_close(again, fresh, rtol=1e-5, atol=1e-6)
     assert again.abs().sum() > 0
+
+
+@pytest.mark.parametrize("name", ["kpcacam", "fem", "segeigencam", "shapleycam", "finercam"])
+def test_new_methods_equal_reference_on_volumes(name):
+    """On a 3-D network each method's raw 3-D map of every NCDHW layer equals pytorch-grad-cam's 3-D map of
+    that layer alone (a method made position by position or from sums over all positions)."""
+    from conftest import tiny_net3d, tiny_volume
+
+    model, x = tiny_net3d(), tiny_volume(shape=(6, 8, 10))
+    tr, ours, _ = ours_per_layer(model, x, name)
+    target = int(tr.targets[0])
+    modules = dict(model.named_modules())
+    checked = 0
+    for i, rec in enumerate(tr.records):
+        if rec.layout != "NCDHW":
+            continue
+        if name == "finercam":
+            ref = reference_raw(FinerCAM, model, x, modules[rec.module], target, spy_on="base", target_idx=target)
+        else:
+            ref = reference_raw(REFERENCE[name], model, x, modules[rec.module], target)
+        assert ref.shape == tuple(rec.shape[2:]) == tuple(ours[i].shape[1:])
+        assert_map(ours[i][0], ref, f"{name} {rec.name}")
+        checked += 1
+    assert checked == 7

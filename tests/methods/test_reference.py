@@ -27,7 +27,7 @@ from pytorch_grad_cam import (
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
 from camanim import InputError, get_method, list_methods
-from camanim.compute.maps import layer_cams, upsample
+from camanim.compute.maps import layer_cams, upsample, upsample_volumes
 from camanim.methods import CamMethod, MethodContext, cam_method, register_method
 from camanim.trace import run_trace
 
@@ -187,3 +187,61 @@ def test_nan_in_activations_gives_zero_not_nan(tiny, tiny_input):
     for name in ("gradcam", "eigencam", "hirescam"):
         out = layer_cams(tr, get_method(name))[0]
         assert torch.isfinite(out).all(), name
+
+
+# -- volumes: 3-D networks ------------------------------------------------------------------
+
+REFERENCE_3D = {name: cls for name, cls in REFERENCE.items()}
+
+
+def test_methods_equal_reference_per_layer_on_volumes():
+    """Every gradient and eigen method's raw 3-D map of each Conv3d/BatchNorm3d/pool layer equals
+    pytorch-grad-cam's 3-D map for that layer alone (its ``get_cam_image`` on (B, C, D, H, W)), at layer
+    resolution; upsampled, it is that map resized trilinearly (pytorch-grad-cam resizes its min-max
+    scaled maps with scipy's cubic ``zoom``, which camanim does not copy)."""
+    from conftest import tiny_net3d, tiny_volume
+
+    model, x = tiny_net3d(), tiny_volume()
+    tr = run_trace(model, x, "all")
+    target = int(tr.targets[0])
+    modules = dict(model.named_modules())
+    volumes = [i for i, r in enumerate(tr.records) if r.layout == "NCDHW"]
+    assert [tr.records[i].name for i in volumes] == ["conv1", "bn1", "relu1", "pool", "conv2", "relu2", "conv3"]
+    checked = 0
+    for name, ref_cls in REFERENCE_3D.items():
+        ours = layer_cams(tr, get_method(name), MethodContext())
+        up = upsample_volumes(ours, (8, 12, 16))
+        for i in volumes:
+            rec = tr.records[i]
+            ref = reference_raw(ref_cls, model, x, modules[rec.module], target)
+            assert ref.shape == tuple(rec.shape[2:]) and ours[i].shape == (1, *rec.shape[2:])
+            scale = max(float(np.abs(ref).max()), 1e-4)
+            np.testing.assert_allclose(ours[i][0].numpy(), ref, rtol=1e-4, atol=1e-4 * scale,
+                                       err_msg=f"{name} {rec.name}")
+            ref_up = F.interpolate(torch.from_numpy(ref)[None, None].float(), size=(8, 12, 16), mode="trilinear",
+                                   align_corners=False)[0, 0]
+            np.testing.assert_allclose(up[i, 0].numpy(), ref_up.numpy(), rtol=1e-4, atol=1e-4 * scale)
+            checked += 1
+    assert checked == len(REFERENCE_3D) * len(volumes)
+    assert tr.records[-2].non_spatial and tr.records[-1].non_spatial  # gap (1x1x1) and fc
+
+
+def test_methods_that_are_2d_only_are_refused_on_volumes():
+    """ScoreCAM and AblationCAM resize activations to the input plane, and --aug-smooth flips and scales
+    2-D maps: on a volume each is one line naming what to use, before any pass."""
+    from conftest import tiny_net3d, tiny_volume
+
+    import camanim
+
+    for method in ("scorecam", "ablationcam", "gradcam,scorecam"):
+        with pytest.raises(InputError, match=r"works on 2-D images only .* for volumes use .*gradcam"):
+            camanim.animate(tiny_net3d(), tiny_volume(), method=method)
+    with pytest.raises(InputError, match="--aug-smooth works on 2-D images only"):
+        camanim.animate(tiny_net3d(), tiny_volume(), aug_smooth=True)
+
+    @cam_method("test-neighbours", uses_gradients=False)
+    def neighbours(acts, grads, ctx):
+        return F.avg_pool2d(acts.mean(1, keepdim=True), 3, 1, 1)[:, 0]
+
+    with pytest.raises(InputError, match="test-neighbours works on 2-D images only"):
+        camanim.animate(tiny_net3d(), tiny_volume(), method="test-neighbours")

@@ -24,9 +24,10 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from ..methods import CamMethod, MethodContext, ScoreFn, score_function
+from ..errors import InputError
+from ..methods import CamMethod, MethodContext, ScoreFn, get_method, list_methods, score_function
 from ..trace import LayerRecord, Trace, run_trace
-from .maps import layer_cams, layer_maps, one_cam, one_layer_at_a_time, shared, upsample
+from .maps import layer_cams, layer_maps, one_cam, one_layer_at_a_time, shared, upsample, upsample_volumes
 from .options import CamOptions
 from .targets import check_classes
 
@@ -68,8 +69,9 @@ def _groups(methods: Sequence[CamMethod], base: ScoreFn) -> list[tuple[ScoreFn, 
 def _one_pass(model: nn.Module, x: torch.Tensor, methods: Sequence[CamMethod], options: CamOptions, *,
               targets: Sequence[int] | torch.Tensor | None, image_index: torch.Tensor | None, base: ScoreFn,
               on_trace: Callable[[Trace], None] | None, progress: Progress | None) -> Computation:
-    """Every method's raw CAMs (L, R, H, W) for one input batch: one trace per score group."""
-    size = (int(x.shape[-2]), int(x.shape[-1]))
+    """Every method's raw CAMs (L, R, H, W) for one input batch (L, R, D, H, W for volumes): one trace per score group."""
+    volume = x.ndim == 5
+    size = tuple(int(s) for s in x.shape[2:]) if volume else (int(x.shape[-2]), int(x.shape[-1]))
     cams: dict[str, torch.Tensor] = {}
     forwards: dict[str, int] = {"trace": 0}
     seconds: dict[str, float] = {"trace": 0.0}
@@ -106,7 +108,8 @@ def _one_pass(model: nn.Module, x: torch.Tensor, methods: Sequence[CamMethod], o
             else:
                 cb = (lambda d, t, n=m.name: progress(f"cams {n}", d, t)) if progress else None
                 per_layer = layer_cams(tr, m, ctx, progress=cb)
-            cams[m.name] = upsample(per_layer, size, batch=int(x.shape[0]))
+            cams[m.name] = (upsample_volumes(per_layer, size, batch=int(x.shape[0])) if volume
+                            else upsample(per_layer, size, batch=int(x.shape[0])))
             forwards[m.name] = ctx.forwards
             seconds[m.name] = time.perf_counter() - t0 + (sink.seconds.get(m.name, 0.0) if sink else 0.0)
         if sink is not None:
@@ -157,6 +160,22 @@ class CamSink:
         return shared([got.get(i) for i in range(len(records))], records)
 
 
+def check_volume_methods(methods: Sequence[CamMethod], options: CamOptions) -> None:
+    """Refuse what camanim cannot compute right on a volume (B, C, D, H, W), in one line.
+
+    Raises:
+        InputError: a method without :attr:`CamMethod.volumes` (ScoreCAM, AblationCAM, plugins), or
+            ``aug_smooth`` (its flips and scaling are 2-D).
+    """
+    bad = [m.name for m in methods if not m.volumes]
+    if bad:
+        ok = ", ".join(sorted(m for m in list_methods() if get_method(m).volumes))
+        raise InputError(f"method {', '.join(bad)} works on 2-D images only (its maps of a volume would be wrong): "
+                         f"for volumes use {ok}")
+    if options.aug_smooth:
+        raise InputError("--aug-smooth works on 2-D images only: drop it for volumes")
+
+
 def _checked(score: ScoreFn) -> ScoreFn:
     """``score`` that first checks the targets against the logits (a clear error, not an index error)."""
 
@@ -199,14 +218,18 @@ def compute_cams(
         progress: called as ``progress(stage, done, total)``.
 
     Returns:
-        A :class:`Computation`; its ``cams[name]`` are (L, R, H, W) float32, after ReLU, not scaled.
+        A :class:`Computation`; its ``cams[name]`` are (L, R, H, W) float32, after ReLU, not scaled;
+        for a volume ``x`` (R, C, D, H, W), (L, R, D, H, W).
 
     Raises:
-        InputError: a target class out of range, a layer pattern that selects nothing, or a model
-            output without (batch, classes) logits.
+        InputError: a target class out of range, a layer pattern that selects nothing, a model
+            output without (batch, classes) logits, or a method or option that works on 2-D images
+            only for a volume.
         RuntimeError: an augmented input recorded a different number of layers.
     """
     options = options.for_device(x.device.type)
+    if x.ndim == 5:
+        check_volume_methods(methods, options)
     base = _checked(score_function(options.score))
     kw = dict(image_index=image_index, base=base, progress=progress)
     plain = _one_pass(model, x, methods, options, targets=targets, on_trace=on_trace, **kw)

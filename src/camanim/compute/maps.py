@@ -10,10 +10,11 @@ import functools
 from collections.abc import Callable, Iterator, Sequence
 
 import torch
+import torch.nn.functional as F
 
 from ..methods import CamMethod, LayerJob, MethodContext
 from ..trace import LayerRecord, Trace
-from ..trace.layouts import to_nchw
+from ..trace.layouts import to_nchw, volume_size
 
 
 def layer_cams(trace: Trace, method: CamMethod, ctx: MethodContext | None = None,
@@ -57,7 +58,7 @@ def layer_cams(trace: Trace, method: CamMethod, ctx: MethodContext | None = None
         else:
             batch = list(jobs())
             for job, cam in zip(batch, method.cam_batch(batch, ctx, progress=progress), strict=True):
-                out[job.index] = clean_cam(cam)
+                out[job.index] = as_volume(clean_cam(cam), job.record)
     return shared(out, trace.records)
 
 
@@ -68,7 +69,11 @@ def one_layer_at_a_time(method: CamMethod) -> bool:
 
 def layer_maps(record: LayerRecord, act: torch.Tensor,
                grad: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None] | None:
-    """A layer's activation and gradient as float32 (B, C, h, w), or None for a non-spatial layer."""
+    """A layer's activation and gradient as float32 (B, C, h, w), or None for a non-spatial layer.
+
+    A volume (NCDHW) comes as (B, C, D, H*W) (see :mod:`camanim.trace.layouts`); :func:`as_volume`
+    puts its map back as (B, D, H, W).
+    """
     maps = to_nchw(act, record.layout)
     if maps is None:
         return None
@@ -84,7 +89,13 @@ def one_cam(method: CamMethod, ctx: MethodContext, record: LayerRecord, maps: to
             grads: torch.Tensor | None) -> torch.Tensor:
     """One layer's raw map by ``method`` (:meth:`CamMethod.cam`), cleaned as kept."""
     ctx.layer_name, ctx.record = record.name, record
-    return clean_cam(method.cam(maps, grads, ctx))
+    return as_volume(clean_cam(method.cam(maps, grads, ctx)), record)
+
+
+def as_volume(cam: torch.Tensor, record: LayerRecord) -> torch.Tensor:
+    """A volume layer's map (B, D, H*W) as (B, D, H, W); any other layer's map as it is."""
+    dhw = volume_size(record.layout, record.shape) if record.shape else None
+    return cam.reshape(cam.shape[0], *dhw) if dhw is not None else cam
 
 
 def shared(cams: list[torch.Tensor | None], records: Sequence[LayerRecord]) -> list[torch.Tensor | None]:
@@ -113,6 +124,24 @@ def _interpolation(n_in: int, n_out: int) -> torch.Tensor:
     w.index_put_((rows, lo), 1 - frac, accumulate=True)
     w.index_put_((rows, hi), frac, accumulate=True)
     return w.float()
+
+
+def upsample_volumes(cams: list[torch.Tensor | None], size: tuple[int, int, int], batch: int = 1) -> torch.Tensor:
+    """Stack per-layer volume maps (B, d, h, w) into (L, B, D, H, W) at input ``size``, zeros for None.
+
+    Trilinear, pixel centres aligned (``F.interpolate(..., mode="trilinear", align_corners=False)``),
+    the 3-D form of :func:`upsample`'s bilinear resizing.
+    """
+    ref = next((c for c in cams if c is not None), None)
+    device = ref.device if ref is not None else torch.device("cpu")
+    out = torch.zeros((len(cams), batch, *size), dtype=torch.float32, device=device)
+    for i, c in enumerate(cams):
+        if c is None:
+            continue
+        c = c.float()
+        out[i] = c if tuple(c.shape[-3:]) == tuple(size) else F.interpolate(
+            c.unsqueeze(1), size=size, mode="trilinear", align_corners=False).squeeze(1)
+    return out
 
 
 def upsample(cams: list[torch.Tensor | None], size: tuple[int, int], batch: int = 1,

@@ -9,14 +9,16 @@ module         job
 ``stripes``    non-spatial layers' 1-D evidence as a stripe
 ``fonts``      the one font loader
 ``video``      PNG, MP4 (the only ffmpeg writer), GIF
+``montage``    volumes (3-D CAMs, the input volume) as a grid of slices
 =============  ==============================================================
 """
 
 from .colormaps import colormap_lut
+from .montage import MAX_SLICES, Montage, montage_for
 from .normalise import NORMALISATIONS, normalise
 from .render import MAX_SIDE, FrameRenderer, FrameStyle, panel_box, panel_size, render_frames
 from .stripes import Stripes
 from .video import count_frames, probe, write_gif, write_mp4, write_png
 
-__all__ = ["MAX_SIDE", "NORMALISATIONS", "FrameRenderer", "FrameStyle", "Stripes", "colormap_lut", "count_frames",
+__all__ = ["MAX_SIDE", "MAX_SLICES", "NORMALISATIONS", "Montage", "montage_for", "FrameRenderer", "FrameStyle", "Stripes", "colormap_lut", "count_frames",
            "normalise", "panel_box", "panel_size", "probe", "render_frames", "write_gif", "write_mp4", "write_png"]

@@ -46,6 +46,9 @@ class FigureRun:
     _normed: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
+        if self.cams.ndim == 4 and len(self.cams) == len(self.view.layers):
+            raise InputError(f"{self.label} holds CAMs of a volume {tuple(self.cams.shape[1:])}: figures are drawn "
+                             "for 2-D images only; use the run's frames, videos and report")
         if self.cams.ndim != 3 or len(self.cams) != len(self.view.layers):
             raise InputError(f"{self.label}: cams.npz holds {tuple(self.cams.shape)} maps for "
                              f"{len(self.view.layers)} layers in manifest.json; re-run `camanim run`")

@@ -20,6 +20,7 @@ class EigenCAM(CamMethod):
     """
 
     name = "eigencam"
+    volumes = True
     uses_gradients = False
 
     def cam(self, acts, grads, ctx):
@@ -40,6 +41,7 @@ class EigenGradCAM(CamMethod):
     """
 
     name = "eigengradcam"
+    volumes = True
 
     def cam(self, acts, grads, ctx):
         """The raw map (B, h, w) from activations and gradients (B, C, h, w).

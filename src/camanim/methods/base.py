@@ -197,6 +197,10 @@ class CamMethod:
             in: a gradient method with this flag (and no :meth:`cam_batch` of its own) gets each
             layer during the backward, as its gradient arrives.
         description: one line for ``camanim methods`` (default: the docstring's first line).
+        volumes: the method's map of a volume (B, C, D, H, W) read as (B, C, D, H*W) is its 3-D map:
+            it works position by position or from sums and means over all positions (no neighbourhood,
+            no resizing to the input). False unless a method says so: methods that are not are refused
+            on volumes instead of giving a wrong map.
     """
 
     name: ClassVar[str] = ""
@@ -204,6 +208,7 @@ class CamMethod:
     needs_model: ClassVar[bool] = False
     per_layer: ClassVar[bool] = True
     description: ClassVar[str] = ""
+    volumes: ClassVar[bool] = False
 
     def weights(self, acts: torch.Tensor, grads: torch.Tensor | None, ctx: MethodContext) -> torch.Tensor:
         """Channel weights alpha of shape (B, C)."""

@@ -39,6 +39,7 @@ class KPCACAM(CamMethod):
     """
 
     name = "kpcacam"
+    volumes = True
     uses_gradients = False
     kernel = "sigmoid"
     gamma: float | None = None
@@ -64,6 +65,7 @@ class FEM(CamMethod):
     """
 
     name = "fem"
+    volumes = True
     uses_gradients = False
     k = 2.0
 
@@ -88,6 +90,7 @@ class SegEigenCAM(CamMethod):
     """
 
     name = "segeigencam"
+    volumes = True
 
     def cam(self, acts, grads, ctx):
         """The raw map (B, h, w) from activations and gradients (B, C, h, w).
@@ -117,6 +120,7 @@ class ShapleyCAM(CamMethod):
     """
 
     name = "shapleycam"
+    volumes = True
     uses_gradients = False
     needs_model = True
 
@@ -202,6 +206,7 @@ class FinerCAM(GradCAM):
     """
 
     name = "finercam"
+    volumes = True
     alpha = 1.0
     comparisons = 3
 

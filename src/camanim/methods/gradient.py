@@ -32,6 +32,7 @@ class GradCAM(CamMethod):
     """
 
     name = "gradcam"
+    volumes = True
 
     def weights(self, acts, grads, ctx):
         """Channel weights (B, C): the spatial mean of the gradients ``grads`` (B, C, h, w).
@@ -57,6 +58,7 @@ class HiResCAM(CamMethod):
     """
 
     name = "hirescam"
+    volumes = True
 
     def cam(self, acts, grads, ctx):
         """The raw map (B, h, w) from activations and gradients (B, C, h, w).
@@ -88,6 +90,7 @@ class GradCAMPlusPlus(CamMethod):
     """
 
     name = "gradcam++"
+    volumes = True
 
     def weights(self, acts, grads, ctx):
         """Channel weights (B, C) from activations and gradients (B, C, h, w), Eq. 19 of the paper.
@@ -116,6 +119,7 @@ class XGradCAM(CamMethod):
     """
 
     name = "xgradcam"
+    volumes = True
 
     def weights(self, acts, grads, ctx):
         """Channel weights (B, C): gradient-times-activation sums over each channel's activation sum.
@@ -143,6 +147,7 @@ class LayerCAM(CamMethod):
     """
 
     name = "layercam"
+    volumes = True
 
     def cam(self, acts, grads, ctx):
         """The raw map (B, h, w) from activations and gradients (B, C, h, w).
@@ -173,6 +178,7 @@ class GradCAMElementWise(CamMethod):
     """
 
     name = "gradcamelementwise"
+    volumes = True
 
     def cam(self, acts, grads, ctx):
         """The raw map (B, h, w) from activations and gradients (B, C, h, w).
@@ -204,6 +210,7 @@ class RandomCAM(CamMethod):
     """
 
     name = "randomcam"
+    volumes = True
     per_layer = False  # one seeded generator draws the weights layer after layer, in execution order
 
     def weights(self, acts, grads, ctx: MethodContext):

@@ -58,6 +58,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..errors import InputError
 from ..trace import class_logits, class_scores, eval_mode, logits_of
 from .imputation import ImputationStream
 from .masks import PackedMasks, check_percentiles, masks_from_order, removed_count
@@ -406,6 +407,11 @@ class _Scorer:
         return float(score[0, self.target]), float(prob[0, self.target]), int(prob.shape[1]), kind
 
 
+#: the one line ROAD gives for a volume
+VOLUME_REFUSAL = ("ybROAD (ROAD) works on 2-D images only: its noisy linear imputation fills pixels from their "
+                  "8 neighbours in the plane; for a volume leave out --road")
+
+
 def _check_args(model: nn.Module, input_tensor: torch.Tensor, cams: torch.Tensor, target: int,
                 layer_names: Sequence[str] | None, non_spatial: Sequence[bool] | None,
                 percentiles: Sequence[float], score: str, noise: float, seed: int, trials: int,
@@ -554,7 +560,10 @@ def ybroad(
         TypeError: If an argument has the wrong type, or ``options`` is given beside a setting
             keyword changed from its default.
         ValueError: If an argument has a bad value or shape, or the model output is not ``(batch, classes)``.
+        InputError: a volume input (1, C, D, H, W): ROAD's noisy linear imputation is 2-D only.
     """
+    if isinstance(input_tensor, torch.Tensor) and input_tensor.ndim == 5:
+        raise InputError(VOLUME_REFUSAL)
     if options is not None:
         if (tuple(percentiles), score, noise, seed, trials, batch_size) != ((20, 40, 60, 80), "prob", 0.01, 0, DEFAULT_TRIALS, 32):
             raise TypeError("pass the settings either as options= or as keywords (percentiles, score, noise, "

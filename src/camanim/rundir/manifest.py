@@ -36,13 +36,16 @@ from . import names
 from .atomic import write_text
 
 
-def run_manifest(*, model: Mapping[str, Any], image: Mapping[str, Any], size: tuple[int, int], method: str,
+def run_manifest(*, model: Mapping[str, Any], image: Mapping[str, Any], size: Sequence[int], method: str,
                  target: Mapping[str, Any], versions: Mapping[str, str], seconds: Mapping[str, float],
                  options: Mapping[str, Any], layers: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
-    """The manifest of one run, before its outputs are written (:func:`with_outputs` adds them)."""
+    """The manifest of one run, before its outputs are written (:func:`with_outputs` adds them).
+
+    ``size`` is the input's (H, W), or (D, H, W) for a volume.
+    """
     return {
         "model": dict(model),
-        "image": {**image, "size": [int(size[0]), int(size[1])]},
+        "image": {**image, "size": [int(s) for s in size]},
         "method": method,
         "target": dict(target),
         "versions": dict(versions),

@@ -22,10 +22,18 @@ from .models import (
     with_channels,
     with_input_size,
 )
+from .volumes import (
+    PreparedVolume,
+    as_volumes,
+    is_volume_model,
+    is_volume_source,
+    prepare_volume,
+    takes_volumes,
+)
 
 __all__ = [
     "DICOM_SAMPLES", "DicomImage", "apply_window", "read_dicom", "read_dicom_series",
     "DEFAULT_IMAGE", "DEFAULT_MODEL", "SAMPLES", "LoadedModel", "Prepared", "Preprocess", "as_images", "default_preprocess", "for_model", "imagenet_labels",
     "list_models", "model_dtype", "state_dict_for", "with_channels", "with_input_size", "load_checkpoint_into", "load_image", "load_model", "prepare_input", "read_labels", "register_builtin",
-    "resolve_target",
+    "resolve_target", "PreparedVolume", "as_volumes", "is_volume_model", "is_volume_source", "prepare_volume", "takes_volumes",
 ]

@@ -102,7 +102,7 @@ def _checked_tensor(x: torch.Tensor, what: str) -> torch.Tensor:
     """
     if x.ndim not in (3, 4) or (x.ndim == 4 and x.shape[0] != 1) or 0 in x.shape:
         raise InputError(f"{what} has shape {tuple(x.shape)}: camanim explains images, (C, H, W) or (B, C, H, W) "
-                         "tensors; give one of those (volumes and sequences are not supported yet)")
+                         "tensors; give one of those (volumes (C, D, H, W) go to models with 3-D convolutions)")
     if not x.is_floating_point():
         raise InputError(f"{what} is {str(x.dtype).removeprefix('torch.')}: give a floating-point tensor, "
                          "normalised as the model expects (or an image file, which camanim normalises)")

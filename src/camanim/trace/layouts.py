@@ -12,8 +12,16 @@ layout                    tensor                 seen in
 ``TOKENS:P+HxW``          (B, P + H*W, C)        ViT, DeiT: P class/register tokens first
 ``WINDOWS:THxTW@S``       (B, TH*TW, S*S, C)     MaxViT block attention: TH x TW tiles of S x S
 ``WINDOWS_T:THxTW@S``     (B, S*S, TH*TW, C)     MaxViT grid attention (the same, axes swapped)
+``NCDHW``                 (B, C, D, H, W)        3-D convolutional networks (volumes)
 ``non_spatial``           anything else          pooling, flatten, Linear, the classifier
 ========================  =====================  =============================================
+
+A volume (``NCDHW``) is read by :func:`to_nchw` as (B, C, D, H*W): every method camanim runs on
+volumes makes its map position by position or from sums and means over all positions, so the
+flattened reading gives the 3-D numbers; :func:`volume_size` gives the (D, H, W) to put the map
+back in. Only ``*3d`` modules (``Conv3d``, ``BatchNorm3d``, ``MaxPool3d``), the input volume and
+the ops that keep its spatial dims place a tensor as ``NCDHW``; a 5-D tensor without such evidence
+is ``non_spatial``, never a guess from its shape.
 
 Detection (:class:`LayoutContext`) goes from the surest evidence to the weakest, and what it
 cannot place is ``non_spatial``, never a guess:
@@ -68,8 +76,9 @@ NWHC = "NWHC"
 TOKENS = "TOKENS"
 WINDOWS = "WINDOWS"
 WINDOWS_T = "WINDOWS_T"
+NCDHW = "NCDHW"
 NON_SPATIAL = "non_spatial"
-KINDS = (NCHW, NHWC, NWHC, TOKENS, WINDOWS, WINDOWS_T, NON_SPATIAL)
+KINDS = (NCHW, NHWC, NWHC, TOKENS, WINDOWS, WINDOWS_T, NCDHW, NON_SPATIAL)
 
 #: most class/register/distillation tokens a token sequence may carry before its grid
 MAX_PREFIX_TOKENS = 16
@@ -104,7 +113,7 @@ class Layout:
 
     @property
     def spatial(self) -> bool:
-        """Whether the layout reads as a 2-D map (every kind but non-spatial)."""
+        """Whether the layout reads as a map, 2-D or a volume (every kind but non-spatial)."""
         return self.kind != NON_SPATIAL
 
 
@@ -126,11 +135,11 @@ def _parse_layout(raw: str) -> Layout:
     kind = kind.upper()
     if kind in ("NON_SPATIAL", "NONE"):
         kind = NON_SPATIAL
-    hint = ("use NCHW, NHWC, NWHC, TOKENS, TOKENS:P+HxW (P prefix tokens), WINDOWS:THxTW@S, WINDOWS_T:THxTW@S "
+    hint = ("use NCHW, NHWC, NWHC, NCDHW, TOKENS, TOKENS:P+HxW (P prefix tokens), WINDOWS:THxTW@S, WINDOWS_T:THxTW@S "
             "or non_spatial")
     if kind not in KINDS:
         raise InputError(f"layout '{raw}' is unknown: {hint}")
-    if kind in (NCHW, NHWC, NWHC, NON_SPATIAL):
+    if kind in (NCHW, NHWC, NWHC, NCDHW, NON_SPATIAL):
         if params:
             raise InputError(f"layout '{raw}' takes no parameters: {hint}")
         return Layout(kind)
@@ -165,6 +174,8 @@ def fits(layout: Layout, shape: Sequence[int]) -> bool:
         return True
     if kind in _AXES:
         return len(shape) == 4
+    if kind == NCDHW:
+        return len(shape) == 5
     if kind == TOKENS:
         if len(shape) != 3:
             return False
@@ -178,7 +189,7 @@ def fits(layout: Layout, shape: Sequence[int]) -> bool:
 
 
 def to_nchw(tensor: torch.Tensor, layout: str | Layout) -> torch.Tensor | None:
-    """``tensor`` as (B, C, h, w) for a spatial layout, else None.
+    """``tensor`` as (B, C, h, w) for a spatial layout, else None; a volume (NCDHW) as (B, C, D, H*W).
 
     Raises:
         ValueError: the tensor's shape does not fit the layout.
@@ -192,6 +203,8 @@ def to_nchw(tensor: torch.Tensor, layout: str | Layout) -> torch.Tensor | None:
         raise ValueError(f"a tensor of shape {tuple(tensor.shape)} is not in layout {lay}")
     if lay.kind == NCHW:
         return tensor
+    if lay.kind == NCDHW:
+        return tensor.flatten(3)
     if lay.kind == NHWC:
         return tensor.permute(0, 3, 1, 2).contiguous()
     if lay.kind == NWHC:
@@ -213,8 +226,16 @@ def to_nchw(tensor: torch.Tensor, layout: str | Layout) -> torch.Tensor | None:
     return x.reshape(b, c, th * s, tw * s).contiguous()
 
 
+def volume_size(layout: str | Layout, shape: Sequence[int]) -> tuple[int, int, int] | None:
+    """The (D, H, W) a tensor of ``shape`` covers in a volume layout (NCDHW), or None for any other."""
+    lay = parse_layout(layout)
+    if lay.kind == NCDHW and len(shape) == 5:
+        return int(shape[2]), int(shape[3]), int(shape[4])
+    return None
+
+
 def spatial_size(layout: Layout, shape: Sequence[int]) -> tuple[int, int] | None:
-    """The (h, w) a tensor of ``shape`` covers in ``layout``, or None for non-spatial."""
+    """The (h, w) a tensor of ``shape`` covers in a 2-D ``layout``, or None for non-spatial and volumes."""
     if layout.kind == NCHW:
         return int(shape[2]), int(shape[3])
     if layout.kind == NHWC:
@@ -298,6 +319,8 @@ class LayoutContext:
         self._why: dict[int, tuple[weakref.ref, str]] = {}
         #: why the latest :meth:`detect` made a spatially shaped output non_spatial ('' when it did not)
         self.reason = ""
+        #: the input is a volume (B, C, D, H, W): a 4-D tensor is no image here, its shape says nothing
+        self.volume_input = False
 
     @classmethod
     def for_model(cls, model: nn.Module, input_tensor: torch.Tensor,
@@ -331,6 +354,9 @@ class LayoutContext:
                   patch_grid=patch_grid)
         if input_tensor.ndim == 4:
             ctx.remember(input_tensor, NCHW)
+        elif input_tensor.ndim == 5:
+            ctx.remember(input_tensor, NCDHW)
+            ctx.volume_input = True
         return ctx
 
     def remember(self, tensor: torch.Tensor, layout: str | Layout) -> None:
@@ -428,6 +454,8 @@ class LayoutContext:
     def _after_op(self, name: str, func: object, args: Sequence[object], kwargs: Mapping[str, object],
                   t: torch.Tensor, lay: Layout, o: torch.Tensor) -> Layout | None:
         ts, os_ = tuple(t.shape), tuple(o.shape)
+        if lay.kind == NCDHW:
+            return self._after_volume_op(name, args, kwargs, t, o)
         if name in _PERMUTES:
             dims = _permutation(name, args, kwargs, t.ndim)
             if dims is None:
@@ -471,6 +499,28 @@ class LayoutContext:
             return lay
         return None
 
+    def _after_volume_op(self, name: str, args: Sequence[object], kwargs: Mapping[str, object],
+                         t: torch.Tensor, o: torch.Tensor) -> Layout | None:
+        """What an op makes of a volume (NCDHW): the same layout while the output keeps the spatial
+        dims (elementwise ops, norms, channel concatenations) or a ``*3d`` function made it; a
+        permute to another axes order is followed as unreadable (never read from its shape)."""
+        ts, os_ = tuple(t.shape), tuple(o.shape)
+        if name in _PERMUTES:
+            dims = _permutation(name, args, kwargs, t.ndim)
+            if dims is not None and t.ndim == 5:
+                axes = "".join(NCDHW[d] for d in dims)
+                if axes == NCDHW:
+                    return Layout(NCDHW)
+                self._scrambled[id(o)] = (weakref.ref(o), axes)
+            return None
+        if name in _RESHAPES:
+            return Layout(NCDHW) if os_ == ts else None
+        if name in _MOVES_CONTENT:
+            return None
+        if len(os_) == 5 and (os_[2:] == ts[2:] or _is_3d_function(name)):
+            return Layout(NCDHW)
+        return None
+
     def _follow_scrambled(self, name: str, args: Sequence[object], kwargs: Mapping[str, object],
                           out: object) -> None:
         """What an op makes of a map in an axes order no layout reads: a permute may put it back in
@@ -481,14 +531,14 @@ class LayoutContext:
             if axes is None:
                 continue
             for o in out if isinstance(out, (list, tuple)) else (out,):
-                if not isinstance(o, torch.Tensor) or o is t or o.ndim != 4:
+                if not isinstance(o, torch.Tensor) or o is t or o.ndim != len(axes):
                     continue
                 if name in _PERMUTES:
-                    dims = _permutation(name, args, kwargs, 4)
+                    dims = _permutation(name, args, kwargs, o.ndim)
                     if dims is None:
                         continue
                     new = "".join(axes[d] for d in dims)
-                    if new in _AXES:
+                    if new in _AXES or new == NCDHW:
                         self._ops[id(o)] = (weakref.ref(o), Layout(new))
                     else:
                         self._scrambled[id(o)] = (weakref.ref(o), new)
@@ -567,7 +617,8 @@ class LayoutContext:
         scrambled = _lookup(self._scrambled, tensor) if lay is None else None
         if scrambled is not None:
             self.reason = (f"its output is a map whose axes a permute of the forward put in the order {scrambled} "
-                           "(N batch, C channels, H and W the image's), which no layout reads")
+                           f"(N batch, C channels, {'D, H and W the volume' if len(scrambled) == 5 else 'H and W the image'}'s), "
+                           "which no layout reads")
             return Layout(NON_SPATIAL)
         lay = lay or self._inherited(shape, inputs)
         if lay is None:
@@ -594,6 +645,8 @@ class LayoutContext:
                 return Layout(NON_SPATIAL)
         if not fits(lay, shape):
             return Layout(NON_SPATIAL)
+        if lay.kind == NCDHW:
+            return lay if math.prod(shape[2:]) > 1 else Layout(NON_SPATIAL)
         size = spatial_size(lay, shape)
         if size is None or size[0] * size[1] <= 1:
             return Layout(NON_SPATIAL)
@@ -654,6 +707,8 @@ class LayoutContext:
         low = kind.lower()
         if "2d" in low and len(shape) == 4:
             return Layout(NCHW)
+        if "3d" in low and len(shape) == 5:
+            return Layout(NCDHW)
         if "1d" in low:
             return Layout(NON_SPATIAL)
         return None
@@ -667,6 +722,8 @@ class LayoutContext:
             return lay if xs == shape else None
         if len(shape) != x.ndim:
             return None
+        if lay.kind == NCDHW and _same_volume_aspect(shape[2:5], xs[2:5]):
+            return lay
         if lay.kind == NCHW and _same_aspect(shape[2:4], xs[2:4]):
             return lay
         if lay.kind in (NHWC, NWHC) and _same_aspect(shape[1:3], xs[1:3]):
@@ -678,6 +735,8 @@ class LayoutContext:
         return None
 
     def _channels_last_type(self, module: nn.Module, shape: tuple[int, ...]) -> Layout | None:
+        if self.volume_input:
+            return None  # a 4-D tensor in a 3-D network is no image: no convention places it
         if len(shape) != 4 or (self.image_size is not None and not _same_aspect(shape[1:3], self.image_size)):
             return None
         if isinstance(module, nn.LayerNorm) and not _is_2d(module) and tuple(module.normalized_shape) == shape[-1:]:
@@ -687,6 +746,8 @@ class LayoutContext:
         return None
 
     def _by_shape(self, shape: tuple[int, ...]) -> Layout:
+        if self.volume_input:
+            return Layout(NON_SPATIAL)  # in a 3-D network no shape is read as a layout without evidence
         if len(shape) == 4:
             if self.image_size is None or _same_aspect(shape[2:4], self.image_size):
                 return Layout(NCHW)
@@ -756,6 +817,15 @@ def _permutation(name: str, args: Sequence[object], kwargs: Mapping[str, object]
     order = list(range(ndim))
     order[a], order[b] = order[b], order[a]
     return order
+
+
+def _is_3d_function(name: str) -> bool:
+    return "3d" in name or name in ("interpolate", "upsample", "pad", "upsample_trilinear3d", "upsample_nearest3d")
+
+
+def _same_volume_aspect(dhw: Sequence[int], ref: Sequence[int]) -> bool:
+    """Whether (d, h, w) can be ``ref`` scaled by one factor (each pair of axes as :func:`_same_aspect`)."""
+    return _same_aspect(dhw[0:2], ref[0:2]) and _same_aspect(dhw[1:3], ref[1:3])
 
 
 def _is_2d_function(name: str) -> bool:
