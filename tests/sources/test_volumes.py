@@ -68,26 +68,36 @@ def test_a_nifti_file_keeps_its_intensities_unless_a_transform_is_given(tmp_path
         prepare_volume(str(tmp_path / "scan.png"))
 
 
-def test_a_folder_is_read_as_a_dicom_series_by_the_dicom_reader(tmp_path, monkeypatch):
-    """A folder goes to ``camanim.sources.dicom.read_dicom_series`` (the DICOM reader's module, stood in for
-    here): its (D, H, W) volume in Hounsfield units is the model input as it is, its metadata the provenance."""
-    import sys
-    import types
+def test_a_dicom_series_folder_runs_through_a_3d_model_in_hounsfield_units(tmp_path):
+    """A folder of DICOM slices (written with pydicom, file names shuffled, PHI tags on every slice)
+    is read by ``camanim.sources.dicom.read_dicom_series``: the model input is the (D, H, W) volume
+    in Hounsfield units, in slice-position order; the run's provenance names no patient."""
+    import pydicom
+    from conftest import write_dicom
 
-    calls = []
-    hu = np.array([[[-1000.0, 0.0], [40.0, 400.0]]] * 3, np.float32)  # (3, 2, 2)
+    import camanim
 
-    def read_dicom_series(folder):
-        calls.append(folder)
-        return hu, {"modality": "CT", "slices": 3}
-
-    monkeypatch.setitem(sys.modules, "camanim.sources.dicom", types.SimpleNamespace(read_dicom_series=read_dicom_series))
     series = tmp_path / "series"
     series.mkdir()
+    uid = pydicom.uid.generate_uid()
+    stored = [np.arange(8 * 10, dtype=np.int16).reshape(8, 10) * (k + 1) for k in range(6)]
+    for rank, k in enumerate([4, 1, 5, 0, 3, 2]):
+        write_dicom(series / f"x{rank}_{k * 7 % 5}.dcm", stored[k], SeriesInstanceUID=uid, RescaleSlope=2.0,
+                    RescaleIntercept=-1024.0, ImageOrientationPatient=[1, 0, 0, 0, 1, 0],
+                    ImagePositionPatient=[0.0, 0.0, 3.0 * k], InstanceNumber=rank + 1, PixelSpacing=[0.5, 0.5],
+                    PatientName="Doe^Jane", PatientID="ID-424242", PatientBirthDate="19700101")
+    want = np.stack(stored).astype(np.float32) * 2.0 - 1024.0
     x, disp, info = prepare_volume(series)
-    assert calls == [series] and x.shape == (1, 1, 3, 2, 2) and torch.equal(x[0, 0], torch.from_numpy(hu))
-    assert info == {"source": str(series), "format": "dicom-series", "modality": "CT", "slices": 3}
-    assert disp[0, 0, 0] == 0 and disp[0, 1, 1] == 255
+    assert x.shape == (1, 1, 6, 8, 10)
+    np.testing.assert_array_equal(x[0, 0].numpy(), want)
+    assert info["format"] == "DICOM series" and info["spacing_mm"] == [3.0, 0.5, 0.5]
+    assert disp.shape == (6, 8, 10) and disp.dtype == np.uint8
+    result = camanim.animate(tiny_net3d(), str(series), layers="conv1,conv2")
+    assert [r.name for r in result.layers] == ["conv1", "conv2"] and result.cams.shape == (2, 6, 8, 10)
+    result.save(tmp_path / "run", video=False)
+    written = b"".join(p.read_bytes() for p in (tmp_path / "run").rglob("*") if p.is_file())
+    for phi in (b"Doe", b"ID-424242", b"19700101"):
+        assert phi not in written
 
 
 def test_a_volume_for_a_model_without_3d_convolutions_is_one_line(tmp_path, monkeypatch):

@@ -100,7 +100,7 @@ def read_volume(path: str | Path) -> tuple[np.ndarray, dict[str, Any]]:
             raise InputError(f"{p} is a folder, read as a DICOM series, and this camanim has no DICOM reader "
                              "(camanim.sources.dicom): give a .nii or .nii.gz file or a tensor") from None
         volume, meta = read_dicom_series(p)
-        return np.asarray(volume, np.float32), {"source": str(p), "format": "dicom-series", **dict(meta)}
+        return np.asarray(volume, np.float32), {"source": str(p), **dict(meta)}
     raise InputError(f"{p} is no volume: give a .nii or .nii.gz file, a folder of one DICOM series, "
                      "or a (C, D, H, W) tensor")
 
