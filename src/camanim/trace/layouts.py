@@ -629,14 +629,14 @@ class LayoutContext:
             convention = self._channels_last_type(module, shape)
             # (a module's documented convention still stands: Swin's patch merging slices and
             # concatenates channels-last maps, then LayerNorm reads them channels-last)
-            derived = _lookup(self._derived, tensor) if guess is None and convention is None else None
-            if derived is not None:
-                self.reason = (f"its output {list(shape)} was made from the image's layers by ops no layout rule "
-                               f"reads (first {derived}), and no layer had that shape: it is not read as an image; "
-                               f"give --layout {name or 'LAYER'}=LAYOUT if it is one")
-                return Layout(NON_SPATIAL)
             if guess is None and convention is None:
                 guess = self._by_shape(shape)
+                derived = _lookup(self._derived, tensor) if guess.spatial else None
+                if derived is not None:
+                    self.reason = (f"its output {list(shape)} was made from the image's layers by ops no layout "
+                                   f"rule reads (first {derived}), and no layer had that shape: it is not read as "
+                                   f"an image; give --layout {name or 'LAYER'}=LAYOUT if it is one")
+                    return Layout(NON_SPATIAL)
             other = self._other_reading(shape, guess) if guess is not None else None
             lay = convention if convention is not None and (guess is None or other is not None) else guess
             if lay is guess and other is not None:
