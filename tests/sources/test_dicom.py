@@ -204,6 +204,23 @@ def test_jpeg_ls_file_names_its_decoder_when_none_is_installed():
         read_dicom(path)
 
 
+def test_a_decoder_that_cannot_read_the_file_names_the_packages_that_can():
+    # (review) 12-bit JPEG Extended: Pillow is installed (so a decoder "is available") but cannot read
+    # 12-bit samples; the line was "pixel data pydicom cannot decode (RuntimeError)"
+    path = get_testdata_file("JPEG-lossy.dcm")
+    decoder = get_decoder(pydicom.dcmread(path).file_meta.TransferSyntaxUID)
+    if not decoder.missing_dependencies:
+        pytest.skip("every decoder of JPEG Extended is installed here")
+    try:
+        read_dicom(path)
+    except InputError as exc:
+        msg = str(exc)
+        assert "\n" not in msg and "compressed as JPEG Extended" in msg and "installed decoder cannot read it" in msg
+        assert "pip install" in msg and "pylibjpeg-libjpeg" in msg
+    else:  # a decoder that reads it is here: then it must be right
+        assert decoder.is_available
+
+
 def test_jpeg2000_file_reads_when_its_decoder_is_there():
     path = get_testdata_file("MR_small_jp2klossless.dcm")
     if not get_decoder(pydicom.dcmread(path).file_meta.TransferSyntaxUID).is_available:

@@ -31,10 +31,16 @@ def test_read_nifti_turns_to_ras_and_applies_the_scaling(tmp_path):
     assert info["format"] == "nifti" and is_nifti(path) and is_nifti("A.NII") and not is_nifti("a.png")
 
 
-def test_a_4d_file_gives_its_first_volume_and_says_so(tmp_path):
+def test_a_4d_file_is_refused_in_one_line_unless_its_fourth_axis_is_one(tmp_path):
+    # (review) a 4-D file quietly gave its first volume: its 4th axis may be time points or the
+    # channels (modalities) of one multi-channel input, which camanim cannot tell apart
     raw = np.stack([np.full((2, 3, 4), k, np.float32) for k in range(3)], axis=-1)
-    vol, info = read_nifti(_write(tmp_path / "fmri.nii", raw, np.eye(4)))
-    assert vol.shape == (2, 3, 4) and float(vol.max()) == 0.0 and (info["frames"], info["frame"]) == (3, 0)
+    with pytest.raises(InputError, match="3 volumes along its 4th axis") as info:
+        read_nifti(_write(tmp_path / "fmri.nii", raw, np.eye(4)))
+    assert "\n" not in str(info.value) and "(C, D, H, W) tensor" in str(info.value)
+    one = np.arange(24, dtype=np.float32).reshape(2, 3, 4, 1)
+    vol, meta = read_nifti(_write(tmp_path / "one.nii", one, np.eye(4)))
+    assert vol.shape == (2, 3, 4) and float(vol.max()) == 23.0 and "frames" not in meta
 
 
 def test_bad_nifti_files_are_one_line(tmp_path):

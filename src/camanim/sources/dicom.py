@@ -193,6 +193,26 @@ def _read(path: Path, pydicom: Any, what: str = "") -> Any:
     return ds
 
 
+def _decode_error(path: object, ds: Any, exc: BaseException) -> InputError:
+    """Why pixel data did not decode: for a compressed file whose installed decoder cannot read it
+    (Pillow and 12-bit JPEG), the packages that can; else a damaged file."""
+    meta = getattr(ds, "file_meta", None)
+    syntax = meta.get("TransferSyntaxUID") if meta is not None else None
+    if syntax is not None and syntax.is_compressed:
+        from pydicom.pixels import get_decoder
+
+        try:
+            missing = get_decoder(syntax).missing_dependencies
+        except NotImplementedError:
+            missing = []
+        if missing:
+            said = " ".join(str(exc).split())[:160] or type(exc).__name__
+            return InputError(f"'{path}' is compressed as {syntax.name} and the installed decoder cannot read it "
+                              f"({said}): {_install_hint(missing)}, then run again")
+    return InputError(f"'{path}' has pixel data pydicom cannot decode ({type(exc).__name__}): "
+                      "check the file, or give an uncompressed copy")
+
+
 def _install_hint(missing: list[str]) -> str:
     """``pip install ...`` for the first plugin pydicom names as missing (pylibjpeg's preferred).
 
@@ -337,8 +357,7 @@ def read_dicom(spec: str | Path, *, window: str | tuple[float, float] | None = N
     except InputError:
         raise
     except Exception as exc:  # pydicom's decoders raise many kinds for a damaged file
-        raise InputError(f"'{path}' has pixel data pydicom cannot decode ({type(exc).__name__}): "
-                         "check the file, or give an uncompressed copy") from exc
+        raise _decode_error(path, ds, exc) from exc
     info: dict[str, Any] = {"source": text, **_technical(ds)}
     window = parse_window(window)
     if colour:
@@ -457,9 +476,8 @@ def read_dicom_series(folder: str | Path) -> tuple[np.ndarray, dict[str, Any]]:
         p, ds = datasets[i]
         try:
             slices.append(np.asarray(apply_modality_lut(ds.pixel_array, ds), dtype=np.float32))
-        except Exception as exc:
-            raise InputError(f"'{p}' has pixel data pydicom cannot decode ({type(exc).__name__}): "
-                             "check the file, or give an uncompressed copy") from exc
+        except Exception as exc:  # pydicom's decoders raise many kinds for a damaged file
+            raise _decode_error(p, ds, exc) from exc
         if slices[-1].ndim != 2:
             raise InputError(f"'{p}' is a colour image: a series folder must hold grey (MONOCHROME) slices")
     volume = np.stack(slices)

@@ -250,7 +250,8 @@ class Preprocess:
         """
         if self.channels not in (1, 3):
             raise InputError(
-                f"the model takes {self.channels}-channel input, but a DICOM image gives 1 (grey) or 3 (RGB): pass a "
+                f"the model takes {self.channels}-channel input, but a grey image (DICOM, 16-bit) gives 1 or 3 "
+                f"channels: pass a "
                 f"({self.channels}, H, W) tensor in Python, or --channels 1 or 3")
         arr = np.asarray(grey, dtype=np.float32)
         planes = [arr] if arr.ndim == 2 else [arr[:, :, k] for k in range(arr.shape[2])]

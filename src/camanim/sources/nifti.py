@@ -24,7 +24,7 @@ def read_nifti(path: str | Path) -> tuple[np.ndarray, dict[str, Any]]:
     axis 0 runs to the patient's Right, axis 1 Anterior, axis 2 Superior, as MONAI's
     ``Orientation("RAS")`` gives it, so a model trained on MONAI-loaded volumes gets the axes it was
     trained on. The values are the stored intensities after the file's scaling (``scl_slope``,
-    ``scl_inter``), e.g. Hounsfield units for CT; a 4-D file's first volume is taken (and said so).
+    ``scl_inter``), e.g. Hounsfield units for CT; a 4-D file is refused unless its 4th axis has size 1.
 
     Args:
         path: a ``.nii`` or ``.nii.gz`` file.
@@ -34,7 +34,7 @@ def read_nifti(path: str | Path) -> tuple[np.ndarray, dict[str, Any]]:
         "spacing" (mm, per axis), "orientation": "RAS"}`` for the manifest.
 
     Raises:
-        InputError: the file is missing, is not a NIfTI file nibabel can read, holds no 3-D volume, or
+        InputError: the file is missing, is not a NIfTI file nibabel can read, holds no 3-D volume (a 4-D file with several volumes), or
             holds NaN or infinite values.
     """
     import nibabel as nib
@@ -49,10 +49,12 @@ def read_nifti(path: str | Path) -> tuple[np.ndarray, dict[str, Any]]:
         raise InputError(f"{p} is not a NIfTI file nibabel can read ({type(exc).__name__}: "
                          f"{str(exc).splitlines()[0] if str(exc) else 'unreadable'}): give a .nii or .nii.gz volume") from None
     info: dict[str, Any] = {"source": str(p), "format": "nifti", "orientation": "RAS"}
-    if data.ndim == 4:
-        info["frames"] = int(data.shape[3])
-        info["frame"] = 0
+    if data.ndim == 4 and data.shape[3] == 1:
         data = data[..., 0]
+    elif data.ndim == 4:
+        raise InputError(f"{p} holds {data.shape[3]} volumes along its 4th axis (time points, or the channels of "
+                         "one input), and camanim reads one 3-D volume per file: save the volume to explain as its "
+                         "own file, or pass a (C, D, H, W) tensor in Python for a multi-channel input")
     if data.ndim != 3 or min(data.shape) < 1:
         raise InputError(f"{p} holds an array of shape {data.shape}, not a 3-D volume: give a 3-D NIfTI file")
     if not np.isfinite(data).all():
