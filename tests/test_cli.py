@@ -326,5 +326,8 @@ def test_run_a_nifti_volume_with_a_pickled_3d_model(tmp_path, capsys):
         np.testing.assert_allclose(saved["input"][0, 0], vol)  # the stored intensities, as they are
     capsys.readouterr()
     assert main([*args, str(tmp_path / "scored"), "--road"]) == 2
-    assert "works on 2-D images only" in _one_err_line(capsys)
+    said = capsys.readouterr()
+    assert "predicted/target class" not in said.out  # (review) refused before the CAM pass, not after it
+    err = said.err.strip().splitlines()
+    assert len(err) == 1 and "works on 2-D images only" in err[0]
     assert not (tmp_path / "scored").exists()

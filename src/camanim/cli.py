@@ -336,7 +336,9 @@ def _run(args: argparse.Namespace, cam: CamOptions, save: SaveOptions, road: Roa
 
     from .api import animate, ybroad
     from .compute.targets import per_image
+    from .road.metric import VOLUME_REFUSAL
     from .rundir import prepare_out_dir
+    from .sources import takes_volumes
     from .sources.dicom import parse_window
     _input_size(args.input_size)
     window = parse_window(args.window)
@@ -344,6 +346,8 @@ def _run(args: argparse.Namespace, cam: CamOptions, save: SaveOptions, road: Roa
     progress = _progress(args.quiet)
     loaded = _load(args)
     images = args.image if isinstance(args.image, list) else [args.image]
+    if road is not None and any(takes_volumes(loaded.module, im) for im in images):
+        raise InputError(VOLUME_REFUSAL)  # before the CAM pass, not after it
     cam = dataclasses.replace(cam, target=per_image(args.target, len(images), loaded.labels))
     result = animate(loaded, images if len(images) > 1 else images[0], method=args.method, device=args.device,
                      progress=progress, options=cam, window=window, frame=args.frame)
