@@ -384,22 +384,22 @@ def read_dicom(spec: str | Path, *, window: str | tuple[float, float] | None = N
                       info=info)
 
 
-def _orientation(ds: Any) -> np.ndarray | None:
-    value = ds.get("ImageOrientationPatient")
+def _vector(ds: Any, keyword: str, length: int) -> np.ndarray | None:
+    """A finite float64 vector of ``length`` values from a DICOM attribute, else None."""
+    value = ds.get(keyword)
     try:
         out = np.array([float(v) for v in value], dtype=np.float64) if value is not None else None
     except (TypeError, ValueError):
         return None
-    return out if out is not None and out.shape == (6,) and np.isfinite(out).all() else None
+    return out if out is not None and out.shape == (length,) and np.isfinite(out).all() else None
+
+
+def _orientation(ds: Any) -> np.ndarray | None:
+    return _vector(ds, "ImageOrientationPatient", 6)
 
 
 def _position(ds: Any) -> np.ndarray | None:
-    value = ds.get("ImagePositionPatient")
-    try:
-        out = np.array([float(v) for v in value], dtype=np.float64) if value is not None else None
-    except (TypeError, ValueError):
-        return None
-    return out if out is not None and out.shape == (3,) and np.isfinite(out).all() else None
+    return _vector(ds, "ImagePositionPatient", 3)
 
 
 def read_dicom_series(folder: str | Path) -> tuple[np.ndarray, dict[str, Any]]:

@@ -272,3 +272,19 @@ class Preprocess:
         std = torch.tensor(list(self.std)[: x.shape[0]] if len(self.std) >= x.shape[0] else [self.std[0]])
         x = (x - mean.view(-1, 1, 1)) / std.view(-1, 1, 1)
         return x.unsqueeze(0)
+
+
+def split_batch(image: Any, ndim: int, noun: str) -> tuple[list[Any], bool]:
+    """The items of ``image`` and whether it named several: a list, or an ``ndim``-D tensor with batch > 1
+    (split into batches of one); anything else is one item.
+
+    Raises:
+        InputError: an empty list (the message names ``noun``, e.g. "image").
+    """
+    if isinstance(image, (list, tuple)):
+        if not image:
+            raise InputError(f"no {noun} given: pass at least one {noun}")
+        return list(image), True
+    if isinstance(image, torch.Tensor) and image.ndim == ndim and image.shape[0] > 1:
+        return [image[i:i + 1] for i in range(image.shape[0])], True
+    return [image], False

@@ -11,7 +11,7 @@ from PIL import Image
 
 from ..errors import InputError
 from .dicom import apply_window, is_dicom, parse_window, read_dicom, window_for
-from .images import Preprocess, grey_image, load_grey_values, load_image
+from .images import Preprocess, grey_image, load_grey_values, load_image, split_batch
 from .models import LoadedModel
 
 #: (model input (1, C, H, W), display image (H, W, 3) uint8, image provenance for the manifest)
@@ -49,13 +49,7 @@ def as_images(image: Any) -> tuple[list[Any], bool]:
     Raises:
         InputError: an empty list.
     """
-    if isinstance(image, (list, tuple)):
-        if not image:
-            raise InputError("no image given: pass at least one image")
-        return list(image), True
-    if isinstance(image, torch.Tensor) and image.ndim == 4 and image.shape[0] > 1:
-        return [image[i:i + 1] for i in range(image.shape[0])], True
-    return [image], False
+    return split_batch(image, 4, "image")
 
 
 def _with_input_spacing(info: dict[str, Any], preprocess: Preprocess) -> dict[str, Any]:

@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from ..errors import InputError
+from .images import split_batch
 from .nifti import is_nifti, read_nifti
 
 #: (model input (1, C, D, H, W), display volume (D, H, W) uint8, provenance for the manifest)
@@ -111,13 +112,7 @@ def as_volumes(image: Any) -> tuple[list[Any], bool]:
     Raises:
         InputError: an empty list.
     """
-    if isinstance(image, (list, tuple)):
-        if not image:
-            raise InputError("no volume given: pass at least one volume")
-        return list(image), True
-    if isinstance(image, torch.Tensor) and image.ndim == 5 and image.shape[0] > 1:
-        return [image[i:i + 1] for i in range(image.shape[0])], True
-    return [image], False
+    return split_batch(image, 5, "volume")
 
 
 def prepare_volume(image: Any, preprocess: Callable | None = None) -> PreparedVolume:
