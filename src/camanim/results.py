@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import html
+import os
 import re
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -22,7 +23,8 @@ import torch
 from torch import nn
 
 from .compute import Row, UnitVectors
-from .draw import NORMALISATIONS, FrameRenderer, FrameStyle, Stripes, normalise, render_frames
+from .draw import NORMALISATIONS, FrameRenderer, FrameStyle, Stripes, normalise, overlay, render_frames
+from .errors import InputError
 from .figures import FigureOptions, FigureRun, write_figure
 from .report import render_report, write_compare, write_report
 from .road import YbRoad, write_ybroad
@@ -45,6 +47,9 @@ from .trace import LayerRecord
 from .version import __version__
 
 Progress = Callable[[str, int, int], None]
+
+#: the panel width (px) of the notebook view's contact sheets
+NOTEBOOK_WIDTH = 80
 
 
 def _versions() -> dict[str, str]:
@@ -153,20 +158,79 @@ class CamResult:
                             options=self.options, layers=[r.to_dict() for r in self.layers])
 
     def view(self, style: FrameStyle = FrameStyle(), normalisations: Sequence[str] = NORMALISATIONS,
-             fps: float = 10) -> RunView:
-        """This result as the report reads a run, frames drawn in memory (nothing is written)."""
+             fps: float = 10, frames: bool = True) -> RunView:
+        """This result as the report reads a run, frames drawn in memory (nothing is written;
+        ``frames=False``: none drawn)."""
         manifest = with_outputs(self.manifest(), normalisations=normalisations, fps=fps, count=len(self.layers),
                                 videos={}, render=_render_settings(style, fps))
         renderer = FrameRenderer(self.image, self.layers, style, self.stripes(style))  # captions drawn once
         return RunView(path=None, manifest=manifest, layers=manifest["layers"],
-                       frames={n: renderer.render(self.normalised(n), n) for n in normalisations},
+                       frames={n: renderer.render(self.normalised(n), n) for n in normalisations} if frames else {},
                        ybroad=self.road.to_json_dict() if self.road is not None else None)
 
     def _repr_html_(self) -> str:
         """The report's viewer inline in Jupyter, built from this result (nothing is read or written):
-        one fragment, frames inlined; once saved, with the normalisations and style it was saved with."""
+        one fragment with one small contact sheet per normalisation (caption-free panels,
+        :data:`NOTEBOOK_WIDTH` px wide; visible without JavaScript too); once saved, with the
+        normalisations and style it was saved with."""
         opts = self.saved_with or SaveOptions()
-        return render_report(self.view(opts.style, opts.normalisations, opts.fps), inline=True)
+        view = self.view(opts.style, opts.normalisations, opts.fps, frames=False)
+        small = dataclasses.replace(opts.style, width=NOTEBOOK_WIDTH)
+        renderer = FrameRenderer(self.image, self.layers, small, self.stripes(small))
+        size = renderer.box[2:]  # the picture's (height, width) in the panel
+        view.frames.update({n: renderer.panels(normalise(self.cams, n, size=size), n) for n in opts.normalisations})
+        return render_report(view, inline=True)
+
+    def __repr__(self) -> str:
+        t = self.target
+        target = f"{t.index} ({t.label})" if t.label else str(t.index)
+        model = self.model_info.get("name") or self.model_info.get("source") or "model"
+        where = f", saved={str(self.saved_dir)!r}" if self.saved_dir is not None else ""
+        road = ", ybroad" if self.road is not None else ""
+        return (f"CamResult(model={model!s}, method={self.method}, target={target}, p={t.score:.3f}, "
+                f"layers={len(self.layers)}, size={tuple(self.cams.shape[-2:])}{road}{where})")
+
+    def _layer_index(self, layer: str | int) -> int:
+        if isinstance(layer, int) and not isinstance(layer, bool):
+            if not -len(self.layers) <= layer < len(self.layers):
+                raise InputError(f"layer {layer}: out of range, this result has {len(self.layers)} layers")
+            return layer % len(self.layers)
+        names_ = [r.name for r in self.layers]
+        if layer not in names_:
+            close = ", ".join(n for n in names_ if str(layer) in n)[:200] or ", ".join(names_[:5]) + ", ..."
+            raise InputError(f"layer {layer!r}: not in this result; layers include {close}")
+        return names_.index(layer)
+
+    def cam(self, layer: str | int, kind: str = "raw") -> np.ndarray:
+        """One layer's CAM (H, W) float32, by name (its first call) or index.
+
+        Args:
+            layer: the layer's name (``"blocks.6.0"``) or its 0-based index in :attr:`layers`.
+            kind: ``raw`` (after ReLU, not scaled), ``local`` (0..1 of this layer) or ``global``
+                (0..1 of the network's max).
+
+        Raises:
+            InputError: an unknown layer or kind.
+        """
+        i = self._layer_index(layer)
+        if kind == "raw":
+            return self.cams[i].detach().float().cpu().numpy()
+        if kind not in NORMALISATIONS:
+            raise InputError(f"kind {kind!r}: use raw, {', '.join(NORMALISATIONS)}")
+        return self.normalised(kind)[i].detach().float().cpu().numpy()
+
+    def overlay(self, layer: str | int, kind: str = "local", colormap: str = "jet", alpha: float = 0.5) -> np.ndarray:
+        """One layer's CAM over the image, caption-free, at the image's size: (H, W, 3) uint8.
+
+        Like pytorch-grad-cam's ``show_cam_on_image`` (see :func:`camanim.draw.overlay`).
+
+        Raises:
+            InputError: an unknown layer or kind.
+            ValueError: an unknown colormap or alpha outside [0, 1].
+        """
+        if kind not in NORMALISATIONS:
+            raise InputError(f"kind {kind!r}: use {', '.join(NORMALISATIONS)}")
+        return overlay(self.image, self.cam(layer, kind), colormap, alpha)
 
     def show(self) -> None:
         """Display the viewer in a notebook (once: nothing is returned for Jupyter to show again).
@@ -384,6 +448,17 @@ class CamSet:
 
     def __getitem__(self, i: int) -> CamResult:
         return self.results[i]
+
+    def __repr__(self) -> str:
+        first = self.results[0] if self.results else None
+        model = (first.model_info.get("name") or "model") if first else "-"
+        images = len({f.split("/", 1)[0] for f in self.folders}) if self.results else 0
+        targets = sorted({r.target.index for r in self.results})
+        saved = {str(r.saved_dir) for r in self.results if r.saved_dir is not None}
+        where = f", saved under {os.path.commonpath(sorted(saved))!r}" if saved else ""
+        return (f"CamSet({len(self.results)} results: model={model}, methods={','.join(self.methods)}, "
+                f"targets={','.join(map(str, targets[:10]))}{'...' if len(targets) > 10 else ''}, "
+                f"images={images}, layers={len(first.layers) if first else 0}{where})")
 
     def _repr_html_(self) -> str:
         """Every result's viewer inline in Jupyter, each folded under its folder, method and target (the first open)."""

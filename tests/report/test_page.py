@@ -90,7 +90,10 @@ def test_every_frame_embedded_once_in_layer_order(run: Path) -> None:
         assert len(frames) == 5
         for i, uri in enumerate(frames):
             _assert_colour(_decode_data_uri(uri), frame_colour(norm, i), COLOUR_TOL)
-    assert page.count("data:image/") == 10
+        # the first frame is also the image's static source: what shows without JavaScript
+        static = re.search(rf'<img id="frame-{norm}" src="([^"]+)"', page)
+        assert static is not None and static.group(1) == frames[0]
+    assert page.count("data:image/") == 10 + 2
 
 
 def test_layer_data_round_trips_through_embedded_json(tmp_path: Path) -> None:
@@ -169,7 +172,19 @@ def test_inline_fragment_is_namespaced(run: Path) -> None:
     ids = re.findall(r'\sid="([^"]+)"', first)
     assert ids and all(i.startswith(prefix_a) for i in ids), [i for i in ids if not i.startswith(prefix_a)]
     assert f'id="{prefix_a}layer-slider"' in first
-    assert len(_json_script(first, f"{prefix_a}frames-data-local")) == 5
+    # a notebook gets one contact sheet per normalisation (an <img>: visible without JavaScript), tile i = layer i
+    data = _json_script(first, f"{prefix_a}report-data")
+    assert f"{prefix_a}frames-data-local" not in first
+    for norm in ("local", "global"):
+        sheet = data["sheets"][norm]
+        uri = re.search(rf'<img class="cam-sheet" id="{prefix_a}sheet-{norm}" src="([^"]+)"', first).group(1)
+        pixels = _decode_data_uri(uri)
+        th, tw = sheet["tile"]
+        assert pixels.shape[:2] == (sheet["rows"] * th, sheet["cols"] * tw) and sheet["cols"] * sheet["rows"] >= 5
+        for i in range(5):
+            r, c = divmod(i, sheet["cols"])
+            tile = pixels[r * th:(r + 1) * th, c * tw:(c + 1) * tw]
+            _assert_colour(tile[2:-2, 2:-2], frame_colour(norm, i), COLOUR_TOL)
     # styles stay inside the fragment's root so a notebook's own look is untouched
     style = re.search(r"<style>(.*?)</style>", first, re.S).group(1)
     selectors = [s.strip() for block in re.findall(r"([^{}]+)\{[^{}]*\}", style) for s in block.split(",")]

@@ -228,6 +228,15 @@ class FrameRenderer:
                 frames[i, ph + CAPTION_H:] = self._strip(i)
             yield stop
 
+    def panels(self, normed: torch.Tensor, norm: str) -> np.ndarray:
+        """Image panels only (L, ph, pw, 3) uint8, no caption or strip: the CAMs ``normed`` (L, h, w) in
+        [0, 1] over the image, non-spatial layers as their stripe (or the dimmed image)."""
+        out = np.empty((self.total, self.ph, self.pw, 3), np.uint8)
+        self._overlay(normed, out)
+        for i in np.nonzero(self.non_spatial)[0]:
+            out[i] = self.dim if self.stripes is None else self.stripes.panel(self.dim, int(i), norm)
+        return out
+
     def render(self, normed: torch.Tensor, norm: str, chunk: int = 64,
                progress: Callable[[int, int], None] | None = None) -> np.ndarray:
         """Frames (L, H, W, 3) uint8 for CAMs already scaled to [0, 1] ([L, h, w])."""
@@ -236,6 +245,39 @@ class FrameRenderer:
             if progress is not None:
                 progress(done, self.total)
         return frames
+
+
+def overlay(image: np.ndarray, cam: np.ndarray | torch.Tensor, colormap: str = "jet", alpha: float = 0.5
+            ) -> np.ndarray:
+    """One CAM over its image, caption-free: ``(1 - alpha) * image + alpha * colormap(cam)`` per pixel.
+
+    The building block of pytorch-grad-cam's ``show_cam_on_image`` and torchcam's ``overlay_mask``.
+
+    Args:
+        image: (H, W, 3) uint8 RGB.
+        cam: (h, w) map in [0, 1] (values outside are clipped); resized (bilinear) to H x W.
+        colormap: a matplotlib colormap name.
+        alpha: the weight of the colour map, in [0, 1].
+
+    Returns:
+        (H, W, 3) uint8 RGB.
+
+    Raises:
+        ValueError: ``image`` is not (H, W, 3) uint8, ``cam`` is not 2-D, ``alpha`` outside [0, 1], or
+            an unknown colormap.
+    """
+    if not (isinstance(image, np.ndarray) and image.ndim == 3 and image.shape[2] == 3 and image.dtype == np.uint8):
+        raise ValueError("overlay: image must be an (H, W, 3) uint8 array")
+    if not 0.0 <= float(alpha) <= 1.0:
+        raise ValueError(f"overlay: alpha must be in [0, 1], got {alpha}")
+    x = torch.as_tensor(np.asarray(cam, dtype=np.float32) if not isinstance(cam, torch.Tensor) else cam).float()
+    if x.ndim != 2:
+        raise ValueError(f"overlay: cam must be 2-D (h, w), got shape {tuple(x.shape)}")
+    x = F.interpolate(x.detach().cpu()[None, None], size=image.shape[:2], mode="bilinear", align_corners=False)[0, 0]
+    level = np.rint(x.clamp_(0, 1).numpy() * np.float32(255.0)).astype(np.intp)
+    colour = colormap_lut(colormap)[level].astype(np.float32)
+    a = np.float32(alpha)
+    return np.clip(np.rint((1 - a) * image.astype(np.float32) + a * colour), 0, 255).astype(np.uint8)
 
 
 def render_frames(

@@ -12,7 +12,9 @@ from typing import Any
 from ..rundir import RunView, load_run, names, write_text
 from .charts import bar_chart, road_curves_chart, ybroad_chart, ybroad_series
 from .html import (
+    Sheet,
     breakable,
+    contact_sheet,
     encode_frames,
     esc,
     fmt_int,
@@ -212,6 +214,24 @@ def _video_links(run: RunView) -> str:
     return f" · videos: {' · '.join(links)}" if links else ""
 
 
+def _figure(norm: str, prefix: str, frames: list[str] | None, sheet: Sheet | None, n: int) -> str:
+    """One normalisation's figure. A page: the current frame (the first one without JavaScript). A
+    notebook: a tile the script moves over the contact sheet, and the sheet itself, every layer in
+    order, which is what shows where no script runs (the script hides it)."""
+    note = f"<b>{esc(norm)}</b> · {esc(_NORM_NOTES.get(norm, 'normalisation'))}"
+    if sheet is None:
+        first = f' src="{frames[0]}"' if frames else ""
+        return (f'<figure><img id="{prefix}frame-{esc(norm)}"{first} alt="{esc(norm)} CAM of the current layer">'
+                f"<figcaption>{note}</figcaption></figure>")
+    th, tw = sheet.tile
+    return (f'<figure><div class="cam-tile" id="{prefix}frame-{esc(norm)}" hidden role="img" '
+            f'aria-label="{esc(norm)} CAM of the current layer" style="aspect-ratio: {tw} / {th}"></div>'
+            f'<img class="cam-sheet" id="{prefix}sheet-{esc(norm)}" src="{sheet.uri}" '
+            f'alt="{esc(norm)} CAMs of all {n} layers, in order: left to right, top to bottom">'
+            f'<figcaption>{note}<span class="cam-sheet-note" id="{prefix}sheet-note-{esc(norm)}"> · '
+            f"all {n} layers, left to right, top to bottom</span></figcaption></figure>")
+
+
 def render_report(run: RunView, *, inline: bool) -> str:
     """The report of ``run`` (a folder or a result in memory) as an HTML page, or as a notebook fragment.
 
@@ -221,7 +241,10 @@ def render_report(run: RunView, *, inline: bool) -> str:
     prefix = id_prefix(inline)
     series = ybroad_series(run)
     norms = list(run.frames)
-    frames = {norm: encode_frames(paths) for norm, paths in run.frames.items()}
+    # A notebook gets one small contact sheet per normalisation (visible without JavaScript too);
+    # a page gets every frame at full size.
+    sheets = {norm: contact_sheet(paths) for norm, paths in run.frames.items()} if inline else {}
+    frames = {} if inline else {norm: encode_frames(paths) for norm, paths in run.frames.items()}
     data = {
         "inline": inline,
         "model": run.manifest.get("model"),
@@ -232,13 +255,10 @@ def render_report(run: RunView, *, inline: bool) -> str:
         "fps": run.fps,
         "layers": run.layers,
         "ybroad": series,
+        "sheets": {norm: {"cols": sh.cols, "rows": sh.rows, "tile": sh.tile} for norm, sh in sheets.items()},
     }
 
-    figures = "".join(
-        f'<figure><img id="{prefix}frame-{esc(norm)}" alt="{esc(norm)} CAM of the current layer">'
-        f"<figcaption><b>{esc(norm)}</b> · {esc(_NORM_NOTES.get(norm, 'normalisation'))}</figcaption></figure>"
-        for norm in norms
-    )
+    figures = "".join(_figure(norm, prefix, frames.get(norm), sheets.get(norm), len(run.layers)) for norm in norms)
     viewer = (
         f'<div class="cam-stage"><div class="cam-frames" style="--cam-cols: {len(norms)}">{figures}</div>'
         '<div class="cam-controls">'
@@ -286,7 +306,7 @@ def render_report(run: RunView, *, inline: bool) -> str:
         f'<div class="cam-main"><section class="cam-viewer">{viewer}</section>'
         f'<section class="cam-side">{side}</section></div>{footer}'
         + json_tag(prefix + "report-data", data)
-        + "".join(json_tag(f"{prefix}frames-data-{norm}", frames[norm]) for norm in norms)
+        + "".join(json_tag(f"{prefix}frames-data-{norm}", frames[norm]) for norm in frames)
         + f"<script>{REPORT_JS.replace('__PREFIX__', json.dumps(prefix))}</script></div>"
     )
     if inline:

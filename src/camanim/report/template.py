@@ -60,6 +60,12 @@ STYLE = """
   display: block; width: 100%; height: auto; max-height: 62vh; object-fit: contain;
   border-radius: 6px; background: #000; min-height: 40px;
 }
+.camanim-report .cam-tile {
+  display: block; width: 100%; max-height: 62vh; border-radius: 6px; background-color: #000;
+  background-repeat: no-repeat; image-rendering: auto;
+}
+.camanim-report .cam-tile[hidden], .camanim-report .cam-sheet[hidden] { display: none; }
+.camanim-report .cam-frames img.cam-sheet { max-height: none; }
 .camanim-report .cam-frames figcaption { font-size: 12px; color: #9aa5b5; margin-top: 6px; }
 .camanim-report .cam-frames figcaption b { color: #e9edf3; font-weight: 600; }
 .camanim-report .cam-controls { display: flex; align-items: center; gap: 12px; margin-top: 14px; }
@@ -196,7 +202,22 @@ REPORT_JS = """
   var layers = data.layers;
   var n = layers.length;
   var frames = {};
-  data.norms.forEach(function (norm) { frames[norm] = readJSON("frames-data-" + norm); });
+  var sheets = data.sheets || {};
+  data.norms.forEach(function (norm) {
+    if (sheets[norm]) {
+      // A notebook: the tile shows one cell of the contact sheet; the sheet itself (what shows
+      // without JavaScript) is hidden.
+      var sheet = $("sheet-" + norm), tile = $("frame-" + norm), s = sheets[norm];
+      tile.style.backgroundImage = "url(" + JSON.stringify(sheet.src) + ")";
+      tile.style.backgroundSize = (s.cols * 100) + "% " + (s.rows * 100) + "%";
+      tile.hidden = false;
+      sheet.hidden = true;
+      var note = $("sheet-note-" + norm);
+      if (note) { note.hidden = true; }
+    } else {
+      frames[norm] = readJSON("frames-data-" + norm);
+    }
+  });
 
   var root = $("root");
   var slider = $("layer-slider");
@@ -251,7 +272,15 @@ REPORT_JS = """
     current = i;
     slider.value = String(i);
     data.norms.forEach(function (norm, k) {
-      if (images[k]) { images[k].src = frames[norm][i]; }
+      if (!images[k]) { return; }
+      var s = sheets[norm];
+      if (s) {
+        var c = i % s.cols, r = Math.floor(i / s.cols);
+        images[k].style.backgroundPosition = (s.cols > 1 ? c / (s.cols - 1) * 100 : 0) + "% " +
+          (s.rows > 1 ? r / (s.rows - 1) * 100 : 0) + "%";
+      } else {
+        images[k].src = frames[norm][i];
+      }
     });
     var layer = layers[i];
     capIndex.textContent = "Layer " + i + " / " + (n - 1);
@@ -268,7 +297,7 @@ REPORT_JS = """
     }
     charts.forEach(function (svg) { placeCursor(svg, i); });
     // Decode the next frame ahead of time so playback does not stutter.
-    if (i + 1 < n) { data.norms.forEach(function (norm) { new Image().src = frames[norm][i + 1]; }); }
+    if (i + 1 < n) { data.norms.forEach(function (norm) { if (frames[norm]) { new Image().src = frames[norm][i + 1]; } }); }
   }
 
   function setPlaying(on) {
