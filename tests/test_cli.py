@@ -296,3 +296,31 @@ def test_every_readme_command_line_runs(tmp_path, monkeypatch, capsys):
     top = json.loads((tmp_path / "out" / "manifest.json").read_text())
     assert top["kind"] == "set" and len(top["runs"]) == 2 * 2 * 2 and len(top["grids"]) == 2 * 2  # images x classes
     assert (tmp_path / "camanim-out" / "camanim_methods_grid.mp4").is_file()  # the last: a plugin and gradcam
+
+
+# -- what the terminal shows ---------------------------------------------------------------------
+
+
+def test_plain_progress_lines_when_stderr_is_not_a_terminal(tmp_path, capsys, monkeypatch):
+    monkeypatch.delenv("CAMANIM_PROGRESS", raising=False)
+    args = ["sample:coffee", *[a for a in SMALL if a != "--quiet"], "--no-video", "--out", str(tmp_path / "o")]
+    assert main(args) == 0
+    err = capsys.readouterr().err
+    lines = [ln for ln in err.splitlines() if ln.startswith("camanim: ")]
+    n = len(json.loads((tmp_path / "o" / "manifest.json").read_text())["layers"])
+    # one line when a stage starts and one when it ends (the run is shorter than the line interval)
+    assert f"camanim: frames local {n}/{n} frames (100%)" in lines
+    assert sum(ln.startswith("camanim: frames local ") for ln in lines) <= 2
+    assert "camanim: report 1/1 file" in lines
+    assert "\r" not in err and "|" not in err  # no bars in a log
+
+
+def test_a_given_target_prints_the_prediction_too(tmp_path, capsys):
+    assert main(["sample:cat", *SMALL, "--no-video", "--target", "eel", "--out", str(tmp_path / "o")]) == 0
+    out = capsys.readouterr().out
+    manifest = json.loads((tmp_path / "o" / "manifest.json").read_text())
+    top = manifest["top"][0]
+    assert top["index"] != 390
+    assert f"predicted class: {top['index']} ({top['label']}), p={top['score']:.3f}" in out
+    assert "target class: 390 (eel), p=" in out and "predicted/target" not in out
+    assert len(manifest["top"]) == 5 and manifest["top"][0]["score"] >= manifest["top"][-1]["score"]

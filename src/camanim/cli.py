@@ -227,12 +227,25 @@ def _pause_hook():
     return maybe_pause
 
 
+#: what each stage's progress counts ("cams" counts the method's own steps: layers, or batches of
+#: perturbed images for the perturbation methods; "ybROAD" counts perturbed images)
+_UNITS = {"frames": "frame", "ybROAD": "image", "encode": "file", "report": "file", "cams": "step"}
+#: at most one plain progress line per stage this often (seconds), when stderr is not a terminal
+_LINE_EVERY = 5.0
+
+
+def _unit(stage: str) -> str:
+    return _UNITS.get(stage.split(" ", 1)[0], "step")
+
+
 def _progress(quiet: bool):
+    """The progress callback: tqdm bars on a terminal (or with ``CAMANIM_PROGRESS=1``); elsewhere (a
+    pipe, CI, nohup) one plain line per stage at most every few seconds, and when it ends; None with --quiet."""
     hook = _pause_hook()
-    if quiet or not sys.stderr.isatty() and not _force_progress():
-        if hook is None:
-            return None
-        return lambda stage, done, total: hook(stage)
+    if quiet:
+        return None if hook is None else (lambda stage, done, total: hook(stage))
+    if not sys.stderr.isatty() and not _force_progress():
+        return _line_progress(hook)
     from tqdm import tqdm
 
     bars: dict[str, tqdm] = {}
@@ -242,12 +255,35 @@ def _progress(quiet: bool):
             hook(stage)
         bar = bars.get(stage)
         if bar is None:
-            bar = bars[stage] = tqdm(total=total, desc=stage, unit="layer" if total > 1 else "file",
-                                     leave=False, file=sys.stderr)
+            bar = bars[stage] = tqdm(total=total, desc=stage, unit=_unit(stage), leave=False, file=sys.stderr)
         bar.n = done
         bar.refresh()
         if done >= total:
             bar.close()
+
+    return update
+
+
+def _line_progress(hook):
+    """Plain progress lines for a log: ``camanim: frames local 120/265 frames (45%)``, per stage at most
+    every :data:`_LINE_EVERY` seconds, and once when it completes."""
+    import time
+
+    last: dict[str, float] = {}
+
+    def update(stage: str, done: int, total: int) -> None:
+        if hook is not None:
+            hook(stage)
+        now = time.monotonic()
+        finished = done >= total
+        if stage in last and not finished and now - last[stage] < _LINE_EVERY:
+            return
+        if finished and last.get(stage) == -1.0:
+            return
+        last[stage] = -1.0 if finished else now
+        unit = _unit(stage) + ("s" if total != 1 else "")
+        pct = f" ({100 * done // max(total, 1)}%)" if total > 1 else ""
+        print(f"camanim: {stage} {done}/{total} {unit}{pct}", file=sys.stderr, flush=True)
 
     return update
 
@@ -343,8 +379,14 @@ def _run(args: argparse.Namespace, cam: CamOptions, save: SaveOptions, road: Roa
         t = res.target
         label = f" ({t.label})" if t.label else ""
         where = f"{folder}: " if folder else ""
-        print(f"{where}predicted/target class: {t.index}{label}, p={t.score:.3f} "
-              f"({res.options.get('probability', 'softmax')})")
+        kind = res.options.get("probability", "softmax")
+        top = res.top[0] if res.top else None
+        if top is None or top.index == t.index:  # the explained class is the prediction
+            print(f"{where}predicted/target class: {t.index}{label}, p={t.score:.3f} ({kind})")
+        else:
+            top_label = f" ({top.label})" if top.label else ""
+            print(f"{where}predicted class: {top.index}{top_label}, p={top.score:.3f} ({kind})")
+            print(f"{where}target class: {t.index}{label}, p={t.score:.3f} ({kind})")
         print(f"{where}layers: {len(res.layers)}  method: {res.method}  model: {res.model_info.get('name')}")
     if loaded.info.get("weights_in_file"):  # which part of a training script's checkpoint was used
         print(f"weights: {loaded.info['weights']} ({loaded.info['weights_in_file']})")

@@ -105,6 +105,8 @@ class CamResult:
         options: the computation's settings, as ``manifest.json`` keeps them.
         road: the ybROAD of these CAMs once scored (:func:`camanim.ybroad`); saved with the run.
         saved_with: the options of the last :meth:`save` (the notebook view shows what was saved).
+        top: the image's most probable classes (up to five, most probable first; ``top[0]`` is the
+            prediction), whatever the explained target.
     """
 
     cams: torch.Tensor
@@ -122,6 +124,7 @@ class CamResult:
     options: dict[str, Any] = field(default_factory=dict)
     road: YbRoad | None = None
     saved_with: SaveOptions | None = None
+    top: list[Target] = field(default_factory=list)
 
     @classmethod
     def from_row(cls, row: Row, image: np.ndarray, image_info: dict[str, Any], model: nn.Module | None,
@@ -130,7 +133,8 @@ class CamResult:
         return cls(cams=row.cams, layers=row.records, method=row.method,
                    target=Target(row.target, row.label, row.probability), image=image,
                    input_tensor=row.input_tensor, model=model, model_info=model_info, image_info=image_info,
-                   seconds=row.seconds, vectors=row.vectors, options=row.options)
+                   seconds=row.seconds, vectors=row.vectors, options=row.options,
+                   top=[Target(t["index"], t["label"], t["score"]) for t in row.top])
 
     def normalised(self, kind: str = "local") -> torch.Tensor:
         """CAMs (L, H, W) scaled to [0, 1], ``local`` (per layer) or ``global`` (one scale for the network).
@@ -151,11 +155,15 @@ class CamResult:
                              stripes=self.stripes(style))
 
     def manifest(self) -> dict[str, Any]:
-        """The run's ``manifest.json`` before its outputs are written (see :mod:`camanim.rundir.manifest`)."""
-        return run_manifest(model=self.model_info, image=self.image_info,
+        """The run's ``manifest.json`` before its outputs are written (see :mod:`camanim.rundir.manifest`);
+        ``top``: the most probable classes (the report's top-5)."""
+        manifest = run_manifest(model=self.model_info, image=self.image_info,
                             size=(int(self.cams.shape[-2]), int(self.cams.shape[-1])), method=self.method,
                             target=self.target.to_dict(), versions=_versions(), seconds=self.seconds,
                             options=self.options, layers=[r.to_dict() for r in self.layers])
+        if self.top:
+            manifest["top"] = [t.to_dict() for t in self.top]
+        return manifest
 
     def view(self, style: FrameStyle = FrameStyle(), normalisations: Sequence[str] = NORMALISATIONS,
              fps: float = 10, frames: bool = True) -> RunView:

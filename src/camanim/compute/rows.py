@@ -45,6 +45,8 @@ class Row:
         seconds: wall time per stage (``cams``, ``trace``, per method).
         options: what ``manifest.json`` records under ``options``.
         num_classes: the number of classes of the model's output.
+        top: the image's five most probable classes (fewer with fewer classes), most probable first:
+            ``{"index", "label", "score"}`` with the same probability as ``probability``.
     """
 
     image: int
@@ -58,6 +60,7 @@ class Row:
     vectors: UnitVectors
     seconds: dict[str, float] = field(default_factory=dict)
     options: dict[str, Any] = field(default_factory=dict)
+    top: list[dict[str, Any]] = field(default_factory=list)
     num_classes: int = 0
 
 
@@ -164,7 +167,11 @@ def _split(comp: Computation, r: int, image: int, x: torch.Tensor, vectors: Unit
         vectors = vectors.subset(keep)
     tgt = int(comp.targets[r])
     kind = probability_kind(options.score if isinstance(options.score, str) else "custom", comp.logits.shape[1])
-    probability = float(class_scores(comp.logits.float(), kind)[r, tgt])
+    scores = class_scores(comp.logits.float(), kind)[r]
+    probability = float(scores[tgt])
+    values, indices = scores.topk(min(5, scores.numel()))
+    top = [{"index": int(i), "label": labels[int(i)] if labels and int(i) < len(labels) else None,
+            "score": round(float(v), 6)} for v, i in zip(values, indices)]
     label = labels[tgt] if labels and tgt < len(labels) else None
     manifest_options = {**options.manifest([m.name for m in methods]), "probability": kind}
     out = []
@@ -176,7 +183,7 @@ def _split(comp: Computation, r: int, image: int, x: torch.Tensor, vectors: Unit
                        records=list(records), input_tensor=x, vectors=vectors, seconds=dict(seconds),
                        options={**manifest_options, "extra_forwards": comp.forwards.get(m.name, 0),
                                 "traced_passes": comp.forwards.get("trace", 0)},
-                       num_classes=int(class_logits(comp.logits).shape[1])))
+                       num_classes=int(class_logits(comp.logits).shape[1]), top=top))
     return out
 
 
