@@ -410,7 +410,8 @@ def _results(result) -> list[tuple[str, object]]:
 
 
 def cmd_layers(args: argparse.Namespace) -> int:
-    """``camanim layers``: print the layers a run would animate (index, name, type, shape, parameters, layout).
+    """``camanim layers``: print the layers a run would animate (number from 1, name, type, shape, parameters,
+    layout).
 
     Returns:
         The exit code, 0.
@@ -420,10 +421,10 @@ def cmd_layers(args: argparse.Namespace) -> int:
     layouts = _layouts(args.layout)
     records = trace_layers(_load(args), args.layers, image=args.image, layouts=layouts)
     width = max((len(r.name) for r in records), default=4)
-    print(f"{'index':>5}  {'name':<{width}}  {'type':<22} {'output shape':<22} {'params':>12}  layout")
+    print(f"{'layer':>5}  {'name':<{width}}  {'type':<22} {'output shape':<22} {'params':>12}  layout")
     for r in records:
         shape = "x".join(str(s) for s in r.shape) or "-"
-        print(f"{r.index:>5}  {r.name:<{width}}  {r.type:<22} {shape:<22} {r.params:>12,}  {r.layout}")
+        print(f"{r.index + 1:>5}  {r.name:<{width}}  {r.type:<22} {shape:<22} {r.params:>12,}  {r.layout}")
     spatial = sum(not r.non_spatial for r in records)
     print(f"{len(records)} layers ({spatial} spatial) of {args.model}")
     return 0
@@ -478,7 +479,7 @@ def _print_ybroad(yb, where: str = "") -> None:
     if best is None:
         print(f"{where}ybROAD: no layer has a spatial, non-constant CAM to score")
         return
-    print(f"{where}ybROAD_max {best.value:+.4f} at layer {best.index} ({best.name}); "
+    print(f"{where}ybROAD_max {best.value:+.4f} at layer {best.index + 1} of {len(yb.layer_names)} ({best.name}); "
           f"ybROAD_mean {yb.ybroad_mean:+.4f} ({yb.score}, {len(yb.layer_names)} layers)")
     judged = yb.verdict()
     print(f"{where}{judged['statement']}")

@@ -152,7 +152,12 @@ class CamResult:
                progress: Callable[[int, int], None] | None = None) -> np.ndarray:
         """Rendered frames (L, H', W', 3) uint8 for one normalisation (H', W': panel plus caption and strip)."""
         return render_frames(self.image, self.normalised(kind), self.layers, kind, style, progress=progress,
-                             stripes=self.stripes(style))
+                             stripes=self.stripes(style), title=self.caption_title())
+
+    def caption_title(self) -> str:
+        """What the frames' captions name besides the layer: the method and the class (``gradcam · tabby``)."""
+        t = self.target
+        return f"{self.method} · {t.label if t.label else f'class {t.index}'}"
 
     def manifest(self) -> dict[str, Any]:
         """The run's ``manifest.json`` before its outputs are written (see :mod:`camanim.rundir.manifest`);
@@ -171,7 +176,7 @@ class CamResult:
         ``frames=False``: none drawn)."""
         manifest = with_outputs(self.manifest(), normalisations=normalisations, fps=fps, count=len(self.layers),
                                 videos={}, render=_render_settings(style, fps))
-        renderer = FrameRenderer(self.image, self.layers, style, self.stripes(style))  # captions drawn once
+        renderer = FrameRenderer(self.image, self.layers, style, self.stripes(style), self.caption_title())
         return RunView(path=None, manifest=manifest, layers=manifest["layers"],
                        frames={n: renderer.render(self.normalised(n), n) for n in normalisations} if frames else {},
                        ybroad=self.road.to_json_dict() if self.road is not None else None)
@@ -335,7 +340,7 @@ class CamResult:
         """Write this run into ``folder`` (made here); returns what was written and the run as a view."""
         folder.mkdir(parents=True, exist_ok=True)
         t0 = time.perf_counter()
-        renderer = FrameRenderer(self.image, self.layers, opts.style, self.stripes(opts.style))
+        renderer = FrameRenderer(self.image, self.layers, opts.style, self.stripes(opts.style), self.caption_title())
         cams_path = folder / names.CAMS
         media = write_media(folder, renderer, self.normalised, opts, progress=progress,
                             also=[lambda: write_cams(cams_path, self._saved_cams())])

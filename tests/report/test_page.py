@@ -72,8 +72,15 @@ def test_build_report_writes_files_and_shows_run_facts(run: Path) -> None:
 def test_report_is_self_contained(run: Path) -> None:
     page = report_html(run)
 
-    # nothing fetched from disk or network when the file is opened
-    assert not re.search(r'\s(src|href)="(?!data:|#|[^"]*\.mp4")', page), "external resource referenced"
+    # nothing fetched from disk or network when the file is opened: images are data URIs, and the
+    # only links are the download links to the run's own files (relative, each there)
+    assert not re.search(r'\ssrc="(?!data:)', page), "external resource referenced"
+    hrefs = re.findall(r'\shref="([^"]*)"', page)
+    assert hrefs and all(":" not in h and not h.startswith(("/", "..")) for h in hrefs), hrefs
+    assert all((run / h).exists() for h in hrefs if not h.startswith("#")), hrefs
+    downloads = re.search(r'<p class="cam-downloads" id="downloads">(.*?)</p>', page).group(1)
+    for name in ("manifest.json", "cams.npz", "ybroad.json", "frames/local/", "frames/global/"):
+        assert f'href="{name}"' in downloads, name
     assert "http://" not in page.replace("http://www.w3.org/2000/svg", "")
     assert "https://" not in page
     # interactive elements the browser test and users rely on
@@ -349,11 +356,11 @@ def test_layers_sharing_a_cam_are_flagged(run: Path) -> None:
 
     names = [row[1] for row in _row_cells(report_html(run))]
 
-    assert "same CAM as 1" in names[2]
+    assert "same CAM as 2" in names[2]  # layers count from 1 wherever a person reads them
     assert [i for i, name in enumerate(names) if "same CAM as" in name] == [2]
 
 
-def test_layer_numbers_count_from_zero_in_frames_viewer_and_compare(monkeypatch) -> None:
+def test_layer_numbers_count_from_one_in_frames_viewer_and_compare(monkeypatch) -> None:
     drawn: list[str] = []
     draw_text = ImageDraw.ImageDraw.text
 
@@ -367,11 +374,11 @@ def test_layer_numbers_count_from_zero_in_frames_viewer_and_compare(monkeypatch)
 
     render_frames(np.zeros((16, 16, 3), np.uint8), torch.zeros(3, 4, 4), records, "local")
 
-    # the frame caption reads like the viewer's "Layer 2 / 2" and the table's index column
-    assert [text for text in drawn if "/" in text] == ["0/2", "1/2", "2/2"]
-    assert '"Layer " + i + " / " + (n - 1)' in REPORT_JS
-    assert '"Layer " + i + " / " + (run.layers.length - 1)' in COMPARE_JS
-    assert 'step " + s + " / " + (steps - 1)' in COMPARE_JS
+    # the frame caption reads like the viewer's "Layer 3 / 3", the table's # column and the CLI
+    assert [text for text in drawn if "/" in text] == ["1/3", "2/3", "3/3"]
+    assert '"Layer " + (i + 1) + " / " + n' in REPORT_JS
+    assert '"Layer " + (i + 1) + " / " + run.layers.length' in COMPARE_JS
+    assert 'step " + (s + 1) + " / " + steps' in COMPARE_JS
 
 
 def test_ybroad_png_best_layer_label_stays_inside_the_axes(tmp_path: Path, monkeypatch) -> None:
@@ -440,7 +447,7 @@ def test_report_names_the_best_candidate_its_aliases_and_what_a_pass_through_car
     assert data["best"]["index"] == 2 and data["best"]["aliases"] == [names[3]] and not data["warnings"]
     assert f"best: 2 {names[2]} = {names[3]}" in html.unescape(page)
     cells = _row_cells(page)
-    assert "aliases: 3" in cells[2][1] and "★ best ybROAD" in cells[2][1] and "same CAM as 2" in cells[3][1]
+    assert "aliases: 4" in cells[2][1] and "★ best ybROAD" in cells[2][1] and "same CAM as 3" in cells[3][1]
     assert "BatchNorm output, before activation" in cells[4][1]
     # type names wrap between CamelCase words only, so the table fits its column
     assert cells[0][2] == "Conv2d" and cells[1][2] == "Batch<wbr>Norm2d"

@@ -113,7 +113,7 @@ def _assert_shows(page: _Page, index: int, names: list[str]) -> None:
     assert page.layer() == index
     assert page.page.input_value("#layer-slider") == str(index)
     caption = page.page.inner_text("#layer-caption")
-    assert f"Layer {index} / {N_LAYERS - 1}" in caption and names[index] in caption, caption
+    assert f"Layer {index + 1} / {N_LAYERS}" in caption and names[index] in caption, caption
     assert page.src("#frame-local") == _frames(page, "local")[index]
     assert page.src("#frame-global") == _frames(page, "global")[index]
     current = page.page.eval_on_selector_all("#layer-table tr.cam-current", "rows => rows.map(r => r.dataset.index)")
@@ -232,7 +232,14 @@ def test_two_inline_fragments_keep_apart(page: _Page, tmp_path: Path) -> None:
     layers = page.page.eval_on_selector_all(".camanim-report", "els => els.map(e => e.dataset.layer)")
     assert layers == ["4", "0"]
     assert page.page.evaluate("document.body.dataset.layer") is None
-    assert page.src(f"#{prefix_a}frame-local") == _frames(page, "local", prefix_a)[4]
+    # a notebook shows a tile of the contact sheet: layer 4's cell, and the sheet itself hidden
+    sheet = page.page.evaluate(f"JSON.parse(document.getElementById('{prefix_a}report-data').textContent).sheets.local")
+    c, r = 4 % sheet["cols"], 4 // sheet["cols"]
+    x = c / (sheet["cols"] - 1) * 100 if sheet["cols"] > 1 else 0
+    y = r / (sheet["rows"] - 1) * 100 if sheet["rows"] > 1 else 0
+    position = page.page.eval_on_selector(f"#{prefix_a}frame-local", "el => el.style.backgroundPosition")
+    assert [float(v.rstrip("%")) for v in position.split()] == pytest.approx([x, y])
+    assert page.page.is_hidden(f"#{prefix_a}sheet-local") and page.page.is_visible(f"#{prefix_a}frame-local")
     assert page.errors == []
 
 

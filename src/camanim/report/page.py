@@ -9,6 +9,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+from ..draw import colormap_lut
 from ..rundir import RunView, load_run, names, write_text
 from .charts import bar_chart, road_curves_chart, ybroad_chart, ybroad_series
 from .html import (
@@ -64,7 +65,19 @@ def _facts(run: RunView, series: dict[str, Any] | None) -> str:
         if sub:
             text += f' <span class="cam-sub">{" · ".join(sub)}</span>'
         items.append(("Target", text))
-    items.append(("Layers", f"{len(run.layers):,}"))
+    shared = sum(1 for layer in run.layers if isinstance(layer.get("same_as"), int))
+    shared_text = (f' <span class="cam-sub" title="layers whose output is another layer\'s very tensor '
+                   f'(Identity, containers returning a child\'s output): their CAM repeats that layer\'s">'
+                   f"{shared:,} share another layer's CAM</span>") if shared else ""
+    items.append(("Layers", f"{len(run.layers):,}{shared_text}"))
+    top = m.get("top") if isinstance(m.get("top"), list) else []
+    if top:
+        rows = "".join(
+            f'<li><span class="cam-top-p">{t.get("score", 0) * 100:.1f}%</span> '
+            f'{esc(t.get("label") if t.get("label") is not None else "class " + str(t.get("index")))} '
+            f'<span class="cam-sub">#{esc(t.get("index"))}</span></li>'
+            for t in top if isinstance(t, dict) and isinstance(t.get("score"), (int, float)))
+        items.append(("Top 5", f'<ol class="cam-top" id="__P__top5">{rows}</ol>'))
     if series is not None:
         best = series["best"]
         mean = series["mean"]
@@ -72,7 +85,7 @@ def _facts(run: RunView, series: dict[str, Any] | None) -> str:
         low, high = series["low"][best], series["high"][best]
         ci = f" [{low:.3g}, {high:.3g}]" if low is not None and high is not None else ""
         jump = (f'<button type="button" class="cam-link cam-jump" data-index="{best}" '
-                f'title="show this layer">{series["values"][best]:.3g}{ci} @ {best}</button>')
+                f'title="show this layer">{series["values"][best]:.3g}{ci} @ layer {best + 1}</button>')
         if series["warnings"]:
             # No star for a pick that cannot be trusted: the warning, in words, takes its place.
             items.append(("ybROAD highest", jump + mean_text))
@@ -81,6 +94,45 @@ def _facts(run: RunView, series: dict[str, Any] | None) -> str:
         else:
             items.append(("ybROAD best ★", jump + mean_text))
     return "".join(f"<div><dt>{label}</dt><dd>{value}</dd></div>" for label, value in items)
+
+
+def _colour_bar(run: RunView, norm: str, prefix: str) -> str:
+    """The colour scale under a figure: the run's colormap from 0 to 1, and what 1 means for ``norm``."""
+    name = get_in(run.manifest, "render", "colormap", default="jet")
+    try:
+        lut = colormap_lut(str(name))
+    except ValueError:
+        return ""
+    stops = ", ".join(f"rgb({r},{g},{b}) {k * 10}%"
+                      for k, (r, g, b) in enumerate(lut[[round(k * 25.5) for k in range(11)]].tolist()))
+    top = {"local": "1 = this layer's max", "global": "1 = the network's max"}.get(norm, "1 = max")
+    return (f'<div class="cam-colourbar" id="{prefix}colourbar-{esc(norm)}" data-colormap="{esc(name)}">'
+            f'<div class="cam-colourbar-ramp" style="background: linear-gradient(to right, {stops})"></div>'
+            f'<div class="cam-colourbar-labels"><span>0</span><span>{esc(top)}</span></div></div>')
+
+
+def _downloads(run: RunView) -> str:
+    """Links to the run's files that exist: frames folders, videos, CAMs, manifest, ybROAD CSV/JSON."""
+    if run.path is None:
+        return ""
+    files: list[tuple[str, str]] = []
+    frames = get_in(run.manifest, "frames", default={})
+    for norm in run.frames:
+        rel = frames.get(norm) if isinstance(frames, dict) and isinstance(frames.get(norm), str) else None
+        if rel and (run.path / rel).is_dir():
+            files.append((f"{norm} frames (PNG)", rel + "/"))
+    videos = run.manifest.get("videos") if isinstance(run.manifest.get("videos"), dict) else {}
+    for kind, rel in videos.items():
+        if isinstance(rel, str) and (run.path / rel).is_file():
+            files.append((f"{kind.replace('_', ' ')} video", rel))
+    for label, rel in (("CAMs (npz)", names.CAMS), ("manifest (JSON)", names.MANIFEST),
+                       ("ybROAD (CSV)", names.YBROAD_CSV), ("ybROAD (JSON)", names.YBROAD_JSON)):
+        if (run.path / rel).is_file():
+            files.append((label, rel))
+    links = " · ".join(f'<a href="{esc(Path(rel).as_posix())}{"/" if rel.endswith("/") else ""}" download>'
+                       f"{esc(label)}</a>" if not rel.endswith("/") else
+                       f'<a href="{esc(rel)}">{esc(label)}</a>' for label, rel in files)
+    return f'<p class="cam-downloads" id="downloads">Downloads: {links}</p>' if files else ""
 
 
 def _layer_table(run: RunView, series: dict[str, Any] | None, prefix: str) -> str:
@@ -111,10 +163,10 @@ def _layer_table(run: RunView, series: dict[str, Any] | None, prefix: str) -> st
             flags.append('<span class="cam-flag" title="the CAM has no spatial extent here">non-spatial</span>')
         same_as = layer.get("same_as")
         if isinstance(same_as, int):
-            flags.append(f'<span class="cam-flag" title="same output tensor as layer {same_as}, so the same CAM">'
-                         f"same CAM as {same_as}</span>")
+            flags.append(f'<span class="cam-flag" title="same output tensor as layer {same_as + 1}, so the same CAM">'
+                         f"same CAM as {same_as + 1}</span>")
         if i in aliases_of:
-            others = ", ".join(str(j) for j in aliases_of[i])
+            others = ", ".join(str(j + 1) for j in aliases_of[i])
             flags.append(f'<span class="cam-flag" title="layers {esc(others)} pass on this very output">'
                          f"aliases: {esc(others)}</span>")
         note = series["notes"][i] if series is not None else None
@@ -135,7 +187,7 @@ def _layer_table(run: RunView, series: dict[str, Any] | None, prefix: str) -> st
         layout_html = f' <span class="cam-layout">{esc(layout)}</span>' if layout else ""
         params, seconds = layer.get("params"), layer.get("seconds")
         cells = [
-            f'<td class="cam-num" data-sort="{i}">{i}</td>',
+            f'<td class="cam-num" data-sort="{i}">{i + 1}</td>',
             f'<td class="cam-name"{title}><code>{breakable(name)}</code>{flag_html}</td>',
             f'<td class="cam-type">{_camel_breakable(str(layer.get("type", "")))}</td>',
             f'<td class="cam-dim">{esc(fmt_shape(layer.get("shape")))}{layout_html}</td>',
@@ -214,7 +266,7 @@ def _video_links(run: RunView) -> str:
     return f" · videos: {' · '.join(links)}" if links else ""
 
 
-def _figure(norm: str, prefix: str, frames: list[str] | None, sheet: Sheet | None, n: int) -> str:
+def _figure(norm: str, prefix: str, frames: list[str] | None, sheet: Sheet | None, n: int, bar: str) -> str:
     """One normalisation's figure. A page: the current frame (the first one without JavaScript). A
     notebook: a tile the script moves over the contact sheet, and the sheet itself, every layer in
     order, which is what shows where no script runs (the script hides it)."""
@@ -222,11 +274,11 @@ def _figure(norm: str, prefix: str, frames: list[str] | None, sheet: Sheet | Non
     if sheet is None:
         first = f' src="{frames[0]}"' if frames else ""
         return (f'<figure><img id="{prefix}frame-{esc(norm)}"{first} alt="{esc(norm)} CAM of the current layer">'
-                f"<figcaption>{note}</figcaption></figure>")
+                f"{bar}<figcaption>{note}</figcaption></figure>")
     th, tw = sheet.tile
     return (f'<figure><div class="cam-tile" id="{prefix}frame-{esc(norm)}" hidden role="img" '
             f'aria-label="{esc(norm)} CAM of the current layer" style="aspect-ratio: {tw} / {th}"></div>'
-            f'<img class="cam-sheet" id="{prefix}sheet-{esc(norm)}" src="{sheet.uri}" '
+            f'{bar}<img class="cam-sheet" id="{prefix}sheet-{esc(norm)}" src="{sheet.uri}" '
             f'alt="{esc(norm)} CAMs of all {n} layers, in order: left to right, top to bottom">'
             f'<figcaption>{note}<span class="cam-sheet-note" id="{prefix}sheet-note-{esc(norm)}"> · '
             f"all {n} layers, left to right, top to bottom</span></figcaption></figure>")
@@ -258,7 +310,8 @@ def render_report(run: RunView, *, inline: bool) -> str:
         "sheets": {norm: {"cols": sh.cols, "rows": sh.rows, "tile": sh.tile} for norm, sh in sheets.items()},
     }
 
-    figures = "".join(_figure(norm, prefix, frames.get(norm), sheets.get(norm), len(run.layers)) for norm in norms)
+    figures = "".join(_figure(norm, prefix, frames.get(norm), sheets.get(norm), len(run.layers),
+                              _colour_bar(run, norm, prefix)) for norm in norms)
     viewer = (
         f'<div class="cam-stage"><div class="cam-frames" style="--cam-cols: {len(norms)}">{figures}</div>'
         '<div class="cam-controls">'
@@ -293,16 +346,17 @@ def render_report(run: RunView, *, inline: bool) -> str:
     versions = run.manifest.get("versions") if isinstance(run.manifest.get("versions"), dict) else {}
     version_text = ", ".join(f"{esc(k)} {esc(v)}" for k, v in versions.items())
     footer = (
-        '<footer class="cam-footer">Keys: ← → step, Home / End, space plays. '
+        '<footer class="cam-footer">Keys: ← → step, Home / End, space plays. Layers count from 1; '
+        f"{'' if inline else 'a link to <code>report.html#layer=N</code> opens layer N. '}"
         f"{('Made with ' + version_text + '.') if version_text else ''}"
-        f"{'' if inline else _video_links(run)}</footer>"
+        f"{'' if inline else _video_links(run)}{'' if inline else _downloads(run)}</footer>"
     )
     root_class = "camanim-report cam-inline" if inline else "camanim-report"
     body = (
         f'<div class="{root_class}" id="{prefix}root" tabindex="-1">'
         '<header class="cam-header"><div><div class="cam-brand">CAManim report</div>'
         f'<h1 class="cam-title">{esc(run.model_name)} · {esc(run.method)}</h1></div>'
-        f'<dl class="cam-facts">{_facts(run, series)}</dl></header>'
+        f'<dl class="cam-facts">{_facts(run, series).replace("__P__", prefix)}</dl></header>'
         f'<div class="cam-main"><section class="cam-viewer">{viewer}</section>'
         f'<section class="cam-side">{side}</section></div>{footer}'
         + json_tag(prefix + "report-data", data)
