@@ -346,7 +346,7 @@ def render_report(run: RunView, *, inline: bool) -> str:
     versions = run.manifest.get("versions") if isinstance(run.manifest.get("versions"), dict) else {}
     version_text = ", ".join(f"{esc(k)} {esc(v)}" for k, v in versions.items())
     footer = (
-        '<footer class="cam-footer">Keys: ← → step, Home / End, space plays. Layers count from 1; '
+        '<footer class="cam-footer">Keys: ← → step, Home / End, space plays. Layers count from 1. '
         f"{'' if inline else 'a link to <code>report.html#layer=N</code> opens layer N. '}"
         f"{('Made with ' + version_text + '.') if version_text else ''}"
         f"{'' if inline else _video_links(run)}{'' if inline else _downloads(run)}</footer>"

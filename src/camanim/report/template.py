@@ -21,19 +21,6 @@ STYLE = """
   font: 14px/1.45 system-ui, -apple-system, "Segoe UI", Roboto, "Helvetica Neue", Arial, sans-serif;
   color: var(--cam-ink); background: var(--cam-bg); text-align: left; outline: none;
 }
-@media (prefers-color-scheme: dark) {
-  .camanim-report {
-    --cam-bg: #0f1216; --cam-card: #181c22; --cam-ink: #e4e8ee; --cam-muted: #9aa5b5; --cam-line: #2a3039;
-    --cam-accent: #7aa7ff; --cam-accent-soft: #1d2a44; --cam-stage: #0a0c0f;
-    --cam-head: #1e232b; --cam-hover: #1c2433; --cam-rule: #232932; --cam-chip: #262c35;
-  }
-  .camanim-report .cam-warning { background: #3a2510; color: #ffc58f; }
-  .camanim-report .cam-flag-best { background: #4a3a0c; color: #ffd980; }
-  .camanim-report .cam-flag-warn { background: #4a2410; color: #ffb37a; }
-  .camanim-report .cam-flag-note { background: #1d2a44; color: #a9c4ff; }
-  .camanim-report .cam-chart .cam-axis, .camanim-report .cam-chart .cam-zero { stroke: #4a525e; }
-  .camanim-report .cam-chart .cam-yb-point { stroke: #181c22; }
-}
 .camanim-report *, .camanim-report *::before, .camanim-report *::after { box-sizing: border-box; }
 .camanim-report code, .camanim-report .cam-mono {
   font-family: ui-monospace, SFMono-Regular, Menlo, Consolas, "DejaVu Sans Mono", monospace; font-size: 0.92em;
@@ -206,6 +193,20 @@ STYLE = """
   .camanim-report .cam-main { grid-template-columns: minmax(0, 1fr); padding: 14px; }
   .camanim-report .cam-viewer { position: static; max-height: none; overflow: visible; }
   .camanim-report .cam-header { padding: 14px; }
+}
+/* dark mode last, so it overrides the colours above */
+@media (prefers-color-scheme: dark) {
+  .camanim-report {
+    --cam-bg: #0f1216; --cam-card: #181c22; --cam-ink: #e4e8ee; --cam-muted: #9aa5b5; --cam-line: #2a3039;
+    --cam-accent: #7aa7ff; --cam-accent-soft: #1d2a44; --cam-stage: #0a0c0f;
+    --cam-head: #1e232b; --cam-hover: #1c2433; --cam-rule: #232932; --cam-chip: #262c35;
+  }
+  .camanim-report .cam-warning { background: #3a2510; color: #ffc58f; }
+  .camanim-report .cam-flag-best { background: #4a3a0c; color: #ffd980; }
+  .camanim-report .cam-flag-warn { background: #4a2410; color: #ffb37a; }
+  .camanim-report .cam-flag-note { background: #1d2a44; color: #a9c4ff; }
+  .camanim-report .cam-chart .cam-axis, .camanim-report .cam-chart .cam-zero { stroke: #4a525e; }
+  .camanim-report .cam-chart .cam-yb-point { stroke: #181c22; }
 }
 """
 
