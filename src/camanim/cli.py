@@ -96,7 +96,8 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--trust-checkpoint", action="store_true",
                    help="allow --model PATH, a full model saved with torch.save(model): unpickling runs its code")
     p.add_argument("--layers", default="all",
-                   help="all | leaves | glob such as 'layer4*' | re:REGEX | type:Conv2d,BatchNorm2d [all]")
+                   help="all | leaves | glob such as 'layer4*' | re:REGEX | type:Conv2d,BatchNorm2d; add 'distinct' "
+                        "(alone or as distinct,layer4*) for one frame per distinct CAM [all]")
     p.add_argument("--layout", action="append", default=None, metavar="NAME=LAYOUT",
                    help="read layer NAME's output as LAYOUT: NCHW, NHWC, NWHC, TOKENS[:P+HxW], WINDOWS:THxTW@S, "
                         "WINDOWS_T:THxTW@S or non_spatial (repeatable) [detected per layer]")

@@ -18,7 +18,16 @@ from torch import nn
 
 from ..errors import InputError
 from ..methods import CamMethod
-from ..trace import LayerRecord, Trace, class_logits, class_scores, eval_mode, logits_of, probability_kind
+from ..trace import (
+    LayerRecord,
+    Trace,
+    class_logits,
+    class_scores,
+    eval_mode,
+    logits_of,
+    probability_kind,
+    split_distinct,
+)
 from .engine import Computation, compute_cams
 from .options import CamOptions
 from .targets import TargetSpec, parse_target, rows_for
@@ -159,8 +168,9 @@ def _split(comp: Computation, r: int, image: int, x: torch.Tensor, vectors: Unit
         records = [dataclasses.replace(rec, shape=(1, *rec.shape[1:])) if rec.shape and rec.shape[0] == n_rows
                    else rec for rec in records]
     keep = None
-    if options.skip_non_spatial:
-        keep, records = drop_non_spatial(records)
+    _, distinct = split_distinct(options.layers)
+    if options.skip_non_spatial or distinct:
+        keep, records = drop_non_spatial(records, spatial=options.skip_non_spatial, distinct=distinct)
         if not records:
             raise InputError(f"all {len(comp.records)} selected layers are non-spatial and --skip-non-spatial leaves "
                              "none: select layers with a 2-D map, or drop --skip-non-spatial")
