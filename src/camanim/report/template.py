@@ -414,7 +414,7 @@ REPORT_JS = """
 
   // report.html#layer=N opens layer N (1-based, as the caption and the table count)
   function fromHash() {
-    var m = /^#layer=(\d+)$/.exec(location.hash || "");
+    var m = /^#layer=(\\d+)$/.exec(location.hash || "");
     return m ? Number(m[1]) - 1 : null;
   }
   if (!data.inline) {
