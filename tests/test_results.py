@@ -251,3 +251,17 @@ def test_overlay_is_the_caption_free_blend_at_image_size(result) -> None:
     assert np.abs(out.astype(int) - expected.astype(int)).max() <= 1
     with pytest.raises(ValueError, match="alpha"):
         camanim.overlay(result.image, result.cam(name, "local"), alpha=2)
+
+
+def test_a_multi_run_save_writes_an_index_linking_every_report(tiny, tiny_input, tmp_path) -> None:
+    cams = camanim.animate(tiny, tiny_input, method=["gradcam", "layercam"])
+    written = cams.save(tmp_path / "out", video=True, formats=("mp4",))
+    index = tmp_path / "out" / "index.html"
+    assert written["index"] == index
+    page = index.read_text(encoding="utf-8")
+    links = re.findall(r'<a href="([^"]+)">', page)
+    assert links == ["gradcam/report.html", "layercam/report.html", "compare.html"]
+    assert all((tmp_path / "out" / link).is_file() for link in links)
+    # the "wrote" list names the methods grid's page and both of its videos
+    assert written["compare.html"] == tmp_path / "out" / "compare.html"
+    assert written["camanim_methods_grid.mp4"].is_file() and written["camanim_methods_grid_global.mp4"].is_file()

@@ -535,9 +535,15 @@ def cmd_compare(args: argparse.Namespace) -> int:
     """
     from .report import compare
 
-    paths = compare([_run_dir(d) for d in args.run_dirs], args.out, fps=args.fps)
+    import warnings
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", UserWarning)
+        paths = compare([_run_dir(d) for d in args.run_dirs], args.out, fps=args.fps)
+    for w in caught:
+        print(f"WARNING: {w.message}", file=sys.stderr)
     for key, p in paths.items():
-        print(f"  {key:>6}: {p}")
+        print(f"  {key:>12}: {p}")
     return 0
 
 

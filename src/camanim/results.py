@@ -26,7 +26,7 @@ from .compute import Row, UnitVectors
 from .draw import NORMALISATIONS, FrameRenderer, FrameStyle, Stripes, normalise, overlay, render_frames
 from .errors import InputError
 from .figures import FigureOptions, FigureRun, write_figure
-from .report import render_report, write_compare, write_report
+from .report import render_report, write_compare, write_index, write_report
 from .road import YbRoad, write_ybroad
 from .rundir import (
     RunView,
@@ -535,12 +535,19 @@ class CamSet:
                 if grid:
                     # named by where they will be, not by the staging folder they are written to
                     views = [dataclasses.replace(v, path=out / self.folders[i]) for v, i in zip(views, idx)]
-                    write_compare(views, tmp / group, fps=max(1, int(round(float(opts.fps)))),
-                                  video_name=names.GRID_VIDEO)
-                    written[f"{group}/{names.GRID_VIDEO}".removeprefix("./")] = out / group / names.GRID_VIDEO
+                    grid_files = write_compare(views, tmp / group, fps=max(1, int(round(float(opts.fps)))),
+                                               video_name=names.GRID_VIDEO)
+                    for path in grid_files.values():  # the page and both grid videos
+                        rel = path.relative_to(tmp).as_posix()
+                        written[rel] = out / rel
                 del views
             write_manifest(tmp, self.manifest())
             written["manifest"] = out / names.MANIFEST
+            if opts.report and len(self.results) > 1:
+                links = [(f"{folder}/{names.REPORT}".removeprefix("./"), folder, r.method, r.target.to_dict(),
+                          len(r.layers)) for folder, r in zip(self.folders, self.results)]
+                grids = [k for k in written if k.endswith(names.COMPARE_HTML)]
+                written["index"] = out / write_index(tmp, links, grids).name
         for res, folder in zip(self.results, self.folders):
             res.saved_dir, res.saved_with = out / folder, opts
         return written

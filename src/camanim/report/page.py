@@ -424,3 +424,35 @@ def build_report(out_dir: str | Path) -> Path:
             names the folder or file and what to do.
     """
     return write_report(load_run(out_dir))
+
+
+def write_index(out_dir: Path, runs: list[tuple[str, str, str, dict[str, Any], int]], grids: list[str]) -> Path:
+    """``index.html`` at the top of a multi-run output: one row per run linking its report, and the
+    methods-grid pages.
+
+    Args:
+        out_dir: the top folder.
+        runs: ``(report path relative to out_dir, folder, method, target dict, layer count)`` per run.
+        grids: ``compare.html`` pages, relative to ``out_dir``.
+
+    Returns:
+        Path of ``index.html``.
+    """
+    rows = []
+    for rel, folder, method, target, n in runs:
+        label = target.get("label")
+        name = f"{label} (#{target.get('index')})" if label is not None else f"class {target.get('index')}"
+        score = target.get("score")
+        p = f" · p={score:.3f}" if isinstance(score, (int, float)) else ""
+        rows.append(f'<tr><td><a href="{esc(rel)}"><code>{esc(folder)}</code></a></td><td>{esc(method)}</td>'
+                    f"<td>{esc(name)}{esc(p)}</td><td class=\"cam-num\">{n:,}</td></tr>")
+    grid_links = "".join(f'<li><a href="{esc(g)}">{esc(g)}</a></li>' for g in grids)
+    body = (
+        '<div class="camanim-report" id="root"><header class="cam-header"><div><div class="cam-brand">CAManim</div>'
+        f'<h1 class="cam-title">{len(runs)} runs</h1></div></header><div class="cam-compare"><div class="cam-card">'
+        '<h2>Reports</h2><table id="runs"><thead><tr><th>Run</th><th>Method</th><th>Target</th>'
+        f'<th class="cam-num">Layers</th></tr></thead><tbody>{"".join(rows)}</tbody></table></div>'
+        + (f'<div class="cam-card"><h2>Methods side by side</h2><ul>{grid_links}</ul></div>' if grids else "")
+        + "</div></div>"
+    )
+    return write_text(Path(out_dir) / names.INDEX, page(f"CAManim · {len(runs)} runs", body))
