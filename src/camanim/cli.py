@@ -533,9 +533,9 @@ def cmd_compare(args: argparse.Namespace) -> int:
     Returns:
         The exit code, 0.
     """
-    from .report import compare
-
     import warnings
+
+    from .report import compare
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", UserWarning)
