@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import urllib.error
 from pathlib import Path
 
@@ -349,3 +350,16 @@ def test_torch_op_errors_in_the_models_forward_are_one_line(model, shape, messag
         camanim.animate(model.eval(), torch.rand(*shape), layers="all")
     text = str(info.value)
     assert "\n" not in text and "failed on the input 1x3x32x32" in text
+
+
+def test_progress_true_shows_tqdm_auto_bars_per_stage(tiny, tiny_input, capsys):
+    result = camanim.animate(tiny, tiny_input, progress=True)
+    err = capsys.readouterr().err
+    n = len(result.layers)
+    assert re.search(r"cams gradcam: +\d+%\|.*\| \d+/\d+ \[.*step/s", err), err  # bars close (leave=False)
+    yb = camanim.ybroad(result, progress=True, trials=1, percentiles=(50,))
+    err = capsys.readouterr().err
+    assert re.search(r"ybROAD: +\d+%\|.*\| \d+/\d+ \[.*image", err), err
+    assert result.road is yb and len(yb.layer_names) == n  # the score stays with the result
+    camanim.animate(tiny, tiny_input, progress=False)
+    assert capsys.readouterr().err == ""
