@@ -467,3 +467,21 @@ def test_report_shows_the_warning_instead_of_a_star(tmp_path: Path) -> None:
     assert "★" not in page and "cam-warned" in page
     assert f"Warning: {html.escape(warning)}." in page and "ybROAD warning" in page
     assert "highest ybROAD, not trusted" in _row_cells(page)[data["best"]["index"]][1]
+
+
+def test_containers_are_left_out_of_the_parameter_and_time_charts(tmp_path: Path) -> None:
+    from camanim.report.page import containers
+
+    names = ["stem", "block.conv", "block.bn", "block", "head"]
+    run = make_run_dir(tmp_path / "run", n_layers=5, names=names)
+    manifest = json.loads((run / "manifest.json").read_text(encoding="utf-8"))
+    for layer, params, ms in zip(manifest["layers"], [10, 200, 30, 230, 5], [1, 2, 3, 5, 1]):
+        layer["module"], layer["params"], layer["seconds"] = layer["name"], params, ms / 1000
+    (run / "manifest.json").write_text(json.dumps(manifest), encoding="utf-8")
+    assert containers(manifest["layers"]) == {3}
+    page = report_html(run)
+    for chart in ("params-plot", "time-plot"):
+        svg = re.search(rf'<svg[^>]*id="{chart}".*?</svg>', page, re.S).group(0)
+        assert sorted(map(int, re.findall(r'<rect class="cam-bar[^"]*" data-index="(\d+)"', svg))) == [0, 1, 2, 4]
+    assert "245 in all. 1 container (blocks whose children are recorded too) left out" in page
+    assert "7.0 ms in all." in page  # 1 + 2 + 3 + 1: the container's 5 ms are its children's

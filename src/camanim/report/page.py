@@ -201,6 +201,18 @@ def _layer_table(run: RunView, series: dict[str, Any] | None, prefix: str) -> st
     return "".join(parts)
 
 
+def containers(layers: list[dict[str, Any]]) -> set[int]:
+    """Indices of the layers whose module contains another recorded layer's module (``layer4`` holds
+    ``layer4.0.conv1``): their parameters and time include their children's."""
+    modules = [str(layer.get("module") or layer.get("name") or "") for layer in layers]
+    prefixes = {m for m in modules if m}
+    out: set[int] = set()
+    for i, m in enumerate(modules):
+        if m and any(other.startswith(m + ".") for other in prefixes):
+            out.add(i)
+    return out
+
+
 def _camel_breakable(name: str) -> str:
     """An escaped type name that may wrap between its CamelCase words (``Depthwise<wbr>Separable<wbr>Conv``),
     never inside one: the layer table stays within its column at 1400 px."""
@@ -326,17 +338,25 @@ def render_report(run: RunView, *, inline: bool) -> str:
     if series is not None:
         viewer += _ybroad_card(run, series, prefix)
 
-    params = numbers(run.layers, "params")
-    ms = [None if s is None else s * 1000 for s in numbers(run.layers, "seconds")]
-    zero = sum(1 for p in params if not p)
+    # A container (a block whose children are recorded too) counts its children's parameters and time
+    # again: it is left out of both charts and of the sums, so the bars add up to the network.
+    boxes = containers(run.layers)
+    params = [None if i in boxes else v for i, v in enumerate(numbers(run.layers, "params"))]
+    ms = [None if s is None or i in boxes else s * 1000 for i, s in enumerate(numbers(run.layers, "seconds"))]
+    own = [p for i, p in enumerate(params) if i not in boxes]
+    zero = sum(1 for p in own if not p)
+    left_out = (f" {len(boxes)} container{'s' if len(boxes) != 1 else ''} (blocks whose children are recorded "
+                "too) left out: they would count their children again.") if boxes else ""
+    total_ms = sum(v for v in ms if v is not None)
     side = (
         '<div class="cam-card"><h2>Parameters per layer</h2>'
-        f'<p class="cam-note">Log scale; {zero} of {len(params)} layers hold no parameters of their own.</p>'
+        f'<p class="cam-note">Log scale; {zero} of {len(own)} layers hold no parameters of their own; '
+        f"{fmt_int(sum(p for p in own if p))} in all.{left_out}</p>"
         + bar_chart(prefix + "params-plot", run.layers, params, log=True, unit="params",
                      css="cam-bar-params", title="parameters per layer")
         + "</div>"
         '<div class="cam-card"><h2>Time per layer</h2>'
-        '<p class="cam-note">Milliseconds per layer, as recorded in the run.</p>'
+        f'<p class="cam-note">Milliseconds per layer, as recorded in the run; {total_ms:,.1f} ms in all.{left_out}</p>'
         + bar_chart(prefix + "time-plot", run.layers, ms, log=False, unit="ms",
                      css="cam-bar-time", title="milliseconds per layer")
         + "</div>"
