@@ -236,7 +236,8 @@ def test_compare_page_aligns_runs_of_different_lengths(tmp_path: Path) -> None:
 
     result = compare([short, long], tmp_path / "cmp", fps=5)
 
-    assert set(result) == {"html", "video"}
+    assert set(result) == {"html", "video", "video_global"}  # the grid in both normalisations
+    assert result["video_global"] == tmp_path / "cmp" / "compare_grid_global.mp4" and result["video_global"].is_file()
     assert result["html"] == tmp_path / "cmp" / "compare.html"
     page = result["html"].read_text(encoding="utf-8")
     assert "tiny_a" in page and "scorecam" in page
@@ -445,7 +446,7 @@ def test_report_names_the_best_candidate_its_aliases_and_what_a_pass_through_car
     names = [layer["name"] for layer in data["layers"]]
     page = report_html(run)
     assert data["best"]["index"] == 2 and data["best"]["aliases"] == [names[3]] and not data["warnings"]
-    assert f"best: 2 {names[2]} = {names[3]}" in html.unescape(page)
+    assert f"best: 3 {names[2]} = {names[3]}" in html.unescape(page)  # layer 3 of the page: counted from 1
     cells = _row_cells(page)
     assert "aliases: 4" in cells[2][1] and "★ best ybROAD" in cells[2][1] and "same CAM as 3" in cells[3][1]
     assert "BatchNorm output, before activation" in cells[4][1]

@@ -251,7 +251,8 @@ def test_compare_page_steps_runs_by_depth(page: _Page, tmp_path: Path) -> None:
         make_run_dir(tmp_path / "long", n_layers=9, model="tiny_b", method="scorecam", size=(160, 192)),
         make_run_dir(tmp_path / "mid", n_layers=6, model="tiny_c", method="layercam", size=(160, 192)),
     ]
-    result = compare(runs, tmp_path / "cmp", fps=20)
+    with pytest.warns(UserWarning, match="4 to 9 layers"):  # more than 2x apart: said on the page too
+        result = compare(runs, tmp_path / "cmp", fps=20)
     mapping = align_by_depth([4, 9, 6])
 
     page.page.goto(result["html"].as_uri())

@@ -104,7 +104,7 @@ STYLE = """
 .camanim-report .cam-chart .cam-bar { fill: #8ea7d9; }
 .camanim-report .cam-chart .cam-bar-time { fill: #7fb8a4; }
 .camanim-report .cam-chart .cam-hit { fill: transparent; cursor: crosshair; }
-.camanim-report .cam-chart .cam-cursor { stroke: var(--cam-accent); stroke-width: 1.5; pointer-events: none; }
+.camanim-report .cam-chart .cam-cursor { stroke: var(--cam-accent); stroke-width: 1.5; stroke-dasharray: 4 3; pointer-events: none; }
 .camanim-report .cam-chart .cam-cursor-label { fill: var(--cam-accent); font-weight: 600; pointer-events: none; }
 .camanim-report .cam-chart .cam-yb-band { fill: var(--cam-brick-soft); pointer-events: none; }
 .camanim-report .cam-chart .cam-yb-line { stroke: var(--cam-brick); stroke-width: 2; fill: none; pointer-events: none; }
