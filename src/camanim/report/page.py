@@ -9,13 +9,18 @@ import re
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from ..draw import colormap_lut
+from ..errors import InputError
 from ..rundir import RunView, load_run, names, write_text
+from ..sources import load_image
 from .charts import bar_chart, road_curves_chart, ybroad_chart, ybroad_series
 from .html import (
     Sheet,
     breakable,
     contact_sheet,
+    data_uri,
     encode_frames,
     esc,
     fmt_int,
@@ -94,6 +99,67 @@ def _facts(run: RunView, series: dict[str, Any] | None) -> str:
         else:
             items.append(("ybROAD best ★", jump + mean_text))
     return "".join(f"<div><dt>{label}</dt><dd>{value}</dd></div>" for label, value in items)
+
+
+def crop_words(crop: dict[str, Any]) -> str:
+    """What the preprocessing cut, in words, from the manifest's ``image.crop`` (see ``Preprocess.crop_box``)."""
+    ch, cw = crop["crop"]
+    rw, rh = crop["resized"]
+    left, top, right, bottom = crop["lost"]
+
+    def axis(name: str, a: float, b: float, sides: str) -> str:
+        if a == b == 0:
+            return f"nothing of the {name} lost"
+        if a < 0 or b < 0:
+            return f"the {name} padded by {-a * 100:.1f}% and {-b * 100:.1f}%"
+        if abs(a - b) < 0.005:
+            return f"{a * 100:.1f}% of the {name} lost at {sides}"
+        return f"{a * 100:.1f}% and {b * 100:.1f}% of the {name} lost at {sides}"
+
+    return (f"shorter side resized to {crop['resize']} ({rw}×{rh}), centre crop {cw}×{ch}: "
+            f"{axis('width', left, right, 'each side')}, {axis('height', top, bottom, 'top and bottom')}")
+
+
+def _original_thumbnail(info: dict[str, Any], longest: int = 320) -> np.ndarray | None:
+    """The original image again, downscaled to ``longest`` pixels, or None when it cannot be read as it was."""
+    source = str(info.get("source", ""))
+    if not (source.startswith("sample:") or Path(source).is_file()):
+        return None  # a PIL image, array or tensor given in Python, or a file since moved
+    try:
+        img, _ = load_image(source)
+    except InputError:
+        return None
+    if list(img.size) != list(info.get("original_size") or []):
+        return None  # the file changed since the run
+    img.thumbnail((longest, longest))
+    return np.asarray(img, dtype=np.uint8)
+
+
+def input_card(run: RunView) -> str:
+    """The original image with the region the model saw drawn on it, and what the crop cut in words.
+
+    Empty when the manifest has no crop (a tensor, a user transform, or a run made before crops were recorded).
+    """
+    info = run.manifest.get("image")
+    crop = info.get("crop") if isinstance(info, dict) else None
+    if not isinstance(crop, dict) or "box" not in crop:
+        return ""
+    words = crop_words(crop)
+    thumb = _original_thumbnail(info)
+    picture = ""
+    if thumb is not None:
+        w, h = info["original_size"]
+        x0, y0, x1, y1 = crop["box"]
+        # viewBox in original pixels: the box from the manifest is drawn as it is, whatever the thumbnail size.
+        picture = (
+            f'<svg class="cam-input" viewBox="0 0 {w} {h}" role="img" style="width:100%;height:auto;display:block" '
+            f'aria-label="the original image; the rectangle is what the model saw">'
+            f'<image href="{data_uri(thumb)}" x="0" y="0" width="{w}" height="{h}"/>'
+            f'<path d="M0 0H{w}V{h}H0Z M{x0} {y0}V{y1}H{x1}V{y0}Z" fill="rgba(0,0,0,0.45)" fill-rule="evenodd"/>'
+            f'<rect class="cam-crop-box" x="{x0}" y="{y0}" width="{x1 - x0:.2f}" height="{y1 - y0:.2f}" fill="none" '
+            'stroke="#ffd400" stroke-width="3" vector-effect="non-scaling-stroke"/></svg>')
+    return (f'<div class="cam-card"><h2>Input</h2>{picture}'
+            f'<p class="cam-note cam-crop-note">The model saw the bright rectangle: {esc(words)}.</p></div>')
 
 
 def _colour_bar(run: RunView, norm: str, prefix: str) -> str:
@@ -349,7 +415,8 @@ def render_report(run: RunView, *, inline: bool) -> str:
                 "too) left out: they would count their children again.") if boxes else ""
     total_ms = sum(v for v in ms if v is not None)
     side = (
-        '<div class="cam-card"><h2>Parameters per layer</h2>'
+        input_card(run)
+        + '<div class="cam-card"><h2>Parameters per layer</h2>'
         f'<p class="cam-note">Log scale; {zero} of {len(own)} layers hold no parameters of their own; '
         f"{fmt_int(sum(p for p in own if p))} in all.{left_out}</p>"
         + bar_chart(prefix + "params-plot", run.layers, params, log=True, unit="params",
