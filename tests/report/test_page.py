@@ -486,3 +486,38 @@ def test_containers_are_left_out_of_the_parameter_and_time_charts(tmp_path: Path
         assert sorted(map(int, re.findall(r'<rect class="cam-bar[^"]*" data-index="(\d+)"', svg))) == [0, 1, 2, 4]
     assert "245 in all. 1 container (blocks whose children are recorded too) left out" in page
     assert "7.0 ms in all." in page  # 1 + 2 + 3 + 1: the container's 5 ms are its children's
+
+
+def _with_rocket_crop(run: Path, original_size: list[int]) -> None:
+    from camanim.sources import Preprocess
+
+    crop = Preprocess.imagenet().crop_box((640, 427))
+    _rewrite_json(run / "manifest.json", lambda m: m["image"].update(
+        source="sample:rocket", original_size=original_size, crop=crop))
+
+
+def test_report_shows_the_original_with_the_crop_box_and_says_what_was_cut(run: Path) -> None:
+    _with_rocket_crop(run, [640, 427])
+    page = build_report(run).read_text(encoding="utf-8")
+    svg = re.search(r'<svg class="cam-input" viewBox="0 0 640 427".*?</svg>', page, re.S)
+    assert svg, "no input picture"
+    # The box, in original pixels, as computed by hand in tests/sources/test_sources.py.
+    rect = re.search(r'<rect class="cam-crop-box" x="([\d.]+)" y="([\d.]+)" width="([\d.]+)" height="([\d.]+)"',
+                     svg.group(0))
+    assert [float(v) for v in rect.groups()] == [133.33, 26.69, 373.34, 373.62]
+    # The original image itself, downscaled to 320 px wide, its colours those of the sample.
+    thumb = _decode_data_uri(re.search(r'<image href="([^"]+)"', svg.group(0)).group(1))
+    assert thumb.shape[:2] == (214, 320)  # 427 * 320 / 640 = 213.5, rounded up
+    from camanim import load_image
+
+    original = np.asarray(load_image("sample:rocket")[0].resize((320, 214)), dtype=np.float64)
+    assert np.abs(thumb.mean(axis=(0, 1)) - original.mean(axis=(0, 1))).max() < 3
+    assert ("centre crop 224×224: 20.8% of the width lost at each side, "
+            "6.2% of the height lost at top and bottom") in html.unescape(page)
+
+
+def test_report_says_the_crop_without_a_picture_when_the_original_changed(run: Path) -> None:
+    _with_rocket_crop(run, [100, 100])  # not the size the file has now: no stale picture
+    page = html.unescape(build_report(run).read_text(encoding="utf-8"))
+    assert 'class="cam-input"' not in page
+    assert "20.8% of the width lost at each side" in page
