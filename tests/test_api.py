@@ -46,6 +46,12 @@ def test_default_run_writes_the_contract(default_run, capsys):
         assert len(list((out / "frames" / norm).glob("*.png"))) == n
     page = (out / "report.html").read_text()
     assert "efficientnet_lite0" in page and "conv_stem" in page and len(page) < 40e6
+    # The region the model saw, in the original's pixels, and drawn on it in the report.
+    w, h = m["image"]["original_size"]
+    assert m["image"]["crop"] == camanim.load_model("efficientnet_lite0").preprocess.crop_box((w, h))
+    x0, y0, x1, y1 = m["image"]["crop"]["box"]
+    assert 0 <= x0 < x1 <= w and 0 <= y0 < y1 <= h
+    assert f'<rect class="cam-crop-box" x="{x0}" y="{y0}"' in page and f'viewBox="0 0 {w} {h}"' in page
     for video in ("camanim_local.mp4", "camanim_global.mp4", "camanim_side_by_side.mp4"):
         info = probe(out / video)
         assert (info["codec"], info["pix_fmt"]) == ("h264", "yuv420p")
