@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import urllib.error
 from pathlib import Path
 
@@ -45,6 +46,12 @@ def test_default_run_writes_the_contract(default_run, capsys):
         assert len(list((out / "frames" / norm).glob("*.png"))) == n
     page = (out / "report.html").read_text()
     assert "efficientnet_lite0" in page and "conv_stem" in page and len(page) < 40e6
+    # The region the model saw, in the original's pixels, and drawn on it in the report.
+    w, h = m["image"]["original_size"]
+    assert m["image"]["crop"] == camanim.load_model("efficientnet_lite0").preprocess.crop_box((w, h))
+    x0, y0, x1, y1 = m["image"]["crop"]["box"]
+    assert 0 <= x0 < x1 <= w and 0 <= y0 < y1 <= h
+    assert f'<rect class="cam-crop-box" x="{x0}" y="{y0}"' in page and f'viewBox="0 0 {w} {h}"' in page
     for video in ("camanim_local.mp4", "camanim_global.mp4", "camanim_side_by_side.mp4"):
         info = probe(out / video)
         assert (info["codec"], info["pix_fmt"]) == ("h264", "yuv420p")
@@ -474,3 +481,16 @@ def test_a_batch_of_volumes_gives_one_result_each_as_alone():
         assert res.target.index == alone.target.index
         torch.testing.assert_close(res.cams, alone.cams, rtol=1e-5, atol=1e-6)
         assert res.montage == alone.montage and res.image.shape == alone.image.shape == (36, 48, 3)  # 8 slices of 12 x 16, 3 x 3
+
+
+def test_progress_true_shows_tqdm_auto_bars_per_stage(tiny, tiny_input, capsys):
+    result = camanim.animate(tiny, tiny_input, progress=True)
+    err = capsys.readouterr().err
+    n = len(result.layers)
+    assert re.search(r"cams gradcam: +\d+%\|.*\| \d+/\d+ \[.*step/s", err), err  # bars close (leave=False)
+    yb = camanim.ybroad(result, progress=True, trials=1, percentiles=(50,))
+    err = capsys.readouterr().err
+    assert re.search(r"ybROAD: +\d+%\|.*\| \d+/\d+ \[.*image", err), err
+    assert result.road is yb and len(yb.layer_names) == n  # the score stays with the result
+    camanim.animate(tiny, tiny_input, progress=False)
+    assert capsys.readouterr().err == ""

@@ -327,7 +327,35 @@ def test_run_a_nifti_volume_with_a_pickled_3d_model(tmp_path, capsys):
     capsys.readouterr()
     assert main([*args, str(tmp_path / "scored"), "--road"]) == 2
     said = capsys.readouterr()
-    assert "predicted/target class" not in said.out  # (review) refused before the CAM pass, not after it
+    assert "class:" not in said.out  # (review) refused before the CAM pass, not after it
     err = said.err.strip().splitlines()
     assert len(err) == 1 and "works on 2-D images only" in err[0]
     assert not (tmp_path / "scored").exists()
+
+
+# -- what the terminal shows ---------------------------------------------------------------------
+
+
+def test_plain_progress_lines_when_stderr_is_not_a_terminal(tmp_path, capsys, monkeypatch):
+    monkeypatch.delenv("CAMANIM_PROGRESS", raising=False)
+    args = ["sample:coffee", *[a for a in SMALL if a != "--quiet"], "--no-video", "--out", str(tmp_path / "o")]
+    assert main(args) == 0
+    err = capsys.readouterr().err
+    lines = [ln for ln in err.splitlines() if ln.startswith("camanim: ")]
+    n = len(json.loads((tmp_path / "o" / "manifest.json").read_text())["layers"])
+    # one line when a stage starts and one when it ends (the run is shorter than the line interval)
+    assert f"camanim: frames local {n}/{n} frames (100%)" in lines
+    assert sum(ln.startswith("camanim: frames local ") for ln in lines) <= 2
+    assert "camanim: report 1/1 file" in lines
+    assert "\r" not in err and "|" not in err  # no bars in a log
+
+
+def test_a_given_target_prints_the_prediction_too(tmp_path, capsys):
+    assert main(["sample:cat", *SMALL, "--no-video", "--target", "eel", "--out", str(tmp_path / "o")]) == 0
+    out = capsys.readouterr().out
+    manifest = json.loads((tmp_path / "o" / "manifest.json").read_text())
+    top = manifest["top"][0]
+    assert top["index"] != 390
+    assert f"predicted class: {top['index']} ({top['label']}), p={top['score']:.3f}" in out
+    assert "target class: 390 (eel), p=" in out and "predicted/target" not in out
+    assert len(manifest["top"]) == 5 and manifest["top"][0]["score"] >= manifest["top"][-1]["score"]

@@ -20,6 +20,9 @@ from camanim.results import CamSet
 
 # WebP at quality 80 moves a frame's pixels by a few levels on average.
 FRAME_TOL = 6.0
+# The notebook's contact sheet is one JPEG at quality 60 (4:2:0 chroma): on the tiny net's 16 px noise
+# input, blown up to 80 px, that moves pixels by ~9 levels on average (tile order: tests/report/test_page.py).
+SHEET_TOL = 12.0
 
 
 class _HTML:
@@ -69,6 +72,26 @@ def _decode(uri: str) -> np.ndarray:
         return np.asarray(img.convert("RGB"), dtype=np.float64)
 
 
+def _sheet_tiles(fragment: str, norm: str) -> list[np.ndarray]:
+    """The notebook view's contact sheet of ``norm``, cut back into its tiles (tile i = layer i)."""
+    sheet = _json_script(fragment, "report-data")["sheets"][norm]
+    uri = re.search(rf'<img class="cam-sheet" id="camanim-[0-9a-f]+-sheet-{norm}" src="([^"]+)"', fragment).group(1)
+    pixels, (th, tw) = _decode(uri), sheet["tile"]
+    n = len(_json_script(fragment, "report-data")["layers"])
+    return [pixels[(i // sheet["cols"]) * th:(i // sheet["cols"] + 1) * th,
+                   (i % sheet["cols"]) * tw:(i % sheet["cols"] + 1) * tw] for i in range(n)]
+
+
+def _panels(result: camanim.CamResult, norm: str) -> np.ndarray:
+    """The caption-free panels the notebook's sheet should show, drawn the slow way (full-size scaling)."""
+    from camanim.draw import FrameRenderer, FrameStyle
+    from camanim.results import NOTEBOOK_WIDTH
+
+    style = FrameStyle(width=NOTEBOOK_WIDTH)
+    return FrameRenderer(result.image, result.layers, style, result.stripes(style)).panels(
+        result.normalised(norm), norm).astype(np.float64)
+
+
 def test_repr_html_of_an_unsaved_result_inlines_its_frames_and_leaves_no_folder(result, scratch) -> None:
     fragment = result._repr_html_()
 
@@ -77,12 +100,14 @@ def test_repr_html_of_an_unsaved_result_inlines_its_frames_and_leaves_no_folder(
     assert "<html" not in fragment and re.search(r'id="camanim-[0-9a-f]+-layer-slider"', fragment)
     data = _json_script(fragment, "report-data")
     assert [layer["name"] for layer in data["layers"]] == [r.name for r in result.layers]
+    assert not re.search(r"id=\"[^\"]*frames-data-", fragment)  # one sheet per normalisation, not one image per layer
     for norm in ("local", "global"):
-        frames = _json_script(fragment, f"frames-data-{norm}")
-        assert len(frames) == len(result.layers)
-        expected = result.frames(norm).astype(np.float64)
-        for i in (0, len(frames) - 1):
-            assert np.abs(_decode(frames[i]) - expected[i]).mean() < FRAME_TOL
+        tiles = _sheet_tiles(fragment, norm)
+        expected = _panels(result, norm)
+        assert len(tiles) == len(result.layers)
+        for i in range(len(tiles)):
+            assert tiles[i].shape == expected[i].shape
+            assert np.abs(tiles[i] - expected[i]).mean() < SHEET_TOL, i
 
 
 def test_repr_html_of_a_saved_result_is_built_from_memory_as_saved(result, scratch, tmp_path, monkeypatch) -> None:
@@ -98,10 +123,9 @@ def test_repr_html_of_a_saved_result_is_built_from_memory_as_saved(result, scrat
 
     assert list(scratch.iterdir()) == []
     assert _json_script(fragment, "report-data")["norms"] == ["local"]
-    frames = _json_script(fragment, "frames-data-local")
-    expected = result.frames("local").astype(np.float64)
-    assert len(frames) == len(result.layers)
-    assert np.abs(_decode(frames[-1]) - expected[-1]).mean() < FRAME_TOL
+    tiles, expected = _sheet_tiles(fragment, "local"), _panels(result, "local")
+    assert "sheet-global" not in fragment and len(tiles) == len(result.layers)
+    assert np.abs(tiles[-1] - expected[-1]).mean() < SHEET_TOL
 
 
 def test_show_displays_the_viewer_once_and_returns_none(result, displayed, scratch) -> None:
@@ -182,3 +206,62 @@ def test_figure_of_several_results_is_a_grid_and_options_are_checked(tiny, tiny_
     with pytest.raises(camanim.InputError, match=r"has no ybROAD: score it first with camanim.ybroad\(result\) before result.figure\(...\), or with_road=False"):
         results[0].figure(tmp_path / "x.pdf", with_road=True)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["grid.pdf", "grid.png"]
+
+
+def test_repr_is_one_short_line_naming_model_method_target_layers(result, tmp_path) -> None:
+    text = repr(result)
+    assert "\n" not in text and len(text) < 300 and "tensor" not in text
+    assert f"method={result.method}" in text and f"layers={len(result.layers)}" in text
+    assert f"target={result.target.index}" in text
+    result.save(tmp_path / "out", video=False, report=False)
+    assert repr(str(tmp_path / "out")) in repr(result)
+
+
+def test_camset_repr_is_one_short_line(tiny, tiny_input) -> None:
+    cams = camanim.animate(tiny, tiny_input, method=["gradcam", "layercam"])
+    text = repr(cams)
+    assert "\n" not in text and len(text) < 300 and "tensor" not in text
+    assert text.startswith("CamSet(2 results") and "methods=gradcam,layercam" in text
+
+
+def test_cam_by_name_or_index_raw_or_normalised(result) -> None:
+    name = result.layers[1].name
+    raw = result.cam(name)
+    assert raw.dtype == np.float32 and raw.shape == tuple(result.cams.shape[-2:])
+    np.testing.assert_array_equal(raw, result.cams[1].numpy())
+    np.testing.assert_array_equal(result.cam(1), raw)
+    local = result.cam(name, "local")
+    np.testing.assert_allclose(local, (raw - raw.min()) / (raw.max() - raw.min()), atol=1e-6)
+    whole = result.cams.numpy()
+    np.testing.assert_allclose(result.cam(name, "global"), (raw - whole.min()) / (whole.max() - whole.min()), atol=1e-6)
+    with pytest.raises(camanim.InputError, match="not in this result"):
+        result.cam("no.such.layer")
+    with pytest.raises(camanim.InputError, match="kind"):
+        result.cam(name, "loud")
+
+
+def test_overlay_is_the_caption_free_blend_at_image_size(result) -> None:
+    from camanim.draw import colormap_lut
+
+    name = result.layers[-1].name
+    out = result.overlay(name, "local", colormap="viridis", alpha=0.25)
+    assert out.shape == result.image.shape and out.dtype == np.uint8
+    level = np.rint(np.clip(result.cam(name, "local"), 0, 1) * 255).astype(int)  # CAMs are at image size here
+    expected = np.rint(0.75 * result.image.astype(np.float32) + 0.25 * colormap_lut("viridis")[level])
+    assert np.abs(out.astype(int) - expected.astype(int)).max() <= 1
+    with pytest.raises(ValueError, match="alpha"):
+        camanim.overlay(result.image, result.cam(name, "local"), alpha=2)
+
+
+def test_a_multi_run_save_writes_an_index_linking_every_report(tiny, tiny_input, tmp_path) -> None:
+    cams = camanim.animate(tiny, tiny_input, method=["gradcam", "layercam"])
+    written = cams.save(tmp_path / "out", video=True, formats=("mp4",))
+    index = tmp_path / "out" / "index.html"
+    assert written["index"] == index
+    page = index.read_text(encoding="utf-8")
+    links = re.findall(r'<a href="([^"]+)">', page)
+    assert links == ["gradcam/report.html", "layercam/report.html", "compare.html"]
+    assert all((tmp_path / "out" / link).is_file() for link in links)
+    # the "wrote" list names the methods grid's page and both of its videos
+    assert written["compare.html"] == tmp_path / "out" / "compare.html"
+    assert written["camanim_methods_grid.mp4"].is_file() and written["camanim_methods_grid_global.mp4"].is_file()

@@ -9,7 +9,7 @@ Example:
 from .version import __version__  # noqa: I001  (first: the modules below read it)
 from .api import animate, road_for_run, trace_layers, ybroad
 from .compute import CamOptions
-from .draw import normalise
+from .draw import normalise, overlay
 from .errors import InputError
 from .methods import CamMethod, MethodContext, cam_method, get_method, list_methods, register_method
 from .results import CamResult, CamSet, Target
@@ -21,6 +21,6 @@ from .trace import LayerRecord, run_trace, select_layers
 __all__ = [
     "CamMethod", "CamOptions", "CamResult", "CamSet", "InputError", "LayerRecord", "LoadedModel", "MethodContext",
     "Preprocess", "RoadOptions", "SaveOptions", "Target", "YbRoad", "YbRoadAcross", "__version__", "animate", "cam_method",
-    "get_method", "list_methods", "list_models", "load_image", "load_model", "normalise", "register_method",
+    "get_method", "list_methods", "list_models", "load_image", "load_model", "normalise", "overlay", "register_method",
     "road_for_run", "run_trace", "select_layers", "trace_layers", "ybroad",
 ]

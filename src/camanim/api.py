@@ -138,7 +138,7 @@ def animate(
     eigen_smooth: bool = False,
     seed: int = 0,
     output_key: str | int | None = None,
-    progress: Progress | None = None,
+    progress: Progress | bool | None = None,
     layouts: Mapping[str, str] | None = None,
     skip_non_spatial: bool = False,
     score: str = "logit",
@@ -176,7 +176,8 @@ def animate(
         eigen_smooth: first principal component of the weighted maps (methods that support it).
         seed: seeds RandomCAM's weights.
         output_key: where the logits are in a tuple/dict/dataclass model output (an index or a key).
-        progress: called as ``progress(stage, done, total)``.
+        progress: called as ``progress(stage, done, total)``; ``True``: one ``tqdm.auto`` bar per stage
+            (a widget in Jupyter, text on a terminal).
         layouts: ``{layer name: layout}`` overriding layout detection, e.g. ``{"encoder.ln": "TOKENS"}``
             (see :mod:`camanim.trace.layouts`).
         skip_non_spatial: leave out layers without a 2-D map (pooling, flatten, Linear) instead of
@@ -217,7 +218,7 @@ def animate(
     """
     # gradients are needed even when called under torch.inference_mode() (serving code, Lightning's predict)
     with torch.inference_mode(False):
-        return _animate(model, image, method, weights, preprocess, labels, device, progress, input_size,
+        return _animate(model, image, method, weights, preprocess, labels, device, progress_bars(progress), input_size,
                         {"window": window, "frame": frame},
                         options_or_keywords(options, CamOptions, dict(
                             layers=layers, target=target, score=score, eigen_smooth=eigen_smooth,
@@ -314,10 +315,36 @@ def _same_settings(yb: YbRoad, opts: RoadOptions) -> bool:
         tuple(opts.percentiles), opts.score, opts.noise, opts.seed, opts.trials)
 
 
+def progress_bars(progress: Progress | bool | None) -> Progress | None:
+    """``progress`` as a callback: ``True`` gives ``tqdm.auto`` bars, one per stage (notebook widgets in
+    Jupyter, text bars on stderr elsewhere; units: frames, perturbed images, files, steps); a callable
+    is kept; ``False``/None: none."""
+    if progress is None or progress is False:
+        return None
+    if progress is not True:
+        return progress
+    from tqdm.auto import tqdm
+
+    units = {"frames": "frame", "ybROAD": "image", "encode": "file", "report": "file"}
+    bars: dict[str, Any] = {}
+
+    def update(stage: str, done: int, total: int) -> None:
+        bar = bars.get(stage)
+        if bar is None:
+            bar = bars[stage] = tqdm(total=total, desc=stage, unit=units.get(stage.split(" ", 1)[0], "step"),
+                                     leave=False)
+        bar.n = done
+        bar.refresh()
+        if done >= total:
+            bar.close()
+
+    return update
+
+
 def ybroad(result: CamResult | CamSet | Sequence[CamResult], *, percentiles: Sequence[float] = (20, 40, 60, 80),
            score: str = "prob", noise: float = 0.01, seed: int = 0, trials: int = DEFAULT_TRIALS,
            batch_size: int | None = None, options: RoadOptions | None = None,
-           progress: Callable[[int, int], None] | None = None) -> YbRoad | YbRoadAcross:
+           progress: Callable[[int, int], None] | bool | None = None) -> YbRoad | YbRoadAcross:
     """ybROAD of an :func:`animate` result: the ROAD score of every layer's CAM; or, over several results
     (images) of one model, method and set of layers, the per-layer mean with a confidence interval across
     images and the best layer across them.
@@ -338,7 +365,8 @@ def ybroad(result: CamResult | CamSet | Sequence[CamResult], *, percentiles: Seq
             same model, method and layers.
         percentiles, score, noise, seed, trials, batch_size: see :class:`camanim.road.RoadOptions`;
             ``options`` gives them all at once instead.
-        progress: called as ``progress(done, total)`` perturbed images (per result).
+        progress: called as ``progress(done, total)`` perturbed images (per result); ``True``: a
+            ``tqdm.auto`` bar.
 
     Returns:
         A :class:`camanim.road.YbRoad` over the result's L layers, or a
@@ -352,6 +380,11 @@ def ybroad(result: CamResult | CamSet | Sequence[CamResult], *, percentiles: Seq
     """
     opts = options_or_keywords(options, RoadOptions, dict(percentiles=percentiles, score=score, noise=noise,
                                                           seed=seed, trials=trials, batch_size=batch_size))
+    if progress is True:
+        bars = progress_bars(True)
+        progress = (lambda done, total: bars("ybROAD", done, total)) if bars else None
+    elif progress is False:
+        progress = None
     if isinstance(result, CamResult):
         return _score_one(result, opts, progress)
     items = list(result.results) if isinstance(result, CamSet) else list(result) if isinstance(result, Sequence) \

@@ -96,7 +96,8 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--trust-checkpoint", action="store_true",
                    help="allow --model PATH, a full model saved with torch.save(model): unpickling runs its code")
     p.add_argument("--layers", default="all",
-                   help="all | leaves | glob such as 'layer4*' | re:REGEX | type:Conv2d,BatchNorm2d [all]")
+                   help="all | leaves | glob such as 'layer4*' | re:REGEX | type:Conv2d,BatchNorm2d; add 'distinct' "
+                        "(alone or as distinct,layer4*) for one frame per distinct CAM [all]")
     p.add_argument("--layout", action="append", default=None, metavar="NAME=LAYOUT",
                    help="read layer NAME's output as LAYOUT: NCHW, NHWC, NWHC, TOKENS[:P+HxW], WINDOWS:THxTW@S, "
                         "WINDOWS_T:THxTW@S or non_spatial (repeatable) [detected per layer]")
@@ -233,12 +234,25 @@ def _pause_hook():
     return maybe_pause
 
 
+#: what each stage's progress counts ("cams" counts the method's own steps: layers, or batches of
+#: perturbed images for the perturbation methods; "ybROAD" counts perturbed images)
+_UNITS = {"frames": "frame", "ybROAD": "image", "encode": "file", "report": "file", "cams": "step"}
+#: at most one plain progress line per stage this often (seconds), when stderr is not a terminal
+_LINE_EVERY = 5.0
+
+
+def _unit(stage: str) -> str:
+    return _UNITS.get(stage.split(" ", 1)[0], "step")
+
+
 def _progress(quiet: bool):
+    """The progress callback: tqdm bars on a terminal (or with ``CAMANIM_PROGRESS=1``); elsewhere (a
+    pipe, CI, nohup) one plain line per stage at most every few seconds, and when it ends; None with --quiet."""
     hook = _pause_hook()
-    if quiet or not sys.stderr.isatty() and not _force_progress():
-        if hook is None:
-            return None
-        return lambda stage, done, total: hook(stage)
+    if quiet:
+        return None if hook is None else (lambda stage, done, total: hook(stage))
+    if not sys.stderr.isatty() and not _force_progress():
+        return _line_progress(hook)
     from tqdm import tqdm
 
     bars: dict[str, tqdm] = {}
@@ -248,12 +262,35 @@ def _progress(quiet: bool):
             hook(stage)
         bar = bars.get(stage)
         if bar is None:
-            bar = bars[stage] = tqdm(total=total, desc=stage, unit="layer" if total > 1 else "file",
-                                     leave=False, file=sys.stderr)
+            bar = bars[stage] = tqdm(total=total, desc=stage, unit=_unit(stage), leave=False, file=sys.stderr)
         bar.n = done
         bar.refresh()
         if done >= total:
             bar.close()
+
+    return update
+
+
+def _line_progress(hook):
+    """Plain progress lines for a log: ``camanim: frames local 120/265 frames (45%)``, per stage at most
+    every :data:`_LINE_EVERY` seconds, and once when it completes."""
+    import time
+
+    last: dict[str, float] = {}
+
+    def update(stage: str, done: int, total: int) -> None:
+        if hook is not None:
+            hook(stage)
+        now = time.monotonic()
+        finished = done >= total
+        if stage in last and not finished and now - last[stage] < _LINE_EVERY:
+            return
+        if finished and last.get(stage) == -1.0:
+            return
+        last[stage] = -1.0 if finished else now
+        unit = _unit(stage) + ("s" if total != 1 else "")
+        pct = f" ({100 * done // max(total, 1)}%)" if total > 1 else ""
+        print(f"camanim: {stage} {done}/{total} {unit}{pct}", file=sys.stderr, flush=True)
 
     return update
 
@@ -355,8 +392,14 @@ def _run(args: argparse.Namespace, cam: CamOptions, save: SaveOptions, road: Roa
         t = res.target
         label = f" ({t.label})" if t.label else ""
         where = f"{folder}: " if folder else ""
-        print(f"{where}predicted/target class: {t.index}{label}, p={t.score:.3f} "
-              f"({res.options.get('probability', 'softmax')})")
+        kind = res.options.get("probability", "softmax")
+        top = res.top[0] if res.top else None
+        if top is None or top.index == t.index:  # the explained class is the prediction
+            print(f"{where}predicted/target class: {t.index}{label}, p={t.score:.3f} ({kind})")
+        else:
+            top_label = f" ({top.label})" if top.label else ""
+            print(f"{where}predicted class: {top.index}{top_label}, p={top.score:.3f} ({kind})")
+            print(f"{where}target class: {t.index}{label}, p={t.score:.3f} ({kind})")
         print(f"{where}layers: {len(res.layers)}  method: {res.method}  model: {res.model_info.get('name')}")
     if loaded.info.get("weights_in_file"):  # which part of a training script's checkpoint was used
         print(f"weights: {loaded.info['weights']} ({loaded.info['weights_in_file']})")
@@ -380,7 +423,8 @@ def _results(result) -> list[tuple[str, object]]:
 
 
 def cmd_layers(args: argparse.Namespace) -> int:
-    """``camanim layers``: print the layers a run would animate (index, name, type, shape, parameters, layout).
+    """``camanim layers``: print the layers a run would animate (number from 1, name, type, shape, parameters,
+    layout).
 
     Returns:
         The exit code, 0.
@@ -390,10 +434,10 @@ def cmd_layers(args: argparse.Namespace) -> int:
     layouts = _layouts(args.layout)
     records = trace_layers(_load(args), args.layers, image=args.image, layouts=layouts)
     width = max((len(r.name) for r in records), default=4)
-    print(f"{'index':>5}  {'name':<{width}}  {'type':<22} {'output shape':<22} {'params':>12}  layout")
+    print(f"{'layer':>5}  {'name':<{width}}  {'type':<22} {'output shape':<22} {'params':>12}  layout")
     for r in records:
         shape = "x".join(str(s) for s in r.shape) or "-"
-        print(f"{r.index:>5}  {r.name:<{width}}  {r.type:<22} {shape:<22} {r.params:>12,}  {r.layout}")
+        print(f"{r.index + 1:>5}  {r.name:<{width}}  {r.type:<22} {shape:<22} {r.params:>12,}  {r.layout}")
     spatial = sum(not r.non_spatial for r in records)
     print(f"{len(records)} layers ({spatial} spatial) of {args.model}")
     return 0
@@ -448,7 +492,7 @@ def _print_ybroad(yb, where: str = "") -> None:
     if best is None:
         print(f"{where}ybROAD: no layer has a spatial, non-constant CAM to score")
         return
-    print(f"{where}ybROAD_max {best.value:+.4f} at layer {best.index} ({best.name}); "
+    print(f"{where}ybROAD_max {best.value:+.4f} at layer {best.index + 1} of {len(yb.layer_names)} ({best.name}); "
           f"ybROAD_mean {yb.ybroad_mean:+.4f} ({yb.score}, {len(yb.layer_names)} layers)")
     judged = yb.verdict()
     print(f"{where}{judged['statement']}")
@@ -501,11 +545,17 @@ def cmd_compare(args: argparse.Namespace) -> int:
     Returns:
         The exit code, 0.
     """
+    import warnings
+
     from .report import compare
 
-    paths = compare([_run_dir(d) for d in args.run_dirs], args.out, fps=args.fps)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", UserWarning)
+        paths = compare([_run_dir(d) for d in args.run_dirs], args.out, fps=args.fps)
+    for w in caught:
+        print(f"WARNING: {w.message}", file=sys.stderr)
     for key, p in paths.items():
-        print(f"  {key:>6}: {p}")
+        print(f"  {key:>12}: {p}")
     return 0
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import html
+import os
 import re
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -22,10 +23,19 @@ import torch
 from torch import nn
 
 from .compute import Row, UnitVectors
-from .draw import NORMALISATIONS, FrameRenderer, FrameStyle, Montage, Stripes, normalise, render_frames
+from .draw import (
+    NORMALISATIONS,
+    FrameRenderer,
+    FrameStyle,
+    Montage,
+    Stripes,
+    normalise,
+    overlay,
+    render_frames,
+)
 from .errors import InputError
 from .figures import FigureOptions, FigureRun, write_figure
-from .report import render_report, write_compare, write_report
+from .report import render_report, write_compare, write_index, write_report
 from .road import YbRoad, write_ybroad
 from .rundir import (
     RunView,
@@ -46,6 +56,9 @@ from .trace import LayerRecord
 from .version import __version__
 
 Progress = Callable[[str, int, int], None]
+
+#: the panel width (px) of the notebook view's contact sheets
+NOTEBOOK_WIDTH = 80
 
 
 def _versions() -> dict[str, str]:
@@ -104,6 +117,8 @@ class CamResult:
         road: the ybROAD of these CAMs once scored (:func:`camanim.ybroad`); saved with the run.
         saved_with: the options of the last :meth:`save` (the notebook view shows what was saved).
         montage: for a volume, which slices a frame shows (:class:`camanim.draw.Montage`); None for images.
+        top: the image's most probable classes (up to five, most probable first; ``top[0]`` is the
+            prediction), whatever the explained target.
     """
 
     cams: torch.Tensor
@@ -122,6 +137,7 @@ class CamResult:
     road: YbRoad | None = None
     saved_with: SaveOptions | None = None
     montage: Montage | None = None
+    top: list[Target] = field(default_factory=list)
 
     @classmethod
     def from_row(cls, row: Row, image: np.ndarray, image_info: dict[str, Any], model: nn.Module | None,
@@ -131,7 +147,8 @@ class CamResult:
         return cls(cams=row.cams, layers=row.records, method=row.method,
                    target=Target(row.target, row.label, row.probability), image=image,
                    input_tensor=row.input_tensor, model=model, model_info=model_info, image_info=image_info,
-                   seconds=row.seconds, vectors=row.vectors, options=row.options, montage=montage)
+                   seconds=row.seconds, vectors=row.vectors, options=row.options, montage=montage,
+                   top=[Target(t["index"], t["label"], t["score"]) for t in row.top])
 
     def normalised(self, kind: str = "local") -> torch.Tensor:
         """CAMs (L, H, W) scaled to [0, 1], ``local`` (per layer) or ``global`` (one scale for the network).
@@ -158,30 +175,101 @@ class CamResult:
                progress: Callable[[int, int], None] | None = None) -> np.ndarray:
         """Rendered frames (L, H', W', 3) uint8 for one normalisation (H', W': panel plus caption and strip)."""
         return render_frames(self.image, self.planes(kind), self.layers, kind, style, progress=progress,
-                             stripes=self.stripes(style))
+                             stripes=self.stripes(style), title=self.caption_title())
+
+    def caption_title(self) -> str:
+        """What the frames' captions name besides the layer: the method and the class (``gradcam · tabby``)."""
+        t = self.target
+        return f"{self.method} · {t.label if t.label else f'class {t.index}'}"
 
     def manifest(self) -> dict[str, Any]:
-        """The run's ``manifest.json`` before its outputs are written (see :mod:`camanim.rundir.manifest`)."""
-        return run_manifest(model=self.model_info, image=self.image_info,
+        """The run's ``manifest.json`` before its outputs are written (see :mod:`camanim.rundir.manifest`);
+        ``top``: the most probable classes (the report's top-5)."""
+        manifest = run_manifest(model=self.model_info, image=self.image_info,
                             size=tuple(int(s) for s in self.cams.shape[1:]), method=self.method,
                             target=self.target.to_dict(), versions=_versions(), seconds=self.seconds,
                             options=self.options, layers=[r.to_dict() for r in self.layers])
+        if self.top:
+            manifest["top"] = [t.to_dict() for t in self.top]
+        return manifest
 
     def view(self, style: FrameStyle = FrameStyle(), normalisations: Sequence[str] = NORMALISATIONS,
-             fps: float = 10) -> RunView:
-        """This result as the report reads a run, frames drawn in memory (nothing is written)."""
+             fps: float = 10, frames: bool = True) -> RunView:
+        """This result as the report reads a run, frames drawn in memory (nothing is written;
+        ``frames=False``: none drawn)."""
         manifest = with_outputs(self.manifest(), normalisations=normalisations, fps=fps, count=len(self.layers),
                                 videos={}, render=_render_settings(style, fps))
-        renderer = FrameRenderer(self.image, self.layers, style, self.stripes(style))  # captions drawn once
+        renderer = FrameRenderer(self.image, self.layers, style, self.stripes(style), self.caption_title())
         return RunView(path=None, manifest=manifest, layers=manifest["layers"],
-                       frames={n: renderer.render(self.planes(n), n) for n in normalisations},
+                       frames={n: renderer.render(self.planes(n), n) for n in normalisations} if frames else {},
                        ybroad=self.road.to_json_dict() if self.road is not None else None)
 
     def _repr_html_(self) -> str:
         """The report's viewer inline in Jupyter, built from this result (nothing is read or written):
-        one fragment, frames inlined; once saved, with the normalisations and style it was saved with."""
+        one fragment with one small contact sheet per normalisation (caption-free panels,
+        :data:`NOTEBOOK_WIDTH` px wide; visible without JavaScript too); once saved, with the
+        normalisations and style it was saved with."""
         opts = self.saved_with or SaveOptions()
-        return render_report(self.view(opts.style, opts.normalisations, opts.fps), inline=True)
+        view = self.view(opts.style, opts.normalisations, opts.fps, frames=False)
+        small = dataclasses.replace(opts.style, width=NOTEBOOK_WIDTH)
+        renderer = FrameRenderer(self.image, self.layers, small, self.stripes(small))
+        size = renderer.box[2:]  # the picture's (height, width) in the panel
+        view.frames.update({n: renderer.panels(normalise(self.cams, n, size=size), n) for n in opts.normalisations})
+        return render_report(view, inline=True)
+
+    def __repr__(self) -> str:
+        t = self.target
+        target = f"{t.index} ({t.label})" if t.label else str(t.index)
+        model = self.model_info.get("name") or self.model_info.get("source") or "model"
+        where = f", saved={str(self.saved_dir)!r}" if self.saved_dir is not None else ""
+        road = ", ybroad" if self.road is not None else ""
+        return (f"CamResult(model={model!s}, method={self.method}, target={target}, p={t.score:.3f}, "
+                f"layers={len(self.layers)}, size={tuple(self.cams.shape[-2:])}{road}{where})")
+
+    def _layer_index(self, layer: str | int) -> int:
+        if isinstance(layer, int) and not isinstance(layer, bool):
+            if not -len(self.layers) <= layer < len(self.layers):
+                raise InputError(f"layer {layer}: out of range, this result has {len(self.layers)} layers")
+            return layer % len(self.layers)
+        names_ = [r.name for r in self.layers]
+        if layer not in names_:
+            close = ", ".join(n for n in names_ if str(layer) in n)[:200] or ", ".join(names_[:5]) + ", ..."
+            raise InputError(f"layer {layer!r}: not in this result; layers include {close}")
+        return names_.index(layer)
+
+    def cam(self, layer: str | int, kind: str = "raw") -> np.ndarray:
+        """One layer's CAM (H, W) float32 ((D, H, W) for a volume), by name (its first call) or index.
+
+        Args:
+            layer: the layer's name (``"blocks.6.0"``) or its 0-based index in :attr:`layers`.
+            kind: ``raw`` (after ReLU, not scaled), ``local`` (0..1 of this layer) or ``global``
+                (0..1 of the network's max).
+
+        Raises:
+            InputError: an unknown layer or kind.
+        """
+        i = self._layer_index(layer)
+        if kind == "raw":
+            return self.cams[i].detach().float().cpu().numpy()
+        if kind not in NORMALISATIONS:
+            raise InputError(f"kind {kind!r}: use raw, {', '.join(NORMALISATIONS)}")
+        return self.normalised(kind)[i].detach().float().cpu().numpy()
+
+    def overlay(self, layer: str | int, kind: str = "local", colormap: str = "jet", alpha: float = 0.5) -> np.ndarray:
+        """One layer's CAM over the image, caption-free, at the image's size: (H, W, 3) uint8.
+
+        Like pytorch-grad-cam's ``show_cam_on_image`` (see :func:`camanim.draw.overlay`).
+
+        Raises:
+            InputError: an unknown layer or kind, or a volume's result (its frames are slice montages).
+            ValueError: an unknown colormap or alpha outside [0, 1].
+        """
+        if self.montage is not None:
+            raise InputError("overlay: this result is a volume; use cam(layer) for its (D, H, W) map, "
+                             "or frames() for the slice montages")
+        if kind not in NORMALISATIONS:
+            raise InputError(f"kind {kind!r}: use {', '.join(NORMALISATIONS)}")
+        return overlay(self.image, self.cam(layer, kind), colormap, alpha)
 
     def show(self) -> None:
         """Display the viewer in a notebook (once: nothing is returned for Jupyter to show again).
@@ -280,7 +368,7 @@ class CamResult:
         """Write this run into ``folder`` (made here); returns what was written and the run as a view."""
         folder.mkdir(parents=True, exist_ok=True)
         t0 = time.perf_counter()
-        renderer = FrameRenderer(self.image, self.layers, opts.style, self.stripes(opts.style))
+        renderer = FrameRenderer(self.image, self.layers, opts.style, self.stripes(opts.style), self.caption_title())
         cams_path = folder / names.CAMS
         media = write_media(folder, renderer, self.planes, opts, progress=progress,
                             also=[lambda: write_cams(cams_path, self._saved_cams())])
@@ -402,6 +490,17 @@ class CamSet:
     def __getitem__(self, i: int) -> CamResult:
         return self.results[i]
 
+    def __repr__(self) -> str:
+        first = self.results[0] if self.results else None
+        model = (first.model_info.get("name") or "model") if first else "-"
+        images = len({f.split("/", 1)[0] for f in self.folders}) if self.results else 0
+        targets = sorted({r.target.index for r in self.results})
+        saved = {str(r.saved_dir) for r in self.results if r.saved_dir is not None}
+        where = f", saved under {os.path.commonpath(sorted(saved))!r}" if saved else ""
+        return (f"CamSet({len(self.results)} results: model={model}, methods={','.join(self.methods)}, "
+                f"targets={','.join(map(str, targets[:10]))}{'...' if len(targets) > 10 else ''}, "
+                f"images={images}, layers={len(first.layers) if first else 0}{where})")
+
     def _repr_html_(self) -> str:
         """Every result's viewer inline in Jupyter, each folded under its folder, method and target (the first open)."""
         parts = []
@@ -464,12 +563,19 @@ class CamSet:
                 if grid:
                     # named by where they will be, not by the staging folder they are written to
                     views = [dataclasses.replace(v, path=out / self.folders[i]) for v, i in zip(views, idx)]
-                    write_compare(views, tmp / group, fps=max(1, int(round(float(opts.fps)))),
-                                  video_name=names.GRID_VIDEO)
-                    written[f"{group}/{names.GRID_VIDEO}".removeprefix("./")] = out / group / names.GRID_VIDEO
+                    grid_files = write_compare(views, tmp / group, fps=max(1, int(round(float(opts.fps)))),
+                                               video_name=names.GRID_VIDEO)
+                    for path in grid_files.values():  # the page and both grid videos
+                        rel = path.relative_to(tmp).as_posix()
+                        written[rel] = out / rel
                 del views
             write_manifest(tmp, self.manifest())
             written["manifest"] = out / names.MANIFEST
+            if opts.report and len(self.results) > 1:
+                links = [(f"{folder}/{names.REPORT}".removeprefix("./"), folder, r.method, r.target.to_dict(),
+                          len(r.layers)) for folder, r in zip(self.folders, self.results)]
+                grids = [k for k in written if k.endswith(names.COMPARE_HTML)]
+                written["index"] = out / write_index(tmp, links, grids).name
         for res, folder in zip(self.results, self.folders):
             res.saved_dir, res.saved_with = out / folder, opts
         return written

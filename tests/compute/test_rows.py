@@ -167,3 +167,28 @@ def test_cli_score_sigmoid_and_road_of_a_one_logit_model(tmp_path, capsys):
     again = json.loads((out / "ybroad.json").read_text())
     assert [layer["combined"] for layer in again["layers"]] == [layer["combined"] for layer in first["layers"]]
     assert any(layer["combined"][0] not in (None, 0.0) for layer in first["layers"])
+
+
+def test_layers_distinct_keeps_one_layer_per_distinct_cam_and_combines_with_a_pattern() -> None:
+    import torchvision
+
+    from camanim.trace import split_distinct
+
+    assert split_distinct("distinct") == ("all", True)
+    assert split_distinct("distinct,layer4*") == ("layer4*", True)
+    assert split_distinct("type:Conv2d,BatchNorm2d,distinct") == ("type:Conv2d,BatchNorm2d", True)
+    assert split_distinct(["layer1", "distinct"]) == (["layer1"], True)
+    assert split_distinct("layer4*") == ("layer4*", False)
+
+    torch.manual_seed(0)
+    model = torchvision.models.resnet18(weights=None).eval()
+    x = torch.randn(1, 3, 64, 64)
+    every = camanim.animate(model, x, layers="layer4*")
+    distinct = camanim.animate(model, x, layers="distinct,layer4*")
+    firsts = [i for i, r in enumerate(every.layers) if r.same_as is None]
+    # containers handing on a child's tensor (layer4.0, layer4.1, layer4, downsample) are left out
+    assert len(firsts) < len(every.layers)
+    assert [r.name for r in distinct.layers] == [every.layers[i].name for i in firsts]
+    assert [r.index for r in distinct.layers] == list(range(len(firsts)))
+    assert all(r.same_as is None for r in distinct.layers)
+    torch.testing.assert_close(distinct.cams, every.cams[firsts])

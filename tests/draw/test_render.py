@@ -107,3 +107,27 @@ def test_thin_picture_is_drawn_at_its_aspect_with_the_padding_as_background():
     for f in frames:  # both sides of the picture are background, on map and non-spatial frames alike
         assert (f[:1280, :left] == (24, 24, 28)).all() and (f[:1280, left + w:] == (24, 24, 28)).all()
     np.testing.assert_allclose(frames[1, 600, left + 10], [55, 55, 55], atol=1)  # the dimmed picture
+
+
+def test_captions_count_from_one_name_method_and_class_and_keep_the_type_whole(monkeypatch):
+    from PIL import ImageDraw
+
+    drawn: list[str] = []
+    draw_text = ImageDraw.ImageDraw.text
+
+    def spy(self, xy, text, *args, **kwargs):
+        drawn.append(text)
+        return draw_text(self, xy, text, *args, **kwargs)
+
+    monkeypatch.setattr(ImageDraw.ImageDraw, "text", spy)
+    long_type = "DepthwiseSeparableConv"
+    records = [LayerRecord(i, f"blocks.{i}.0.very_long_module_name.conv_dw", "m", long_type, (1, 16, 112, 112),
+                           "NCHW", 10, 0.0) for i in range(2)]
+    render_frames(np.zeros((32, 32, 3), np.uint8), torch.zeros(2, 8, 8), records, "global",
+                  FrameStyle(width=320), title="gradcam · tabby")
+    assert "1/2" in drawn and "2/2" in drawn
+    assert drawn.count("gradcam · tabby") == 2  # the method and the class on every frame
+    details = [t for t in drawn if t.startswith(long_type)]
+    assert details and all(t.startswith(long_type) and "global" in t for t in details), drawn  # never "…Conv"
+    names = [t for t in drawn if "conv_dw" in t]
+    assert names and all(t.endswith("conv_dw") for t in names)  # a long name loses its start, not its end

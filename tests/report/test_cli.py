@@ -75,10 +75,18 @@ def test_compare_writes_page_and_grid_video(runs, tmp_path, capsys) -> None:
 
     assert main(["compare", *map(str, runs), "--out", str(out), "--fps", "4"]) == 0
 
-    printed = capsys.readouterr().out
+    captured = capsys.readouterr()
+    printed = captured.out
     assert str(out / "compare.html") in printed and str(out / "compare_grid.mp4") in printed
     counts = [len(_layers(run)) for run in runs]
-    assert counts[0] > counts[1]
+    assert counts[0] > 2 * counts[1]
+    # more than 2x apart: said in the terminal and on the page
+    assert f"WARNING: The runs have {counts[1]} to {counts[0]} layers" in captured.err
+    page = (out / "compare.html").read_text(encoding="utf-8")
+    assert re.search(rf'id="depth-warning">Warning: the runs have {counts[1]} to {counts[0]} layers', page)
+    # the grid video in both normalisations
+    assert str(out / "compare_grid_global.mp4") in printed
+    assert count_frames(out / "compare_grid_global.mp4") == counts[0]
     data = _json_script((out / "compare.html").read_text(encoding="utf-8"), "compare-data")
     assert [run["title"] for run in data["runs"]] == ["resnet18 · gradcam", "resnet18 · hirescam"]
     assert data["fps"] == 4 and data["steps"] == counts[0]
@@ -110,3 +118,11 @@ def test_compare_with_a_bad_folder_exits_2_and_writes_nothing(runs, tmp_path, ca
 
     assert "nowhere' is not a camanim run folder" in _err_line(capsys)
     assert not out.exists()
+
+
+def test_depth_warning_only_beyond_twice_the_layers() -> None:
+    from camanim.report.compare import depth_warning
+
+    assert depth_warning([7, 14]) is None and depth_warning([5]) is None
+    text = depth_warning([7, 67, 20])
+    assert text is not None and "7 to 67 layers (9.6x)" in text

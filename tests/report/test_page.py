@@ -72,8 +72,15 @@ def test_build_report_writes_files_and_shows_run_facts(run: Path) -> None:
 def test_report_is_self_contained(run: Path) -> None:
     page = report_html(run)
 
-    # nothing fetched from disk or network when the file is opened
-    assert not re.search(r'\s(src|href)="(?!data:|#|[^"]*\.mp4")', page), "external resource referenced"
+    # nothing fetched from disk or network when the file is opened: images are data URIs, and the
+    # only links are the download links to the run's own files (relative, each there)
+    assert not re.search(r'\ssrc="(?!data:)', page), "external resource referenced"
+    hrefs = re.findall(r'\shref="([^"]*)"', page)
+    assert hrefs and all(":" not in h and not h.startswith(("/", "..")) for h in hrefs), hrefs
+    assert all((run / h).exists() for h in hrefs if not h.startswith("#")), hrefs
+    downloads = re.search(r'<p class="cam-downloads" id="downloads">(.*?)</p>', page).group(1)
+    for name in ("manifest.json", "cams.npz", "ybroad.json", "frames/local/", "frames/global/"):
+        assert f'href="{name}"' in downloads, name
     assert "http://" not in page.replace("http://www.w3.org/2000/svg", "")
     assert "https://" not in page
     # interactive elements the browser test and users rely on
@@ -90,7 +97,10 @@ def test_every_frame_embedded_once_in_layer_order(run: Path) -> None:
         assert len(frames) == 5
         for i, uri in enumerate(frames):
             _assert_colour(_decode_data_uri(uri), frame_colour(norm, i), COLOUR_TOL)
-    assert page.count("data:image/") == 10
+        # the first frame is also the image's static source: what shows without JavaScript
+        static = re.search(rf'<img id="frame-{norm}" src="([^"]+)"', page)
+        assert static is not None and static.group(1) == frames[0]
+    assert page.count("data:image/") == 10 + 2
 
 
 def test_layer_data_round_trips_through_embedded_json(tmp_path: Path) -> None:
@@ -169,7 +179,19 @@ def test_inline_fragment_is_namespaced(run: Path) -> None:
     ids = re.findall(r'\sid="([^"]+)"', first)
     assert ids and all(i.startswith(prefix_a) for i in ids), [i for i in ids if not i.startswith(prefix_a)]
     assert f'id="{prefix_a}layer-slider"' in first
-    assert len(_json_script(first, f"{prefix_a}frames-data-local")) == 5
+    # a notebook gets one contact sheet per normalisation (an <img>: visible without JavaScript), tile i = layer i
+    data = _json_script(first, f"{prefix_a}report-data")
+    assert f"{prefix_a}frames-data-local" not in first
+    for norm in ("local", "global"):
+        sheet = data["sheets"][norm]
+        uri = re.search(rf'<img class="cam-sheet" id="{prefix_a}sheet-{norm}" src="([^"]+)"', first).group(1)
+        pixels = _decode_data_uri(uri)
+        th, tw = sheet["tile"]
+        assert pixels.shape[:2] == (sheet["rows"] * th, sheet["cols"] * tw) and sheet["cols"] * sheet["rows"] >= 5
+        for i in range(5):
+            r, c = divmod(i, sheet["cols"])
+            tile = pixels[r * th:(r + 1) * th, c * tw:(c + 1) * tw]
+            _assert_colour(tile[2:-2, 2:-2], frame_colour(norm, i), COLOUR_TOL)
     # styles stay inside the fragment's root so a notebook's own look is untouched
     style = re.search(r"<style>(.*?)</style>", first, re.S).group(1)
     selectors = [s.strip() for block in re.findall(r"([^{}]+)\{[^{}]*\}", style) for s in block.split(",")]
@@ -214,7 +236,8 @@ def test_compare_page_aligns_runs_of_different_lengths(tmp_path: Path) -> None:
 
     result = compare([short, long], tmp_path / "cmp", fps=5)
 
-    assert set(result) == {"html", "video"}
+    assert set(result) == {"html", "video", "video_global"}  # the grid in both normalisations
+    assert result["video_global"] == tmp_path / "cmp" / "compare_grid_global.mp4" and result["video_global"].is_file()
     assert result["html"] == tmp_path / "cmp" / "compare.html"
     page = result["html"].read_text(encoding="utf-8")
     assert "tiny_a" in page and "scorecam" in page
@@ -334,11 +357,11 @@ def test_layers_sharing_a_cam_are_flagged(run: Path) -> None:
 
     names = [row[1] for row in _row_cells(report_html(run))]
 
-    assert "same CAM as 1" in names[2]
+    assert "same CAM as 2" in names[2]  # layers count from 1 wherever a person reads them
     assert [i for i, name in enumerate(names) if "same CAM as" in name] == [2]
 
 
-def test_layer_numbers_count_from_zero_in_frames_viewer_and_compare(monkeypatch) -> None:
+def test_layer_numbers_count_from_one_in_frames_viewer_and_compare(monkeypatch) -> None:
     drawn: list[str] = []
     draw_text = ImageDraw.ImageDraw.text
 
@@ -352,11 +375,11 @@ def test_layer_numbers_count_from_zero_in_frames_viewer_and_compare(monkeypatch)
 
     render_frames(np.zeros((16, 16, 3), np.uint8), torch.zeros(3, 4, 4), records, "local")
 
-    # the frame caption reads like the viewer's "Layer 2 / 2" and the table's index column
-    assert [text for text in drawn if "/" in text] == ["0/2", "1/2", "2/2"]
-    assert '"Layer " + i + " / " + (n - 1)' in REPORT_JS
-    assert '"Layer " + i + " / " + (run.layers.length - 1)' in COMPARE_JS
-    assert 'step " + s + " / " + (steps - 1)' in COMPARE_JS
+    # the frame caption reads like the viewer's "Layer 3 / 3", the table's # column and the CLI
+    assert [text for text in drawn if "/" in text] == ["1/3", "2/3", "3/3"]
+    assert '"Layer " + (i + 1) + " / " + n' in REPORT_JS
+    assert '"Layer " + (i + 1) + " / " + run.layers.length' in COMPARE_JS
+    assert 'step " + (s + 1) + " / " + steps' in COMPARE_JS
 
 
 def test_ybroad_png_best_layer_label_stays_inside_the_axes(tmp_path: Path, monkeypatch) -> None:
@@ -423,9 +446,9 @@ def test_report_names_the_best_candidate_its_aliases_and_what_a_pass_through_car
     names = [layer["name"] for layer in data["layers"]]
     page = report_html(run)
     assert data["best"]["index"] == 2 and data["best"]["aliases"] == [names[3]] and not data["warnings"]
-    assert f"best: 2 {names[2]} = {names[3]}" in html.unescape(page)
+    assert f"best: 3 {names[2]} = {names[3]}" in html.unescape(page)  # layer 3 of the page: counted from 1
     cells = _row_cells(page)
-    assert "aliases: 3" in cells[2][1] and "★ best ybROAD" in cells[2][1] and "same CAM as 2" in cells[3][1]
+    assert "aliases: 4" in cells[2][1] and "★ best ybROAD" in cells[2][1] and "same CAM as 3" in cells[3][1]
     assert "BatchNorm output, before activation" in cells[4][1]
     # type names wrap between CamelCase words only, so the table fits its column
     assert cells[0][2] == "Conv2d" and cells[1][2] == "Batch<wbr>Norm2d"
@@ -445,3 +468,56 @@ def test_report_shows_the_warning_instead_of_a_star(tmp_path: Path) -> None:
     assert "★" not in page and "cam-warned" in page
     assert f"Warning: {html.escape(warning)}." in page and "ybROAD warning" in page
     assert "highest ybROAD, not trusted" in _row_cells(page)[data["best"]["index"]][1]
+
+
+def test_containers_are_left_out_of_the_parameter_and_time_charts(tmp_path: Path) -> None:
+    from camanim.report.page import containers
+
+    names = ["stem", "block.conv", "block.bn", "block", "head"]
+    run = make_run_dir(tmp_path / "run", n_layers=5, names=names)
+    manifest = json.loads((run / "manifest.json").read_text(encoding="utf-8"))
+    for layer, params, ms in zip(manifest["layers"], [10, 200, 30, 230, 5], [1, 2, 3, 5, 1]):
+        layer["module"], layer["params"], layer["seconds"] = layer["name"], params, ms / 1000
+    (run / "manifest.json").write_text(json.dumps(manifest), encoding="utf-8")
+    assert containers(manifest["layers"]) == {3}
+    page = report_html(run)
+    for chart in ("params-plot", "time-plot"):
+        svg = re.search(rf'<svg[^>]*id="{chart}".*?</svg>', page, re.S).group(0)
+        assert sorted(map(int, re.findall(r'<rect class="cam-bar[^"]*" data-index="(\d+)"', svg))) == [0, 1, 2, 4]
+    assert "245 in all. 1 container (blocks whose children are recorded too) left out" in page
+    assert "7.0 ms in all." in page  # 1 + 2 + 3 + 1: the container's 5 ms are its children's
+
+
+def _with_rocket_crop(run: Path, original_size: list[int]) -> None:
+    from camanim.sources import Preprocess
+
+    crop = Preprocess.imagenet().crop_box((640, 427))
+    _rewrite_json(run / "manifest.json", lambda m: m["image"].update(
+        source="sample:rocket", original_size=original_size, crop=crop))
+
+
+def test_report_shows_the_original_with_the_crop_box_and_says_what_was_cut(run: Path) -> None:
+    _with_rocket_crop(run, [640, 427])
+    page = build_report(run).read_text(encoding="utf-8")
+    svg = re.search(r'<svg class="cam-input" viewBox="0 0 640 427".*?</svg>', page, re.S)
+    assert svg, "no input picture"
+    # The box, in original pixels, as computed by hand in tests/sources/test_sources.py.
+    rect = re.search(r'<rect class="cam-crop-box" x="([\d.]+)" y="([\d.]+)" width="([\d.]+)" height="([\d.]+)"',
+                     svg.group(0))
+    assert [float(v) for v in rect.groups()] == [133.33, 26.69, 373.34, 373.62]
+    # The original image itself, downscaled to 320 px wide, its colours those of the sample.
+    thumb = _decode_data_uri(re.search(r'<image href="([^"]+)"', svg.group(0)).group(1))
+    assert thumb.shape[:2] == (214, 320)  # 427 * 320 / 640 = 213.5, rounded up
+    from camanim import load_image
+
+    original = np.asarray(load_image("sample:rocket")[0].resize((320, 214)), dtype=np.float64)
+    assert np.abs(thumb.mean(axis=(0, 1)) - original.mean(axis=(0, 1))).max() < 3
+    assert ("centre crop 224×224: 20.8% of the width lost at each side, "
+            "6.2% of the height lost at top and bottom") in html.unescape(page)
+
+
+def test_report_says_the_crop_without_a_picture_when_the_original_changed(run: Path) -> None:
+    _with_rocket_crop(run, [100, 100])  # not the size the file has now: no stale picture
+    page = html.unescape(build_report(run).read_text(encoding="utf-8"))
+    assert 'class="cam-input"' not in page
+    assert "20.8% of the width lost at each side" in page

@@ -7,7 +7,9 @@ Without either, every test here is skipped with the reason.
 
 from __future__ import annotations
 
+import io
 import json
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -113,7 +115,7 @@ def _assert_shows(page: _Page, index: int, names: list[str]) -> None:
     assert page.layer() == index
     assert page.page.input_value("#layer-slider") == str(index)
     caption = page.page.inner_text("#layer-caption")
-    assert f"Layer {index} / {N_LAYERS - 1}" in caption and names[index] in caption, caption
+    assert f"Layer {index + 1} / {N_LAYERS}" in caption and names[index] in caption, caption
     assert page.src("#frame-local") == _frames(page, "local")[index]
     assert page.src("#frame-global") == _frames(page, "global")[index]
     current = page.page.eval_on_selector_all("#layer-table tr.cam-current", "rows => rows.map(r => r.dataset.index)")
@@ -232,7 +234,14 @@ def test_two_inline_fragments_keep_apart(page: _Page, tmp_path: Path) -> None:
     layers = page.page.eval_on_selector_all(".camanim-report", "els => els.map(e => e.dataset.layer)")
     assert layers == ["4", "0"]
     assert page.page.evaluate("document.body.dataset.layer") is None
-    assert page.src(f"#{prefix_a}frame-local") == _frames(page, "local", prefix_a)[4]
+    # a notebook shows a tile of the contact sheet: layer 4's cell, and the sheet itself hidden
+    sheet = page.page.evaluate(f"JSON.parse(document.getElementById('{prefix_a}report-data').textContent).sheets.local")
+    c, r = 4 % sheet["cols"], 4 // sheet["cols"]
+    x = c / (sheet["cols"] - 1) * 100 if sheet["cols"] > 1 else 0
+    y = r / (sheet["rows"] - 1) * 100 if sheet["rows"] > 1 else 0
+    position = page.page.eval_on_selector(f"#{prefix_a}frame-local", "el => el.style.backgroundPosition")
+    assert [float(v.rstrip("%")) for v in position.split()] == pytest.approx([x, y])
+    assert page.page.is_hidden(f"#{prefix_a}sheet-local") and page.page.is_visible(f"#{prefix_a}frame-local")
     assert page.errors == []
 
 
@@ -242,7 +251,8 @@ def test_compare_page_steps_runs_by_depth(page: _Page, tmp_path: Path) -> None:
         make_run_dir(tmp_path / "long", n_layers=9, model="tiny_b", method="scorecam", size=(160, 192)),
         make_run_dir(tmp_path / "mid", n_layers=6, model="tiny_c", method="layercam", size=(160, 192)),
     ]
-    result = compare(runs, tmp_path / "cmp", fps=20)
+    with pytest.warns(UserWarning, match="4 to 9 layers"):  # more than 2x apart: said on the page too
+        result = compare(runs, tmp_path / "cmp", fps=20)
     mapping = align_by_depth([4, 9, 6])
 
     page.page.goto(result["html"].as_uri())
@@ -381,3 +391,145 @@ def test_ybroad_column_sorts_and_the_viewer_still_finds_its_rows(page: _Page, tm
     page.page.click("#sort-\\#")
     assert order() == sorted(values)
     assert page.errors == [] and page.requests == []
+
+
+# -- what a researcher expects: sorting, links to a layer, colour bars, top-5, dark mode, no JavaScript --
+
+SHOTS = Path("/tmp/report-ux-shots")  # a copy of the screenshots for a person to look at
+
+
+def _shot(page, tmp_path: Path, name: str) -> Path:
+    """A full-page screenshot under the test's tmp dir, copied to :data:`SHOTS`; checked to be a real page."""
+    path = tmp_path / name
+    page.screenshot(path=str(path), full_page=True)
+    with Image.open(path) as img:
+        assert np.asarray(img.convert("RGB")).std() > 20, name  # not blank
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    (SHOTS / name).write_bytes(path.read_bytes())
+    return path
+
+
+def _ux_run(tmp_path: Path) -> Path:
+    run = make_run_dir(tmp_path / "run", n_layers=N_LAYERS, size=(320, 384))
+    manifest_path = run / "manifest.json"
+    manifest = json.loads(manifest_path.read_text())
+    manifest["top"] = [{"index": 281 + k, "label": f"cat{k}", "score": round(0.5 / (k + 1), 6)} for k in range(5)]
+    manifest_path.write_text(json.dumps(manifest))
+    build_report(run)
+    return run
+
+
+def _context_page(browser, **options):
+    context = browser.new_context(**{"viewport": {"width": 1400, "height": 900}, **options})
+    errors: list[str] = []
+    pg = context.new_page()
+    pg.on("pageerror", lambda exc: errors.append(str(exc)))
+    return context, pg, errors
+
+
+def test_report_sorting_layer_links_colour_bars_top5_and_table_fit(browser, tmp_path: Path) -> None:
+    run = _ux_run(tmp_path)
+    best = json.loads((run / "ybroad.json").read_text())["ybroad_max"]["index"]
+    context, pg, errors = _context_page(browser)
+    try:
+        # report.html#layer=5 opens the fifth layer (1-based, as shown); stepping rewrites the address
+        pg.goto((run / "report.html").as_uri() + "#layer=5")
+        pg.wait_for_function("document.body.dataset.layer === '4'")
+        assert f"Layer 5 / {N_LAYERS}" in pg.inner_text("#layer-caption")
+        pg.click("h1")
+        pg.keyboard.press("ArrowRight")
+        assert pg.evaluate("location.hash") == "#layer=6"
+        pg.evaluate("location.hash = '#layer=2'")
+        pg.wait_for_function("document.body.dataset.layer === '1'")
+
+        # sorting: ybROAD first descending (best first, no value last), then Params ascending on a second click
+        pg.click("#sort-ybroad")
+        order = pg.eval_on_selector_all("#layer-table tbody tr", "rs => rs.map(r => Number(r.dataset.index))")
+        values = pg.eval_on_selector_all("#layer-table tbody tr", "rs => rs.map(r => r.cells[6].dataset.sort)")
+        assert order[0] == best and sorted(order) == list(range(N_LAYERS))
+        numbers = [float(v) for v in values if v]
+        assert numbers == sorted(numbers, reverse=True) and all(v == "" for v in values[len(numbers):])
+        assert pg.get_attribute("#layer-table th[data-col='6']", "aria-sort") == "descending"
+        pg.click("#sort-params")
+        pg.click("#sort-params")
+        params = pg.eval_on_selector_all("#layer-table tbody tr", "rs => rs.map(r => r.cells[4].dataset.sort)")
+        known = [float(v) for v in params if v]
+        assert known == sorted(known) and pg.get_attribute("#layer-table th[data-col='4']", "aria-sort") == "ascending"
+        pg.click("#layer-table tbody tr[data-index='7']")  # a sorted table still jumps to the row's layer
+        assert pg.evaluate("document.body.dataset.layer") == "7"
+
+        # colour bars: the run's colormap from 0 to 1, and what 1 means
+        assert "this layer's max" in pg.inner_text("#colourbar-local")
+        assert "network's max" in pg.inner_text("#colourbar-global")
+        ramp = pg.eval_on_selector("#colourbar-local .cam-colourbar-ramp", "el => getComputedStyle(el).backgroundImage")
+        assert ramp.startswith("linear-gradient") and ramp.count("rgb(") == 11
+        assert pg.is_visible("#colourbar-local")
+
+        # top-5, most probable first
+        top = pg.eval_on_selector_all("#top5 li", "lis => lis.map(li => li.textContent)")
+        assert len(top) == 5 and top[0].startswith("50.0%") and "cat0" in top[0] and "#281" in top[0]
+
+        # the whole table fits its card at 1400 px: the ybROAD column is not behind a horizontal scroll
+        fit = pg.eval_on_selector("#table-wrap", "w => [w.scrollWidth, w.clientWidth]")
+        assert fit[0] <= fit[1], fit
+        assert pg.is_visible("#sort-ybroad") and pg.is_visible("#sort-ms")
+        pg.evaluate("location.hash = '#layer=1'")
+        pg.wait_for_function("document.body.dataset.layer === '0'")
+        _shot(pg, tmp_path, "report-light.png")
+        assert errors == []
+    finally:
+        context.close()
+
+
+def test_report_dark_mode_follows_the_system(browser, tmp_path: Path) -> None:
+    run = _ux_run(tmp_path)
+    for scheme in ("light", "dark"):
+        context, pg, errors = _context_page(browser, color_scheme=scheme)
+        try:
+            pg.goto((run / "report.html").as_uri())
+            pg.wait_for_function("document.body.dataset.layer === '0'")
+            colours = pg.evaluate("""() => ['body', '.cam-card', 'table td'].map(s => {
+                const el = document.querySelector(s), cs = getComputedStyle(el);
+                return [cs.backgroundColor, cs.color]; })""")
+            card_bg = [int(v) for v in re.findall(r"\d+", colours[1][0])[:3]]
+            cell_ink = [int(v) for v in re.findall(r"\d+", colours[2][1])[:3]]
+            if scheme == "dark":
+                assert max(card_bg) < 60 and min(cell_ink) > 150, colours  # light text on dark cards
+                _shot(pg, tmp_path, "report-dark.png")
+            else:
+                assert min(card_bg) > 240 and max(cell_ink) < 80, colours
+            assert errors == []
+        finally:
+            context.close()
+
+
+def test_frames_show_without_javascript(browser, tmp_path: Path) -> None:
+    run = _ux_run(tmp_path)
+    notebook = tmp_path / "notebook.html"
+    notebook.write_text("<!DOCTYPE html><html><head><meta charset='utf-8'></head><body>"
+                        f"<div class='output'>{report_html(run, inline=True)}</div></body></html>", encoding="utf-8")
+    for scheme in ("light", "dark"):
+        context, pg, _ = _context_page(browser, java_script_enabled=False, color_scheme=scheme)
+        try:
+            # a page: the first frame of each normalisation, as a plain image
+            pg.goto((run / "report.html").as_uri())
+            for norm in ("local", "global"):
+                size = pg.eval_on_selector(f"#frame-{norm}", "img => [img.complete, img.naturalWidth]")
+                assert size[0] and size[1] == 320, (norm, size)
+            assert np.abs(_shown(pg, "#frame-local") - frame_colour("local", 0)).max() < 12
+            # a notebook (an untrusted one runs no script): the contact sheets, every layer in order
+            pg.goto(notebook.as_uri())
+            sheets = pg.eval_on_selector_all("img.cam-sheet", "imgs => imgs.map(i => [i.naturalWidth, i.offsetHeight])")
+            assert len(sheets) == 2 and all(w > 0 and h > 50 for w, h in sheets), sheets
+            assert pg.eval_on_selector_all(".cam-tile", "ts => ts.every(t => t.offsetHeight === 0)")
+            _shot(pg, tmp_path, f"notebook-nojs-{scheme}.png")
+        finally:
+            context.close()
+
+
+def _shown(pg, selector: str) -> np.ndarray:
+    """Mean RGB of an image as the browser decoded it (read back through a screenshot of the element:
+    no script runs on a page with JavaScript disabled)."""
+    data = pg.locator(selector).screenshot()
+    with Image.open(io.BytesIO(data)) as img:
+        return np.asarray(img.convert("RGB"), dtype=np.float64).reshape(-1, 3).mean(axis=0)

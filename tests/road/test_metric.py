@@ -536,3 +536,37 @@ def test_no_noise_trials_are_one_draw_and_give_no_interval(net: nn.Module, x: to
     assert all(c["ci"] is None for c in judged["candidates"])
     assert judged["best"]["separable_from_runner_up"] is None
     assert any("--road-noise 0 makes the 3 trials one draw repeated" in w for w in judged["warnings"])
+
+
+def test_table_and_plot_of_a_ybroad(net: nn.Module, x: torch.Tensor) -> None:
+    cams = _tie_free_cams(4)
+    cams[1] = 0.5  # undefined: no ranking
+    res = ybroad(net, x, cams, 1, noise=0.05, trials=3, layer_names=["a", "b", "c", "d"])
+    rows = res.to_rows()
+    data = res.to_json_dict()["layers"]
+    assert [r["name"] for r in rows] == ["a", "b", "c", "d"] and [r["index"] for r in rows] == [0, 1, 2, 3]
+    for row, layer in zip(rows, data):
+        assert row["ybroad"] == (None if layer["ybroad"] is None else pytest.approx(layer["ybroad"]))
+        assert row["above_baseline"] == layer["above_baseline"]
+    assert rows[1]["ybroad"] is None and rows[1]["ci_low"] is None
+    assert rows[0]["ci_low"] <= rows[0]["ybroad"] <= rows[0]["ci_high"]
+    ax = res.plot()
+    xs, ys = ax.lines[0].get_data()
+    assert list(xs) == [1, 2, 3, 4]  # layers count from 1
+    np.testing.assert_allclose(ys, res.curve_mean.numpy())
+    best = ax.lines[1].get_data()
+    assert best[0][0] == res.ybroad_max.index + 1 and best[1][0] == pytest.approx(res.ybroad_max.value)
+
+
+def test_to_pandas_is_optional(net: nn.Module, x: torch.Tensor, monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+
+    res = ybroad(net, x, _tie_free_cams(2), 1, noise=0.0, layer_names=["a", "b"])
+    monkeypatch.setitem(sys.modules, "pandas", None)  # as if not installed
+    with pytest.raises(ImportError, match="to_rows"):
+        res.to_pandas()
+    monkeypatch.undo()
+    pd = pytest.importorskip("pandas")
+    frame = res.to_pandas()
+    assert isinstance(frame, pd.DataFrame) and list(frame.index) == ["a", "b"]
+    assert frame.loc["a", "ybroad"] == pytest.approx(res.to_rows()[0]["ybroad"])

@@ -151,3 +151,14 @@ def test_decompression_bombs_exit_2_with_one_line(tmp_path, capsys, side):
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and "decompression bomb" in err[0], err
     assert not (tmp_path / "out").exists()
+
+
+def test_prepared_image_provenance_carries_the_crop_box():
+    from camanim.sources import Preprocess, prepare_input
+
+    x, _, info = prepare_input("sample:rocket", Preprocess.imagenet(), None)
+    assert x.shape == (1, 3, 224, 224)
+    assert info["source"] == "sample:rocket" and info["original_size"] == [640, 427]
+    assert info["crop"]["box"] == [133.33, 26.69, 506.67, 400.31]  # see test_sources: by hand from 256 / 224
+    # A ready tensor has no crop to report.
+    assert "crop" not in prepare_input(torch.zeros(3, 8, 8), None, None)[2]

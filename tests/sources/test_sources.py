@@ -135,6 +135,34 @@ def test_preprocess_resize_crop_normalise():
     assert x1.shape == (1, 1, 32, 32)
 
 
+def test_crop_box_is_the_hand_computed_region_in_original_pixels():
+    # sample:rocket is 640x427: shorter side 427 -> 256 gives 384x256; a 224 centre crop starts at
+    # (384-224)/2 = 80, (256-224)/2 = 16; back in original pixels x *640/384, y *427/256.
+    crop = Preprocess.imagenet().crop_box((640, 427))
+    assert crop["resized"] == [384, 256] and crop["crop"] == [224, 224] and crop["resize"] == 256
+    assert crop["box"] == [round(80 * 640 / 384, 2), round(16 * 427 / 256, 2), round(304 * 640 / 384, 2),
+                           round(240 * 427 / 256, 2)] == [133.33, 26.69, 506.67, 400.31]
+    assert crop["lost"] == [round(80 / 384, 4), 0.0625, round(80 / 384, 4), 0.0625]
+    # A crop larger than the resized image pads: negative losses, a box past the edge.
+    padded = Preprocess(resize=100, crop=(120, 120)).crop_box((100, 100))
+    assert padded["box"] == [-10.0, -10.0, 110.0, 110.0] and padded["lost"] == [-0.1] * 4
+
+
+def test_crop_box_is_where_the_model_input_comes_from():
+    # A horizontal ramp: the model's input, resized back, must equal the original cut at the box.
+    ramp = np.tile(np.linspace(0, 255, 300).astype(np.uint8)[None, :, None], (200, 1, 3))
+    img = Image.fromarray(ramp)
+    prep = Preprocess(resize=100, crop=(80, 80))
+    x0, y0, x1, y1 = prep.crop_box(img.size)["box"]
+    # 300x200 -> 150x100; the 80 crop starts at (35, 10) there, so at (70, 20) in the original
+    assert [x0, y0, x1, y1] == [70.0, 20.0, 230.0, 180.0]
+    _, disp = prep(img)
+    inside = ramp[int(y0):int(y1), int(x0):int(x1), 0].astype(float)
+    assert abs(disp[..., 0].mean() - inside.mean()) < 1.0
+    assert abs(disp[:, 0, 0].mean() - ramp[0, int(x0):int(x0) + 2, 0].mean()) < 2.0
+    assert abs(disp[:, -1, 0].mean() - ramp[0, int(x1) - 2:int(x1), 0].mean()) < 2.0
+
+
 def test_unknown_model_suggests_names():
     with pytest.raises(InputError, match="did you mean: .*resnet50"):
         load_model("resnet5O")

@@ -18,7 +18,16 @@ from torch import nn
 
 from ..errors import InputError
 from ..methods import CamMethod
-from ..trace import LayerRecord, Trace, class_logits, class_scores, eval_mode, logits_of, probability_kind
+from ..trace import (
+    LayerRecord,
+    Trace,
+    class_logits,
+    class_scores,
+    eval_mode,
+    logits_of,
+    probability_kind,
+    split_distinct,
+)
 from .engine import Computation, compute_cams
 from .options import CamOptions
 from .targets import TargetSpec, parse_target, rows_for
@@ -45,6 +54,8 @@ class Row:
         seconds: wall time per stage (``cams``, ``trace``, per method).
         options: what ``manifest.json`` records under ``options``.
         num_classes: the number of classes of the model's output.
+        top: the image's five most probable classes (fewer with fewer classes), most probable first:
+            ``{"index", "label", "score"}`` with the same probability as ``probability``.
     """
 
     image: int
@@ -58,6 +69,7 @@ class Row:
     vectors: UnitVectors
     seconds: dict[str, float] = field(default_factory=dict)
     options: dict[str, Any] = field(default_factory=dict)
+    top: list[dict[str, Any]] = field(default_factory=list)
     num_classes: int = 0
 
 
@@ -156,15 +168,20 @@ def _split(comp: Computation, r: int, image: int, x: torch.Tensor, vectors: Unit
         records = [dataclasses.replace(rec, shape=(1, *rec.shape[1:])) if rec.shape and rec.shape[0] == n_rows
                    else rec for rec in records]
     keep = None
-    if options.skip_non_spatial:
-        keep, records = drop_non_spatial(records)
+    _, distinct = split_distinct(options.layers)
+    if options.skip_non_spatial or distinct:
+        keep, records = drop_non_spatial(records, spatial=options.skip_non_spatial, distinct=distinct)
         if not records:
             raise InputError(f"all {len(comp.records)} selected layers are non-spatial and --skip-non-spatial leaves "
                              "none: select layers with a 2-D map, or drop --skip-non-spatial")
         vectors = vectors.subset(keep)
     tgt = int(comp.targets[r])
     kind = probability_kind(options.score if isinstance(options.score, str) else "custom", comp.logits.shape[1])
-    probability = float(class_scores(comp.logits.float(), kind)[r, tgt])
+    scores = class_scores(comp.logits.float(), kind)[r]
+    probability = float(scores[tgt])
+    values, indices = scores.topk(min(5, scores.numel()))
+    top = [{"index": int(i), "label": labels[int(i)] if labels and int(i) < len(labels) else None,
+            "score": round(float(v), 6)} for v, i in zip(values, indices)]
     label = labels[tgt] if labels and tgt < len(labels) else None
     manifest_options = {**options.manifest([m.name for m in methods]), "probability": kind}
     out = []
@@ -176,7 +193,7 @@ def _split(comp: Computation, r: int, image: int, x: torch.Tensor, vectors: Unit
                        records=list(records), input_tensor=x, vectors=vectors, seconds=dict(seconds),
                        options={**manifest_options, "extra_forwards": comp.forwards.get(m.name, 0),
                                 "traced_passes": comp.forwards.get("trace", 0)},
-                       num_classes=int(class_logits(comp.logits).shape[1])))
+                       num_classes=int(class_logits(comp.logits).shape[1]), top=top))
     return out
 
 

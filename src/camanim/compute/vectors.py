@@ -51,9 +51,13 @@ def unit_vectors(trace: Trace, row: int = 0) -> UnitVectors:
     return UnitVectors(values, "act x grad" if with_grad else "activation")
 
 
-def drop_non_spatial(records: Sequence[LayerRecord]) -> tuple[list[int], list[LayerRecord]]:
-    """The spatial records, renumbered (``index`` and ``same_as``), and their old positions."""
-    keep = [i for i, r in enumerate(records) if not r.non_spatial]
+def drop_non_spatial(records: Sequence[LayerRecord], spatial: bool = True, distinct: bool = False
+                     ) -> tuple[list[int], list[LayerRecord]]:
+    """The records kept, renumbered (``index`` and ``same_as``), and their old positions: ``spatial``
+    drops non-spatial records, ``distinct`` drops records that share another's output (``same_as``:
+    the same CAM), so each CAM appears once, at its first layer."""
+    keep = [i for i, r in enumerate(records)
+            if not (spatial and r.non_spatial) and not (distinct and r.same_as is not None)]
     new_index = {old: new for new, old in enumerate(keep)}
     kept = [dataclasses.replace(records[old], index=new,
                                 same_as=new_index.get(records[old].same_as) if records[old].same_as is not None

@@ -86,25 +86,51 @@ def _band(width: int, height: int) -> tuple[Image.Image, ImageDraw.ImageDraw]:
     return img, ImageDraw.Draw(img)
 
 
-def _caption_head(rec: LayerRecord, total: int, width: int) -> np.ndarray:
+def _caption_head(rec: LayerRecord, total: int, width: int, title: str = "") -> np.ndarray:
+    """Line 1: the 1-based position (``1/265``, as the report and the CLI count), the layer's name
+    (shortened from the left: its end is the specific part) and, right-aligned, ``title`` (the method
+    and the class)."""
     img, draw = _band(width, _BAND)
-    big = load_font(14)
-    head = f"{rec.index}/{total - 1}"  # index / last index, as the report's viewer and layer table count
+    big, small = load_font(14), load_font(12)
+    head = f"{rec.index + 1}/{total}"
     draw.text((6, 4), head, fill=(255, 214, 90), font=big)
     x0 = 12 + int(big.getlength(head))
-    draw.text((x0, 4), _shorten(rec.name, big, width - x0 - 6), fill=(240, 240, 240), font=big)
+    right = width - 6
+    if title:
+        title = _cut_end(title, small, max(0, (width - x0) // 2))
+        right -= int(small.getlength(title))
+        draw.text((right, 6), title, fill=(170, 200, 240), font=small)
+        right -= 8
+    draw.text((x0, 4), _shorten(rec.name, big, max(0, right - x0)), fill=(240, 240, 240), font=big)
     return np.asarray(img)
 
 
-def _caption_line(rec: LayerRecord, norm: str) -> str:
+def _cut_end(text: str, font, max_px: int) -> str:
+    """``text`` cut at its end (``Depthwise…``) to fit ``max_px``."""
+    if font.getlength(text) <= max_px:
+        return text
+    while text and font.getlength(text + "…") > max_px:
+        text = text[:-1]
+    return text + "…" if text else ""
+
+
+def _caption_line(rec: LayerRecord, norm: str, width: int = 10**6) -> str:
+    """Line 2: the type (whole), the shape, the layout (or "non-spatial: no map") and the normalisation;
+    what does not fit in ``width`` px is left out from the least telling end, never the type's start."""
     shape = "x".join(str(s) for s in rec.shape) if rec.shape else "-"
     extra = "non-spatial: no map" if rec.non_spatial else rec.layout
-    return f"{rec.type}  [{shape}]  {extra}  ·  {norm}"
+    font = load_font(12)
+    for parts in ((rec.type, f"[{shape}]", extra, "·", norm), (rec.type, f"[{shape}]", "·", norm),
+                  (rec.type, "·", norm), (rec.type,)):
+        line = "  ".join(p for p in parts if p)
+        if font.getlength(line) <= width - 12:
+            return line
+    return _cut_end(rec.type, font, width - 12)
 
 
 def _caption_detail(line: str, width: int) -> np.ndarray:
     img, draw = _band(width, CAPTION_H - _BAND)
-    draw.text((6, 26 - _BAND), _shorten(line, load_font(12), width - 12), fill=(170, 180, 190), font=load_font(12))
+    draw.text((6, 26 - _BAND), _cut_end(line, load_font(12), width - 12), fill=(170, 180, 190), font=load_font(12))
     return np.asarray(img)
 
 
@@ -133,7 +159,8 @@ class FrameRenderer:
     """
 
     def __init__(self, image: np.ndarray, records: Sequence[LayerRecord], style: FrameStyle = FrameStyle(),
-                 stripes: PanelPainter | None = None) -> None:
+                 stripes: PanelPainter | None = None, title: str = "") -> None:
+        self.title = title  # the caption's right end: the method and the class
         self.stripes = stripes  # non-spatial layers' 1-D evidence; None: the dimmed image alone
         self.records = list(records)
         self.total = len(self.records)
@@ -193,8 +220,8 @@ class FrameRenderer:
         rec = self.records[i]
         head = self._heads.get(i)
         if head is None:
-            head = self._heads[i] = _caption_head(rec, self.total, self.pw)
-        line = _caption_line(rec, norm)
+            head = self._heads[i] = _caption_head(rec, self.total, self.pw, self.title)
+        line = _caption_line(rec, norm, self.pw)
         detail = self._details.get(line)
         if detail is None:
             detail = self._details[line] = _caption_detail(line, self.pw)
@@ -228,6 +255,15 @@ class FrameRenderer:
                 frames[i, ph + CAPTION_H:] = self._strip(i)
             yield stop
 
+    def panels(self, normed: torch.Tensor, norm: str) -> np.ndarray:
+        """Image panels only (L, ph, pw, 3) uint8, no caption or strip: the CAMs ``normed`` (L, h, w) in
+        [0, 1] over the image, non-spatial layers as their stripe (or the dimmed image)."""
+        out = np.empty((self.total, self.ph, self.pw, 3), np.uint8)
+        self._overlay(normed, out)
+        for i in np.nonzero(self.non_spatial)[0]:
+            out[i] = self.dim if self.stripes is None else self.stripes.panel(self.dim, int(i), norm)
+        return out
+
     def render(self, normed: torch.Tensor, norm: str, chunk: int = 64,
                progress: Callable[[int, int], None] | None = None) -> np.ndarray:
         """Frames (L, H, W, 3) uint8 for CAMs already scaled to [0, 1] ([L, h, w])."""
@@ -236,6 +272,39 @@ class FrameRenderer:
             if progress is not None:
                 progress(done, self.total)
         return frames
+
+
+def overlay(image: np.ndarray, cam: np.ndarray | torch.Tensor, colormap: str = "jet", alpha: float = 0.5
+            ) -> np.ndarray:
+    """One CAM over its image, caption-free: ``(1 - alpha) * image + alpha * colormap(cam)`` per pixel.
+
+    The building block of pytorch-grad-cam's ``show_cam_on_image`` and torchcam's ``overlay_mask``.
+
+    Args:
+        image: (H, W, 3) uint8 RGB.
+        cam: (h, w) map in [0, 1] (values outside are clipped); resized (bilinear) to H x W.
+        colormap: a matplotlib colormap name.
+        alpha: the weight of the colour map, in [0, 1].
+
+    Returns:
+        (H, W, 3) uint8 RGB.
+
+    Raises:
+        ValueError: ``image`` is not (H, W, 3) uint8, ``cam`` is not 2-D, ``alpha`` outside [0, 1], or
+            an unknown colormap.
+    """
+    if not (isinstance(image, np.ndarray) and image.ndim == 3 and image.shape[2] == 3 and image.dtype == np.uint8):
+        raise ValueError("overlay: image must be an (H, W, 3) uint8 array")
+    if not 0.0 <= float(alpha) <= 1.0:
+        raise ValueError(f"overlay: alpha must be in [0, 1], got {alpha}")
+    x = torch.as_tensor(np.asarray(cam, dtype=np.float32) if not isinstance(cam, torch.Tensor) else cam).float()
+    if x.ndim != 2:
+        raise ValueError(f"overlay: cam must be 2-D (h, w), got shape {tuple(x.shape)}")
+    x = F.interpolate(x.detach().cpu()[None, None], size=image.shape[:2], mode="bilinear", align_corners=False)[0, 0]
+    level = np.rint(x.clamp_(0, 1).numpy() * np.float32(255.0)).astype(np.intp)
+    colour = colormap_lut(colormap)[level].astype(np.float32)
+    a = np.float32(alpha)
+    return np.clip(np.rint((1 - a) * image.astype(np.float32) + a * colour), 0, 255).astype(np.uint8)
 
 
 def render_frames(
@@ -247,6 +316,8 @@ def render_frames(
     chunk: int = 64,
     progress: Callable[[int, int], None] | None = None,
     stripes: PanelPainter | None = None,
+    title: str = "",
 ) -> np.ndarray:
-    """Frames (L, H, W, 3) uint8 for CAMs already scaled to [0, 1] ([L, h, w]) over ``image`` (h, w, 3)."""
-    return FrameRenderer(image, records, style, stripes).render(normed, norm, chunk=chunk, progress=progress)
+    """Frames (L, H, W, 3) uint8 for CAMs already scaled to [0, 1] ([L, h, w]) over ``image`` (h, w, 3);
+    ``title`` (the method and the class) ends each caption's first line."""
+    return FrameRenderer(image, records, style, stripes, title).render(normed, norm, chunk=chunk, progress=progress)

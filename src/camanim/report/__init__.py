@@ -30,7 +30,7 @@ Example:
 """
 
 from .compare import align_by_depth, compare, write_compare, write_grid_video
-from .page import build_report, render_report, report_html, write_report
+from .page import build_report, render_report, report_html, write_index, write_report
 
-__all__ = ["align_by_depth", "build_report", "compare", "render_report", "report_html", "write_compare",
+__all__ = ["align_by_depth", "build_report", "compare", "render_report", "report_html", "write_compare", "write_index",
            "write_grid_video", "write_report"]

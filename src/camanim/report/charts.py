@@ -65,7 +65,7 @@ def _svg_axes(frame: _XScale, y_ticks: list[tuple[float, str]], x_label: str = "
     for i in _x_ticks(frame.n):
         x = frame.x(i)
         parts.append(f'<line class="cam-axis" x1="{x:.1f}" x2="{x:.1f}" y1="{bottom}" y2="{bottom + 4}"/>')
-        parts.append(f'<text x="{x:.1f}" y="{bottom + 15}" text-anchor="middle">{i}</text>')
+        parts.append(f'<text x="{x:.1f}" y="{bottom + 15}" text-anchor="middle">{i + 1}</text>')  # layers count from 1
     parts.append(f'<text x="{_W - _RIGHT}" y="{_H - 2}" text-anchor="end">{esc(x_label)}</text>')
     return parts
 
@@ -122,7 +122,7 @@ def bar_chart(element_id: str, layers: list[dict[str, Any]], values: list[float 
         if value is None or value <= 0 or (log and value < 1):
             continue
         y = y_of(value)
-        label = f"{i} {layer.get('name', '')}: {fmt_int(value) if log else f'{value:.3g}'} {unit}"
+        label = f"{i + 1} {layer.get('name', '')}: {fmt_int(value) if log else f'{value:.3g}'} {unit}"
         parts.append(
             f'<rect class="cam-bar {css}" data-index="{i}" x="{frame.x(i) - width / 2:.2f}" y="{y:.2f}" '
             f'width="{width:.2f}" height="{bottom - y:.2f}"><title>{esc(label)}</title></rect>'
@@ -314,7 +314,7 @@ def ybroad_chart(element_id: str, layers: list[dict[str, Any]], series: dict[str
             continue
         ci = f" [{lows[i]:.4g}, {highs[i]:.4g}]" if lows[i] is not None and highs[i] is not None else ""
         mark = " (not above chance)" if above[i] is False else ""
-        label = f"{i} {layers[i].get('name', '')}: ybROAD {v:.4g}{ci}{mark}"
+        label = f"{i + 1} {layers[i].get('name', '')}: ybROAD {v:.4g}{ci}{mark}"
         css = point_class + (" cam-below" if above[i] is False else "")
         parts.append(
             f'<circle class="{css}" data-index="{i}" cx="{frame.x(i):.2f}" cy="{y_of(v):.2f}" '
@@ -325,7 +325,7 @@ def ybroad_chart(element_id: str, layers: list[dict[str, Any]], series: dict[str
     warned = bool(series.get("warnings"))
     alias_text = f" = {', '.join(aliases)}" if aliases else ""
     head = "highest (see warning)" if warned else "best"
-    label = f"{head}: {best} {layers[best].get('name', '')}{alias_text} ({values[best]:.4g})"
+    label = f"{head}: {best + 1} {layers[best].get('name', '')}{alias_text} ({values[best]:.4g})"
     css = "cam-yb-point cam-best cam-warned" if warned else "cam-yb-point cam-best"
     parts.append(
         f'<circle class="{css}" data-index="{best}" cx="{bx:.2f}" cy="{by:.2f}" '

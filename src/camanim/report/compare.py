@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import warnings
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -79,8 +80,26 @@ def _compare_norms(runs: Sequence[RunView]) -> list[str]:
     return common
 
 
+#: runs whose layer counts differ by more than this factor get a warning: one step of the shorter
+#: run spans several layers of the longer one
+DEPTH_RATIO = 2.0
+
+
+def depth_warning(layer_counts: Sequence[int]) -> str | None:
+    """A sentence when the runs' layer counts differ by more than :data:`DEPTH_RATIO` (else None)."""
+    counts = [c for c in layer_counts if c > 0]
+    if len(counts) < 2 or max(counts) <= DEPTH_RATIO * min(counts):
+        return None
+    return (f"the runs have {min(counts)} to {max(counts)} layers ({max(counts) / min(counts):.1f}x): they are "
+            "lined up by relative depth, so one layer of the shorter run stands for several of the longer one; "
+            "compare like with like (the same --layers pattern) for a layer-by-layer reading")
+
+
 def _render_compare(runs: Sequence[RunView], mapping: list[list[int]], norms: list[str], fps: int) -> str:
     prefix = ""
+    warning = depth_warning([len(run.layers) for run in runs])
+    warning_html = (f'<p class="cam-warning" role="alert" id="{prefix}depth-warning">Warning: {esc(warning)}.</p>'
+                    if warning else "")
     steps = len(mapping[0])
     data = {
         "inline": False,
@@ -133,7 +152,7 @@ def _render_compare(runs: Sequence[RunView], mapping: list[list[int]], norms: li
         "Runs with different numbers of layers are aligned by relative depth: at depth t (0 = first layer, "
         "1 = last layer) a run with L layers shows its layer round(t · (L − 1)), so shorter runs repeat "
         "layers. Keys: ← → step, Home / End, space plays.</p>"
-        f'<div class="cam-cols">{columns}</div></div>'
+        f'{warning_html}<div class="cam-cols">{columns}</div></div>'
         + json_tag(prefix + "compare-data", data)
         + "".join(
             json_tag(f"{prefix}frames-data-{r}-{norm}", encode_frames(run.frames[norm]))
@@ -253,7 +272,8 @@ def compare(run_dirs: Sequence[str | Path], out_dir: str | Path, *, fps: int = 1
         fps: frames per second of the video and of the page's playback.
 
     Returns:
-        ``{"html": .../compare.html, "video": .../compare_grid.mp4}``.
+        ``{"html": .../compare.html, "video": .../compare_grid.mp4}`` and ``"video_global"``
+        (``compare_grid_global.mp4``) when the runs have both normalisations.
 
     Raises:
         ValueError: no runs, a folder that is not a complete run, or runs
@@ -273,11 +293,15 @@ def write_compare(runs: Sequence[RunView], out_dir: str | Path, *, fps: int = 10
     """``compare.html`` and the grid video (``video_name``) of runs on disk or in memory.
 
     Returns:
-        ``{"html": .../compare.html, "video": .../<video_name>}``.
+        ``{"html": .../compare.html, "video": .../<video_name>}``, and ``"video_global"`` (the same
+        grid of the global frames, ``<stem>_global.mp4``) when the runs have both normalisations.
 
     Raises:
         InputError: runs without a normalisation in common, or an output folder that cannot be
             created. Nothing is written then.
+
+    Warns:
+        UserWarning: the runs' layer counts differ by more than 2x (:func:`depth_warning`); the page says so too.
     """
     norms = _compare_norms(runs)
     mapping = align_by_depth([len(run.layers) for run in runs])
@@ -287,5 +311,10 @@ def write_compare(runs: Sequence[RunView], out_dir: str | Path, *, fps: int = 10
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise InputError(f"cannot create output folder {out} ({exc.strerror}); choose another --out") from exc
-    video_path = write_grid_video(runs, out / video_name, fps, "local" if "local" in norms else norms[0])
-    return {"html": write_text(out / names.COMPARE_HTML, html_text), "video": video_path}
+    warning = depth_warning([len(run.layers) for run in runs])
+    if warning:
+        warnings.warn(warning[0].upper() + warning[1:], UserWarning, stacklevel=2)
+    written = {"video": write_grid_video(runs, out / video_name, fps, "local" if "local" in norms else norms[0])}
+    if "local" in norms and "global" in norms:
+        written["video_global"] = write_grid_video(runs, out / names.global_variant(video_name), fps, "global")
+    return {"html": write_text(out / names.COMPARE_HTML, html_text), **written}

@@ -11,6 +11,7 @@ import os
 import secrets
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -154,3 +155,46 @@ def page(title: str, body: str) -> str:
         f"<title>{esc(title)}</title><style>{PAGE_STYLE}{STYLE}</style></head>"
         f"<body>{body}</body></html>\n"
     )
+
+
+@dataclass(frozen=True)
+class Sheet:
+    """Every frame of one normalisation tiled into one image (a contact sheet), as a data URI.
+
+    Tile ``i`` is at column ``i % cols``, row ``i // cols``; each tile is ``tile`` = (height, width) px.
+    """
+
+    uri: str
+    cols: int
+    rows: int
+    tile: tuple[int, int]
+
+
+def contact_sheet(frames: Sequence[Path] | np.ndarray, width: int = 96, quality: int = 60) -> Sheet:
+    """The frames (L of (H, W, 3) uint8, or PNG files) as one JPEG sheet, each tile at most ``width`` px wide.
+
+    One image instead of L: a notebook cell stays small (a few kB per layer) and shows every layer
+    as a static picture where no script runs (an untrusted notebook, a static viewer).
+
+    Raises:
+        ValueError: no frames.
+    """
+    if len(frames) == 0:
+        raise ValueError("contact_sheet: no frames")
+    arrays = [f if isinstance(f, np.ndarray) else np.asarray(Image.open(f).convert("RGB")) for f in frames]
+    h, w = arrays[0].shape[:2]
+    tw = min(w, width)
+    th = max(1, int(round(h * tw / w)))
+    n = len(arrays)
+    cols = max(1, min(n, int(math.ceil(math.sqrt(n * th / tw)))))
+    rows = int(math.ceil(n / cols))
+    sheet = np.full((rows * th, cols * tw, 3), 24, np.uint8)
+    for i, a in enumerate(arrays):
+        if a.shape[:2] != (th, tw):
+            a = np.asarray(Image.fromarray(a).resize((tw, th), Image.Resampling.BILINEAR))
+        r, c = divmod(i, cols)
+        sheet[r * th:(r + 1) * th, c * tw:(c + 1) * tw] = a
+    buffer = io.BytesIO()
+    Image.fromarray(sheet).save(buffer, "JPEG", quality=quality)  # JPEG: a few times faster than WebP here
+    uri = f"data:image/jpeg;base64,{base64.b64encode(buffer.getvalue()).decode('ascii')}"
+    return Sheet(uri=uri, cols=cols, rows=rows, tile=(th, tw))

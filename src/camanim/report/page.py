@@ -9,10 +9,18 @@ import re
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
+from ..draw import colormap_lut
+from ..errors import InputError
 from ..rundir import RunView, load_run, names, write_text
+from ..sources import load_image
 from .charts import bar_chart, road_curves_chart, ybroad_chart, ybroad_series
 from .html import (
+    Sheet,
     breakable,
+    contact_sheet,
+    data_uri,
     encode_frames,
     esc,
     fmt_int,
@@ -85,7 +93,19 @@ def _facts(run: RunView, series: dict[str, Any] | None) -> str:
         if sub:
             text += f' <span class="cam-sub">{" · ".join(sub)}</span>'
         items.append(("Target", text))
-    items.append(("Layers", f"{len(run.layers):,}"))
+    shared = sum(1 for layer in run.layers if isinstance(layer.get("same_as"), int))
+    shared_text = (f' <span class="cam-sub" title="layers whose output is another layer\'s very tensor '
+                   f'(Identity, containers returning a child\'s output): their CAM repeats that layer\'s">'
+                   f"{shared:,} share another layer's CAM</span>") if shared else ""
+    items.append(("Layers", f"{len(run.layers):,}{shared_text}"))
+    top = m.get("top") if isinstance(m.get("top"), list) else []
+    if top:
+        rows = "".join(
+            f'<li><span class="cam-top-p">{t.get("score", 0) * 100:.1f}%</span> '
+            f'{esc(t.get("label") if t.get("label") is not None else "class " + str(t.get("index")))} '
+            f'<span class="cam-sub">#{esc(t.get("index"))}</span></li>'
+            for t in top if isinstance(t, dict) and isinstance(t.get("score"), (int, float)))
+        items.append(("Top 5", f'<ol class="cam-top" id="__P__top5">{rows}</ol>'))
     if series is not None:
         best = series["best"]
         mean = series["mean"]
@@ -93,7 +113,7 @@ def _facts(run: RunView, series: dict[str, Any] | None) -> str:
         low, high = series["low"][best], series["high"][best]
         ci = f" [{low:.3g}, {high:.3g}]" if low is not None and high is not None else ""
         jump = (f'<button type="button" class="cam-link cam-jump" data-index="{best}" '
-                f'title="show this layer">{series["values"][best]:.3g}{ci} @ {best}</button>')
+                f'title="show this layer">{series["values"][best]:.3g}{ci} @ layer {best + 1}</button>')
         if series["warnings"]:
             # No star for a pick that cannot be trusted: the warning, in words, takes its place.
             items.append(("ybROAD highest", jump + mean_text))
@@ -102,6 +122,106 @@ def _facts(run: RunView, series: dict[str, Any] | None) -> str:
         else:
             items.append(("ybROAD best ★", jump + mean_text))
     return "".join(f"<div><dt>{label}</dt><dd>{value}</dd></div>" for label, value in items)
+
+
+def crop_words(crop: dict[str, Any]) -> str:
+    """What the preprocessing cut, in words, from the manifest's ``image.crop`` (see ``Preprocess.crop_box``)."""
+    ch, cw = crop["crop"]
+    rw, rh = crop["resized"]
+    left, top, right, bottom = crop["lost"]
+
+    def axis(name: str, a: float, b: float, sides: str) -> str:
+        if a == b == 0:
+            return f"nothing of the {name} lost"
+        if a < 0 or b < 0:
+            return f"the {name} padded by {-a * 100:.1f}% and {-b * 100:.1f}%"
+        if abs(a - b) < 0.005:
+            return f"{a * 100:.1f}% of the {name} lost at {sides}"
+        return f"{a * 100:.1f}% and {b * 100:.1f}% of the {name} lost at {sides}"
+
+    return (f"shorter side resized to {crop['resize']} ({rw}×{rh}), centre crop {cw}×{ch}: "
+            f"{axis('width', left, right, 'each side')}, {axis('height', top, bottom, 'top and bottom')}")
+
+
+def _original_thumbnail(info: dict[str, Any], longest: int = 320) -> np.ndarray | None:
+    """The original image again, downscaled to ``longest`` pixels, or None when it cannot be read as it was."""
+    source = str(info.get("source", ""))
+    if not (source.startswith("sample:") or Path(source).is_file()):
+        return None  # a PIL image, array or tensor given in Python, or a file since moved
+    try:
+        img, _ = load_image(source)
+    except InputError:
+        return None
+    if list(img.size) != list(info.get("original_size") or []):
+        return None  # the file changed since the run
+    img.thumbnail((longest, longest))
+    return np.asarray(img, dtype=np.uint8)
+
+
+def input_card(run: RunView) -> str:
+    """The original image with the region the model saw drawn on it, and what the crop cut in words.
+
+    Empty when the manifest has no crop (a tensor, a user transform, or a run made before crops were recorded).
+    """
+    info = run.manifest.get("image")
+    crop = info.get("crop") if isinstance(info, dict) else None
+    if not isinstance(crop, dict) or "box" not in crop:
+        return ""
+    words = crop_words(crop)
+    thumb = _original_thumbnail(info)
+    picture = ""
+    if thumb is not None:
+        w, h = info["original_size"]
+        x0, y0, x1, y1 = crop["box"]
+        # viewBox in original pixels: the box from the manifest is drawn as it is, whatever the thumbnail size.
+        picture = (
+            f'<svg class="cam-input" viewBox="0 0 {w} {h}" role="img" style="width:100%;height:auto;display:block" '
+            f'aria-label="the original image; the rectangle is what the model saw">'
+            f'<image href="{data_uri(thumb)}" x="0" y="0" width="{w}" height="{h}"/>'
+            f'<path d="M0 0H{w}V{h}H0Z M{x0} {y0}V{y1}H{x1}V{y0}Z" fill="rgba(0,0,0,0.45)" fill-rule="evenodd"/>'
+            f'<rect class="cam-crop-box" x="{x0}" y="{y0}" width="{x1 - x0:.2f}" height="{y1 - y0:.2f}" fill="none" '
+            'stroke="#ffd400" stroke-width="3" vector-effect="non-scaling-stroke"/></svg>')
+    return (f'<div class="cam-card"><h2>Input</h2>{picture}'
+            f'<p class="cam-note cam-crop-note">The model saw the bright rectangle: {esc(words)}.</p></div>')
+
+
+def _colour_bar(run: RunView, norm: str, prefix: str) -> str:
+    """The colour scale under a figure: the run's colormap from 0 to 1, and what 1 means for ``norm``."""
+    name = get_in(run.manifest, "render", "colormap", default="jet")
+    try:
+        lut = colormap_lut(str(name))
+    except ValueError:
+        return ""
+    stops = ", ".join(f"rgb({r},{g},{b}) {k * 10}%"
+                      for k, (r, g, b) in enumerate(lut[[round(k * 25.5) for k in range(11)]].tolist()))
+    top = {"local": "1 = this layer's max", "global": "1 = the network's max"}.get(norm, "1 = max")
+    return (f'<div class="cam-colourbar" id="{prefix}colourbar-{esc(norm)}" data-colormap="{esc(name)}">'
+            f'<div class="cam-colourbar-ramp" style="background: linear-gradient(to right, {stops})"></div>'
+            f'<div class="cam-colourbar-labels"><span>0</span><span>{esc(top)}</span></div></div>')
+
+
+def _downloads(run: RunView) -> str:
+    """Links to the run's files that exist: frames folders, videos, CAMs, manifest, ybROAD CSV/JSON."""
+    if run.path is None:
+        return ""
+    files: list[tuple[str, str]] = []
+    frames = get_in(run.manifest, "frames", default={})
+    for norm in run.frames:
+        rel = frames.get(norm) if isinstance(frames, dict) and isinstance(frames.get(norm), str) else None
+        if rel and (run.path / rel).is_dir():
+            files.append((f"{norm} frames (PNG)", rel + "/"))
+    videos = run.manifest.get("videos") if isinstance(run.manifest.get("videos"), dict) else {}
+    for kind, rel in videos.items():
+        if isinstance(rel, str) and (run.path / rel).is_file():
+            files.append((f"{kind.replace('_', ' ')} video", rel))
+    for label, rel in (("CAMs (npz)", names.CAMS), ("manifest (JSON)", names.MANIFEST),
+                       ("ybROAD (CSV)", names.YBROAD_CSV), ("ybROAD (JSON)", names.YBROAD_JSON)):
+        if (run.path / rel).is_file():
+            files.append((label, rel))
+    links = " · ".join(f'<a href="{esc(Path(rel).as_posix())}{"/" if rel.endswith("/") else ""}" download>'
+                       f"{esc(label)}</a>" if not rel.endswith("/") else
+                       f'<a href="{esc(rel)}">{esc(label)}</a>' for label, rel in files)
+    return f'<p class="cam-downloads" id="downloads">Downloads: {links}</p>' if files else ""
 
 
 def _layer_table(run: RunView, series: dict[str, Any] | None, prefix: str) -> str:
@@ -132,10 +252,10 @@ def _layer_table(run: RunView, series: dict[str, Any] | None, prefix: str) -> st
             flags.append('<span class="cam-flag" title="the CAM has no spatial extent here">non-spatial</span>')
         same_as = layer.get("same_as")
         if isinstance(same_as, int):
-            flags.append(f'<span class="cam-flag" title="same output tensor as layer {same_as}, so the same CAM">'
-                         f"same CAM as {same_as}</span>")
+            flags.append(f'<span class="cam-flag" title="same output tensor as layer {same_as + 1}, so the same CAM">'
+                         f"same CAM as {same_as + 1}</span>")
         if i in aliases_of:
-            others = ", ".join(str(j) for j in aliases_of[i])
+            others = ", ".join(str(j + 1) for j in aliases_of[i])
             flags.append(f'<span class="cam-flag" title="layers {esc(others)} pass on this very output">'
                          f"aliases: {esc(others)}</span>")
         note = series["notes"][i] if series is not None else None
@@ -156,7 +276,7 @@ def _layer_table(run: RunView, series: dict[str, Any] | None, prefix: str) -> st
         layout_html = f' <span class="cam-layout">{esc(layout)}</span>' if layout else ""
         params, seconds = layer.get("params"), layer.get("seconds")
         cells = [
-            f'<td class="cam-num" data-sort="{i}">{i}</td>',
+            f'<td class="cam-num" data-sort="{i}">{i + 1}</td>',
             f'<td class="cam-name"{title}><code>{breakable(name)}</code>{flag_html}</td>',
             f'<td class="cam-type">{_camel_breakable(str(layer.get("type", "")))}</td>',
             f'<td class="cam-dim">{esc(fmt_shape(layer.get("shape")))}{layout_html}</td>',
@@ -168,6 +288,18 @@ def _layer_table(run: RunView, series: dict[str, Any] | None, prefix: str) -> st
         parts.append(f'<tr data-index="{i}">{"".join(cells)}</tr>')
     parts.append("</tbody></table></div>")
     return "".join(parts)
+
+
+def containers(layers: list[dict[str, Any]]) -> set[int]:
+    """Indices of the layers whose module contains another recorded layer's module (``layer4`` holds
+    ``layer4.0.conv1``): their parameters and time include their children's."""
+    modules = [str(layer.get("module") or layer.get("name") or "") for layer in layers]
+    prefixes = {m for m in modules if m}
+    out: set[int] = set()
+    for i, m in enumerate(modules):
+        if m and any(other.startswith(m + ".") for other in prefixes):
+            out.add(i)
+    return out
 
 
 def _camel_breakable(name: str) -> str:
@@ -235,6 +367,24 @@ def _video_links(run: RunView) -> str:
     return f" · videos: {' · '.join(links)}" if links else ""
 
 
+def _figure(norm: str, prefix: str, frames: list[str] | None, sheet: Sheet | None, n: int, bar: str) -> str:
+    """One normalisation's figure. A page: the current frame (the first one without JavaScript). A
+    notebook: a tile the script moves over the contact sheet, and the sheet itself, every layer in
+    order, which is what shows where no script runs (the script hides it)."""
+    note = f"<b>{esc(norm)}</b> · {esc(_NORM_NOTES.get(norm, 'normalisation'))}"
+    if sheet is None:
+        first = f' src="{frames[0]}"' if frames else ""
+        return (f'<figure><img id="{prefix}frame-{esc(norm)}"{first} alt="{esc(norm)} CAM of the current layer">'
+                f"{bar}<figcaption>{note}</figcaption></figure>")
+    th, tw = sheet.tile
+    return (f'<figure><div class="cam-tile" id="{prefix}frame-{esc(norm)}" hidden role="img" '
+            f'aria-label="{esc(norm)} CAM of the current layer" style="aspect-ratio: {tw} / {th}"></div>'
+            f'{bar}<img class="cam-sheet" id="{prefix}sheet-{esc(norm)}" src="{sheet.uri}" '
+            f'alt="{esc(norm)} CAMs of all {n} layers, in order: left to right, top to bottom">'
+            f'<figcaption>{note}<span class="cam-sheet-note" id="{prefix}sheet-note-{esc(norm)}"> · '
+            f"all {n} layers, left to right, top to bottom</span></figcaption></figure>")
+
+
 def render_report(run: RunView, *, inline: bool) -> str:
     """The report of ``run`` (a folder or a result in memory) as an HTML page, or as a notebook fragment.
 
@@ -244,7 +394,10 @@ def render_report(run: RunView, *, inline: bool) -> str:
     prefix = id_prefix(inline)
     series = ybroad_series(run)
     norms = list(run.frames)
-    frames = {norm: encode_frames(paths) for norm, paths in run.frames.items()}
+    # A notebook gets one small contact sheet per normalisation (visible without JavaScript too);
+    # a page gets every frame at full size.
+    sheets = {norm: contact_sheet(paths) for norm, paths in run.frames.items()} if inline else {}
+    frames = {} if inline else {norm: encode_frames(paths) for norm, paths in run.frames.items()}
     data = {
         "inline": inline,
         "model": run.manifest.get("model"),
@@ -255,13 +408,11 @@ def render_report(run: RunView, *, inline: bool) -> str:
         "fps": run.fps,
         "layers": run.layers,
         "ybroad": series,
+        "sheets": {norm: {"cols": sh.cols, "rows": sh.rows, "tile": sh.tile} for norm, sh in sheets.items()},
     }
 
-    figures = "".join(
-        f'<figure><img id="{prefix}frame-{esc(norm)}" alt="{esc(norm)} CAM of the current layer">'
-        f"<figcaption><b>{esc(norm)}</b> · {esc(_NORM_NOTES.get(norm, 'normalisation'))}</figcaption></figure>"
-        for norm in norms
-    )
+    figures = "".join(_figure(norm, prefix, frames.get(norm), sheets.get(norm), len(run.layers),
+                              _colour_bar(run, norm, prefix)) for norm in norms)
     viewer = (
         f'<div class="cam-stage"><div class="cam-frames" style="--cam-cols: {len(norms)}">{figures}</div>'
         '<div class="cam-controls">'
@@ -276,17 +427,26 @@ def render_report(run: RunView, *, inline: bool) -> str:
     if series is not None:
         viewer += _ybroad_card(run, series, prefix)
 
-    params = numbers(run.layers, "params")
-    ms = [None if s is None else s * 1000 for s in numbers(run.layers, "seconds")]
-    zero = sum(1 for p in params if not p)
+    # A container (a block whose children are recorded too) counts its children's parameters and time
+    # again: it is left out of both charts and of the sums, so the bars add up to the network.
+    boxes = containers(run.layers)
+    params = [None if i in boxes else v for i, v in enumerate(numbers(run.layers, "params"))]
+    ms = [None if s is None or i in boxes else s * 1000 for i, s in enumerate(numbers(run.layers, "seconds"))]
+    own = [p for i, p in enumerate(params) if i not in boxes]
+    zero = sum(1 for p in own if not p)
+    left_out = (f" {len(boxes)} container{'s' if len(boxes) != 1 else ''} (blocks whose children are recorded "
+                "too) left out: they would count their children again.") if boxes else ""
+    total_ms = sum(v for v in ms if v is not None)
     side = (
-        '<div class="cam-card"><h2>Parameters per layer</h2>'
-        f'<p class="cam-note">Log scale; {zero} of {len(params)} layers hold no parameters of their own.</p>'
+        input_card(run)
+        + '<div class="cam-card"><h2>Parameters per layer</h2>'
+        f'<p class="cam-note">Log scale; {zero} of {len(own)} layers hold no parameters of their own; '
+        f"{fmt_int(sum(p for p in own if p))} in all.{left_out}</p>"
         + bar_chart(prefix + "params-plot", run.layers, params, log=True, unit="params",
                      css="cam-bar-params", title="parameters per layer")
         + "</div>"
         '<div class="cam-card"><h2>Time per layer</h2>'
-        '<p class="cam-note">Milliseconds per layer, as recorded in the run.</p>'
+        f'<p class="cam-note">Milliseconds per layer, as recorded in the run; {total_ms:,.1f} ms in all.{left_out}</p>'
         + bar_chart(prefix + "time-plot", run.layers, ms, log=False, unit="ms",
                      css="cam-bar-time", title="milliseconds per layer")
         + "</div>"
@@ -296,20 +456,21 @@ def render_report(run: RunView, *, inline: bool) -> str:
     versions = run.manifest.get("versions") if isinstance(run.manifest.get("versions"), dict) else {}
     version_text = ", ".join(f"{esc(k)} {esc(v)}" for k, v in versions.items())
     footer = (
-        '<footer class="cam-footer">Keys: ← → step, Home / End, space plays. '
+        '<footer class="cam-footer">Keys: ← → step, Home / End, space plays. Layers count from 1. '
+        f"{'' if inline else 'a link to <code>report.html#layer=N</code> opens layer N. '}"
         f"{('Made with ' + version_text + '.') if version_text else ''}"
-        f"{'' if inline else _video_links(run)}</footer>"
+        f"{'' if inline else _video_links(run)}{'' if inline else _downloads(run)}</footer>"
     )
     root_class = "camanim-report cam-inline" if inline else "camanim-report"
     body = (
         f'<div class="{root_class}" id="{prefix}root" tabindex="-1">'
         '<header class="cam-header"><div><div class="cam-brand">CAManim report</div>'
         f'<h1 class="cam-title">{esc(run.model_name)} · {esc(run.method)}</h1></div>'
-        f'<dl class="cam-facts">{_facts(run, series)}</dl></header>'
+        f'<dl class="cam-facts">{_facts(run, series).replace("__P__", prefix)}</dl></header>'
         f'<div class="cam-main"><section class="cam-viewer">{viewer}</section>'
         f'<section class="cam-side">{side}</section></div>{footer}'
         + json_tag(prefix + "report-data", data)
-        + "".join(json_tag(f"{prefix}frames-data-{norm}", frames[norm]) for norm in norms)
+        + "".join(json_tag(f"{prefix}frames-data-{norm}", frames[norm]) for norm in frames)
         + f"<script>{REPORT_JS.replace('__PREFIX__', json.dumps(prefix))}</script></div>"
     )
     if inline:
@@ -373,3 +534,35 @@ def build_report(out_dir: str | Path) -> Path:
             names the folder or file and what to do.
     """
     return write_report(load_run(out_dir))
+
+
+def write_index(out_dir: Path, runs: list[tuple[str, str, str, dict[str, Any], int]], grids: list[str]) -> Path:
+    """``index.html`` at the top of a multi-run output: one row per run linking its report, and the
+    methods-grid pages.
+
+    Args:
+        out_dir: the top folder.
+        runs: ``(report path relative to out_dir, folder, method, target dict, layer count)`` per run.
+        grids: ``compare.html`` pages, relative to ``out_dir``.
+
+    Returns:
+        Path of ``index.html``.
+    """
+    rows = []
+    for rel, folder, method, target, n in runs:
+        label = target.get("label")
+        name = f"{label} (#{target.get('index')})" if label is not None else f"class {target.get('index')}"
+        score = target.get("score")
+        p = f" · p={score:.3f}" if isinstance(score, (int, float)) else ""
+        rows.append(f'<tr><td><a href="{esc(rel)}"><code>{esc(folder)}</code></a></td><td>{esc(method)}</td>'
+                    f"<td>{esc(name)}{esc(p)}</td><td class=\"cam-num\">{n:,}</td></tr>")
+    grid_links = "".join(f'<li><a href="{esc(g)}">{esc(g)}</a></li>' for g in grids)
+    body = (
+        '<div class="camanim-report" id="root"><header class="cam-header"><div><div class="cam-brand">CAManim</div>'
+        f'<h1 class="cam-title">{len(runs)} runs</h1></div></header><div class="cam-compare"><div class="cam-card">'
+        '<h2>Reports</h2><table id="runs"><thead><tr><th>Run</th><th>Method</th><th>Target</th>'
+        f'<th class="cam-num">Layers</th></tr></thead><tbody>{"".join(rows)}</tbody></table></div>'
+        + (f'<div class="cam-card"><h2>Methods side by side</h2><ul>{grid_links}</ul></div>' if grids else "")
+        + "</div></div>"
+    )
+    return write_text(Path(out_dir) / names.INDEX, page(f"CAManim · {len(runs)} runs", body))

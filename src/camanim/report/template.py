@@ -17,6 +17,7 @@ STYLE = """
   --cam-bg: #f3f4f6; --cam-card: #ffffff; --cam-ink: #1c2330; --cam-muted: #5f6b7a;
   --cam-line: #e2e5ea; --cam-accent: #2f6bde; --cam-accent-soft: #e6eeff; --cam-stage: #121519;
   --cam-brick: #e2a400; --cam-brick-soft: rgba(226, 164, 0, 0.18); --cam-best: #c2410c;
+  --cam-head: #f8f9fb; --cam-hover: #f5f8ff; --cam-rule: #f0f2f5; --cam-chip: #eef0f3;
   font: 14px/1.45 system-ui, -apple-system, "Segoe UI", Roboto, "Helvetica Neue", Arial, sans-serif;
   color: var(--cam-ink); background: var(--cam-bg); text-align: left; outline: none;
 }
@@ -60,6 +61,19 @@ STYLE = """
   display: block; width: 100%; height: auto; max-height: 62vh; object-fit: contain;
   border-radius: 6px; background: #000; min-height: 40px;
 }
+.camanim-report .cam-tile {
+  display: block; width: 100%; max-height: 62vh; border-radius: 6px; background-color: #000;
+  background-repeat: no-repeat; image-rendering: auto;
+}
+.camanim-report .cam-tile[hidden], .camanim-report .cam-sheet[hidden] { display: none; }
+.camanim-report .cam-frames img.cam-sheet { max-height: none; }
+.camanim-report .cam-colourbar { margin-top: 6px; }
+.camanim-report .cam-colourbar-ramp { height: 8px; border-radius: 3px; }
+.camanim-report .cam-colourbar-labels { display: flex; justify-content: space-between; font-size: 11px; color: #9aa5b5; }
+.camanim-report .cam-top { margin: 0; padding: 0; list-style: none; font-weight: 500; font-size: 12.5px; }
+.camanim-report .cam-top li { white-space: nowrap; }
+.camanim-report .cam-top .cam-top-p { display: inline-block; min-width: 3.4em; color: #f3c64b; font-variant-numeric: tabular-nums; }
+.camanim-report .cam-downloads { margin: 6px 0 0; }
 .camanim-report .cam-frames figcaption { font-size: 12px; color: #9aa5b5; margin-top: 6px; }
 .camanim-report .cam-frames figcaption b { color: #e9edf3; font-weight: 600; }
 .camanim-report .cam-controls { display: flex; align-items: center; gap: 12px; margin-top: 14px; }
@@ -86,11 +100,11 @@ STYLE = """
 .camanim-report .cam-chart { display: block; width: 100%; height: auto; overflow: visible; }
 .camanim-report .cam-chart text { font-size: 11px; fill: var(--cam-muted); font-family: inherit; }
 .camanim-report .cam-chart .cam-axis { stroke: #c9ced6; stroke-width: 1; fill: none; }
-.camanim-report .cam-chart .cam-grid { stroke: #eef0f3; stroke-width: 1; }
+.camanim-report .cam-chart .cam-grid { stroke: var(--cam-rule); stroke-width: 1; }
 .camanim-report .cam-chart .cam-bar { fill: #8ea7d9; }
 .camanim-report .cam-chart .cam-bar-time { fill: #7fb8a4; }
 .camanim-report .cam-chart .cam-hit { fill: transparent; cursor: crosshair; }
-.camanim-report .cam-chart .cam-cursor { stroke: var(--cam-accent); stroke-width: 1.5; pointer-events: none; }
+.camanim-report .cam-chart .cam-cursor { stroke: var(--cam-accent); stroke-width: 1.5; stroke-dasharray: 4 3; pointer-events: none; }
 .camanim-report .cam-chart .cam-cursor-label { fill: var(--cam-accent); font-weight: 600; pointer-events: none; }
 .camanim-report .cam-chart .cam-yb-band { fill: var(--cam-brick-soft); pointer-events: none; }
 .camanim-report .cam-chart .cam-yb-line { stroke: var(--cam-brick); stroke-width: 2; fill: none; pointer-events: none; }
@@ -134,23 +148,23 @@ STYLE = """
 }
 .camanim-report table { width: 100%; border-collapse: separate; border-spacing: 0; font-size: 12.5px; }
 .camanim-report thead th {
-  position: sticky; top: 0; z-index: 1; background: #f8f9fb; color: var(--cam-muted); font-weight: 600;
+  position: sticky; top: 0; z-index: 1; background: var(--cam-head); color: var(--cam-muted); font-weight: 600;
   font-size: 11px; text-transform: uppercase; letter-spacing: 0.05em; text-align: left;
-  padding: 7px 6px; border-bottom: 1px solid var(--cam-line); white-space: nowrap;
+  padding: 7px 4px; border-bottom: 1px solid var(--cam-line); white-space: nowrap;
 }
-.camanim-report tbody td { padding: 5px 6px; border-bottom: 1px solid #f0f2f5; vertical-align: top; }
+.camanim-report tbody td { padding: 5px 4px; border-bottom: 1px solid var(--cam-rule); vertical-align: top; }
 .camanim-report tbody tr { cursor: pointer; }
-.camanim-report tbody tr:hover { background: #f5f8ff; }
+.camanim-report tbody tr:hover { background: var(--cam-hover); }
 .camanim-report tbody tr.cam-current { background: var(--cam-accent-soft); box-shadow: inset 3px 0 0 var(--cam-accent); }
 .camanim-report th.cam-num, .camanim-report td.cam-num { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
-.camanim-report td.cam-name { min-width: 11em; }
+.camanim-report td.cam-name { min-width: 8em; }
 .camanim-report td.cam-name code { overflow-wrap: break-word; color: var(--cam-ink); }
-.camanim-report td.cam-dim { color: var(--cam-muted); white-space: nowrap; font-variant-numeric: tabular-nums; }
+.camanim-report td.cam-dim { color: var(--cam-muted); font-variant-numeric: tabular-nums; overflow-wrap: anywhere; }
 .camanim-report .cam-layout { display: block; font-size: 10.5px; color: #98a2b1; }
 .camanim-report .cam-flags { margin-top: 2px; }
 .camanim-report .cam-flag {
   display: inline-block; font-size: 11px; line-height: 1.5; padding: 0 7px; border-radius: 999px;
-  background: #eef0f3; color: var(--cam-muted); white-space: nowrap; margin: 0 4px 2px 0;
+  background: var(--cam-chip); color: var(--cam-muted); white-space: nowrap; margin: 0 4px 2px 0;
 }
 .camanim-report .cam-flag-best { background: #fff1c2; color: #8a5a00; font-weight: 600; }
 .camanim-report .cam-link {
@@ -180,10 +194,25 @@ STYLE = """
   .camanim-report .cam-viewer { position: static; max-height: none; overflow: visible; }
   .camanim-report .cam-header { padding: 14px; }
 }
+/* dark mode last, so it overrides the colours above */
+@media (prefers-color-scheme: dark) {
+  .camanim-report {
+    --cam-bg: #0f1216; --cam-card: #181c22; --cam-ink: #e4e8ee; --cam-muted: #9aa5b5; --cam-line: #2a3039;
+    --cam-accent: #7aa7ff; --cam-accent-soft: #1d2a44; --cam-stage: #0a0c0f;
+    --cam-head: #1e232b; --cam-hover: #1c2433; --cam-rule: #232932; --cam-chip: #262c35;
+  }
+  .camanim-report .cam-warning { background: #3a2510; color: #ffc58f; }
+  .camanim-report .cam-flag-best { background: #4a3a0c; color: #ffd980; }
+  .camanim-report .cam-flag-warn { background: #4a2410; color: #ffb37a; }
+  .camanim-report .cam-flag-note { background: #1d2a44; color: #a9c4ff; }
+  .camanim-report .cam-chart .cam-axis, .camanim-report .cam-chart .cam-zero { stroke: #4a525e; }
+  .camanim-report .cam-chart .cam-yb-point { stroke: #181c22; }
+}
 """
 
 # Standalone pages only: the page itself, which a fragment must leave alone.
-PAGE_STYLE = "html, body { margin: 0; background: #f3f4f6; }"
+PAGE_STYLE = ("html, body { margin: 0; background: #f3f4f6; } "
+              "@media (prefers-color-scheme: dark) { html, body { background: #0f1216; color-scheme: dark; } }")
 
 REPORT_JS = """
 (function () {
@@ -196,7 +225,22 @@ REPORT_JS = """
   var layers = data.layers;
   var n = layers.length;
   var frames = {};
-  data.norms.forEach(function (norm) { frames[norm] = readJSON("frames-data-" + norm); });
+  var sheets = data.sheets || {};
+  data.norms.forEach(function (norm) {
+    if (sheets[norm]) {
+      // A notebook: the tile shows one cell of the contact sheet; the sheet itself (what shows
+      // without JavaScript) is hidden.
+      var sheet = $("sheet-" + norm), tile = $("frame-" + norm), s = sheets[norm];
+      tile.style.backgroundImage = "url(" + JSON.stringify(sheet.src) + ")";
+      tile.style.backgroundSize = (s.cols * 100) + "% " + (s.rows * 100) + "%";
+      tile.hidden = false;
+      sheet.hidden = true;
+      var note = $("sheet-note-" + norm);
+      if (note) { note.hidden = true; }
+    } else {
+      frames[norm] = readJSON("frames-data-" + norm);
+    }
+  });
 
   var root = $("root");
   var slider = $("layer-slider");
@@ -217,8 +261,8 @@ REPORT_JS = """
   function describe(layer) {
     var parts = [layer.type || "?"];
     if (layer.shape) { parts.push(layer.shape.join("\\u00d7")); }
-    if (layer.layout) { parts.push(layer.layout); }
     if (layer.non_spatial) { parts.push("non-spatial"); }
+    else if (layer.layout) { parts.push(layer.layout); }
     return parts.join(" \\u00b7 ");
   }
 
@@ -251,16 +295,28 @@ REPORT_JS = """
     current = i;
     slider.value = String(i);
     data.norms.forEach(function (norm, k) {
-      if (images[k]) { images[k].src = frames[norm][i]; }
+      if (!images[k]) { return; }
+      var s = sheets[norm];
+      if (s) {
+        var c = i % s.cols, r = Math.floor(i / s.cols);
+        images[k].style.backgroundPosition = (s.cols > 1 ? c / (s.cols - 1) * 100 : 0) + "% " +
+          (s.rows > 1 ? r / (s.rows - 1) * 100 : 0) + "%";
+      } else {
+        images[k].src = frames[norm][i];
+      }
     });
     var layer = layers[i];
-    capIndex.textContent = "Layer " + i + " / " + (n - 1);
+    capIndex.textContent = "Layer " + (i + 1) + " / " + n;
     capName.textContent = layer.name;
     // what a pass-through layer carries ("BatchNorm output, before activation"), from ybroad.json
     var note = data.ybroad && data.ybroad.notes ? data.ybroad.notes[i] : null;
     capMeta.textContent = describe(layer) + (note ? " \u00b7 " + note : "");
     root.dataset.layer = String(i);
-    if (!data.inline) { document.body.dataset.layer = String(i); }
+    if (!data.inline) {
+      document.body.dataset.layer = String(i);
+      // the address names the layer (1-based, as shown), so a link opens it; no history entry per step
+      if (history.replaceState) { history.replaceState(null, "", "#layer=" + (i + 1)); }
+    }
     if (previous >= 0 && rows[previous]) { rows[previous].classList.remove("cam-current"); }
     if (rows[i]) {
       rows[i].classList.add("cam-current");
@@ -268,7 +324,7 @@ REPORT_JS = """
     }
     charts.forEach(function (svg) { placeCursor(svg, i); });
     // Decode the next frame ahead of time so playback does not stutter.
-    if (i + 1 < n) { data.norms.forEach(function (norm) { new Image().src = frames[norm][i + 1]; }); }
+    if (i + 1 < n) { data.norms.forEach(function (norm) { if (frames[norm]) { new Image().src = frames[norm][i + 1]; } }); }
   }
 
   function setPlaying(on) {
@@ -356,8 +412,18 @@ REPORT_JS = """
     }
   });
 
+  // report.html#layer=N opens layer N (1-based, as the caption and the table count)
+  function fromHash() {
+    var m = /^#layer=(\\d+)$/.exec(location.hash || "");
+    return m ? Number(m[1]) - 1 : null;
+  }
+  if (!data.inline) {
+    window.addEventListener("hashchange", function () { var k = fromHash(); if (k !== null) { go(k); } });
+  }
+  var start = data.inline ? null : fromHash();
+
   setPlaying(false);
-  go(0);
+  go(start === null ? 0 : start);
 })();
 """
 
@@ -387,12 +453,12 @@ COMPARE_JS = """
   function render() {
     var s = current;
     var t = steps > 1 ? s / (steps - 1) : 0;
-    readout.textContent = "depth " + t.toFixed(2) + " \\u00b7 step " + s + " / " + (steps - 1);
+    readout.textContent = "depth " + t.toFixed(2) + " \\u00b7 step " + (s + 1) + " / " + steps;
     runs.forEach(function (run, r) {
       var i = data.mapping[r][s];
       var layer = run.layers[i];
       $("frame-" + r).src = frames[r][norm][i];
-      $("caption-index-" + r).textContent = "Layer " + i + " / " + (run.layers.length - 1);
+      $("caption-index-" + r).textContent = "Layer " + (i + 1) + " / " + run.layers.length;
       $("caption-name-" + r).textContent = layer.name;
       $("caption-meta-" + r).textContent = layer.type || "";
       $("caption-" + r).dataset.layer = String(i);

@@ -242,6 +242,61 @@ class YbRoad:
             "statement": judged["statement"], "warnings": judged["warnings"],
         }
 
+    def to_rows(self) -> list[dict[str, Any]]:
+        """One dict per layer, for a table: ``index`` (0-based), ``name``, ``ybroad`` (trial mean; None where
+        undefined), ``ybroad_std``, ``ci_low``, ``ci_high``, ``morf_mean``, ``lerf_mean`` (over percentages),
+        ``above_baseline`` (None without a baseline), ``same_as``."""
+        mean, std = self.curve_mean.numpy(), self.curve_std.numpy()
+        low, high = self.curve_ci
+        morf, lerf = self.morf.mean(dim=(0, 2)).numpy(), self.lerf.mean(dim=(0, 2)).numpy()
+        above = self.verdict()["above_baseline"]  # the same reading as ybroad.json's
+        same_as = self.layer_same_as
+
+        def num(v: float) -> float | None:
+            return float(v) if math.isfinite(float(v)) else None
+
+        return [{"index": i, "name": name, "ybroad": num(mean[i]), "ybroad_std": num(std[i]),
+                 "ci_low": num(low[i]), "ci_high": num(high[i]), "morf_mean": num(morf[i]), "lerf_mean": num(lerf[i]),
+                 "above_baseline": above[i],
+                 "same_as": same_as[i]} for i, name in enumerate(self.layer_names)]
+
+    def to_pandas(self) -> Any:
+        """:meth:`to_rows` as a ``pandas.DataFrame`` indexed by layer name (pandas is optional).
+
+        Raises:
+            ImportError: pandas is not installed (``to_rows`` needs nothing).
+        """
+        try:
+            import pandas as pd
+        except ImportError as exc:
+            raise ImportError("to_pandas() needs pandas (pip install pandas); to_rows() gives the same table as dicts"
+                              ) from exc
+        return pd.DataFrame(self.to_rows()).set_index("name")
+
+    def plot(self, ax: Any = None) -> Any:
+        """ybROAD per layer (trial mean) with its interval and the chance band, on ``ax`` (a matplotlib
+        Axes) or on a new figure; returns the Axes. Layers are numbered from 1 on the x axis."""
+        if ax is None:
+            from matplotlib.figure import Figure
+
+            ax = Figure(figsize=(8, 3), dpi=100).add_subplot()
+        x = np.arange(1, len(self.layer_names) + 1)
+        mean = self.curve_mean.numpy()
+        low, high = self.curve_ci
+        ax.fill_between(x, low, high, color="#e2a400", alpha=0.25, linewidth=0, label="95% interval")
+        band = self.baseline_band
+        if band is not None:
+            ax.axhspan(band[1], band[2], color="grey", alpha=0.2, label="chance band")
+        ax.plot(x, mean, color="#e2a400", marker="o", markersize=2, label="ybROAD")
+        best = self.ybroad_max
+        if best is not None:
+            ax.plot([best.index + 1], [best.value], marker="*", markersize=12, color="#c2410c", linestyle="none",
+                    label=f"best: {best.name}")
+        ax.set_xlabel("layer")
+        ax.set_ylabel(f"ROAD ({self.score})")
+        ax.legend(loc="best", fontsize=8)
+        return ax
+
     def to_json_dict(self) -> dict[str, Any]:
         """Plain-JSON view (trial means per percentage; ``None`` where a value is undefined).
 

@@ -2,7 +2,9 @@
 
 Outline (see the README's "Outputs" for every key)::
 
-    {"model": {...}, "image": {"source": ..., "size": [H, W]}, "method": "gradcam",
+    {"model": {...}, "image": {"source": ..., "original_size": [W, H], "size": [H, W],
+               "crop": {"box": [l, t, r, b], "resized", "resize", "crop", "lost"}},  # Preprocess.crop_box
+     "method": "gradcam",
      "target": {"index": 285, "label": "Egyptian cat", "score": 0.77},
      "versions": {...}, "seconds": {...},
      "options": {"methods", "score", "probability", ...},   # probability: "softmax" or "sigmoid",

@@ -32,6 +32,13 @@ SIDE_BY_SIDE = "side_by_side"
 GRID_VIDEO = "camanim_methods_grid.mp4"
 COMPARE_HTML = "compare.html"
 COMPARE_VIDEO = "compare_grid.mp4"
+INDEX = "index.html"  # the top of a multi-run output: a link to every run's report
+
+
+def global_variant(video_name: str) -> str:
+    """The global-normalisation grid video beside ``video_name``: ``compare_grid_global.mp4``."""
+    path = Path(video_name)
+    return f"{path.stem}_global{path.suffix}"
 VIDEO_FORMATS = ("mp4", "gif")
 
 

@@ -208,16 +208,40 @@ class Preprocess:
         """The ImageNet recipe: resize to 256, centre-crop 224x224, ImageNet mean and std, RGB."""
         return cls()
 
-    def geometry(self, img: Image.Image) -> Image.Image:
-        """The resized and cropped RGB image: what the model sees, before normalisation."""
-        w, h = img.size
+    def _plan(self, size: tuple[int, int]) -> tuple[tuple[int, int], tuple[int, int, int, int]]:
+        """(resized (w, h), crop box (left, top, right, bottom) in resized pixels) for an image of ``size`` (w, h)."""
+        w, h = size
         scale = self.resize / min(w, h)
         new = (max(1, round(w * scale)), max(1, round(h * scale)))
-        img = img.resize(new, _INTERP.get(self.interpolation, Image.Resampling.BILINEAR))
         ch, cw = self.crop
         left = int(round((new[0] - cw) / 2.0))
         top = int(round((new[1] - ch) / 2.0))
-        return img.crop((left, top, left + cw, top + ch))
+        return new, (left, top, left + cw, top + ch)
+
+    def crop_box(self, size: tuple[int, int]) -> dict[str, Any]:
+        """Where the model's input lies in the original image, for the manifest's ``image`` provenance.
+
+        Args:
+            size: the original image's (width, height) in pixels.
+
+        Returns:
+            ``{"box": [left, top, right, bottom]`` in original-image pixels (floats, 2 decimals; a box
+            past the image's edge means the crop was padded), ``"resized": [w, h]``, ``"resize"``,
+            ``"crop": [h, w]`` and ``"lost": [left, top, right, bottom]``: the fraction of the resized
+            image's width (left/right) or height (top/bottom) cut away at each side (negative: padded)}``.
+        """
+        new, (left, top, right, bottom) = self._plan(size)
+        sx, sy = new[0] / size[0], new[1] / size[1]
+        box = [round(left / sx, 2), round(top / sy, 2), round(right / sx, 2), round(bottom / sy, 2)]
+        lost = [left / new[0], top / new[1], (new[0] - right) / new[0], (new[1] - bottom) / new[1]]
+        return {"box": box, "resized": list(new), "resize": int(self.resize), "crop": [int(c) for c in self.crop],
+                "lost": [round(v, 4) for v in lost]}
+
+    def geometry(self, img: Image.Image) -> Image.Image:
+        """The resized and cropped RGB image: what the model sees, before normalisation."""
+        new, box = self._plan(img.size)
+        img = img.resize(new, _INTERP.get(self.interpolation, Image.Resampling.BILINEAR))
+        return img.crop(box)
 
     def __call__(self, img: Image.Image) -> tuple[torch.Tensor, np.ndarray]:
         """Return the input tensor (1, C, H, W) and the display image (H, W, 3) uint8 it was made from.

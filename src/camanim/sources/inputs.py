@@ -167,7 +167,7 @@ def prepare_input(image: Any, preprocess: Callable | None, loaded: LoadedModel |
         pil, info = load_image(image)
     if isinstance(preprocess, Preprocess):
         x, disp = preprocess(pil)
-        return x, disp, info
+        return x, disp, {**info, "crop": preprocess.crop_box(pil.size)}
     # A user transform (e.g. torchvision's): PIL -> (C, H, W) tensor. The display image is the
     # photo resized to the tensor's size, since we cannot know its crop.
     x = preprocess(pil)

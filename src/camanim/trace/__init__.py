@@ -17,7 +17,8 @@ from .backward import LayerSink
 from .model import PROBABILITIES, class_logits, class_scores, eval_mode, logits_of, probability_kind
 from .records import Activations, LayerRecord, Trace
 from .run import WRITES_IN_PLACE, ScoreFn, run_trace
-from .select import LayerSpec, select_layers
+from .select import LayerSpec, select_layers, split_distinct
 
 __all__ = ["PROBABILITIES", "WRITES_IN_PLACE", "Activations", "LayerRecord", "LayerSink", "LayerSpec", "ScoreFn", "Trace",
-           "class_logits", "class_scores", "eval_mode", "logits_of", "probability_kind", "run_trace", "select_layers"]
+           "class_logits", "class_scores", "eval_mode", "logits_of", "probability_kind", "run_trace", "select_layers",
+           "split_distinct"]

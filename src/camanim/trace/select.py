@@ -16,6 +16,27 @@ LayerSpec = str | Sequence[str] | None
 
 _GLOB_CHARS = frozenset("*?[")
 
+#: the ``--layers`` word that keeps one layer per distinct CAM (combinable: ``distinct,layer4*``)
+DISTINCT = "distinct"
+
+
+def split_distinct(layers: LayerSpec) -> tuple[LayerSpec, bool]:
+    """``layers`` without the word ``distinct``, and whether it was there.
+
+    ``distinct`` is applied after the pass (only then is it known which layers hand on another
+    layer's very output tensor, ``LayerRecord.same_as``); alone it means ``all``.
+    """
+    if isinstance(layers, str):
+        parts = [p for p in layers.split(",")]
+        if DISTINCT not in (p.strip() for p in parts):
+            return layers, False
+        rest = ",".join(p for p in parts if p.strip() != DISTINCT).strip(",")
+        return rest or "all", True
+    if layers is not None and DISTINCT in layers:
+        rest = [p for p in layers if p != DISTINCT]
+        return rest or "all", True
+    return layers, False
+
 
 def select_layers(model: nn.Module, layers: LayerSpec = "all") -> list[str]:
     """Names of the modules to record, in ``named_modules`` order.
@@ -24,7 +45,8 @@ def select_layers(model: nn.Module, layers: LayerSpec = "all") -> list[str]:
         layers: ``"all"`` (every named module, containers included), ``"leaves"`` (modules without
             children), ``"type:Conv2d,BatchNorm2d"`` (by class name), ``"re:REGEX"`` (regex search on
             names), a glob such as ``"layer4*"`` or an exact name, a comma-separated mix of globs, or a
-            list of names.
+            list of names; ``distinct`` (alone or with any of these: ``distinct,layer4*``) is
+            applied after the pass (see :func:`split_distinct`) and selects like the rest here.
 
     Raises:
         InputError: the pattern selects nothing, or ``model`` is TorchScript (see :func:`refuse_torchscript`).
@@ -72,6 +94,7 @@ def matcher(layers: LayerSpec) -> Match:
     Raises:
         InputError: a ``re:`` pattern that is not a valid regular expression.
     """
+    layers, _ = split_distinct(layers)
     if layers is None or layers == "all":
         return lambda _name, _mod: True
     if isinstance(layers, str):
