@@ -533,3 +533,31 @@ def _shown(pg, selector: str) -> np.ndarray:
     data = pg.locator(selector).screenshot()
     with Image.open(io.BytesIO(data)) as img:
         return np.asarray(img.convert("RGB"), dtype=np.float64).reshape(-1, 3).mean(axis=0)
+
+
+def test_input_card_draws_the_crop_box_on_the_original_photo(page: _Page, tmp_path: Path) -> None:
+    """A real run of a non-square photo: the Input card shows the original at its aspect ratio with the
+    region the model saw boxed where the centre crop took it (fractions of the rendered picture)."""
+    from camanim.cli import main
+
+    out = tmp_path / "rocket"
+    assert main(["sample:rocket", "--model", "resnet18", "--weights", "none", "--layers", "layer4.1.conv2",
+                 "--out", str(out), "--no-video", "--frame-width", "96", "--quiet"]) == 0
+    width, height = json.loads((out / "manifest.json").read_text())["image"]["original_size"]
+    left, top, right, bottom = json.loads((out / "manifest.json").read_text())["image"]["crop"]["box"]
+    page.page.goto((out / "report.html").as_uri())
+    page.page.wait_for_function("document.body.dataset.layer === '0'")
+    svg = page.page.locator("svg.cam-input")
+    assert svg.is_visible()
+    outer = svg.bounding_box()
+    assert outer["width"] > 100 and abs(outer["width"] / outer["height"] - width / height) < 0.02
+    assert page.page.eval_on_selector("svg.cam-input image", "el => el.getBoundingClientRect().width") > 0
+    box = page.page.locator("svg.cam-input rect.cam-crop-box").bounding_box()
+    scale = outer["width"] / width
+    for got, want in ((box["x"] - outer["x"], left), (box["y"] - outer["y"], top),
+                      (box["width"], right - left), (box["height"], bottom - top)):
+        assert abs(got - want * scale) < 3, (got, want * scale)  # within the stroke's width
+    card = page.page.locator("svg.cam-input").locator("xpath=..")
+    assert "lost at each side" in card.inner_text()
+    card.screenshot(path=str(tmp_path / "input-card.png"))
+    assert page.errors == [] and page.requests == []

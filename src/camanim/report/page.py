@@ -182,7 +182,7 @@ def input_card(run: RunView) -> str:
             f'<rect class="cam-crop-box" x="{x0}" y="{y0}" width="{x1 - x0:.2f}" height="{y1 - y0:.2f}" fill="none" '
             'stroke="#ffd400" stroke-width="3" vector-effect="non-scaling-stroke"/></svg>')
     return (f'<div class="cam-card"><h2>Input</h2>{picture}'
-            f'<p class="cam-note cam-crop-note">The model saw the bright rectangle: {esc(words)}.</p></div>')
+            f'<p class="cam-note cam-crop-note">The model saw the region inside the yellow box: {esc(words)}.</p></div>')
 
 
 def _colour_bar(run: RunView, norm: str, prefix: str) -> str:
