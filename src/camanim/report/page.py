@@ -174,8 +174,10 @@ def input_card(run: RunView) -> str:
         w, h = info["original_size"]
         x0, y0, x1, y1 = crop["box"]
         # viewBox in original pixels: the box from the manifest is drawn as it is, whatever the thumbnail size.
+        # at most 360 px tall: a tall image keeps its aspect ratio and leaves the cards below in view
         picture = (
-            f'<svg class="cam-input" viewBox="0 0 {w} {h}" role="img" style="width:100%;height:auto;display:block" '
+            f'<svg class="cam-input" viewBox="0 0 {w} {h}" role="img" '
+            f'style="width:min(100%, {360 * w / h:.2f}px);height:auto;display:block;margin:0 auto" '
             f'aria-label="the original image; the rectangle is what the model saw">'
             f'<image href="{data_uri(thumb)}" x="0" y="0" width="{w}" height="{h}"/>'
             f'<path d="M0 0H{w}V{h}H0Z M{x0} {y0}V{y1}H{x1}V{y0}Z" fill="rgba(0,0,0,0.45)" fill-rule="evenodd"/>'

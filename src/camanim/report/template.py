@@ -158,7 +158,7 @@ STYLE = """
 .camanim-report tbody tr.cam-current { background: var(--cam-accent-soft); box-shadow: inset 3px 0 0 var(--cam-accent); }
 .camanim-report th.cam-num, .camanim-report td.cam-num { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
 .camanim-report td.cam-name { min-width: 8em; }
-.camanim-report td.cam-name code { overflow-wrap: break-word; color: var(--cam-ink); }
+.camanim-report td.cam-name code { overflow-wrap: anywhere; color: var(--cam-ink); }
 .camanim-report td.cam-dim { color: var(--cam-muted); font-variant-numeric: tabular-nums; overflow-wrap: anywhere; }
 .camanim-report .cam-layout { display: block; font-size: 10.5px; color: #98a2b1; }
 .camanim-report .cam-flags { margin-top: 2px; }
