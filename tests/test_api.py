@@ -494,3 +494,16 @@ def test_progress_true_shows_tqdm_auto_bars_per_stage(tiny, tiny_input, capsys):
     assert result.road is yb and len(yb.layer_names) == n  # the score stays with the result
     camanim.animate(tiny, tiny_input, progress=False)
     assert capsys.readouterr().err == ""
+
+
+def test_trace_layers_lists_what_a_distinct_run_animates():
+    """(review) ``distinct`` selects after the pass: ``trace_layers`` (``camanim layers``) gives the same
+    layers, numbered as the run numbers them, as ``animate`` keeps."""
+    model = torchvision.models.resnet18(weights=None).eval()
+    for spec in ("distinct,layer4*", "distinct"):
+        listed = camanim.trace_layers(model, spec)
+        run = camanim.animate(model, torch.rand(3, 64, 64), layers=spec, method="gradcam")
+        assert [(r.index, r.name) for r in listed] == [(r.index, r.name) for r in run.layers]
+        everything = camanim.trace_layers(model, spec.replace("distinct", "all").replace("all,", ""))
+        assert len(listed) < len(everything)  # layers sharing a CAM were left out
+        assert all(r.same_as is None for r in listed)

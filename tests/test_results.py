@@ -243,7 +243,7 @@ def test_cam_by_name_or_index_raw_or_normalised(result) -> None:
 def test_overlay_is_the_caption_free_blend_at_image_size(result) -> None:
     from camanim.draw import colormap_lut
 
-    name = result.layers[-1].name
+    name = [r for r in result.layers if not r.non_spatial][-1].name
     out = result.overlay(name, "local", colormap="viridis", alpha=0.25)
     assert out.shape == result.image.shape and out.dtype == np.uint8
     level = np.rint(np.clip(result.cam(name, "local"), 0, 1) * 255).astype(int)  # CAMs are at image size here
@@ -251,6 +251,16 @@ def test_overlay_is_the_caption_free_blend_at_image_size(result) -> None:
     assert np.abs(out.astype(int) - expected.astype(int)).max() <= 1
     with pytest.raises(ValueError, match="alpha"):
         camanim.overlay(result.image, result.cam(name, "local"), alpha=2)
+
+
+def test_cam_and_overlay_refuse_a_non_spatial_layer(result) -> None:
+    """(review) A non-spatial layer (fc: 1 x classes) has no map over the image: saying so, not an all-zero
+    map that reads as "nothing here"."""
+    fc = next(r for r in result.layers if r.non_spatial)
+    for call in (lambda: result.cam(fc.name), lambda: result.overlay(fc.name), lambda: result.cam(fc.index, "local")):
+        with pytest.raises(camanim.InputError, match=rf"layer {fc.name!r} is non-spatial .*result.vectors") as err:
+            call()
+        assert "\n" not in str(err.value)
 
 
 def test_a_multi_run_save_writes_an_index_linking_every_report(tiny, tiny_input, tmp_path) -> None:

@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .compute import CamOptions, explain, is_multi_target
+from .compute import CamOptions, drop_non_spatial, explain, is_multi_target
 from .draw import montage_for
 from .errors import InputError, model_errors
 from .methods import get_methods
@@ -41,7 +41,7 @@ from .sources import (
     takes_volumes,
     with_input_size,
 )
-from .trace import LayerRecord, LayerSpec, run_trace, select_layers
+from .trace import LayerRecord, LayerSpec, run_trace, select_layers, split_distinct
 
 Progress = Callable[[str, int, int], None]
 
@@ -278,7 +278,8 @@ def _animate(model: nn.Module | str | LoadedModel, image: Any, method: str | Seq
 
 def trace_layers(model: nn.Module | str | LoadedModel, layers: LayerSpec = "all", *, weights: str | None = "none",
                  image: Any = DEFAULT_IMAGE, layouts: Mapping[str, str] | None = None) -> list[LayerRecord]:
-    """The layers :func:`animate` would record (one forward, no gradients), with shapes and parameter counts.
+    """The layers :func:`animate` would record (one forward, no gradients), with shapes and parameter counts;
+    with ``distinct`` in ``layers``, those it keeps (one per distinct CAM), numbered as the run numbers them.
 
     Raises:
         InputError: an unknown model or image, a layer pattern that selects nothing, a bad layout, or
@@ -295,7 +296,11 @@ def trace_layers(model: nn.Module | str | LoadedModel, layers: LayerSpec = "all"
     p = next(module.parameters(), None)
     x = for_model(x, module, p.device if p is not None else torch.device("cpu"))
     with torch.no_grad(), model_errors(str(info.get("name")), tuple(x.shape), FORWARD_HINT):
-        return run_trace(module, x, layers, gradients=False, keep_activations=False, layouts=layouts).records
+        # activations kept: only then is it known which layers hand on another's output (same_as)
+        records = run_trace(module, x, layers, gradients=False, keep_activations=True, layouts=layouts).records
+    if split_distinct(layers)[1]:
+        return drop_non_spatial(records, spatial=False, distinct=True)[1]
+    return records
 
 
 def _score_one(result: CamResult, opts: RoadOptions, progress: Callable[[int, int], None] | None) -> YbRoad:

@@ -246,9 +246,15 @@ class CamResult:
                 (0..1 of the network's max).
 
         Raises:
-            InputError: an unknown layer or kind.
+            InputError: an unknown layer or kind, or a non-spatial layer (no map over the image: its
+                1-D evidence is in :attr:`vectors`).
         """
         i = self._layer_index(layer)
+        record = self.layers[i]
+        if record.non_spatial:
+            shape = " x ".join(str(s) for s in record.shape)
+            raise InputError(f"layer {record.name!r} is non-spatial ({shape}): it has no map over the image; "
+                             "its 1-D evidence is in result.vectors (the frames draw it as a stripe)")
         if kind == "raw":
             return self.cams[i].detach().float().cpu().numpy()
         if kind not in NORMALISATIONS:
@@ -261,7 +267,8 @@ class CamResult:
         Like pytorch-grad-cam's ``show_cam_on_image`` (see :func:`camanim.draw.overlay`).
 
         Raises:
-            InputError: an unknown layer or kind, or a volume's result (its frames are slice montages).
+            InputError: an unknown layer or kind, a non-spatial layer, or a volume's result (its frames are
+                slice montages).
             ValueError: an unknown colormap or alpha outside [0, 1].
         """
         if self.montage is not None:
