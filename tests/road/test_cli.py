@@ -56,7 +56,7 @@ def test_road_run_states_its_best_layer_with_intervals_and_a_baseline(road_run):
     assert best["name"] == yb["ybroad_max"]["name"] and best["ci"][0] <= best["ybroad"] <= best["ci"][1]
     assert yb["candidates"][0] == {k: best[k] for k in yb["candidates"][0]}
     assert best["separable_from_baseline"] is (best["ci"][0] > yb["baseline"]["band"][1])
-    assert yb["statement"].startswith(f"best layer {best['name']}: ybROAD")
+    assert yb["statement"].startswith(f"best layer {best['index'] + 1} ({best['name']}): ybROAD")
     report = (road_run / "report.html").read_text()
     assert ("★ best ybROAD" in report) == (not yb["warnings"])
     assert yb["statement"][1:] in report

@@ -558,6 +558,47 @@ def test_table_and_plot_of_a_ybroad(net: nn.Module, x: torch.Tensor) -> None:
     assert best[0][0] == res.ybroad_max.index + 1 and best[1][0] == pytest.approx(res.ybroad_max.value)
 
 
+def test_plot_has_whole_layer_ticks_a_visible_label_and_no_star_when_not_trusted(net: nn.Module, x: torch.Tensor
+                                                                                ) -> None:
+    """(review) The x axis counts layers in whole numbers, its label is inside the figure, and a best layer
+    the verdict warns about is drawn as a hollow ring saying so, as ybroad.png and the report do."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    cams = _tie_free_cams(5)
+    warned = ybroad(net, x, cams, 1, noise=0.0, trials=3, layer_names=list("abcde"))
+    assert warned.verdict()["warnings"]
+    trusted = ybroad(net, x, cams, 1, noise=0.05, trials=3, layer_names=list("abcde"))
+    for res in (warned, trusted):
+        ax = res.plot()
+        fig = ax.figure
+        canvas = FigureCanvasAgg(fig)
+        canvas.draw()
+        ticks = [t for t in ax.get_xticks() if ax.get_xlim()[0] <= t <= ax.get_xlim()[1]]
+        assert ticks and all(float(t).is_integer() for t in ticks), ticks
+        label = ax.xaxis.label.get_window_extent(canvas.get_renderer())
+        assert label.y0 >= 0 and label.x1 <= fig.bbox.width, label
+        best = ax.lines[1]
+        if res.verdict()["warnings"]:
+            assert best.get_marker() == "o" and best.get_markerfacecolor() == "none"
+            assert "not trusted" in best.get_label()
+        else:
+            assert best.get_marker() == "*" and best.get_label().startswith("best: layer")
+
+
+def test_ybroad_repr_is_one_short_line(net: nn.Module, x: torch.Tensor) -> None:
+    from camanim.road import ybroad_across
+
+    res = ybroad(net, x, _tie_free_cams(3), 1, noise=0.05, trials=2, layer_names=["a", "b", "c"])
+    text = repr(res)
+    assert "\n" not in text and len(text) < 300 and "tensor" not in text, text
+    best = res.ybroad_max
+    assert text.startswith("YbRoad(3 layers") and f"max={best.value:.3g} at layer {best.index + 1} ({best.name})" in text
+    across = ybroad_across([res, res], ["one.png", "two.png"])
+    text = repr(across)
+    assert "\n" not in text and len(text) < 300 and "tensor" not in text, text
+    assert text.startswith("YbRoadAcross(2 images, 3 layers")
+
+
 def test_to_pandas_is_optional(net: nn.Module, x: torch.Tensor, monkeypatch: pytest.MonkeyPatch) -> None:
     import sys
 

@@ -67,7 +67,7 @@ def test_aliases_are_one_candidate_named_by_the_first_layer() -> None:
     assert [c["index"] for c in out["candidates"]] == [0, 3, 1]  # aliases are not candidates of their own
     assert best["runner_up"]["name"] == "l3" and best["separable_from_runner_up"] is True
     assert best["separable_from_baseline"] is True and out["warnings"] == []
-    assert "best layer l0 (same CAM as l2, l4)" in out["statement"]
+    assert "best layer 1 (l0; same CAM as l2, l4)" in out["statement"]
     assert out["above_baseline"] == [True, True, True, True, True]
 
 
@@ -85,7 +85,9 @@ def test_top_candidates_have_intervals_and_ties_are_not_separable() -> None:
     assert out["best"]["separable_from_runner_up"] is False
     lo, hi = out["best"]["difference_ci"]
     assert lo < 0 < hi
-    assert "separable from the runner-up" in out["statement"] and ": no;" in out["statement"]
+    runner = out["best"]["runner_up"]
+    assert f"separable from the runner-up, layer {runner['index'] + 1} ({runner['name']}, " in out["statement"]
+    assert ": no;" in out["statement"]
     # layers at or below the band's upper end are marked
     assert out["above_baseline"][-1] is False and out["above_baseline"][0] is True
 

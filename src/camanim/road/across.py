@@ -81,6 +81,11 @@ class YbRoadAcross:
         return verdict(self.draws, self.defined.tolist(), self.layer_names, first.layer_same_as, first.layer_notes,
                        self.baseline_band, unit="images", warnings=warnings)
 
+    def __repr__(self) -> str:
+        best = self.best
+        at = "best=none" if best is None else f"best={best['ybroad']:.3g} at layer {best['index'] + 1} ({best['name']})"
+        return f"YbRoadAcross({len(self.per_image)} images, {len(self.layer_names)} layers, {at})"
+
     @property
     def best(self) -> dict[str, Any] | None:
         """The best candidate across images (see :meth:`verdict`), or None if no layer is defined."""

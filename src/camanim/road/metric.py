@@ -275,11 +275,14 @@ class YbRoad:
 
     def plot(self, ax: Any = None) -> Any:
         """ybROAD per layer (trial mean) with its interval and the chance band, on ``ax`` (a matplotlib
-        Axes) or on a new figure; returns the Axes. Layers are numbered from 1 on the x axis."""
+        Axes) or on a new figure; returns the Axes. Layers are numbered from 1 on the x axis (whole
+        numbers); the best layer is a star, or a hollow ring "not trusted" when :meth:`verdict` warns."""
+        from matplotlib.ticker import MaxNLocator
+
         if ax is None:
             from matplotlib.figure import Figure
 
-            ax = Figure(figsize=(8, 3), dpi=100).add_subplot()
+            ax = Figure(figsize=(8, 3), dpi=100, layout="constrained").add_subplot()
         x = np.arange(1, len(self.layer_names) + 1)
         mean = self.curve_mean.numpy()
         low, high = self.curve_ci
@@ -290,12 +293,27 @@ class YbRoad:
         ax.plot(x, mean, color="#e2a400", marker="o", markersize=2, label="ybROAD")
         best = self.ybroad_max
         if best is not None:
-            ax.plot([best.index + 1], [best.value], marker="*", markersize=12, color="#c2410c", linestyle="none",
-                    label=f"best: {best.name}")
+            where = f"layer {best.index + 1} ({best.name})"
+            if self.verdict()["warnings"]:
+                ax.plot([best.index + 1], [best.value], marker="o", markersize=10, markerfacecolor="none",
+                        markeredgewidth=2, color="#c2410c", linestyle="none",
+                        label=f"highest: {where}, not trusted (see verdict()['warnings'])")
+            else:
+                ax.plot([best.index + 1], [best.value], marker="*", markersize=12, color="#c2410c",
+                        linestyle="none", label=f"best: {where}")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_xlabel("layer")
         ax.set_ylabel(f"ROAD ({self.score})")
         ax.legend(loc="best", fontsize=8)
         return ax
+
+    def __repr__(self) -> str:
+        best = self.ybroad_max
+        at = "max=none" if best is None else f"max={best.value:.3g} at layer {best.index + 1} ({best.name})"
+        warned = len(self.verdict()["warnings"])
+        return (f"YbRoad({len(self.layer_names)} layers, score={self.score}, "
+                f"percentiles={','.join(f'{p:g}' for p in self.percentiles)}, trials={self.trials}, {at}, "
+                f"mean={self.ybroad_mean:.3g}" + (f", {warned} warning(s)" if warned else "") + ")")
 
     def to_json_dict(self) -> dict[str, Any]:
         """Plain-JSON view (trial means per percentage; ``None`` where a value is undefined).

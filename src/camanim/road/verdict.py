@@ -214,13 +214,15 @@ def _yes_no(value: bool | None, unknown: str) -> str:
 
 
 def statement(best: Mapping[str, Any], band: tuple[float, float, float], confidence: float = CONFIDENCE) -> str:
-    """One sentence on the best candidate: its name, what it is, its interval and how far it stands out."""
+    """One sentence on the best candidate: its number (from 1) and name, what it is, its interval and how far it
+    stands out (``best layer 4 (layer3.1.conv2): ybROAD ...``)."""
     what = []
     if best.get("note"):
         what.append(str(best["note"]))
     if best.get("aliases"):
         what.append("same CAM as " + ", ".join(best["aliases"]))
-    text = f"best layer {best['name']}" + (f" ({'; '.join(what)})" if what else "")
+    # layers count from 1 in everything a person reads; the name says which module it is
+    text = f"best layer {best['index'] + 1} ({'; '.join([str(best['name']), *what])})"
     text += f": ybROAD {_fmt(best['ybroad'])}"
     ci = best.get("ci")
     unit = best.get("unit", "trials")
@@ -228,7 +230,8 @@ def statement(best: Mapping[str, Any], band: tuple[float, float, float], confide
         text += f" ({confidence:.0%} CI {_fmt(ci[0])} to {_fmt(ci[1])} over {best.get('draws')} {unit})"
     runner = best.get("runner_up")
     if runner:
-        text += (f"; separable from the runner-up {runner['name']} ({_fmt(runner['ybroad'])}): "
+        text += (f"; separable from the runner-up, layer {runner['index'] + 1} ({runner['name']}, "
+                 f"{_fmt(runner['ybroad'])}): "
                  f"{_yes_no(best.get('separable_from_runner_up'), 'unknown (one draw)')}")
     text += (f"; above the chance band (up to {_fmt(band[2])}): "
              f"{_yes_no(best.get('separable_from_baseline'), 'unknown (one draw)')}")
