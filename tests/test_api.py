@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import json
 import re
 import urllib.error
@@ -507,3 +508,24 @@ def test_trace_layers_lists_what_a_distinct_run_animates():
         everything = camanim.trace_layers(model, spec.replace("distinct", "all").replace("all,", ""))
         assert len(listed) < len(everything)  # layers sharing a CAM were left out
         assert all(r.same_as is None for r in listed)
+
+
+def test_the_layer_selection_is_kept_in_the_manifest_and_said_in_the_report(tmp_path):
+    """(review) What --layers selected, how many layers the pass recorded and how many were left out (sharing
+    another's CAM, or non-spatial) is in manifest.json's options and one line of the report."""
+    model = torchvision.models.resnet18(weights=None).eval()
+    result = camanim.animate(model, torch.rand(3, 64, 64), layers="distinct,layer4*", method="gradcam")
+    recorded = len(camanim.trace_layers(model, "layer4*"))
+    result.save(tmp_path / "run", video=False)
+    options = json.loads((tmp_path / "run" / "manifest.json").read_text())["options"]
+    assert options["layers"] == "distinct,layer4*"
+    assert options["layers_recorded"] == recorded
+    assert options["layers_left_out"] == {"same_cam": recorded - len(result.layers), "non_spatial": 0}
+    page = html.unescape((tmp_path / "run" / "report.html").read_text())
+    assert (f"{len(result.layers)} of {recorded} recorded; {recorded - len(result.layers)} sharing another "
+            "layer's CAM left out") in page
+    assert "layer4*" in page
+    plain = camanim.animate(model, torch.rand(3, 64, 64), layers=["layer4.1.conv1", "fc"], method="gradcam",
+                            skip_non_spatial=True)
+    assert plain.options["layers"] == ["layer4.1.conv1", "fc"]
+    assert plain.options["layers_left_out"] == {"same_cam": 0, "non_spatial": 1}

@@ -356,6 +356,6 @@ def test_a_given_target_prints_the_prediction_too(tmp_path, capsys):
     manifest = json.loads((tmp_path / "o" / "manifest.json").read_text())
     top = manifest["top"][0]
     assert top["index"] != 390
-    assert f"predicted class: {top['index']} ({top['label']}), p={top['score']:.3f}" in out
+    assert f"predicted class: {top['index']} ({top['label']}), p={top['score']:.3g}" in out
     assert "target class: 390 (eel), p=" in out and "predicted/target" not in out
     assert len(manifest["top"]) == 5 and manifest["top"][0]["score"] >= manifest["top"][-1]["score"]

@@ -395,11 +395,11 @@ def _run(args: argparse.Namespace, cam: CamOptions, save: SaveOptions, road: Roa
         kind = res.options.get("probability", "softmax")
         top = res.top[0] if res.top else None
         if top is None or top.index == t.index:  # the explained class is the prediction
-            print(f"{where}predicted/target class: {t.index}{label}, p={t.score:.3f} ({kind})")
+            print(f"{where}predicted/target class: {t.index}{label}, p={t.score:.3g} ({kind})")
         else:
             top_label = f" ({top.label})" if top.label else ""
-            print(f"{where}predicted class: {top.index}{top_label}, p={top.score:.3f} ({kind})")
-            print(f"{where}target class: {t.index}{label}, p={t.score:.3f} ({kind})")
+            print(f"{where}predicted class: {top.index}{top_label}, p={top.score:.3g} ({kind})")
+            print(f"{where}target class: {t.index}{label}, p={t.score:.3g} ({kind})")
         print(f"{where}layers: {len(res.layers)}  method: {res.method}  model: {res.model_info.get('name')}")
     if loaded.info.get("weights_in_file"):  # which part of a training script's checkpoint was used
         print(f"weights: {loaded.info['weights']} ({loaded.info['weights_in_file']})")

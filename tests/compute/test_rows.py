@@ -154,7 +154,7 @@ def test_cli_score_sigmoid_and_road_of_a_one_logit_model(tmp_path, capsys):
     stdout = capsys.readouterr().out
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["options"]["score"] == "sigmoid" and manifest["options"]["probability"] == "sigmoid"
-    assert f"p={manifest['target']['score']:.3f} (sigmoid)" in stdout
+    assert f"p={manifest['target']['score']:.3g} (sigmoid)" in stdout
     saved = np.load(out / "cams.npz")
     with torch.no_grad():
         z = float(model(torch.from_numpy(saved["input"]))[0, 0])

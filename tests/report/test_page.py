@@ -521,3 +521,29 @@ def test_report_says_the_crop_without_a_picture_when_the_original_changed(run: P
     page = html.unescape(build_report(run).read_text(encoding="utf-8"))
     assert 'class="cam-input"' not in page
     assert "20.8% of the width lost at each side" in page
+
+
+def test_header_gives_a_small_probability_in_significant_digits_and_names_the_prediction(run: Path) -> None:
+    """(review) A target the model barely believes in is not shown as 0.0%, and when it is not the prediction
+    the header names the prediction beside it."""
+    def edit(m: dict) -> None:
+        m["target"].update(index=281, label="tabby", score=0.000442)
+        m["top"] = [{"index": 238, "label": "Swiss dog", "score": 0.013}, {"index": 281, "label": "tabby", "score": 0.000442}]
+
+    _rewrite_json(run / "manifest.json", edit)
+    page = html.unescape(build_report(run).read_text(encoding="utf-8"))
+    target = re.search(r"Target</[^>]+>(.*?)</div>", page, re.S).group(1)
+    assert "0.044%" in target and "0.0%" not in target
+    assert re.search(r"predicted: Swiss dog\s*#238", re.sub("<[^>]+>", "", target)), target
+    top = re.search(r'<ol class="cam-top".*?</ol>', page, re.S).group(0)
+    assert "1.3%" in top and "0.044%" in top
+
+
+def test_header_does_not_repeat_a_target_that_is_the_prediction(run: Path) -> None:
+    def edit(m: dict) -> None:
+        m["target"].update(index=238, label="Swiss dog", score=0.013)
+        m["top"] = [{"index": 238, "label": "Swiss dog", "score": 0.013}]
+
+    _rewrite_json(run / "manifest.json", edit)
+    page = html.unescape(build_report(run).read_text(encoding="utf-8"))
+    assert "predicted:" not in page and "1.3%" in page

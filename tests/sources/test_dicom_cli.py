@@ -130,7 +130,7 @@ def test_multi_label_target_by_label_and_topk_by_sigmoid(tmp_path, capsys):
         logits = model(torch.from_numpy(z["input"]))[0]
     probs = torch.sigmoid(logits)
     assert m["target"]["score"] == pytest.approx(float(probs[1]), abs=1e-5)
-    assert f"p={float(probs[1]):.3f} (sigmoid)" in printed and "1 (nodule)" in printed
+    assert f"p={float(probs[1]):.3g} (sigmoid)" in printed and "1 (nodule)" in printed
 
     assert main([*args, "--target", "topk:2", "--out", str(tmp_path / "top")]) == 0
     top = json.loads((tmp_path / "top" / "manifest.json").read_text())

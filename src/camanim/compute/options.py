@@ -79,4 +79,5 @@ class CamOptions:
         """The ``options`` entry of ``manifest.json`` (what a reader needs to reproduce the run)."""
         return {"methods": list(method_names), "score": self.score if isinstance(self.score, str) else "custom",
                 "eigen_smooth": self.eigen_smooth, "aug_smooth": self.aug_smooth, "batch_size": self.batch_size,
+                "layers": self.layers if self.layers is None or isinstance(self.layers, str) else list(self.layers),
                 **({"output_key": self.output_key} if self.output_key is not None else {})}

@@ -183,7 +183,14 @@ def _split(comp: Computation, r: int, image: int, x: torch.Tensor, vectors: Unit
     top = [{"index": int(i), "label": labels[int(i)] if labels and int(i) < len(labels) else None,
             "score": round(float(v), 6)} for v, i in zip(values, indices)]
     label = labels[tgt] if labels and tgt < len(labels) else None
-    manifest_options = {**options.manifest([m.name for m in methods]), "probability": kind}
+    left_out = {"same_cam": 0, "non_spatial": 0}
+    if keep is not None:
+        kept = set(keep)
+        for i, rec in enumerate(comp.records):
+            if i not in kept:
+                left_out["same_cam" if distinct and rec.same_as is not None else "non_spatial"] += 1
+    manifest_options = {**options.manifest([m.name for m in methods]), "probability": kind,
+                        "layers_recorded": len(comp.records), "layers_left_out": left_out}
     out = []
     for m in methods:
         cams = comp.cams[m.name][:, r].contiguous()

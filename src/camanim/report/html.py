@@ -84,6 +84,13 @@ def fmt_shape(shape: Any) -> str:
     return "×".join(map(str, shape)) if isinstance(shape, (list, tuple)) and shape else "—"
 
 
+def fmt_percent(p: float) -> str:
+    """A probability in [0, 1] as a percentage: one decimal from 0.1% up (``77.0%``), two significant digits
+    below it (``0.044%``: a target the model barely believes in is not shown as ``0.0%``)."""
+    v = p * 100
+    return f"{v:.1f}%" if v >= 0.1 or v == 0 else f"{v:.2g}%"
+
+
 def fmt_int(value: Any) -> str:
     """A number as an integer with thousands separators (``1,234``); an em dash if not a finite number."""
     return f"{int(value):,}" if isinstance(value, (int, float)) and math.isfinite(value) else "—"

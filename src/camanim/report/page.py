@@ -25,6 +25,7 @@ from .html import (
     esc,
     fmt_int,
     fmt_ms,
+    fmt_percent,
     fmt_shape,
     get_in,
     id_prefix,
@@ -63,6 +64,25 @@ def _dicom_facts(image: Any) -> str:
     return " · ".join(parts)
 
 
+def _selection_text(manifest: dict[str, Any], shown: int) -> str:
+    """What ``--layers`` selected and what was left out after the pass, as the header's small print."""
+    spec = get_in(manifest, "options", "layers")
+    recorded = get_in(manifest, "options", "layers_recorded")
+    left = get_in(manifest, "options", "layers_left_out", default={}) or {}
+    parts = []
+    if isinstance(recorded, int) and recorded != shown:
+        words = [f"{shown:,} of {recorded:,} recorded"]
+        if left.get("same_cam"):
+            words.append(f"{left['same_cam']:,} sharing another layer's CAM left out")
+        if left.get("non_spatial"):
+            words.append(f"{left['non_spatial']:,} non-spatial left out")
+        parts.append("; ".join(words))
+    if spec is not None and spec != "all":
+        text = spec if isinstance(spec, str) else ",".join(map(str, spec))
+        parts.append("--layers " + (text if len(text) <= 60 else text[:59] + "…"))
+    return "".join(f'<span class="cam-sub" style="display:block">{esc(p)}</span>' for p in parts)
+
+
 def _facts(run: RunView, series: dict[str, Any] | None) -> str:
     m = run.manifest
     items: list[tuple[str, str]] = []
@@ -86,22 +106,27 @@ def _facts(run: RunView, series: dict[str, Any] | None) -> str:
         if index is not None:
             sub.append(f"#{esc(index)}")
         if isinstance(score, (int, float)) and math.isfinite(score):
-            sub.append(f"{score * 100:.1f}%" if 0 <= score <= 1 else f"{score:.4g}")
+            sub.append(fmt_percent(score) if 0 <= score <= 1 else f"{score:.4g}")
             probability = get_in(m, "options", "probability")  # softmax or sigmoid
             if probability:
                 sub.append(esc(probability))
         if sub:
             text += f' <span class="cam-sub">{" · ".join(sub)}</span>'
+        predicted = m["top"][0] if isinstance(m.get("top"), list) and m["top"] and isinstance(m["top"][0], dict) else None
+        if predicted is not None and predicted.get("index") != index:
+            name = predicted.get("label") if predicted.get("label") is not None else f"class {predicted.get('index')}"
+            text += (f'<span class="cam-sub cam-predicted" style="display:block">predicted: {esc(name)} '
+                     f'#{esc(predicted.get("index"))}</span>')
         items.append(("Target", text))
     shared = sum(1 for layer in run.layers if isinstance(layer.get("same_as"), int))
     shared_text = (f' <span class="cam-sub" title="layers whose output is another layer\'s very tensor '
                    f'(Identity, containers returning a child\'s output): their CAM repeats that layer\'s">'
                    f"{shared:,} share another layer's CAM</span>") if shared else ""
-    items.append(("Layers", f"{len(run.layers):,}{shared_text}"))
+    items.append(("Layers", f"{len(run.layers):,}{shared_text}{_selection_text(m, len(run.layers))}"))
     top = m.get("top") if isinstance(m.get("top"), list) else []
     if top:
         rows = "".join(
-            f'<li><span class="cam-top-p">{t.get("score", 0) * 100:.1f}%</span> '
+            f'<li><span class="cam-top-p">{fmt_percent(t.get("score", 0))}</span> '
             f'{esc(t.get("label") if t.get("label") is not None else "class " + str(t.get("index")))} '
             f'<span class="cam-sub">#{esc(t.get("index"))}</span></li>'
             for t in top if isinstance(t, dict) and isinstance(t.get("score"), (int, float)))

@@ -9,6 +9,8 @@ Outline (see the README's "Outputs" for every key)::
      "versions": {...}, "seconds": {...},
      "options": {"methods", "score", "probability", ...},   # probability: "softmax" or "sigmoid",
                                                            # what target.score and ROAD's prob read
+                #  "layers": the --layers selection as given; "layers_recorded": how many the pass recorded;
+                #  "layers_left_out": {"same_cam": n, "non_spatial": n} (distinct, --skip-non-spatial)
      "layers": [{"index", "name", "module", "type", "shape", "layout", "params", "seconds",
                  "non_spatial", "same_as", "flags"}, ...],
      "normalisations": [...], "fps": 10, "frames": {"local": "frames/local", "count": L},
