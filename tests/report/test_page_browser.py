@@ -585,3 +585,30 @@ def test_input_card_of_a_tall_photo_stays_short(page: _Page, tmp_path: Path) -> 
     assert 300 < box["height"] <= 361 and abs(box["width"] / box["height"] - 60 / 2000) < 0.005, box
     assert page.page.locator("#layer-table").bounding_box()["y"] < 1500
     assert page.errors == [] and page.requests == []
+
+
+def test_ybroad_card_is_not_cut_by_the_sticky_viewer_and_a_header_cell_sorts(browser, tmp_path: Path) -> None:
+    """(review) At 1400 x 900 the sticky viewer needs no scrolling of its own (the ybROAD card, chart and
+    curves, is in the page's flow), and a click anywhere in a numeric header cell sorts, not only on its label."""
+    run, _ = _timm_like_run(tmp_path)
+    context = browser.new_context(viewport={"width": 1400, "height": 900})
+    try:
+        page = context.new_page()
+        page.goto((run / "report.html").as_uri())
+        page.wait_for_function("document.body.dataset.layer === '0'")
+        inner = page.evaluate("""() => { const v = document.querySelector('.cam-viewer');
+            return {scroll: v.scrollHeight, client: v.clientHeight,
+                    roadInside: !!v.querySelector('#ybroad-plot')}; }""")
+        assert inner["scroll"] <= inner["client"] + 1 and not inner["roadInside"], inner
+        plot = page.locator("#ybroad-plot")
+        plot.scroll_into_view_if_needed()
+        box = plot.bounding_box()
+        assert box["y"] >= 0 and box["y"] + box["height"] <= 900, box  # the whole chart can be seen
+        th = page.locator("#sort-ms").locator("xpath=ancestor::th")
+        th.scroll_into_view_if_needed()
+        cell, label = th.bounding_box(), page.locator("#sort-ms").bounding_box()
+        assert cell["x"] + 3 < label["x"]  # a spot in the cell left of the label
+        page.mouse.click(cell["x"] + 3, cell["y"] + cell["height"] / 2)
+        assert th.get_attribute("aria-sort") == "descending"
+    finally:
+        context.close()

@@ -451,8 +451,8 @@ def render_report(run: RunView, *, inline: bool) -> str:
         f'<code class="cam-cap-name" id="{prefix}caption-name"></code>'
         f'<span class="cam-cap-meta" id="{prefix}caption-meta"></span></div></div>'
     )
-    if series is not None:
-        viewer += _ybroad_card(run, series, prefix)
+    # the ybROAD card heads the side column: under the sticky viewer it was cut at the window's bottom
+    road_card = _ybroad_card(run, series, prefix) if series is not None else ""
 
     # A container (a block whose children are recorded too) counts its children's parameters and time
     # again: it is left out of both charts and of the sums, so the bars add up to the network.
@@ -465,7 +465,8 @@ def render_report(run: RunView, *, inline: bool) -> str:
                 "too) left out: they would count their children again.") if boxes else ""
     total_ms = sum(v for v in ms if v is not None)
     side = (
-        input_card(run)
+        road_card
+        + input_card(run)
         + '<div class="cam-card"><h2>Parameters per layer</h2>'
         f'<p class="cam-note">Log scale; {zero} of {len(own)} layers hold no parameters of their own; '
         f"{fmt_int(sum(p for p in own if p))} in all.{left_out}</p>"

@@ -132,6 +132,7 @@ STYLE = """
 .camanim-report .cam-facts .cam-warning-text { display: block; max-width: 46em; font-weight: 500; color: #ffb37a; }
 .camanim-report .cam-flag-warn { background: #fde2d2; color: #8a3b00; font-weight: 600; }
 .camanim-report .cam-flag-note { background: #e7f0ff; color: #1f4fa8; white-space: normal; }
+.camanim-report th[data-col] { cursor: pointer; }
 .camanim-report .cam-sort {
   font: inherit; color: inherit; text-transform: inherit; letter-spacing: inherit; background: none; border: 0;
   padding: 0; cursor: pointer;
@@ -351,9 +352,9 @@ REPORT_JS = """
     // Sortable numeric columns: the first click sorts descending (ybROAD: best first), the next ascending;
     // rows without a value stay last either way.
     table.tHead.addEventListener("click", function (ev) {
-      var button = ev.target.closest(".cam-sort");
-      if (!button) { return; }
-      var th = button.closest("th");
+      // the whole header cell sorts, not only its label (the button keeps it reachable by keyboard)
+      var th = ev.target.closest("th[data-col]");
+      if (!th || !th.querySelector(".cam-sort")) { return; }
       var col = Number(th.dataset.col);
       var descending = th.getAttribute("aria-sort") !== "descending";
       Array.prototype.forEach.call(table.tHead.querySelectorAll("th[data-col]"), function (h) {
