@@ -81,6 +81,12 @@ def test_report_is_self_contained(run: Path) -> None:
     downloads = re.search(r'<p class="cam-downloads" id="downloads">(.*?)</p>', page).group(1)
     for name in ("manifest.json", "cams.npz", "ybroad.json", "frames/local/", "frames/global/"):
         assert f'href="{name}"' in downloads, name
+    assert "frames folder (PNG)" in downloads  # (review) a folder is not a download: said so
+    videos = ["camanim_local.mp4", "camanim_global.mp4", "camanim_side_by_side.mp4"]
+    for name in videos:
+        (run / name).write_bytes(b"")  # the manifest names them; now they are there
+    hrefs = re.findall(r'\shref="([^"]*)"', report_html(run))
+    assert [hrefs.count(name) for name in videos] == [1, 1, 1], hrefs  # (review) each linked once, not twice
     assert "http://" not in page.replace("http://www.w3.org/2000/svg", "")
     assert "https://" not in page
     # interactive elements the browser test and users rely on

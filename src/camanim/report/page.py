@@ -236,7 +236,7 @@ def _downloads(run: RunView) -> str:
     for norm in run.frames:
         rel = frames.get(norm) if isinstance(frames, dict) and isinstance(frames.get(norm), str) else None
         if rel and (run.path / rel).is_dir():
-            files.append((f"{norm} frames (PNG)", rel + "/"))
+            files.append((f"{norm} frames folder (PNG)", rel + "/"))
     videos = run.manifest.get("videos") if isinstance(run.manifest.get("videos"), dict) else {}
     for kind, rel in videos.items():
         if isinstance(rel, str) and (run.path / rel).is_file():
@@ -384,16 +384,6 @@ def _ybroad_card(run: RunView, series: dict[str, Any], prefix: str) -> str:
             f"{ybroad_chart(prefix + 'ybroad-plot', run.layers, series)}{curves_html}</div>")
 
 
-def _video_links(run: RunView) -> str:
-    videos = run.manifest.get("videos") if isinstance(run.manifest.get("videos"), dict) else {}
-    links = [
-        f'<a href="{esc(Path(str(rel)).as_posix())}">{esc(kind.replace("_", " "))}</a>'
-        for kind, rel in videos.items()
-        if isinstance(rel, str) and run.path is not None and (run.path / rel).is_file()
-    ]
-    return f" · videos: {' · '.join(links)}" if links else ""
-
-
 def _figure(norm: str, prefix: str, frames: list[str] | None, sheet: Sheet | None, n: int, bar: str) -> str:
     """One normalisation's figure. A page: the current frame (the first one without JavaScript). A
     notebook: a tile the script moves over the contact sheet, and the sheet itself, every layer in
@@ -487,7 +477,7 @@ def render_report(run: RunView, *, inline: bool) -> str:
         '<footer class="cam-footer">Keys: ← → step, Home / End, space plays. Layers count from 1. '
         f"{'' if inline else 'a link to <code>report.html#layer=N</code> opens layer N. '}"
         f"{('Made with ' + version_text + '.') if version_text else ''}"
-        f"{'' if inline else _video_links(run)}{'' if inline else _downloads(run)}</footer>"
+        f"{'' if inline else _downloads(run)}</footer>"
     )
     root_class = "camanim-report cam-inline" if inline else "camanim-report"
     body = (
