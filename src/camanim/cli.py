@@ -493,7 +493,7 @@ def _print_ybroad(yb, where: str = "") -> None:
         print(f"{where}ybROAD: no layer has a spatial, non-constant CAM to score")
         return
     print(f"{where}ybROAD_max {best.value:+.4f} at layer {best.index + 1} of {len(yb.layer_names)} ({best.name}); "
-          f"ybROAD_mean {yb.ybroad_mean:+.4f} ({yb.score}, {len(yb.layer_names)} layers)")
+          f"ybROAD_mean {yb.ybroad_mean:+.4f} ({yb.score}, {len(yb.layer_names)} layer{'s' if len(yb.layer_names) != 1 else ''})")
     judged = yb.verdict()
     print(f"{where}{judged['statement']}")
     for warning in judged["warnings"]:

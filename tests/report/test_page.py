@@ -260,6 +260,18 @@ def test_compare_page_aligns_runs_of_different_lengths(tmp_path: Path) -> None:
         assert f'id="{element_id}"' in page
 
 
+def test_compare_titles_tell_runs_of_the_same_model_and_method_apart(tmp_path: Path) -> None:
+    """(review) Two runs of one model and method (two targets, two images) are titled by their folders too."""
+    one = make_run_dir(tmp_path / "tabby", n_layers=3, model="tiny_a", method="gradcam")
+    two = make_run_dir(tmp_path / "eel", n_layers=3, model="tiny_a", method="gradcam")
+    other = make_run_dir(tmp_path / "other", n_layers=3, model="tiny_b", method="gradcam")
+    page = html.unescape(compare([one, two, other], tmp_path / "cmp", fps=5)["html"].read_text(encoding="utf-8"))
+    assert re.findall(r'<div class="cam-col"><h2>(.*?)</h2>', page) == [
+        "tiny_a · gradcam · tabby", "tiny_a · gradcam · eel", "tiny_b · gradcam"]
+    assert [run["title"] for run in _json_script(page, "compare-data")["runs"]] == [
+        "tiny_a · gradcam · tabby", "tiny_a · gradcam · eel", "tiny_b · gradcam"]
+
+
 def test_compare_video_tiles_aligned_frames(tmp_path: Path) -> None:
     short = make_run_dir(tmp_path / "short", n_layers=3, size=(64, 48))
     long = make_run_dir(tmp_path / "long", n_layers=5, size=(70, 45))  # odd height, other size

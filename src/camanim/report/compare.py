@@ -17,7 +17,7 @@ from ..draw import write_mp4
 from ..draw.fonts import load_font
 from ..errors import InputError
 from ..rundir import RunView, atomic_path, load_run, names, write_text
-from .html import encode_frames, esc, get_in, json_tag, page
+from .html import encode_frames, esc, fmt_percent, get_in, json_tag, page
 from .template import COMPARE_JS
 
 
@@ -56,6 +56,13 @@ def _run_title(run: RunView) -> str:
     return f"{run.model_name} · {run.method}"
 
 
+def run_titles(runs: Sequence[RunView]) -> list[str]:
+    """Each run's title, ``model · method``; runs that share one also get their folder's name."""
+    titles = [_run_title(run) for run in runs]
+    return [f"{t} · {run.path.name if run.path is not None else f'run {r + 1}'}" if titles.count(t) > 1 else t
+            for r, (t, run) in enumerate(zip(titles, runs, strict=True))]
+
+
 def _run_subtitle(run: RunView) -> str:
     target = run.manifest.get("target") if isinstance(run.manifest.get("target"), dict) else {}
     parts = []
@@ -64,8 +71,8 @@ def _run_subtitle(run: RunView) -> str:
         parts.append(str(label))
     score = target.get("score")
     if isinstance(score, (int, float)) and math.isfinite(score):
-        parts.append(f"{score * 100:.1f}%" if 0 <= score <= 1 else f"{score:.4g}")
-    parts.append(f"{len(run.layers)} layers")
+        parts.append(fmt_percent(score) if 0 <= score <= 1 else f"{score:.4g}")
+    parts.append(f"{len(run.layers)} layer{'s' if len(run.layers) != 1 else ''}")
     source = get_in(run.manifest, "image", "source")
     if source:
         parts.append(str(source))
@@ -101,6 +108,7 @@ def _render_compare(runs: Sequence[RunView], mapping: list[list[int]], norms: li
     warning_html = (f'<p class="cam-warning" role="alert" id="{prefix}depth-warning">Warning: {esc(warning)}.</p>'
                     if warning else "")
     steps = len(mapping[0])
+    titles = run_titles(runs)
     data = {
         "inline": False,
         "steps": steps,
@@ -109,7 +117,7 @@ def _render_compare(runs: Sequence[RunView], mapping: list[list[int]], norms: li
         "mapping": mapping,
         "runs": [
             {
-                "title": _run_title(run),
+                "title": titles[r],
                 "path": str(run.path) if run.path is not None else "",
                 "model": run.manifest.get("model"),
                 "method": run.manifest.get("method"),
@@ -117,7 +125,7 @@ def _render_compare(runs: Sequence[RunView], mapping: list[list[int]], norms: li
                 "layers": [{"index": layer.get("index", i), "name": layer.get("name"), "type": layer.get("type")}
                            for i, layer in enumerate(run.layers)],
             }
-            for run in runs
+            for r, run in enumerate(runs)
         ],
     }
     toggle = ""
@@ -127,9 +135,9 @@ def _render_compare(runs: Sequence[RunView], mapping: list[list[int]], norms: li
             for norm in norms
         ) + "</div>"
     columns = "".join(
-        f'<div class="cam-col"><h2>{esc(_run_title(run))}</h2>'
+        f'<div class="cam-col"><h2>{esc(titles[r])}</h2>'
         f'<div class="cam-col-sub">{esc(_run_subtitle(run))}</div>'
-        f'<img id="{prefix}frame-{r}" alt="CAM of {esc(_run_title(run))} at the current depth">'
+        f'<img id="{prefix}frame-{r}" alt="CAM of {esc(titles[r])} at the current depth">'
         f'<div class="cam-caption" id="{prefix}caption-{r}">'
         f'<span class="cam-cap-index" id="{prefix}caption-index-{r}"></span>'
         f'<code class="cam-cap-name" id="{prefix}caption-name-{r}"></code>'
@@ -219,8 +227,8 @@ def _grid_frames(runs: Sequence[RunView], mapping: list[list[int]], norm: str) -
 
     base = Image.new("RGB", (width, height), (18, 21, 25))
     draw = ImageDraw.Draw(base)
-    for r, run in enumerate(runs):
-        draw.text((r * (tile_w + gutter) + 4, 5), _fit(draw, _run_title(run), font, tile_w - 8),
+    for r, title in enumerate(run_titles(runs)):
+        draw.text((r * (tile_w + gutter) + 4, 5), _fit(draw, title, font, tile_w - 8),
                   fill=(255, 255, 255), font=font)
 
     # Mapping is monotone, so a shorter run shows the same layer on consecutive
