@@ -275,3 +275,13 @@ def test_a_multi_run_save_writes_an_index_linking_every_report(tiny, tiny_input,
     # the "wrote" list names the methods grid's page and both of its videos
     assert written["compare.html"] == tmp_path / "out" / "compare.html"
     assert written["camanim_methods_grid.mp4"].is_file() and written["camanim_methods_grid_global.mp4"].is_file()
+
+
+def test_a_multi_method_save_without_video_still_writes_the_compare_page(tiny, tiny_input, tmp_path) -> None:
+    """(review) --no-video leaves out the grid videos, not the side-by-side page (it shows the frames)."""
+    cams = camanim.animate(tiny, tiny_input, method=["gradcam", "layercam"])
+    written = cams.save(tmp_path / "out", video=False)
+    assert written["compare.html"] == tmp_path / "out" / "compare.html" and written["compare.html"].is_file()
+    assert not list((tmp_path / "out").rglob("*.mp4"))
+    links = re.findall(r'<a href="([^"]+)">', (tmp_path / "out" / "index.html").read_text(encoding="utf-8"))
+    assert links == ["gradcam/report.html", "layercam/report.html", "compare.html"]

@@ -558,7 +558,7 @@ class CamSet:
         opts = options_or_keywords(options, SaveOptions, keywords)
         out = Path(out_dir)
         written: dict[str, Path] = {}
-        grid = len(self.methods) > 1 and opts.video
+        grid = len(self.methods) > 1  # the page always; its grid videos with the run's videos
         with staged_dir(out) as tmp:
             for group, idx in self.groups().items():
                 views = []
@@ -571,7 +571,7 @@ class CamSet:
                     # named by where they will be, not by the staging folder they are written to
                     views = [dataclasses.replace(v, path=out / self.folders[i]) for v, i in zip(views, idx)]
                     grid_files = write_compare(views, tmp / group, fps=max(1, int(round(float(opts.fps)))),
-                                               video_name=names.GRID_VIDEO)
+                                               video_name=names.GRID_VIDEO, video=opts.video)
                     for path in grid_files.values():  # the page and both grid videos
                         rel = path.relative_to(tmp).as_posix()
                         written[rel] = out / rel

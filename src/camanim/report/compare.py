@@ -297,12 +297,13 @@ def compare(run_dirs: Sequence[str | Path], out_dir: str | Path, *, fps: int = 1
 
 
 def write_compare(runs: Sequence[RunView], out_dir: str | Path, *, fps: int = 10,
-                  video_name: str = names.COMPARE_VIDEO) -> dict[str, Path]:
+                  video_name: str = names.COMPARE_VIDEO, video: bool = True) -> dict[str, Path]:
     """``compare.html`` and the grid video (``video_name``) of runs on disk or in memory.
 
     Returns:
         ``{"html": .../compare.html, "video": .../<video_name>}``, and ``"video_global"`` (the same
-        grid of the global frames, ``<stem>_global.mp4``) when the runs have both normalisations.
+        grid of the global frames, ``<stem>_global.mp4``) when the runs have both normalisations;
+        ``video=False``: the page only.
 
     Raises:
         InputError: runs without a normalisation in common, or an output folder that cannot be
@@ -322,6 +323,8 @@ def write_compare(runs: Sequence[RunView], out_dir: str | Path, *, fps: int = 10
     warning = depth_warning([len(run.layers) for run in runs])
     if warning:
         warnings.warn(warning[0].upper() + warning[1:], UserWarning, stacklevel=2)
+    if not video:
+        return {"html": write_text(out / names.COMPARE_HTML, html_text)}
     written = {"video": write_grid_video(runs, out / video_name, fps, "local" if "local" in norms else norms[0])}
     if "local" in norms and "global" in norms:
         written["video_global"] = write_grid_video(runs, out / names.global_variant(video_name), fps, "global")
