@@ -2,7 +2,7 @@
 (image × model) with their identity.
 
 An item's key is a hash of the image's *content* (its file bytes; a ``sample:`` name for a built-in
-sample) and the model's name and weights, never its position in the list: the key names the item's
+sample), its label (the target) and the model's name and weights, never its position in the list: the key names the item's
 part files (resume skips a finished key) and, with the sweep's ``--seed``, fixes every random draw of
 the item (RandomCAM's weights, ROAD's noise, keyed by the removal mask, see :mod:`camanim.road.metric`),
 so the numbers do not depend on the order, the worker or the number of workers.
@@ -43,7 +43,7 @@ class SweepItem:
         label: the true class (index or name) or None.
         model: the model name (``--model``).
         image_sha256: SHA-256 of the image file's bytes (of the spec for a sample or a missing file).
-        key: the item's identity, 16 hex digits of SHA-256 over image hash, model and weights.
+        key: the item's identity, 16 hex digits of SHA-256 over image hash, label, model and weights.
     """
 
     image: str
@@ -134,7 +134,7 @@ def image_sha256(spec: str) -> str:
 
 def sweep_items(images: Sequence[ImageEntry], models: Sequence[str], weights: str) -> list[SweepItem]:
     """Every (image, model) pair as a :class:`SweepItem`; an image whose content repeats an earlier one
-    (same bytes, same model) is left out: its key is the same.
+    (same bytes, label and model) is left out: its key is the same.
 
     Raises:
         InputError: no model named.
@@ -145,7 +145,7 @@ def sweep_items(images: Sequence[ImageEntry], models: Sequence[str], weights: st
     items, keys = [], set()
     for model in models:
         for e in images:
-            key = hashlib.sha256(f"{hashes[e.image]}|{model}|{weights}".encode()).hexdigest()[:16]
+            key = hashlib.sha256(f"{hashes[e.image]}|{e.label}|{model}|{weights}".encode()).hexdigest()[:16]
             if key not in keys:
                 keys.add(key)
                 items.append(SweepItem(e.image, e.label, model, hashes[e.image], key))

@@ -32,6 +32,17 @@ def died(item: SweepItem, how: str, attempts: int) -> dict[str, Any]:
             "layers": []}
 
 
+def pool_context() -> Any:
+    """The processes' start method: a fork server that has imported camanim once (a worker starts in a
+    fraction of a second, and its replacement too), or spawn where there is no fork server (Windows, macOS
+    without it)."""
+    if "forkserver" in mp.get_all_start_methods():
+        ctx = mp.get_context("forkserver")
+        ctx.set_forkserver_preload(["camanim.sweep.work"])
+        return ctx
+    return mp.get_context("spawn")
+
+
 def _worker_main(conn: Connection, settings: SweepSettings) -> None:
     worker = ItemWorker(settings)
     while True:
@@ -74,7 +85,7 @@ def run_pool(items: Sequence[SweepItem], settings: SweepSettings, workers: int, 
     Returns:
         How many worker processes died and were replaced.
     """
-    ctx = mp.get_context("spawn")
+    ctx = pool_context()
     queue = deque(items)
     attempts: dict[str, int] = {}
     slots = [_Slot(ctx, settings) for _ in range(max(1, min(workers, len(items))))]
