@@ -8,7 +8,6 @@ import os
 import signal
 
 import pytest
-import torch
 from _sweepfixture import MODEL, SETTINGS, make_image_list
 
 from camanim.sweep import SweepOptions, expand_images, read_table, run_sweep, sweep_items
@@ -19,8 +18,7 @@ from camanim.sweep.work import ItemWorker
 def reference(tmp_path_factory) -> dict:
     """Each good item computed in this process (no pool); the labels: cat's = its prediction (correct),
     coffee's = another class (incorrect), rocket without a label."""
-    threads = torch.get_num_threads()
-    worker = ItemWorker(SETTINGS)  # sets this process's torch threads: put back below
+    worker = ItemWorker(SETTINGS, own_process=False)
     first = worker.run(sweep_items(expand_images(["sample:cat"]), [MODEL], "none")[0])
     predicted = first["image"]["predicted"]
     labels = {"sample:cat": str(predicted), "sample:coffee": str((predicted + 1) % 1000)}
@@ -28,7 +26,6 @@ def reference(tmp_path_factory) -> dict:
     image_list = make_image_list(folder, labels)
     items = sweep_items(expand_images([str(image_list)]), [MODEL], "none")
     rows = {it.key: worker.run(it) for it in items}
-    torch.set_num_threads(threads)
     return {"list": image_list, "items": items, "rows": rows, "labels": labels}
 
 

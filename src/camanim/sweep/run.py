@@ -189,7 +189,7 @@ def _finish(out: Path, items: list[SweepItem], settings: SweepSettings, options:
     rows.sort(key=lambda r: order[r["key"]])
     runs: dict[str, dict[str, str]] = {}
     if options.save_runs:
-        worker = ItemWorker(dataclasses.replace(settings, threads=max(1, os.cpu_count() or 1)))
+        worker = ItemWorker(settings, own_process=False)
         by_key = {it.key: it for it in items}
         for r in _chosen(rows, options.save_runs, options.save_which):
             folder = out / "runs" / f"{_safe(Path(r['image']).stem or r['image'])}-{_safe(r['model'])}-{r['key'][:6]}"

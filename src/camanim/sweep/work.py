@@ -5,7 +5,6 @@ the two tables (plain Python, picklable: no tensors leave the worker).
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import time
 from collections.abc import Sequence
@@ -68,13 +67,16 @@ class ItemWorker:
     """What a worker process (or Ray actor) holds: the settings and each model, loaded once.
 
     Args:
-        settings: the sweep's :class:`SweepSettings`; sets torch's thread count for this process.
+        settings: the sweep's :class:`SweepSettings`.
+        own_process: this process is the worker's own (a pool process, a Ray actor): set its torch
+            threads to ``settings.threads``; False leaves the caller's process as it is.
     """
 
-    def __init__(self, settings: SweepSettings) -> None:
+    def __init__(self, settings: SweepSettings, own_process: bool = True) -> None:
         self.settings = settings
         self.models: dict[str, LoadedModel | InputError] = {}
-        torch.set_num_threads(max(1, settings.threads))
+        if own_process:
+            torch.set_num_threads(max(1, settings.threads))
 
     def model(self, name: str) -> LoadedModel:
         """The model ``name``, loaded on first use and kept.
