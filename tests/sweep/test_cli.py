@@ -12,6 +12,7 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 from _sweepfixture import CLI_ARGS, layer_values, reference_values
 
 from camanim.cli import main
@@ -26,6 +27,7 @@ def _env() -> dict[str, str]:
             "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 
 
+@pytest.mark.slow
 def test_killed_sweep_resumes_to_the_same_tables(reference, tmp_path, capsys):
     out = tmp_path / "out"
     cmd = [sys.executable, "-m", "camanim.cli", "sweep", str(reference["list"]), *CLI_ARGS, "--workers", "1",
