@@ -3,7 +3,7 @@
 (a) a shell loop of ``camanim run IMAGE --road --no-video --quiet`` over the images (one process per image:
     Python, torch and the model loaded every time);
 (b) ``camanim sweep`` on the local pool with 1 worker and (c) with 2 workers (each worker loads the
-    model once);
+    model once); one torch thread per worker, as the loop's processes get with OMP_NUM_THREADS=1;
 (d) the same sweep on Ray with 2 actors (a local Ray started before the clock, as a running cluster
     would be), against (c): Ray's overhead;
 (e) per image: the sweep item's own seconds (images table) against the same image's ``camanim run --road``.
@@ -51,7 +51,8 @@ def main() -> None:
     args = ap.parse_args()
     images = [f"sample:{k}" for k in list(SAMPLES)[: args.images]]
     cores = os.cpu_count() or 1
-    env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "RAY_USAGE_STATS_ENABLED": "0"}
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "RAY_USAGE_STATS_ENABLED": "0", "OMP_NUM_THREADS": "1",
+           "MKL_NUM_THREADS": "1"}
     common = ["--model", args.model, "--layers", args.layers, "--road-trials", args.road_trials]
     tmp = Path(tempfile.mkdtemp(prefix="bench-sweep-"))
     try:
@@ -64,7 +65,8 @@ def main() -> None:
         for workers in (1, 2):
             out = tmp / f"pool{workers}"
             timings[f"sweep, local pool, {workers} worker(s)"] = _timed(
-                [*CAMANIM, "sweep", *images, *common, "--workers", str(workers), "--quiet", "--out", str(out)], env)
+                [*CAMANIM, "sweep", *images, *common, "--workers", str(workers), "--threads", "1", "--quiet",
+                 "--out", str(out)], env)
             if workers == 1:
                 item_seconds = {r["image"]: r["seconds"] for r in read_table(out, "images").to_pylist()}
         if not args.no_ray:
@@ -75,9 +77,9 @@ def main() -> None:
             from camanim.sweep import SweepOptions, SweepSettings, run_sweep
 
             settings = SweepSettings(methods=("gradcam",), cam={"layers": args.layers},
-                                     road=RoadOptions(trials=int(args.road_trials)))
+                                     road=RoadOptions(trials=int(args.road_trials)), weights="default")
             t0 = time.perf_counter()
-            run_sweep(images, tmp / "ray2", settings, SweepOptions(models=(args.model,), workers=2, ray="auto"))
+            run_sweep(images, tmp / "ray2", settings, SweepOptions(models=(args.model,), workers=2, threads=1, ray="auto"))
             timings["sweep, Ray, 2 actors (cluster running)"] = time.perf_counter() - t0
             ray.shutdown()
     finally:
