@@ -66,9 +66,12 @@ def ray_cluster(tmp_path_factory) -> Iterator[str]:
         subprocess.run([str(RAY), "start", "--head", f"--port={port}", "--include-dashboard=false",
                         f"--temp-dir={tmp_path_factory.mktemp('rayhead')}", *common],
                        env=env, check=True, capture_output=True, timeout=180)
-        subprocess.run([str(RAY), "start", f"--address={address}",
-                        f"--temp-dir={tmp_path_factory.mktemp('raynode')}", *common],
-                       env=env, check=True, capture_output=True, timeout=180)
+        node = [str(RAY), "start", f"--address={address}", f"--temp-dir={tmp_path_factory.mktemp('raynode')}", *common]
+        for attempt in range(2):  # a loaded machine can be slow to bring the head's services up
+            joined = subprocess.run(node, env=env, capture_output=True, text=True, timeout=180)
+            if joined.returncode == 0:
+                break
+        assert joined.returncode == 0, f"second node did not join: {joined.stderr[-2000:]}"
         yield address
     finally:
         import ray
