@@ -67,7 +67,7 @@ def ray_cluster(tmp_path_factory) -> Iterator[str]:
                         f"--temp-dir={tmp_path_factory.mktemp('rayhead')}", *common],
                        env=env, check=True, capture_output=True, timeout=180)
         node = [str(RAY), "start", f"--address={address}", f"--temp-dir={tmp_path_factory.mktemp('raynode')}", *common]
-        for attempt in range(2):  # a loaded machine can be slow to bring the head's services up
+        for _ in range(2):  # a loaded machine can be slow to bring the head's services up
             joined = subprocess.run(node, env=env, capture_output=True, text=True, timeout=180)
             if joined.returncode == 0:
                 break
