@@ -4,6 +4,9 @@
 Ray is imported here only, and only when a sweep asks for it (``--ray``): ``import camanim`` never
 loads it. ``address="auto"`` joins the cluster running on this machine (``ray start``) or starts a
 local one; any other address joins that cluster. Usage statistics are off unless the user turned them on.
+Ray's own environment applies as it is: token authentication (``RAY_AUTH_MODE``, ``RAY_AUTH_TOKEN_PATH``;
+a token it cannot find, or one the cluster refuses, is one line), and on Linux ``127.0.0.1`` becomes the
+machine's interface address unless ``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0`` (see ``tests/sweep/test_cluster.py``).
 An actor that dies mid-item (killed, its node lost) is replaced and the item handed on; an item
 whose actor died :data:`~camanim.sweep.pool.MAX_ATTEMPTS` times is recorded as failed.
 """
@@ -45,16 +48,23 @@ def run_ray(items: Sequence[SweepItem], settings: SweepSettings, workers: int, a
         InputError: Ray is not installed, or no cluster answers at ``address``.
     """
     ray = _ray()
-    from ray.exceptions import RayActorError
+    from ray import exceptions
 
     started = not ray.is_initialized()
     if started:
+        # AuthenticationError: Ray >= 2.52 with token authentication (RAY_AUTH_MODE, RAY_AUTH_TOKEN_PATH)
+        refused = getattr(exceptions, "AuthenticationError", ())
         try:
             ray.init(address=None if address == "auto" else address, include_dashboard=False,
                      log_to_driver=False, logging_level="ERROR")
+        except refused as exc:
+            why = " ".join(str(getattr(exc, "message", exc)).split())
+            raise InputError(f"--ray {address}: {why}: point RAY_AUTH_TOKEN_PATH (or RAY_AUTH_TOKEN) at the "
+                             "cluster's token") from None
         except (ConnectionError, RuntimeError, ValueError) as exc:
             raise InputError(f"--ray {address}: no Ray cluster could be joined ({one_line(exc)}): start one "
-                             "with 'ray start --head' or use --ray auto") from None
+                             "with 'ray start --head' or use --ray auto (a cluster with token authentication "
+                             "also needs RAY_AUTH_MODE=token and its token)") from None
     run = secrets.token_hex(4)
     remote = ray.remote(num_cpus=1, max_restarts=0)(ItemWorker)
     made = [0]
@@ -80,7 +90,7 @@ def run_ray(items: Sequence[SweepItem], settings: SweepSettings, workers: int, a
             i, item = inflight.pop(ready[0])
             try:
                 result = ray.get(ready[0])
-            except RayActorError as exc:
+            except exceptions.RayActorError as exc:
                 restarts += 1
                 actors[i] = new_actor(i)
                 if attempts[item.key] >= MAX_ATTEMPTS:

@@ -13,6 +13,7 @@ import json
 import math
 import os
 import re
+import shutil
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -142,13 +143,15 @@ def run_sweep(images: Sequence[str], out: str | Path, settings: SweepSettings, o
 
     Raises:
         InputError: no image or model, a folder or glob without images, a sweep in ``out`` without
-            ``resume`` (or with other settings), Ray asked for but missing.
+            ``resume`` (or with other settings), Ray asked for but missing, or no cluster joined (then nothing
+            is left in ``out`` unless it resumes).
     """
     t0 = time.perf_counter()
     out = Path(out)
     items = sweep_items(expand_images(images), options.models, settings.weights)
     meta = _settings_json(settings, options)
     _check_out(out, meta, options.resume)
+    created = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
     _remove_stale_parts(out)
     done_before = {k for k, s in finished_keys(out).items() if s == "ok"} if options.resume else set()
@@ -169,12 +172,20 @@ def run_sweep(images: Sequence[str], out: str | Path, settings: SweepSettings, o
 
     restarts = 0
     if todo:
-        if options.ray is not None:
-            from .cluster import run_ray
+        try:
+            if options.ray is not None:
+                from .cluster import run_ray
 
-            restarts = run_ray(todo, settings, workers, options.ray, on_result)
-        else:
-            restarts = run_pool(todo, settings, workers, on_result)
+                restarts = run_ray(todo, settings, workers, options.ray, on_result)
+            else:
+                restarts = run_pool(todo, settings, workers, on_result)
+        except InputError:
+            if not options.resume and finished[0] == 0:  # refused before any item (no Ray cluster): leave nothing
+                if created:
+                    shutil.rmtree(out, ignore_errors=True)
+                else:
+                    (out / SWEEP_JSON).unlink(missing_ok=True)
+            raise
     return _finish(out, items, settings, options, meta, restarts, len(done_before), time.perf_counter() - t0)
 
 
