@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from .road import RoadOptions
     from .rundir import SaveOptions
 
-SUBCOMMANDS = ("run", "road", "layers", "methods", "models", "report", "compare", "figure")
+SUBCOMMANDS = ("run", "road", "layers", "methods", "models", "report", "compare", "figure", "sweep")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -206,10 +206,99 @@ def build_parser() -> argparse.ArgumentParser:
                      help="show the nearest spatial layer where a depth falls on a non-spatial one [its 1-D stripe]")
     fig.add_argument("--dpi", type=int, default=300, help="resolution of the PNG and the PDF's images [300]")
     fig.add_argument("--font-size", type=float, default=7.0, help="text size in points [7]")
+    _add_sweep_parser(sub)
     sub.add_parser("methods", help="list the CAM methods")
     mod = sub.add_parser("models", help="list model names: builtin, torchvision, timm")
     mod.add_argument("pattern", nargs="?", default=None, help="glob filter, e.g. 'convnext*'")
     return parser
+
+
+def _add_sweep_parser(sub: argparse._SubParsersAction) -> None:
+    sw = sub.add_parser("sweep", help="CAManim with ybROAD over a dataset: images x models x methods, tables + "
+                                      "aggregates + sweep.html, on a local pool or Ray, resumable")
+    sw.add_argument("images", nargs="+",
+                    help="folders (recursive), globs, a CSV/TSV list (a path column, an optional label column: "
+                         "class index or name), image files, sample:NAME")
+    _add_model_args(sw)
+    sw.set_defaults(model="efficientnet_lite0")
+    sw.add_argument("--method", default="gradcam", help="CAM methods, comma-separated, e.g. gradcam,layercam [gradcam]")
+    sw.add_argument("--score", default="logit", choices=("logit", "softmax", "sigmoid"),
+                    help="what a CAM explains: the target's logit, softmax or sigmoid probability [logit]")
+    sw.add_argument("--batch-size", type=int, default=None, help="images per extra forward of ScoreCAM/AblationCAM")
+    sw.add_argument("--seed", type=int, default=0, help="seed for RandomCAM and ROAD noise [0]")
+    sw.add_argument("--output-key", default=None, help="where the logits are in a tuple/dict model output")
+    sw.add_argument("--skip-non-spatial", action="store_true", help="leave out layers without a 2-D map")
+    sw.add_argument("--device", default=None, help="cpu | cuda [the model's device]")
+    _add_road_args(sw)
+    sw.add_argument("--out", default="camanim-sweep", help="output folder [./camanim-sweep]")
+    sw.add_argument("--workers", type=int, default=None,
+                    help="worker processes (or Ray actors), each loading each model once [cores, at most one per item]")
+    sw.add_argument("--threads", type=int, default=None, help="torch threads per worker [cores / workers]")
+    sw.add_argument("--ray", default=None, metavar="auto|ADDRESS",
+                    help="run on Ray (pip install 'camanim[ray]'): auto joins this machine's cluster or starts a "
+                         "local one; ADDRESS joins that cluster [a local process pool]")
+    sw.add_argument("--resume", action="store_true", help="continue the sweep in --out: skip its finished items")
+    sw.add_argument("--save-runs", type=int, default=0, metavar="K",
+                    help="also write full run folders (frames, videos, report) for K images [0]")
+    sw.add_argument("--save-which", default="first", choices=("first", "misclassified", "lowest-confidence"),
+                    help="which K images --save-runs writes [first]")
+    sw.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    """``camanim sweep IMAGES...``: every image x model x method with ybROAD, into tables and ``sweep.html``.
+
+    Returns:
+        The exit code: 0, or 2 when no item succeeded.
+
+    Raises:
+        InputError: a bad option, no image, a sweep in --out without --resume.
+    """
+    from .methods import get_methods
+    from .sweep import SweepOptions, SweepSettings, run_sweep
+
+    methods = tuple(_csv(args.method))
+    get_methods(list(methods))
+    cam = dict(layers=args.layers, score=args.score, batch_size=args.batch_size, seed=args.seed,
+               output_key=args.output_key, layouts=_layouts(args.layout), skip_non_spatial=args.skip_non_spatial)
+    settings = SweepSettings(methods=methods, cam=cam, road=_road_options(args), weights=args.weights,
+                             input_size=_input_size(args.input_size), device=args.device)
+    options = SweepOptions(models=tuple(_csv(args.model)), workers=args.workers, threads=args.threads, ray=args.ray,
+                           resume=args.resume, save_runs=args.save_runs, save_which=args.save_which)
+    bar = None
+    progress = None
+    if not args.quiet and (sys.stderr.isatty() or _force_progress()):
+        from tqdm import tqdm
+
+        def progress(done: int, total: int) -> None:
+            nonlocal bar
+            if bar is None:
+                bar = tqdm(total=total, initial=done, desc="sweep", unit="item", file=sys.stderr)
+            bar.update(done - bar.n)
+    try:
+        summary = run_sweep(args.images, args.out, settings, options, progress=progress)
+    finally:
+        if bar is not None:
+            bar.close()
+    print(f"sweep: {summary['items']} items, {summary['ok']} done, {summary['failed']} failed"
+          + (f", {summary['skipped']} finished before" if summary["skipped"] else "")
+          + (f", {summary['restarts']} workers replaced" if summary["restarts"] else "")
+          + f" ({summary['seconds']:.1f} s)")
+    for f in summary["failures"][:10]:
+        print(f"  failed: {f['image']} ({f['model']}): {f['error']}")
+    for model, acc in (summary["accuracy"] or {}).items():
+        print(f"accuracy {model}: {acc['correct']}/{acc['images']}")
+    for g in summary["aggregates"]["groups"]:
+        best = (g["all"] or {}).get("best")
+        if best:
+            ci = best.get("ci")
+            interval = f" [{ci[0]:+.4f}, {ci[1]:+.4f}]" if ci else ""
+            print(f"{g['model']} {g['method']}: best layer {best['name']} ROAD {best['ybroad']:+.4f}{interval} "
+                  f"over {g['all']['n_images']} images")
+    print(f"wrote {args.out}/")
+    for key, p in summary["paths"].items():
+        print(f"  {key:>10}: {p}")
+    return 0 if summary["ok"] else 2
 
 
 #: TEST HOOK (tests/rundir/test_cli.py): ``CAMANIM_TEST_PAUSE_AT=STAGE`` makes a run, the first
@@ -592,7 +681,7 @@ def _run_dir(path: str) -> Path:
     return p
 
 
-COMMANDS = {"run": cmd_run, "road": cmd_road, "report": cmd_report, "compare": cmd_compare, "figure": cmd_figure, "layers": cmd_layers, "methods": cmd_methods, "models": cmd_models}
+COMMANDS = {"sweep": cmd_sweep, "run": cmd_run, "road": cmd_road, "report": cmd_report, "compare": cmd_compare, "figure": cmd_figure, "layers": cmd_layers, "methods": cmd_methods, "models": cmd_models}
 
 
 class Terminated(KeyboardInterrupt):

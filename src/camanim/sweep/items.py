@@ -1,0 +1,152 @@
+"""What a sweep runs: the images a user names (folders, globs, a CSV/TSV with labels), and the items
+(image × model) with their identity.
+
+An item's key is a hash of the image's *content* (its file bytes; a ``sample:`` name for a built-in
+sample), its label (the target) and the model's name and weights, never its position in the list: the key names the item's
+part files (resume skips a finished key) and, with the sweep's ``--seed``, fixes every random draw of
+the item (RandomCAM's weights, ROAD's noise, keyed by the removal mask, see :mod:`camanim.road.metric`),
+so the numbers do not depend on the order, the worker or the number of workers.
+"""
+
+from __future__ import annotations
+
+import csv
+import glob
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..errors import InputError
+
+#: file suffixes a folder or glob takes as images
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp")
+#: names of the path and label columns a CSV/TSV list may use (first found, case-insensitive)
+PATH_COLUMNS = ("path", "image", "file", "filename")
+LABEL_COLUMNS = ("label", "class", "target")
+
+
+@dataclass(frozen=True)
+class ImageEntry:
+    """One image of a sweep: its spec (a path or ``sample:NAME``) and its label (class index or name, or None)."""
+
+    image: str
+    label: str | None = None
+
+
+@dataclass(frozen=True)
+class SweepItem:
+    """One unit of work: an image explained by one model (every method of the sweep in one pass).
+
+    Attributes:
+        image: the image spec as listed (a path or ``sample:NAME``).
+        label: the true class (index or name) or None.
+        model: the model name (``--model``).
+        image_sha256: SHA-256 of the image file's bytes (of the spec for a sample or a missing file).
+        key: the item's identity, 16 hex digits of SHA-256 over image hash, label, model and weights.
+    """
+
+    image: str
+    label: str | None
+    model: str
+    image_sha256: str
+    key: str
+
+
+def _read_list(path: Path) -> list[ImageEntry]:
+    """The images of a CSV/TSV list: a path column and an optional label column (relative paths from its folder).
+
+    Raises:
+        InputError: the file has no path column or no rows.
+    """
+    text = path.read_text(encoding="utf-8-sig")
+    dialect = "excel-tab" if path.suffix.lower() == ".tsv" or "\t" in text.splitlines()[0] else "excel"
+    rows = list(csv.DictReader(text.splitlines(), dialect=dialect))
+    fields = {f.strip().lower(): f for f in (rows[0].keys() if rows else [])}
+    col = next((fields[c] for c in PATH_COLUMNS if c in fields), None)
+    if col is None:
+        raise InputError(f"image list '{path}' has no path column: name one of {', '.join(PATH_COLUMNS)} "
+                         "in its header (and optionally a label column)")
+    lab = next((fields[c] for c in LABEL_COLUMNS if c in fields), None)
+    out = []
+    for row in rows:
+        spec = (row.get(col) or "").strip()
+        if not spec:
+            continue
+        if not spec.startswith("sample:") and not Path(spec).is_absolute():
+            spec = str(path.parent / spec)
+        label = (row.get(lab) or "").strip() if lab else ""
+        out.append(ImageEntry(spec, label or None))
+    if not out:
+        raise InputError(f"image list '{path}' lists no image: give one path per row")
+    return out
+
+
+def expand_images(specs: Sequence[str]) -> list[ImageEntry]:
+    """The images named by ``specs``, in order, each once: folders (recursive, image suffixes only),
+    globs, CSV/TSV lists, files and ``sample:NAME``. A file that does not exist is kept (the sweep
+    records it as a failed item); a folder or glob that matches nothing is an error.
+
+    Raises:
+        InputError: no spec, or a folder or glob with no image in it.
+    """
+    if not specs:
+        raise InputError("camanim sweep needs images: folders, globs, a CSV/TSV list, files or sample:NAME")
+    out: list[ImageEntry] = []
+    for spec in specs:
+        p = Path(spec)
+        if spec.startswith("sample:"):
+            out.append(ImageEntry(spec))
+        elif p.is_dir():
+            found = sorted(str(f) for f in p.rglob("*") if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES)
+            if not found:
+                raise InputError(f"folder '{spec}' holds no image ({', '.join(IMAGE_SUFFIXES)}): give another folder")
+            out += [ImageEntry(f) for f in found]
+        elif p.suffix.lower() in (".csv", ".tsv") and p.is_file():
+            out += _read_list(p)
+        elif glob.has_magic(spec):
+            found = sorted(f for f in glob.glob(spec, recursive=True) if Path(f).is_file())
+            if not found:
+                raise InputError(f"glob '{spec}' matches no file: check the pattern (quote it for the shell)")
+            out += [ImageEntry(f) for f in found]
+        else:
+            out.append(ImageEntry(spec))
+    seen: set[str] = set()
+    unique = []
+    for entry in out:
+        if entry.image not in seen:
+            seen.add(entry.image)
+            unique.append(entry)
+    return unique
+
+
+def image_sha256(spec: str) -> str:
+    """SHA-256 of an image file's bytes; of the spec text for ``sample:NAME`` or a file that cannot be read."""
+    p = Path(spec)
+    if not spec.startswith("sample:") and p.is_file():
+        h = hashlib.sha256()
+        with p.open("rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                h.update(chunk)
+        return h.hexdigest()
+    return hashlib.sha256(spec.encode()).hexdigest()
+
+
+def sweep_items(images: Sequence[ImageEntry], models: Sequence[str], weights: str) -> list[SweepItem]:
+    """Every (image, model) pair as a :class:`SweepItem`; an image whose content repeats an earlier one
+    (same bytes, label and model) is left out: its key is the same.
+
+    Raises:
+        InputError: no model named.
+    """
+    if not models:
+        raise InputError("--model names no model: give one or several, e.g. --model resnet18,efficientnet_lite0")
+    hashes = {e.image: image_sha256(e.image) for e in images}
+    items, keys = [], set()
+    for model in models:
+        for e in images:
+            key = hashlib.sha256(f"{hashes[e.image]}|{e.label}|{model}|{weights}".encode()).hexdigest()[:16]
+            if key not in keys:
+                keys.add(key)
+                items.append(SweepItem(e.image, e.label, model, hashes[e.image], key))
+    return items

@@ -1,0 +1,258 @@
+"""A sweep from start to end: items, the runner (local pool or Ray), the tables as items finish,
+then the CSVs, the aggregates, the saved runs, ``sweep.json`` and ``sweep.html``.
+
+``OUT/sweep.json`` is written first (``"state": "running"`` with the settings) and last (``"done"``
+with the counts and the aggregates); ``--resume`` checks that the settings are the same and
+computes only the items without a finished ``ok`` part (failed items are tried again).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import re
+import shutil
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..errors import InputError
+from ..rundir import write_text
+from .aggregate import aggregates
+from .items import SweepItem, expand_images, sweep_items
+from .page import write_page, write_plot
+from .pool import run_pool
+from .tables import IMAGES, LAYERS, finished_keys, read_table, write_csv, write_part, ybroad_of
+from .work import ItemWorker, SweepSettings, one_line, save_run
+
+SWEEP_JSON, SWEEP_HTML, SWEEP_PNG = "sweep.json", "sweep.html", "sweep.png"
+SAVE_WHICH = ("first", "misclassified", "lowest-confidence")
+
+
+@dataclass(frozen=True)
+class SweepOptions:
+    """How a sweep runs (what each item computes is :class:`~camanim.sweep.work.SweepSettings`).
+
+    Attributes:
+        models: model names, one item per image and model.
+        workers: worker processes (or Ray actors); None: the machine's cores, at most one per item.
+        threads: torch threads per worker; None: cores // workers (at least 1).
+        ray: None for the local pool; ``auto`` or a cluster address for Ray.
+        resume: continue the sweep in ``out`` (skip its finished items).
+        save_runs: write full run folders for this many images.
+        save_which: which images: ``first``, ``misclassified`` or ``lowest-confidence``.
+
+    Raises:
+        InputError: (on construction) a count below its minimum or an unknown ``save_which``.
+    """
+
+    models: tuple[str, ...] = ("efficientnet_lite0",)
+    workers: int | None = None
+    threads: int | None = None
+    ray: str | None = None
+    resume: bool = False
+    save_runs: int = 0
+    save_which: str = "first"
+
+    def __post_init__(self) -> None:
+        if self.workers is not None and self.workers < 1:
+            raise InputError(f"--workers {self.workers} must be at least 1")
+        if self.threads is not None and self.threads < 1:
+            raise InputError(f"--threads {self.threads} must be at least 1")
+        if self.save_runs < 0:
+            raise InputError(f"--save-runs {self.save_runs} must not be negative")
+        if self.save_which not in SAVE_WHICH:
+            raise InputError(f"--save-which '{self.save_which}' is unknown: use {', '.join(SAVE_WHICH)}")
+
+
+def _settings_json(settings: SweepSettings, options: SweepOptions) -> dict[str, Any]:
+    cam = dict(settings.cam)
+    return json.loads(json.dumps({"models": list(options.models), "methods": list(settings.methods),
+                                  "weights": settings.weights, "input_size": settings.input_size,
+                                  "cam": cam, "road": dataclasses.asdict(settings.road)}, default=str))
+
+
+def _check_out(out: Path, settings: dict[str, Any], resume: bool) -> None:
+    """Raises InputError: a sweep in ``out`` without ``--resume``, or ``--resume`` with other settings."""
+    path = out / SWEEP_JSON
+    if not resume:
+        if path.exists() or (out / IMAGES).exists():
+            raise InputError(f"'{out}' holds a sweep already: add --resume to continue it, or give another --out")
+        return
+    if not path.exists():
+        raise InputError(f"--resume: '{out}' holds no sweep (no {SWEEP_JSON}): drop --resume to start one")
+    before = json.loads(path.read_text(encoding="utf-8")).get("settings")
+    if before != settings:
+        changed = sorted(k for k in settings if settings.get(k) != (before or {}).get(k))
+        raise InputError(f"--resume with other settings than the sweep in '{out}' ({', '.join(changed)}): "
+                         "use the same options, or another --out")
+
+
+def _remove_stale_parts(out: Path) -> None:
+    for name in (IMAGES, LAYERS):
+        for tmp in (out / name).glob(".part-*") if (out / name).is_dir() else ():
+            tmp.unlink(missing_ok=True)
+
+
+def _safe(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("_")[:60] or "image"
+
+
+def _chosen(rows: list[dict[str, Any]], k: int, which: str) -> list[dict[str, Any]]:
+    ok = [r for r in rows if r["status"] == "ok"]
+    if which == "misclassified":
+        ok = [r for r in ok if r["correct"] is False]
+    elif which == "lowest-confidence":
+        ok = sorted(ok, key=lambda r: r["predicted_probability"])
+    return ok[:k]
+
+
+def _per_image_best(out: Path, settings: SweepSettings) -> dict[str, dict[str, Any]]:
+    """``{key: {method: {"layer", "ybroad"}}}``: each image's own best layer (its ybROAD maximum)."""
+    images = {r["key"]: r for r in read_table(out, IMAGES).to_pylist() if r["status"] == "ok"}
+    groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for r in read_table(out, LAYERS).to_pylist():
+        groups.setdefault((r["key"], r["method"]), []).append(r)
+    best: dict[str, dict[str, Any]] = {}
+    for (key, method), rows in groups.items():
+        if key not in images:
+            continue
+        m = ybroad_of(images[key], rows, settings.road).ybroad_max
+        best.setdefault(key, {})[method] = None if m is None else {"layer": m.name, "ybroad": m.value}
+    return best
+
+
+def run_sweep(images: Sequence[str], out: str | Path, settings: SweepSettings, options: SweepOptions,
+              progress: Callable[[int, int], None] | None = None) -> dict[str, Any]:
+    """Run a sweep of ``images`` × ``options.models`` into ``out`` (see the module docstring).
+
+    Args:
+        images: folders, globs, CSV/TSV lists, image files, ``sample:NAME``.
+        out: the sweep's folder.
+        settings: what each item computes (methods, CAM and ROAD options, weights).
+        options: how it runs (models, workers, Ray, resume, saved runs).
+        progress: called as ``progress(done, total)`` items after each finished item (and once at the start).
+
+    Returns:
+        The summary: ``items``, ``ok``, ``failed``, ``skipped`` (finished before a resume), ``restarts``
+        (workers replaced), ``seconds``, ``paths`` and ``aggregates`` (as in ``sweep.json``).
+
+    Raises:
+        InputError: no image or model, a folder or glob without images, a sweep in ``out`` without
+            ``resume`` (or with other settings), Ray asked for but missing, or no cluster joined (then nothing
+            is left in ``out`` unless it resumes).
+    """
+    t0 = time.perf_counter()
+    out = Path(out)
+    items = sweep_items(expand_images(images), options.models, settings.weights)
+    meta = _settings_json(settings, options)
+    _check_out(out, meta, options.resume)
+    created = not out.exists()
+    out.mkdir(parents=True, exist_ok=True)
+    _remove_stale_parts(out)
+    done_before = {k for k, s in finished_keys(out).items() if s == "ok"} if options.resume else set()
+    todo = [it for it in items if it.key not in done_before]
+    cores = os.cpu_count() or 1
+    workers = options.workers or max(1, min(cores, len(todo)))
+    settings = dataclasses.replace(settings, threads=options.threads or max(1, cores // workers))
+    write_text(out / SWEEP_JSON, json.dumps({"state": "running", "settings": meta, "items": len(items)}, indent=2))
+    total, finished = len(items), [len(items) - len(todo)]
+    if progress is not None:
+        progress(finished[0], total)
+
+    def on_result(item: SweepItem, result: dict[str, Any], attempts: int) -> None:
+        write_part(out, {**result["image"], "attempts": attempts}, result["layers"])
+        finished[0] += 1
+        if progress is not None:
+            progress(finished[0], total)
+
+    restarts = 0
+    if todo:
+        try:
+            if options.ray is not None:
+                from .cluster import run_ray
+
+                restarts = run_ray(todo, settings, workers, options.ray, on_result)
+            else:
+                restarts = run_pool(todo, settings, workers, on_result)
+        except InputError:
+            if not options.resume and finished[0] == 0:  # refused before any item (no Ray cluster): leave nothing
+                if created:
+                    shutil.rmtree(out, ignore_errors=True)
+                else:
+                    (out / SWEEP_JSON).unlink(missing_ok=True)
+            raise
+    return _finish(out, items, settings, options, meta, restarts, len(done_before), time.perf_counter() - t0)
+
+
+def _finish(out: Path, items: list[SweepItem], settings: SweepSettings, options: SweepOptions,
+            meta: dict[str, Any], restarts: int, skipped: int, seconds: float) -> dict[str, Any]:
+    paths: dict[str, str] = {k: str(p) for k, p in write_csv(out, settings.road.percentiles).items()}
+    paths.update(images=str(out / IMAGES), layers=str(out / LAYERS))
+    rows = read_table(out, IMAGES).to_pylist()
+    keys = {it.key for it in items}
+    rows = [r for r in rows if r["key"] in keys]
+    order = {it.key: i for i, it in enumerate(items)}
+    rows.sort(key=lambda r: order[r["key"]])
+    runs: dict[str, dict[str, str]] = {}
+    if options.save_runs:
+        worker = ItemWorker(settings, own_process=False)
+        by_key = {it.key: it for it in items}
+        for r in _chosen(rows, options.save_runs, options.save_which):
+            folder = out / "runs" / f"{_safe(Path(r['image']).stem or r['image'])}-{_safe(r['model'])}-{r['key'][:6]}"
+            try:
+                runs[r["key"]] = {m: os.path.relpath(p, out) for m, p in save_run(worker, by_key[r["key"]], folder).items()}
+            except InputError as exc:
+                runs[r["key"]] = {"error": one_line(exc)}
+    agg = aggregates(out, settings.road)
+    best = _per_image_best(out, settings)
+    n_ok = sum(r["status"] == "ok" for r in rows)
+    summary = {
+        "state": "done", "settings": meta, "items": len(items), "ok": n_ok, "failed": len(rows) - n_ok,
+        "skipped": skipped, "restarts": restarts, "seconds": seconds,
+        "accuracy": _accuracy(rows),
+        "failures": [{"image": r["image"], "model": r["model"], "error": r["error"]} for r in rows
+                     if r["status"] != "ok"],
+        "per_image": [{"key": r["key"], "image": r["image"], "model": r["model"], "status": r["status"],
+                       "error": r["error"], "label": r["label"], "target": r["target"],
+                       "predicted": r["predicted"], "predicted_label": r["predicted_label"],
+                       "probability": r["predicted_probability"], "correct": r["correct"],
+                       "best": best.get(r["key"], {}), "runs": runs.get(r["key"], {})} for r in rows],
+        "aggregates": agg,
+    }
+    summary = _finite(summary)
+    paths["png"] = str(write_plot(out / SWEEP_PNG, agg))
+    paths["html"] = str(write_page(out / SWEEP_HTML, summary))
+    paths["json"] = str(out / SWEEP_JSON)
+    summary["paths"] = paths
+    summary = _finite(summary)
+    write_text(out / SWEEP_JSON, json.dumps(summary, indent=2, allow_nan=False, default=str))
+    return summary
+
+
+def _finite(value: Any) -> Any:
+    """``value`` with every NaN or infinite float made None (plain JSON)."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(v) for v in value]
+    return value
+
+
+def _accuracy(rows: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """Per model, the share of labelled images predicted right (None without labels)."""
+    labelled = [r for r in rows if r["status"] == "ok" and r["correct"] is not None]
+    if not labelled:
+        return None
+    acc: dict[str, Any] = {}
+    for model in sorted({r["model"] for r in labelled}):
+        mine = [r for r in labelled if r["model"] == model]
+        acc[model] = {"correct": sum(r["correct"] for r in mine), "images": len(mine),
+                      "accuracy": sum(r["correct"] for r in mine) / len(mine)}
+    return acc

@@ -1,0 +1,207 @@
+"""One sweep item's work, the same on every runner: load the model once per worker, explain the
+image with every method in one pass, score each method's CAMs with ybROAD, and return the rows of
+the two tables (plain Python, picklable: no tensors leave the worker).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from ..api import animate, ybroad
+from ..compute import CamOptions
+from ..errors import InputError
+from ..road import RoadOptions, YbRoad
+from ..sources import LoadedModel, load_model
+from ..trace import class_scores, logits_of
+from .items import SweepItem
+
+
+@dataclass(frozen=True)
+class SweepSettings:
+    """What every item of a sweep is computed with (sent once to each worker).
+
+    Attributes:
+        methods: CAM method names, computed in one shared pass per item.
+        cam: :class:`~camanim.compute.CamOptions` keywords (layers, score, seed, ...; plain values, sent to
+            other processes); the target is set per item (label or predicted). Checked on construction.
+        road: the ybROAD options (percentages, trials, noise, seed).
+        weights: ``default``, ``none`` or a state dict path, for every model.
+        input_size: (height, width) for models whose input size camanim cannot know, or None.
+        device: ``cpu``/``cuda`` or None (the model's).
+        threads: torch threads per worker (workers x threads = the machine's cores).
+    """
+
+    methods: tuple[str, ...]
+    cam: dict[str, Any]
+    road: RoadOptions
+    weights: str = "default"
+    input_size: tuple[int, int] | None = None
+    device: str | None = None
+    threads: int = 1
+
+    def __post_init__(self) -> None:
+        self.cam_options()
+
+    def cam_options(self, target: int | None = None) -> CamOptions:
+        """The :class:`~camanim.compute.CamOptions` of an item with ``target`` (None: its predicted class).
+
+        Raises:
+            InputError: a bad CAM setting.
+        """
+        return CamOptions(**{**self.cam, "target": target})
+
+
+def one_line(exc: BaseException) -> str:
+    """An exception as one line: camanim's own InputError as it is, anything else with its type."""
+    text = " ".join(str(exc).split())
+    return text if isinstance(exc, InputError) else f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+class ItemWorker:
+    """What a worker process (or Ray actor) holds: the settings and each model, loaded once.
+
+    Args:
+        settings: the sweep's :class:`SweepSettings`.
+        own_process: this process is the worker's own (a pool process, a Ray actor): set its torch
+            threads to ``settings.threads``; False leaves the caller's process as it is.
+    """
+
+    def __init__(self, settings: SweepSettings, own_process: bool = True) -> None:
+        self.settings = settings
+        self.models: dict[str, LoadedModel | InputError] = {}
+        if own_process:
+            torch.set_num_threads(max(1, settings.threads))
+
+    def model(self, name: str) -> LoadedModel:
+        """The model ``name``, loaded on first use and kept.
+
+        Raises:
+            InputError: the model cannot be loaded (remembered: every item of it fails the same way).
+        """
+        if name not in self.models:
+            try:
+                self.models[name] = load_model(name, self.settings.weights, input_size=self.settings.input_size)
+            except InputError as exc:
+                self.models[name] = exc
+        got = self.models[name]
+        if isinstance(got, InputError):
+            raise got
+        return got
+
+    def run(self, item: SweepItem) -> dict[str, Any]:
+        """Compute one item; never raises for the item's own faults (a bad image, label or model).
+
+        Returns:
+            ``{"image": row, "layers": [row, ...]}``: the images-table row (``status`` ``ok`` or
+            ``failed`` with a one-line ``error``) and one layers-table row per method and layer.
+        """
+        t0 = time.perf_counter()
+        row: dict[str, Any] = {"key": item.key, "image": item.image, "image_sha256": item.image_sha256,
+                               "model": item.model, "label": item.label, "worker": os.getpid()}
+        try:
+            image_row, layers = self._compute(item)
+        except (Exception, torch.cuda.OutOfMemoryError) as exc:  # noqa: B014 - every fault of one item is its own
+            row.update(status="failed", error=one_line(exc), seconds=time.perf_counter() - t0)
+            return {"image": row, "layers": []}
+        row.update(image_row, status="ok", error=None, seconds=time.perf_counter() - t0)
+        return {"image": row, "layers": layers}
+
+    def target_of(self, loaded: LoadedModel, label: str | None) -> int | None:
+        """The class index of an item's ``label`` (an index, or a name of the model's labels), None without.
+
+        Raises:
+            InputError: a name that is not one of the model's labels.
+        """
+        if label is None:
+            return None
+        if label.lstrip("-").isdigit():
+            return int(label)
+        labels = loaded.labels or []
+        if label not in labels:
+            raise InputError(f"label '{label}' is not a class name of {loaded.info.get('name')}: give a class "
+                             "index or one of its labels")
+        return labels.index(label)
+
+    def _compute(self, item: SweepItem) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+        s = self.settings
+        loaded = self.model(item.model)
+        target = self.target_of(loaded, item.label)
+        cam = s.cam_options(target)
+        got = animate(loaded, item.image, method=list(s.methods), device=s.device, options=cam)
+        results = [got] if len(s.methods) == 1 else list(got)
+        first = results[0]
+        with torch.no_grad():
+            x = first.input_tensor
+            scores = class_scores(logits_of(loaded.module(x), cam.output_key),
+                                  first.options.get("probability", "softmax"))[0]
+        predicted = int(scores.argmax())
+        labels = loaded.labels or []
+        image_row = {
+            "target": first.target.index, "target_label": first.target.label,
+            "probability": float(first.target.score),
+            "predicted": predicted, "predicted_label": labels[predicted] if predicted < len(labels) else None,
+            "predicted_probability": float(scores[predicted]),
+            "correct": None if target is None else predicted == target,
+            "num_classes": int(scores.shape[0]),
+        }
+        layers: list[dict[str, Any]] = []
+        for res in results:
+            yb = ybroad(res, options=s.road)
+            if "baseline_morf" not in image_row and yb.baseline_morf is not None:
+                # the chance baseline depends on the image, model and seed only: the same for every method
+                image_row["baseline_morf"] = yb.baseline_morf.tolist()
+                image_row["baseline_lerf"] = yb.baseline_lerf.tolist()
+                image_row["target_probability"] = yb.target_probability
+                image_row["probability_kind"] = yb.probability
+                image_row["num_classes"] = yb.num_classes or image_row["num_classes"]
+            layers += layer_rows(item, res.method, res.layers, yb)
+        return image_row, layers
+
+
+def layer_rows(item: SweepItem, method: str, records: Sequence[Any], yb: YbRoad) -> list[dict[str, Any]]:
+    """One layers-table row per layer: ROAD per trial and percentage (MoRF, LeRF), flags, and names."""
+    same_as, notes = yb.layer_same_as, yb.layer_notes
+    rows = []
+    for i, name in enumerate(yb.layer_names):
+        rec = records[i]
+        rows.append({
+            "key": item.key, "image": item.image, "model": item.model, "method": method,
+            "layer_index": i, "layer": name, "type": rec.type, "non_spatial": bool(rec.non_spatial),
+            "same_as": same_as[i], "alias_of": None if same_as[i] is None else yb.layer_names[same_as[i]],
+            "note": notes[i], "defined": bool(yb.defined[i]),
+            "morf_trials": yb.morf[:, i, :].tolist(), "lerf_trials": yb.lerf[:, i, :].tolist(),
+        })
+    return rows
+
+
+def save_run(worker: ItemWorker, item: SweepItem, folder: Any) -> dict[str, str]:
+    """Write the item's full run folders (frames, videos, ``cams.npz``, ybROAD, ``report.html``) into
+    ``folder`` (one sub-folder per method when the sweep has several), with the sweep's settings: the
+    same numbers as the item's rows.
+
+    Returns:
+        ``{method: path of its report.html}``.
+
+    Raises:
+        InputError: the item cannot be computed (it failed in the sweep too).
+    """
+    from pathlib import Path
+
+    s = worker.settings
+    loaded = worker.model(item.model)
+    cam = s.cam_options(worker.target_of(loaded, item.label))
+    got = animate(loaded, item.image, method=list(s.methods), device=s.device, options=cam)
+    results = [got] if len(s.methods) == 1 else list(got)
+    for res in results:
+        ybroad(res, options=s.road)
+    got.save(folder)
+    out = Path(folder)
+    if len(results) == 1:
+        return {results[0].method: str(out / "report.html")}
+    return {res.method: str(out / sub / "report.html") for sub, res in zip(got.folders, results, strict=True)}

@@ -1,0 +1,85 @@
+"""A whole sweep on the local pool: tables, failures, accuracy, saved runs, sweep.json, resume checks."""
+
+from __future__ import annotations
+
+import json
+
+import pyarrow.parquet as pq
+import pytest
+from _sweepfixture import MODEL, SETTINGS, layer_values, reference_values
+
+from camanim.errors import InputError
+from camanim.sweep import SweepOptions, read_table, run_sweep
+
+
+def test_pool_gives_the_numbers_of_one_process(finished, reference):
+    """Two worker processes, items in any order: every number equals the item computed alone here."""
+    layers = pq.read_table(finished["out"] / "layers").to_pylist()
+    assert layer_values(layers) == reference_values(reference)
+    # 3 good images x 2 methods x 4 layers
+    assert len(layers) == 3 * 2 * 4
+    images = {r["image"].rsplit("/", 1)[-1]: r for r in read_table(finished["out"], "images").to_pylist()}
+    for key, ref in reference["rows"].items():
+        row = next(r for r in images.values() if r["key"] == key)
+        assert (row["status"], row["predicted"], row["target"]) == (ref["image"]["status"], ref["image"].get("predicted"),
+                                                                     ref["image"].get("target"))
+
+
+def test_bad_items_are_recorded_with_one_line_and_the_sweep_goes_on(finished):
+    s = finished["summary"]
+    assert (s["items"], s["ok"], s["failed"]) == (5, 3, 2)
+    errors = {f["image"].rsplit("/", 1)[-1]: f["error"] for f in s["failures"]}
+    assert "not an image Pillow can read" in errors["corrupt.png"]
+    assert "not found" in errors["missing.png"]
+    assert all("\n" not in e for e in errors.values())
+    failed = [r for r in read_table(finished["out"], "images").to_pylist() if r["status"] == "failed"]
+    assert sorted(r["error"] for r in failed) == sorted(errors.values())
+
+
+def test_labels_give_targets_and_accuracy(finished, reference):
+    s = finished["summary"]
+    rows = {r["image"]: r for r in s["per_image"]}
+    cat, coffee, rocket = rows["sample:cat"], rows["sample:coffee"], rows["sample:rocket"]
+    assert cat["correct"] is True and cat["target"] == int(reference["labels"]["sample:cat"])
+    assert coffee["correct"] is False and coffee["target"] == int(reference["labels"]["sample:coffee"])
+    assert rocket["correct"] is None and rocket["target"] == rocket["predicted"]
+    assert s["accuracy"] == {MODEL: {"correct": 1, "images": 2, "accuracy": 0.5}}
+    groups = s["aggregates"]["groups"]
+    assert {g["method"] for g in groups} == {"gradcam", "layercam"}
+    for g in groups:
+        assert (g["all"]["n_images"], g["correct"]["n_images"], g["incorrect"]["n_images"]) == (3, 1, 1)
+
+
+def test_progress_and_sweep_json(finished):
+    assert finished["progress"][0] == (0, 5) and finished["progress"][-1] == (5, 5)
+    assert [d for d, _ in finished["progress"]] == list(range(6))
+    data = json.loads((finished["out"] / "sweep.json").read_text())
+    assert data["state"] == "done" and data["ok"] == 3
+    assert data["settings"]["methods"] == ["gradcam", "layercam"]
+    ranking = data["aggregates"]["ranking"][MODEL]
+    assert [r["ybroad"] for r in ranking] == sorted((r["ybroad"] for r in ranking), reverse=True)
+    assert (finished["out"] / "sweep.png").stat().st_size > 5000
+    assert (finished["out"] / "images.csv").read_text().count("\n") == 6
+    assert (finished["out"] / "layers.csv").read_text().splitlines()[0].count("morf_50") == 1
+
+
+def test_save_runs_writes_the_lowest_confidence_image(finished):
+    rows = [r for r in finished["summary"]["per_image"] if r["status"] == "ok"]
+    lowest = min(rows, key=lambda r: r["probability"])
+    assert [r["image"] for r in rows if r["runs"]] == [lowest["image"]]
+    for method, rel in lowest["runs"].items():
+        report = finished["out"] / rel
+        assert report.is_file() and method in str(report)
+        manifest = json.loads((report.parent / "manifest.json").read_text())
+        assert manifest["target"]["index"] == lowest["target"]
+    assert lowest["runs"]["gradcam"] in (finished["out"] / "sweep.html").read_text()
+
+
+def test_a_sweep_folder_is_not_overwritten_and_resume_needs_the_same_settings(finished, tmp_path):
+    with pytest.raises(InputError, match="holds a sweep already"):
+        run_sweep(["sample:cat"], finished["out"], SETTINGS, SweepOptions(models=(MODEL,)))
+    other = SETTINGS.__class__(**{**SETTINGS.__dict__, "methods": ("gradcam",)})
+    with pytest.raises(InputError, match="other settings.*methods"):
+        run_sweep(["sample:cat"], finished["out"], other, SweepOptions(models=(MODEL,), resume=True))
+    with pytest.raises(InputError, match="holds no sweep"):
+        run_sweep(["sample:cat"], tmp_path / "new", SETTINGS, SweepOptions(models=(MODEL,), resume=True))
