@@ -24,6 +24,7 @@ from torch import nn
 from .compute import Row, UnitVectors
 from .draw import NORMALISATIONS, FrameRenderer, FrameStyle, Stripes, normalise, render_frames
 from .figures import FigureOptions, FigureRun, write_figure
+from .metrics import LayerCurve, agreement, road_curve, write_agreement, write_metric
 from .report import render_report, write_compare, write_report
 from .road import YbRoad, write_ybroad
 from .rundir import (
@@ -34,6 +35,7 @@ from .rundir import (
     run_manifest,
     set_manifest,
     staged_dir,
+    with_metrics,
     with_outputs,
     with_ybroad,
     write_cams,
@@ -99,6 +101,8 @@ class CamResult:
         saved_dir: the run folder once saved.
         options: the computation's settings, as ``manifest.json`` keeps them.
         road: the ybROAD of these CAMs once scored (:func:`camanim.ybroad`); saved with the run.
+        metrics: the metrics beside ybROAD once scored (:func:`camanim.score_metrics`), ``{name: LayerCurve}``;
+            saved with the run (``metric_<name>.*``, ``metrics_agreement.*``, the report's table).
         saved_with: the options of the last :meth:`save` (the notebook view shows what was saved).
     """
 
@@ -117,6 +121,29 @@ class CamResult:
     options: dict[str, Any] = field(default_factory=dict)
     road: YbRoad | None = None
     saved_with: SaveOptions | None = None
+    metrics: dict[str, LayerCurve] | None = None
+
+    def metric_curves(self) -> dict[str, LayerCurve]:
+        """Every metric scored on this result, ybROAD first (as ``road``), then :attr:`metrics`."""
+        curves = {"road": road_curve(self.road)} if self.road is not None else {}
+        curves.update(self.metrics or {})
+        return curves
+
+    def metrics_manifest(self, files: dict[str, dict[str, str]]) -> dict[str, Any]:
+        """The manifest's ``metrics`` entry (:func:`camanim.rundir.with_metrics`) with the written ``files``."""
+        curves = self.metric_curves()
+        return {
+            "files": files,
+            "values": {m: [None if not np.isfinite(v) else float(v) for v in c.values] for m, c in curves.items()},
+            "higher_is_better": {m: c.higher_is_better for m, c in curves.items()},
+            "chance": {m: None if c.band is None else [float(b) for b in c.band] for m, c in curves.items()},
+            "agreement": self.metrics_table(),
+        }
+
+    def metrics_table(self) -> dict[str, Any] | None:
+        """Each scored metric's best layer and the Spearman correlations between them (None: none scored)."""
+        curves = self.metric_curves()
+        return agreement(curves) if curves else None
 
     @classmethod
     def from_row(cls, row: Row, image: np.ndarray, image_info: dict[str, Any], model: nn.Module | None,
@@ -157,6 +184,8 @@ class CamResult:
         """This result as the report reads a run, frames drawn in memory (nothing is written)."""
         manifest = with_outputs(self.manifest(), normalisations=normalisations, fps=fps, count=len(self.layers),
                                 videos={}, render=_render_settings(style, fps))
+        if self.metrics:
+            with_metrics(manifest, self.metrics_manifest({}))
         renderer = FrameRenderer(self.image, self.layers, style, self.stripes(style))  # captions drawn once
         return RunView(path=None, manifest=manifest, layers=manifest["layers"],
                        frames={n: renderer.render(self.normalised(n), n) for n in normalisations},
@@ -277,6 +306,15 @@ class CamResult:
         if self.road is not None:
             written.update({f"ybroad_{k}": p for k, p in write_ybroad(folder, self.road).items()})
             with_ybroad(manifest, self.road.summary())
+        if self.metrics:
+            files = {}
+            for name, curve in self.metrics.items():
+                paths = write_metric(folder, curve)
+                files[name] = {k: v.name for k, v in paths.items()}
+                written.update({f"metric_{name}_{k}": v for k, v in paths.items()})
+            table = self.metrics_table()
+            written.update({f"metrics_agreement_{k}": v for k, v in write_agreement(folder, table).items()})
+            with_metrics(manifest, self.metrics_manifest(files))
         written["manifest"] = write_manifest(folder, manifest)
         view = RunView(path=folder, manifest=manifest, layers=manifest["layers"], frames=media.arrays,
                        ybroad=self.road.to_json_dict() if self.road is not None else None)

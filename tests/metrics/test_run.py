@@ -18,8 +18,8 @@ from pytorch_grad_cam.utils.model_targets import ClassifierOutputSoftmaxTarget
 from torchcam.metrics import ClassificationMetric, DeletionInsertionMetric
 
 from camanim.compute.maps import layer_cams, upsample
-from camanim.metrics import MetricOptions, agreement, layer_metrics
 from camanim.methods import MethodContext, get_method
+from camanim.metrics import MetricOptions, agreement, layer_metrics
 from camanim.trace import run_trace
 
 

@@ -6,7 +6,6 @@ from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
-from scipy.stats import spearmanr
 
 from .curve import LayerCurve
 
@@ -25,6 +24,8 @@ def agreement(curves: Mapping[str, LayerCurve]) -> dict[str, Any]:
         "spearman": [[rho or None]] (a square matrix, None where fewer than 3 common layers or a metric is
         constant there), "layers": [[n common layers]]}``.
     """
+    from scipy.stats import spearmanr  # scipy.stats takes a while to import: only when metrics are compared
+
     names = list(curves)
     best = []
     for n in names:

@@ -49,7 +49,7 @@ def parse_metrics(text: str) -> tuple[str, ...]:
 
 @dataclass(frozen=True)
 class MetricOptions:
-    """How the metrics beside ybROAD are computed (built once, by the CLI or :func:`camanim.metrics`).
+    """How the metrics beside ybROAD are computed (built once, by the CLI or :func:`camanim.score_metrics`).
 
     Attributes:
         metrics: names from :data:`EXTRA` (``road`` is ybROAD's own, :class:`camanim.road.RoadOptions`).

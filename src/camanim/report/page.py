@@ -202,6 +202,50 @@ def _ybroad_card(run: RunView, series: dict[str, Any], prefix: str) -> str:
             f"{ybroad_chart(prefix + 'ybroad-plot', run.layers, series)}{curves_html}</div>")
 
 
+def _fmt_value(value: float | None) -> str:
+    return "" if value is None else f"{value:.4g}"
+
+
+def _metrics_card(run: RunView, prefix: str) -> str:
+    """The metrics beside ybROAD (``--metric``): each metric's chart over the layers, the table of each
+    metric's best layer and the Spearman rank correlation between metrics over layers."""
+    data = run.manifest.get("metrics")
+    if not isinstance(data, dict) or not data.get("agreement"):
+        return ""
+    table = data["agreement"]
+    rows = "".join(
+        f"<tr><td>{esc(b['metric'])}</td><td>{'higher' if b['higher_is_better'] else 'lower'}</td>"
+        f"<td><code>{esc(b['layer'] or '-')}</code></td>"
+        f"<td>{_fmt_value(b['value'])}</td></tr>"
+        for b in table["best"])
+    metrics = list(table["metrics"])
+    head = "".join(f"<th>{esc(m)}</th>" for m in metrics)
+    corr = "".join(
+        f"<tr><th>{esc(m)}</th>" + "".join(f"<td>{'-' if r is None else f'{r:+.2f}'}</td>" for r in row) + "</tr>"
+        for m, row in zip(metrics, table["spearman"]))
+    charts = ""
+    for m in metrics:
+        if m == "road":
+            continue  # the ybROAD card shows it
+        values = data["values"][m]
+        best = next((b["index"] for b in table["best"] if b["metric"] == m), None)
+        if best is None:
+            continue
+        chance = (data.get("chance") or {}).get(m)
+        series = {"values": values, "best": best, "value_name": m, "warnings": [],
+                  "y_label": f"{m} ({'higher' if data['higher_is_better'][m] else 'lower'} is better)",
+                  "baseline": {"band": chance[1:]} if chance else None}
+        charts += f"<h3>{esc(m)}</h3>" + ybroad_chart(f"{prefix}metric-{m}-plot", run.layers, series)
+    return ('<div class="cam-card"><h2>Faithfulness metrics</h2><p class="cam-note">Each metric per layer '
+            "(grey band: chance, random pixel orders, 95%). Which layer each metric calls best, and how alike "
+            "two metrics order the layers (Spearman's rho over the layers both score; each metric oriented so "
+            "that higher is better).</p>"
+            f'<table class="cam-table"><thead><tr><th>metric</th><th>better</th><th>best layer</th><th>value</th>'
+            f"</tr></thead><tbody>{rows}</tbody></table>"
+            f'<table class="cam-table"><thead><tr><th>rho</th>{head}</tr></thead><tbody>{corr}</tbody></table>'
+            f"{charts}</div>")
+
+
 def _video_links(run: RunView) -> str:
     videos = run.manifest.get("videos") if isinstance(run.manifest.get("videos"), dict) else {}
     links = [
@@ -252,6 +296,7 @@ def render_report(run: RunView, *, inline: bool) -> str:
     )
     if series is not None:
         viewer += _ybroad_card(run, series, prefix)
+    viewer += _metrics_card(run, prefix)
 
     params = numbers(run.layers, "params")
     ms = [None if s is None else s * 1000 for s in numbers(run.layers, "seconds")]
