@@ -70,3 +70,34 @@ def test_classifier_weights_one_logit_and_no_match():
     w = classifier_weights(torch.nn.Sequential(fc), pooled, logits)
     torch.testing.assert_close(w, fc.weight.detach())
     assert classifier_weights(torch.nn.Sequential(fc), pooled + 1, logits) is None
+
+
+class SharedOutputs(torch.nn.Module):
+    """A conv whose output a Dropout (eval: the same tensor) hands on, and the last ReLU wrapped in an Identity."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(3)
+        self.conv = torch.nn.Conv2d(3, 6, 3, padding=1)
+        self.drop = torch.nn.Dropout(0.5)
+        self.act = torch.nn.ReLU()
+        self.same = torch.nn.Identity()
+        self.fc = torch.nn.Linear(6, 4)
+
+    def forward(self, x):
+        return self.fc(self.same(self.act(self.drop(self.conv(x)))).mean(dim=(2, 3)))
+
+
+def test_layers_sharing_an_output_carry_the_cam_flag_of_the_layer_they_share_it_with():
+    model = SharedOutputs().eval()
+    x = torch.randn(1, 3, 8, 8, generator=torch.Generator().manual_seed(0))
+    tr, cams = ours(model, x, targets=[2])
+    by_name = {r.name: r for r in tr.records}
+    assert by_name["drop"].same_as is not None and by_name["same"].same_as is not None
+    # conv and the dropout sharing its output: not applicable, both flagged, both empty
+    assert "not applicable" in by_name["conv"].flags[CAM_FLAG]
+    assert by_name["drop"].flags[CAM_FLAG] == by_name["conv"].flags[CAM_FLAG]
+    # the ReLU feeds the classifier; the Identity sharing its output is not flagged either, same map
+    assert CAM_FLAG not in by_name["act"].flags and CAM_FLAG not in by_name["same"].flags
+    i_act, i_same = (list(by_name).index(n) for n in ("act", "same"))
+    assert float(cams[i_act].sum()) > 0 and torch.equal(cams[i_act], cams[i_same])
