@@ -158,11 +158,12 @@ class LeGrad(CamMethod):
         with eval_mode(model), torch.enable_grad():
             outputs, attention, order = self._record(model, ctx)
             blocks, parent = _blocks(outputs, attention, dict(model.named_modules()))
+            last = max(blocks, key=order.index) if blocks else None
+            shape = outputs[last].shape if last is not None else None
             todo = [n for n, job in enumerate(jobs)
-                    if self._applies(job, blocks, parent)]
+                    if self._applies(job, blocks, parent, outputs, shape)]
             if todo:
                 keys = [(jobs[n].record.module, jobs[n].record.call) for n in todo]
-                last = max(blocks, key=order.index)
                 scores = self._tail_scores(model, ctx, last, [outputs[k] for k in keys], targets)
                 b = targets.shape[0]
                 for i, (n, key) in enumerate(zip(todo, keys)):
@@ -182,13 +183,17 @@ class LeGrad(CamMethod):
         return out
 
     @staticmethod
-    def _applies(job: LayerJob, blocks: list[Key], parent: str) -> bool:
+    def _applies(job: LayerJob, blocks: list[Key], parent: str, outputs: dict[Key, torch.Tensor],
+                 shape: torch.Size | None) -> bool:
         rec = job.record
         if not blocks:
-            reason = "the model runs no self-attention blocks (LeGrad is defined for vision transformers)"
+            reason = ("no block of this model runs one self-attention over the (B, N, D) tokens it returns "
+                      "(LeGrad is defined for ViT-style token blocks)")
         elif (rec.module, rec.call) not in blocks:
             reason = (f"LeGrad reads a transformer block's output tokens and its self-attention map; this layer "
                       f"is not one of the blocks of '{parent or 'the model'}'")
+        elif outputs[(rec.module, rec.call)].shape != shape:
+            reason = "this block's tokens differ in shape from the last block's, which the model's head reads"
         elif parse_layout(rec.layout).kind != TOKENS:
             reason = "LeGrad maps tokens onto their patch grid, and this block's output is not read as tokens"
         else:
