@@ -139,6 +139,7 @@ def animate(
     batch_size: int | None = None,
     options: CamOptions | None = None,
     input_size: tuple[int, int] | int | None = None,
+    guided: bool = False,
 ) -> CamResult | CamSet:
     """Compute the CAM of every selected layer in one forward and one backward pass (CAManim).
 
@@ -179,6 +180,9 @@ def animate(
             keywords must be left at their defaults.
         input_size: (height, width) (or one int) the model takes, for a model whose size camanim cannot
             know: images are resized and cropped to it (not a ready tensor).
+        guided: Guided Grad-CAM frames: each (image, target)'s guided backpropagation is computed once
+            (``result.guided``, (C, H, W); pytorch-grad-cam's ``GuidedBackpropReLUModel``) and each
+            layer's normalised CAM multiplies it (``deprocess_image(cam * gb)``). The CAMs are unchanged.
 
     Returns:
         A :class:`CamResult` with raw CAMs (L, H, W) at input size; ``result.save(out_dir)`` writes
@@ -204,7 +208,7 @@ def animate(
                         options_or_keywords(options, CamOptions, dict(
                             layers=layers, target=target, score=score, eigen_smooth=eigen_smooth,
                             aug_smooth=aug_smooth, batch_size=batch_size, seed=seed, output_key=output_key,
-                            layouts=layouts, skip_non_spatial=skip_non_spatial)))
+                            layouts=layouts, skip_non_spatial=skip_non_spatial, guided=guided)))
 
 
 def _animate(model: nn.Module | str | LoadedModel, image: Any, method: str | Sequence[str],

@@ -131,6 +131,8 @@ def _add_run_args(p: argparse.ArgumentParser, image_optional: bool = True) -> No
     p.add_argument("--device", default=None, help="cpu | cuda [the model's device]")
     p.add_argument("--no-video", action="store_true", help="write CAMs, frames and manifest but no videos")
     p.add_argument("--eigen-smooth", action="store_true", help="first principal component of the weighted maps")
+    p.add_argument("--guided", action="store_true",
+                   help="Guided Grad-CAM frames: guided backpropagation (once) times each layer's CAM")
     p.add_argument("--seed", type=int, default=0, help="seed for RandomCAM and ROAD noise [0]")
     p.add_argument("--output-key", default=None,
                    help="where the logits are in a tuple/dict/dataclass model output: an index or a key")
@@ -291,7 +293,8 @@ def cmd_run(args: argparse.Namespace) -> int:
                        video=not args.no_video, style=FrameStyle(width=args.frame_width, colormap=args.colormap))
     cam = CamOptions(layers=args.layers, score=args.score, eigen_smooth=args.eigen_smooth, aug_smooth=args.aug_smooth,
                      batch_size=args.batch_size, seed=args.seed, output_key=args.output_key,
-                     layouts=_layouts(args.layout), skip_non_spatial=args.skip_non_spatial)
+                     layouts=_layouts(args.layout), skip_non_spatial=args.skip_non_spatial,
+                     guided=args.guided)
     get_methods(args.method)
     metrics = metric_options(args)
     if not args.road:

@@ -104,6 +104,8 @@ class CamResult:
         metrics: the metrics beside ybROAD once scored (:func:`camanim.score_metrics`), ``{name: LayerCurve}``;
             saved with the run (``metric_<name>.*``, ``metrics_agreement.*``, the report's table).
         saved_with: the options of the last :meth:`save` (the notebook view shows what was saved).
+        guided: the input's guided backpropagation (C, H, W) with ``guided=True`` (``--guided``): frames
+            are then Guided Grad-CAM pictures, each layer's normalised CAM times it; else None.
     """
 
     cams: torch.Tensor
@@ -122,6 +124,7 @@ class CamResult:
     road: YbRoad | None = None
     saved_with: SaveOptions | None = None
     metrics: dict[str, LayerCurve] | None = None
+    guided: torch.Tensor | None = None
 
     def metric_curves(self) -> dict[str, LayerCurve]:
         """Every metric scored on this result, ybROAD first (as ``road``), then :attr:`metrics`."""
@@ -152,7 +155,11 @@ class CamResult:
         return cls(cams=row.cams, layers=row.records, method=row.method,
                    target=Target(row.target, row.label, row.probability), image=image,
                    input_tensor=row.input_tensor, model=model, model_info=model_info, image_info=image_info,
-                   seconds=row.seconds, vectors=row.vectors, options=row.options)
+                   seconds=row.seconds, vectors=row.vectors, options=row.options, guided=row.guided)
+
+    def guided_image(self) -> np.ndarray | None:
+        """The guided backpropagation as an (H, W, C) float32 array for the frames, or None without ``--guided``."""
+        return None if self.guided is None else self.guided.detach().cpu().permute(1, 2, 0).numpy()
 
     def normalised(self, kind: str = "local") -> torch.Tensor:
         """CAMs (L, H, W) scaled to [0, 1], ``local`` (per layer) or ``global`` (one scale for the network).
@@ -170,7 +177,7 @@ class CamResult:
                progress: Callable[[int, int], None] | None = None) -> np.ndarray:
         """Rendered frames (L, H', W', 3) uint8 for one normalisation (H', W': panel plus caption and strip)."""
         return render_frames(self.image, self.normalised(kind), self.layers, kind, style, progress=progress,
-                             stripes=self.stripes(style))
+                             stripes=self.stripes(style), guided=self.guided_image())
 
     def manifest(self) -> dict[str, Any]:
         """The run's ``manifest.json`` before its outputs are written (see :mod:`camanim.rundir.manifest`)."""
@@ -186,7 +193,7 @@ class CamResult:
                                 videos={}, render=_render_settings(style, fps))
         if self.metrics:
             with_metrics(manifest, self.metrics_manifest({}))
-        renderer = FrameRenderer(self.image, self.layers, style, self.stripes(style))  # captions drawn once
+        renderer = FrameRenderer(self.image, self.layers, style, self.stripes(style), self.guided_image())  # captions drawn once
         return RunView(path=None, manifest=manifest, layers=manifest["layers"],
                        frames={n: renderer.render(self.normalised(n), n) for n in normalisations},
                        ybroad=self.road.to_json_dict() if self.road is not None else None)
@@ -292,7 +299,8 @@ class CamResult:
         """Write this run into ``folder`` (made here); returns what was written and the run as a view."""
         folder.mkdir(parents=True, exist_ok=True)
         t0 = time.perf_counter()
-        renderer = FrameRenderer(self.image, self.layers, opts.style, self.stripes(opts.style))
+        renderer = FrameRenderer(self.image, self.layers, opts.style, self.stripes(opts.style),
+                                 self.guided_image())
         cams_path = folder / names.CAMS
         media = write_media(folder, renderer, self.normalised, opts, progress=progress,
                             also=[lambda: write_cams(cams_path, self._saved_cams())])

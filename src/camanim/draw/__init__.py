@@ -14,9 +14,18 @@ module         job
 
 from .colormaps import colormap_lut
 from .normalise import NORMALISATIONS, normalise
-from .render import MAX_SIDE, FrameRenderer, FrameStyle, panel_box, panel_size, render_frames
+from .render import (
+           MAX_SIDE,
+           FrameRenderer,
+           FrameStyle,
+           deprocess,
+           guided_panels,
+           panel_box,
+           panel_size,
+           render_frames,
+)
 from .stripes import Stripes
 from .video import count_frames, probe, write_gif, write_mp4, write_png
 
 __all__ = ["MAX_SIDE", "NORMALISATIONS", "FrameRenderer", "FrameStyle", "Stripes", "colormap_lut", "count_frames",
-           "normalise", "panel_box", "panel_size", "probe", "render_frames", "write_gif", "write_mp4", "write_png"]
+           "deprocess", "guided_panels", "normalise", "panel_box", "panel_size", "probe", "render_frames", "write_gif", "write_mp4", "write_png"]
