@@ -114,7 +114,7 @@ class LeGrad(CamMethod):
     block's own prediction is ``s^l = score(head(norm(z^l)))``: the model's final norm, pooling and
     classifier applied to z^l (camanim runs the model's own computation after its last block on
     z^l). The map is ``E^l = (1 / (h N)) sum_heads sum_queries ReLU(d s^l / d A^l)`` over the key
-    tokens, the prefix (class, register) tokens left out, on the patch grid (the paper's Eqs. 3-5).
+    tokens, the prefix (class, register) tokens left out, on the patch grid (the paper's Section 3).
     The paper's final explanation is the min-max normalised mean of E^l over layers; CAManim shows
     each E^l. The score is camanim's (the target's logit by default, ``--score``).
 
