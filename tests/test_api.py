@@ -460,6 +460,13 @@ def test_road_refuses_volumes_in_one_line(tmp_path):
         result.figure(tmp_path / "fig.png")
 
 
+def test_guided_is_refused_for_a_volume_in_one_line():
+    from conftest import tiny_net3d, tiny_volume
+
+    with pytest.raises(InputError, match=r"^guided=True \(--guided\) draws Guided Grad-CAM frames of 2-D images"):
+        camanim.animate(tiny_net3d(), tiny_volume(), layers="conv*", guided=True)
+
+
 def test_trace_layers_of_a_3d_model_takes_a_volume():
     from conftest import tiny_net3d, tiny_volume
 

@@ -7,7 +7,7 @@ Example:
 """
 
 from .version import __version__  # noqa: I001  (first: the modules below read it)
-from .api import animate, road_for_run, trace_layers, ybroad
+from .api import animate, road_for_run, score_metrics, trace_layers, ybroad
 from .compute import CamOptions
 from .draw import normalise, overlay
 from .errors import InputError
@@ -22,5 +22,5 @@ __all__ = [
     "CamMethod", "CamOptions", "CamResult", "CamSet", "InputError", "LayerRecord", "LoadedModel", "MethodContext",
     "Preprocess", "RoadOptions", "SaveOptions", "Target", "YbRoad", "YbRoadAcross", "__version__", "animate", "cam_method",
     "get_method", "list_methods", "list_models", "load_image", "load_model", "normalise", "overlay", "register_method",
-    "road_for_run", "run_trace", "select_layers", "trace_layers", "ybroad",
+    "road_for_run", "run_trace", "score_metrics", "select_layers", "trace_layers", "ybroad",
 ]

@@ -20,6 +20,7 @@ from .compute import CamOptions, drop_non_spatial, explain, is_multi_target
 from .draw import montage_for
 from .errors import InputError, model_errors
 from .methods import get_methods
+from .metrics import MetricOptions, layer_metrics
 from .report import write_report
 from .results import CamResult, CamSet
 from .road import DEFAULT_TRIALS, RoadOptions, YbRoad, YbRoadAcross, write_ybroad, ybroad_across
@@ -148,6 +149,7 @@ def animate(
     input_size: tuple[int, int] | int | None = None,
     window: str | tuple[float, float] | None = None,
     frame: int | None = None,
+    guided: bool = False,
 ) -> CamResult | CamSet:
     """Compute the CAM of every selected layer in one forward and one backward pass (CAManim).
 
@@ -197,6 +199,9 @@ def animate(
             units for CT) instead of the file's window (default: the file's first window, else the
             values' range). Windowing comes before the model's normalisation.
         frame: for a multi-frame DICOM file: the frame to explain, from 0 (default 0).
+        guided: Guided Grad-CAM frames: each (image, target)'s guided backpropagation is computed once
+            (``result.guided``, (C, H, W); pytorch-grad-cam's ``GuidedBackpropReLUModel``) and each
+            layer's normalised CAM multiplies it (``deprocess_image(cam * gb)``). The CAMs are unchanged.
 
     Returns:
         A :class:`CamResult` with raw CAMs (L, H, W) at input size; ``result.save(out_dir)`` writes
@@ -223,7 +228,7 @@ def animate(
                         options_or_keywords(options, CamOptions, dict(
                             layers=layers, target=target, score=score, eigen_smooth=eigen_smooth,
                             aug_smooth=aug_smooth, batch_size=batch_size, seed=seed, output_key=output_key,
-                            layouts=layouts, skip_non_spatial=skip_non_spatial)))
+                            layouts=layouts, skip_non_spatial=skip_non_spatial, guided=guided)))
 
 
 def _animate(model: nn.Module | str | LoadedModel, image: Any, method: str | Sequence[str],
@@ -243,6 +248,9 @@ def _animate(model: nn.Module | str | LoadedModel, image: Any, method: str | Seq
         if any(v is not None for v in reading.values()):
             raise InputError("window= and frame= (--window, --frame) read one 2-D DICOM image: a volume is given to a "
                              "3-D model in its own values; drop them")
+        if opts.guided:
+            raise InputError("guided=True (--guided) draws Guided Grad-CAM frames of 2-D images: for a volume leave "
+                             "it out")
         images, several = as_volumes(image)
         prepared = [prepare_volume(im, preprocess) for im in images]
     else:
@@ -420,6 +428,53 @@ def ybroad(result: CamResult | CamSet | Sequence[CamResult], *, percentiles: Seq
               for r in items]
     names = [str(r.image_info.get("source", f"image {i}")) for i, r in enumerate(items)]
     return ybroad_across(scored, names)
+
+
+def score_metrics(result: CamResult | CamSet | Sequence[CamResult], *, metrics: Sequence[str] | str = "all",
+                  score: str = "prob", steps: int = 20, trials: int = 5, seed: int = 0, batch_size: int = 32,
+                  options: MetricOptions | None = None) -> dict[str, Any] | list[dict[str, Any]]:
+    """The faithfulness metrics beside ybROAD of every layer of an :func:`animate` result.
+
+    Deletion and Insertion AUC (torchcam's ``DeletionInsertionMetric``), Average Drop and Increase in
+    Confidence (torchcam's ``ClassificationMetric``) and the CAM-times-image confidence change
+    (pytorch-grad-cam's ``CamMultImageConfidenceChange``), each a value per layer (see
+    :mod:`camanim.metrics`). The curves are kept on ``result.metrics``, so ``result.save()`` writes
+    ``metric_<name>.csv/json/png``, ``metrics_agreement.json/csv`` (each metric's best layer and the
+    Spearman correlations, ybROAD's included when it was scored) and the report's table.
+
+    Args:
+        result: a :class:`CamResult` with its model attached, or several (a list or a CamSet).
+        metrics: names from ``deletion, insertion, avgdrop, increase, cammult`` (a list or a comma-separated
+            string), or ``"all"``; ``road`` is :func:`ybroad`'s and is left out here.
+        score, steps, trials, seed, batch_size: see :class:`camanim.metrics.MetricOptions`; ``options`` gives
+            them all at once instead.
+
+    Returns:
+        The agreement table of the result (:meth:`CamResult.metrics_table`), or one per result.
+
+    Raises:
+        InputError: an unknown metric or a setting out of range.
+        ValueError: a result has no model attached.
+    """
+    from .metrics import EXTRA, parse_metrics
+
+    names_ = parse_metrics(metrics if isinstance(metrics, str) else ",".join(metrics))
+    opts = options_or_keywords(options, MetricOptions, dict(
+        metrics=tuple(m for m in names_ if m in EXTRA), score=score, steps=steps, trials=trials, seed=seed,
+        batch_size=batch_size))
+    items = [result] if isinstance(result, CamResult) else list(result.results) if isinstance(result, CamSet) \
+        else list(result)
+    tables = []
+    for r in items:
+        if r.model is None:
+            raise ValueError("this result has no model attached: metrics need the model to score perturbed images")
+        x = r.input_tensor
+        r.metrics = layer_metrics(r.model, x, r.cams.to(x.device), r.target.index, [rec.name for rec in r.layers],
+                                  non_spatial=[rec.non_spatial for rec in r.layers], options=opts,
+                                  probability=r.options.get("probability", "softmax"),
+                                  output_key=r.options.get("output_key"))
+        tables.append(r.metrics_table())
+    return tables[0] if isinstance(result, CamResult) else tables
 
 
 def _rebuild_model(manifest: dict[str, Any], trust_checkpoint: bool) -> nn.Module:

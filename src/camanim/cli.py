@@ -138,12 +138,18 @@ def _add_run_args(p: argparse.ArgumentParser, image_optional: bool = True) -> No
     p.add_argument("--device", default=None, help="cpu | cuda [the model's device]")
     p.add_argument("--no-video", action="store_true", help="write CAMs, frames and manifest but no videos")
     p.add_argument("--eigen-smooth", action="store_true", help="first principal component of the weighted maps")
+    p.add_argument("--guided", action="store_true",
+                   help="Guided Grad-CAM frames: guided backpropagation (once) times each layer's CAM")
     p.add_argument("--seed", type=int, default=0, help="seed for RandomCAM and ROAD noise [0]")
     p.add_argument("--output-key", default=None,
                    help="where the logits are in a tuple/dict/dataclass model output: an index or a key")
     p.add_argument("--skip-non-spatial", action="store_true",
                    help="leave out layers without a 2-D map (pooling, flatten, Linear) [drawn as 1-D stripes]")
     p.add_argument("--road", action="store_true", help="also score every layer's CAM with ROAD: ybROAD")
+    p.add_argument("--metric", default=None,
+                   help="faithfulness metrics per layer: road,deletion,insertion,avgdrop,increase,cammult or all "
+                        "(road = --road); each writes metric_<name>.csv/json/png, and the report shows each "
+                        "metric's best layer and the Spearman correlation between metrics")
     _add_road_args(p)
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
@@ -419,8 +425,10 @@ def cmd_run(args: argparse.Namespace) -> int:
                        video=not args.no_video, style=FrameStyle(width=args.frame_width, colormap=args.colormap))
     cam = CamOptions(layers=args.layers, score=args.score, eigen_smooth=args.eigen_smooth, aug_smooth=args.aug_smooth,
                      batch_size=args.batch_size, seed=args.seed, output_key=args.output_key,
-                     layouts=_layouts(args.layout), skip_non_spatial=args.skip_non_spatial)
+                     layouts=_layouts(args.layout), skip_non_spatial=args.skip_non_spatial,
+                     guided=args.guided)
     get_methods(args.method)
+    metrics = metric_options(args)
     if not args.road:
         defaults = argparse.ArgumentParser()
         _add_road_args(defaults)
@@ -430,7 +438,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             raise InputError(f"{flag} sets up ybROAD, which this run does not compute: add --road, or drop {flag}")
     road = _road_options(args) if args.road else None
     with _new_folders_removed_on_failure(Path(args.out)):
-        return _run(args, cam, save, road)
+        return _run(args, cam, save, road, metrics)
 
 
 @contextmanager
@@ -457,7 +465,22 @@ def _new_folders_removed_on_failure(out: Path) -> Iterator[None]:
         raise
 
 
-def _run(args: argparse.Namespace, cam: CamOptions, save: SaveOptions, road: RoadOptions | None) -> int:
+def metric_options(args: argparse.Namespace):
+    """``--metric`` as :class:`camanim.metrics.MetricOptions` for the metrics beside ybROAD (None: none asked
+    for); ``road`` in the list switches ybROAD on (``args.road``), as ``--road`` does."""
+    if args.metric is None:
+        return None
+    from .metrics import EXTRA, MetricOptions, parse_metrics
+
+    chosen = parse_metrics(args.metric)
+    if "road" in chosen:
+        args.road = True
+    extra = tuple(m for m in chosen if m in EXTRA)
+    return MetricOptions(metrics=extra, score=args.road_score, seed=args.seed) if extra else None
+
+
+def _run(args: argparse.Namespace, cam: CamOptions, save: SaveOptions, road: RoadOptions | None,
+         metrics=None) -> int:
     import dataclasses
 
     from .api import animate, ybroad
@@ -497,6 +520,14 @@ def _run(args: argparse.Namespace, cam: CamOptions, save: SaveOptions, road: Roa
         cb = (lambda d, t: progress("ybROAD", d, t)) if progress else None
         for folder, res in _results(result):
             _print_ybroad(ybroad(res, options=road, progress=cb), f"{folder}: " if folder else "")
+    if metrics is not None:
+        from .api import score_metrics
+        from .metrics import agreement_markdown
+
+        for folder, res in _results(result):
+            score_metrics(res, options=metrics)
+            print(f"{folder + ': ' if folder else ''}best layer per metric:")
+            print(agreement_markdown(res.metrics_table()))
     paths = result.save(args.out, options=save, progress=progress)
     out = Path(args.out)
     print(f"wrote {out}/")

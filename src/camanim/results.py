@@ -35,6 +35,7 @@ from .draw import (
 )
 from .errors import InputError
 from .figures import FigureOptions, FigureRun, write_figure
+from .metrics import LayerCurve, agreement, road_curve, write_agreement, write_metric
 from .report import render_report, write_compare, write_index, write_report
 from .road import YbRoad, write_ybroad
 from .rundir import (
@@ -45,6 +46,7 @@ from .rundir import (
     run_manifest,
     set_manifest,
     staged_dir,
+    with_metrics,
     with_outputs,
     with_ybroad,
     write_cams,
@@ -115,10 +117,14 @@ class CamResult:
         saved_dir: the run folder once saved.
         options: the computation's settings, as ``manifest.json`` keeps them.
         road: the ybROAD of these CAMs once scored (:func:`camanim.ybroad`); saved with the run.
+        metrics: the metrics beside ybROAD once scored (:func:`camanim.score_metrics`), ``{name: LayerCurve}``;
+            saved with the run (``metric_<name>.*``, ``metrics_agreement.*``, the report's table).
         saved_with: the options of the last :meth:`save` (the notebook view shows what was saved).
         montage: for a volume, which slices a frame shows (:class:`camanim.draw.Montage`); None for images.
         top: the image's most probable classes (up to five, most probable first; ``top[0]`` is the
             prediction), whatever the explained target.
+        guided: the input's guided backpropagation (C, H, W) with ``guided=True`` (``--guided``): frames
+            are then Guided Grad-CAM pictures, each layer's normalised CAM times it; else None.
     """
 
     cams: torch.Tensor
@@ -138,6 +144,30 @@ class CamResult:
     saved_with: SaveOptions | None = None
     montage: Montage | None = None
     top: list[Target] = field(default_factory=list)
+    metrics: dict[str, LayerCurve] | None = None
+    guided: torch.Tensor | None = None
+
+    def metric_curves(self) -> dict[str, LayerCurve]:
+        """Every metric scored on this result, ybROAD first (as ``road``), then :attr:`metrics`."""
+        curves = {"road": road_curve(self.road)} if self.road is not None else {}
+        curves.update(self.metrics or {})
+        return curves
+
+    def metrics_manifest(self, files: dict[str, dict[str, str]]) -> dict[str, Any]:
+        """The manifest's ``metrics`` entry (:func:`camanim.rundir.with_metrics`) with the written ``files``."""
+        curves = self.metric_curves()
+        return {
+            "files": files,
+            "values": {m: [None if not np.isfinite(v) else float(v) for v in c.values] for m, c in curves.items()},
+            "higher_is_better": {m: c.higher_is_better for m, c in curves.items()},
+            "chance": {m: None if c.band is None else [float(b) for b in c.band] for m, c in curves.items()},
+            "agreement": self.metrics_table(),
+        }
+
+    def metrics_table(self) -> dict[str, Any] | None:
+        """Each scored metric's best layer and the Spearman correlations between them (None: none scored)."""
+        curves = self.metric_curves()
+        return agreement(curves) if curves else None
 
     @classmethod
     def from_row(cls, row: Row, image: np.ndarray, image_info: dict[str, Any], model: nn.Module | None,
@@ -148,7 +178,11 @@ class CamResult:
                    target=Target(row.target, row.label, row.probability), image=image,
                    input_tensor=row.input_tensor, model=model, model_info=model_info, image_info=image_info,
                    seconds=row.seconds, vectors=row.vectors, options=row.options, montage=montage,
-                   top=[Target(t["index"], t["label"], t["score"]) for t in row.top])
+                   top=[Target(t["index"], t["label"], t["score"]) for t in row.top], guided=row.guided)
+
+    def guided_image(self) -> np.ndarray | None:
+        """The guided backpropagation as an (H, W, C) float32 array for the frames, or None without ``--guided``."""
+        return None if self.guided is None else self.guided.detach().cpu().permute(1, 2, 0).numpy()
 
     def normalised(self, kind: str = "local") -> torch.Tensor:
         """CAMs (L, H, W) scaled to [0, 1], ``local`` (per layer) or ``global`` (one scale for the network).
@@ -175,7 +209,8 @@ class CamResult:
                progress: Callable[[int, int], None] | None = None) -> np.ndarray:
         """Rendered frames (L, H', W', 3) uint8 for one normalisation (H', W': panel plus caption and strip)."""
         return render_frames(self.image, self.planes(kind), self.layers, kind, style, progress=progress,
-                             stripes=self.stripes(style), title=self.caption_title())
+                             stripes=self.stripes(style), title=self.caption_title(),
+                             guided=self.guided_image())
 
     def caption_title(self) -> str:
         """What the frames' captions name besides the layer: the method and the class (``gradcam · tabby``)."""
@@ -199,7 +234,10 @@ class CamResult:
         ``frames=False``: none drawn)."""
         manifest = with_outputs(self.manifest(), normalisations=normalisations, fps=fps, count=len(self.layers),
                                 videos={}, render=_render_settings(style, fps))
-        renderer = FrameRenderer(self.image, self.layers, style, self.stripes(style), self.caption_title())
+        if self.metrics:
+            with_metrics(manifest, self.metrics_manifest({}))
+        renderer = FrameRenderer(self.image, self.layers, style, self.stripes(style), self.caption_title(),
+                                 self.guided_image())  # captions drawn once
         return RunView(path=None, manifest=manifest, layers=manifest["layers"],
                        frames={n: renderer.render(self.planes(n), n) for n in normalisations} if frames else {},
                        ybroad=self.road.to_json_dict() if self.road is not None else None)
@@ -375,7 +413,8 @@ class CamResult:
         """Write this run into ``folder`` (made here); returns what was written and the run as a view."""
         folder.mkdir(parents=True, exist_ok=True)
         t0 = time.perf_counter()
-        renderer = FrameRenderer(self.image, self.layers, opts.style, self.stripes(opts.style), self.caption_title())
+        renderer = FrameRenderer(self.image, self.layers, opts.style, self.stripes(opts.style), self.caption_title(),
+                                 self.guided_image())
         cams_path = folder / names.CAMS
         media = write_media(folder, renderer, self.planes, opts, progress=progress,
                             also=[lambda: write_cams(cams_path, self._saved_cams())])
@@ -389,6 +428,15 @@ class CamResult:
         if self.road is not None:
             written.update({f"ybroad_{k}": p for k, p in write_ybroad(folder, self.road).items()})
             with_ybroad(manifest, self.road.summary())
+        if self.metrics:
+            files = {}
+            for name, curve in self.metrics.items():
+                paths = write_metric(folder, curve)
+                files[name] = {k: v.name for k, v in paths.items()}
+                written.update({f"metric_{name}_{k}": v for k, v in paths.items()})
+            table = self.metrics_table()
+            written.update({f"metrics_agreement_{k}": v for k, v in write_agreement(folder, table).items()})
+            with_metrics(manifest, self.metrics_manifest(files))
         written["manifest"] = write_manifest(folder, manifest)
         view = RunView(path=folder, manifest=manifest, layers=manifest["layers"], frames=media.arrays,
                        ybroad=self.road.to_json_dict() if self.road is not None else None)

@@ -99,10 +99,16 @@ def as_volume(cam: torch.Tensor, record: LayerRecord) -> torch.Tensor:
 
 
 def shared(cams: list[torch.Tensor | None], records: Sequence[LayerRecord]) -> list[torch.Tensor | None]:
-    """``cams`` with each ``same_as`` record given the map of the record it shares its output with."""
+    """``cams`` with each ``same_as`` record given the map of the record it shares its output with.
+
+    The record gets that record's flags too (a method's "not applicable" among them: CAM's, LeGrad's),
+    so a layer that shows a shared map is flagged exactly as the layer it shares it with.
+    """
     for i, rec in enumerate(records):
         if rec.same_as is not None:
             cams[i] = cams[rec.same_as]
+            for kind, why in records[rec.same_as].flags.items():
+                rec.flags.setdefault(kind, why)
     return cams
 
 

@@ -37,6 +37,9 @@ class CamOptions:
         output_key: where the logits are in a tuple/dict/dataclass model output.
         layouts: ``{layer name: layout}`` overriding layout detection (see :mod:`camanim.trace.layouts`).
         skip_non_spatial: leave out layers without a 2-D map instead of drawing their 1-D evidence.
+        guided: compute each (image, target)'s guided backpropagation once (its logit, as
+            pytorch-grad-cam's ``GuidedBackpropReLUModel``), so frames show Guided Grad-CAM: each layer's
+            normalised CAM times it.
 
     Raises:
         InputError: (on construction) a batch size below 1, an unknown score, or a layout entry
@@ -53,6 +56,7 @@ class CamOptions:
     output_key: str | int | None = None
     layouts: Mapping[str, str] = field(default_factory=dict, hash=False)
     skip_non_spatial: bool = False
+    guided: bool = False
 
     def __post_init__(self) -> None:
         if self.batch_size is not None and (isinstance(self.batch_size, bool) or int(self.batch_size) < 1):
@@ -80,4 +84,5 @@ class CamOptions:
         return {"methods": list(method_names), "score": self.score if isinstance(self.score, str) else "custom",
                 "eigen_smooth": self.eigen_smooth, "aug_smooth": self.aug_smooth, "batch_size": self.batch_size,
                 "layers": self.layers if self.layers is None or isinstance(self.layers, str) else list(self.layers),
+                "guided": self.guided,
                 **({"output_key": self.output_key} if self.output_key is not None else {})}

@@ -18,6 +18,7 @@ from torch import nn
 
 from ..errors import InputError
 from ..methods import CamMethod
+from ..methods.guided import guided_backprop
 from ..trace import (
     LayerRecord,
     Trace,
@@ -56,6 +57,7 @@ class Row:
         num_classes: the number of classes of the model's output.
         top: the image's five most probable classes (fewer with fewer classes), most probable first:
             ``{"index", "label", "score"}`` with the same probability as ``probability``.
+        guided: the row's guided backpropagation (C, H, W) with ``CamOptions.guided``, else None.
     """
 
     image: int
@@ -71,6 +73,7 @@ class Row:
     options: dict[str, Any] = field(default_factory=dict)
     top: list[dict[str, Any]] = field(default_factory=list)
     num_classes: int = 0
+    guided: torch.Tensor | None = None
 
 
 def _needs_logits(spec: TargetSpec) -> bool:
@@ -154,9 +157,18 @@ def _explain_batch(module: nn.Module, xs: Sequence[torch.Tensor], image_ids: Seq
     comp = compute_cams(module, x_rows, methods, options, targets=tgts,
                         image_index=torch.tensor([k for k, _ in rows]), on_trace=keep_vectors, progress=progress)
     seconds = {"cams": time.perf_counter() - t0, **comp.seconds}
-    return [row for r, (k, _) in enumerate(rows)
-            for row in _split(comp, r, image_ids[k], x_rows[r:r + 1].detach(), vectors_of[r], len(rows),
-                              methods, options, labels, seconds)]
+    guided = None
+    if options.guided:  # once per (image, target), shared by every method and layer
+        t1 = time.perf_counter()
+        guided = guided_backprop(module, x_rows, comp.targets, options.output_key)
+        seconds["guided"] = time.perf_counter() - t1
+    out = []
+    for r, (k, _) in enumerate(rows):
+        for row in _split(comp, r, image_ids[k], x_rows[r:r + 1].detach(), vectors_of[r], len(rows),
+                          methods, options, labels, seconds):
+            row.guided = None if guided is None else guided[r]
+            out.append(row)
+    return out
 
 
 def _split(comp: Computation, r: int, image: int, x: torch.Tensor, vectors: UnitVectors, n_rows: int,

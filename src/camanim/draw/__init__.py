@@ -16,10 +16,20 @@ module         job
 from .colormaps import colormap_lut
 from .montage import MAX_SLICES, Montage, montage_for
 from .normalise import NORMALISATIONS, normalise
-from .render import MAX_SIDE, FrameRenderer, FrameStyle, overlay, panel_box, panel_size, render_frames
+from .render import (
+    MAX_SIDE,
+    FrameRenderer,
+    FrameStyle,
+    deprocess,
+    guided_panels,
+    overlay,
+    panel_box,
+    panel_size,
+    render_frames,
+)
 from .stripes import Stripes
 from .video import count_frames, probe, write_gif, write_mp4, write_png
 
 __all__ = ["MAX_SIDE", "MAX_SLICES", "NORMALISATIONS", "Montage", "montage_for", "FrameRenderer", "FrameStyle", "Stripes",
-           "colormap_lut", "count_frames", "normalise", "overlay", "panel_box", "panel_size", "probe", "render_frames",
-           "write_gif", "write_mp4", "write_png"]
+           "colormap_lut", "count_frames", "deprocess", "guided_panels", "normalise", "overlay", "panel_box",
+           "panel_size", "probe", "render_frames", "write_gif", "write_mp4", "write_png"]

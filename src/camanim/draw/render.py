@@ -152,15 +152,17 @@ class FrameRenderer:
     """Draws the frames of one run; what does not depend on the normalisation is made once.
 
     The panel is ``round((1 - alpha) * image + alpha * colormap(round(255 * cam)))`` per pixel and
-    channel. Every value of that formula is one of 256 levels x 3 channels x 256 image values, so
+    channel; with ``guided`` (the input's guided backpropagation, (H, W, C)) it is the Guided
+    Grad-CAM picture ``deprocess(cam * guided)`` instead (:func:`guided_panels`, pytorch-grad-cam's). Every value of that formula is one of 256 levels x 3 channels x 256 image values, so
     it is tabulated once (in the same float32 arithmetic) and each frame is a table look-up. The
     caption's first line and the position strip are the same for every normalisation and are kept
     per layer; the caption's second line repeats across layers and is kept per text.
     """
 
     def __init__(self, image: np.ndarray, records: Sequence[LayerRecord], style: FrameStyle = FrameStyle(),
-                 stripes: PanelPainter | None = None, title: str = "") -> None:
+                 stripes: PanelPainter | None = None, title: str = "", guided: np.ndarray | None = None) -> None:
         self.title = title  # the caption's right end: the method and the class
+        self.guided = guided
         self.stripes = stripes  # non-spatial layers' 1-D evidence; None: the dimmed image alone
         self.records = list(records)
         self.total = len(self.records)
@@ -195,6 +197,12 @@ class FrameRenderer:
         if (bh, bw) != (self.ph, self.pw):  # a padded picture: the padding is the background
             out[:] = BACKGROUND
             out = out[:, top:top + bh, left:left + bw]
+        if self.guided is not None:
+            pictures = guided_panels(normed.detach().float().cpu().clamp(0, 1).numpy(), self.guided)
+            for k, picture in enumerate(pictures):
+                out[k] = picture if picture.shape[:2] == (bh, bw) else \
+                    np.asarray(Image.fromarray(picture).resize((bw, bh), Image.Resampling.BILINEAR))
+            return
         x = normed.detach().float().cpu().unsqueeze(1)
         x = F.interpolate(x, size=(bh, bw), mode="bilinear", align_corners=False).squeeze(1)
         x = x.clamp_(0, 1).numpy()
@@ -317,7 +325,49 @@ def render_frames(
     progress: Callable[[int, int], None] | None = None,
     stripes: PanelPainter | None = None,
     title: str = "",
+    guided: np.ndarray | None = None,
 ) -> np.ndarray:
     """Frames (L, H, W, 3) uint8 for CAMs already scaled to [0, 1] ([L, h, w]) over ``image`` (h, w, 3);
-    ``title`` (the method and the class) ends each caption's first line."""
-    return FrameRenderer(image, records, style, stripes, title).render(normed, norm, chunk=chunk, progress=progress)
+    ``title`` (the method and the class) ends each caption's first line.
+
+    ``guided``: the input's guided backpropagation (h, w, C): Guided Grad-CAM panels instead of overlays.
+    """
+    return FrameRenderer(image, records, style, stripes, title, guided).render(normed, norm, chunk=chunk,
+                                                                               progress=progress)
+
+
+def deprocess(image: np.ndarray) -> np.ndarray:
+    """pytorch-grad-cam's ``deprocess_image``: centred, scaled to std 0.1 around 0.5, clipped, as uint8.
+
+    Args:
+        image: any float array, e.g. (H, W, C) guided backprop or CAM x guided backprop.
+
+    Returns:
+        The same shape, uint8.
+    """
+    img = image - np.mean(image)
+    img = img / (np.std(img) + 1e-5)
+    img = np.clip(img * 0.1 + 0.5, 0, 1)
+    return np.uint8(img * 255)
+
+
+def guided_panels(normed: np.ndarray, guided: np.ndarray) -> np.ndarray:
+    """Guided Grad-CAM pictures: ``deprocess(cam[..., None] * gb)`` per layer, (n, H, W, 3) uint8.
+
+    Args:
+        normed: (n, H, W) CAMs scaled to [0, 1], at the input's size.
+        guided: (H, W, C) guided backpropagation of the same input (C = 3; any other channel count is
+            averaged into grey).
+
+    Returns:
+        (n, H, W, 3) uint8.
+
+    Raises:
+        ValueError: If the maps and the guided image differ in size.
+    """
+    if normed.shape[1:] != guided.shape[:2]:
+        raise ValueError(f"CAMs of size {normed.shape[1:]} and a guided image of size {guided.shape[:2]}")
+    if guided.shape[2] != 3:
+        guided = np.repeat(guided.mean(axis=2, keepdims=True), 3, axis=2)
+    return np.stack([deprocess(m[..., None] * guided) for m in normed]) if len(normed) else \
+        np.zeros((0, *guided.shape), np.uint8)

@@ -4,7 +4,7 @@
 the one registry; ``gradient``, ``activation``, ``extra`` and ``perturbation`` the built-in methods.
 """
 
-from . import activation, extra, gradient, perturbation  # noqa: F401  (registers the built-in methods)
+from . import activation, extra, gradient, legrad, perturbation  # noqa: F401  (registers the built-in methods)
 from .base import (
     SCORES,
     CamMethod,

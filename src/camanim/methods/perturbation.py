@@ -13,6 +13,7 @@ The per-layer maths is pytorch-grad-cam's (``score_cam.py``, ``ablation_cam.py``
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
@@ -461,3 +462,164 @@ class AblationCAM(CamMethod):
             ctx.layer_name, ctx.record = job.record.name, job.record
             out.append(weighted_map(weights, torch.nan_to_num(job.acts), ctx))
         return out
+
+
+def layer_seed(ctx: MethodContext, name: str) -> int:
+    """A seed for one layer's random draws: the run's seed (``ctx.generator``) and the layer's name.
+
+    A layer's noise depends on nothing else (not on which other layers are selected, nor their order).
+    """
+    base = ctx.generator.initial_seed() if ctx.generator is not None else 0
+    return (int(base) + zlib.crc32(name.encode())) % (2 ** 63)
+
+
+class SampledScoreCAM(CamMethod):
+    """Score-CAM with several masked copies per channel, their scores averaged (SS-CAM, IS-CAM).
+
+    Each channel's map is min-max scaled at layer resolution, ``(A_k - min) / (max - min + 1e-8)``,
+    then upsampled to the input size (bilinear, pixel centres aligned) as torchcam does; a subclass
+    turns it into ``samples`` masks (:meth:`sample_masks`). The weights are ``softmax_k`` of the mean
+    score of the copies ``x * mask`` (torchcam subtracts the unmasked score first: the softmax is the
+    same). The copies of every channel, sample and layer go through the model in shared batches of
+    ``ctx.batch_size``; rows of the run that show one image share them.
+    """
+
+    uses_gradients = False
+    needs_model = True
+    per_layer = False
+    eps = 1e-8
+    samples = 1
+
+    def upsampled(self, acts: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+        """Min-max scaled channel maps (C, h, w) upsampled to ``size``: (C, H, W)."""
+        lo = acts.amin(dim=(1, 2), keepdim=True)
+        scaled = acts - lo
+        scaled = scaled / (scaled.amax(dim=(1, 2), keepdim=True) + self.eps)
+        return F.interpolate(scaled[:, None], size=size, mode="bilinear", align_corners=False)[:, 0]
+
+    def sample_masks(self, up: torch.Tensor, sample: int, gen: torch.Generator) -> torch.Tensor:
+        """The masks (C, H, W) of copy ``sample`` (0-based) from the upsampled maps ``up`` (C, H, W)."""
+        raise NotImplementedError
+
+    def cam_batch(self, jobs: Sequence[LayerJob], ctx: MethodContext,
+                  progress: Progress | None = None) -> list[torch.Tensor]:
+        """The raw maps (B, h, w) of every layer in ``jobs``, from batched forwards of masked copies.
+
+        Args:
+            jobs: the layers to compute; ``job.acts`` (B, C, h, w).
+            ctx: must carry ``model``, ``input_tensor`` (B, C, H, W) and ``targets`` (B,); its
+                ``generator``'s seed and each layer's name seed that layer's noise (:func:`layer_seed`).
+            progress: called as ``progress(layers done, layers)``.
+
+        Returns:
+            One (B, h, w) map per job, in order.
+
+        Raises:
+            ValueError: If ``ctx`` lacks the model, the input or the targets.
+        """
+        model, x, _ = _need_model(self, ctx)
+        groups = image_groups(ctx, x.shape[0])
+        acts = [torch.nan_to_num(job.acts) for job in jobs]
+        offsets, total = [], 0
+        for a in acts:
+            offsets.append(total)
+            total += a.shape[1] * len(groups)
+        fw = _Forwards(self, ctx, total)
+        size = (int(x.shape[-2]), int(x.shape[-1]))
+        limit = max(1, int(ctx.batch_size))
+        pending: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []  # (inputs, units, groups)
+
+        def flush(force: bool) -> None:
+            while pending and (force or sum(p[0].shape[0] for p in pending) >= limit):
+                inputs = torch.cat([p[0] for p in pending])
+                units = torch.cat([p[1] for p in pending])
+                owner = torch.cat([p[2] for p in pending])
+                pending.clear()
+                if inputs.shape[0] > limit:
+                    pending.append((inputs[limit:], units[limit:], owner[limit:]))
+                    inputs, units, owner = inputs[:limit], units[:limit], owner[:limit]
+                logits = fw.logits(inputs)
+                for g in owner.unique().tolist():
+                    pos = (owner == g).nonzero().view(-1)
+                    for m in groups[g].tolist():
+                        s = fw.score(logits[pos], fw.targets[m].expand(pos.numel())).float()
+                        fw.scores[m].index_add_(0, units[pos.to(units.device)], s / self.samples)
+                if not force:
+                    return
+
+        with eval_mode(model), torch.inference_mode():
+            for j, (job, a) in enumerate(zip(jobs, acts)):
+                c = a.shape[1]
+                for g, rows in enumerate(groups):
+                    rep = int(rows[0])
+                    up = self.upsampled(a[rep], size).to(x.dtype)
+                    gen = torch.Generator(device=x.device).manual_seed(
+                        layer_seed(ctx, job.record.name) + g)
+                    units = offsets[j] + g * c + torch.arange(c, device=x.device)
+                    owner = torch.full((c,), g, dtype=torch.long)
+                    for s in range(self.samples):
+                        masked = self.sample_masks(up, s, gen)[:, None] * x[rep][None]
+                        for start in range(0, c, limit):
+                            stop = min(c, start + limit)
+                            pending.append((masked[start:stop], units[start:stop], owner[start:stop]))
+                            flush(False)
+                if progress is not None:
+                    progress(j + 1, len(jobs))
+            flush(True)
+        out = []
+        for j, (job, a) in enumerate(zip(jobs, acts)):
+            c = a.shape[1]
+            scores = torch.empty((x.shape[0], c), dtype=torch.float32, device=x.device)
+            for g, members in enumerate(groups):
+                start = offsets[j] + g * c
+                for m in members.tolist():
+                    scores[m] = fw.scores[m, start:start + c]
+            ctx.layer_name, ctx.record = job.record.name, job.record
+            out.append(weighted_map(torch.softmax(scores, dim=1), a, ctx))
+        return out
+
+
+@register_method
+class SSCAM(SampledScoreCAM):
+    """SS-CAM (Wang et al. 2020): Score-CAM weights averaged over masks with Gaussian noise added.
+
+    Copy i of channel k is ``x * (M_k + delta_i)``, with ``M_k`` the min-max scaled channel map
+    upsampled to the input and ``delta_i ~ N(0, std^2)`` drawn per pixel and channel (``samples`` = 35,
+    ``std`` = 2, torchcam's defaults); ``alpha = softmax_k(mean_i S(x * (M_k + delta_i)))`` and the map
+    is ``sum_k alpha_k A_k``. The noise is seeded per layer (:func:`layer_seed`), drawn copy after copy
+    as (C, H, W) tensors, as torchcam's ``SSCAM`` draws it from the global generator.
+    Cost: ``samples`` forwards per channel of every layer, batched across channels and layers.
+
+    Paper: H. Wang, R. Naidu, J. Michael, S. S. Kundu, "SS-CAM: Smoothed Score-CAM for Sharper Visual
+    Feature Localization", 2020, https://arxiv.org/abs/2006.14255
+    """
+
+    name = "sscam"
+    samples = 35
+    std = 2.0
+
+    def sample_masks(self, up, sample, gen):
+        """``up + N(0, std^2)`` noise (C, H, W), drawn with ``gen``."""
+        return up + torch.normal(0.0, self.std, up.shape, generator=gen, device=up.device, dtype=up.dtype)
+
+
+@register_method
+class ISCAM(SampledScoreCAM):
+    """IS-CAM (Naidu et al. 2020): Score-CAM weights integrated over scaled copies of the masks.
+
+    Copy i (1..N) of channel k is ``x * c_i M_k`` with ``c_i = sum_{j=1..i} j / N`` (torchcam's
+    ``ISCAM``; N = ``samples`` = 10), ``alpha = softmax_k(mean_i S(x * c_i M_k))`` and the map is
+    ``sum_k alpha_k A_k``. No randomness. Cost: ``samples`` forwards per channel of every layer,
+    batched across channels and layers.
+
+    Paper: R. Naidu, A. Ghosh, Y. Maurya, S. R. Nayak K, S. S. Kundu, "IS-CAM: Integrated Score-CAM
+    for axiomatic-based explanations", 2020, https://arxiv.org/abs/2010.03023
+    """
+
+    name = "iscam"
+    samples = 10
+
+    def sample_masks(self, up, sample, gen):
+        """``c_i * up`` (C, H, W), ``c_i = sum_{j=1..i} j / N`` for copy i = ``sample + 1``."""
+        coeff = sum((j + 1) / self.samples for j in range(sample + 1))
+        return coeff * up

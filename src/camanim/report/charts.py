@@ -288,7 +288,7 @@ def ybroad_chart(element_id: str, layers: list[dict[str, Any]], series: dict[str
     pool = [v for v in values if v is not None] + [v for v in lows + highs if v is not None] + (band or [])
     y_of, ticks, lo, hi = _value_axis(pool, 0.15)
     parts = _svg_open(element_id, frame, "ybROAD per layer") + _svg_axes(frame, ticks)
-    parts.append(_y_label(f"ROAD ({series.get('score_label') or 'Δ score'})"))
+    parts.append(_y_label(series.get("y_label") or f"ROAD ({series.get('score_label') or 'Δ score'})"))
     if band:
         y_top, y_bottom = y_of(band[1]), y_of(band[0])
         parts.append(f'<rect class="cam-chance" x="{_LEFT}" y="{y_top:.2f}" width="{_W - _LEFT - _RIGHT}" '
@@ -314,7 +314,7 @@ def ybroad_chart(element_id: str, layers: list[dict[str, Any]], series: dict[str
             continue
         ci = f" [{lows[i]:.4g}, {highs[i]:.4g}]" if lows[i] is not None and highs[i] is not None else ""
         mark = " (not above chance)" if above[i] is False else ""
-        label = f"{i + 1} {layers[i].get('name', '')}: ybROAD {v:.4g}{ci}{mark}"
+        label = f"{i + 1} {layers[i].get('name', '')}: {series.get('value_name', 'ybROAD')} {v:.4g}{ci}{mark}"
         css = point_class + (" cam-below" if above[i] is False else "")
         parts.append(
             f'<circle class="{css}" data-index="{i}" cx="{frame.x(i):.2f}" cy="{y_of(v):.2f}" '

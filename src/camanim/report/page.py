@@ -384,6 +384,50 @@ def _ybroad_card(run: RunView, series: dict[str, Any], prefix: str) -> str:
             f"{ybroad_chart(prefix + 'ybroad-plot', run.layers, series)}{curves_html}</div>")
 
 
+def _fmt_value(value: float | None) -> str:
+    return "" if value is None else f"{value:.4g}"
+
+
+def _metrics_card(run: RunView, prefix: str) -> str:
+    """The metrics beside ybROAD (``--metric``): each metric's chart over the layers, the table of each
+    metric's best layer and the Spearman rank correlation between metrics over layers."""
+    data = run.manifest.get("metrics")
+    if not isinstance(data, dict) or not data.get("agreement"):
+        return ""
+    table = data["agreement"]
+    rows = "".join(
+        f"<tr><td>{esc(b['metric'])}</td><td>{'higher' if b['higher_is_better'] else 'lower'}</td>"
+        f"<td><code>{esc(b['layer'] or '-')}</code></td>"
+        f"<td>{_fmt_value(b['value'])}</td></tr>"
+        for b in table["best"])
+    metrics = list(table["metrics"])
+    head = "".join(f"<th>{esc(m)}</th>" for m in metrics)
+    corr = "".join(
+        f"<tr><th>{esc(m)}</th>" + "".join(f"<td>{'-' if r is None else f'{r:+.2f}'}</td>" for r in row) + "</tr>"
+        for m, row in zip(metrics, table["spearman"]))
+    charts = ""
+    for m in metrics:
+        if m == "road":
+            continue  # the ybROAD card shows it
+        values = data["values"][m]
+        best = next((b["index"] for b in table["best"] if b["metric"] == m), None)
+        if best is None:
+            continue
+        chance = (data.get("chance") or {}).get(m)
+        series = {"values": values, "best": best, "value_name": m, "warnings": [],
+                  "y_label": f"{m} ({'higher' if data['higher_is_better'][m] else 'lower'} is better)",
+                  "baseline": {"band": chance[1:]} if chance else None}
+        charts += f"<h3>{esc(m)}</h3>" + ybroad_chart(f"{prefix}metric-{m}-plot", run.layers, series)
+    return ('<div class="cam-card"><h2>Faithfulness metrics</h2><p class="cam-note">Each metric per layer '
+            "(grey band: chance, random pixel orders, 95%). Which layer each metric calls best, and how alike "
+            "two metrics order the layers (Spearman's rho over the layers both score; each metric oriented so "
+            "that higher is better).</p>"
+            f'<table class="cam-table"><thead><tr><th>metric</th><th>better</th><th>best layer</th><th>value</th>'
+            f"</tr></thead><tbody>{rows}</tbody></table>"
+            f'<table class="cam-table"><thead><tr><th>rho</th>{head}</tr></thead><tbody>{corr}</tbody></table>'
+            f"{charts}</div>")
+
+
 def _figure(norm: str, prefix: str, frames: list[str] | None, sheet: Sheet | None, n: int, bar: str) -> str:
     """One normalisation's figure. A page: the current frame (the first one without JavaScript). A
     notebook: a tile the script moves over the contact sheet, and the sheet itself, every layer in
@@ -441,8 +485,8 @@ def render_report(run: RunView, *, inline: bool) -> str:
         f'<code class="cam-cap-name" id="{prefix}caption-name"></code>'
         f'<span class="cam-cap-meta" id="{prefix}caption-meta"></span></div></div>'
     )
-    # the ybROAD card heads the side column: under the sticky viewer it was cut at the window's bottom
-    road_card = _ybroad_card(run, series, prefix) if series is not None else ""
+    # the ybROAD and metrics cards head the side column: under the sticky viewer they were cut at the window's bottom
+    road_card = (_ybroad_card(run, series, prefix) if series is not None else "") + _metrics_card(run, prefix)
 
     # A container (a block whose children are recorded too) counts its children's parameters and time
     # again: it is left out of both charts and of the sums, so the bars add up to the network.

@@ -30,6 +30,7 @@ from .manifest import (
     read_manifest,
     run_manifest,
     set_manifest,
+    with_metrics,
     with_outputs,
     with_ybroad,
     write_manifest,
@@ -40,5 +41,5 @@ from .ybroad import read_ybroad, write_ybroad_tables
 __all__ = ["Frames", "Media", "RunView", "SaveOptions", "SavedCams", "atomic_path", "load_run", "names",
            "remove_stale_temp_dirs", "stale_temp_dirs",
            "prepare_out_dir", "read_cams", "read_json", "read_manifest", "read_ybroad", "replace_dir", "run_manifest",
-           "set_manifest", "staged_dir", "with_outputs", "with_ybroad", "write_cams", "write_manifest",
+           "set_manifest", "staged_dir", "with_metrics", "with_outputs", "with_ybroad", "write_cams", "write_manifest",
            "write_media", "write_text", "write_ybroad_tables"]

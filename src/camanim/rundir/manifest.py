@@ -15,7 +15,8 @@ Outline (see the README's "Outputs" for every key)::
                  "non_spatial", "same_as", "flags"}, ...],
      "normalisations": [...], "fps": 10, "frames": {"local": "frames/local", "count": L},
      "videos": {"local": "camanim_local.mp4", ...}, "render": {...},
-     "ybroad": {"csv": ..., "json": ..., "png": ..., "max": {...}, "mean": ..., ...}}
+     "ybroad": {"csv": ..., "json": ..., "png": ..., "max": {...}, "mean": ..., ...},
+     "metrics": {"files", "values", "higher_is_better", "chance", "agreement"}}   # --metric (with_metrics)
 
 A DICOM image's ``"image"`` adds only whitelisted technical fields (``sources/dicom.py``: modality,
 window, rescale, pixel spacing, frames; never a name, ID, date or UID); a 16-bit or float grey
@@ -73,6 +74,14 @@ def with_outputs(manifest: dict[str, Any], *, normalisations: Sequence[str], fps
 def with_ybroad(manifest: dict[str, Any], summary: Mapping[str, Any]) -> dict[str, Any]:
     """``manifest`` linking the ybROAD files, with the curve's summary (max, mean, settings)."""
     manifest["ybroad"] = {"csv": names.YBROAD_CSV, "json": names.YBROAD_JSON, "png": names.YBROAD_PNG, **summary}
+    return manifest
+
+
+def with_metrics(manifest: dict[str, Any], data: Mapping[str, Any]) -> dict[str, Any]:
+    """``manifest`` with the metrics beside ybROAD: ``{"files": {metric: {csv, json, png}}, "values":
+    {metric: [value or None per layer]}, "higher_is_better": {metric: bool}, "chance": {metric: [mean,
+    low, high] or None}, "agreement": {"best", "metrics", "spearman", "layers"}}`` (the report reads it)."""
+    manifest["metrics"] = dict(data)
     return manifest
 
 

@@ -8,6 +8,8 @@ A run folder (``camanim run --out OUT``)::
     OUT/camanim_<norm>.mp4            local and global videos (.gif on request)
     OUT/camanim_side_by_side.mp4      local | global
     OUT/ybroad.csv, .json, .png       ybROAD, when scored (:mod:`.ybroad`)
+    OUT/metric_<name>.csv, .json, .png  each metric beside ybROAD (``--metric``; :mod:`camanim.metrics`)
+    OUT/metrics_agreement.json, .csv  each metric's best layer and the Spearman correlations between metrics
     OUT/report.html, layer_params.png, layer_time.png
 
 A folder of several runs (images x targets x methods) has a ``manifest.json`` with
@@ -28,6 +30,8 @@ YBROAD_CSV = "ybroad.csv"
 YBROAD_JSON = "ybroad.json"
 YBROAD_PNG = "ybroad.png"
 YBROAD_FILES = (YBROAD_CSV, YBROAD_JSON, YBROAD_PNG)
+METRICS_AGREEMENT_JSON = "metrics_agreement.json"
+METRICS_AGREEMENT_CSV = "metrics_agreement.csv"
 SIDE_BY_SIDE = "side_by_side"
 GRID_VIDEO = "camanim_methods_grid.mp4"
 COMPARE_HTML = "compare.html"
@@ -40,6 +44,11 @@ def global_variant(video_name: str) -> str:
     path = Path(video_name)
     return f"{path.stem}_global{path.suffix}"
 VIDEO_FORMATS = ("mp4", "gif")
+
+
+def metric_file(metric: str, ext: str) -> str:
+    """The file of one metric beside ybROAD: ``metric_deletion.csv`` (``ext``: csv, json or png)."""
+    return f"metric_{metric}.{ext}"
 
 
 def frames_dir(norm: str) -> str:

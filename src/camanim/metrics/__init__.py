@@ -1,0 +1,16 @@
+"""Faithfulness metrics beside ybROAD, per layer: Deletion/Insertion AUC, Average Drop, Increase in
+Confidence and the CAM-times-image confidence change; how the metrics agree (best layers, Spearman).
+
+``options`` (which metrics, :class:`MetricOptions`) and ``forwards`` (perturbed images scored once, in
+shared batches) under ``curve`` (a metric over layers); ``deletion`` and ``confidence`` compute them;
+``agreement`` compares them; ``files`` writes them; ``run`` computes every requested metric for one image.
+"""
+
+from .agreement import agreement
+from .curve import LayerCurve
+from .files import agreement_markdown, write_agreement, write_metric
+from .options import EXTRA, METRICS, MetricOptions, parse_metrics
+from .run import layer_metrics, road_curve, summary
+
+__all__ = ["EXTRA", "METRICS", "LayerCurve", "MetricOptions", "agreement", "agreement_markdown", "layer_metrics",
+           "parse_metrics", "road_curve", "summary", "write_agreement", "write_metric"]

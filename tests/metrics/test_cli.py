@@ -1,0 +1,59 @@
+"""`camanim run --metric ...`: each metric's files, the manifest's agreement table and the report's card."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import pytest
+import torch
+from conftest import small_net
+
+from camanim.cli import main
+
+
+def test_run_with_metrics_writes_each_metric_and_the_agreement(tmp_path, capsys):
+    torch.save(small_net(), tmp_path / "small.pt")
+    out = tmp_path / "out"
+    args = ["sample:cat", "--model", str(tmp_path / "small.pt"), "--trust-checkpoint", "--input-size", "24",
+            "--metric", "road,deletion,avgdrop,cammult", "--road-percentiles", "50", "--out", str(out),
+            "--no-video", "--frame-width", "48", "--quiet"]
+    assert main(args) == 0
+    printed = capsys.readouterr().out
+    assert "best layer per metric" in printed and "| deletion (lower better) |" in printed
+    m = json.loads((out / "manifest.json").read_text())
+    assert m["ybroad"]["csv"] == "ybroad.csv"  # road in --metric is --road
+    assert set(m["metrics"]["files"]) == {"deletion", "avgdrop", "cammult"}
+    names = [layer["name"] for layer in m["layers"]]
+    for metric in ("deletion", "avgdrop", "cammult"):
+        rows = list(csv.DictReader((out / f"metric_{metric}.csv").open()))
+        assert [r["name"] for r in rows] == names
+        data = json.loads((out / f"metric_{metric}.json").read_text())
+        assert [x["value"] for x in data["layers"]] == m["metrics"]["values"][metric]
+        assert (out / f"metric_{metric}.png").stat().st_size > 1000
+    assert m["metrics"]["chance"]["deletion"] is not None and m["metrics"]["chance"]["avgdrop"] is None
+    table = m["metrics"]["agreement"]
+    assert table["metrics"] == ["road", "deletion", "avgdrop", "cammult"]
+    assert table["best"][0]["index"] == m["ybroad"]["max"]["index"]
+    dele = m["metrics"]["values"]["deletion"]
+    defined = [i for i, v in enumerate(dele) if v is not None]
+    assert table["best"][1]["index"] == min(defined, key=lambda i: dele[i])
+    assert table["spearman"][1][1] == pytest.approx(1.0)
+    assert "Faithfulness metrics" in (out / "report.html").read_text()
+
+
+def test_unknown_metric_is_one_line_exit_2(tmp_path, capsys):
+    out = tmp_path / "out"
+    assert main(["sample:cat", "--metric", "road,nonsense", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "metric 'nonsense' is unknown" in err and len(err.strip().splitlines()) == 1
+    assert not out.exists()
+
+
+def test_metric_road_switches_ybroad_on_like_the_road_flag():
+    import argparse
+
+    from camanim.cli import metric_options
+
+    args = argparse.Namespace(metric="road", road=False, road_score="prob", seed=0)
+    assert metric_options(args) is None and args.road is True
