@@ -283,5 +283,6 @@ def test_a_multi_method_save_without_video_still_writes_the_compare_page(tiny, t
     written = cams.save(tmp_path / "out", video=False)
     assert written["compare.html"] == tmp_path / "out" / "compare.html" and written["compare.html"].is_file()
     assert not list((tmp_path / "out").rglob("*.mp4"))
+    assert json.loads((tmp_path / "out" / "manifest.json").read_text())["grids"] == []  # no video named unwritten
     links = re.findall(r'<a href="([^"]+)">', (tmp_path / "out" / "index.html").read_text(encoding="utf-8"))
     assert links == ["gradcam/report.html", "layercam/report.html", "compare.html"]

@@ -583,10 +583,12 @@ class CamSet:
             out.setdefault(parent, []).append(i)
         return out
 
-    def manifest(self) -> dict[str, Any]:
-        """The top ``manifest.json`` of the tree (``"kind": "set"``)."""
+    def manifest(self, video: bool = True) -> dict[str, Any]:
+        """The top ``manifest.json`` of the tree (``"kind": "set"``); ``grids``: the methods grid videos
+        (none with ``video=False``)."""
         first = self.results[0]
-        grids = [f"{g}/{names.GRID_VIDEO}".removeprefix("./") for g in self.groups()] if len(self.methods) > 1 else []
+        grids = ([f"{g}/{names.GRID_VIDEO}".removeprefix("./") for g in self.groups()]
+                 if len(self.methods) > 1 and video else [])
         return set_manifest([{"folder": f, "image": r.image_info, "target": r.target.to_dict(), "method": r.method}
                              for f, r in zip(self.folders, self.results)],
                             model=first.model_info, methods=self.methods, options=first.options,
@@ -624,7 +626,7 @@ class CamSet:
                         rel = path.relative_to(tmp).as_posix()
                         written[rel] = out / rel
                 del views
-            write_manifest(tmp, self.manifest())
+            write_manifest(tmp, self.manifest(video=opts.video))
             written["manifest"] = out / names.MANIFEST
             if opts.report and len(self.results) > 1:
                 links = [(f"{folder}/{names.REPORT}".removeprefix("./"), folder, r.method, r.target.to_dict(),
