@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .compute import CamOptions, explain, is_multi_target
+from .compute import CamOptions, SimilarityTarget, explain, is_multi_target, parse_target
 from .draw import montage_for
 from .errors import InputError, model_errors
 from .methods import get_methods
@@ -251,13 +251,15 @@ def _animate(model: nn.Module | str | LoadedModel, image: Any, method: str | Seq
     check_layers(module, opts.layers, info)
     module, dev = _device_for(module, device)
     opts = opts.for_device(dev.type)
+    if not volume:
+        opts = _with_references(opts, lambda im: for_model(prepare_input(im, preprocess, loaded)[0], module, dev))
     inputs = [for_model(x, module, dev) for x, _, _ in prepared]
     t_load = time.perf_counter()
     with model_errors(str(info.get("name")), tuple(inputs[0].shape), FORWARD_HINT):
         rows = explain(module, inputs, methods, opts, labels=label_list,
                        num_classes=info.get("num_classes") or (len(label_list) if label_list else None),
                        progress=progress)
-    if rows:
+    if rows and rows[0].kind == "class":
         info.setdefault("num_classes", rows[0].num_classes)
     if volume:
         montages = [montage_for(int(x.shape[2])) for x, _, _ in prepared]
@@ -273,6 +275,21 @@ def _animate(model: nn.Module | str | LoadedModel, image: Any, method: str | Seq
         return results[0]
     return CamSet.build(results, [row.image for row in rows], len(prepared), [m.name for m in methods],
                         is_multi_target(opts.target))
+
+
+def _with_references(opts: CamOptions, read: Callable[[Any], torch.Tensor]) -> CamOptions:
+    """``opts`` with each similarity target's reference image read as the model's input (``read``)."""
+
+    def resolved(spec: Any) -> Any:
+        spec = parse_target(spec)
+        if isinstance(spec, SimilarityTarget) and spec.input is None:
+            return dataclasses.replace(spec, input=read(spec.reference))
+        return spec
+
+    target = opts.target
+    if isinstance(target, (list, tuple)):
+        return dataclasses.replace(opts, target=tuple(resolved(t) for t in target))
+    return dataclasses.replace(opts, target=resolved(target)) if target is not None else opts
 
 
 def trace_layers(model: nn.Module | str | LoadedModel, layers: LayerSpec = "all", *, weights: str | None = "none",
@@ -301,7 +318,8 @@ def _score_one(result: CamResult, opts: RoadOptions, progress: Callable[[int, in
     if result.model is None:
         raise ValueError("this result has no model attached: pass the model to camanim.road.ybroad directly")
     x = result.input_tensor
-    yb = road_ybroad(result.model, x, result.cams.to(x.device), result.target.index,
+    target = result.target.head if result.target.kind == "value" else result.target.index
+    yb = road_ybroad(result.model, x, result.cams.to(x.device), target,
                      layers=[r.to_dict() for r in result.layers],
                      output_key=result.options.get("output_key"), progress=progress, options=opts,
                      probability=result.options.get("probability", "softmax"))
@@ -422,6 +440,10 @@ def road_for_run(out_dir: str | Path, *, model: nn.Module | None = None, trust_c
     # rebuilt from (no manifest, a frame missing) fails here, with nothing changed
     run = load_run(out)
     manifest = run.manifest
+    target_info = manifest.get("target") if isinstance(manifest.get("target"), dict) else {}
+    if target_info.get("kind") == "value":
+        raise InputError(f"'{out}' explains a target on the model's output ({target_info.get('label')}): score it "
+                         "in the run that computes it (camanim run --road, or camanim.ybroad(result) in Python)")
     if not (out / names.CAMS).is_file():
         raise InputError(f"'{out}' is not a camanim run folder (no cams.npz): give the --out of a run")
     saved = read_cams(out / names.CAMS)

@@ -114,7 +114,9 @@ def _add_run_args(p: argparse.ArgumentParser, image_optional: bool = True) -> No
                         "'camanim methods' [gradcam]")
     p.add_argument("--target", default=None,
                    help="class index or label for every image, one per image as 281,eel, or topk:K for each "
-                        "image's K top classes (OUT/class_<k>/ each) [the predicted class]")
+                        "image's K top classes (OUT/class_<k>/ each); seg:CLASS[,mask=PATH] for a segmentation "
+                        "model (the class's scores summed over its predicted region, or the mask); "
+                        "similar:IMAGE for a backbone (cosine similarity of the embeddings) [the predicted class]")
     p.add_argument("--score", default="logit", choices=("logit", "softmax", "sigmoid"),
                    help="what a CAM explains: the target's logit, its softmax probability, or its sigmoid "
                         "probability (multi-label models); a one-logit model's probability is its sigmoid [logit]")
@@ -355,8 +357,11 @@ def _run(args: argparse.Namespace, cam: CamOptions, save: SaveOptions, road: Roa
         t = res.target
         label = f" ({t.label})" if t.label else ""
         where = f"{folder}: " if folder else ""
-        print(f"{where}predicted/target class: {t.index}{label}, p={t.score:.3f} "
-              f"({res.options.get('probability', 'softmax')})")
+        if t.kind == "value":
+            print(f"{where}target: {t.label}, value {t.score:.4g}")
+        else:
+            print(f"{where}predicted/target class: {t.index}{label}, p={t.score:.3f} "
+                  f"({res.options.get('probability', 'softmax')})")
         print(f"{where}layers: {len(res.layers)}  method: {res.method}  model: {res.model_info.get('name')}")
     if loaded.info.get("weights_in_file"):  # which part of a training script's checkpoint was used
         print(f"weights: {loaded.info['weights']} ({loaded.info['weights_in_file']})")

@@ -16,9 +16,18 @@ module         job
 from .colormaps import colormap_lut
 from .montage import MAX_SLICES, Montage, montage_for
 from .normalise import NORMALISATIONS, normalise
-from .render import MAX_SIDE, FrameRenderer, FrameStyle, panel_box, panel_size, render_frames
+from .render import (
+           MAX_SIDE,
+           OUTLINE_COLOUR,
+           FrameRenderer,
+           FrameStyle,
+           outline_pixels,
+           panel_box,
+           panel_size,
+           render_frames,
+)
 from .stripes import Stripes
 from .video import count_frames, probe, write_gif, write_mp4, write_png
 
 __all__ = ["MAX_SIDE", "MAX_SLICES", "NORMALISATIONS", "Montage", "montage_for", "FrameRenderer", "FrameStyle", "Stripes", "colormap_lut", "count_frames",
-           "normalise", "panel_box", "panel_size", "probe", "render_frames", "write_gif", "write_mp4", "write_png"]
+           "normalise", "OUTLINE_COLOUR", "outline_pixels", "panel_box", "panel_size", "probe", "render_frames", "write_gif", "write_mp4", "write_png"]

@@ -63,7 +63,8 @@ def _run_subtitle(run: RunView) -> str:
         parts.append(str(label))
     score = target.get("score")
     if isinstance(score, (int, float)) and math.isfinite(score):
-        parts.append(f"{score * 100:.1f}%" if 0 <= score <= 1 else f"{score:.4g}")
+        parts.append(f"value {score:.4g}" if target.get("kind") == "value"
+                     else f"{score * 100:.1f}%" if 0 <= score <= 1 else f"{score:.4g}")
     parts.append(f"{len(run.layers)} layers")
     source = get_in(run.manifest, "image", "source")
     if source:

@@ -77,7 +77,9 @@ def _facts(run: RunView, series: dict[str, Any] | None) -> str:
         sub = []
         if index is not None:
             sub.append(f"#{esc(index)}")
-        if isinstance(score, (int, float)) and math.isfinite(score):
+        if isinstance(score, (int, float)) and math.isfinite(score) and target.get("kind") == "value":
+            sub.append(f"value {score:.4g}")  # a target on the model's output: its value, not a probability
+        elif isinstance(score, (int, float)) and math.isfinite(score):
             sub.append(f"{score * 100:.1f}%" if 0 <= score <= 1 else f"{score:.4g}")
             probability = get_in(m, "options", "probability")  # softmax or sigmoid
             if probability:
