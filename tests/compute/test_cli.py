@@ -22,29 +22,54 @@ def _task_commands() -> list[str]:
     return [ln.strip() for b in blocks for ln in b.splitlines() if ln.strip()]
 
 
-@pytest.mark.slow
-def test_every_task_command_of_the_readme_runs(tmp_path, monkeypatch, capsys):
-    """Each task's command runs as written (in a fresh folder, quiet) and writes a run whose manifest names
-    the target; the segmentation run outlines its region on the frames and scores ybROAD on the value."""
-    lines = _task_commands()
-    assert len(lines) >= 3 and all(ln.startswith("camanim run ") for ln in lines), lines
-    monkeypatch.chdir(tmp_path)
-    printed = {}
-    for line in lines:
-        capsys.readouterr()
-        assert main([*shlex.split(line)[1:], "--quiet", "--no-video"]) == 0, (line, capsys.readouterr().err)
-        printed[line] = capsys.readouterr().out
-    segment = json.loads((tmp_path / "out/segment/manifest.json").read_text())
-    assert segment["target"]["kind"] == "value" and segment["target"]["label"] == "seg:10"
-    road = json.loads((tmp_path / "out/segment/ybroad.json").read_text())
-    assert road["score"] == "value" and road["score_label"] == "Δ target value" and np.isfinite(road["ybroad_mean"])
-    frame = np.asarray(Image.open(sorted((tmp_path / "out/segment/frames/local").glob("*.png"))[-1]))
-    assert (frame == OUTLINE_COLOUR).all(axis=-1).sum() > 100  # the region's outline
-    embed = json.loads((tmp_path / "out/embed/manifest.json").read_text())
-    assert embed["target"]["label"] == "similar:sample:coffee" and -1 <= embed["target"]["score"] <= 1
-    classify = json.loads((tmp_path / "out/classify/manifest.json").read_text())
+def _check_classify(out: Path, printed: str) -> None:
+    classify = json.loads((out / "manifest.json").read_text())
     assert "kind" not in classify["target"] and isinstance(classify["target"]["index"], int)
-    assert any("target: seg:10, value" in out for out in printed.values())
+    assert "predicted/target class" in printed
+
+
+def _check_segment(out: Path, printed: str) -> None:
+    segment = json.loads((out / "manifest.json").read_text())
+    assert segment["target"]["kind"] == "value" and segment["target"]["label"] == "seg:10"
+    road = json.loads((out / "ybroad.json").read_text())
+    assert road["score"] == "value" and road["score_label"] == "Δ target value" and np.isfinite(road["ybroad_mean"])
+    frame = np.asarray(Image.open(sorted((out / "frames/local").glob("*.png"))[-1]))
+    assert (frame == OUTLINE_COLOUR).all(axis=-1).sum() > 100  # the region's outline
+    assert "target: seg:10, value" in printed
+
+
+def _check_detect(out: Path, printed: str) -> None:
+    detect = json.loads((out / "manifest.json").read_text())
+    assert detect["target"]["label"].startswith("box:0 (label ") and detect["target"]["score"] > 1  # IoU 1 + score
+    assert [entry["layout"] for entry in detect["layers"]] == ["NCHW"] * 4
+    frame = np.asarray(Image.open(sorted((out / "frames/local").glob("*.png"))[-1]))
+    assert (frame == OUTLINE_COLOUR).all(axis=-1).sum() > 20  # the box
+
+
+def _check_embed(out: Path, printed: str) -> None:
+    embed = json.loads((out / "manifest.json").read_text())
+    assert embed["target"]["label"] == "similar:sample:coffee" and -1 <= embed["target"]["score"] <= 1
+
+
+CHECKS = {"classify": _check_classify, "segment": _check_segment, "detect": _check_detect, "embed": _check_embed}
+
+
+def test_the_readme_has_one_command_per_task():
+    lines = _task_commands()
+    assert len(lines) == 4 and all(ln.startswith("camanim run ") for ln in lines), lines
+    assert sorted(ln.split("--out out/")[1].split()[0] for ln in lines) == sorted(CHECKS)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("task", sorted(CHECKS))
+def test_each_task_command_of_the_readme_runs(task, tmp_path, monkeypatch, capsys):
+    """The task's command runs as written (in a fresh folder, quiet, no video) and writes a run whose
+    manifest names the target; segmentation and detection outline the region or box on the frames."""
+    line = next(ln for ln in _task_commands() if f"--out out/{task}" in ln)
+    monkeypatch.chdir(tmp_path)
+    capsys.readouterr()
+    assert main([*shlex.split(line)[1:], "--quiet", "--no-video"]) == 0, (line, capsys.readouterr().err)
+    CHECKS[task](tmp_path / "out" / task, capsys.readouterr().out)
 
 
 def test_seg_target_errors_exit_2_in_one_line(tmp_path, capsys):

@@ -314,3 +314,86 @@ def test_target_head_columns():
     out = torch.tensor([[1.0, 2.0], [3.0, -1.0]])
     torch.testing.assert_close(head(out), torch.tensor([[0.0, 3.0, 1.0], [0.0, 2.0, 3.0]]))
     torch.testing.assert_close(head.column(1)(out), torch.tensor([[0.0, 1.0], [0.0, 3.0]]))
+
+
+# -- detection: box:N ------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def detector():
+    """torchvision's Faster R-CNN, random weights (seeded), at 64 px: its box head scores boxes at random."""
+    import torchvision
+
+    torch.manual_seed(0)
+    return torchvision.models.get_model("fasterrcnn_resnet50_fpn", weights=None, weights_backbone=None,
+                                        min_size=64, max_size=64).eval()
+
+
+def test_box_target_equals_pytorch_grad_cams(detector):
+    """box:0: Grad-CAM of backbone.body.layer4 alone equals pytorch-grad-cam's with FasterRCNNBoxScoreTarget
+    (the plain image's first detection); the layers the gradient cannot reach through the detector's
+    post-processing (the RPN head: torchvision detaches its proposals) are flagged, not silently zero."""
+    from pytorch_grad_cam.utils.model_targets import FasterRCNNBoxScoreTarget
+
+    x = torch.rand(1, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        det = detector(x)[0]
+    assert len(det["boxes"]) > 0
+    box, label = det["boxes"][0].numpy(), int(det["labels"][0])
+    with pytest.warns(RuntimeWarning, match=r"no usable gradient of the score at 5 layer\(s\) \(rpn.head.conv, "):
+        ours = camanim.animate(detector, x, target="box:0", layers=["backbone.body.layer4", "rpn.head.conv"])
+    names = [r.name for r in ours.layers]
+    assert names[0] == "backbone.body.layer4" and names[1].startswith("rpn.head.conv")
+    ref = reference(detector, detector.backbone.body.layer4, x,
+                    FasterRCNNBoxScoreTarget(labels=[label], bounding_boxes=[box]))
+    assert ref.abs().max() > 0
+    torch.testing.assert_close(ours.cams[0], ref, rtol=1e-4, atol=1e-6)
+    assert [r.layout for r in ours.layers[:2]] == ["NCHW", "NCHW"]
+    assert all("gradient" in r.flags for r in ours.layers[1:]) and "gradient" not in ours.layers[0].flags
+    assert not ours.cams[1:].any()  # empty maps, each flagged (the manifest says why)
+    assert ours.target.score == pytest.approx(1.0 + float(det["scores"][0]), rel=1e-5)  # IoU 1 + score
+    assert ours.target.label.startswith(f"box:0 (label {label}")
+    # the box is drawn on the frames (its outline in white)
+    x1, y1, x2, y2 = (int(v) for v in box.round())
+    frame = ours.frames("local")[0]
+    scale = 320 // 64
+    top = max(0, int(np.floor(det["boxes"][0][1])))
+    left, right = max(0, int(np.floor(det["boxes"][0][0]))), min(64, int(np.ceil(det["boxes"][0][2])))
+    assert (frame[top * scale, (left * scale + right * scale) // 2] == OUTLINE_COLOUR).all()
+    assert x1 <= x2 and y1 <= y2
+
+
+def test_no_such_detection_is_refused_in_one_line(detector):
+    """box:N beyond the detections, and box: on a model that is no detector: one line each."""
+    x = torch.rand(1, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        found = len(detector(x)[0]["boxes"])
+    with pytest.raises(InputError, match=rf"box:{found}: the model detected {found} box\(es\), box:0 to box:{found - 1}"):
+        camanim.animate(detector, x, target=f"box:{found}", layers=["backbone.body.layer4"])
+    with pytest.raises(InputError, match="needs a detector's output, a list of dicts"):
+        camanim.animate(TinyEmbed().eval(), x, target="box:0", layers=["body.0"])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["retinanet_resnet50_fpn", "fcos_resnet50_fpn"])
+def test_retinanet_and_fcos_boxes(name):
+    """RetinaNet and FCOS (random weights, every score kept): box:0's CAM at the last backbone stage equals
+    pytorch-grad-cam's, and ROAD scores the box's change."""
+    import torchvision
+    from pytorch_grad_cam.utils.model_targets import FasterRCNNBoxScoreTarget
+
+    torch.manual_seed(0)
+    model = torchvision.models.get_model(name, weights=None, weights_backbone=None, min_size=64, max_size=64,
+                                         score_thresh=0.0).eval()
+    x = torch.rand(1, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        det = model(x)[0]
+    ours = camanim.animate(model, x, target="box:0", layers=["backbone.body.layer4"])
+    ref = reference(model, model.backbone.body.layer4, x,
+                    FasterRCNNBoxScoreTarget(labels=[int(det["labels"][0])], bounding_boxes=[det["boxes"][0].numpy()]))
+    torch.testing.assert_close(ours.cams[0], ref, rtol=1e-4, atol=1e-6)
+    yb = camanim.ybroad(ours, trials=1, percentiles=(50,))
+    assert yb.score == "value" and yb.target_probability is None
+    # a constant map ranks no pixel (NaN, undefined); any other is scored on the box's value
+    assert bool(yb.defined[0]) == bool(ours.cams[0].max() > ours.cams[0].min())
+    assert torch.isfinite(yb.morf[:, yb.defined]).all() and torch.isfinite(yb.baseline_morf).all()
