@@ -166,7 +166,11 @@ def animate(
             (a plugin), or several, ``"gradcam,hirescam,scorecam"`` or a list: they share the pass.
         layers: ``all``, ``leaves``, a glob, ``re:REGEX`` or ``type:Conv2d`` (see :func:`camanim.select_layers`).
         target: class index or label (default: each image's predicted class), ``"topk:K"`` (each
-            image's K top classes, one result each), or a list with one target per image.
+            image's K top classes, one result each), or a list with one target per image; or a target
+            on the model's output, explained by its value: a callable ``fn(output) -> (B,)`` (or
+            :class:`camanim.OutputTarget` to name it), ``"seg:CLASS[,mask=PATH]"``
+            (:class:`camanim.SegmentationTarget`), ``"similar:IMAGE"`` (:class:`camanim.SimilarityTarget`),
+            ``"box:N"`` (:class:`camanim.BoxTarget`); see README, "Tasks".
         weights: for a model name: ``default``, ``none`` or a state dict path.
         preprocess: for an ``nn.Module``: a callable PIL image -> (C, H, W) tensor (default: ImageNet recipe);
             for a volume file, a callable (1, D, H, W) float32 tensor -> (C, D, H, W) (default: the
@@ -205,7 +209,9 @@ def animate(
 
     Raises:
         InputError: an unknown model, method, image, layer pattern, label or layout; a class out of
-            range; a bad DICOM file, window or frame (or either given for an image that is not DICOM); CUDA without a GPU; a model output without (batch, classes) logits; an input tensor
+            range; a target on the model's output that does not fit it (a callable returning another
+            shape or non-finite values, a segmentation class out of range or an empty mask, a detection
+            that is not there); a bad DICOM file, window or frame (or either given for an image that is not DICOM); CUDA without a GPU; a model output without (batch, classes) logits; an input tensor
             that is not (C, H, W) or (B, C, H, W) floating point; an error the model's own forward
             raises on the input (one line: the model, the input shape and its message).
         TypeError: ``model`` is not a name, a LoadedModel or an nn.Module; ``options`` is not a
