@@ -8,7 +8,7 @@ Example:
 
 from .version import __version__  # noqa: I001  (first: the modules below read it)
 from .api import animate, road_for_run, score_metrics, trace_layers, ybroad
-from .compute import CamOptions
+from .compute import BoxTarget, CamOptions, OutputTarget, SegmentationTarget, SimilarityTarget
 from .draw import normalise, overlay
 from .errors import InputError
 from .methods import CamMethod, MethodContext, cam_method, get_method, list_methods, register_method
@@ -19,8 +19,9 @@ from .sources import LoadedModel, Preprocess, list_models, load_image, load_mode
 from .trace import LayerRecord, run_trace, select_layers
 
 __all__ = [
-    "CamMethod", "CamOptions", "CamResult", "CamSet", "InputError", "LayerRecord", "LoadedModel", "MethodContext",
-    "Preprocess", "RoadOptions", "SaveOptions", "Target", "YbRoad", "YbRoadAcross", "__version__", "animate", "cam_method",
+    "BoxTarget", "CamMethod", "CamOptions", "CamResult", "CamSet", "InputError", "LayerRecord", "LoadedModel",
+    "MethodContext", "OutputTarget", "Preprocess", "RoadOptions", "SaveOptions", "SegmentationTarget",
+    "SimilarityTarget", "Target", "YbRoad", "YbRoadAcross", "__version__", "animate", "cam_method",
     "get_method", "list_methods", "list_models", "load_image", "load_model", "normalise", "overlay", "register_method",
     "road_for_run", "run_trace", "score_metrics", "select_layers", "trace_layers", "ybroad",
 ]

@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .compute import CamOptions, drop_non_spatial, explain, is_multi_target
+from .compute import CamOptions, SimilarityTarget, drop_non_spatial, explain, is_multi_target, parse_target
 from .draw import montage_for
 from .errors import InputError, model_errors
 from .methods import get_methods
@@ -168,7 +168,11 @@ def animate(
             (a plugin), or several, ``"gradcam,hirescam,scorecam"`` or a list: they share the pass.
         layers: ``all``, ``leaves``, a glob, ``re:REGEX`` or ``type:Conv2d`` (see :func:`camanim.select_layers`).
         target: class index or label (default: each image's predicted class), ``"topk:K"`` (each
-            image's K top classes, one result each), or a list with one target per image.
+            image's K top classes, one result each), or a list with one target per image; or a target
+            on the model's output, explained by its value: a callable ``fn(output) -> (B,)`` (or
+            :class:`camanim.OutputTarget` to name it), ``"seg:CLASS[,mask=PATH]"``
+            (:class:`camanim.SegmentationTarget`), ``"similar:IMAGE"`` (:class:`camanim.SimilarityTarget`),
+            ``"box:N"`` (:class:`camanim.BoxTarget`); see README, "Tasks".
         weights: for a model name: ``default``, ``none`` or a state dict path.
         preprocess: for an ``nn.Module``: a callable PIL image -> (C, H, W) tensor (default: ImageNet recipe);
             for a volume file, a callable (1, D, H, W) float32 tensor -> (C, D, H, W) (default: the
@@ -211,7 +215,9 @@ def animate(
 
     Raises:
         InputError: an unknown model, method, image, layer pattern, label or layout; a class out of
-            range; a bad DICOM file, window or frame (or either given for an image that is not DICOM); CUDA without a GPU; a model output without (batch, classes) logits; an input tensor
+            range; a target on the model's output that does not fit it (a callable returning another
+            shape or non-finite values, a segmentation class out of range or an empty mask, a detection
+            that is not there); a bad DICOM file, window or frame (or either given for an image that is not DICOM); CUDA without a GPU; a model output without (batch, classes) logits; an input tensor
             that is not (C, H, W) or (B, C, H, W) floating point; an error the model's own forward
             raises on the input (one line: the model, the input shape and its message).
         TypeError: ``model`` is not a name, a LoadedModel or an nn.Module; ``options`` is not a
@@ -260,13 +266,15 @@ def _animate(model: nn.Module | str | LoadedModel, image: Any, method: str | Seq
     check_layers(module, opts.layers, info)
     module, dev = _device_for(module, device)
     opts = opts.for_device(dev.type)
+    if not volume:
+        opts = _with_references(opts, lambda im: for_model(prepare_input(im, preprocess, loaded)[0], module, dev))
     inputs = [for_model(x, module, dev) for x, _, _ in prepared]
     t_load = time.perf_counter()
     with model_errors(str(info.get("name")), tuple(inputs[0].shape), FORWARD_HINT):
         rows = explain(module, inputs, methods, opts, labels=label_list,
                        num_classes=info.get("num_classes") or (len(label_list) if label_list else None),
                        progress=progress)
-    if rows:
+    if rows and rows[0].kind == "class":
         info.setdefault("num_classes", rows[0].num_classes)
     if volume:
         montages = [montage_for(int(x.shape[2])) for x, _, _ in prepared]
@@ -282,6 +290,21 @@ def _animate(model: nn.Module | str | LoadedModel, image: Any, method: str | Seq
         return results[0]
     return CamSet.build(results, [row.image for row in rows], len(prepared), [m.name for m in methods],
                         is_multi_target(opts.target))
+
+
+def _with_references(opts: CamOptions, read: Callable[[Any], torch.Tensor]) -> CamOptions:
+    """``opts`` with each similarity target's reference image read as the model's input (``read``)."""
+
+    def resolved(spec: Any) -> Any:
+        spec = parse_target(spec)
+        if isinstance(spec, SimilarityTarget) and spec.input is None:
+            return dataclasses.replace(spec, input=read(spec.reference))
+        return spec
+
+    target = opts.target
+    if isinstance(target, (list, tuple)):
+        return dataclasses.replace(opts, target=tuple(resolved(t) for t in target))
+    return dataclasses.replace(opts, target=resolved(target)) if target is not None else opts
 
 
 def trace_layers(model: nn.Module | str | LoadedModel, layers: LayerSpec = "all", *, weights: str | None = "none",
@@ -315,7 +338,8 @@ def _score_one(result: CamResult, opts: RoadOptions, progress: Callable[[int, in
     if result.model is None:
         raise ValueError("this result has no model attached: pass the model to camanim.road.ybroad directly")
     x = result.input_tensor
-    yb = road_ybroad(result.model, x, result.cams.to(x.device), result.target.index,
+    target = result.target.head if result.target.kind == "value" else result.target.index
+    yb = road_ybroad(result.model, x, result.cams.to(x.device), target,
                      layers=[r.to_dict() for r in result.layers],
                      output_key=result.options.get("output_key"), progress=progress, options=opts,
                      probability=result.options.get("probability", "softmax"))
@@ -453,7 +477,8 @@ def score_metrics(result: CamResult | CamSet | Sequence[CamResult], *, metrics: 
         The agreement table of the result (:meth:`CamResult.metrics_table`), or one per result.
 
     Raises:
-        InputError: an unknown metric or a setting out of range.
+        InputError: an unknown metric or a setting out of range, or a result explaining a target on the model's
+            output (``seg:``, ``box:``, ``similar:``, a callable): only ybROAD scores those.
         ValueError: a result has no model attached.
     """
     from .metrics import EXTRA, parse_metrics
@@ -466,6 +491,9 @@ def score_metrics(result: CamResult | CamSet | Sequence[CamResult], *, metrics: 
         else list(result)
     tables = []
     for r in items:
+        if r.target.kind == "value":
+            raise InputError(f"metrics score a class's probability or logit, and this result explains a target on the "
+                             f"model's output ({r.target.label!r}): score it with ybROAD (--road, camanim.ybroad)")
         if r.model is None:
             raise ValueError("this result has no model attached: metrics need the model to score perturbed images")
         x = r.input_tensor
@@ -515,6 +543,10 @@ def road_for_run(out_dir: str | Path, *, model: nn.Module | None = None, trust_c
     # rebuilt from (no manifest, a frame missing) fails here, with nothing changed
     run = load_run(out)
     manifest = run.manifest
+    target_info = manifest.get("target") if isinstance(manifest.get("target"), dict) else {}
+    if target_info.get("kind") == "value":
+        raise InputError(f"'{out}' explains a target on the model's output ({target_info.get('label')}): score it "
+                         "in the run that computes it (camanim run --road, or camanim.ybroad(result) in Python)")
     if not (out / names.CAMS).is_file():
         raise InputError(f"'{out}' is not a camanim run folder (no cams.npz): give the --out of a run")
     saved = read_cams(out / names.CAMS)

@@ -115,7 +115,9 @@ def _add_run_args(p: argparse.ArgumentParser, image_optional: bool = True) -> No
                         "'camanim methods' [gradcam]")
     p.add_argument("--target", default=None,
                    help="class index or label for every image, one per image as 281,eel, or topk:K for each "
-                        "image's K top classes (OUT/class_<k>/ each) [the predicted class]")
+                        "image's K top classes (OUT/class_<k>/ each); seg:CLASS[,mask=PATH] for a segmentation "
+                        "model (the class's scores summed over its predicted region, or the mask); "
+                        "similar:IMAGE for a backbone (cosine similarity of the embeddings) [the predicted class]")
     p.add_argument("--score", default="logit", choices=("logit", "softmax", "sigmoid"),
                    help="what a CAM explains: the target's logit, its softmax probability, or its sigmoid "
                         "probability (multi-label models); a one-logit model's probability is its sigmoid [logit]")
@@ -506,7 +508,9 @@ def _run(args: argparse.Namespace, cam: CamOptions, save: SaveOptions, road: Roa
         where = f"{folder}: " if folder else ""
         kind = res.options.get("probability", "softmax")
         top = res.top[0] if res.top else None
-        if top is None or top.index == t.index:  # the explained class is the prediction
+        if t.kind == "value":
+            print(f"{where}target: {t.label}, value {t.score:.4g}")
+        elif top is None or top.index == t.index:  # the explained class is the prediction
             print(f"{where}predicted/target class: {t.index}{label}, p={t.score:.3g} ({kind})")
         else:
             top_label = f" ({top.label})" if top.label else ""

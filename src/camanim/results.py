@@ -82,19 +82,41 @@ def display_html(text: str) -> None:
 
 @dataclass
 class Target:
-    """The explained class: its index, its label (None without labels) and its probability.
+    """What was explained: a class (its index, its label, None without labels, and its probability), or
+    a target on the model's output (``kind="value"``: its name as ``label``, its value as ``score``).
 
-    The probability is the softmax's, or the sigmoid's for ``score="sigmoid"`` and one-logit models
-    (the result's ``options["probability"]`` says which).
+    A class's probability is the softmax's, or the sigmoid's for ``score="sigmoid"`` and one-logit
+    models (the result's ``options["probability"]`` says which).
+
+    Attributes:
+        index: the class index (-1 for a target on the model's output).
+        label: the class's name, or the target's name (its label or ``repr``, ``seg:15``, ``similar:ref.png``).
+        score: the class's probability, or the target's value, on the plain input.
+        kind: ``class`` or ``value``.
+        head: for a ``value`` target, the target as ROAD scores it again (:class:`camanim.trace.TargetHead`).
+        region: a segmentation target's (h, w) bool mask (outlined on the frames), or None.
     """
 
     index: int
     label: str | None
     score: float
+    kind: str = "class"
+    head: Any = field(default=None, repr=False)
+    region: Any = field(default=None, repr=False)
 
     def to_dict(self) -> dict[str, Any]:
-        """``{"index", "label", "score"}`` as ``manifest.json`` keeps it (score rounded to 6 digits)."""
+        """``{"index", "label", "score"}`` as ``manifest.json`` keeps it (score rounded to 6 digits); a target
+        on the model's output has ``"index": null`` and ``"kind": "value"``."""
+        if self.kind == "value":
+            return {"index": None, "label": self.label, "score": round(self.score, 6), "kind": "value"}
         return {"index": self.index, "label": self.label, "score": round(self.score, 6)}
+
+    def describe(self) -> str:
+        """One line: ``Egyptian cat (#285, p=0.771)``, ``class #3 (p=0.5)`` or ``seg:15 (value 12.3)``."""
+        if self.kind == "value":
+            return f"{self.label} (value {self.score:.4g})"
+        return f"{self.label} (#{self.index}, p={self.score:.3f})" if self.label else \
+            f"class #{self.index} (p={self.score:.3f})"
 
 
 @dataclass
@@ -175,7 +197,7 @@ class CamResult:
         """A result from one row of :func:`camanim.compute.explain` and its image's display and provenance
         (for a volume, the montage its frames show)."""
         return cls(cams=row.cams, layers=row.records, method=row.method,
-                   target=Target(row.target, row.label, row.probability), image=image,
+                   target=Target(row.target, row.label, row.probability, row.kind, row.head, row.region), image=image,
                    input_tensor=row.input_tensor, model=model, model_info=model_info, image_info=image_info,
                    seconds=row.seconds, vectors=row.vectors, options=row.options, montage=montage,
                    top=[Target(t["index"], t["label"], t["score"]) for t in row.top], guided=row.guided)
@@ -210,7 +232,7 @@ class CamResult:
         """Rendered frames (L, H', W', 3) uint8 for one normalisation (H', W': panel plus caption and strip)."""
         return render_frames(self.image, self.planes(kind), self.layers, kind, style, progress=progress,
                              stripes=self.stripes(style), title=self.caption_title(),
-                             guided=self.guided_image())
+                             guided=self.guided_image(), outline=self.target.region)
 
     def caption_title(self) -> str:
         """What the frames' captions name besides the layer: the method and the class (``gradcam · tabby``)."""
@@ -237,7 +259,7 @@ class CamResult:
         if self.metrics:
             with_metrics(manifest, self.metrics_manifest({}))
         renderer = FrameRenderer(self.image, self.layers, style, self.stripes(style), self.caption_title(),
-                                 self.guided_image())  # captions drawn once
+                                 self.guided_image(), self.target.region)  # captions drawn once
         return RunView(path=None, manifest=manifest, layers=manifest["layers"],
                        frames={n: renderer.render(self.planes(n), n) for n in normalisations} if frames else {},
                        ybroad=self.road.to_json_dict() if self.road is not None else None)
@@ -414,7 +436,7 @@ class CamResult:
         folder.mkdir(parents=True, exist_ok=True)
         t0 = time.perf_counter()
         renderer = FrameRenderer(self.image, self.layers, opts.style, self.stripes(opts.style), self.caption_title(),
-                                 self.guided_image())
+                                 self.guided_image(), self.target.region)
         cams_path = folder / names.CAMS
         media = write_media(folder, renderer, self.planes, opts, progress=progress,
                             also=[lambda: write_cams(cams_path, self._saved_cams())])
@@ -560,8 +582,7 @@ class CamSet:
         """Every result's viewer inline in Jupyter, each folded under its folder, method and target (the first open)."""
         parts = []
         for i, (folder, res) in enumerate(zip(self.folders, self.results)):
-            t = res.target
-            target = f"{t.label} (#{t.index}, p={t.score:.3f})" if t.label else f"class #{t.index} (p={t.score:.3f})"
+            target = res.target.describe()
             summary = f"<code>{html.escape(folder)}</code> · {html.escape(res.method)} · {html.escape(target)}"
             parts.append(f"<details{' open' if i == 0 else ''}><summary>{summary}</summary>{res._repr_html_()}</details>")
         return "".join(parts)

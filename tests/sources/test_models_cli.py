@@ -58,7 +58,10 @@ def test_no_pattern_lists_every_source(capsys):
     assert main(["models"]) == 0
     groups = _groups(capsys.readouterr().out)
     assert list(groups) == ["builtin", "torchvision", "timm"]
-    assert groups["torchvision"] == sorted(torchvision.models.list_models(module=torchvision.models))
+    tvm = torchvision.models
+    assert groups["torchvision"] == sorted(tvm.list_models(module=tvm) + tvm.list_models(module=tvm.segmentation)
+                                           + tvm.list_models(module=tvm.detection))  # classifiers, seg, detection
+    assert "fcn_resnet50" in groups["torchvision"] and "fasterrcnn_resnet50_fpn" in groups["torchvision"]
     assert groups["timm"] == sorted(timm.list_models())
 
 

@@ -228,3 +228,19 @@ def test_developers_md_documents_the_lite0_renaming():
             assert lite0_key(f"_blocks.0.{old}.weight", stages, expand) == f"blocks.0.0.{block0}.weight"
     assert "mean = std = 0.5" in text and "256" in text and "224" in text and "bicubic" in text
     assert "DEVELOPERS.md" in (Path(__file__).parents[2] / "README.md").read_text()
+
+
+def test_torchvision_segmentation_and_detection_models_load_offline_with_random_weights(monkeypatch):
+    """--weights none builds a segmentation or detection model with a random backbone too (nothing is
+    downloaded: torchvision would fetch the ImageNet backbone by default); a detector gets [0, 1] RGB (it
+    normalises its input itself)."""
+    import torch.hub
+
+    from camanim.sources import load_model
+
+    monkeypatch.setattr(torch.hub, "load_state_dict_from_url", lambda *a, **k: pytest.fail("a download"))
+    seg = load_model("lraspp_mobilenet_v3_large", "none")
+    assert seg.info["weights"] == "none (random)" and seg.info["num_classes"] == 21
+    assert tuple(seg.preprocess.mean) == (0.485, 0.456, 0.406)
+    det = load_model("fasterrcnn_mobilenet_v3_large_320_fpn", "none")
+    assert tuple(det.preprocess.mean) == (0.0, 0.0, 0.0) and tuple(det.preprocess.std) == (1.0, 1.0, 1.0)

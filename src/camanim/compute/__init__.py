@@ -4,7 +4,8 @@
 module         job
 =============  ==============================================================
 ``options``    :class:`CamOptions`, built once and passed down whole
-``targets``    target specs (index, label, ``topk:K``) -> classes per image
+``targets``    target specs (index, label, ``topk:K``) -> classes per image; targets on the model's
+               output (a callable, ``seg:``, ``similar:``, ``box:``) bound to the images
 ``rows``       images x targets x methods -> one :class:`Row` each
 ``engine``     as few traced passes as possible for all rows and methods
 ``maps``       per layer: weights x activations -> ReLU -> upsample
@@ -16,9 +17,22 @@ from .engine import Computation, compute_cams
 from .maps import layer_cams, upsample
 from .options import CamOptions
 from .rows import Row, explain
-from .targets import TargetSpec, TopK, is_multi_target, parse_target, rows_for
+from .targets import (
+    BoxTarget,
+    OutputTarget,
+    SegmentationTarget,
+    SimilarityTarget,
+    TargetSpec,
+    TopK,
+    bind_targets,
+    is_multi_target,
+    is_value_target,
+    parse_target,
+    rows_for,
+)
 from .vectors import UnitVectors, drop_non_spatial, unit_vectors
 
-__all__ = ["CamOptions", "Computation", "Row", "TargetSpec", "TopK", "UnitVectors", "compute_cams",
-           "drop_non_spatial", "explain", "is_multi_target", "layer_cams", "parse_target", "rows_for",
+__all__ = ["BoxTarget", "CamOptions", "Computation", "OutputTarget", "Row", "SegmentationTarget", "SimilarityTarget", "TargetSpec",
+           "TopK", "UnitVectors", "bind_targets", "compute_cams", "drop_non_spatial", "explain", "is_multi_target",
+           "is_value_target", "layer_cams", "parse_target", "rows_for",
            "unit_vectors", "upsample"]

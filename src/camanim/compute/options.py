@@ -24,7 +24,8 @@ class CamOptions:
         layers: ``all``, ``leaves``, a glob, ``re:REGEX``, ``type:Conv2d`` or a list of names
             (see :func:`camanim.trace.select_layers`).
         target: class index or label, ``topk:K``, a list with one per image, or None (each
-            image's predicted class).
+            image's predicted class); or a target on the model's output (a callable, ``seg:``,
+            ``similar:``, ``box:``; see :mod:`camanim.compute.targets`).
         score: what a CAM explains: the target's ``logit``, its ``softmax`` probability, or its
             ``sigmoid`` probability (multi-label models, each class on its own), or a callable
             ``score(logits, targets) -> (R,)``. A model with one output logit has two classes, 1

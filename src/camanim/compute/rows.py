@@ -21,17 +21,27 @@ from ..methods import CamMethod
 from ..methods.guided import guided_backprop
 from ..trace import (
     LayerRecord,
+    TargetHead,
     Trace,
     class_logits,
     class_scores,
     eval_mode,
     logits_of,
     probability_kind,
+    run_trace,
     split_distinct,
 )
 from .engine import Computation, compute_cams
 from .options import CamOptions
-from .targets import TargetSpec, parse_target, rows_for
+from .targets import (
+    VALUE_TARGETS,
+    BoxTarget,
+    SegmentationTarget,
+    TargetSpec,
+    bind_targets,
+    parse_target,
+    rows_for,
+)
 from .vectors import UnitVectors, drop_non_spatial, unit_vectors
 
 Progress = Callable[[str, int, int], None]
@@ -54,10 +64,15 @@ class Row:
         vectors: non-spatial layers' 1-D evidence.
         seconds: wall time per stage (``cams``, ``trace``, per method).
         options: what ``manifest.json`` records under ``options``.
-        num_classes: the number of classes of the model's output.
+        num_classes: the number of classes of the model's output (0 for a target on the model's output).
         top: the image's five most probable classes (fewer with fewer classes), most probable first:
             ``{"index", "label", "score"}`` with the same probability as ``probability``.
         guided: the row's guided backpropagation (C, H, W) with ``CamOptions.guided``, else None.
+        kind: ``class`` (a class's score is explained) or ``value`` (a target on the model's output,
+            explained by its value; ``target`` is -1, ``label`` its name, ``probability`` its value).
+        head: for a ``value`` row, its target alone as a :class:`camanim.trace.TargetHead` (column 1),
+            to score it again (ROAD).
+        region: the (h, w) bool region a segmentation target reads (at the output's resolution), or None.
     """
 
     image: int
@@ -74,10 +89,37 @@ class Row:
     top: list[dict[str, Any]] = field(default_factory=list)
     num_classes: int = 0
     guided: torch.Tensor | None = None
+    kind: str = "class"
+    head: TargetHead | None = None
+    region: Any = None
 
 
 def _needs_logits(spec: TargetSpec) -> bool:
-    return spec is not None and not isinstance(spec, (int, str))
+    return spec is not None and not isinstance(spec, (int, str, *VALUE_TARGETS))
+
+
+def _check_value_targets(specs: Sequence[TargetSpec], methods: Sequence[CamMethod], options: CamOptions) -> bool:
+    """Whether the targets are on the model's output (not classes); refuses what cannot explain them."""
+    value = [isinstance(s, VALUE_TARGETS) for s in specs]
+    if not any(value):
+        return False
+    if not all(value):
+        raise InputError("give every image a target on the model's output, or every image a class: "
+                         "the two cannot be mixed in one call")
+    if isinstance(options.score, str) and options.score.strip().lower() != "logit" or callable(options.score):
+        raise InputError(f"score '{options.score}' reads a class's probability: a target on the model's output is "
+                         "explained by its value; drop --score")
+    bad = [m.name for m in methods if getattr(m, "needs_classes", False)]
+    if bad:
+        raise InputError(f"method {', '.join(bad)} contrasts the target class with other classes: it cannot explain "
+                         "a target on the model's output; use another method")
+    if options.aug_smooth and any(isinstance(s, (SegmentationTarget, BoxTarget)) for s in specs):
+        raise InputError("--aug-smooth flips the image, but a seg: target's mask and a box: target's box are fixed "
+                         "on the plain image: drop --aug-smooth")
+    if options.guided:
+        raise InputError("--guided backpropagates a class's score through the ReLUs: a target on the model's "
+                         "output has no guided frames; drop --guided")
+    return True
 
 
 def _specs(target: Any, n_images: int) -> list[TargetSpec]:
@@ -120,8 +162,10 @@ def explain(
             ``skip_non_spatial`` leaving no layer, or what :func:`compute_cams` raises.
     """
     specs = _specs(options.target, len(inputs))
+    value = _check_value_targets(specs, methods, options)
     # Resolve labels and indices before any pass: a bad label fails before any work.
-    rows_for([s for s in specs if not _needs_logits(s)], labels, num_classes)
+    if not value:
+        rows_for([s for s in specs if not _needs_logits(s)], labels, num_classes)
     by_shape: dict[tuple[int, ...], list[int]] = {}
     for i, x in enumerate(inputs):
         by_shape.setdefault(tuple(x.shape[1:]), []).append(i)
@@ -137,6 +181,8 @@ def _explain_batch(module: nn.Module, xs: Sequence[torch.Tensor], image_ids: Seq
                    labels: Sequence[str] | None, num_classes: int | None, progress: Progress | None) -> list[Row]:
     """The rows of images of one input size, from one batch."""
     x_img = torch.cat(list(xs))
+    if isinstance(specs[0], VALUE_TARGETS):
+        return _explain_values(module, x_img, image_ids, specs, methods, options, progress)
     logits = None
     given = [s is not None for s in specs]
     if any(_needs_logits(s) for s in specs) or (any(given) and not all(given)):
@@ -169,6 +215,52 @@ def _explain_batch(module: nn.Module, xs: Sequence[torch.Tensor], image_ids: Seq
             row.guided = None if guided is None else guided[r]
             out.append(row)
     return out
+
+
+def _explain_values(module: nn.Module, x_img: torch.Tensor, image_ids: Sequence[int], specs: Sequence[TargetSpec],
+                    methods: Sequence[CamMethod], options: CamOptions, progress: Progress | None) -> list[Row]:
+    """The rows of targets on the model's output: image ``k`` explains column ``k + 1`` of one head."""
+    with eval_mode(module):
+        bound = bind_targets(specs, module, x_img, options.output_key)
+    if any(isinstance(s, BoxTarget) for s in specs):
+        options = dataclasses.replace(options, layouts={**_detector_layouts(module, x_img, options, bound.head),
+                                                        **options.layouts})
+    vectors_of: list[UnitVectors] = []
+
+    def keep_vectors(tr: Trace) -> None:
+        vectors_of.extend(unit_vectors(tr, r) for r in range(len(specs)))
+
+    t0 = time.perf_counter()
+    comp = compute_cams(module, x_img, methods, dataclasses.replace(options, output_key=bound.head),
+                        targets=list(range(1, len(specs) + 1)), image_index=torch.arange(len(specs)),
+                        on_trace=keep_vectors, progress=progress)
+    seconds = {"cams": time.perf_counter() - t0, **comp.seconds}
+    out = []
+    for r in range(len(specs)):
+        for row in _split(comp, r, image_ids[r], x_img[r:r + 1].detach(), vectors_of[r], len(specs), methods,
+                          options, None, seconds):
+            value = float(comp.logits[r, r + 1])
+            row.target, row.label, row.probability, row.num_classes = -1, bound.head.labels[r], value, 0
+            row.kind, row.head, row.region = "value", bound.head.column(r), bound.regions[r]
+            row.options.update(score="value", probability=None, target_kind="value")
+            out.append(row)
+    return out
+
+
+def _detector_layouts(module: nn.Module, x: torch.Tensor, options: CamOptions, head: TargetHead) -> dict[str, str]:
+    """``{layer: "NCHW"}`` for a detector's 4-D feature maps that layout detection leaves unplaced.
+
+    torchvision's detectors take the images apart (``unbind``), resize and normalise each, and
+    copy them into one padded batch (``GeneralizedRCNNTransform``): no layout rule follows that,
+    so every feature map after it would be non-spatial. Each (B, C, h, w) map of such a CNN is
+    channels-first over that batch, which covers the image (aspect kept; padded at the bottom and
+    right to a multiple of 32 when the resized size is not one). One pass without gradients finds them.
+    """
+    with torch.no_grad():
+        tr = run_trace(module, x, options.layers, gradients=False, keep_activations=False, output_key=head,
+                       targets=list(range(1, len(head.fns) + 1)), layouts=options.layouts)
+    return {rec.name: "NCHW" for rec in tr.records
+            if rec.non_spatial and len(rec.shape) == 4 and rec.shape[0] == x.shape[0]}
 
 
 def _split(comp: Computation, r: int, image: int, x: torch.Tensor, vectors: UnitVectors, n_rows: int,

@@ -1,4 +1,5 @@
-"""Which classes to explain: a class index or label, the predicted class, or the top k classes.
+"""What to explain: a class index or label, the predicted class, the top k classes, or a target defined
+on the model's whole output (a callable, ``seg:CLASS``, ``similar:IMAGE``).
 
 A run explains *rows*: one row per (image, target class). ``--target 285`` or ``--target "tiger cat"``
 explains that class in every image; no target explains each image's own predicted class;
@@ -6,19 +7,31 @@ explains that class in every image; no target explains each image's own predicte
 folder) each. Rows of one image share its input; they are stacked into one batch, so a single
 forward and a single backward serve every image and every target (pytorch-grad-cam, given one
 target for a batch, explains image 0 only: here every row has its own target).
+
+A target on the model's output explains one scalar per image that is not a class's logit: a
+callable ``fn(output) -> (B,)`` (:class:`OutputTarget`), a segmentation class's scores summed over a
+mask (:class:`SegmentationTarget`, ``seg:CLASS[,mask=PATH]``), the cosine similarity of the
+image's embedding to a reference image's (:class:`SimilarityTarget`, ``similar:IMAGE``), or the
+score of one detected box (:class:`BoxTarget`, ``box:N``). Each is
+bound to the images it explains (:func:`bind_targets`: the predicted mask, the reference's
+embedding, fixed from the plain inputs) into a :class:`camanim.trace.TargetHead`, which the trace,
+the methods' extra forwards and ROAD read in place of the logits.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
 
+import numpy as np
 import torch
+from PIL import Image
 
 from ..errors import InputError
-from ..sources import resolve_target
-from ..trace import class_logits
+from ..sources import load_image, resolve_target
+from ..trace import TargetHead, class_logits, describe_output, logits_of
 
 _TOPK = re.compile(r"top-?k\s*[:=]\s*(\d+)", re.IGNORECASE)
 
@@ -30,18 +43,138 @@ class TopK:
     k: int
 
 
-TargetSpec = int | str | TopK | None
+@dataclass(frozen=True)
+class OutputTarget:
+    """A target a user defines: ``fn(output) -> (B,)``, one scalar per image from the model's output.
+
+    ``output`` is what the model returns (a tensor, a dict such as torchvision's ``{"out": ...}``, a
+    list of dicts), or its ``output_key`` entry when one is given. The CAM explains that scalar, by
+    its value: every method, every layer, and ROAD (the change of the value).
+
+    Attributes:
+        fn: the callable; it must return a float tensor of shape (B,) and stay differentiable.
+        label: how the report names it (default: the callable's ``repr``).
+    """
+
+    fn: Callable[[Any], torch.Tensor]
+    label: str | None = None
+
+    @property
+    def name(self) -> str:
+        """The label, or the callable's ``repr``."""
+        return self.label if self.label else repr(self.fn)
 
 
-def parse_target(spec: int | str | TopK | None) -> TargetSpec:
-    """``None`` (predicted class), a class index, a label, or ``topk:K``.
+@dataclass(frozen=True)
+class SegmentationTarget:
+    """A semantic segmentation class's scores summed over a mask (pytorch-grad-cam's ``SemanticSegmentationTarget``).
+
+    The model's output (its ``out`` entry, or ``output_key``) is (B, K, h, w) class scores; the
+    target of image b is ``sum_{y, x} out[b, category, y, x] * mask[y, x]``. The mask is the region
+    predicted as ``category`` on the plain image (argmax over classes), or a mask image (any
+    non-zero pixel is in it), resized (nearest) to (h, w).
+
+    Attributes:
+        category: the class index.
+        mask: a mask image file (or an (h, w) array), or None for the predicted region.
+    """
+
+    category: int
+    mask: Any = None
+
+    @property
+    def name(self) -> str:
+        """``seg:CLASS`` (with ``,mask=PATH`` when a mask file was given)."""
+        return f"seg:{self.category}" + (f",mask={self.mask}" if isinstance(self.mask, str) else "")
+
+
+@dataclass(frozen=True)
+class SimilarityTarget:
+    """Cosine similarity of the image's embedding to a reference image's (pytorch-grad-cam's tutorial
+    ``SimilarityToConceptTarget``), for a backbone without a classifier.
+
+    The embedding is the model's output (its ``output_key`` entry), flattened per image.
+
+    Attributes:
+        reference: the reference image (a path, ``sample:NAME``, a PIL image or array, or an input tensor).
+        input: the reference as the model's input (1, C, H, W), set by :func:`camanim.animate`.
+    """
+
+    reference: Any
+    input: torch.Tensor | None = field(default=None, compare=False)
+
+    @property
+    def name(self) -> str:
+        """``similar:REFERENCE``."""
+        return f"similar:{self.reference}" if isinstance(self.reference, str) else "similar:reference"
+
+
+@dataclass(frozen=True)
+class BoxTarget:
+    """The score of one detected box, followed by IoU in later passes (pytorch-grad-cam's
+    ``FasterRCNNBoxScoreTarget``), for detectors returning torchvision's list of dicts
+    ``[{"boxes": (N, 4), "labels": (N,), "scores": (N,)}, ...]`` (Faster R-CNN, RetinaNet, FCOS).
+
+    Detection ``index`` of the plain image (in the model's order: by score) fixes a box and its
+    label; in every pass the target is ``IoU + score`` of the detection of that label that overlaps
+    the box most, when the IoU is above ``iou``, else 0.
+
+    Attributes:
+        index: which detection of the plain image, from 0.
+        iou: the IoU above which a detection of a later pass is the same box.
+    """
+
+    index: int
+    iou: float = 0.5
+
+    @property
+    def name(self) -> str:
+        """``box:N``."""
+        return f"box:{self.index}"
+
+
+#: targets on the model's output, explained by their value rather than a class's score
+VALUE_TARGETS = (OutputTarget, SegmentationTarget, SimilarityTarget, BoxTarget)
+
+TargetSpec = int | str | TopK | OutputTarget | SegmentationTarget | SimilarityTarget | BoxTarget | None
+
+_SEG = re.compile(r"seg\s*:\s*([^,]*)(?:,\s*mask\s*=\s*(.+))?", re.IGNORECASE)
+
+
+def is_value_target(spec: Any) -> bool:
+    """Whether ``spec`` is a target on the model's output (explained by its value), not a class."""
+    return isinstance(parse_target(spec), VALUE_TARGETS)
+
+
+def parse_target(spec: Any) -> TargetSpec:
+    """``None`` (predicted class), a class index, a label, ``topk:K``, or a target on the model's output:
+    a callable (:class:`OutputTarget`), ``seg:CLASS[,mask=PATH]``, ``similar:IMAGE``, ``box:N``.
 
     Raises:
-        InputError: ``topk:0`` or a malformed ``topk``.
+        InputError: ``topk:0`` or a malformed ``topk``, ``seg:``, ``similar:`` or ``box:``.
     """
-    if spec is None or isinstance(spec, (int, TopK)):
+    if spec is None or isinstance(spec, (int, TopK, *VALUE_TARGETS)):
         return spec
+    if callable(spec) and not isinstance(spec, str):
+        return OutputTarget(spec)
     text = str(spec).strip()
+    low = text.lower()
+    if low.startswith("seg:"):
+        m = _SEG.fullmatch(text)
+        if m is None or not m.group(1).strip().isdigit():
+            raise InputError(f"--target '{text}': write seg:CLASS with a class index, e.g. seg:15 or "
+                             "seg:15,mask=mask.png")
+        return SegmentationTarget(int(m.group(1)), m.group(2).strip() if m.group(2) else None)
+    if low.startswith("box:"):
+        n = text.split(":", 1)[1].strip()
+        if not n.isdigit():
+            raise InputError(f"--target '{text}': write box:N, the N-th detection (from 0), e.g. box:0")
+        return BoxTarget(int(n))
+    if low.startswith("similar:"):
+        ref = text.split(":", 1)[1].strip()
+        if not ref:
+            raise InputError(f"--target '{text}': write similar:IMAGE, the reference image, e.g. similar:ref.png")
+        return SimilarityTarget(ref)
     if text.lower().startswith("top"):
         m = _TOPK.fullmatch(text)
         if m is None or int(m.group(1)) < 1:
@@ -97,7 +230,8 @@ def per_image(spec: str | None, n_images: int, labels: Sequence[str] | None) -> 
     Raises:
         InputError: an empty entry, or a number of entries other than the number of images.
     """
-    if spec is None or "," not in spec or spec.strip().lower() in {label.lower() for label in labels or ()}:
+    if (spec is None or "," not in spec or spec.strip().lower() in {label.lower() for label in labels or ()}
+            or spec.strip().lower().startswith(("seg:", "similar:", "box:"))):
         return spec
     parts = [part.strip() for part in spec.split(",")]
     if not all(parts):
@@ -123,3 +257,193 @@ def check_classes(logits: torch.Tensor, targets: torch.Tensor) -> None:
     bad = [int(t) for t in targets.view(-1).tolist() if not 0 <= int(t) < classes]
     if bad:
         raise InputError(f"target class {bad[0]} is out of range: the model has {classes} classes")
+
+
+def _scores_of(output: object, output_key: str | int | None, spec: SegmentationTarget) -> torch.Tensor:
+    """The (B, K, h, w) class scores of a segmentation model's output (its ``out`` entry)."""
+    scores = logits_of(output, output_key)
+    if scores.ndim != 4:
+        raise InputError(f"--target {spec.name} needs (batch, classes, height, width) scores, but the model "
+                         f"returns {describe_output(output)}: use it with a segmentation model")
+    if not 0 <= spec.category < scores.shape[1]:
+        raise InputError(f"--target {spec.name}: class {spec.category} is out of range: the model's output "
+                         f"{tuple(scores.shape)} has {scores.shape[1]} classes (0 to {scores.shape[1] - 1})")
+    return scores
+
+
+def _mask_file(spec: SegmentationTarget, size: tuple[int, int]) -> np.ndarray:
+    """The mask image of ``spec`` as a bool (h, w) array, resized (nearest) to the scores' ``size``."""
+    if isinstance(spec.mask, (str, bytes)) or hasattr(spec.mask, "__fspath__"):
+        img, _ = load_image(spec.mask)
+        grey = img.convert("L")
+    else:
+        arr = np.asarray(spec.mask)
+        if arr.ndim != 2:
+            raise InputError(f"--target seg:{spec.category}: a mask array must be (height, width), not {arr.shape}")
+        grey = Image.fromarray((arr != 0).astype(np.uint8) * 255)
+    return np.asarray(grey.resize((size[1], size[0]), Image.Resampling.NEAREST)) > 0
+
+
+class _SegmentationScore:
+    """``sum(out[:, category] * mask)`` per image, the score of :class:`SegmentationTarget`."""
+
+    def __init__(self, category: int, mask: torch.Tensor) -> None:
+        self.category, self.mask = category, mask
+
+    def __call__(self, output: object) -> torch.Tensor:
+        scores = logits_of(output, None) if not isinstance(output, torch.Tensor) else output
+        return (scores[:, self.category] * self.mask.to(scores.device, scores.dtype)).sum(dim=(1, 2))
+
+
+class _Similarity:
+    """Cosine similarity of each image's flattened embedding to a reference embedding (D,)."""
+
+    def __init__(self, embedding: torch.Tensor) -> None:
+        self.embedding = embedding
+
+    def __call__(self, output: object) -> torch.Tensor:
+        emb = logits_of(output, None) if not isinstance(output, torch.Tensor) else output
+        ref = self.embedding.to(emb.device, emb.dtype)
+        return torch.nn.functional.cosine_similarity(emb.flatten(1), ref.view(1, -1), dim=1)
+
+
+def _detections(output: object, spec: BoxTarget) -> list[dict]:
+    """The per-image detection dicts of a detector's output (torchvision's list of dicts)."""
+    if isinstance(output, (list, tuple)) and output and all(
+            isinstance(o, dict) and {"boxes", "labels", "scores"} <= set(o) for o in output):
+        return list(output)
+    raise InputError(f"--target {spec.name} needs a detector's output, a list of dicts with boxes, labels and "
+                     f"scores per image, but the model returns {describe_output(output)}")
+
+
+class _BoxScore:
+    """pytorch-grad-cam's ``FasterRCNNBoxScoreTarget`` for one box, per image: ``IoU + score`` of the detection
+    of ``label`` that overlaps ``box`` most, when the IoU is above ``iou``; else 0."""
+
+    def __init__(self, box: torch.Tensor, label: int, iou: float) -> None:
+        self.box, self.label, self.iou = box, label, iou
+
+    def __call__(self, output: object) -> torch.Tensor:
+        from torchvision.ops import box_iou
+
+        values = []
+        for det in output:  # type: ignore[attr-defined]
+            boxes = det["boxes"]
+            zero = boxes.new_zeros(()) if boxes.is_floating_point() else torch.zeros(())
+            if len(boxes) == 0:
+                values.append(zero)
+                continue
+            ious = box_iou(self.box.to(boxes.device, boxes.dtype)[None], boxes)
+            index = ious.argmax()
+            if ious[0, index] > self.iou and int(det["labels"][index]) == self.label:
+                values.append(ious[0, index] + det["scores"][index])
+            else:
+                values.append(zero)
+        return torch.stack(values)
+
+
+def box_region(box: Sequence[float], size: tuple[int, int]) -> np.ndarray:
+    """The (H, W) bool region of a box ``(x1, y1, x2, y2)`` in pixels (clipped to the image)."""
+    h, w = size
+    x1, y1, x2, y2 = (float(v) for v in box)
+    region = np.zeros((h, w), bool)
+    top, left = max(0, int(np.floor(y1))), max(0, int(np.floor(x1)))
+    bottom, right = min(h, max(top + 1, int(np.ceil(y2)))), min(w, max(left + 1, int(np.ceil(x2))))
+    region[top:bottom, left:right] = True
+    return region
+
+
+@dataclass
+class BoundTargets:
+    """Targets on the model's output, bound to the images of a batch.
+
+    Attributes:
+        head: one column per row (:class:`camanim.trace.TargetHead`): row ``r`` explains class ``r + 1``.
+        regions: per row, the (h, w) bool region the target reads (a segmentation mask), or None.
+    """
+
+    head: TargetHead
+    regions: list[np.ndarray | None]
+
+
+def bind_targets(specs: Sequence[TargetSpec], module: torch.nn.Module, x: torch.Tensor,
+                 output_key: str | int | None) -> BoundTargets:
+    """Bind each image's target on the model's output to that image: one column of a head per image.
+
+    Args:
+        specs: one target per image (a :data:`VALUE_TARGETS` instance, parsed).
+        module: the model (run once on ``x``, and on a similarity target's reference, without gradients).
+        x: the images (B, C, H, W), on the model's device.
+        output_key: where the model's output holds the scores (segmentation) or embedding (similarity).
+
+    Returns:
+        The bound targets; row ``k`` is image ``k``.
+
+    Raises:
+        InputError: a segmentation class out of range, an empty mask (none predicted, or a blank mask
+            file), an output that is not (B, K, h, w) class scores for ``seg:``, a similarity
+            target without its reference input, a detection that is not there (``box:N`` with fewer
+            than N + 1 detections) or an output that is not a detector's list of dicts.
+    """
+    fns: list[Callable[[Any], torch.Tensor]] = []
+    labels: list[str] = []
+    regions: list[np.ndarray | None] = []
+    output = None
+    for k, spec in enumerate(specs):
+        if isinstance(spec, OutputTarget):
+            fns.append(spec.fn)
+            labels.append(spec.name)
+            regions.append(None)
+            continue
+        if output is None:
+            with torch.no_grad():
+                output = module(x)
+        if isinstance(spec, SegmentationTarget):
+            scores = _scores_of(output, output_key, spec)
+            size = (int(scores.shape[2]), int(scores.shape[3]))
+            if spec.mask is None:
+                predicted = scores[k].argmax(dim=0)
+                mask = (predicted == spec.category).cpu().numpy()
+                if not mask.any():
+                    found = sorted(int(c) for c in predicted.unique().tolist())
+                    shown = ", ".join(map(str, found[:8])) + (" ..." if len(found) > 8 else "")
+                    raise InputError(f"--target {spec.name}: no pixel of image {k} is predicted as class "
+                                     f"{spec.category} (the model's output {tuple(scores.shape)} predicts classes "
+                                     f"{shown}): pick one of those, or give the region with mask=PATH")
+            else:
+                mask = _mask_file(spec, size)
+                if not mask.any():
+                    raise InputError(f"--target {spec.name}: the mask is empty (no non-zero pixel at the output's "
+                                     f"{size[0]}x{size[1]}): give a mask with the region to explain")
+            fns.append(_SegmentationScore(spec.category, torch.from_numpy(mask)))
+            labels.append(spec.name)
+            regions.append(mask)
+        elif isinstance(spec, BoxTarget):
+            det = _detections(output, spec)[k]
+            found = len(det["boxes"])
+            if spec.index >= found:
+                what = "nothing" if found == 0 else f"{found} box(es), box:0 to box:{found - 1}"
+                raise InputError(f"--target {spec.name}: the model detected {what} in image {k} (it returns "
+                                 f"{describe_output(output)}; detections below its score threshold are dropped)"
+                                 + ("" if found else ": use a trained detector, or lower its score threshold"))
+            box = det["boxes"][spec.index].detach().float().cpu()
+            label = int(det["labels"][spec.index])
+            fns.append(_BoxScore(box, label, spec.iou))
+            labels.append(f"{spec.name} (label {label}, score {float(det['scores'][spec.index]):.3g}, box "
+                          f"{', '.join(f'{v:.0f}' for v in box.tolist())})")
+            regions.append(box_region(box.tolist(), (int(x.shape[-2]), int(x.shape[-1]))))
+        elif isinstance(spec, SimilarityTarget):
+            if spec.input is None:
+                raise InputError(f"--target {spec.name}: the reference image was not read; pass it through "
+                                 "camanim.animate")
+            with torch.no_grad():
+                ref = logits_of(module(spec.input.to(x.device, x.dtype)), output_key)
+            if ref.shape[0] != 1 or ref[0].numel() == 0:
+                raise InputError(f"--target {spec.name}: the model returns {describe_output(ref)} for the "
+                                 "reference, not one embedding: use a backbone that returns (1, D) features")
+            fns.append(_Similarity(ref.detach()[0].flatten()))
+            labels.append(spec.name)
+            regions.append(None)
+        else:
+            raise TypeError(f"not a target on the model's output: {spec!r}")
+    return BoundTargets(TargetHead(fns, labels, output_key), regions)

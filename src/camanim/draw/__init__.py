@@ -18,10 +18,12 @@ from .montage import MAX_SLICES, Montage, montage_for
 from .normalise import NORMALISATIONS, normalise
 from .render import (
     MAX_SIDE,
+    OUTLINE_COLOUR,
     FrameRenderer,
     FrameStyle,
     deprocess,
     guided_panels,
+    outline_pixels,
     overlay,
     panel_box,
     panel_size,
@@ -30,6 +32,7 @@ from .render import (
 from .stripes import Stripes
 from .video import count_frames, probe, write_gif, write_mp4, write_png
 
-__all__ = ["MAX_SIDE", "MAX_SLICES", "NORMALISATIONS", "Montage", "montage_for", "FrameRenderer", "FrameStyle", "Stripes",
-           "colormap_lut", "count_frames", "deprocess", "guided_panels", "normalise", "overlay", "panel_box",
-           "panel_size", "probe", "render_frames", "write_gif", "write_mp4", "write_png"]
+__all__ = ["MAX_SIDE", "MAX_SLICES", "NORMALISATIONS", "OUTLINE_COLOUR", "Montage", "montage_for", "FrameRenderer",
+           "FrameStyle", "Stripes", "colormap_lut", "count_frames", "deprocess", "guided_panels", "normalise",
+           "outline_pixels", "overlay", "panel_box", "panel_size", "probe", "render_frames", "write_gif", "write_mp4",
+           "write_png"]

@@ -148,6 +148,26 @@ def _strip(index: int, total: int, width: int, non_spatial: np.ndarray) -> np.nd
     return strip
 
 
+#: the colour of a target region's outline (a segmentation mask) on every frame
+OUTLINE_COLOUR = (255, 255, 255)
+
+
+def outline_pixels(region: np.ndarray, size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """The (rows, cols) of the outline of a bool ``region`` (h, w) scaled (nearest) to ``size`` (H, W).
+
+    A pixel is on the outline when it is in the region and one of its 4 neighbours is not (or it
+    lies on the picture's edge), thickened by one pixel inwards so it shows at any panel width.
+    """
+    img = Image.fromarray(np.asarray(region, bool).astype(np.uint8) * 255)
+    inside = np.asarray(img.resize((size[1], size[0]), Image.Resampling.NEAREST)) > 0
+    edge = np.zeros_like(inside)
+    for _ in range(2):
+        padded = np.pad(inside & ~edge, 1, constant_values=False)
+        interior = padded[:-2, 1:-1] & padded[2:, 1:-1] & padded[1:-1, :-2] & padded[1:-1, 2:]
+        edge |= inside & ~edge & ~interior
+    return np.nonzero(edge)
+
+
 class FrameRenderer:
     """Draws the frames of one run; what does not depend on the normalisation is made once.
 
@@ -160,7 +180,8 @@ class FrameRenderer:
     """
 
     def __init__(self, image: np.ndarray, records: Sequence[LayerRecord], style: FrameStyle = FrameStyle(),
-                 stripes: PanelPainter | None = None, title: str = "", guided: np.ndarray | None = None) -> None:
+                 stripes: PanelPainter | None = None, title: str = "", guided: np.ndarray | None = None,
+                 outline: np.ndarray | None = None) -> None:
         self.title = title  # the caption's right end: the method and the class
         self.guided = guided
         self.stripes = stripes  # non-spatial layers' 1-D evidence; None: the dimmed image alone
@@ -184,6 +205,7 @@ class FrameRenderer:
         self._heads: dict[int, np.ndarray] = {}
         self._details: dict[str, np.ndarray] = {}
         self._strips: dict[int, np.ndarray] = {}
+        self.outline = outline_pixels(outline, (bh, bw)) if outline is not None else None
 
     @property
     def frame_shape(self) -> tuple[int, int, int]:
@@ -261,6 +283,9 @@ class FrameRenderer:
                 frames[i, ph:ph + _BAND] = head
                 frames[i, ph + _BAND:ph + CAPTION_H] = detail
                 frames[i, ph + CAPTION_H:] = self._strip(i)
+            if self.outline is not None:
+                top, left = self.box[:2]
+                frames[start:stop, top + self.outline[0], left + self.outline[1]] = OUTLINE_COLOUR
             yield stop
 
     def panels(self, normed: torch.Tensor, norm: str) -> np.ndarray:
@@ -326,14 +351,16 @@ def render_frames(
     stripes: PanelPainter | None = None,
     title: str = "",
     guided: np.ndarray | None = None,
+    outline: np.ndarray | None = None,
 ) -> np.ndarray:
     """Frames (L, H, W, 3) uint8 for CAMs already scaled to [0, 1] ([L, h, w]) over ``image`` (h, w, 3);
     ``title`` (the method and the class) ends each caption's first line.
 
     ``guided``: the input's guided backpropagation (h, w, C): Guided Grad-CAM panels instead of overlays.
+    ``outline``: a bool region (any size, scaled to the picture) whose outline every frame shows.
     """
-    return FrameRenderer(image, records, style, stripes, title, guided).render(normed, norm, chunk=chunk,
-                                                                               progress=progress)
+    return FrameRenderer(image, records, style, stripes, title, guided, outline).render(normed, norm, chunk=chunk,
+                                                                                        progress=progress)
 
 
 def deprocess(image: np.ndarray) -> np.ndarray:

@@ -161,7 +161,8 @@ def _figsize(options: FigureOptions, cols: float, rows: Sequence[float]) -> tupl
 def _title(run: FigureRun) -> str:
     target = run.view.manifest.get("target") or {}
     label = target.get("label")
-    what = f"class {target.get('index')}" + (f" ({label})" if label else "")
+    what = (str(label) if target.get("kind") == "value"
+            else f"class {target.get('index')}" + (f" ({label})" if label else ""))
     return f"{run.model_name} · {run.method} · {run.image_source} · {what}"
 
 

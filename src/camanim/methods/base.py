@@ -201,11 +201,14 @@ class CamMethod:
             it works position by position or from sums and means over all positions (no neighbourhood,
             no resizing to the input). False unless a method says so: methods that are not are refused
             on volumes instead of giving a wrong map.
+        needs_classes: the method's score compares the target class with other classes (FinerCAM):
+            it is refused for a target on the model's output (a segmentation region, a similarity).
     """
 
     name: ClassVar[str] = ""
     uses_gradients: ClassVar[bool] = True
     needs_model: ClassVar[bool] = False
+    needs_classes: ClassVar[bool] = False
     per_layer: ClassVar[bool] = True
     description: ClassVar[str] = ""
     volumes: ClassVar[bool] = False

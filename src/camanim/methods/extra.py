@@ -207,6 +207,7 @@ class FinerCAM(GradCAM):
 
     name = "finercam"
     volumes = True
+    needs_classes = True
     alpha = 1.0
     comparisons = 3
 

@@ -71,7 +71,8 @@ def _run_subtitle(run: RunView) -> str:
         parts.append(str(label))
     score = target.get("score")
     if isinstance(score, (int, float)) and math.isfinite(score):
-        parts.append(fmt_percent(score) if 0 <= score <= 1 else f"{score:.4g}")
+        parts.append(f"value {score:.4g}" if target.get("kind") == "value"
+                     else fmt_percent(score) if 0 <= score <= 1 else f"{score:.4g}")
     parts.append(f"{len(run.layers)} layer{'s' if len(run.layers) != 1 else ''}")
     source = get_in(run.manifest, "image", "source")
     if source:

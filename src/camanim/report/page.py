@@ -105,7 +105,9 @@ def _facts(run: RunView, series: dict[str, Any] | None) -> str:
         sub = []
         if index is not None:
             sub.append(f"#{esc(index)}")
-        if isinstance(score, (int, float)) and math.isfinite(score):
+        if isinstance(score, (int, float)) and math.isfinite(score) and target.get("kind") == "value":
+            sub.append(f"value {score:.4g}")  # a target on the model's output: its value, not a probability
+        elif isinstance(score, (int, float)) and math.isfinite(score):
             sub.append(fmt_percent(score) if 0 <= score <= 1 else f"{score:.4g}")
             probability = get_in(m, "options", "probability")  # softmax or sigmoid
             if probability:
@@ -113,7 +115,7 @@ def _facts(run: RunView, series: dict[str, Any] | None) -> str:
         if sub:
             text += f' <span class="cam-sub">{" · ".join(sub)}</span>'
         predicted = m["top"][0] if isinstance(m.get("top"), list) and m["top"] and isinstance(m["top"][0], dict) else None
-        if predicted is not None and predicted.get("index") != index:
+        if predicted is not None and predicted.get("index") != index and target.get("kind") != "value":
             name = predicted.get("label") if predicted.get("label") is not None else f"class {predicted.get('index')}"
             text += (f'<span class="cam-sub cam-predicted" style="display:block">predicted: {esc(name)} '
                      f'#{esc(predicted.get("index"))}</span>')

@@ -59,7 +59,7 @@ import torch
 from torch import nn
 
 from ..errors import InputError
-from ..trace import class_logits, class_scores, eval_mode, logits_of
+from ..trace import TargetHead, class_logits, class_scores, eval_mode, logits_of
 from .imputation import ImputationStream
 from .masks import PackedMasks, check_percentiles, masks_from_order, removed_count
 from .options import DEFAULT_TRIALS, RoadOptions
@@ -74,11 +74,13 @@ SCORES: dict[str, str] = {
     "prob": "change in the target class's probability (the run's softmax, or sigmoid for one-logit and "
             "multi-label models), f(perturbed) - f(original)",
     "logit": "change in the target class's logit (pre-softmax output), f(perturbed) - f(original)",
+    "value": "change in the value of the target defined on the model's output (a segmentation region's summed "
+             "scores, a similarity, a user's target), f(perturbed) - f(original)",
 }
 
 
 #: What the y axis of a ybROAD plot reads for each score (any other score name is shown as ``Δ NAME``).
-SCORE_LABELS: dict[str, str] = {"prob": "Δ probability", "logit": "Δ logit"}
+SCORE_LABELS: dict[str, str] = {"prob": "Δ probability", "logit": "Δ logit", "value": "Δ target value"}
 
 #: The third entry of the seed of the chance baseline's random pixel rankings: ``(seed, trial, BASELINE_STREAM)``.
 BASELINE_STREAM = 0x62617365  # "base"
@@ -465,15 +467,18 @@ class _Scorer:
         return out
 
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
-        # a one-logit model has two classes (-z, z) and its probability is the sigmoid
+        # a one-logit model has two classes (-z, z) and its probability is the sigmoid; a target
+        # head's column is the target's value
         out = class_scores(self.raw(images), self.probability if self.score == "prob" else "logit")
         return out[:, self.target]
 
-    def clean(self, image: torch.Tensor) -> tuple[float, float, int, str]:
+    def clean(self, image: torch.Tensor) -> tuple[float, float | None, int | None, str]:
         """The target's score, its probability, the number of classes and which probability that is
         (``softmax``, or ``sigmoid`` for ``probability="sigmoid"`` and one-logit models), for one image
-        (one forward)."""
+        (one forward); a target's value (``score="value"``) has no probability and no classes."""
         raw = self.raw(image)
+        if self.score == "value":
+            return float(raw[0, self.target]), None, None, "value"
         prob = class_scores(raw, self.probability)
         score = prob if self.score == "prob" else class_scores(raw, "logit")
         kind = "sigmoid" if self.probability == "sigmoid" or raw.shape[1] == 1 else "softmax"
@@ -570,7 +575,7 @@ def ybroad(
     model: nn.Module,
     input_tensor: torch.Tensor,
     cams: torch.Tensor,
-    target: int,
+    target: int | TargetHead,
     *,
     layer_names: Sequence[str] | None = None,
     non_spatial: Sequence[bool] | None = None,
@@ -604,7 +609,9 @@ def ybroad(
         model: Classifier returning ``(batch, classes)`` logits.
         input_tensor: ``(1, C, H, W)`` model input, already normalised.
         cams: ``[L, H, W]`` raw CAMs at input size (any scale; only the ranking matters).
-        target: Class index scored.
+        target: Class index scored, or a target on the model's output (a one-column
+            :class:`camanim.trace.TargetHead`, the result's ``target.head``): then its value's change is
+            scored (``score="value"``, whatever ``score`` says) and ``output_key`` is the head's.
         layer_names: One name per CAM; defaults to ``"0"``, ``"1"``, ...
         non_spatial: Per CAM, True when its layer has no spatial map (its score is undefined).
         percentiles: Percent of pixels removed, each in ``[0, 100)``.
@@ -652,6 +659,8 @@ def ybroad(
             layer_names = [str(entry.get("name", i)) for i, entry in enumerate(layers)]
         if non_spatial is None:
             non_spatial = [bool(entry.get("non_spatial")) for entry in layers]
+    if isinstance(target, TargetHead):
+        output_key, target, score = target, 1, "value"
     names, flags, pcts = _check_args(model, input_tensor, cams, target, layer_names, non_spatial, percentiles,
                                      score, noise, seed, trials, batch_size)
     _, channels, height, width = input_tensor.shape

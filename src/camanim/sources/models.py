@@ -132,7 +132,22 @@ def _torchvision_names() -> list[str]:
     import torchvision.models as tvm
     from torchvision.models import list_models
 
-    return sorted(list_models(module=tvm))
+    return sorted(list_models(module=tvm) + _torchvision_dense_names())
+
+
+def _torchvision_dense_names() -> list[str]:
+    """torchvision's segmentation and detection models (their backbone has weights of its own)."""
+    import torchvision.models.segmentation as tvs
+    from torchvision.models import list_models
+
+    return list_models(module=tvs) + _torchvision_detection_names()
+
+
+def _torchvision_detection_names() -> list[str]:
+    import torchvision.models.detection as tvd
+    from torchvision.models import list_models
+
+    return list_models(module=tvd)
 
 
 def _timm_names() -> list[str]:
@@ -464,16 +479,22 @@ def _load_torchvision(name: str, weights: str | None, num_classes: int | None) -
             raise _download_error(name, exc) from exc
         source = f"torchvision:{default}"
     else:
+        if name in _torchvision_dense_names():
+            kwargs["weights_backbone"] = None  # random weights all through: nothing is downloaded
         model = get_model(name, weights=None, **kwargs)
         source = "none (random)"
     prep = Preprocess.imagenet()
+    if name in _torchvision_detection_names():
+        # a detector scales and normalises its input itself (GeneralizedRCNNTransform): [0, 1] RGB in
+        prep = Preprocess(mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0))
     labels = None
-    if default is not None:
+    if default is not None and hasattr(default.transforms(), "crop_size"):
         t = default.transforms()
         crop = t.crop_size[0] if isinstance(t.crop_size, (list, tuple)) else int(t.crop_size)
         resize = t.resize_size[0] if isinstance(t.resize_size, (list, tuple)) else int(t.resize_size)
         prep = Preprocess(resize=resize, crop=(crop, crop), mean=tuple(t.mean), std=tuple(t.std),
                           interpolation=t.interpolation.value)
+    if default is not None:
         labels = list(default.meta.get("categories", [])) or None
     nc = _infer_num_classes(model)
     if labels is not None and nc is not None and len(labels) != nc:

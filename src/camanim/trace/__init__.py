@@ -14,11 +14,20 @@ module         job
 """
 
 from .backward import LayerSink
-from .model import PROBABILITIES, class_logits, class_scores, eval_mode, logits_of, probability_kind
+from .model import (
+    PROBABILITIES,
+    TargetHead,
+    class_logits,
+    class_scores,
+    describe_output,
+    eval_mode,
+    logits_of,
+    probability_kind,
+)
 from .records import Activations, LayerRecord, Trace
 from .run import WRITES_IN_PLACE, ScoreFn, run_trace
 from .select import LayerSpec, select_layers, split_distinct
 
-__all__ = ["PROBABILITIES", "WRITES_IN_PLACE", "Activations", "LayerRecord", "LayerSink", "LayerSpec", "ScoreFn", "Trace",
-           "class_logits", "class_scores", "eval_mode", "logits_of", "probability_kind", "run_trace", "select_layers",
-           "split_distinct"]
+__all__ = ["PROBABILITIES", "WRITES_IN_PLACE", "Activations", "LayerRecord", "LayerSink", "LayerSpec", "ScoreFn",
+           "TargetHead", "Trace", "class_logits", "class_scores", "describe_output", "eval_mode", "logits_of",
+           "probability_kind", "run_trace", "select_layers", "split_distinct"]

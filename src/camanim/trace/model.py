@@ -75,14 +75,88 @@ def first_tensor(out: object) -> torch.Tensor | None:
     return None
 
 
-def logits_of(output: object, output_key: str | int | None = None) -> torch.Tensor:
+def describe_output(output: object, depth: int = 0) -> str:
+    """What a model returned, in words: ``a tensor (1, 21, 64, 64)``, ``a dict of out (1, 21, 64, 64)``,
+    ``a list of 1 dict of boxes (0, 4), labels (0,), scores (0,)`` (for one-line errors)."""
+    if isinstance(output, torch.Tensor):
+        return f"a tensor {tuple(output.shape)}"
+    if isinstance(output, dict) and depth < 2:
+        parts = [f"{k} {tuple(v.shape)}" if isinstance(v, torch.Tensor) else f"{k} ({type(v).__name__})"
+                 for k, v in list(output.items())[:6]]
+        return f"a {type(output).__name__} of {', '.join(parts) or 'nothing'}"
+    if isinstance(output, (list, tuple)) and depth < 2:
+        if output and all(type(o) is type(output[0]) for o in output):
+            first = describe_output(output[0], depth + 1)
+            return f"a {type(output).__name__} of {len(output)} {first[2:] if first.startswith('a ') else first}"
+        return f"a {type(output).__name__} of {len(output)} items"
+    return f"a {type(output).__name__}"
+
+
+class TargetHead:
+    """Targets defined on a model's whole output: one function per row, ``fn(output) -> (B,)``.
+
+    A head stands where the logits are read (``output_key``): :func:`logits_of` returns
+    ``(B, 1 + n)`` "logits" whose column 0 is zero and whose column ``r + 1`` is target ``r``'s
+    value, so that every part of camanim that explains the score of a class (the trace, methods
+    with extra forwards, ROAD) explains target ``r`` as "class" ``r + 1``, by its raw value
+    (``score="logit"``). Column 0 keeps the width at 2 or more, so a one-target head is never read
+    as a one-logit binary model.
+
+    Attributes:
+        fns: callables ``fn(output) -> (B,)`` (one scalar per image of the batch).
+        labels: how the report names each target.
+        output_key: when given, the functions receive this entry of the output, not the whole output.
+    """
+
+    def __init__(self, fns: list, labels: list[str], output_key: str | int | None = None) -> None:
+        self.fns, self.labels, self.output_key = list(fns), list(labels), output_key
+
+    def column(self, r: int) -> TargetHead:
+        """A head of target ``r`` alone (its value in column 1)."""
+        return TargetHead([self.fns[r]], [self.labels[r]], self.output_key)
+
+    def __call__(self, output: object) -> torch.Tensor:
+        """The ``(B, 1 + n)`` columns ``[0, fn_1(output), ..., fn_n(output)]``.
+
+        Raises:
+            InputError: a function that returns no tensor, not one value per image, or non-finite values.
+        """
+        picked = output if self.output_key is None else logits_of(output, self.output_key)
+        cols = []
+        for fn, label in zip(self.fns, self.labels):
+            v = fn(picked)
+            if isinstance(v, torch.Tensor) and v.ndim == 2 and v.shape[1] == 1:
+                v = v[:, 0]
+            if not isinstance(v, torch.Tensor) or v.ndim != 1:
+                got = f"shape {tuple(v.shape)}" if isinstance(v, torch.Tensor) else f"a {type(v).__name__}"
+                raise InputError(f"target {label} returned {got} from {describe_output(picked)}: a target must "
+                                 "return one scalar per image, a tensor of shape (B,)")
+            if not bool(torch.isfinite(v.detach()).all()):
+                raise InputError(f"target {label} returned non-finite values {v.detach().tolist()[:4]} from "
+                                 f"{describe_output(picked)}: a target's value must be finite")
+            cols.append(v)
+        n = {int(c.shape[0]) for c in cols}
+        if len(n) != 1:
+            raise InputError(f"targets {', '.join(self.labels)} return different batch sizes {sorted(n)}")
+        base = cols[0]
+        return torch.stack([torch.zeros_like(base), *[c.to(base.dtype) for c in cols]], dim=1)
+
+    def __repr__(self) -> str:
+        return f"TargetHead({', '.join(self.labels)})"
+
+
+def logits_of(output: object, output_key: str | int | TargetHead | None = None) -> torch.Tensor:
     """The logits tensor of a model's output (a tensor, or a tuple/dict/dataclass with one).
 
-    Without ``output_key``, a ``logits`` or ``out`` entry or attribute is taken.
+    Without ``output_key``, a ``logits`` or ``out`` entry or attribute is taken. With a
+    :class:`TargetHead`, the head's ``(B, 1 + n)`` columns of target values.
 
     Raises:
-        InputError: If ``output_key`` is not in the output or picks no tensor, or no logits can be found.
+        InputError: If ``output_key`` is not in the output or picks no tensor, or no logits can be found;
+            what a :class:`TargetHead` raises.
     """
+    if isinstance(output_key, TargetHead):
+        return output_key(output)
     if isinstance(output, torch.Tensor):
         return output
     if output_key is not None:

@@ -26,7 +26,7 @@ from ..errors import InputError
 from .backward import LayerSink, backward_into, no_gradient
 from .inplace import Recorder, recompute_source
 from .layouts import LayoutContext, LayoutEvidence
-from .model import class_logits, eval_mode, first_tensor, logits_of, switched_by_a_pass
+from .model import class_logits, describe_output, eval_mode, first_tensor, logits_of, switched_by_a_pass
 from .records import Activations, LayerRecord, Recompute, Trace
 from .select import LayerSpec, refuse_torchscript, select_names
 
@@ -460,7 +460,14 @@ def run_trace(
                                  layouts=layouts, copy_outputs=tp.watching, sink=sink)
             logits = logits_of(out, output_key)
             if logits.ndim != 2:
-                raise InputError(f"the model's output has shape {tuple(logits.shape)}, not (batch, classes)")
+                raise InputError(f"the model's output has shape {tuple(logits.shape)}, not (batch, classes): "
+                                 + ("for a segmentation model explain a class's region with --target seg:CLASS, "
+                                    if logits.ndim == 4 else "")
+                                 + "or give a target that reads one scalar per image from the output (see README, "
+                                 "'Targets')")
+            if logits.shape[0] != input_tensor.shape[0]:
+                raise InputError(f"the model's output gives {logits.shape[0]} rows for {input_tensor.shape[0]} "
+                                 f"image(s) ({describe_output(out)}): a target must give one scalar per image")
             tgt = _targets_of(logits, targets)
             grads: list[torch.Tensor | None] = []
             if gradients:
