@@ -402,17 +402,19 @@ def test_ybroad_column_sorts_and_the_viewer_still_finds_its_rows(page: _Page, tm
 
 # -- what a researcher expects: sorting, links to a layer, colour bars, top-5, dark mode, no JavaScript --
 
-SHOTS = Path("/tmp/report-ux-shots")  # a copy of the screenshots for a person to look at
-
-
 def _shot(page, tmp_path: Path, name: str) -> Path:
-    """A full-page screenshot under the test's tmp dir, copied to :data:`SHOTS`; checked to be a real page."""
+    """A full-page screenshot under the test's tmp dir, checked to be a real page; copied to the folder
+    ``CAMANIM_SCREENSHOTS`` names, when set, for a person to look at (nothing is written outside tmp else)."""
+    import os
+
     path = tmp_path / name
     page.screenshot(path=str(path), full_page=True)
     with Image.open(path) as img:
         assert np.asarray(img.convert("RGB")).std() > 20, name  # not blank
-    SHOTS.mkdir(parents=True, exist_ok=True)
-    (SHOTS / name).write_bytes(path.read_bytes())
+    if os.environ.get("CAMANIM_SCREENSHOTS"):
+        shots = Path(os.environ["CAMANIM_SCREENSHOTS"])
+        shots.mkdir(parents=True, exist_ok=True)
+        (shots / name).write_bytes(path.read_bytes())
     return path
 
 
