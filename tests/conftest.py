@@ -4,24 +4,8 @@ from __future__ import annotations
 
 import pytest
 import torch
+from _nets import SmallNet, TinyNet, TinyNet3d  # noqa: F401  (re-exported: from conftest import TinyNet)
 from torch import nn
-
-
-class TinyNet(nn.Module):
-    """A hand-sized CNN: conv -> relu (called twice) -> pool -> linear."""
-
-    def __init__(self, num_classes: int = 4) -> None:
-        super().__init__()
-        self.conv1 = nn.Conv2d(3, 4, 3, padding=1)
-        self.relu = nn.ReLU(inplace=True)
-        self.block = nn.Sequential(nn.Conv2d(4, 6, 3, padding=1), nn.BatchNorm2d(6))
-        self.pool = nn.AdaptiveAvgPool2d(1)
-        self.fc = nn.Linear(6, num_classes)
-
-    def forward(self, x):
-        x = self.relu(self.conv1(x))
-        x = self.relu(self.block(x))
-        return self.fc(self.pool(x).flatten(1))
 
 
 @pytest.fixture
@@ -42,23 +26,6 @@ def no_inplace(model: nn.Module) -> nn.Module:
         if hasattr(m, "inplace"):
             m.inplace = False
     return model
-
-
-class SmallNet(nn.Module):
-    """Conv/BN/ReLU and a SiLU (so second derivatives are not all zero), in a Sequential."""
-
-    def __init__(self, classes: int = 5) -> None:
-        super().__init__()
-        self.features = nn.Sequential(
-            nn.Conv2d(3, 6, 3, padding=1), nn.BatchNorm2d(6), nn.ReLU(),
-            nn.Conv2d(6, 8, 3, padding=1, stride=2), nn.BatchNorm2d(8), nn.SiLU(),
-            nn.Conv2d(8, 10, 3, padding=1), nn.ReLU(),
-        )
-        self.pool = nn.AdaptiveAvgPool2d(1)
-        self.fc = nn.Linear(10, classes)
-
-    def forward(self, x):
-        return self.fc(self.pool(self.features(x)).flatten(1))
 
 
 def small_net(seed: int = 0) -> SmallNet:
@@ -148,27 +115,6 @@ def write_dicom(path, pixels, **tags):
         setattr(ds, key, value)
     ds.save_as(path, enforce_file_format=True)
     return path
-
-
-class TinyNet3d(nn.Module):
-    """A small seeded 3-D CNN: conv-BN-ReLU, max pool, conv-ReLU, a strided conv, global pool, Linear (3 classes)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.conv1 = nn.Conv3d(1, 4, 3, padding=1)
-        self.bn1 = nn.BatchNorm3d(4)
-        self.relu1 = nn.ReLU()
-        self.pool = nn.MaxPool3d(2)
-        self.conv2 = nn.Conv3d(4, 8, 3, padding=1)
-        self.relu2 = nn.ReLU()
-        self.conv3 = nn.Conv3d(8, 8, 3, stride=2, padding=1)
-        self.gap = nn.AdaptiveAvgPool3d(1)
-        self.fc = nn.Linear(8, 3)
-
-    def forward(self, x):
-        x = self.pool(self.relu1(self.bn1(self.conv1(x))))
-        x = self.conv3(self.relu2(self.conv2(x)))
-        return self.fc(self.gap(x).flatten(1))
 
 
 def tiny_net3d(seed: int = 0) -> TinyNet3d:
