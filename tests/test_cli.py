@@ -363,3 +363,15 @@ def test_a_given_target_prints_the_prediction_too(tmp_path, capsys):
     assert f"predicted class: {top['index']} ({top['label']}), p={top['score']:.3g}" in out
     assert "target class: 390 (eel), p=" in out and "predicted/target" not in out
     assert len(manifest["top"]) == 5 and manifest["top"][0]["score"] >= manifest["top"][-1]["score"]
+
+
+def test_the_wrote_list_is_one_column_however_long_its_keys(tmp_path, capsys):
+    """(review) A set's keys (``cat/camanim_methods_grid_global.mp4``) are longer than a run's: the paths
+    still start in one column."""
+    args = ["sample:cat", "--model", "resnet18", "--weights", "none", "--layers", "layer4.1.conv2", "--quiet",
+            "--method", "gradcam,hirescam", "--fps", "2", "--out", str(tmp_path / "o")]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    listed = out[out.index("wrote "):].splitlines()[1:]
+    assert len(listed) >= 5 and any("camanim_methods_grid_global.mp4: " in ln for ln in listed), listed
+    assert len({ln.index(": ") for ln in listed}) == 1, listed

@@ -535,8 +535,9 @@ def _run(args: argparse.Namespace, cam: CamOptions, save: SaveOptions, road: Roa
     paths = result.save(args.out, options=save, progress=progress)
     out = Path(args.out)
     print(f"wrote {out}/")
+    width = max((len(key) for key in paths), default=0)  # one column, however long the keys of a set
     for key, p in paths.items():
-        print(f"  {key:>18}: {p}")
+        print(f"  {key:>{width}}: {p}")
     return 0
 
 
