@@ -128,3 +128,36 @@ def tiny_net3d(seed: int = 0) -> TinyNet3d:
 def tiny_volume(seed: int = 1, shape: tuple[int, int, int] = (8, 12, 16)) -> torch.Tensor:
     """A (1, 1, D, H, W) input with three different sides, so a swapped axis shows."""
     return torch.randn(1, 1, *shape, generator=torch.Generator().manual_seed(seed))
+
+
+def spy_raw_maps(cam) -> list:
+    """Make a pytorch-grad-cam object keep each map its ``get_cam_image`` returns, after a ReLU (before its
+    min-max scaling): the list they are appended to, one (B, ...) array per target layer and call."""
+    import numpy as np
+
+    captured: list = []
+    original = cam.get_cam_image
+
+    def spy(*args, **kwargs):
+        out = original(*args, **kwargs)
+        captured.append(np.maximum(out, 0))
+        return out
+
+    cam.get_cam_image = spy
+    return captured
+
+
+@pytest.fixture
+def drawn_text(monkeypatch) -> list:
+    """Every text PIL's ``ImageDraw.text`` draws during the test, in order (it still draws)."""
+    from PIL import ImageDraw
+
+    drawn: list[str] = []
+    draw_text = ImageDraw.ImageDraw.text
+
+    def spy(self, xy, text, *args, **kwargs):
+        drawn.append(text)
+        return draw_text(self, xy, text, *args, **kwargs)
+
+    monkeypatch.setattr(ImageDraw.ImageDraw, "text", spy)
+    return drawn

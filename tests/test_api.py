@@ -364,13 +364,12 @@ def test_torch_op_errors_in_the_models_forward_are_one_line(model, shape, messag
 
 def _gradcam_reference_3d(model, x, module, target):
     """pytorch-grad-cam's 3-D Grad-CAM of one layer, before its min-max scaling, after its ReLU."""
+    from conftest import spy_raw_maps
     from pytorch_grad_cam import GradCAM
     from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
-    captured = []
     cam = GradCAM(model=model, target_layers=[module])
-    original = cam.get_cam_image
-    cam.get_cam_image = lambda *a, **k: captured.append(np.maximum(original(*a, **k), 0)) or captured[-1]
+    captured = spy_raw_maps(cam)
     with cam:
         cam(input_tensor=x, targets=[ClassifierOutputTarget(target)])
     return captured[0][0]

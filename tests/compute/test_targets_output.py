@@ -13,6 +13,7 @@ import json
 import numpy as np
 import pytest
 import torch
+from conftest import spy_raw_maps
 from PIL import Image
 from pytorch_grad_cam import GradCAM
 from pytorch_grad_cam.utils.model_targets import SemanticSegmentationTarget
@@ -90,16 +91,8 @@ def x() -> torch.Tensor:
 def reference(model: nn.Module, layer: nn.Module, x: torch.Tensor, target) -> torch.Tensor:
     """pytorch-grad-cam's Grad-CAM of ``layer`` alone, before its min-max scaling, after its ReLU, upsampled
     as camanim upsamples a raw map."""
-    captured = []
     cam = GradCAM(model=model, target_layers=[layer])
-    original = cam.get_cam_image
-
-    def spy(*args, **kwargs):
-        out = original(*args, **kwargs)
-        captured.append(np.maximum(out, 0))
-        return out
-
-    cam.get_cam_image = spy
+    captured = spy_raw_maps(cam)
     with cam:
         cam(input_tensor=x, targets=[target])
     raw = torch.from_numpy(captured[0])  # (1, h, w)

@@ -109,17 +109,8 @@ def test_thin_picture_is_drawn_at_its_aspect_with_the_padding_as_background():
     np.testing.assert_allclose(frames[1, 600, left + 10], [55, 55, 55], atol=1)  # the dimmed picture
 
 
-def test_captions_count_from_one_name_method_and_class_and_keep_the_type_whole(monkeypatch):
-    from PIL import ImageDraw
-
-    drawn: list[str] = []
-    draw_text = ImageDraw.ImageDraw.text
-
-    def spy(self, xy, text, *args, **kwargs):
-        drawn.append(text)
-        return draw_text(self, xy, text, *args, **kwargs)
-
-    monkeypatch.setattr(ImageDraw.ImageDraw, "text", spy)
+def test_captions_count_from_one_name_method_and_class_and_keep_the_type_whole(drawn_text):
+    drawn = drawn_text
     long_type = "DepthwiseSeparableConv"
     records = [LayerRecord(i, f"blocks.{i}.0.very_long_module_name.conv_dw", "m", long_type, (1, 16, 112, 112),
                            "NCHW", 10, 0.0) for i in range(2)]

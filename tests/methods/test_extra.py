@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import torch
 import torchvision
-from conftest import no_inplace, out_of_place_resnet, small_net
+from conftest import no_inplace, out_of_place_resnet, small_net, spy_raw_maps
 from pytorch_grad_cam import (
     FEM,
     KPCA_CAM,
@@ -56,15 +56,7 @@ def reference_raw(make, model, x, module, target, spy_on=None, **call):
     """pytorch-grad-cam's map for one layer alone, before min-max scaling, after its ReLU."""
     cam = make(model, [module])
     inner = cam.base_cam if spy_on == "base" else cam
-    captured = []
-    original = inner.get_cam_image
-
-    def spy(*args, **kwargs):
-        out = original(*args, **kwargs)
-        captured.append(np.maximum(out, 0))
-        return out
-
-    inner.get_cam_image = spy
+    captured = spy_raw_maps(inner)
     if "targets" not in call and "target_idx" not in call:
         call["targets"] = [ClassifierOutputTarget(target)]
     with cam:

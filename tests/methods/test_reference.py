@@ -13,7 +13,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 import torchvision
-from conftest import no_inplace, out_of_place_resnet
+from conftest import no_inplace, out_of_place_resnet, spy_raw_maps
 from pytorch_grad_cam import (
     EigenCAM,
     EigenGradCAM,
@@ -59,16 +59,8 @@ def _out_of_place_models(monkeypatch):
 
 def reference_raw(cls, model, x, module, target):
     """pytorch-grad-cam's map for one layer, before min-max scaling, after its ReLU."""
-    captured = []
     cam = cls(model=model, target_layers=[module])
-    original = cam.get_cam_image
-
-    def spy(*args, **kwargs):
-        out = original(*args, **kwargs)
-        captured.append(np.maximum(out, 0))
-        return out
-
-    cam.get_cam_image = spy
+    captured = spy_raw_maps(cam)
     with cam:
         cam(input_tensor=x, targets=[ClassifierOutputTarget(target)])
     return captured[0][0]

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import torch
 from _runfixture import frame_colour, make_run_dir, ybroad_values
-from PIL import Image, ImageDraw
+from PIL import Image
 
 from camanim.draw.render import render_frames
 from camanim.report import align_by_depth, build_report, compare, report_html
@@ -379,15 +379,8 @@ def test_layers_sharing_a_cam_are_flagged(run: Path) -> None:
     assert [i for i, name in enumerate(names) if "same CAM as" in name] == [2]
 
 
-def test_layer_numbers_count_from_one_in_frames_viewer_and_compare(monkeypatch) -> None:
-    drawn: list[str] = []
-    draw_text = ImageDraw.ImageDraw.text
-
-    def spy(self, xy, text, *args, **kwargs):
-        drawn.append(text)
-        return draw_text(self, xy, text, *args, **kwargs)
-
-    monkeypatch.setattr(ImageDraw.ImageDraw, "text", spy)
+def test_layer_numbers_count_from_one_in_frames_viewer_and_compare(drawn_text) -> None:
+    drawn = drawn_text
     records = [LayerRecord(index=i, name=f"block{i}", module=f"block{i}", type="Conv2d", shape=(1, 2, 4, 4),
                            layout="NCHW", params=0, seconds=0.0) for i in range(3)]
 

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import warnings
-
 import torch
 from torch import nn
 
-from .base import CamMethod, first_component, weighted_map
+from .base import CamMethod, first_component, warn_flagged, weighted_map
 from .registry import register_method
 
 
@@ -139,9 +137,5 @@ class CAM(CamMethod):
     def cam_batch(self, jobs, ctx, progress=None):
         """Every layer's map (B, h, w); the layers CAM does not apply to are flagged and named in one warning."""
         out = super().cam_batch(jobs, ctx, progress)
-        flagged = [job.record.name for job in jobs if CAM_FLAG in job.record.flags]
-        if flagged:
-            warnings.warn(f"CAM does not apply to {len(flagged)} of {len(jobs)} layers (their spatial mean does "
-                          f"not feed the linear classifier), e.g. {flagged[0]}: their maps are empty and the "
-                          "manifest's 'flags' say why", RuntimeWarning, stacklevel=2)
+        warn_flagged(jobs, CAM_FLAG, "CAM", "their spatial mean does not feed the linear classifier")
         return out

@@ -14,6 +14,7 @@ model, input and targets from the :class:`MethodContext`.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -140,6 +141,16 @@ class LayerJob:
     acts: torch.Tensor
     grads: torch.Tensor | None = None
     native: torch.Tensor | None = None
+
+
+def warn_flagged(jobs: Sequence[LayerJob], flag: str, method: str, why: str) -> None:
+    """One ``RuntimeWarning`` naming how many of ``jobs`` carry ``flag`` (a method that does not apply to
+    them, ``why``), or none when no job does."""
+    flagged = [job.record.name for job in jobs if flag in job.record.flags]
+    if flagged:
+        warnings.warn(f"{method} does not apply to {len(flagged)} of {len(jobs)} layers ({why}), e.g. "
+                      f"{flagged[0]}: their maps are empty and the manifest's 'flags' say why", RuntimeWarning,
+                      stacklevel=3)
 
 
 def first_component(acts: torch.Tensor) -> torch.Tensor:

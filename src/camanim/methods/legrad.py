@@ -8,7 +8,6 @@ such as ``blocks.3.attn`` or the head) gets an empty map and ``flags["legrad"]``
 from __future__ import annotations
 
 import math
-import warnings
 from collections.abc import Sequence
 
 import torch
@@ -18,7 +17,7 @@ from torch.overrides import TorchFunctionMode
 
 from ..trace import eval_mode, logits_of
 from ..trace.layouts import TOKENS, parse_layout, to_nchw
-from .base import CamMethod, LayerJob, MethodContext, Progress
+from .base import CamMethod, LayerJob, MethodContext, Progress, warn_flagged
 from .registry import register_method
 
 #: the flag key a layer gets where LeGrad does not apply
@@ -175,11 +174,7 @@ class LeGrad(CamMethod):
                     out[n] = grid[:, 0].to(out[n].dtype)
                     if progress is not None:
                         progress(i + 1, len(todo))
-        flagged = [job.record.name for job in jobs if LEGRAD_FLAG in job.record.flags]
-        if flagged:
-            warnings.warn(f"LeGrad does not apply to {len(flagged)} of {len(jobs)} layers (it needs a vision "
-                          f"transformer block's tokens and self-attention), e.g. {flagged[0]}: their maps are "
-                          "empty and the manifest's 'flags' say why", RuntimeWarning, stacklevel=2)
+        warn_flagged(jobs, LEGRAD_FLAG, "LeGrad", "it needs a vision transformer block's tokens and self-attention")
         return out
 
     @staticmethod
