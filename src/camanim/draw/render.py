@@ -364,7 +364,7 @@ def render_frames(
 
 
 def deprocess(image: np.ndarray) -> np.ndarray:
-    """pytorch-grad-cam's ``deprocess_image``: centred, scaled to std 0.1 around 0.5, clipped, as uint8.
+    """pytorch-grad-cam's ``deprocess_image``, called: centred, scaled to std 0.1 around 0.5, clipped, as uint8.
 
     Args:
         image: any float array, e.g. (H, W, C) guided backprop or CAM x guided backprop.
@@ -372,10 +372,9 @@ def deprocess(image: np.ndarray) -> np.ndarray:
     Returns:
         The same shape, uint8.
     """
-    img = image - np.mean(image)
-    img = img / (np.std(img) + 1e-5)
-    img = np.clip(img * 0.1 + 0.5, 0, 1)
-    return np.uint8(img * 255)
+    from pytorch_grad_cam.utils.image import deprocess_image  # the reference's own (grad-cam is a dependency)
+
+    return deprocess_image(image)
 
 
 def guided_panels(normed: np.ndarray, guided: np.ndarray) -> np.ndarray:
