@@ -410,3 +410,20 @@ def test_faithfulness_metrics_refuse_a_target_on_the_output(seg, x):
     with pytest.raises(camanim.InputError, match=r"^--guided backpropagates a class's score"):
         camanim.animate(seg, x, target=OutputTarget(lambda out: out["out"][:, 2].mean(dim=(1, 2))), layers=["body.0"],
                         guided=True)
+
+
+def test_a_value_target_has_no_class_top5_and_says_value_not_p(seg, x, tmp_path):
+    """(review) A target on the output has no classes: no top-5 made of the placeholder columns, and its
+    repr and the index page give its value, not a class index -1 and a probability."""
+    target = OutputTarget(lambda out: out["out"][:, 2].mean(dim=(1, 2)), "mean 2")
+    result = camanim.animate(seg, x, target=target, layers=["body.0"], method=["gradcam", "layercam"])
+    for res in result.results:
+        assert res.top == []
+    text = repr(result.results[0])
+    assert "target='mean 2'" in text and f"value={result.results[0].target.score:.4g}" in text
+    assert "-1" not in text.split("target=")[1] and "p=" not in text
+    result.save(tmp_path / "o", video=False)
+    manifest = json.loads((tmp_path / "o" / "gradcam" / "manifest.json").read_text())
+    assert "top" not in manifest
+    index = (tmp_path / "o" / "index.html").read_text()
+    assert "#None" not in index and "p=" not in index and "value " in index
