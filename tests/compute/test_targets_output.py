@@ -427,3 +427,16 @@ def test_a_value_target_has_no_class_top5_and_says_value_not_p(seg, x, tmp_path)
     assert "top" not in manifest
     index = (tmp_path / "o" / "index.html").read_text()
     assert "#None" not in index and "p=" not in index and "value " in index
+
+
+def test_a_mask_of_another_size_than_the_models_input_or_output_is_refused(seg, x, tmp_path):
+    """(review) A mask drawn on the original photo would be stretched onto the resized, centre-cropped
+    input: explaining other pixels than the user marked. Only the input's or the output's size is taken."""
+    for shape in ((300, 451), (17, 23), (SIZE, SIZE + 1)):
+        mask = np.zeros(shape, np.uint8)
+        mask[: shape[0] // 2] = 255
+        Image.fromarray(mask).save(tmp_path / "mask.png")
+        with pytest.raises(camanim.InputError, match=rf"^--target seg:1,mask=.*: the mask is {shape[1]}x{shape[0]}, "
+                           rf"but the model's input is {SIZE}x{SIZE} .* and its output {SIZE}x{SIZE}") as err:
+            camanim.animate(seg, x, target=f"seg:1,mask={tmp_path / 'mask.png'}", layers=["body.2"])
+        assert "\n" not in str(err.value)
