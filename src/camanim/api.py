@@ -298,7 +298,10 @@ def _with_references(opts: CamOptions, read: Callable[[Any], torch.Tensor]) -> C
     def resolved(spec: Any) -> Any:
         spec = parse_target(spec)
         if isinstance(spec, SimilarityTarget) and spec.input is None:
-            return dataclasses.replace(spec, input=read(spec.reference))
+            try:
+                return dataclasses.replace(spec, input=read(spec.reference))
+            except InputError as exc:  # say which image: the reference, not the one explained
+                raise InputError(f"--target {spec.name}: the reference: {exc}") from exc
         return spec
 
     target = opts.target

@@ -440,3 +440,11 @@ def test_a_mask_of_another_size_than_the_models_input_or_output_is_refused(seg, 
                            rf"but the model's input is {SIZE}x{SIZE} .* and its output {SIZE}x{SIZE}") as err:
             camanim.animate(seg, x, target=f"seg:1,mask={tmp_path / 'mask.png'}", layers=["body.2"])
         assert "\n" not in str(err.value)
+
+
+def test_a_missing_mask_or_reference_is_named_as_such(seg, x, tmp_path):
+    """(review) The one line says it is the mask (or the reference) that is missing, not "the image"."""
+    with pytest.raises(camanim.InputError, match=r"^--target seg:1,mask=.*: the mask: image .*not found"):
+        camanim.animate(seg, x, target=f"seg:1,mask={tmp_path / 'nope.png'}", layers=["body.2"])
+    with pytest.raises(camanim.InputError, match=r"^--target similar:.*: the reference: image .*not found"):
+        camanim.animate(TinyEmbed().eval(), x, target=f"similar:{tmp_path / 'nope.png'}", layers=["body.0"])

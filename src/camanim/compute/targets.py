@@ -283,7 +283,10 @@ def _mask_file(spec: SegmentationTarget, size: tuple[int, int], input_size: tupl
         InputError: a mask array that is not 2-D, or a mask of another size.
     """
     if isinstance(spec.mask, (str, bytes)) or hasattr(spec.mask, "__fspath__"):
-        img, _ = load_image(spec.mask)
+        try:
+            img, _ = load_image(spec.mask)
+        except InputError as exc:  # say which image: the mask, not the one explained
+            raise InputError(f"--target {spec.name}: the mask: {exc}") from exc
         grey = img.convert("L")
     else:
         arr = np.asarray(spec.mask)
