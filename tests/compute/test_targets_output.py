@@ -448,3 +448,12 @@ def test_a_missing_mask_or_reference_is_named_as_such(seg, x, tmp_path):
         camanim.animate(seg, x, target=f"seg:1,mask={tmp_path / 'nope.png'}", layers=["body.2"])
     with pytest.raises(camanim.InputError, match=r"^--target similar:.*: the reference: image .*not found"):
         camanim.animate(TinyEmbed().eval(), x, target=f"similar:{tmp_path / 'nope.png'}", layers=["body.0"])
+
+
+def test_trace_layers_lists_a_segmentation_models_layers(seg, x):
+    """(review) Listing layers (``camanim layers``) reads no logits: a model whose output is a dict of
+    (B, K, h, w) scores is listed like any other."""
+    records = camanim.trace_layers(seg, "body.*", image=x)
+    assert [(r.name, r.shape) for r in records] == [
+        ("body.0", (1, 6, SIZE, SIZE)), ("body.1", (1, 6, SIZE, SIZE)), ("body.2", (1, 8, SIZE, SIZE)),
+        ("body.3", (1, 8, SIZE, SIZE))]
