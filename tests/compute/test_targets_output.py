@@ -457,3 +457,11 @@ def test_trace_layers_lists_a_segmentation_models_layers(seg, x):
     assert [(r.name, r.shape) for r in records] == [
         ("body.0", (1, 6, SIZE, SIZE)), ("body.1", (1, 6, SIZE, SIZE)), ("body.2", (1, 8, SIZE, SIZE)),
         ("body.3", (1, 8, SIZE, SIZE))]
+
+
+def test_a_target_that_ignores_the_batch_is_named_in_roads_one_line(tiny, tiny_input):
+    """(review) ``o[:1, 1]`` works on one image but not on ROAD's batches of perturbed images: one line
+    naming the target, not the model's "(batch, classes)" ValueError."""
+    result = camanim.animate(tiny, tiny_input, target=OutputTarget(lambda o: o[:1, 1], "first row"))
+    with pytest.raises(camanim.InputError, match=r"^target first row gave 1 value\(s\) for a batch of \d+ perturbed"):
+        camanim.ybroad(result, options=camanim.RoadOptions(trials=1, percentiles=(50,)))
