@@ -375,3 +375,15 @@ def test_the_wrote_list_is_one_column_however_long_its_keys(tmp_path, capsys):
     listed = out[out.index("wrote "):].splitlines()[1:]
     assert len(listed) >= 5 and any("camanim_methods_grid_global.mp4: " in ln for ln in listed), listed
     assert len({ln.index(": ") for ln in listed}) == 1, listed
+
+
+def test_camanims_warnings_are_one_line_each(tmp_path, capsys):
+    """(review) A warning of camanim's own (here: CAM does not apply to a layer) is one
+    ``camanim: warning:`` line, not Python's file:line plus source line."""
+    args = ["sample:cat", "--model", "resnet18", "--weights", "none", "--layers", "layer4.1.conv1,layer4.1.conv2",
+            "--method", "cam", "--no-video", "--quiet", "--out", str(tmp_path / "o")]
+    assert main(args) == 0
+    err = capsys.readouterr().err
+    warned = [ln for ln in err.splitlines() if "warning" in ln.lower()]
+    assert warned and all(ln.startswith("camanim: warning: ") for ln in warned), err
+    assert ".py:" not in err and "RuntimeWarning" not in err, err

@@ -298,7 +298,10 @@ def _with_references(opts: CamOptions, read: Callable[[Any], torch.Tensor]) -> C
     def resolved(spec: Any) -> Any:
         spec = parse_target(spec)
         if isinstance(spec, SimilarityTarget) and spec.input is None:
-            return dataclasses.replace(spec, input=read(spec.reference))
+            try:
+                return dataclasses.replace(spec, input=read(spec.reference))
+            except InputError as exc:  # say which image: the reference, not the one explained
+                raise InputError(f"--target {spec.name}: the reference: {exc}") from exc
         return spec
 
     target = opts.target
@@ -328,7 +331,8 @@ def trace_layers(model: nn.Module | str | LoadedModel, layers: LayerSpec = "all"
     x = for_model(x, module, p.device if p is not None else torch.device("cpu"))
     with torch.no_grad(), model_errors(str(info.get("name")), tuple(x.shape), FORWARD_HINT):
         # activations kept: only then is it known which layers hand on another's output (same_as)
-        records = run_trace(module, x, layers, gradients=False, keep_activations=True, layouts=layouts).records
+        records = run_trace(module, x, layers, gradients=False, keep_activations=True, layouts=layouts,
+                            read_output=False).records  # any output: a segmentation or detection model's too
     if split_distinct(layers)[1]:
         return drop_non_spatial(records, spatial=False, distinct=True)[1]
     return records

@@ -9,6 +9,7 @@ import signal
 import sys
 import threading
 import time
+import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -764,7 +765,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = build_parser().parse_args(argv)
     except SystemExit as exc:  # --help, --version, or a parse error already told in one line
         return exc.code if isinstance(exc.code, int) else 0
-    with _own_log_records_only(), _sigterm_as_interrupt():
+    with _own_log_records_only(), _one_line_warnings(), _sigterm_as_interrupt():
         try:
             code = COMMANDS[args.command](args)
             sys.stdout.flush()  # a reader gone away shows here, not at exit
@@ -782,6 +783,25 @@ def main(argv: Sequence[str] | None = None) -> int:
             # the reader went away (`camanim layers | head`): stop quietly, as other tools do
             _quiet_stdout()
             return 141
+
+
+@contextmanager
+def _one_line_warnings() -> Iterator[None]:
+    """camanim's own warnings as one ``camanim: warning: ...`` line each on stderr (not Python's two lines
+    with a source file and line); other libraries' warnings are shown as Python shows them."""
+    package = str(Path(__file__).resolve().parent)
+    with warnings.catch_warnings():
+        shown = warnings.showwarning
+
+        def show(message, category, filename, lineno, file=None, line=None):  # noqa: ANN001, ANN202
+            if str(Path(filename).resolve()).startswith(package):
+                text = str(message).removeprefix("camanim: ")
+                print(f"camanim: warning: {text}", file=sys.stderr)
+            else:
+                shown(message, category, filename, lineno, file, line)
+
+        warnings.showwarning = show
+        yield
 
 
 @contextmanager

@@ -279,11 +279,14 @@ class CamResult:
 
     def __repr__(self) -> str:
         t = self.target
-        target = f"{t.index} ({t.label})" if t.label else str(t.index)
+        if t.kind == "value":  # a target on the model's output: its name and value, no class or probability
+            target = f"{t.label!r}, value={t.score:.4g}"
+        else:
+            target = (f"{t.index} ({t.label})" if t.label else str(t.index)) + f", p={t.score:.3f}"
         model = self.model_info.get("name") or self.model_info.get("source") or "model"
         where = f", saved={str(self.saved_dir)!r}" if self.saved_dir is not None else ""
         road = ", ybroad" if self.road is not None else ""
-        return (f"CamResult(model={model!s}, method={self.method}, target={target}, p={t.score:.3f}, "
+        return (f"CamResult(model={model!s}, method={self.method}, target={target}, "
                 f"layers={len(self.layers)}, size={tuple(self.cams.shape[-2:])}{road}{where})")
 
     def _layer_index(self, layer: str | int) -> int:

@@ -403,3 +403,58 @@ def test_faithfulness_metrics_refuse_a_target_on_the_output(seg, x):
     with pytest.raises(camanim.InputError, match=r"^--guided backpropagates a class's score"):
         camanim.animate(seg, x, target=OutputTarget(lambda out: out["out"][:, 2].mean(dim=(1, 2))), layers=["body.0"],
                         guided=True)
+
+
+def test_a_value_target_has_no_class_top5_and_says_value_not_p(seg, x, tmp_path):
+    """(review) A target on the output has no classes: no top-5 made of the placeholder columns, and its
+    repr and the index page give its value, not a class index -1 and a probability."""
+    target = OutputTarget(lambda out: out["out"][:, 2].mean(dim=(1, 2)), "mean 2")
+    result = camanim.animate(seg, x, target=target, layers=["body.0"], method=["gradcam", "layercam"])
+    for res in result.results:
+        assert res.top == []
+    text = repr(result.results[0])
+    assert "target='mean 2'" in text and f"value={result.results[0].target.score:.4g}" in text
+    assert "-1" not in text.split("target=")[1] and "p=" not in text
+    result.save(tmp_path / "o", video=False)
+    manifest = json.loads((tmp_path / "o" / "gradcam" / "manifest.json").read_text())
+    assert "top" not in manifest
+    index = (tmp_path / "o" / "index.html").read_text()
+    assert "#None" not in index and "p=" not in index and "value " in index
+
+
+def test_a_mask_of_another_size_than_the_models_input_or_output_is_refused(seg, x, tmp_path):
+    """(review) A mask drawn on the original photo would be stretched onto the resized, centre-cropped
+    input: explaining other pixels than the user marked. Only the input's or the output's size is taken."""
+    for shape in ((300, 451), (17, 23), (SIZE, SIZE + 1)):
+        mask = np.zeros(shape, np.uint8)
+        mask[: shape[0] // 2] = 255
+        Image.fromarray(mask).save(tmp_path / "mask.png")
+        with pytest.raises(camanim.InputError, match=rf"^--target seg:1,mask=.*: the mask is {shape[1]}x{shape[0]}, "
+                           rf"but the model's input is {SIZE}x{SIZE} .* and its output {SIZE}x{SIZE}") as err:
+            camanim.animate(seg, x, target=f"seg:1,mask={tmp_path / 'mask.png'}", layers=["body.2"])
+        assert "\n" not in str(err.value)
+
+
+def test_a_missing_mask_or_reference_is_named_as_such(seg, x, tmp_path):
+    """(review) The one line says it is the mask (or the reference) that is missing, not "the image"."""
+    with pytest.raises(camanim.InputError, match=r"^--target seg:1,mask=.*: the mask: image .*not found"):
+        camanim.animate(seg, x, target=f"seg:1,mask={tmp_path / 'nope.png'}", layers=["body.2"])
+    with pytest.raises(camanim.InputError, match=r"^--target similar:.*: the reference: image .*not found"):
+        camanim.animate(TinyEmbed().eval(), x, target=f"similar:{tmp_path / 'nope.png'}", layers=["body.0"])
+
+
+def test_trace_layers_lists_a_segmentation_models_layers(seg, x):
+    """(review) Listing layers (``camanim layers``) reads no logits: a model whose output is a dict of
+    (B, K, h, w) scores is listed like any other."""
+    records = camanim.trace_layers(seg, "body.*", image=x)
+    assert [(r.name, r.shape) for r in records] == [
+        ("body.0", (1, 6, SIZE, SIZE)), ("body.1", (1, 6, SIZE, SIZE)), ("body.2", (1, 8, SIZE, SIZE)),
+        ("body.3", (1, 8, SIZE, SIZE))]
+
+
+def test_a_target_that_ignores_the_batch_is_named_in_roads_one_line(tiny, tiny_input):
+    """(review) ``o[:1, 1]`` works on one image but not on ROAD's batches of perturbed images: one line
+    naming the target, not the model's "(batch, classes)" ValueError."""
+    result = camanim.animate(tiny, tiny_input, target=OutputTarget(lambda o: o[:1, 1], "first row"))
+    with pytest.raises(camanim.InputError, match=r"^target first row gave 1 value\(s\) for a batch of \d+ perturbed"):
+        camanim.ybroad(result, options=camanim.RoadOptions(trials=1, percentiles=(50,)))

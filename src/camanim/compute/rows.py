@@ -242,6 +242,7 @@ def _explain_values(module: nn.Module, x_img: torch.Tensor, image_ids: Sequence[
             value = float(comp.logits[r, r + 1])
             row.target, row.label, row.probability, row.num_classes = -1, bound.head.labels[r], value, 0
             row.kind, row.head, row.region = "value", bound.head.column(r), bound.regions[r]
+            row.top = []  # no classes: the head's columns are placeholders, not a model's classes
             row.options.update(score="value", probability=None, target_kind="value")
             out.append(row)
     return out

@@ -72,7 +72,8 @@ class SegmentationTarget:
     The model's output (its ``out`` entry, or ``output_key``) is (B, K, h, w) class scores; the
     target of image b is ``sum_{y, x} out[b, category, y, x] * mask[y, x]``. The mask is the region
     predicted as ``category`` on the plain image (argmax over classes), or a mask image (any
-    non-zero pixel is in it), resized (nearest) to (h, w).
+    non-zero pixel is in it) at the model input's size (H, W, after its resize and crop) or at (h, w),
+    resized (nearest) to (h, w); a mask of any other size is refused (``InputError``).
 
     Attributes:
         category: the class index.
@@ -271,16 +272,33 @@ def _scores_of(output: object, output_key: str | int | None, spec: SegmentationT
     return scores
 
 
-def _mask_file(spec: SegmentationTarget, size: tuple[int, int]) -> np.ndarray:
-    """The mask image of ``spec`` as a bool (h, w) array, resized (nearest) to the scores' ``size``."""
+def _mask_file(spec: SegmentationTarget, size: tuple[int, int], input_size: tuple[int, int]) -> np.ndarray:
+    """The mask image of ``spec`` as a bool (h, w) array, resized (nearest) to the scores' ``size``.
+
+    The mask must have the model input's size (after the resize and centre crop) or the output's: a mask
+    of any other size (one drawn on the original photo) would be stretched onto the crop, explaining other
+    pixels than the ones marked.
+
+    Raises:
+        InputError: a mask array that is not 2-D, or a mask of another size.
+    """
     if isinstance(spec.mask, (str, bytes)) or hasattr(spec.mask, "__fspath__"):
-        img, _ = load_image(spec.mask)
+        try:
+            img, _ = load_image(spec.mask)
+        except InputError as exc:  # say which image: the mask, not the one explained
+            raise InputError(f"--target {spec.name}: the mask: {exc}") from exc
         grey = img.convert("L")
     else:
         arr = np.asarray(spec.mask)
         if arr.ndim != 2:
             raise InputError(f"--target seg:{spec.category}: a mask array must be (height, width), not {arr.shape}")
         grey = Image.fromarray((arr != 0).astype(np.uint8) * 255)
+    got = (grey.size[1], grey.size[0])
+    if got not in (tuple(size), tuple(input_size)):
+        raise InputError(f"--target {spec.name}: the mask is {got[1]}x{got[0]}, but the model's input is "
+                         f"{input_size[1]}x{input_size[0]} (after its resize and centre crop) and its output "
+                         f"{size[1]}x{size[0]}: give the mask at one of those sizes (a mask of the original "
+                         "photo would be stretched onto the crop)")
     return np.asarray(grey.resize((size[1], size[0]), Image.Resampling.NEAREST)) > 0
 
 
@@ -411,7 +429,7 @@ def bind_targets(specs: Sequence[TargetSpec], module: torch.nn.Module, x: torch.
                                      f"{spec.category} (the model's output {tuple(scores.shape)} predicts classes "
                                      f"{shown}): pick one of those, or give the region with mask=PATH")
             else:
-                mask = _mask_file(spec, size)
+                mask = _mask_file(spec, size, (int(x.shape[-2]), int(x.shape[-1])))
                 if not mask.any():
                     raise InputError(f"--target {spec.name}: the mask is empty (no non-zero pixel at the output's "
                                      f"{size[0]}x{size[1]}): give a mask with the region to explain")

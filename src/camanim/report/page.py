@@ -615,9 +615,13 @@ def write_index(out_dir: Path, runs: list[tuple[str, str, str, dict[str, Any], i
     rows = []
     for rel, folder, method, target, n in runs:
         label = target.get("label")
-        name = f"{label} (#{target.get('index')})" if label is not None else f"class {target.get('index')}"
         score = target.get("score")
-        p = f" · p={score:.3f}" if isinstance(score, (int, float)) else ""
+        if target.get("kind") == "value":  # a target on the model's output: its name and value
+            name = str(label)
+            p = f" · value {score:.4g}" if isinstance(score, (int, float)) else ""
+        else:
+            name = f"{label} (#{target.get('index')})" if label is not None else f"class {target.get('index')}"
+            p = f" · p={score:.3f}" if isinstance(score, (int, float)) else ""
         rows.append(f'<tr><td><a href="{esc(rel)}"><code>{esc(folder)}</code></a></td><td>{esc(method)}</td>'
                     f"<td>{esc(name)}{esc(p)}</td><td class=\"cam-num\">{n:,}</td></tr>")
     grid_links = "".join(f'<li><a href="{esc(g)}">{esc(g)}</a></li>' for g in grids)

@@ -458,6 +458,10 @@ class _Scorer:
         """The model's ``(B, K)`` logits as float64 on the CPU, checked (K = 1 for a one-logit model)."""
         with torch.inference_mode():
             out = logits_of(self.model(images.to(self.device)), self.output_key)
+        if out.ndim == 2 and out.shape[0] != images.shape[0] and isinstance(self.output_key, TargetHead):
+            raise InputError(f"target {', '.join(self.output_key.labels)} gave {out.shape[0]} value(s) for a batch of "
+                             f"{images.shape[0]} perturbed images: a target must return one scalar per image of the "
+                             "batch it is given (index the batch, don't pick its first row)")
         if out.ndim != 2 or out.shape[0] != images.shape[0]:
             raise ValueError("model: expected its output to be a (batch, classes) tensor of logits")
         out = out.detach().to("cpu", torch.float64)

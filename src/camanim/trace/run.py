@@ -389,6 +389,7 @@ def run_trace(
     layouts: Mapping[str, str] | None = None,
     copy_outputs: bool = False,
     sink: LayerSink | None = None,
+    read_output: bool = True,
 ) -> Trace:
     """Run the single forward (and backward) pass and record every selected layer.
 
@@ -407,6 +408,8 @@ def run_trace(
         sink: with gradients, hand each layer's activation and gradient to ``sink`` during the
             backward, as the gradient arrives (see :class:`LayerSink`); the trace keeps only
             what the sink declines.
+        read_output: False: the model's output is not read as logits (``logits`` and ``targets`` are None;
+            only without gradients): ``camanim layers`` lists the layers of any model, a detector's too.
 
     Returns:
         A :class:`Trace`: the records in execution order, with activations (B, ...) and gradients
@@ -457,14 +460,17 @@ def run_trace(
                     logger.info("an in-place write escaped copy-on-write: tracing again with every output copied")
                 return run_trace(model, input_tensor, layers, targets=targets, gradients=gradients,
                                  keep_activations=keep_activations, output_key=output_key, score=score,
-                                 layouts=layouts, copy_outputs=tp.watching, sink=sink)
+                                 layouts=layouts, copy_outputs=tp.watching, sink=sink, read_output=read_output)
+            if not read_output and not gradients:
+                tp.detach()
+                return Trace(records=tp.records, activations=Activations(tp.acts), gradients=Activations([]))
             logits = logits_of(out, output_key)
             if logits.ndim != 2:
                 raise InputError(f"the model's output has shape {tuple(logits.shape)}, not (batch, classes): "
                                  + ("for a segmentation model explain a class's region with --target seg:CLASS, "
                                     if logits.ndim == 4 else "")
                                  + "or give a target that reads one scalar per image from the output (see README, "
-                                 "'Targets')")
+                                 "'Tasks')")
             if logits.shape[0] != input_tensor.shape[0]:
                 raise InputError(f"the model's output gives {logits.shape[0]} rows for {input_tensor.shape[0]} "
                                  f"image(s) ({describe_output(out)}): a target must give one scalar per image")
