@@ -42,3 +42,16 @@ def test_one_file_reached_twice_is_one_image_and_conflicting_labels_are_refused(
     (tmp_path / "lists" / "other.csv").write_text("path,label\n../imgs/cat.png,281\n")
     with pytest.raises(InputError, match=r"cat\.png.* labelled both 285 and 281"):
         expand_images([str(tmp_path / "lists" / "idx.csv"), str(tmp_path / "lists" / "other.csv")])
+
+
+def test_saving_misclassified_runs_without_labels_is_refused_before_any_work(tmp_path: Path) -> None:
+    """(review) ``--save-which misclassified`` on unlabelled images would save nothing, silently."""
+    from _sweepfixture import MODEL, SETTINGS
+
+    from camanim.sweep import SweepOptions, run_sweep
+
+    cat = _png(tmp_path / "cat.png")
+    with pytest.raises(InputError, match="^--save-which misclassified needs true labels"):
+        run_sweep([str(cat)], tmp_path / "out", SETTINGS, SweepOptions(models=(MODEL,), save_runs=2,
+                                                                     save_which="misclassified"))
+    assert not (tmp_path / "out").exists()

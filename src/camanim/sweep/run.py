@@ -142,13 +142,17 @@ def run_sweep(images: Sequence[str], out: str | Path, settings: SweepSettings, o
         (workers replaced), ``seconds``, ``paths`` and ``aggregates`` (as in ``sweep.json``).
 
     Raises:
-        InputError: no image or model, a folder or glob without images, a sweep in ``out`` without
+        InputError: no image or model, a folder or glob without images, ``misclassified`` runs to save
+            without any label, a sweep in ``out`` without
             ``resume`` (or with other settings), Ray asked for but missing, or no cluster joined (then nothing
             is left in ``out`` unless it resumes).
     """
     t0 = time.perf_counter()
     out = Path(out)
     items = sweep_items(expand_images(images), options.models, settings.weights)
+    if options.save_runs and options.save_which == "misclassified" and all(it.label is None for it in items):
+        raise InputError("--save-which misclassified needs true labels, and no image has one: give a CSV/TSV list "
+                         "with a label column, or choose --save-which first or lowest-confidence")
     meta = _settings_json(settings, options)
     _check_out(out, meta, options.resume)
     created = not out.exists()
