@@ -26,7 +26,7 @@ from .aggregate import aggregates
 from .items import SweepItem, expand_images, sweep_items
 from .page import write_page, write_plot
 from .pool import run_pool
-from .tables import IMAGES, LAYERS, finished_keys, read_table, write_csv, write_part, ybroad_of
+from .tables import IMAGES, LAYERS, create_tables, finished_keys, read_table, write_csv, write_part, ybroad_of
 from .work import ItemWorker, SweepSettings, one_line, save_run
 
 SWEEP_JSON, SWEEP_HTML, SWEEP_PNG = "sweep.json", "sweep.html", "sweep.png"
@@ -157,6 +157,7 @@ def run_sweep(images: Sequence[str], out: str | Path, settings: SweepSettings, o
     _check_out(out, meta, options.resume)
     created = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
+    create_tables(out)  # readable (empty) before the first item finishes
     _remove_stale_parts(out)
     done_before = {k for k, s in finished_keys(out).items() if s == "ok"} if options.resume else set()
     todo = [it for it in items if it.key not in done_before]
