@@ -191,11 +191,11 @@ def run_sweep(images: Sequence[str], out: str | Path, settings: SweepSettings, o
                 else:
                     (out / SWEEP_JSON).unlink(missing_ok=True)
             raise
-    return _finish(out, items, settings, options, meta, restarts, len(done_before), time.perf_counter() - t0)
+    return _finish(out, items, settings, options, meta, restarts, len(done_before), t0)
 
 
 def _finish(out: Path, items: list[SweepItem], settings: SweepSettings, options: SweepOptions,
-            meta: dict[str, Any], restarts: int, skipped: int, seconds: float) -> dict[str, Any]:
+            meta: dict[str, Any], restarts: int, skipped: int, t0: float) -> dict[str, Any]:
     paths: dict[str, str] = {k: str(p) for k, p in write_csv(out, settings.road.percentiles).items()}
     paths.update(images=str(out / IMAGES), layers=str(out / LAYERS))
     rows = read_table(out, IMAGES).to_pylist()
@@ -216,6 +216,7 @@ def _finish(out: Path, items: list[SweepItem], settings: SweepSettings, options:
     agg = aggregates(out, settings.road)
     best = _per_image_best(out, settings)
     n_ok = sum(r["status"] == "ok" for r in rows)
+    seconds = time.perf_counter() - t0  # to the end: saving runs and the aggregates included
     summary = {
         "state": "done", "settings": meta, "items": len(items), "ok": n_ok, "failed": len(rows) - n_ok,
         "skipped": skipped, "restarts": restarts, "seconds": seconds,
