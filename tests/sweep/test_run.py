@@ -83,3 +83,25 @@ def test_a_sweep_folder_is_not_overwritten_and_resume_needs_the_same_settings(fi
         run_sweep(["sample:cat"], finished["out"], other, SweepOptions(models=(MODEL,), resume=True))
     with pytest.raises(InputError, match="holds no sweep"):
         run_sweep(["sample:cat"], tmp_path / "new", SETTINGS, SweepOptions(models=(MODEL,), resume=True))
+
+
+def test_the_sweeps_seconds_include_saving_its_runs(finished, reference, tmp_path, monkeypatch):
+    """(review) ``--resume --save-runs 2`` on a finished sweep printed "(0.2 s)" for 40 s of saving runs: the
+    summary's time runs to the end. A fake clock: saving one run takes 100 "seconds"."""
+    import shutil
+
+    import camanim.sweep.run as sweep_run
+
+    out = tmp_path / "out"
+    shutil.copytree(finished["out"], out)
+    clock = [0.0]
+    monkeypatch.setattr(sweep_run.time, "perf_counter", lambda: clock[0])
+
+    def save_run(worker, item, folder):
+        clock[0] += 100.0
+        return {}
+
+    monkeypatch.setattr(sweep_run, "save_run", save_run)
+    summary = run_sweep([str(reference["list"])], out, SETTINGS,
+                        SweepOptions(models=(MODEL,), workers=1, resume=True, save_runs=2))
+    assert summary["seconds"] >= 200.0  # both saved runs counted (the fake clock moves only while saving)

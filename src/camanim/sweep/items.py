@@ -13,6 +13,7 @@ from __future__ import annotations
 import csv
 import glob
 import hashlib
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -57,12 +58,20 @@ def _read_list(path: Path) -> list[ImageEntry]:
     """The images of a CSV/TSV list: a path column and an optional label column (relative paths from its folder).
 
     Raises:
-        InputError: the file has no path column or no rows.
+        InputError: the file is empty, not UTF-8, or has no path column or no rows.
     """
-    text = path.read_text(encoding="utf-8-sig")
-    dialect = "excel-tab" if path.suffix.lower() == ".tsv" or "\t" in text.splitlines()[0] else "excel"
-    rows = list(csv.DictReader(text.splitlines(), dialect=dialect))
-    fields = {f.strip().lower(): f for f in (rows[0].keys() if rows else [])}
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise InputError(f"image list '{path}' is not UTF-8 (byte {exc.start}): save it as UTF-8") from exc
+    lines = text.splitlines()
+    if not any(line.strip() for line in lines):
+        raise InputError(f"image list '{path}' is empty: give a header (path, and optionally label) and one row "
+                         "per image")
+    dialect = "excel-tab" if path.suffix.lower() == ".tsv" or "\t" in lines[0] else "excel"
+    reader = csv.DictReader(lines, dialect=dialect)
+    rows = list(reader)
+    fields = {f.strip().lower(): f for f in (reader.fieldnames or [])}
     col = next((fields[c] for c in PATH_COLUMNS if c in fields), None)
     if col is None:
         raise InputError(f"image list '{path}' has no path column: name one of {', '.join(PATH_COLUMNS)} "
@@ -111,13 +120,20 @@ def expand_images(specs: Sequence[str]) -> list[ImageEntry]:
             out += [ImageEntry(f) for f in found]
         else:
             out.append(ImageEntry(spec))
-    seen: set[str] = set()
-    unique = []
+    # one image once, however it was reached (a list's ../, a folder and a glob): keyed by its resolved
+    # path; its label is kept, and two different labels for it are refused rather than one dropped
+    unique: dict[str, ImageEntry] = {}
     for entry in out:
-        if entry.image not in seen:
-            seen.add(entry.image)
-            unique.append(entry)
-    return unique
+        key = entry.image if entry.image.startswith("sample:") else os.path.realpath(entry.image)
+        first = unique.get(key)
+        if first is None:
+            unique[key] = entry
+        elif entry.label is not None and first.label is not None and entry.label != first.label:
+            raise InputError(f"image '{entry.image}' is labelled both {first.label} and {entry.label}: give each "
+                             "image one label")
+        elif first.label is None and entry.label is not None:
+            unique[key] = ImageEntry(first.image, entry.label)
+    return list(unique.values())
 
 
 def image_sha256(spec: str) -> str:

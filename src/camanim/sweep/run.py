@@ -26,7 +26,7 @@ from .aggregate import aggregates
 from .items import SweepItem, expand_images, sweep_items
 from .page import write_page, write_plot
 from .pool import run_pool
-from .tables import IMAGES, LAYERS, finished_keys, read_table, write_csv, write_part, ybroad_of
+from .tables import IMAGES, LAYERS, create_tables, finished_keys, read_table, write_csv, write_part, ybroad_of
 from .work import ItemWorker, SweepSettings, one_line, save_run
 
 SWEEP_JSON, SWEEP_HTML, SWEEP_PNG = "sweep.json", "sweep.html", "sweep.png"
@@ -142,17 +142,22 @@ def run_sweep(images: Sequence[str], out: str | Path, settings: SweepSettings, o
         (workers replaced), ``seconds``, ``paths`` and ``aggregates`` (as in ``sweep.json``).
 
     Raises:
-        InputError: no image or model, a folder or glob without images, a sweep in ``out`` without
+        InputError: no image or model, a folder or glob without images, ``misclassified`` runs to save
+            without any label, a sweep in ``out`` without
             ``resume`` (or with other settings), Ray asked for but missing, or no cluster joined (then nothing
             is left in ``out`` unless it resumes).
     """
     t0 = time.perf_counter()
     out = Path(out)
     items = sweep_items(expand_images(images), options.models, settings.weights)
+    if options.save_runs and options.save_which == "misclassified" and all(it.label is None for it in items):
+        raise InputError("--save-which misclassified needs true labels, and no image has one: give a CSV/TSV list "
+                         "with a label column, or choose --save-which first or lowest-confidence")
     meta = _settings_json(settings, options)
     _check_out(out, meta, options.resume)
     created = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
+    create_tables(out)  # readable (empty) before the first item finishes
     _remove_stale_parts(out)
     done_before = {k for k, s in finished_keys(out).items() if s == "ok"} if options.resume else set()
     todo = [it for it in items if it.key not in done_before]
@@ -186,11 +191,11 @@ def run_sweep(images: Sequence[str], out: str | Path, settings: SweepSettings, o
                 else:
                     (out / SWEEP_JSON).unlink(missing_ok=True)
             raise
-    return _finish(out, items, settings, options, meta, restarts, len(done_before), time.perf_counter() - t0)
+    return _finish(out, items, settings, options, meta, restarts, len(done_before), t0)
 
 
 def _finish(out: Path, items: list[SweepItem], settings: SweepSettings, options: SweepOptions,
-            meta: dict[str, Any], restarts: int, skipped: int, seconds: float) -> dict[str, Any]:
+            meta: dict[str, Any], restarts: int, skipped: int, t0: float) -> dict[str, Any]:
     paths: dict[str, str] = {k: str(p) for k, p in write_csv(out, settings.road.percentiles).items()}
     paths.update(images=str(out / IMAGES), layers=str(out / LAYERS))
     rows = read_table(out, IMAGES).to_pylist()
@@ -211,6 +216,7 @@ def _finish(out: Path, items: list[SweepItem], settings: SweepSettings, options:
     agg = aggregates(out, settings.road)
     best = _per_image_best(out, settings)
     n_ok = sum(r["status"] == "ok" for r in rows)
+    seconds = time.perf_counter() - t0  # to the end: saving runs and the aggregates included
     summary = {
         "state": "done", "settings": meta, "items": len(items), "ok": n_ok, "failed": len(rows) - n_ok,
         "skipped": skipped, "restarts": restarts, "seconds": seconds,

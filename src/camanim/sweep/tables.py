@@ -68,6 +68,13 @@ def _baseline_ybroad(image_row: dict[str, Any]) -> float | None:
     return float(((np.asarray(le) - np.asarray(m)) / 2).mean(axis=1).mean())
 
 
+def create_tables(out: Path) -> None:
+    """The two table folders, empty, before any item finishes: ``pyarrow.parquet.read_table(out / "layers")``
+    then reads an empty table instead of failing (the tables are readable at every moment)."""
+    for name in (IMAGES, LAYERS):
+        (out / name).mkdir(parents=True, exist_ok=True)
+
+
 def write_part(out: Path, image_row: dict[str, Any], layer_rows: Sequence[dict[str, Any]]) -> None:
     """Write one item's rows: its layers part first, then its images part, each renamed into place.
 
