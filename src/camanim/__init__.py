@@ -14,13 +14,13 @@ from .errors import InputError
 from .methods import CamMethod, MethodContext, cam_method, get_method, list_methods, register_method
 from .results import CamResult, CamSet, Target
 from .road import RoadOptions, YbRoad, YbRoadAcross
-from .rundir import SaveOptions
+from .rundir import SaveOptions, load_cams
 from .sources import LoadedModel, Preprocess, list_models, load_image, load_model
 from .trace import LayerRecord, run_trace, select_layers
 
 __all__ = [
     "CamMethod", "CamOptions", "CamResult", "CamSet", "InputError", "LayerRecord", "LoadedModel", "MethodContext",
     "Preprocess", "RoadOptions", "SaveOptions", "Target", "YbRoad", "YbRoadAcross", "__version__", "animate", "cam_method",
-    "get_method", "list_methods", "list_models", "load_image", "load_model", "normalise", "overlay", "register_method",
+    "get_method", "list_methods", "list_models", "load_cams", "load_image", "load_model", "normalise", "overlay", "register_method",
     "road_for_run", "run_trace", "select_layers", "trace_layers", "ybroad",
 ]
