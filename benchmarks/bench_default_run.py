@@ -106,7 +106,7 @@ def main() -> None:
             for name in order:
                 src, cmd = jobs[name]
                 if cmd[-1] == "--out":
-                    cmd = [*cmd, str(work / f"{name.replace(' ', '_').strip('()')}-{r}")]
+                    cmd = [*cmd, str(work / f"{name.replace(' ', '_').replace('(', '').replace(')', '')}-{r}")]
                 wall, cpu = timed(cmd, src)
                 walls[name].append(wall)
                 cpus[name].append(cpu)
