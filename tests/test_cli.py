@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageSequence
 
-from camanim import InputError
+from camanim import InputError, load_cams
 from camanim.cli import main
 
 # resnet18 with random weights on its last block: a few layers, fast on a CPU
@@ -326,7 +326,7 @@ def test_run_a_nifti_volume_with_a_pickled_3d_model(tmp_path, capsys):
     assert manifest["image"]["size"] == [8, 12, 16] and manifest["image"]["format"] == "nifti"
     assert [entry["layout"] for entry in manifest["layers"]] == ["NCDHW", "NCDHW", "NCDHW", "non_spatial"]
     with np.load(out / "cams.npz") as saved:
-        assert saved["cams"].shape == (4, 8, 12, 16)
+        assert load_cams(out).shape == (4, 8, 12, 16)
         np.testing.assert_allclose(saved["input"][0, 0], vol)  # the stored intensities, as they are
     capsys.readouterr()
     assert main([*args, str(tmp_path / "scored"), "--road"]) == 2

@@ -147,6 +147,10 @@ class CamResult:
             prediction), whatever the explained target.
         guided: the input's guided backpropagation (C, H, W) with ``guided=True`` (``--guided``): frames
             are then Guided Grad-CAM pictures, each layer's normalised CAM times it; else None.
+        maps: the CAMs at layer resolution, one (h, w) map per layer ((d, h, w) for a volume; None
+            where the CAM is zeros), whose upsampling :attr:`cams` is; what ``cams.npz`` stores. None
+            where :attr:`cams` is not such an upsampling (``aug_smooth``): ``cams.npz`` then holds
+            :attr:`cams` whole.
     """
 
     cams: torch.Tensor
@@ -168,6 +172,7 @@ class CamResult:
     top: list[Target] = field(default_factory=list)
     metrics: dict[str, LayerCurve] | None = None
     guided: torch.Tensor | None = None
+    maps: list[torch.Tensor | None] | None = None
 
     def metric_curves(self) -> dict[str, LayerCurve]:
         """Every metric scored on this result, ybROAD first (as ``road``), then :attr:`metrics`."""
@@ -200,7 +205,8 @@ class CamResult:
                    target=Target(row.target, row.label, row.probability, row.kind, row.head, row.region), image=image,
                    input_tensor=row.input_tensor, model=model, model_info=model_info, image_info=image_info,
                    seconds=row.seconds, vectors=row.vectors, options=row.options, montage=montage,
-                   top=[Target(t["index"], t["label"], t["score"]) for t in row.top], guided=row.guided)
+                   top=[Target(t["index"], t["label"], t["score"]) for t in row.top], guided=row.guided,
+                   maps=row.maps)
 
     def guided_image(self) -> np.ndarray | None:
         """The guided backpropagation as an (H, W, C) float32 array for the frames, or None without ``--guided``."""
@@ -442,7 +448,7 @@ class CamResult:
                                  self.guided_image(), self.target.region)
         cams_path = folder / names.CAMS
         media = write_media(folder, renderer, self.planes, opts, progress=progress,
-                            also=[lambda: write_cams(cams_path, self._saved_cams())])
+                            also=[lambda: write_cams(cams_path, self.saved_cams())])
         written: dict[str, Path] = {"cams": cams_path}
         written.update({f"frames_{n}": path for n, path in media.frames.items()})
         written.update({f"{kind}_{fmt}": path for (kind, fmt), path in media.videos.items()})
@@ -473,10 +479,33 @@ class CamResult:
                 progress("report", 1, 1)
         return written, view
 
-    def _saved_cams(self) -> SavedCams:
-        return SavedCams(cams=self.cams.detach().float().cpu().numpy(), names=np.array([r.name for r in self.layers]),
-                         input=self.input_tensor.detach().float().cpu().numpy(), image=self.image,
-                         target=self.target.index, **_vector_fields(self.vectors))
+    def saved_cams(self) -> SavedCams:
+        """What ``save()`` writes to ``cams.npz``: the layer maps and their size when :attr:`maps` is
+        set (else the CAMs whole), names, input, image, target and non-spatial vectors."""
+        names_ = np.array([r.name for r in self.layers])
+        inp = self.input_tensor.detach().float().cpu().numpy()
+        if self.maps is None or len(self.maps) != len(self.layers):
+            return SavedCams(cams=self.cams.detach().float().cpu().numpy(), names=names_, input=inp, image=self.image,
+                             target=self.target.index, **_vector_fields(self.vectors))
+        return SavedCams(cams=None, names=names_, input=inp, image=self.image, target=self.target.index,
+                         maps=_numpy_maps(self.maps), size=tuple(int(s) for s in self.cams.shape[1:]),
+                         **_vector_fields(self.vectors))
+
+
+def _numpy_maps(maps: Sequence[torch.Tensor | None]) -> list[np.ndarray | None]:
+    """Layer maps as float32 arrays; maps that are views of one memory (layers sharing an output) become
+    one array object, so ``cams.npz`` stores them once."""
+    seen: dict[tuple[int, tuple[int, ...], tuple[int, ...]], np.ndarray] = {}
+    out: list[np.ndarray | None] = []
+    for m in maps:
+        if m is None:
+            out.append(None)
+            continue
+        key = (m.data_ptr(), tuple(m.shape), tuple(m.stride()))
+        if key not in seen:
+            seen[key] = m.detach().float().cpu().numpy()
+        out.append(seen[key])
+    return out
 
 
 def _vector_fields(vectors: UnitVectors | None) -> dict[str, Any]:

@@ -13,7 +13,7 @@ from PIL import Image
 from camanim.draw import colormap_lut, normalise
 from camanim.figures import FigureOptions, build_figure, cam_tile, figure_style, read_run, road_curve
 from camanim.figures.grid import interpolation
-from camanim.rundir import names, read_cams
+from camanim.rundir import load_cams, names, read_cams
 
 
 def _axes(fig) -> dict[str, object]:
@@ -68,7 +68,7 @@ def test_filmstrip_local_and_global_rows_one_colour_bar_each_and_captions(figure
         row = [tiles[r, c].get_position() for c in range(3)]
         assert bar.x0 > max(p.x1 for p in row) and bar.y0 < row[0].y1 and bar.y1 > row[0].y0
     assert axes["colorbar:0"].get_ylim() == (0.0, 1.0)  # local maps: each its own 0-1
-    cams = np.load(figure_runs["gradcam"] / "cams.npz")["cams"]
+    cams = load_cams(figure_runs["gradcam"])
     assert axes["colorbar:1"].get_ylim() == pytest.approx((float(cams.min()), float(cams.max())))  # global: raw
 
 
@@ -170,7 +170,7 @@ def test_norms_figure_puts_one_layers_local_and_global_side_by_side(figure_runs)
     assert axes["tile:0:1"].get_title() == "global\nlayer3.0.conv1\n#3 · 50%"
     local, glob = axes["tile:0:0"].get_images()[0].get_array(), axes["tile:0:1"].get_images()[0].get_array()
     assert np.array_equal(local, cam_tile(run, 3, "local")) and np.array_equal(glob, cam_tile(run, 3, "global"))
-    cams = np.load(figure_runs["gradcam"] / "cams.npz")["cams"]
+    cams = load_cams(figure_runs["gradcam"])
     assert axes["colorbar:0:0"].get_ylim() == pytest.approx((float(cams[3].min()), float(cams[3].max())))
     assert axes["colorbar:0:1"].get_ylim() == pytest.approx((float(cams.min()), float(cams.max())))
 

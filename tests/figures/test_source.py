@@ -9,7 +9,7 @@ import pytest
 
 from camanim import InputError
 from camanim.figures import read_run, read_runs
-from camanim.rundir import set_manifest, write_manifest
+from camanim.rundir import read_cams, set_manifest, write_cams, write_manifest
 
 
 def test_a_run_folder_is_read_with_its_render_settings_and_vectors(figure_runs):
@@ -42,9 +42,9 @@ def test_folders_that_are_not_one_finished_run(figure_runs, tmp_path):
     assert [r.method for r in read_runs([top, figure_runs["gradcam"]])] == ["hirescam", "gradcam", "gradcam"]
     stale = tmp_path / "stale"
     shutil.copytree(figure_runs["gradcam"], stale)
-    data = dict(np.load(stale / "cams.npz"))
-    data["cams"] = data["cams"][:5]
-    np.savez(stale / "cams.npz", **data)
+    saved = read_cams(stale / "cams.npz")
+    saved.cams, saved.maps = saved.cams[:5], None
+    write_cams(stale / "cams.npz", saved)
     with pytest.raises(InputError, match=r"\(5, 224, 224\) maps for 7 layers"):
         read_run(stale)
 

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
+import camanim
 from camanim import InputError
 from camanim.rundir import SavedCams, read_cams, write_cams
 
@@ -43,3 +45,103 @@ def test_non_spatial_vectors_round_trip_and_old_files_have_none(tmp_path):
     saved.vectors = None
     back = read_cams(write_cams(tmp_path / "old.npz", saved))
     assert back.vectors is None and back.vector_kind == ""
+
+
+def _saved_and_loaded(result, tmp_path, name="cams.npz"):
+    path = write_cams(tmp_path / name, result.saved_cams())
+    return np.load(path), camanim.load_cams(path)
+
+
+@pytest.mark.parametrize("size", [(37, 53), (64, 64)])
+def test_load_cams_gives_the_results_cams_from_layer_maps_at_several_resolutions(tmp_path, size):
+    """ResNet18's maps (112 down to 2 px, its non-spatial avgpool and fc) come back as the very CAMs."""
+    torch.manual_seed(0)
+    result = camanim.animate("resnet18", torch.rand(1, 3, *size), weights="none", layers="all")
+    data, cams = _saved_and_loaded(result, tmp_path)
+    assert "cams" not in data.files and str(data["upsample"]) == "bilinear" and tuple(data["size"]) == size
+    assert cams.dtype == np.float32 and cams.shape == tuple(result.cams.shape) == (75, *size)
+    np.testing.assert_allclose(cams, result.cams.numpy(), rtol=1e-6, atol=0)
+    shapes = {tuple(s) for s, start in zip(data["map_shape"], data["map_start"]) if start >= 0}
+    assert len(shapes) >= 4 and max(h for h, _ in shapes) < size[0]  # stored at layer resolution
+    non_spatial = [i for i, r in enumerate(result.layers) if r.non_spatial]
+    assert non_spatial and all(data["map_start"][i] == -1 for i in non_spatial)
+    assert not cams[non_spatial].any()
+    assert data["map_values"].size * 4 < result.cams.numel() * 4 / 5  # the CAMs in a fifth of the space
+
+
+def test_layers_sharing_one_output_share_one_stored_map(tmp_path):
+    torch.manual_seed(0)
+    result = camanim.animate("resnet18", torch.rand(1, 3, 40, 40), weights="none", layers="layer1*")
+    shared = [i for i, r in enumerate(result.layers) if r.same_as is not None]
+    assert shared, "resnet18's in-place ReLU shares its BatchNorm's output"
+    data, cams = _saved_and_loaded(result, tmp_path)
+    for i in shared:
+        assert data["map_start"][i] == data["map_start"][result.layers[i].same_as]
+    np.testing.assert_allclose(cams, result.cams.numpy(), rtol=1e-6, atol=0)
+    starts = data["map_start"][data["map_start"] >= 0]
+    assert data["map_values"].size == sum(int(np.prod(data["map_shape"][i])) for i in
+                                          {int(s): i for i, s in enumerate(data["map_start"]) if s >= 0}.values())
+    assert len(set(starts.tolist())) < len(starts)
+
+
+def test_load_cams_of_vision_transformer_tokens(tmp_path):
+    timm = pytest.importorskip("timm")
+    torch.manual_seed(0)
+    vit = timm.models.VisionTransformer(img_size=32, patch_size=8, embed_dim=16, depth=1, num_heads=2, num_classes=3)
+    result = camanim.animate(vit, torch.rand(1, 3, 32, 32), layers="all")
+    assert any(r.layout.startswith("TOKENS") for r in result.layers)
+    data, cams = _saved_and_loaded(result, tmp_path)
+    tokens = [i for i, r in enumerate(result.layers) if r.layout.startswith("TOKENS")]
+    assert all(tuple(data["map_shape"][i]) == (4, 4) for i in tokens)
+    np.testing.assert_allclose(cams, result.cams.numpy(), rtol=1e-6, atol=0)
+    assert cams[tokens].any()
+
+
+def test_load_cams_of_a_volume_upsamples_trilinear(tmp_path):
+    from conftest import tiny_net3d, tiny_volume
+
+    result = camanim.animate(tiny_net3d(), tiny_volume(), layers="all")
+    data, cams = _saved_and_loaded(result, tmp_path)
+    assert str(data["upsample"]) == "trilinear" and tuple(data["size"]) == (8, 12, 16)
+    assert cams.shape == tuple(result.cams.shape) and cams.ndim == 4
+    assert any(start >= 0 and tuple(s) != (8, 12, 16) for s, start in zip(data["map_shape"], data["map_start"]))
+    np.testing.assert_allclose(cams, result.cams.numpy(), rtol=1e-6, atol=0)
+
+
+def test_aug_smooth_cams_are_stored_whole_and_a_run_folder_loads(tmp_path):
+    """Maps averaged at input size are no upsampling of layer maps: the file keeps them whole."""
+    torch.manual_seed(0)
+    result = camanim.animate("resnet18", torch.rand(1, 3, 32, 32), weights="none", layers="layer4*", aug_smooth=True)
+    assert result.maps is None
+    data, cams = _saved_and_loaded(result, tmp_path)
+    assert "cams" in data.files and "map_values" not in data.files
+    assert cams.tobytes() == result.cams.numpy().tobytes()
+    result.save(tmp_path / "run", video=False, report=False, normalisations=("local",))
+    np.testing.assert_allclose(camanim.load_cams(tmp_path / "run"), result.cams.numpy(), rtol=1e-6, atol=0)
+    with pytest.raises(InputError, match="does not exist"):
+        camanim.load_cams(tmp_path / "nowhere")
+
+
+def test_a_numpy_reader_rebuilds_the_cams_from_the_documented_keys(tmp_path):
+    """The keys as the module docstring describes them, read with numpy and scipy-free bilinear weights."""
+    torch.manual_seed(0)
+    result = camanim.animate("resnet18", torch.rand(1, 3, 24, 40), weights="none", layers="layer2*")
+    data = np.load(write_cams(tmp_path / "cams.npz", result.saved_cams()))
+    H, W = data["size"]
+
+    def weights(n_in, n_out):  # bilinear, pixel centres aligned (align_corners=False), as documented
+        src = np.clip((np.arange(n_out) + 0.5) * n_in / n_out - 0.5, 0, None)
+        lo = np.minimum(np.floor(src).astype(int), n_in - 1)
+        hi = np.minimum(lo + 1, n_in - 1)
+        w = np.zeros((n_out, n_in))
+        np.add.at(w, (np.arange(n_out), lo), 1 - (src - lo))
+        np.add.at(w, (np.arange(n_out), hi), src - lo)
+        return w
+
+    for i, (start, shape) in enumerate(zip(data["map_start"], data["map_shape"])):
+        if start < 0:
+            assert not result.cams[i].any()
+            continue
+        m = data["map_values"][start:start + np.prod(shape)].reshape(shape).astype(np.float64)
+        cam = weights(shape[0], H) @ m @ weights(shape[1], W).T
+        np.testing.assert_allclose(cam, result.cams[i].numpy(), rtol=1e-5, atol=1e-7 * float(cam.max()))

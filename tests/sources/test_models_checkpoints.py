@@ -142,7 +142,7 @@ def test_grey_scale_checkpoint_is_detected_from_its_first_conv(tmp_path, capsys)
                  "--num-classes", "2", "--layers", "conv1,layer1", "--no-video", "--frame-width", "32", "--quiet",
                  "--out", str(out)]) == 0
     saved = np.load(out / "cams.npz")
-    assert saved["input"].shape == (1, 1, 224, 224) and saved["cams"].shape == (2, 224, 224)
+    assert saved["input"].shape == (1, 1, 224, 224) and camanim.load_cams(out).shape == (2, 224, 224)
     assert _manifest(out)["model"]["channels"] == 1
     # --channels 1 on a named architecture with random weights
     assert load_model("resnet18", "none", channels=1).module.conv1.in_channels == 1

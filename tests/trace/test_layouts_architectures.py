@@ -212,7 +212,7 @@ def test_end_to_end_with_random_weights(case: Case, tmp_path: Path):
     assert dict(Counter(r["layout"].split(":")[0] for r in layers)) == case.layouts
     for norm in ("local", "global"):
         assert len(list((out / "frames" / norm).glob("*.png"))) == case.layers
-    cams = np.load(out / "cams.npz")["cams"]
+    cams = camanim.load_cams(out)
     assert cams.shape == (case.layers, case.size, case.size)
     spatial = [i for i, r in enumerate(layers) if not r["non_spatial"]]
     late = spatial[-max(1, len(spatial) // 4):]

@@ -46,6 +46,10 @@ class Computation:
         logits: (R, K) on the plain input.
         targets: (R,) the explained class of each row.
         cams: method name -> raw CAMs (L, R, H, W), after ReLU, upsampled, not scaled.
+        maps: method name -> the same CAMs at layer resolution, one (R, h, w) map per layer ((R, d, h, w)
+            for a volume; None for a layer without a map, whose CAM is zeros), from which :attr:`cams`
+            was upsampled (:func:`camanim.compute.maps.upsample`); empty where :attr:`cams` is not an
+            upsampling of layer maps (``aug_smooth`` averages maps scaled at input size).
         forwards: method name -> extra forward batches the method ran; ``"trace"``: traced passes.
         seconds: wall time per method and for the traces.
     """
@@ -56,6 +60,7 @@ class Computation:
     cams: dict[str, torch.Tensor]
     forwards: dict[str, int] = field(default_factory=dict)
     seconds: dict[str, float] = field(default_factory=dict)
+    maps: dict[str, list[torch.Tensor | None]] = field(default_factory=dict)
 
 
 def _groups(methods: Sequence[CamMethod], base: ScoreFn) -> list[tuple[ScoreFn, list[CamMethod]]]:
@@ -68,11 +73,13 @@ def _groups(methods: Sequence[CamMethod], base: ScoreFn) -> list[tuple[ScoreFn, 
 
 def _one_pass(model: nn.Module, x: torch.Tensor, methods: Sequence[CamMethod], options: CamOptions, *,
               targets: Sequence[int] | torch.Tensor | None, image_index: torch.Tensor | None, base: ScoreFn,
-              on_trace: Callable[[Trace], None] | None, progress: Progress | None) -> Computation:
+              on_trace: Callable[[Trace], None] | None, progress: Progress | None,
+              upsampled: bool = True) -> Computation:
     """Every method's raw CAMs (L, R, H, W) for one input batch (L, R, D, H, W for volumes): one trace per score group."""
     volume = x.ndim == 5
     size = tuple(int(s) for s in x.shape[2:]) if volume else (int(x.shape[-2]), int(x.shape[-1]))
     cams: dict[str, torch.Tensor] = {}
+    maps: dict[str, list[torch.Tensor | None]] = {}
     forwards: dict[str, int] = {"trace": 0}
     seconds: dict[str, float] = {"trace": 0.0}
     first = None
@@ -108,15 +115,17 @@ def _one_pass(model: nn.Module, x: torch.Tensor, methods: Sequence[CamMethod], o
             else:
                 cb = (lambda d, t, n=m.name: progress(f"cams {n}", d, t)) if progress else None
                 per_layer = layer_cams(tr, m, ctx, progress=cb)
-            cams[m.name] = (upsample_volumes(per_layer, size, batch=int(x.shape[0])) if volume
-                            else upsample(per_layer, size, batch=int(x.shape[0])))
+            maps[m.name] = per_layer
+            if upsampled:
+                cams[m.name] = (upsample_volumes(per_layer, size, batch=int(x.shape[0])) if volume
+                                else upsample(per_layer, size, batch=int(x.shape[0])))
             forwards[m.name] = ctx.forwards
             seconds[m.name] = time.perf_counter() - t0 + (sink.seconds.get(m.name, 0.0) if sink else 0.0)
         if sink is not None:
             seconds["trace"] -= sum(sink.seconds.values())
         del tr
     assert first is not None
-    return Computation(first.records, first.logits, first.targets, cams, forwards, seconds)
+    return Computation(first.records, first.logits, first.targets, cams, forwards, seconds, maps)
 
 
 def _in_backward(method: CamMethod) -> bool:
@@ -203,6 +212,7 @@ def compute_cams(
     image_index: torch.Tensor | None = None,
     on_trace: Callable[[Trace], None] | None = None,
     progress: Progress | None = None,
+    upsampled: bool = True,
 ) -> Computation:
     """Raw CAMs of every layer for every row of ``x`` and every method.
 
@@ -216,23 +226,28 @@ def compute_cams(
         image_index: (R,) which image each row shows; rows of one image share perturbation forwards.
         on_trace: called with the first trace of the plain input (to keep more of it than the CAMs).
         progress: called as ``progress(stage, done, total)``.
+        upsampled: False: the CAMs at layer resolution only (``maps``; ``cams`` stays empty), the
+            upsampling to input size left out (for callers that work at layer resolution).
 
     Returns:
         A :class:`Computation`; its ``cams[name]`` are (L, R, H, W) float32, after ReLU, not scaled;
-        for a volume ``x`` (R, C, D, H, W), (L, R, D, H, W).
+        for a volume ``x`` (R, C, D, H, W), (L, R, D, H, W); its ``maps[name]`` the same at layer resolution.
 
     Raises:
         InputError: a target class out of range, a layer pattern that selects nothing, a model
             output without (batch, classes) logits, or a method or option that works on 2-D images
             only for a volume.
         RuntimeError: an augmented input recorded a different number of layers.
+        ValueError: ``upsampled=False`` with ``aug_smooth`` (its maps are averaged at input size).
     """
     options = options.for_device(x.device.type)
+    if not upsampled and options.aug_smooth:
+        raise ValueError("aug_smooth averages maps scaled at input size: it needs upsampled=True")
     if x.ndim == 5:
         check_volume_methods(methods, options)
     base = _checked(score_function(options.score))
     kw = dict(image_index=image_index, base=base, progress=progress)
-    plain = _one_pass(model, x, methods, options, targets=targets, on_trace=on_trace, **kw)
+    plain = _one_pass(model, x, methods, options, targets=targets, on_trace=on_trace, upsampled=upsampled, **kw)
     if not options.aug_smooth:
         return plain
     total = {name: torch.zeros_like(c) for name, c in plain.cams.items()}

@@ -59,6 +59,9 @@ class Row:
             and one-logit models; ``options["probability"]`` says which).
         method: the method's registry name.
         cams: raw CAMs (L, H, W) float32: after ReLU, upsampled to input size, not scaled.
+        maps: the same CAMs at layer resolution, one (h, w) map per layer ((d, h, w) for a volume; None
+            where the CAM is zeros), whose upsampling (:func:`camanim.compute.maps.upsample`) :attr:`cams`
+            is; None when :attr:`cams` is not one (``aug_smooth``).
         records: one per layer call, in execution order.
         input_tensor: the model input of this row (1, C, H, W).
         vectors: non-spatial layers' 1-D evidence.
@@ -92,6 +95,7 @@ class Row:
     kind: str = "class"
     head: TargetHead | None = None
     region: Any = None
+    maps: list[torch.Tensor | None] | None = None
 
 
 def _needs_logits(spec: TargetSpec) -> bool:
@@ -299,13 +303,17 @@ def _split(comp: Computation, r: int, image: int, x: torch.Tensor, vectors: Unit
     out = []
     for m in methods:
         cams = comp.cams[m.name][:, r].contiguous()
+        maps = comp.maps.get(m.name)
+        if maps is not None:
+            maps = [None if c is None else c[r] for c in maps]
         if keep is not None:
             cams = cams[keep]
+            maps = [maps[i] for i in keep] if maps is not None else None
         out.append(Row(image=image, target=tgt, label=label, probability=probability, method=m.name, cams=cams,
                        records=list(records), input_tensor=x, vectors=vectors, seconds=dict(seconds),
                        options={**manifest_options, "extra_forwards": comp.forwards.get(m.name, 0),
                                 "traced_passes": comp.forwards.get("trace", 0)},
-                       num_classes=int(class_logits(comp.logits).shape[1]), top=top))
+                       num_classes=int(class_logits(comp.logits).shape[1]), top=top, maps=maps))
     return out
 
 

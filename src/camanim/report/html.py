@@ -21,9 +21,11 @@ from PIL import Image, features
 from .template import PAGE_STYLE, STYLE
 
 # WebP at quality 80 keeps a 320x384 CAM overlay near 10 kB (JPEG: ~16 kB) at
-# no visible cost; method 2 is ~3x faster to encode than the default 4 for
-# about 5% more bytes, which matters with ~1100 frames to encode.
-_WEBP_OPTIONS = {"quality": 80, "method": 2}
+# no visible cost. Method 0 encodes the default run's frames in 5.7 ms each against
+# method 2's 10.7 (and the default 4's ~30) for about 15% more bytes (23.6 vs 20.5 kB
+# for its 320x384 frames): the report's frames were the largest CPU cost of a run
+# after the model itself (BENCHMARKS.md, "The default run against its floor").
+_WEBP_OPTIONS = {"quality": 80, "method": 0}
 
 
 _JPEG_OPTIONS = {"quality": 80, "optimize": True}

@@ -12,7 +12,7 @@ from ..rundir import RunView, atomic_path, names
 from .html import fmt_number, numbers
 
 
-def _layer_axis(ax: Any, layers: list[dict[str, Any]], max_labels: int = 36) -> None:
+def layer_axis(ax: Any, layers: list[dict[str, Any]], max_labels: int = 36) -> None:
     """Thinned, rotated layer names: every layer cannot be labelled in DenseNet161."""
     n = len(layers)
     ticks = sorted(set(np.linspace(0, n - 1, min(n, max_labels)).round().astype(int).tolist()))
@@ -31,6 +31,7 @@ def _layer_axis(ax: Any, layers: list[dict[str, Any]], max_labels: int = 36) -> 
 def _plot_bars(run: RunView, path: Path, values: list[float | None], *, log: bool, ylabel: str,
                title: str, color: str) -> None:
     from matplotlib import rc_context
+    from matplotlib.collections import PolyCollection
     from matplotlib.figure import Figure
     from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
@@ -42,9 +43,18 @@ def _plot_bars(run: RunView, path: Path, values: list[float | None], *, log: boo
         if log:
             heights[heights < 1] = np.nan
         has_bars = bool(np.isfinite(heights).any())
-        # Bars of a log chart start at 1 (10^0), as in the report's SVG chart.
-        ax.bar(x, heights - 1 if log else heights, bottom=1 if log else 0,
-               width=0.85 if len(values) < 150 else 1.0, color=color, linewidth=0)
+        # Bars of a log chart start at 1 (10^0), as in the report's SVG chart. One collection of
+        # rectangles, not one patch per bar (``ax.bar``): the same bars, drawn in a fraction of the time.
+        bottom, half = (1.0 if log else 0.0), (0.85 if len(values) < 150 else 1.0) / 2
+        shown = np.isfinite(heights)
+        left, top = x[shown] - half, heights[shown]
+        verts = np.stack([np.stack([left, np.full_like(top, bottom)], 1), np.stack([left, top], 1),
+                          np.stack([left + 2 * half, top], 1), np.stack([left + 2 * half, np.full_like(top, bottom)], 1)],
+                         axis=1)
+        bars = PolyCollection(verts, facecolors=color, edgecolors="none", linewidths=0)
+        bars.sticky_edges.y.append(bottom)
+        ax.add_collection(bars, autolim=True)
+        ax.autoscale_view()
         if log and has_bars:
             ax.set_yscale("log")
             ax.set_ylim(bottom=1, top=10.0 ** max(1, math.ceil(math.log10(float(np.nanmax(heights))))))
@@ -57,7 +67,7 @@ def _plot_bars(run: RunView, path: Path, values: list[float | None], *, log: boo
         ax.set_axisbelow(True)
         for side in ("top", "right"):
             ax.spines[side].set_visible(False)
-        _layer_axis(ax, run.layers)
+        layer_axis(ax, run.layers)
         with atomic_path(path) as tmp:
             fig.savefig(tmp, format="png")
 

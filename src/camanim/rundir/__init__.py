@@ -6,7 +6,7 @@ module         job
 ``names``      every file name of a run folder
 ``atomic``     writing atomically: one file, or a whole folder
 ``manifest``   ``manifest.json``: the schema, written and read
-``cams``       ``cams.npz``: raw CAMs, written and read
+``cams``       ``cams.npz``: raw CAMs (layer maps), written and read
 ``ybroad``     ``ybroad.json`` / ``ybroad.csv``, written and read
 ``load``       a run folder (or a result in memory) as a :class:`RunView`
 ``write``      frames and videos of a run, drawn and encoded together
@@ -23,7 +23,7 @@ from .atomic import (
     stale_temp_dirs,
     write_text,
 )
-from .cams import SavedCams, read_cams, write_cams
+from .cams import SavedCams, load_cams, read_cams, write_cams
 from .load import Frames, RunView, load_run
 from .manifest import (
     read_json,
@@ -38,7 +38,7 @@ from .manifest import (
 from .write import Media, SaveOptions, write_media
 from .ybroad import read_ybroad, write_ybroad_tables
 
-__all__ = ["Frames", "Media", "RunView", "SaveOptions", "SavedCams", "atomic_path", "load_run", "names",
+__all__ = ["Frames", "Media", "RunView", "SaveOptions", "SavedCams", "atomic_path", "load_cams", "load_run", "names",
            "remove_stale_temp_dirs", "stale_temp_dirs",
            "prepare_out_dir", "read_cams", "read_json", "read_manifest", "read_ybroad", "replace_dir", "run_manifest",
            "set_manifest", "staged_dir", "with_metrics", "with_outputs", "with_ybroad", "write_cams", "write_manifest",

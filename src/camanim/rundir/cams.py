@@ -1,4 +1,31 @@
-"""``cams.npz``: the raw CAMs of a run and what is needed to score them again without the model's pass."""
+"""``cams.npz``: the raw CAMs of a run and what is needed to score them again without the model's pass.
+
+The CAMs are kept at **layer resolution** with the rule that upsamples them, so the file is a
+fraction of the input-size stack (:func:`load_cams` rebuilds that stack, equal to the run's
+``CamResult.cams`` to float32 rounding). Keys, all plain numpy arrays (``np.load`` reads them):
+
+=================  =================================================================================
+``names``          (L,) layer names, as in the manifest
+``input``          the model input (1, C, H, W) float32 ((1, C, D, H, W) for a volume)
+``image``          the display image (H, W, 3) uint8
+``target``         () int: the explained class
+``size``           (2,) or (3,) int64: the CAMs' size at input resolution, (H, W) or (D, H, W)
+``upsample``       () str: ``bilinear`` (2-D) or ``trilinear`` (volumes); both with pixel centres
+                   aligned, as ``F.interpolate(..., align_corners=False)`` and ``cv2.resize``
+``map_values``     float32, every distinct layer map flattened (C order) and concatenated
+``map_start``      (L,) int64: where layer i's map starts in ``map_values``; -1 for a layer without a
+                   map (non-spatial: its CAM is zeros). Layers sharing one output share one start.
+``map_shape``      (L, 2) or (L, 3) int64: layer i's map shape, (h, w) or (d, h, w)
+``cams``           only where the CAMs are not an upsampling of layer maps (``--aug-smooth``, whose
+                   maps are scaled and averaged at input size; and files written before the layer maps were kept):
+                   the raw CAMs (L, H, W) float32 themselves, instead of the ``map_*`` keys
+``vector_values``, ``vector_offsets`` (L + 1), ``vector_has`` (L,), ``vector_kind``: non-spatial
+                   layers' 1-D evidence (see :func:`write_cams`)
+=================  =================================================================================
+
+Layer i's CAM is ``map_values[map_start[i]:][:prod(map_shape[i])].reshape(map_shape[i])`` resized to
+``size`` by ``upsample`` (zeros where ``map_start[i] == -1``).
+"""
 
 from __future__ import annotations
 
@@ -6,8 +33,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import torch
 
+from ..compute.maps import upsample, upsample_volumes
 from ..errors import InputError
+from . import names
+
+#: the upsampling rules ``cams.npz`` names, by the number of spatial dimensions
+UPSAMPLE_RULES = {2: "bilinear", 3: "trilinear"}
 
 
 @dataclass
@@ -15,7 +48,8 @@ class SavedCams:
     """The content of ``cams.npz``.
 
     Attributes:
-        cams: raw CAMs (L, H, W) float32: after ReLU, upsampled to input size, not scaled.
+        cams: raw CAMs (L, H, W) float32 ((L, D, H, W) for a volume): after ReLU, upsampled to input
+            size, not scaled. When writing, None is allowed where :attr:`maps` is given.
         names: (L,) layer names, as in the manifest.
         input: the model input (1, C, H, W) float32, normalised as the model takes it.
         image: the display image (H, W, 3) uint8.
@@ -23,15 +57,21 @@ class SavedCams:
         vectors: per layer, a non-spatial layer's 1-D evidence (float32, see
             :mod:`camanim.compute.vectors`) or None; None as a whole for runs saved without them.
         vector_kind: what the vectors' values are (``"act x grad"`` or ``"activation"``).
+        maps: per layer, its CAM at layer resolution (h, w) or (d, h, w) float32, None for zeros;
+            :attr:`cams` is their upsampling to :attr:`size`. None: the file holds :attr:`cams` whole.
+            Layers that share one output may share one array object (written once).
+        size: the input size (H, W) or (D, H, W) the maps are upsampled to (needed with :attr:`maps`).
     """
 
-    cams: np.ndarray
+    cams: np.ndarray | None
     names: np.ndarray
     input: np.ndarray
     image: np.ndarray
     target: int
     vectors: list[np.ndarray | None] | None = None
     vector_kind: str = ""
+    maps: list[np.ndarray | None] | None = None
+    size: tuple[int, ...] | None = None
 
 
 def _pack_vectors(vectors: list[np.ndarray | None]) -> dict[str, np.ndarray]:
@@ -50,29 +90,121 @@ def _unpack_vectors(data) -> list[np.ndarray | None] | None:
     return [values[offsets[i]:offsets[i + 1]].copy() if has[i] else None for i in range(len(has))]
 
 
+def _pack_maps(maps: list[np.ndarray | None], size: tuple[int, ...]) -> dict[str, np.ndarray]:
+    """Layer maps as ``map_values``, ``map_start``, ``map_shape`` (one copy of a map several layers share)."""
+    dims = len(size)
+    if dims not in UPSAMPLE_RULES:
+        raise ValueError(f"cams of size {size}: 2-D (H, W) or 3-D (D, H, W) only")
+    starts, shapes, values, where, offset = [], [], [], {}, 0
+    for m in maps:
+        if m is None:
+            starts.append(-1)
+            shapes.append((0,) * dims)
+            continue
+        if m.ndim != dims:
+            raise ValueError(f"a layer map of shape {m.shape} for cams of size {size}")
+        if id(m) not in where:
+            where[id(m)] = offset
+            values.append(np.ascontiguousarray(m, np.float32).ravel())
+            offset += m.size
+        starts.append(where[id(m)])
+        shapes.append(m.shape)
+    return {"size": np.array(size, np.int64), "upsample": np.array(UPSAMPLE_RULES[dims]),
+            "map_values": np.concatenate(values) if values else np.zeros(0, np.float32),
+            "map_start": np.array(starts, np.int64), "map_shape": np.array(shapes, np.int64).reshape(len(maps), dims)}
+
+
+def _unpack_maps(data) -> tuple[list[np.ndarray | None], tuple[int, ...]]:
+    values, starts, shapes = data["map_values"], data["map_start"], data["map_shape"]
+    size = tuple(int(s) for s in data["size"])
+    rule = str(data["upsample"])
+    if UPSAMPLE_RULES.get(len(size)) != rule:
+        raise ValueError(f"upsample rule {rule!r} for size {size}")
+    maps: list[np.ndarray | None] = []
+    for start, shape in zip(starts, shapes):
+        n = int(np.prod(shape))
+        maps.append(None if start < 0 else values[int(start):int(start) + n].reshape(tuple(int(s) for s in shape)))
+    return maps, size
+
+
+def upsampled(maps: list[np.ndarray | None], size: tuple[int, ...]) -> np.ndarray:
+    """Layer maps upsampled to ``size``: (L, H, W) bilinear or (L, D, H, W) trilinear float32, zeros for None.
+
+    The very rule the engine applies (:func:`camanim.compute.maps.upsample`, ``upsample_volumes``).
+    """
+    tensors = [None if m is None else torch.from_numpy(np.ascontiguousarray(m, np.float32))[None] for m in maps]
+    if len(size) == 3:
+        out = upsample_volumes(tensors, size)  # type: ignore[arg-type]
+    else:
+        out = upsample(tensors, size)  # type: ignore[arg-type]
+    return out[:, 0].numpy()
+
+
 def write_cams(path: Path, saved: SavedCams) -> Path:
     """Write ``saved`` as ``cams.npz`` (uncompressed: a run's CAMs are read back whole).
 
-    Non-spatial layers' vectors, when kept, go in as ``vector_values`` (all concatenated),
-    ``vector_offsets`` (L + 1) and ``vector_has`` (L,), with ``vector_kind``.
+    With :attr:`SavedCams.maps`, the layer maps and their upsampling rule (``size``, ``upsample``,
+    ``map_*``); without, the CAMs whole (``cams``). Non-spatial layers' vectors, when kept, go in as
+    ``vector_values`` (all concatenated), ``vector_offsets`` (L + 1) and ``vector_has`` (L,), with
+    ``vector_kind``. The module docstring lists every key.
+
+    Raises:
+        ValueError: neither maps nor CAMs, maps without a size, or maps of another rank than the size.
     """
     extra = {} if saved.vectors is None else {**_pack_vectors(saved.vectors),
                                               "vector_kind": np.array(saved.vector_kind)}
-    np.savez(path, cams=saved.cams, names=saved.names, input=saved.input, image=saved.image,
-             target=np.array(saved.target), **extra)
+    if saved.maps is not None:
+        if saved.size is None:
+            raise ValueError("layer maps need the size they are upsampled to")
+        extra.update(_pack_maps(saved.maps, tuple(int(s) for s in saved.size)))
+    elif saved.cams is not None:
+        extra["cams"] = saved.cams
+    else:
+        raise ValueError("nothing to write: neither CAMs nor layer maps")
+    np.savez(path, names=saved.names, input=saved.input, image=saved.image, target=np.array(saved.target), **extra)
     return Path(path)
 
 
 def read_cams(path: Path) -> SavedCams:
-    """Read a run's ``cams.npz``.
+    """Read a run's ``cams.npz``; its CAMs at input size (upsampled from the layer maps, or as stored).
 
     Raises:
         InputError: the file is missing, unreadable or lacks one of its arrays.
     """
     try:
         with np.load(path) as data:
-            return SavedCams(cams=data["cams"], names=data["names"], input=data["input"], image=data["image"],
+            if "cams" in data:
+                cams, maps, size = data["cams"], None, None
+            else:
+                maps, size = _unpack_maps(data)
+                cams = upsampled(maps, size)
+            return SavedCams(cams=cams, names=data["names"], input=data["input"], image=data["image"],
                              target=int(data["target"]), vectors=_unpack_vectors(data),
-                             vector_kind=str(data["vector_kind"]) if "vector_kind" in data else "")
+                             vector_kind=str(data["vector_kind"]) if "vector_kind" in data else "",
+                             maps=maps, size=size)
     except (OSError, KeyError, ValueError) as exc:
         raise InputError(f"{path} is not a readable camanim cams.npz ({exc}): re-run `camanim run`") from exc
+
+
+def load_cams(path: str | Path) -> np.ndarray:
+    """A run's raw CAMs (L, H, W) float32 ((L, D, H, W) for a volume), as ``CamResult.cams`` held them.
+
+    Args:
+        path: ``cams.npz``, or the run folder that holds it.
+
+    Returns:
+        After ReLU, at input size, not scaled: upsampled from the file's layer maps by its rule
+        (equal to the run's in-memory CAMs to float32 rounding), or the stored CAMs of a file that
+        holds them whole.
+
+    Raises:
+        InputError: no such file, or not a readable ``cams.npz``.
+    """
+    path = Path(path)
+    if path.is_dir():
+        path = path / names.CAMS
+    if not path.is_file():
+        raise InputError(f"{path} does not exist: give a run folder or its cams.npz (`camanim run --out DIR`)")
+    cams = read_cams(path).cams
+    assert cams is not None
+    return cams

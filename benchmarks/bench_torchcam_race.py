@@ -1,0 +1,147 @@
+"""A fair race with torchcam: the same layers, the same work, side by side in one run.
+
+On torchvision ResNet50 and DenseNet161 (random weights, ``torch.manual_seed(0)``, eval) and one
+random 1x3x224x224 input, Grad-CAM of one class (the predicted one) on the same layers: every
+module whose output is 4-D and that runs **once** per forward (torchcam keeps only the last call of
+a module that runs several times, camanim every call; leaving those out makes the work equal:
+ResNet's ``relu`` modules run three times per block), and whose output is more than 1x1 (global
+pooling's (1, C, 1, 1) is a non-spatial layer for camanim, a 1x1 "map" for torchcam).
+
+Two races, each timed from the forward to the maps in hand:
+
+1. **layer resolution**: torchcam 0.5.0 (``GradCAM(model, target_layer=names)``, the forward, then
+   ``extractor(class_idx, scores)``, which runs the backward and ``compute_cams``: one map per layer at
+   the layer's resolution) against camanim's engine with ``upsampled=False``
+   (``camanim.compute.compute_cams(model, x, [gradcam], CamOptions(layers=names), targets=[cls],
+   upsampled=False)``: the maps at layer resolution, ``Computation.maps``);
+2. **upsampled to 224x224**: torchcam as above plus ``F.interpolate(map, 224, bilinear,
+   align_corners=False)`` on each map, against camanim's engine as ``animate`` runs it (every map
+   upsampled, stacked (L, 1, 224, 224)).
+
+Runs interleaved (ABAB then BABA ...), medians of ``--repeats``; ratios ours / torchcam (goal <= 1).
+The maps are compared after min-max scaling per layer: equal to 1e-4 on every layer whose output is
+not changed in place later (torchcam keeps the very tensor a hook saw, so it reads a BatchNorm output
+after ResNet's ``out += identity`` or DenseNet's in-place ReLU changed it; camanim records the value
+the layer returned); the layers that differ are named.
+
+Run from the repository root:
+
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_torchcam_race.py --repeats 5
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import os
+import statistics
+import sys
+import time
+from collections import Counter
+
+import torch
+import torch.nn.functional as F
+import torchvision
+
+import camanim
+from camanim.compute import compute_cams
+
+SIZE = 224
+
+
+def build(name: str) -> torch.nn.Module:
+    torch.manual_seed(0)
+    return getattr(torchvision.models, name)(weights=None).eval()
+
+
+def once_4d(model: torch.nn.Module, x: torch.Tensor) -> list[str]:
+    """Modules with a 4-D output of more than 1x1 that run once per forward, in execution order."""
+    records = camanim.trace_layers(model, "all", image=x)
+    calls = Counter(r.module for r in records)
+    return [r.module for r in records if calls[r.module] == 1 and len(r.shape) == 4 and tuple(r.shape[2:]) != (1, 1)]
+
+
+def scaled(m: torch.Tensor) -> torch.Tensor:
+    m = m.double()
+    lo, hi = m.min(), m.max()
+    return (m - lo) / (hi - lo) if hi > lo else torch.zeros_like(m)
+
+
+def race(name: str, repeats: int) -> list[list[str]]:
+    import torchcam.methods
+
+    model = build(name)
+    x = torch.rand(1, 3, SIZE, SIZE, generator=torch.Generator().manual_seed(0))
+    names = once_4d(model, x)
+    with torch.no_grad():
+        cls = int(model(x)[0].argmax())
+    gradcam = camanim.get_method("gradcam")
+    opts = camanim.CamOptions(layers=names)
+
+    def torchcam_maps(up: bool) -> tuple[float, list[torch.Tensor]]:
+        extractor = torchcam.methods.GradCAM(model, target_layer=names)
+        try:
+            gc.collect()
+            t0 = time.perf_counter()
+            scores = model(x)
+            maps = extractor(cls, scores)
+            if up:
+                maps = [F.interpolate(m.unsqueeze(1), size=(SIZE, SIZE), mode="bilinear", align_corners=False)
+                        for m in maps]
+            return time.perf_counter() - t0, maps
+        finally:
+            extractor.remove_hooks()
+
+    def ours(up: bool) -> tuple[float, object]:
+        gc.collect()
+        t0 = time.perf_counter()
+        comp = compute_cams(model, x, [gradcam], opts, targets=[cls], upsampled=up)
+        return time.perf_counter() - t0, comp
+
+    # the same maps
+    _, tc = torchcam_maps(False)
+    _, comp = ours(False)
+    maps = [m for m in comp.maps["gradcam"] if m is not None]
+    assert len(maps) == len(tc) == len(names), (len(maps), len(tc), len(names))
+    diffs = [float((scaled(a[0]) - scaled(b[0])).abs().max()) for a, b in zip(maps, tc)]
+    differ = [n for n, d in zip(names, diffs) if d >= 1e-4]
+    worst = max(d for d in diffs if d < 1e-4)
+    _, up = ours(True)
+    assert tuple(up.cams["gradcam"].shape) == (len(names), 1, SIZE, SIZE)
+
+    rows = []
+    for label, up in (("layer resolution", False), ("upsampled to 224", True)):
+        t_tc, t_ours = [], []
+        for i in range(repeats):
+            first, second = (torchcam_maps, ours) if i % 2 == 0 else (ours, torchcam_maps)
+            a, _ = first(up)
+            b, _ = second(up)
+            (t_tc, t_ours)[0 if first is torchcam_maps else 1].append(a)
+            (t_tc, t_ours)[0 if second is torchcam_maps else 1].append(b)
+        mt, mo = statistics.median(t_tc), statistics.median(t_ours)
+        print(f"  {name} {label}: torchcam {[round(v, 3) for v in t_tc]}, ours {[round(v, 3) for v in t_ours]}",
+              flush=True)
+        rows.append([name, str(len(names)), label, f"{mt:.3f}", f"{mo:.3f}", f"**{mo / mt:.2f}**"])
+    print(f"  {name}: maps equal after min-max scaling on {len(names) - len(differ)} of {len(names)} layers "
+          f"(max |difference| {worst:.1e}); different on {len(differ)}: {differ[:6]}", flush=True)
+    return rows
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--models", default="resnet50,densenet161")
+    ap.add_argument("--repeats", type=int, default=5)
+    args = ap.parse_args()
+    print(f"$ OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', '')} python {' '.join(sys.argv)}")
+    print(f"uptime load at the start: {os.getloadavg()}; torch {torch.__version__}, {torch.get_num_threads()} thread(s)")
+    rows = [r for name in args.models.split(",") for r in race(name, args.repeats)]
+    print()
+    print(f"| model | layers | maps | torchcam s (median of {args.repeats}) | camanim s | camanim / torchcam |")
+    print("|---|---:|---|---:|---:|---:|")
+    for r in rows:
+        print("| " + " | ".join(r) + " |")
+    print(f"\nuptime load at the end: {os.getloadavg()}")
+
+
+if __name__ == "__main__":
+    main()
