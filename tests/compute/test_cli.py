@@ -74,7 +74,7 @@ def test_each_task_command_of_the_readme_runs(task, tmp_path, monkeypatch, capsy
 
 def test_seg_target_errors_exit_2_in_one_line(tmp_path, capsys):
     """A class out of range and an empty mask file: exit 2, one line, nothing written."""
-    Image.fromarray(np.zeros((8, 8), np.uint8)).save(tmp_path / "blank.png")
+    Image.fromarray(np.zeros((64, 64), np.uint8)).save(tmp_path / "blank.png")
     base = ["run", "sample:cat", "--model", "lraspp_mobilenet_v3_large", "--weights", "none", "--input-size", "64",
             "--layers", "classifier.*", "--quiet", "--no-video"]
     for target, words in (("seg:21", "class 21 is out of range: the model's output (1, 21, 64, 64) has 21 classes"),
