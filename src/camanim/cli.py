@@ -93,7 +93,8 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
                         "1 or 3) [the checkpoint's first conv, else the model's]")
     p.add_argument("--input-size", default=None, metavar="H[,W]",
                    help="input size the model takes, for models whose size camanim cannot know (a pickled "
-                        "32x32 net): images are resized and centre-cropped to it [the weights' recipe, else 224]")
+                        "32x32 net): images are resized and centre-cropped to it; a torchvision detector takes them at "
+                        "that size (its own min_size) [the weights' recipe, else 224]")
     p.add_argument("--trust-checkpoint", action="store_true",
                    help="allow --model PATH, a full model saved with torch.save(model): unpickling runs its code")
     p.add_argument("--layers", default="all",
