@@ -16,7 +16,15 @@ from typing import Any
 import torch
 from torch import nn
 
-from .compute import CamOptions, SimilarityTarget, drop_non_spatial, explain, is_multi_target, parse_target
+from .compute import (
+    CamOptions,
+    SimilarityTarget,
+    drop_non_spatial,
+    explain,
+    is_multi_target,
+    parse_target,
+    written_as,
+)
 from .draw import montage_for
 from .errors import InputError, model_errors
 from .methods import get_methods
@@ -35,6 +43,7 @@ from .sources import (
     as_images,
     as_volumes,
     default_preprocess,
+    detector_at,
     for_model,
     load_model,
     prepare_input,
@@ -261,6 +270,8 @@ def _animate(model: nn.Module | str | LoadedModel, image: Any, method: str | Seq
         prepared = [prepare_volume(im, preprocess) for im in images]
     else:
         preprocess = _preprocess_for(module, loaded, preprocess, input_size)
+        if input_size is not None and isinstance(model, str):  # a detector built here takes that size too
+            detector_at(module, tuple(preprocess.crop))
         images, several = as_images(image)
         prepared = [prepare_input(im, preprocess, loaded, **reading) for im in images]
     check_layers(module, opts.layers, info)
@@ -301,7 +312,7 @@ def _with_references(opts: CamOptions, read: Callable[[Any], torch.Tensor]) -> C
             try:
                 return dataclasses.replace(spec, input=read(spec.reference))
             except InputError as exc:  # say which image: the reference, not the one explained
-                raise InputError(f"--target {spec.name}: the reference: {exc}") from exc
+                raise InputError(f"{written_as(spec)}: the reference: {exc}") from exc
         return spec
 
     target = opts.target

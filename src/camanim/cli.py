@@ -93,7 +93,8 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
                         "1 or 3) [the checkpoint's first conv, else the model's]")
     p.add_argument("--input-size", default=None, metavar="H[,W]",
                    help="input size the model takes, for models whose size camanim cannot know (a pickled "
-                        "32x32 net): images are resized and centre-cropped to it [the weights' recipe, else 224]")
+                        "32x32 net): images are resized and centre-cropped to it; a torchvision detector takes them at "
+                        "that size (its own min_size) [the weights' recipe, else 224]")
     p.add_argument("--trust-checkpoint", action="store_true",
                    help="allow --model PATH, a full model saved with torch.save(model): unpickling runs its code")
     p.add_argument("--layers", default="all",
@@ -114,11 +115,13 @@ def _add_run_args(p: argparse.ArgumentParser, image_optional: bool = True) -> No
                    help="CAM method, several as gradcam,hirescam,scorecam (one shared pass, OUT/<method>/ each, "
                         "and camanim_methods_grid.mp4), or a plugin module.path:Name | file.py:Name; see "
                         "'camanim methods' [gradcam]")
-    p.add_argument("--target", default=None,
+    p.add_argument("--target", default=None, action="append",
                    help="class index or label for every image, one per image as 281,eel, or topk:K for each "
                         "image's K top classes (OUT/class_<k>/ each); seg:CLASS[,mask=PATH] for a segmentation "
-                        "model (the class's scores summed over its predicted region, or the mask); "
-                        "similar:IMAGE for a backbone (cosine similarity of the embeddings) [the predicted class]")
+                        "model (the class's scores summed over its predicted region, or the mask); box:N for a "
+                        "detector (its N-th detection); similar:IMAGE for a backbone (cosine similarity of the "
+                        "embeddings). Repeat it for one target per image, each whole, commas and all: --target "
+                        "seg:15,mask=m.png --target seg:7 [the predicted class]")
     p.add_argument("--score", default="logit", choices=("logit", "softmax", "sigmoid"),
                    help="what a CAM explains: the target's logit, its softmax probability, or its sigmoid "
                         "probability (multi-label models); a one-logit model's probability is its sigmoid [logit]")

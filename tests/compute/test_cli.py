@@ -69,7 +69,9 @@ def test_each_task_command_of_the_readme_runs(task, tmp_path, monkeypatch, capsy
     monkeypatch.chdir(tmp_path)
     capsys.readouterr()
     assert main([*shlex.split(line)[1:], "--quiet", "--no-video"]) == 0, (line, capsys.readouterr().err)
-    CHECKS[task](tmp_path / "out" / task, capsys.readouterr().out)
+    printed = capsys.readouterr()
+    CHECKS[task](tmp_path / "out" / task, printed.out)
+    assert "camanim: warning" not in printed.err, printed.err  # e.g. similar: on a classifier's logits
 
 
 def test_seg_target_errors_exit_2_in_one_line(tmp_path, capsys):
@@ -77,7 +79,8 @@ def test_seg_target_errors_exit_2_in_one_line(tmp_path, capsys):
     Image.fromarray(np.zeros((64, 64), np.uint8)).save(tmp_path / "blank.png")
     base = ["run", "sample:cat", "--model", "lraspp_mobilenet_v3_large", "--weights", "none", "--input-size", "64",
             "--layers", "classifier.*", "--quiet", "--no-video"]
-    for target, words in (("seg:21", "class 21 is out of range: the model's output (1, 21, 64, 64) has 21 classes"),
+    for target, words in (("seg:21", "--target seg:21: class 21 is out of range: the model's output (1, 21, 64, 64) "
+                                     "has 21 classes"),
                           (f"seg:10,mask={tmp_path / 'blank.png'}", "the mask is empty"),
                           ("seg:3", "no pixel of image 0 is predicted as class 3 (the model's output (1, 21, 64, 64) "
                                     "predicts classes 10)"),
@@ -87,3 +90,75 @@ def test_seg_target_errors_exit_2_in_one_line(tmp_path, capsys):
         err = capsys.readouterr().err.strip()
         assert words in err and len(err.splitlines()) == 1, err
         assert not (tmp_path / "o").exists()
+
+
+SEG = ["--model", "lraspp_mobilenet_v3_large", "--weights", "none", "--input-size", "64", "--layers", "classifier.*",
+       "--quiet", "--no-video"]
+
+
+def _lines(frame: np.ndarray) -> list[int]:
+    """The rows of a frame's image panel (its top 320 rows) that hold a horizontal outline."""
+    return [y for y in range(320) if (frame[y] == OUTLINE_COLOUR).all(axis=-1).sum() > 250]
+
+
+def test_one_seg_target_per_image_with_a_mask_of_its_own(tmp_path, capsys):
+    """(#18 review) ``--target`` once per image: two images, seg:10 over the top half (a mask, whose option has a
+    comma of its own) and seg:10 over the predicted region (the random model predicts 10 everywhere)."""
+    mask = np.zeros((64, 64), np.uint8)
+    mask[:32] = 255
+    Image.fromarray(mask).save(tmp_path / "m.png")
+    out = tmp_path / "o"
+    assert main(["run", "sample:cat", "sample:coffee", *SEG, "--target", f"seg:10,mask={tmp_path / 'm.png'}",
+                 "--target", "seg:10", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    cat = json.loads((out / "cat" / "manifest.json").read_text())["target"]
+    coffee = json.loads((out / "coffee" / "manifest.json").read_text())["target"]
+    assert cat["label"] == f"seg:10,mask={tmp_path / 'm.png'}" and coffee["label"] == "seg:10"
+    assert f"cat: target: seg:10,mask={tmp_path / 'm.png'}, value" in printed and "coffee: target: seg:10, value" in printed
+    cat_lines = _lines(np.asarray(Image.open(sorted((out / "cat/frames/local").glob("*.png"))[-1]).convert("RGB")))
+    coffee_lines = _lines(np.asarray(Image.open(sorted((out / "coffee/frames/local").glob("*.png"))[-1]).convert("RGB")))
+    assert cat_lines and all(150 <= y <= 170 for y in cat_lines if y > 10), cat_lines  # the mask's lower edge, mid-way
+    assert max(coffee_lines) > 300 and not any(150 <= y <= 170 for y in coffee_lines), coffee_lines  # the border
+
+
+@pytest.mark.parametrize(("targets", "words"), [
+    (["seg:10,mask=m.png,seg:10"], "--target 'seg:10,mask=m.png,seg:10' is ambiguous with 2 images (a comma in a "
+                                   "seg: target): give --target once per image, e.g. --target seg:15,mask=m.png "
+                                   "--target seg:7"),
+    (["seg:10", "seg:10", "seg:10"], "--target is given 3 times for 2 image(s): give it once per image, or once for all"),
+    (["3,seg:10"], "--target '3,seg:10': seg:, box: and similar: targets are given one per --target: give "
+                   "--target once per image, e.g. --target seg:15,mask=m.png --target seg:7"),
+])
+def test_an_ambiguous_per_image_target_is_refused_in_one_line(tmp_path, capsys, targets, words):
+    out = tmp_path / "o"
+    args = [a for t in targets for a in ("--target", t)]
+    assert main(["run", "sample:cat", "sample:coffee", *SEG, *args, "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == f"camanim: error: {words}", err
+    assert not out.exists()
+
+
+def test_cli_errors_name_the_target_option_one_per_kind(tmp_path, capsys):
+    """(#18 review) The command line's messages say ``--target ...`` as written (the Python API names its
+    objects: tests/compute/test_targets_output.py)."""
+    for target, words in (("seg:21", "--target seg:21: class 21 is out of range"),
+                          ("box:0", "--target box:0 needs a detector's output"),
+                          (f"similar:{tmp_path / 'nope.png'}", f"--target similar:{tmp_path / 'nope.png'}: the "
+                                                              "reference: image")):
+        assert main(["run", "sample:cat", *SEG, "--target", target, "--out", str(tmp_path / "o")]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.startswith(f"camanim: error: {words}") and len(err.splitlines()) == 1, err
+
+
+def test_similar_on_a_classifier_warns_in_one_line(tmp_path, capsys):
+    """(#18 review) similar: on resnet18 (a classifier) reads its 1000 logits: one warning line says so and how
+    to give the backbone; the run still completes."""
+    assert main(["run", "sample:cat", "--model", "resnet18", "--weights", "none", "--input-size", "64", "--layers",
+                 "layer4", "--target", "similar:sample:coffee", "--quiet", "--no-video",
+                 "--out", str(tmp_path / "o")]) == 0
+    err = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("camanim: warning")]
+    assert err == ["camanim: warning: --target similar:sample:coffee: the similarity is computed on the classifier's "
+                   "logits (fc, Linear(512 -> 1000), 1000 values), not on an embedding: give the model without its "
+                   "head (a timm model with num_classes=0, --num-classes 0; or the head replaced by "
+                   "torch.nn.Identity()), or pick an embedding output with output_key (--output-key); see the "
+                   "README's Tasks, Embeddings"]

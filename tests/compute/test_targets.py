@@ -17,7 +17,17 @@ from PIL import Image
 import camanim
 from camanim import InputError
 from camanim.cli import main
-from camanim.compute.targets import TopK, check_classes, is_multi_target, parse_target, per_image, rows_for
+from camanim.compute.targets import (
+    BoxTarget,
+    SegmentationTarget,
+    SimilarityTarget,
+    TopK,
+    check_classes,
+    is_multi_target,
+    parse_target,
+    per_image,
+    rows_for,
+)
 from camanim.draw.video import count_frames, probe
 from camanim.results import CamSet
 from camanim.rundir.names import GRID_VIDEO
@@ -234,6 +244,36 @@ def test_per_image_targets_split_on_commas_unless_a_label_has_one():
         per_image("1,2,3", 2, labels)
     with pytest.raises(InputError, match="has an empty entry"):
         per_image("1,,2", 3, labels)
+
+
+def test_per_image_targets_on_the_output_are_one_per_target_option():
+    """(#18 review) ``seg:CLASS,mask=PATH`` has a comma of its own: targets on the output are given once per
+    ``--target`` (repeated), each whole; a single one with a comma of unclear meaning is refused in one line."""
+    labels = ["cat", "dog, hound", "eel"]
+    one = per_image(["seg:15,mask=m.png"], 2, labels)  # one for every image, its mask and all
+    assert one == SegmentationTarget(15, "m.png") and one.origin == "--target seg:15,mask=m.png"
+    both = per_image(["seg:15,mask=a,b.png", "seg:7"], 2, labels)  # repeated: each whole, commas and all
+    assert both == [SegmentationTarget(15, "a,b.png"), SegmentationTarget(7)]
+    assert per_image(["box:0", "similar:r.png"], 2, labels) == [BoxTarget(0), SimilarityTarget("r.png")]
+    assert per_image(["dog, hound", "eel"], 2, labels) == ["dog, hound", "eel"]
+    assert per_image(["similar:a,b.png"], 1, labels) == SimilarityTarget("a,b.png")  # one image: no doubt
+    refused = [
+        (["seg:15,mask=m.png,seg:7"], 2, r"^--target 'seg:15,mask=m.png,seg:7' is ambiguous with 2 images .* give "
+                                         r"--target once per image, e.g. --target seg:15,mask=m.png --target seg:7$"),
+        (["seg:15,seg:7"], 2, "is ambiguous with 2 images"),
+        (["similar:a.png,b.png"], 2, "is ambiguous with 2 images"),
+        (["seg:15,mask=a,b.png"], 2, "is ambiguous with 2 images"),
+        (["seg:15,seg:7"], 1, r"^--target 'seg:15,seg:7' holds several targets: give one per image, repeating "
+                              r"--target"),
+        (["281,seg:15"], 2, r"seg:, box: and similar: targets are given one per --target"),
+        (["seg:15", "seg:7", "seg:1"], 2, r"^--target is given 3 times for 2 image\(s\)"),
+    ]
+    for spec, n, words in refused:
+        with pytest.raises(InputError, match=words) as err:
+            per_image(spec, n, labels)
+        assert "\n" not in str(err.value)
+    with pytest.raises(InputError, match=r"^target='seg:15,seg:7' holds several targets: .*target=\['seg:15', 'seg:7'\]"):
+        parse_target("seg:15,seg:7")  # from Python: a list
 
 
 def test_check_classes_names_the_first_class_out_of_range():

@@ -9,6 +9,7 @@ ROAD scores the target's change; errors are one line naming what the model retur
 from __future__ import annotations
 
 import json
+import warnings
 
 import numpy as np
 import pytest
@@ -20,8 +21,9 @@ from pytorch_grad_cam.utils.model_targets import SemanticSegmentationTarget
 from torch import nn
 
 import camanim
-from camanim import InputError, OutputTarget
+from camanim import BoxTarget, InputError, OutputTarget, SegmentationTarget, SimilarityTarget
 from camanim.compute.maps import upsample
+from camanim.compute.targets import classifier_head
 from camanim.draw import OUTLINE_COLOUR
 from camanim.methods import list_methods
 from camanim.road import ybroad as road_ybroad
@@ -361,7 +363,7 @@ def test_no_such_detection_is_refused_in_one_line(detector):
     x = torch.rand(1, 3, 64, 64, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         found = len(detector(x)[0]["boxes"])
-    with pytest.raises(InputError, match=rf"box:{found}: the model detected {found} box\(es\), box:0 to box:{found - 1}"):
+    with pytest.raises(InputError, match=rf"^target='box:{found}': the model detected {found} box\(es\), box:0 to box:{found - 1}"):
         camanim.animate(detector, x, target=f"box:{found}", layers=["backbone.body.layer4"])
     with pytest.raises(InputError, match="needs a detector's output, a list of dicts"):
         camanim.animate(TinyEmbed().eval(), x, target="box:0", layers=["body.0"])
@@ -429,7 +431,7 @@ def test_a_mask_of_another_size_than_the_models_input_or_output_is_refused(seg, 
         mask = np.zeros(shape, np.uint8)
         mask[: shape[0] // 2] = 255
         Image.fromarray(mask).save(tmp_path / "mask.png")
-        with pytest.raises(camanim.InputError, match=rf"^--target seg:1,mask=.*: the mask is {shape[1]}x{shape[0]}, "
+        with pytest.raises(camanim.InputError, match=rf"^target='seg:1,mask=.*': the mask is {shape[1]}x{shape[0]}, "
                            rf"but the model's input is {SIZE}x{SIZE} .* and its output {SIZE}x{SIZE}") as err:
             camanim.animate(seg, x, target=f"seg:1,mask={tmp_path / 'mask.png'}", layers=["body.2"])
         assert "\n" not in str(err.value)
@@ -437,9 +439,9 @@ def test_a_mask_of_another_size_than_the_models_input_or_output_is_refused(seg, 
 
 def test_a_missing_mask_or_reference_is_named_as_such(seg, x, tmp_path):
     """(review) The one line says it is the mask (or the reference) that is missing, not "the image"."""
-    with pytest.raises(camanim.InputError, match=r"^--target seg:1,mask=.*: the mask: image .*not found"):
+    with pytest.raises(camanim.InputError, match=r"^target='seg:1,mask=.*': the mask: image .*not found"):
         camanim.animate(seg, x, target=f"seg:1,mask={tmp_path / 'nope.png'}", layers=["body.2"])
-    with pytest.raises(camanim.InputError, match=r"^--target similar:.*: the reference: image .*not found"):
+    with pytest.raises(camanim.InputError, match=r"^target='similar:.*': the reference: image .*not found"):
         camanim.animate(TinyEmbed().eval(), x, target=f"similar:{tmp_path / 'nope.png'}", layers=["body.0"])
 
 
@@ -458,3 +460,65 @@ def test_a_target_that_ignores_the_batch_is_named_in_roads_one_line(tiny, tiny_i
     result = camanim.animate(tiny, tiny_input, target=OutputTarget(lambda o: o[:1, 1], "first row"))
     with pytest.raises(camanim.InputError, match=r"^target first row gave 1 value\(s\) for a batch of \d+ perturbed"):
         camanim.ybroad(result, options=camanim.RoadOptions(trials=1, percentiles=(50,)))
+
+
+# -- messages name what the user wrote (#18 review) ------------------------------------------------
+
+
+def test_python_errors_name_the_python_object_one_per_target_kind(seg, detector, x, tmp_path):
+    """A target given as a Python object is named as that object in its one line (not as ``--target``);
+    given as text from Python, as ``target='...'``. The CLI's wording is tested in tests/compute/test_cli.py."""
+    cases = [
+        (seg, x, SegmentationTarget(7), ["head"],
+         r"^SegmentationTarget\(category=7\): class 7 is out of range: the model's output \(1, 4, 32, 32\)"),
+        (seg, x, SegmentationTarget(1, np.zeros((SIZE, SIZE))), ["head"],
+         r"^SegmentationTarget\(category=1, mask=<ndarray \(32, 32\)>\): the mask is empty"),
+        (seg, x, "seg:7", ["head"], r"^target='seg:7': class 7 is out of range"),
+        (TinyEmbed().eval(), x, BoxTarget(0), ["body.0"], r"^BoxTarget\(index=0\) needs a detector's output"),
+        (TinyEmbed().eval(), x, SimilarityTarget(str(tmp_path / "nope.png")), ["body.0"],
+         r"^SimilarityTarget\(reference='.*nope.png'\): the reference: image .*not found"),
+    ]
+    x64 = torch.rand(1, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        found = len(detector(x64)[0]["boxes"])
+    cases.append((detector, x64, BoxTarget(found), ["backbone.body.layer4"],
+                  rf"^BoxTarget\(index={found}\): the model detected {found} box\(es\)"))
+    for model, inp, target, layers, words in cases:
+        with pytest.raises(InputError, match=words) as err:
+            camanim.animate(model, inp, target=target, layers=layers)
+        assert "\n" not in str(err.value) and "--target" not in str(err.value)
+
+
+class TinyClassifier(nn.Module):
+    """TinyEmbed with a classification head (``fc``): its output is 5 logits, not an embedding."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.backbone = TinyEmbed()
+        self.fc = nn.Linear(8, 5)
+
+    def forward(self, x):
+        return self.fc(self.backbone(x))
+
+
+def test_similarity_on_a_classifiers_logits_warns_once_in_one_line(x):
+    """(#18 review) similar: on a model with a classification head reads its logits as the "embedding":
+    one warning, in one line, saying so and how to give the backbone; a backbone gets none."""
+    torch.manual_seed(0)
+    model = TinyClassifier().eval()
+    ref = torch.rand(1, 3, SIZE, SIZE, generator=torch.Generator().manual_seed(3))
+    with pytest.warns(UserWarning) as caught:
+        result = camanim.animate(model, torch.cat([x, x.flip(-1)]), target=SimilarityTarget(ref),
+                                 layers=["backbone.body.2"])
+    ours = [str(w.message) for w in caught if "similarity" in str(w.message)]
+    assert ours == [
+        "camanim: SimilarityTarget(reference=<Tensor (1, 3, 32, 32)>): the similarity is computed on the "
+        "classifier's logits (fc, Linear(8 -> 5), 5 values), not on an embedding: give the model without its head "
+        "(a timm model with num_classes=0, --num-classes 0; or the head replaced by torch.nn.Identity()), or pick "
+        "an embedding output with output_key (--output-key); see the README's Tasks, Embeddings"]
+    assert len(result.results) == 2  # two images, one warning
+    model.fc = nn.Identity()  # the backbone: its output is the embedding
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        camanim.animate(model, x, target=SimilarityTarget(ref), layers=["backbone.body.2"])
+    assert classifier_head(TinyClassifier(), 5) == "fc, Linear(8 -> 5)" and classifier_head(TinyEmbed(), 8) is None

@@ -9,7 +9,7 @@ import torchvision
 from PIL import Image
 
 from camanim import InputError, load_image, load_model
-from camanim.sources import Preprocess, read_labels, resolve_target
+from camanim.sources import Preprocess, detector_at, read_labels, resolve_target
 
 
 def test_default_model_predicts_a_cat_on_the_default_image():
@@ -244,3 +244,15 @@ def test_torchvision_segmentation_and_detection_models_load_offline_with_random_
     assert tuple(seg.preprocess.mean) == (0.485, 0.456, 0.406)
     det = load_model("fasterrcnn_mobilenet_v3_large_320_fpn", "none")
     assert tuple(det.preprocess.mean) == (0.0, 0.0, 0.0) and tuple(det.preprocess.std) == (1.0, 1.0, 1.0)
+
+
+def test_input_size_sets_a_torchvision_detectors_own_resize():
+    """(#18 review) A detector resizes every image to its ``min_size`` (320 px here, 800 for most): an image
+    given at --input-size 64 would be upscaled inside the model. --input-size is the size it takes."""
+    plain = load_model("fasterrcnn_mobilenet_v3_large_320_fpn", "none")
+    assert plain.module.transform.min_size == (320,)
+    loaded = load_model("fasterrcnn_mobilenet_v3_large_320_fpn", "none", input_size=(64, 64))
+    assert (loaded.module.transform.min_size, loaded.module.transform.max_size) == ((64,), 64)
+    batch, _ = loaded.module.transform([torch.rand(3, 64, 64)])
+    assert tuple(batch.image_sizes[0]) == (64, 64)
+    assert not detector_at(torchvision.models.resnet18(), (64, 64))

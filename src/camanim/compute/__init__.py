@@ -29,10 +29,11 @@ from .targets import (
     is_value_target,
     parse_target,
     rows_for,
+    written_as,
 )
 from .vectors import UnitVectors, drop_non_spatial, unit_vectors
 
 __all__ = ["BoxTarget", "CamOptions", "Computation", "OutputTarget", "Row", "SegmentationTarget", "SimilarityTarget", "TargetSpec",
            "TopK", "UnitVectors", "bind_targets", "compute_cams", "drop_non_spatial", "explain", "is_multi_target",
            "is_value_target", "layer_cams", "parse_target", "rows_for",
-           "unit_vectors", "upsample"]
+           "unit_vectors", "upsample", "written_as"]

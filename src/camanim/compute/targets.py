@@ -21,6 +21,7 @@ the methods' extra forwards and ROAD read in place of the logits.
 from __future__ import annotations
 
 import re
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -78,10 +79,13 @@ class SegmentationTarget:
     Attributes:
         category: the class index.
         mask: a mask image file (or an (h, w) array), or None for the predicted region.
+        origin: how the user wrote it, for messages (``--target seg:15`` from the command line,
+            ``target='seg:15'`` from Python text); None: the object itself names it (:func:`written_as`).
     """
 
     category: int
     mask: Any = None
+    origin: str | None = field(default=None, compare=False, repr=False)
 
     @property
     def name(self) -> str:
@@ -99,10 +103,12 @@ class SimilarityTarget:
     Attributes:
         reference: the reference image (a path, ``sample:NAME``, a PIL image or array, or an input tensor).
         input: the reference as the model's input (1, C, H, W), set by :func:`camanim.animate`.
+        origin: how the user wrote it, for messages (see :class:`SegmentationTarget`).
     """
 
     reference: Any
     input: torch.Tensor | None = field(default=None, compare=False)
+    origin: str | None = field(default=None, compare=False, repr=False)
 
     @property
     def name(self) -> str:
@@ -123,10 +129,12 @@ class BoxTarget:
     Attributes:
         index: which detection of the plain image, from 0.
         iou: the IoU above which a detection of a later pass is the same box.
+        origin: how the user wrote it, for messages (see :class:`SegmentationTarget`).
     """
 
     index: int
     iou: float = 0.5
+    origin: str | None = field(default=None, compare=False, repr=False)
 
     @property
     def name(self) -> str:
@@ -140,6 +148,39 @@ VALUE_TARGETS = (OutputTarget, SegmentationTarget, SimilarityTarget, BoxTarget)
 TargetSpec = int | str | TopK | OutputTarget | SegmentationTarget | SimilarityTarget | BoxTarget | None
 
 _SEG = re.compile(r"seg\s*:\s*([^,]*)(?:,\s*mask\s*=\s*(.+))?", re.IGNORECASE)
+#: the text forms of targets on the model's output
+VALUE_PREFIXES = ("seg:", "box:", "similar:")
+_ANOTHER = re.compile(r",\s*(?:seg|box|similar|top-?k)\s*[:=]", re.IGNORECASE)
+_MASK = re.compile(r",\s*mask\s*=", re.IGNORECASE)
+
+
+def written_as(spec: Any) -> str:
+    """How a message names a target on the model's output: as the user wrote it (``--target seg:15`` on the
+    command line, ``target='seg:15'`` as Python text, its ``origin``), else as the Python object it is
+    (``SegmentationTarget(category=15)``, ``BoxTarget(index=2)``, ``SimilarityTarget(reference='ref.png')``)."""
+    origin = getattr(spec, "origin", None)
+    if origin:
+        return origin
+    if isinstance(spec, SegmentationTarget):
+        return f"SegmentationTarget(category={spec.category}" + (
+            "" if spec.mask is None else f", mask={_shown(spec.mask)}") + ")"
+    if isinstance(spec, BoxTarget):
+        return f"BoxTarget(index={spec.index}" + ("" if spec.iou == 0.5 else f", iou={spec.iou}") + ")"
+    if isinstance(spec, SimilarityTarget):
+        return f"SimilarityTarget(reference={_shown(spec.reference)})"
+    if isinstance(spec, OutputTarget):
+        return f"target {spec.name}"
+    return repr(spec)
+
+
+def _shown(value: Any) -> str:
+    """A short form of a mask or reference in a message: a path as written, an array by its type and shape."""
+    if isinstance(value, str) or hasattr(value, "__fspath__"):
+        return repr(str(value))
+    shape = getattr(value, "shape", None)
+    if shape is None and isinstance(getattr(value, "size", None), tuple):  # a PIL image: (width, height)
+        shape = value.size[::-1]
+    return f"<{type(value).__name__}" + (f" {tuple(shape)}>" if shape is not None else ">")
 
 
 def is_value_target(spec: Any) -> bool:
@@ -147,12 +188,18 @@ def is_value_target(spec: Any) -> bool:
     return isinstance(parse_target(spec), VALUE_TARGETS)
 
 
-def parse_target(spec: Any) -> TargetSpec:
+def parse_target(spec: Any, *, cli: bool = False) -> TargetSpec:
     """``None`` (predicted class), a class index, a label, ``topk:K``, or a target on the model's output:
     a callable (:class:`OutputTarget`), ``seg:CLASS[,mask=PATH]``, ``similar:IMAGE``, ``box:N``.
 
+    Args:
+        spec: the target as given.
+        cli: whether the text came from ``--target`` (messages name it so); else from Python (``target='...'``).
+
     Raises:
-        InputError: ``topk:0`` or a malformed ``topk``, ``seg:``, ``similar:`` or ``box:``.
+        InputError: ``topk:0`` or a malformed ``topk``, ``seg:``, ``similar:`` or ``box:``, or one of these
+            text forms holding another target after a comma (``seg:15,seg:7``: one target per image is a list,
+            or ``--target`` once per image).
     """
     if spec is None or isinstance(spec, (int, TopK, *VALUE_TARGETS)):
         return spec
@@ -160,26 +207,31 @@ def parse_target(spec: Any) -> TargetSpec:
         return OutputTarget(spec)
     text = str(spec).strip()
     low = text.lower()
+    where = f"--target '{text}'" if cli else f"target={text!r}"
+    origin = f"--target {text}" if cli else f"target={text!r}"
+    if low.startswith(VALUE_PREFIXES) and _ANOTHER.search(text):
+        raise InputError(f"{where} holds several targets: give one per image, "
+                         + ("repeating --target (--target seg:15 --target seg:7)" if cli else
+                            "as a list (target=['seg:15', 'seg:7'])"))
     if low.startswith("seg:"):
         m = _SEG.fullmatch(text)
         if m is None or not m.group(1).strip().isdigit():
-            raise InputError(f"--target '{text}': write seg:CLASS with a class index, e.g. seg:15 or "
-                             "seg:15,mask=mask.png")
-        return SegmentationTarget(int(m.group(1)), m.group(2).strip() if m.group(2) else None)
+            raise InputError(f"{where}: write seg:CLASS with a class index, e.g. seg:15 or seg:15,mask=mask.png")
+        return SegmentationTarget(int(m.group(1)), m.group(2).strip() if m.group(2) else None, origin=origin)
     if low.startswith("box:"):
         n = text.split(":", 1)[1].strip()
         if not n.isdigit():
-            raise InputError(f"--target '{text}': write box:N, the N-th detection (from 0), e.g. box:0")
-        return BoxTarget(int(n))
+            raise InputError(f"{where}: write box:N, the N-th detection (from 0), e.g. box:0")
+        return BoxTarget(int(n), origin=origin)
     if low.startswith("similar:"):
         ref = text.split(":", 1)[1].strip()
         if not ref:
-            raise InputError(f"--target '{text}': write similar:IMAGE, the reference image, e.g. similar:ref.png")
-        return SimilarityTarget(ref)
+            raise InputError(f"{where}: write similar:IMAGE, the reference image, e.g. similar:ref.png")
+        return SimilarityTarget(ref, origin=origin)
     if text.lower().startswith("top"):
         m = _TOPK.fullmatch(text)
         if m is None or int(m.group(1)) < 1:
-            raise InputError(f"--target '{text}': write topk:K with K >= 1, e.g. topk:3")
+            raise InputError(f"{where}: write topk:K with K >= 1, e.g. topk:3")
         return TopK(int(m.group(1)))
     return text
 
@@ -223,22 +275,58 @@ def rows_for(specs: Sequence[TargetSpec], labels: Sequence[str] | None, num_clas
     return out
 
 
-def per_image(spec: str | None, n_images: int, labels: Sequence[str] | None) -> str | list[str] | None:
-    """``--target`` text: one class for every image, or one per image separated by commas (``281,eel``).
+def per_image(spec: str | Sequence[str] | None, n_images: int, labels: Sequence[str] | None) -> TargetSpec | list:
+    """``--target`` text as the run's target: the option given once (for every image, or a comma list of
+    classes, one per image) or once per image.
 
-    A label that itself contains a comma is one class for every image.
+    Given once, it is a class index or label, ``topk:K``, or a target on the model's output
+    (``seg:CLASS[,mask=PATH]``, ``box:N``, ``similar:IMAGE``) for every image, or one class per image
+    separated by commas (``281,eel``; a label that itself contains a comma is one class for every
+    image). Given once per image (``--target seg:15,mask=m.png --target seg:7``), each is that image's
+    target, whole: its commas are its own. Targets on the model's output are given one per ``--target``:
+    with several images, a comma that is not ``seg:``'s ``,mask=`` could be either (another image's target,
+    or part of a file name), and is refused.
+
+    Args:
+        spec: the ``--target`` values (one string, or one per time the option was given), or None.
+        n_images: the number of images of the run.
+        labels: the model's class names, to keep a label with a comma whole.
+
+    Returns:
+        None, one target for every image, or a list with one per image; parsed (:func:`parse_target`,
+        whose messages then say ``--target``).
 
     Raises:
-        InputError: an empty entry, or a number of entries other than the number of images.
+        InputError: an empty entry, a number of entries other than the number of images, a comma list
+            holding a ``seg:``, ``box:`` or ``similar:`` target, or such a target with a comma of unclear
+            meaning with several images.
     """
-    if (spec is None or "," not in spec or spec.strip().lower() in {label.lower() for label in labels or ()}
-            or spec.strip().lower().startswith(("seg:", "similar:", "box:"))):
-        return spec
-    parts = [part.strip() for part in spec.split(",")]
+    if spec is None:
+        return None
+    given = [spec] if isinstance(spec, str) else list(spec)
+    if len(given) > 1:
+        if len(given) != n_images:
+            raise InputError(f"--target is given {len(given)} times for {n_images} image(s): give it once per "
+                             "image, or once for all")
+        return [parse_target(t, cli=True) for t in given]
+    text = given[0].strip()
+    low = text.lower()
+    if low.startswith(VALUE_PREFIXES):
+        body = _MASK.sub("=", text.split(":", 1)[1], count=1) if low.startswith("seg:") else text.split(":", 1)[1]
+        if n_images > 1 and "," in body:
+            raise InputError(f"--target '{text}' is ambiguous with {n_images} images (a comma in a {low.split(':')[0]}: "
+                             "target): give --target once per image, e.g. --target seg:15,mask=m.png --target seg:7")
+        return parse_target(text, cli=True)
+    if "," not in text or low in {label.lower() for label in labels or ()}:
+        return parse_target(text, cli=True)
+    parts = [part.strip() for part in text.split(",")]
     if not all(parts):
-        raise InputError(f"--target '{spec}' has an empty entry: give one class per image, e.g. 281,eel")
+        raise InputError(f"--target '{text}' has an empty entry: give one class per image, e.g. 281,eel")
+    if any(part.lower().startswith(VALUE_PREFIXES) for part in parts):
+        raise InputError(f"--target '{text}': seg:, box: and similar: targets are given one per --target: "
+                         "give --target once per image, e.g. --target seg:15,mask=m.png --target seg:7")
     if len(parts) != n_images:
-        raise InputError(f"--target '{spec}' gives {len(parts)} targets for {n_images} image(s): "
+        raise InputError(f"--target '{text}' gives {len(parts)} targets for {n_images} image(s): "
                          "give one class per image, comma-separated, or one class for all")
     return parts
 
@@ -264,10 +352,10 @@ def _scores_of(output: object, output_key: str | int | None, spec: SegmentationT
     """The (B, K, h, w) class scores of a segmentation model's output (its ``out`` entry)."""
     scores = logits_of(output, output_key)
     if scores.ndim != 4:
-        raise InputError(f"--target {spec.name} needs (batch, classes, height, width) scores, but the model "
+        raise InputError(f"{written_as(spec)} needs (batch, classes, height, width) scores, but the model "
                          f"returns {describe_output(output)}: use it with a segmentation model")
     if not 0 <= spec.category < scores.shape[1]:
-        raise InputError(f"--target {spec.name}: class {spec.category} is out of range: the model's output "
+        raise InputError(f"{written_as(spec)}: class {spec.category} is out of range: the model's output "
                          f"{tuple(scores.shape)} has {scores.shape[1]} classes (0 to {scores.shape[1] - 1})")
     return scores
 
@@ -286,16 +374,16 @@ def _mask_file(spec: SegmentationTarget, size: tuple[int, int], input_size: tupl
         try:
             img, _ = load_image(spec.mask)
         except InputError as exc:  # say which image: the mask, not the one explained
-            raise InputError(f"--target {spec.name}: the mask: {exc}") from exc
+            raise InputError(f"{written_as(spec)}: the mask: {exc}") from exc
         grey = img.convert("L")
     else:
         arr = np.asarray(spec.mask)
         if arr.ndim != 2:
-            raise InputError(f"--target seg:{spec.category}: a mask array must be (height, width), not {arr.shape}")
+            raise InputError(f"{written_as(spec)}: a mask array must be (height, width), not {arr.shape}")
         grey = Image.fromarray((arr != 0).astype(np.uint8) * 255)
     got = (grey.size[1], grey.size[0])
     if got not in (tuple(size), tuple(input_size)):
-        raise InputError(f"--target {spec.name}: the mask is {got[1]}x{got[0]}, but the model's input is "
+        raise InputError(f"{written_as(spec)}: the mask is {got[1]}x{got[0]}, but the model's input is "
                          f"{input_size[1]}x{input_size[0]} (after its resize and centre crop) and its output "
                          f"{size[1]}x{size[0]}: give the mask at one of those sizes (a mask of the original "
                          "photo would be stretched onto the crop)")
@@ -330,7 +418,7 @@ def _detections(output: object, spec: BoxTarget) -> list[dict]:
     if isinstance(output, (list, tuple)) and output and all(
             isinstance(o, dict) and {"boxes", "labels", "scores"} <= set(o) for o in output):
         return list(output)
-    raise InputError(f"--target {spec.name} needs a detector's output, a list of dicts with boxes, labels and "
+    raise InputError(f"{written_as(spec)} needs a detector's output, a list of dicts with boxes, labels and "
                      f"scores per image, but the model returns {describe_output(output)}")
 
 
@@ -371,6 +459,40 @@ def box_region(box: Sequence[float], size: tuple[int, int]) -> np.ndarray:
     return region
 
 
+#: the names torchvision and timm give a classifier's head
+HEAD_NAMES = frozenset({"fc", "classifier", "head", "heads", "last_linear"})
+
+
+def classifier_head(module: torch.nn.Module, width: int) -> str | None:
+    """The classification head whose ``width`` outputs are the model's output, or None (no such head: the
+    output is an embedding, as far as the model says).
+
+    Read from what the model says of itself: timm's ``get_classifier()`` (``nn.Identity`` on a
+    backbone made with ``num_classes=0``), else the model's last ``nn.Linear``, when it has ``width``
+    outputs and sits under a name torchvision and timm give heads (:data:`HEAD_NAMES`: ``fc``,
+    ``classifier``, ``head``, ...).
+
+    Returns:
+        e.g. ``"fc, Linear(512 -> 1000)"``, or None.
+    """
+    getter = getattr(module, "get_classifier", None)
+    if callable(getter):
+        try:
+            head = getter()
+        except Exception:  # noqa: BLE001 - a model's own method; no head then
+            head = None
+        if isinstance(head, torch.nn.Module):
+            linears = [m for m in head.modules() if isinstance(m, torch.nn.Linear)]
+            if linears and linears[-1].out_features == width:
+                name = next((n for n, m in module.named_modules() if m is linears[-1]), "classifier")
+                return f"{name}, Linear({linears[-1].in_features} -> {width})"
+            return None
+    last = next(((n, m) for n, m in reversed(list(module.named_modules())) if isinstance(m, torch.nn.Linear)), None)
+    if last is not None and last[1].out_features == width and HEAD_NAMES & set(last[0].split(".")):
+        return f"{last[0]}, Linear({last[1].in_features} -> {width})"
+    return None
+
+
 @dataclass
 class BoundTargets:
     """Targets on the model's output, bound to the images of a batch.
@@ -397,6 +519,9 @@ def bind_targets(specs: Sequence[TargetSpec], module: torch.nn.Module, x: torch.
     Returns:
         The bound targets; row ``k`` is image ``k``.
 
+    Warns:
+        UserWarning: once, when a similarity target reads a classifier's logits (:func:`classifier_head`).
+
     Raises:
         InputError: a segmentation class out of range, an empty mask (none predicted, or a blank mask
             file), an output that is not (B, K, h, w) class scores for ``seg:``, a similarity
@@ -407,6 +532,7 @@ def bind_targets(specs: Sequence[TargetSpec], module: torch.nn.Module, x: torch.
     labels: list[str] = []
     regions: list[np.ndarray | None] = []
     output = None
+    warned = False
     for k, spec in enumerate(specs):
         if isinstance(spec, OutputTarget):
             fns.append(spec.fn)
@@ -425,13 +551,13 @@ def bind_targets(specs: Sequence[TargetSpec], module: torch.nn.Module, x: torch.
                 if not mask.any():
                     found = sorted(int(c) for c in predicted.unique().tolist())
                     shown = ", ".join(map(str, found[:8])) + (" ..." if len(found) > 8 else "")
-                    raise InputError(f"--target {spec.name}: no pixel of image {k} is predicted as class "
+                    raise InputError(f"{written_as(spec)}: no pixel of image {k} is predicted as class "
                                      f"{spec.category} (the model's output {tuple(scores.shape)} predicts classes "
                                      f"{shown}): pick one of those, or give the region with mask=PATH")
             else:
                 mask = _mask_file(spec, size, (int(x.shape[-2]), int(x.shape[-1])))
                 if not mask.any():
-                    raise InputError(f"--target {spec.name}: the mask is empty (no non-zero pixel at the output's "
+                    raise InputError(f"{written_as(spec)}: the mask is empty (no non-zero pixel at the output's "
                                      f"{size[0]}x{size[1]}): give a mask with the region to explain")
             fns.append(_SegmentationScore(spec.category, torch.from_numpy(mask)))
             labels.append(spec.name)
@@ -441,7 +567,7 @@ def bind_targets(specs: Sequence[TargetSpec], module: torch.nn.Module, x: torch.
             found = len(det["boxes"])
             if spec.index >= found:
                 what = "nothing" if found == 0 else f"{found} box(es), box:0 to box:{found - 1}"
-                raise InputError(f"--target {spec.name}: the model detected {what} in image {k} (it returns "
+                raise InputError(f"{written_as(spec)}: the model detected {what} in image {k} (it returns "
                                  f"{describe_output(output)}; detections below its score threshold are dropped)"
                                  + ("" if found else ": use a trained detector, or lower its score threshold"))
             box = det["boxes"][spec.index].detach().float().cpu()
@@ -452,13 +578,21 @@ def bind_targets(specs: Sequence[TargetSpec], module: torch.nn.Module, x: torch.
             regions.append(box_region(box.tolist(), (int(x.shape[-2]), int(x.shape[-1]))))
         elif isinstance(spec, SimilarityTarget):
             if spec.input is None:
-                raise InputError(f"--target {spec.name}: the reference image was not read; pass it through "
+                raise InputError(f"{written_as(spec)}: the reference image was not read; pass it through "
                                  "camanim.animate")
             with torch.no_grad():
                 ref = logits_of(module(spec.input.to(x.device, x.dtype)), output_key)
             if ref.shape[0] != 1 or ref[0].numel() == 0:
-                raise InputError(f"--target {spec.name}: the model returns {describe_output(ref)} for the "
+                raise InputError(f"{written_as(spec)}: the model returns {describe_output(ref)} for the "
                                  "reference, not one embedding: use a backbone that returns (1, D) features")
+            head = classifier_head(module, ref[0].numel())
+            if head is not None and not warned:
+                warned = True
+                warnings.warn(f"camanim: {written_as(spec)}: the similarity is computed on the classifier's logits "
+                              f"({head}, {ref[0].numel()} values), not on an embedding: give the model without its "
+                              "head (a timm model with num_classes=0, --num-classes 0; or the head replaced by "
+                              "torch.nn.Identity()), or pick an embedding output with output_key (--output-key); "
+                              "see the README's Tasks, Embeddings", UserWarning, stacklevel=3)
             fns.append(_Similarity(ref.detach()[0].flatten()))
             labels.append(spec.name)
             regions.append(None)

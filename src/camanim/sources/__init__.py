@@ -14,6 +14,7 @@ from .models import (
     DEFAULT_MODEL,
     LoadedModel,
     default_preprocess,
+    detector_at,
     list_models,
     load_checkpoint_into,
     load_model,
@@ -33,7 +34,7 @@ from .volumes import (
 
 __all__ = [
     "DICOM_SAMPLES", "DicomImage", "apply_window", "read_dicom", "read_dicom_series",
-    "DEFAULT_IMAGE", "DEFAULT_MODEL", "SAMPLES", "LoadedModel", "Prepared", "Preprocess", "as_images", "default_preprocess", "for_model", "imagenet_labels",
+    "DEFAULT_IMAGE", "DEFAULT_MODEL", "SAMPLES", "LoadedModel", "Prepared", "Preprocess", "as_images", "default_preprocess", "detector_at", "for_model", "imagenet_labels",
     "list_models", "model_dtype", "state_dict_for", "with_channels", "with_input_size", "load_checkpoint_into", "load_image", "load_model", "prepare_input", "read_labels", "register_builtin",
     "resolve_target", "PreparedVolume", "as_volumes", "is_volume_model", "is_volume_source", "prepare_volume", "takes_volumes",
 ]

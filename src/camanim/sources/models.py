@@ -573,6 +573,27 @@ def _load_timm(name: str, weights: str | None, num_classes: int | None) -> Loade
                                              "num_classes": nc})
 
 
+def detector_at(module: nn.Module, size: tuple[int, int]) -> bool:
+    """Set a torchvision detector (Faster R-CNN, RetinaNet, FCOS, ...) to take its images at ``size`` (H, W).
+
+    Their ``GeneralizedRCNNTransform`` resizes every image so that its short side is ``min_size`` (800
+    px for most), up to ``max_size``: an image given at 64 px would be upscaled to 800 px inside the
+    model, 150 times the pixels and no more information. ``--input-size`` (``input_size=``) is the size
+    the model takes, so it sets those two as well.
+
+    Returns:
+        Whether ``module`` is such a detector (and was set).
+    """
+    from torchvision.models.detection.transform import GeneralizedRCNNTransform
+
+    transform = getattr(module, "transform", None)
+    if not isinstance(transform, GeneralizedRCNNTransform):
+        return False
+    transform.min_size = (int(min(size)),)
+    transform.max_size = int(max(size))
+    return True
+
+
 def _infer_num_classes(model: nn.Module) -> int | None:
     nc = getattr(model, "num_classes", None)
     if isinstance(nc, int):
@@ -611,7 +632,8 @@ def load_model(
         trust_checkpoint: allow ``name`` to be a pickled full model.
         input_size: (height, width) the model takes, for models whose size camanim cannot know (a
             pickled 32x32 CIFAR net): images are resized and centre-cropped to it, keeping the
-            recipe's crop ratio (:func:`with_input_size`).
+            recipe's crop ratio (:func:`with_input_size`); a torchvision detector is set to take it
+            too (:func:`detector_at`), rather than upscaling it to 800 px inside.
 
     Returns:
         The loaded model, in eval mode, with preprocessing, labels and provenance.
@@ -670,6 +692,7 @@ def load_model(
     if input_size is not None:
         loaded.preprocess = with_input_size(loaded.preprocess, input_size)
         loaded.info["input_size"] = list(loaded.preprocess.crop)
+        detector_at(loaded.module, tuple(loaded.preprocess.crop))
     if labels is not None:
         loaded.labels = read_labels(labels, loaded.num_classes)
         loaded.info["labels"] = str(labels)
