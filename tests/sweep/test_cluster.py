@@ -21,7 +21,6 @@ import ipaddress
 import os
 import secrets
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -29,7 +28,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from _sweepfixture import MODEL, SETTINGS, layer_values, reference_values
+from _sweepfixture import MODEL, SETTINGS, free_port, layer_values, reference_values
 
 import camanim
 from camanim.errors import InputError
@@ -47,12 +46,6 @@ sys.argv[0] = "ray"
 scripts.main()
 """
 STARTED = "Ray runtime started"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _start(cmd: list[str], env: dict[str, str], log: Path) -> subprocess.Popen:
@@ -145,7 +138,7 @@ def ray_cluster(tmp_path_factory) -> Iterator[dict]:
     (home / ".ray" / "auth_token").write_text(secrets.token_hex(32))  # a decoy: never this cluster's token
     token = tmp / "auth_token"
     token.write_text(secrets.token_hex(32))
-    port = _free_port()
+    port = free_port()
     address = f"127.0.0.1:{port}"
     src = str(Path(camanim.__file__).parents[1])
     procs: list[subprocess.Popen] = []
@@ -229,7 +222,7 @@ def test_a_token_ray_cannot_find_is_one_line(tmp_path):
         try:
             with pytest.raises(InputError) as err:
                 run_sweep(["sample:cat"], tmp_path / "out", SETTINGS,
-                          SweepOptions(models=(MODEL,), workers=1, ray=f"127.0.0.1:{_free_port()}"))
+                          SweepOptions(models=(MODEL,), workers=1, ray=f"127.0.0.1:{free_port()}"))
         finally:
             mp.undo()
             _reset_auth()
