@@ -278,26 +278,21 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     options = SweepOptions(models=tuple(_csv(args.model)), workers=args.workers, threads=args.threads, ray=args.ray,
                            resume=args.resume, save_runs=args.save_runs, save_which=args.save_which)
     bar = None
-    show = not args.quiet and (sys.stderr.isatty() or _force_progress())
-    counts: list[int] = []
+    progress = None
+    if not args.quiet and (sys.stderr.isatty() or _force_progress()):
+        from tqdm import tqdm
 
-    def progress(done: int, total: int) -> None:
-        nonlocal bar
-        counts[:] = [done, total]
-        if not show:
-            return
-        if bar is None:
-            from tqdm import tqdm
-
-            bar = tqdm(total=total, initial=done, desc="sweep", unit="item", file=sys.stderr)
-        bar.update(done - bar.n)
-
+        def progress(done: int, total: int) -> None:
+            nonlocal bar
+            if bar is None:
+                bar = tqdm(total=total, initial=done, desc="sweep", unit="item", file=sys.stderr)
+            bar.update(done - bar.n)
     try:
         summary = run_sweep(args.images, args.out, settings, options, progress=progress)
-    except KeyboardInterrupt as exc:  # Ctrl-C or SIGTERM: the finished items are in the tables
-        if not counts:
+    except KeyboardInterrupt as exc:  # Ctrl-C or SIGTERM while items ran: run_sweep said how many are in
+        if not str(exc):
             raise
-        raise type(exc)(f"{counts[0]} of {counts[1]} items finished; resume with --resume") from None
+        raise type(exc)(f"{exc}; resume with --resume") from None
     finally:
         if bar is not None:
             bar.close()

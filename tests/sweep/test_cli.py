@@ -140,8 +140,9 @@ def test_ctrl_c_stops_the_sweep_with_one_line_and_readable_tables(tmp_path):
     # the missing file is done as soon as a worker has its model: then the other worker is mid-item
     cmd = [sys.executable, "-m", "camanim.cli", "sweep", str(tmp_path / "missing.png"), "sample:cat", "sample:coffee",
            *CLI_ARGS, "--workers", "2", "--out", str(out), "--quiet"]
+    # SIGINT as a terminal leaves it, even where pytest itself runs with it ignored (a background job)
     proc = subprocess.Popen(cmd, env=_env(), start_new_session=True, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE)
+                            stderr=subprocess.PIPE, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         deadline = time.monotonic() + 240
         while time.monotonic() < deadline and not list((out / "images").glob("part-*.parquet")):

@@ -149,6 +149,8 @@ def run_sweep(images: Sequence[str], out: str | Path, settings: SweepSettings, o
             without any label, a sweep in ``out`` without
             ``resume`` (or with other settings), Ray asked for but missing, or no cluster joined (then nothing
             is left in ``out`` unless it resumes).
+        KeyboardInterrupt: (or its subclass, as raised) Ctrl-C while the items ran, re-raised with how many
+            are finished (``"N of M items finished"``): their parts are in ``out``, for ``resume``.
     """
     t0 = time.perf_counter()
     out = Path(out)
@@ -194,6 +196,10 @@ def run_sweep(images: Sequence[str], out: str | Path, settings: SweepSettings, o
                 restarts = run_ray(todo, settings, workers, options.ray, on_result)
             else:
                 restarts = run_pool(todo, settings, workers, on_result)
+        except KeyboardInterrupt as exc:  # Ctrl-C, SIGTERM: the same exception, saying how far the sweep got
+            keys = {it.key for it in items}
+            n = sum(k in keys for k in finished_keys(out))  # the tables, not the count: a part may be just in
+            raise type(exc)(f"{n} of {len(items)} items finished") from None
         except InputError:
             if not options.resume and finished[0] == 0:  # refused before any item (no Ray cluster): leave nothing
                 if created:
