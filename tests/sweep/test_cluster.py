@@ -315,12 +315,16 @@ def test_ray_auto_starts_a_local_cluster_on_127_0_0_1_only(reference, monkeypatc
         monkeypatch.delenv(key, raising=False)
     _reset_auth()
     seen: dict = {}
+    before = set(_descendants(os.getpid()))  # another test's cluster, if this module's fixture has one up
+
+    def started() -> list[int]:
+        return [p for p in _descendants(os.getpid()) if p not in before]
 
     def progress(done: int, total: int) -> None:
         if done == 1 and not seen:
             seen["nodes"] = [(n["NodeManagerAddress"], n["Alive"]) for n in ray.nodes()]
             seen["gcs"] = ray.get_runtime_context().gcs_address
-            seen["listening"] = _listening(_descendants(os.getpid()))
+            seen["listening"] = _listening(started())
 
     try:
         summary = run_sweep(["sample:rocket"], out, SETTINGS,
@@ -334,9 +338,9 @@ def test_ray_auto_starts_a_local_cluster_on_127_0_0_1_only(reference, monkeypatc
         assert layer_values(rows) == layer_values(reference["rows"][key]["layers"])
         assert not ray.is_initialized()
         deadline = time.monotonic() + 20  # the cluster's processes end with it
-        while time.monotonic() < deadline and _listening(_descendants(os.getpid())):
+        while time.monotonic() < deadline and _listening(started()):
             time.sleep(0.2)
-        assert _listening(_descendants(os.getpid())) == set()
+        assert _listening(started()) == set()
     finally:
         if ray.is_initialized():
             ray.shutdown()
