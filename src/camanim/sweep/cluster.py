@@ -114,7 +114,7 @@ def loopback_mode(on: bool) -> Iterator[None]:
             os.environ[LOOPBACK_ENV] = before_env
 
 
-def _auto_target(ray: Any) -> str | None:
+def _auto_target() -> str | None:
     """The running cluster ``auto`` joins (``RAY_ADDRESS``, else the last ``ray start``'s), if it answers;
     None: start a local one."""
     from ray._private import services
@@ -158,7 +158,7 @@ def run_ray(items: Sequence[SweepItem], settings: SweepSettings, workers: int, a
 
     started = not ray.is_initialized()
     if address == "auto" and started:
-        target = _auto_target(ray)
+        target = _auto_target()
     loopback = target is None or is_loopback(host_port(target)[0])
     with loopback_mode(loopback and started):
         return _run_joined(ray, exceptions, started, target, items, settings, workers, address, on_result)
