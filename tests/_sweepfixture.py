@@ -5,6 +5,7 @@ computed in this process item by item (the reference), and one finished sweep on
 from __future__ import annotations
 
 import csv
+import socket
 from pathlib import Path
 
 from camanim.road import RoadOptions
@@ -44,3 +45,10 @@ def layer_values(rows: list[dict]) -> dict[tuple, tuple]:
 def reference_values(reference: dict) -> dict[tuple, tuple]:
     """The reference's layers rows, as :func:`layer_values`."""
     return layer_values([r for res in reference["rows"].values() for r in res["layers"]])
+
+
+def free_port() -> int:
+    """A TCP port of 127.0.0.1 that nothing listens on (at the time of asking)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]

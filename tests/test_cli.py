@@ -387,3 +387,11 @@ def test_camanims_warnings_are_one_line_each(tmp_path, capsys):
     warned = [ln for ln in err.splitlines() if "warning" in ln.lower()]
     assert warned and all(ln.startswith("camanim: warning: ") for ln in warned), err
     assert ".py:" not in err and "RuntimeWarning" not in err, err
+
+
+def test_signed_numbers_never_show_minus_zero():
+    """(review) A ROAD mean of -0.00001 printed as "-0.0000"."""
+    from camanim.cli import signed
+
+    assert [signed(v) for v in (-0.00001, -0.0, 0.0, 0.12345, -0.00006, 1e-9)] == [
+        "+0.0000", "+0.0000", "+0.0000", "+0.1235", "-0.0001", "+0.0000"]

@@ -273,8 +273,11 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     get_methods(list(methods))
     cam = dict(layers=args.layers, score=args.score, batch_size=args.batch_size, seed=args.seed,
                output_key=args.output_key, layouts=_layouts(args.layout), skip_non_spatial=args.skip_non_spatial)
+    model_options = {k: v for k, v in (("num_classes", args.num_classes), ("channels", args.channels),
+                                       ("labels", args.labels and str(Path(args.labels).absolute())),
+                                       ("trust_checkpoint", args.trust_checkpoint)) if v is not None and v is not False}
     settings = SweepSettings(methods=methods, cam=cam, road=_road_options(args), weights=args.weights,
-                             input_size=_input_size(args.input_size), device=args.device)
+                             input_size=_input_size(args.input_size), device=args.device, model_options=model_options)
     options = SweepOptions(models=tuple(_csv(args.model)), workers=args.workers, threads=args.threads, ray=args.ray,
                            resume=args.resume, save_runs=args.save_runs, save_which=args.save_which)
     bar = None
@@ -289,6 +292,10 @@ def cmd_sweep(args: argparse.Namespace) -> int:
             bar.update(done - bar.n)
     try:
         summary = run_sweep(args.images, args.out, settings, options, progress=progress)
+    except KeyboardInterrupt as exc:  # Ctrl-C or SIGTERM while items ran: run_sweep said how many are in
+        if not str(exc):
+            raise
+        raise type(exc)(f"{exc}; resume with --resume") from None
     finally:
         if bar is not None:
             bar.close()
@@ -304,8 +311,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         best = (g["all"] or {}).get("best")
         if best:
             ci = best.get("ci")
-            interval = f" [{ci[0]:+.4f}, {ci[1]:+.4f}]" if ci else ""
-            print(f"{g['model']} {g['method']}: best layer {best['name']} ROAD {best['ybroad']:+.4f}{interval} "
+            interval = f" [{signed(ci[0])}, {signed(ci[1])}]" if ci else ""
+            print(f"{g['model']} {g['method']}: best layer {best['name']} ROAD {signed(best['ybroad'])}{interval} "
                   f"over {g['all']['n_images']} images")
     print(f"wrote {args.out}/")
     for key, p in summary["paths"].items():
@@ -616,13 +623,19 @@ def _road_options(args: argparse.Namespace) -> RoadOptions:
                        noise=args.road_noise, seed=args.seed, batch_size=args.road_batch_size, **trials)
 
 
+def signed(value: float, digits: int = 4) -> str:
+    """``value`` with its sign and ``digits`` decimals, a value that rounds to zero as ``+0.0000`` (never
+    ``-0.0000``: Python keeps the sign of a negative number that rounds to zero)."""
+    return f"{round(value, digits) + 0.0:+.{digits}f}"
+
+
 def _print_ybroad(yb, where: str = "") -> None:
     best = yb.ybroad_max
     if best is None:
         print(f"{where}ybROAD: no layer has a spatial, non-constant CAM to score")
         return
-    print(f"{where}ybROAD_max {best.value:+.4f} at layer {best.index + 1} of {len(yb.layer_names)} ({best.name}); "
-          f"ybROAD_mean {yb.ybroad_mean:+.4f} ({yb.score}, {len(yb.layer_names)} layer{'s' if len(yb.layer_names) != 1 else ''})")
+    print(f"{where}ybROAD_max {signed(best.value)} at layer {best.index + 1} of {len(yb.layer_names)} ({best.name}); "
+          f"ybROAD_mean {signed(yb.ybroad_mean)} ({yb.score}, {len(yb.layer_names)} layer{'s' if len(yb.layer_names) != 1 else ''})")
     judged = yb.verdict()
     print(f"{where}{judged['statement']}")
     for warning in judged["warnings"]:
@@ -776,11 +789,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         except InputError as exc:
             print(f"camanim: error: {exc}", file=sys.stderr)
             return 2
-        except Terminated:
-            print("camanim: terminated (SIGTERM)", file=sys.stderr)
+        except Terminated as exc:  # the message, if any, says how far the command got
+            print("camanim: terminated (SIGTERM)" + (f": {exc}" if str(exc) else ""), file=sys.stderr)
             return 143
-        except KeyboardInterrupt:
-            print("camanim: interrupted", file=sys.stderr)
+        except KeyboardInterrupt as exc:
+            print("camanim: interrupted" + (f": {exc}" if str(exc) else ""), file=sys.stderr)
             return 130
         except BrokenPipeError:
             # the reader went away (`camanim layers | head`): stop quietly, as other tools do

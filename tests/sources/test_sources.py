@@ -204,6 +204,26 @@ def test_labels_and_targets(tmp_path):
         resolve_target("zebra", ["a", "b"], 2)
 
 
+def test_a_label_name_that_names_several_classes_is_refused():
+    """(review) A name matched the first label of its spelling in any case silently: torchvision's ImageNet
+    labels have 'Cardigan' (264, the corgi) and 'cardigan' (474, the jacket). The exact spelling picks one;
+    a spelling that matches both only case-insensitively, or a name twice in a list, is refused."""
+    from camanim.sources import imagenet_labels
+
+    labels = imagenet_labels()
+    assert resolve_target("TABBY", labels, 1000) == resolve_target("tabby", labels, 1000) == 281
+    assert (resolve_target("Cardigan", labels, 1000), resolve_target("cardigan", labels, 1000)) == (264, 474)
+    with pytest.raises(InputError) as err:
+        resolve_target("CARDIGAN", labels, 1000, what="label")
+    assert str(err.value) == ("label 'CARDIGAN' names 2 classes of this model: 264 (Cardigan), 474 (cardigan): "
+                              "give the class index")
+    with pytest.raises(InputError, match="'crane' names 2 classes of this model: 0 \\(crane\\), 2 \\(crane\\)"):
+        resolve_target("crane", ["crane", "heron", "crane"], 3)
+    assert resolve_target("Cat", ["cat", "Cat"], 2) == 1
+    with pytest.raises(InputError, match="'CAT' names 2 classes of this model: 0 \\(cat\\), 1 \\(Cat\\)"):
+        resolve_target("CAT", ["cat", "Cat"], 2)
+
+
 def test_developers_md_documents_the_lite0_renaming():
     """DEVELOPERS.md's tables are the renaming the code does."""
     import re

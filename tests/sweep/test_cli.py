@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
-from _sweepfixture import CLI_ARGS, layer_values, reference_values
+from _sweepfixture import CLI_ARGS, free_port, layer_values, reference_values
 
 from camanim.cli import main
 from camanim.sweep import read_table
@@ -81,3 +81,100 @@ def test_ray_is_not_imported_unless_asked_for():
 def test_a_bad_option_is_one_line(tmp_path, capsys):
     assert main(["sweep", "sample:cat", *CLI_ARGS, "--workers", "1", "--threads", "0", "--out", str(tmp_path / "o")]) == 2
     assert capsys.readouterr().err.strip() == "camanim: error: --threads 0 must be at least 1"
+
+
+def test_a_ray_address_where_no_cluster_answers_is_refused_at_once(tmp_path, capsys, monkeypatch):
+    """(review) ``--ray 127.0.0.1:PORT`` with no cluster there waited without end inside ``ray.init``: the
+    port must answer a plain TCP connection first (a few seconds at most), else one line, exit 2, no folder,
+    and Ray is never reached (a regression fails here instead of hanging)."""
+    import camanim.sweep.cluster as cluster
+
+    def reached() -> None:
+        raise AssertionError("Ray was imported for an address where nothing answers")
+
+    monkeypatch.setattr(cluster, "_ray", reached)
+    port = free_port()
+    out = tmp_path / "out"
+    assert main(["sweep", "sample:cat", *CLI_ARGS, "--ray", f"127.0.0.1:{port}", "--out", str(out), "--quiet"]) == 2
+    assert capsys.readouterr().err == (f"camanim: error: no Ray cluster answers at 127.0.0.1:{port}: start one with "
+                                       f"`ray start --head --port={port}` or use --ray auto\n")
+    assert not out.exists()
+    assert main(["sweep", "sample:cat", *CLI_ARGS, "--ray", "127.0.0.1", "--out", str(out)]) == 2
+    assert capsys.readouterr().err == ("camanim: error: --ray '127.0.0.1' is neither auto nor HOST:PORT: give e.g. "
+                                       "--ray 127.0.0.1:6379 or --ray auto\n")
+
+
+@pytest.mark.parametrize(("extra", "message"), [
+    (["--layers", "nosuchlayer*"], "layer pattern 'nosuchlayer*' matches no layer of torchvision's resnet18"),
+    (["--model", "resnet18,nosuchmodel"], "nosuchmodel"),
+    (["--labels", "missing-labels.txt"], "labels file"),
+    (["--num-classes", "7"], None),  # a head of 7 classes: fine with random weights (the option reaches the model)
+    (["--device", "gpu0"], "--device 'gpu0' is unknown: use cpu or cuda"),
+])
+def test_an_option_that_fits_no_item_is_refused_before_any_item_runs(extra, message, tmp_path, capsys, monkeypatch):
+    """(review) A layer pattern matching no layer, a model that does not load, a labels file that is not there
+    failed every item one by one (``--labels``, ``--num-classes``, ``--channels`` and ``--trust-checkpoint`` were
+    not even passed on): each is checked against each model before any item runs, one line, exit 2, no folder."""
+    import camanim.sweep.run as sweep_run
+
+    ran: list[int] = []
+    monkeypatch.setattr(sweep_run, "run_pool", lambda items, *a: ran.append(len(items)) or 0)
+    monkeypatch.chdir(tmp_path)
+    out = tmp_path / "out"
+    code = main(["sweep", "sample:cat", *CLI_ARGS, *extra, "--workers", "1", "--out", str(out), "--quiet"])
+    err = capsys.readouterr().err
+    if message is None:  # accepted: it runs (the pool is a stub here)
+        assert (code, ran) == (2, [1]) and err == ""
+        assert json.loads((out / "sweep.json").read_text())["settings"]["model_options"] == {"num_classes": 7}
+        return
+    assert code == 2 and ran == [] and not out.exists()
+    assert err.startswith("camanim: error: ") and err.count("\n") == 1 and message in err, err
+
+
+@pytest.mark.slow
+def test_ctrl_c_stops_the_sweep_with_one_line_and_readable_tables(tmp_path):
+    """(review) Ctrl-C (SIGINT to the whole process group, as a terminal sends it) printed every worker's
+    KeyboardInterrupt traceback: workers ignore it, the parent stops them, says how far it got in one line,
+    exits 130, and the finished items are in the tables for --resume."""
+    out = tmp_path / "out"
+    # the missing file is done as soon as the worker has its model: then it is mid-item on the cat
+    cmd = [sys.executable, "-m", "camanim.cli", "sweep", str(tmp_path / "missing.png"), "sample:cat",
+           *CLI_ARGS, "--workers", "1", "--out", str(out), "--quiet"]
+    # SIGINT as a terminal leaves it, even where pytest itself runs with it ignored (a background job)
+    proc = subprocess.Popen(cmd, env=_env(), start_new_session=True, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    try:
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline and not list((out / "images").glob("part-*.parquet")):
+            assert proc.poll() is None, proc.stderr.read().decode()
+            time.sleep(0.1)
+        os.killpg(proc.pid, signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    done = read_table(out, "images").num_rows
+    assert done == 1
+    assert (proc.returncode, err.decode()) == (
+        130, "camanim: interrupted: 1 of 2 items finished; resume with --resume\n")
+    deadline = time.monotonic() + 10  # its workers and fork server end with it
+    while time.monotonic() < deadline and _group(proc.pid):
+        time.sleep(0.1)
+    assert _group(proc.pid) == []
+    assert json.loads((out / "sweep.json").read_text())["state"] == "running"
+
+
+def _group(pgid: int) -> list[int]:
+    """The live processes of process group ``pgid`` (zombies are dead)."""
+    pids = []
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            try:
+                stat = Path(f"/proc/{name}/stat").read_text()
+            except OSError:
+                continue
+            fields = stat.rsplit(")", 1)[1].split()
+            if fields[0] != "Z" and int(fields[2]) == pgid:
+                pids.append(int(name))
+    return pids

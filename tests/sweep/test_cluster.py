@@ -29,7 +29,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from _sweepfixture import MODEL, SETTINGS, layer_values, reference_values
+from _sweepfixture import MODEL, SETTINGS, free_port, layer_values, reference_values
 
 import camanim
 from camanim.errors import InputError
@@ -47,12 +47,6 @@ sys.argv[0] = "ray"
 scripts.main()
 """
 STARTED = "Ray runtime started"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _start(cmd: list[str], env: dict[str, str], log: Path) -> subprocess.Popen:
@@ -145,22 +139,23 @@ def ray_cluster(tmp_path_factory) -> Iterator[dict]:
     (home / ".ray" / "auth_token").write_text(secrets.token_hex(32))  # a decoy: never this cluster's token
     token = tmp / "auth_token"
     token.write_text(secrets.token_hex(32))
-    port = _free_port()
+    port = free_port()
     address = f"127.0.0.1:{port}"
     src = str(Path(camanim.__file__).parents[1])
     procs: list[subprocess.Popen] = []
     with pytest.MonkeyPatch.context() as mp:
-        for key, value in {"RAY_USAGE_STATS_ENABLED": "0", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
-                           "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(token)}.items():
+        for key, value in {"RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "token",
+                           "RAY_AUTH_TOKEN_PATH": str(token)}.items():
             mp.setenv(key, value)
-        for key in ("RAY_AUTH_TOKEN", "RAY_ADDRESS"):
+        for key in ("RAY_AUTH_TOKEN", "RAY_ADDRESS", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"):
             mp.delenv(key, raising=False)
         ray = pytest.importorskip("ray")
         import ray._private.ray_constants as constants
 
-        mp.setattr(constants, "ENABLE_RAY_CLUSTER", False)  # the driver: read when Ray was imported
-        _reset_auth()  # the same: Ray reads RAY_AUTH_* once, when imported, unless told to read them again
-        env = {**os.environ, "HOME": str(home),
+        # the driver (this process) as Ray has it on Linux: the sweep itself must turn loopback mode on
+        mp.setattr(constants, "ENABLE_RAY_CLUSTER", True)
+        _reset_auth()  # Ray reads RAY_AUTH_* once, when imported, unless told to read them again
+        env = {**os.environ, "HOME": str(home), "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",  # the nodes only
                "PYTHONPATH": os.pathsep.join(p for p in (src, os.environ.get("PYTHONPATH", "")) if p)}
         common = ["--node-ip-address=127.0.0.1", "--num-cpus=1", "--disable-usage-stats"]
         try:
@@ -210,6 +205,10 @@ def test_ray_sweep_with_a_killed_actor_gives_the_pool_numbers(ray_cluster, refer
     assert sorted(r["key"] for r in images) == sorted(reference["rows"])
     assert layer_values(read_table(out, "layers").to_pylist()) == reference_values(reference)
     assert not ray.is_initialized()  # the sweep joined the cluster and left it
+    import ray._private.ray_constants as constants
+
+    # its loopback mode is over with it
+    assert constants.ENABLE_RAY_CLUSTER is True and "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER" not in os.environ
 
 
 def test_a_token_ray_cannot_find_is_one_line(tmp_path):
@@ -227,9 +226,11 @@ def test_a_token_ray_cannot_find_is_one_line(tmp_path):
         mp.setattr(constants, "ENABLE_RAY_CLUSTER", False)
         _reset_auth()
         try:
-            with pytest.raises(InputError) as err:
+            with socket.socket() as listener, pytest.raises(InputError) as err:  # the port answers (no Ray)
+                listener.bind(("127.0.0.1", 0))
+                listener.listen()
                 run_sweep(["sample:cat"], tmp_path / "out", SETTINGS,
-                          SweepOptions(models=(MODEL,), workers=1, ray=f"127.0.0.1:{_free_port()}"))
+                          SweepOptions(models=(MODEL,), workers=1, ray=f"127.0.0.1:{listener.getsockname()[1]}"))
         finally:
             mp.undo()
             _reset_auth()
@@ -239,3 +240,111 @@ def test_a_token_ray_cannot_find_is_one_line(tmp_path):
     assert message.endswith("point RAY_AUTH_TOKEN_PATH (or RAY_AUTH_TOKEN) at the cluster's token")
     assert not (tmp_path / ".ray").exists()  # no token made in the home either
     assert not (tmp_path / "out").exists()
+
+
+def test_a_loopback_address_and_autos_local_cluster_run_in_rays_loopback_mode(tmp_path, monkeypatch):
+    """(review) On Linux Ray turns 127.0.0.1 into the machine's interface address, and a cluster that
+    ``auto`` starts listens on every interface, unless its loopback mode is on. ``ray.init`` is replaced by a
+    recorder (no cluster is started): a loopback address, and ``auto`` with no cluster to join (``RAY_TMPDIR``
+    holds no ``ray start`` record), call it in loopback mode, without a dashboard, usage statistics off, and
+    ``auto`` asks for a new local cluster; the mode is off again afterwards, and nothing is written."""
+    ray = pytest.importorskip("ray")
+    import ray._private.ray_constants as constants
+
+    seen: list[tuple] = []
+
+    def init(address=None, **kw) -> None:
+        seen.append((address, constants.ENABLE_RAY_CLUSTER, os.environ.get("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"),
+                     kw.get("include_dashboard"), os.environ.get("RAY_USAGE_STATS_ENABLED")))
+        raise ConnectionError("recorded")
+
+    monkeypatch.setattr(ray, "init", init)
+    monkeypatch.setattr(constants, "ENABLE_RAY_CLUSTER", True)  # Linux's default
+    for key in ("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "RAY_ADDRESS", "RAY_USAGE_STATS_ENABLED"):
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.setenv("RAY_TMPDIR", str(tmp_path))
+    with socket.socket() as listener:  # something answers at the port (not Ray: init is the recorder)
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        port = listener.getsockname()[1]
+        for address in (f"127.0.0.1:{port}", f"localhost:{port}", "auto"):
+            with pytest.raises(InputError, match=f"--ray {address}: no Ray cluster could be joined"):
+                run_sweep(["sample:cat"], tmp_path / "out", SETTINGS,
+                          SweepOptions(models=(MODEL,), workers=1, ray=address))
+    assert seen == [(f"127.0.0.1:{port}", False, "0", False, "0"), (f"localhost:{port}", False, "0", False, "0"),
+                    ("local", False, "0", False, "0")]
+    assert constants.ENABLE_RAY_CLUSTER is True and "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER" not in os.environ
+    assert not (tmp_path / "out").exists()
+
+
+def _descendants(pid: int) -> list[int]:
+    """Every live process below ``pid`` (read from /proc)."""
+    parents: dict[int, list[int]] = {}
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            try:
+                fields = Path(f"/proc/{name}/stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if fields[0] != "Z":
+                parents.setdefault(int(fields[1]), []).append(int(name))
+    out, todo = [], [pid]
+    while todo:
+        kids = parents.get(todo.pop(), [])
+        out += kids
+        todo += kids
+    return out
+
+
+def test_ray_auto_starts_a_local_cluster_on_127_0_0_1_only(reference, monkeypatch):
+    """``--ray auto`` with no cluster to join starts one of its own: its node, its GCS and every socket its
+    processes listen on are on 127.0.0.1 (read from /proc), and it is gone after the sweep. Ray's files go
+    to a temp dir of this test (``RAY_TMPDIR``, short for Ray's socket paths)."""
+    import tempfile
+
+    ray = pytest.importorskip("ray")
+    import ray._private.ray_constants as constants
+
+    root = Path(tempfile.mkdtemp(prefix="rt", dir="/tmp"))
+    out = root / "out"
+    monkeypatch.setenv("RAY_TMPDIR", str(root))
+    monkeypatch.setenv("RAY_USAGE_STATS_ENABLED", "0")
+    monkeypatch.setattr(constants, "ENABLE_RAY_CLUSTER", True)  # Linux's default
+    for key in ("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "RAY_ADDRESS", "RAY_AUTH_MODE", "RAY_AUTH_TOKEN",
+                "RAY_AUTH_TOKEN_PATH"):
+        monkeypatch.delenv(key, raising=False)
+    _reset_auth()
+    seen: dict = {}
+    before = set(_descendants(os.getpid()))  # another test's cluster, if this module's fixture has one up
+
+    def started() -> list[int]:
+        return [p for p in _descendants(os.getpid()) if p not in before]
+
+    def progress(done: int, total: int) -> None:
+        if done == 1 and not seen:
+            seen["nodes"] = [(n["NodeManagerAddress"], n["Alive"]) for n in ray.nodes()]
+            seen["gcs"] = ray.get_runtime_context().gcs_address
+            seen["listening"] = _listening(started())
+
+    try:
+        summary = run_sweep(["sample:rocket"], out, SETTINGS,
+                            SweepOptions(models=(MODEL,), workers=1, ray="auto"), progress=progress)
+        assert seen["nodes"] == [("127.0.0.1", True)]
+        assert seen["gcs"].startswith("127.0.0.1:")
+        assert seen["listening"] and seen["listening"] <= {"127.0.0.1"}, seen["listening"]
+        assert (summary["ok"], summary["failed"]) == (1, 0)
+        rows = read_table(out, "layers").to_pylist()
+        key = rows[0]["key"]
+        assert layer_values(rows) == layer_values(reference["rows"][key]["layers"])
+        assert not ray.is_initialized()
+        deadline = time.monotonic() + 20  # the cluster's processes end with it
+        while time.monotonic() < deadline and _listening(started()):
+            time.sleep(0.2)
+        assert _listening(started()) == set()
+    finally:
+        if ray.is_initialized():
+            ray.shutdown()
+        _reset_auth()
+        import shutil
+
+        shutil.rmtree(root, ignore_errors=True)

@@ -41,14 +41,20 @@ def read_labels(path: str | Path, num_classes: int | None = None) -> list[str]:
     return labels
 
 
-def resolve_target(target: int | str | None, labels: list[str] | None, num_classes: int) -> int | None:
+def resolve_target(target: int | str | None, labels: list[str] | None, num_classes: int,
+                   what: str = "target") -> int | None:
     """Turn a class index, a numeric string or a label name into a class index (None = predicted class).
 
-    A name matches a label case-insensitively.
+    A name matches a label case-insensitively; where the exact spelling picks one label, that one. A name
+    that still names several classes (ImageNet has two 'crane' and two 'maillot') is refused, not taken
+    as the first of them.
+
+    Args:
+        what: the noun of the messages (``target``, ``label``).
 
     Raises:
-        InputError: If a name is given without labels or matches no label, or the index is outside
-            ``0..num_classes-1``.
+        InputError: If a name is given without labels, matches no label or several, or the index is
+            outside ``0..num_classes-1``.
     """
     if target is None:
         return None
@@ -58,13 +64,18 @@ def resolve_target(target: int | str | None, labels: list[str] | None, num_class
             target = int(text)
         else:
             if labels is None:
-                raise InputError(f"target '{text}' is a name but the model has no labels: give a class index")
-            lowered = [label.lower() for label in labels]
-            if text.lower() in lowered:
-                return lowered.index(text.lower())
+                raise InputError(f"{what} '{text}' is a name but the model has no labels: give a class index")
+            exact = [i for i, label in enumerate(labels) if label.strip() == text]
+            found = exact or [i for i, label in enumerate(labels) if label.strip().lower() == text.lower()]
+            if len(found) == 1:
+                return found[0]
+            if found:
+                named = ", ".join(f"{i} ({labels[i].strip()})" for i in found[:5])
+                raise InputError(f"{what} '{text}' names {len(found)} classes of this model: {named}: give the "
+                                 "class index")
             close = [label for label in labels if text.lower() in label.lower()][:5]
             hint = f" (close: {', '.join(close)})" if close else ""
-            raise InputError(f"target '{text}' is not a class label of this model{hint}: give a label or an index")
+            raise InputError(f"{what} '{text}' is not a class label of this model{hint}: give a label or an index")
     if not 0 <= int(target) < num_classes:
-        raise InputError(f"target class {target} is out of range: the model has classes 0..{num_classes - 1}")
+        raise InputError(f"{what} class {target} is out of range: the model has classes 0..{num_classes - 1}")
     return int(target)

@@ -27,9 +27,22 @@ def _ci(ci: Any) -> str:
     return "–" if not ci or ci[0] is None else f"[{_num(ci[0])}, {_num(ci[1])}]"
 
 
+def layer_ticks(n: int, most: int = 10) -> list[int]:
+    """Indices (0-based) of the x ticks of ``n`` layers: every k-th, k from 1, 2, 5, 10, 20, ... so that
+    at most ``most`` show, and the last layer."""
+    if n <= 0:
+        return []
+    step = next(k * m for m in (1, 10, 100, 1000, 10000) for k in (1, 2, 5) if n / (k * m) <= most)
+    ticks = list(range(0, n, step))
+    if (n - 1) - ticks[-1] >= step * 0.4:
+        ticks.append(n - 1)
+    return ticks
+
+
 def curve_svg(element_id: str, across: dict[str, Any]) -> str:
-    """An inline SVG of one (model, method): the per-layer mean (line), its 95% interval (band), the
-    chance baseline's band (grey) and the best layer (a dot); x is the layer index."""
+    """An inline SVG of one (model, method): the per-layer mean (line, a point per layer), its 95% interval
+    (band), the chance baseline's band (grey) and the best layer (red). x is the layer number, 1-based as in
+    ``report.html``, with ticks; each point names its layer, mean and interval on hover (its ``<title>``)."""
     layers = across["layers"]
     n = len(layers)
     means = [lay["ybroad"] for lay in layers]
@@ -67,13 +80,24 @@ def curve_svg(element_id: str, across: dict[str, Any]) -> str:
         parts.append(f'<polygon class="ci-band" points="{top} {bottom}" fill="#1f77b4" fill-opacity="0.25"/>')
         line = " ".join(f"{x(i):.1f},{y(means[i]):.1f}" for i in seg)
         parts.append(f'<polyline class="mean" points="{line}" fill="none" stroke="#1f77b4" stroke-width="1.5"/>')
+    for i, lay in enumerate(layers):
+        if means[i] is None:
+            continue
+        ci = f" [{_num(lows[i])}, {_num(highs[i])}]" if lay["ybroad_ci"] else ""
+        parts.append(f'<circle class="layer-point" data-index="{i}" cx="{x(i):.1f}" cy="{y(means[i]):.1f}" r="2.2" '
+                     f'fill="#1f77b4"><title>{i + 1} {esc(lay.get("name", ""))}: {_num(means[i])}{ci}</title></circle>')
     best = across.get("best")
     if best:
         parts.append(f'<circle class="best" cx="{x(best["index"]):.1f}" cy="{y(best["ybroad"]):.1f}" r="4" '
-                     f'fill="#d62728"><title>{esc(best["name"])}: {_num(best["ybroad"])}</title></circle>')
+                     f'fill="#d62728"><title>best: {best["index"] + 1} {esc(best["name"])}: {_num(best["ybroad"])}'
+                     '</title></circle>')
     for v in (lo + 0.05 * (hi - lo) / 1.1, 0.0, hi - 0.05 * (hi - lo) / 1.1):
         parts.append(f'<text x="{_L - 4}" y="{y(v) + 4:.1f}" text-anchor="end" font-size="10">{_num(v)}</text>')
-    parts.append(f'<text x="{(_L + _W) / 2:.0f}" y="{_H - 6}" text-anchor="middle" font-size="11">layer (0 … {n - 1})</text>')
+    for i in layer_ticks(n):
+        parts.append(f'<text class="x-tick" x="{x(i):.1f}" y="{_H - _B + 13}" text-anchor="middle" font-size="10">'
+                     f'{i + 1}<title>{esc(layers[i].get("name", ""))}</title></text>')
+    parts.append(f'<text x="{(_L + _W) / 2:.0f}" y="{_H - 4}" text-anchor="middle" font-size="11">layer (1 … {n}; '
+                 "hover a point for its name)</text>")
     parts.append(f'<text x="12" y="{_H / 2:.0f}" transform="rotate(-90 12 {_H / 2:.0f})" text-anchor="middle" '
                  f'font-size="11">{esc(across.get("score_label", "ROAD"))}</text>')
     parts.append("</svg>")
@@ -160,7 +184,7 @@ def write_plot(path: Path, agg: dict[str, Any]) -> Path:
         ax = fig.add_subplot(max(1, len(groups)), 1, k + 1)
         layers = g["all"]["layers"]
         nan = float("nan")
-        xs = list(range(len(layers)))
+        xs = list(range(1, len(layers) + 1))  # layer numbers, 1-based as on the page and in report.html
         mean = [nan if v["ybroad"] is None else v["ybroad"] for v in layers]
         lo = [v["ybroad_ci"][0] if v["ybroad_ci"] else nan for v in layers]
         hi = [v["ybroad_ci"][1] if v["ybroad_ci"] else nan for v in layers]
@@ -171,9 +195,10 @@ def write_plot(path: Path, agg: dict[str, Any]) -> Path:
         ax.plot(xs, mean, lw=1.2, label="mean over images")
         best = g["all"].get("best")
         if best:
-            ax.plot([best["index"]], [best["ybroad"]], "o", color="tab:red", label=f"best: {best['name']}")
+            ax.plot([best["index"] + 1], [best["ybroad"]], "o", color="tab:red",
+                    label=f"best: {best['index'] + 1} {best['name']}")
         ax.set_title(f"{g['model']} · {g['method']} · {g['all']['n_images']} images", fontsize=9)
-        ax.set_xlabel("layer")
+        ax.set_xlabel(f"layer (1 … {len(layers)})")
         ax.set_ylabel(g["all"].get("score_label", "ROAD"))
         ax.legend(fontsize=7, loc="best")
     fig.tight_layout()

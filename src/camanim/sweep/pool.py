@@ -4,11 +4,19 @@ loaded once), fed one item at a time as they finish.
 A worker that dies mid-item (SIGKILL, out of memory, a crash in native code) is replaced and its
 item given to the next free worker; an item whose worker died :data:`MAX_ATTEMPTS` times is recorded
 as failed with the reason. Only the parent writes results, so every item is written once.
+
+A worker is known dead by its pipe: only the worker holds the other end, so the end of the pipe is
+its exit, whatever killed it. (Its process handle is no witness: it reads the exit from the fork
+server, and a killed fork server makes every worker look dead while they compute on.) Workers ignore
+SIGINT: Ctrl-C reaches the whole process group, and the parent alone stops the sweep, killing them.
 """
 
 from __future__ import annotations
 
 import multiprocessing as mp
+import os
+import signal
+import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from multiprocessing.connection import Connection, wait
@@ -44,6 +52,7 @@ def pool_context() -> Any:
 
 
 def _worker_main(conn: Connection, settings: SweepSettings) -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle (it stops the workers)
     worker = ItemWorker(settings)
     while True:
         try:
@@ -52,26 +61,53 @@ def _worker_main(conn: Connection, settings: SweepSettings) -> None:
             return
         if item is None:
             return
-        conn.send(worker.run(item))
+        try:
+            conn.send(worker.run(item))
+        except OSError:  # the parent has given this worker up (or is gone): nobody to tell
+            return
 
 
 class _Slot:
     def __init__(self, ctx: Any, settings: SweepSettings) -> None:
-        self.conn, child = ctx.Pipe()
-        self.proc = ctx.Process(target=_worker_main, args=(child, settings), daemon=True, name="camanim-sweep")
-        self.proc.start()
-        child.close()
+        for attempt in range(3):
+            self.conn, child = ctx.Pipe()
+            self.proc = ctx.Process(target=_worker_main, args=(child, settings), daemon=True, name="camanim-sweep")
+            try:
+                self.proc.start()
+                break
+            except (EOFError, OSError):  # the fork server died as this worker was asked of it: it starts anew
+                self.conn.close()
+                if attempt == 2:
+                    raise
+                time.sleep(0.2)
+            finally:
+                child.close()
         self.item: SweepItem | None = None
 
+    def holds_pipe(self) -> bool:
+        """The worker still holds its end of the pipe, so it lives (what it sent meanwhile is dropped)."""
+        try:
+            while self.conn.poll():
+                self.conn.recv()
+        except (EOFError, OSError):
+            return False
+        return True
+
     def stop(self, kill: bool = False) -> None:
-        if self.proc.is_alive():
-            if kill:
+        if kill:
+            if self.proc.is_alive():
                 self.proc.kill()
-            else:
+            elif self.holds_pipe() and hasattr(signal, "SIGKILL"):
+                # its fork server is gone, so its handle says it died: it lives, and its pid is still its own
                 try:
-                    self.conn.send(None)
-                except OSError:
-                    self.proc.kill()
+                    os.kill(self.proc.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+        else:
+            try:
+                self.conn.send(None)
+            except OSError:
+                pass
         self.proc.join(timeout=10)
         if self.proc.is_alive():
             self.proc.kill()
@@ -102,25 +138,24 @@ def run_pool(items: Sequence[SweepItem], settings: SweepSettings, workers: int, 
                     except OSError:
                         pass  # died while idle: seen below by its sentinel
             busy = [s for s in slots if s.item is not None]
-            wait([s.conn for s in busy] + [s.proc.sentinel for s in busy])
+            wait([s.conn for s in busy])  # a result, or the end of the pipe: the worker died
             for i, slot in enumerate(slots):
                 item = slot.item
-                if item is None:
+                if item is None or not slot.conn.poll():
                     continue
-                result = None
-                if slot.conn.poll():
-                    try:
-                        result = slot.conn.recv()
-                    except (EOFError, OSError):
-                        result = None
+                try:
+                    result = slot.conn.recv()
+                except (EOFError, OSError):
+                    result = None
                 if result is not None:
                     slot.item = None
                     on_result(item, result, attempts[item.key])
                     continue
-                if slot.proc.is_alive():
-                    continue
                 restarts += 1
-                how = f"exit code {slot.proc.exitcode}"
+                slot.proc.join(timeout=5)
+                code = slot.proc.exitcode
+                how = (f"killed by signal {-code}" if code is not None and code < 0
+                       else f"exit code {code}" if code not in (None, 255) else "its exit status lost with its fork server")
                 slot.stop(kill=True)
                 slots[i] = _Slot(ctx, settings)
                 if attempts[item.key] >= MAX_ATTEMPTS:

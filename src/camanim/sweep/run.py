@@ -73,6 +73,7 @@ def _settings_json(settings: SweepSettings, options: SweepOptions) -> dict[str, 
     cam = dict(settings.cam)
     return json.loads(json.dumps({"models": list(options.models), "methods": list(settings.methods),
                                   "weights": settings.weights, "input_size": settings.input_size,
+                                  "model_options": dict(settings.model_options),
                                   "cam": cam, "road": dataclasses.asdict(settings.road)}, default=str))
 
 
@@ -142,10 +143,14 @@ def run_sweep(images: Sequence[str], out: str | Path, settings: SweepSettings, o
         (workers replaced), ``seconds``, ``paths`` and ``aggregates`` (as in ``sweep.json``).
 
     Raises:
-        InputError: no image or model, a folder or glob without images, ``misclassified`` runs to save
+        InputError: no image or model, a model that does not load, a layer pattern that selects no layer
+            of it, CUDA asked for without a GPU (all before any item runs and before ``out`` is made),
+            a folder or glob without images, ``misclassified`` runs to save
             without any label, a sweep in ``out`` without
             ``resume`` (or with other settings), Ray asked for but missing, or no cluster joined (then nothing
             is left in ``out`` unless it resumes).
+        KeyboardInterrupt: (or its subclass, as raised) Ctrl-C while the items ran, re-raised with how many
+            are finished (``"N of M items finished"``): their parts are in ``out``, for ``resume``.
     """
     t0 = time.perf_counter()
     out = Path(out)
@@ -153,6 +158,13 @@ def run_sweep(images: Sequence[str], out: str | Path, settings: SweepSettings, o
     if options.save_runs and options.save_which == "misclassified" and all(it.label is None for it in items):
         raise InputError("--save-which misclassified needs true labels, and no image has one: give a CSV/TSV list "
                          "with a label column, or choose --save-which first or lowest-confidence")
+    if options.ray is not None:
+        from .cluster import check_address
+
+        check_address(options.ray)  # a dead address at once, before Ray is imported
+    here = ItemWorker(settings, own_process=False)  # loads each model once here, for the checks and saved runs
+    for model in dict.fromkeys(options.models):
+        here.check(model, local=options.ray is None)  # an option that fits no item: refused before any runs
     meta = _settings_json(settings, options)
     _check_out(out, meta, options.resume)
     created = not out.exists()
@@ -184,6 +196,10 @@ def run_sweep(images: Sequence[str], out: str | Path, settings: SweepSettings, o
                 restarts = run_ray(todo, settings, workers, options.ray, on_result)
             else:
                 restarts = run_pool(todo, settings, workers, on_result)
+        except KeyboardInterrupt as exc:  # Ctrl-C, SIGTERM: the same exception, saying how far the sweep got
+            keys = {it.key for it in items}
+            n = sum(k in keys for k in finished_keys(out))  # the tables, not the count: a part may be just in
+            raise type(exc)(f"{n} of {len(items)} items finished") from None
         except InputError:
             if not options.resume and finished[0] == 0:  # refused before any item (no Ray cluster): leave nothing
                 if created:
@@ -191,11 +207,11 @@ def run_sweep(images: Sequence[str], out: str | Path, settings: SweepSettings, o
                 else:
                     (out / SWEEP_JSON).unlink(missing_ok=True)
             raise
-    return _finish(out, items, settings, options, meta, restarts, len(done_before), t0)
+    return _finish(out, items, settings, options, meta, restarts, len(done_before), t0, here)
 
 
 def _finish(out: Path, items: list[SweepItem], settings: SweepSettings, options: SweepOptions,
-            meta: dict[str, Any], restarts: int, skipped: int, t0: float) -> dict[str, Any]:
+            meta: dict[str, Any], restarts: int, skipped: int, t0: float, worker: ItemWorker) -> dict[str, Any]:
     paths: dict[str, str] = {k: str(p) for k, p in write_csv(out, settings.road.percentiles).items()}
     paths.update(images=str(out / IMAGES), layers=str(out / LAYERS))
     rows = read_table(out, IMAGES).to_pylist()
@@ -205,7 +221,6 @@ def _finish(out: Path, items: list[SweepItem], settings: SweepSettings, options:
     rows.sort(key=lambda r: order[r["key"]])
     runs: dict[str, dict[str, str]] = {}
     if options.save_runs:
-        worker = ItemWorker(settings, own_process=False)
         by_key = {it.key: it for it in items}
         for r in _chosen(rows, options.save_runs, options.save_which):
             folder = out / "runs" / f"{_safe(Path(r['image']).stem or r['image'])}-{_safe(r['model'])}-{r['key'][:6]}"

@@ -8,16 +8,16 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 
-from ..api import animate, ybroad
+from ..api import animate, check_layers, ybroad
 from ..compute import CamOptions
 from ..errors import InputError
 from ..road import RoadOptions, YbRoad
-from ..sources import LoadedModel, load_model
+from ..sources import LoadedModel, load_model, resolve_target
 from ..trace import class_scores, logits_of
 from .items import SweepItem
 
@@ -35,6 +35,11 @@ class SweepSettings:
         input_size: (height, width) for models whose input size camanim cannot know, or None.
         device: ``cpu``/``cuda`` or None (the model's).
         threads: torch threads per worker (workers x threads = the machine's cores).
+        model_options: :func:`~camanim.sources.load_model` keywords for every model (``num_classes``,
+            ``labels``, ``channels``, ``trust_checkpoint``; plain values).
+
+    Raises:
+        InputError: (on construction) a bad CAM setting or an unknown device.
     """
 
     methods: tuple[str, ...]
@@ -44,9 +49,15 @@ class SweepSettings:
     input_size: tuple[int, int] | None = None
     device: str | None = None
     threads: int = 1
+    model_options: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.cam_options()
+        if self.device is not None:
+            try:
+                torch.device(self.device)
+            except (RuntimeError, ValueError):
+                raise InputError(f"--device '{self.device}' is unknown: use cpu or cuda") from None
 
     def cam_options(self, target: int | None = None) -> CamOptions:
         """The :class:`~camanim.compute.CamOptions` of an item with ``target`` (None: its predicted class).
@@ -86,13 +97,29 @@ class ItemWorker:
         """
         if name not in self.models:
             try:
-                self.models[name] = load_model(name, self.settings.weights, input_size=self.settings.input_size)
+                self.models[name] = load_model(name, self.settings.weights, input_size=self.settings.input_size,
+                                               **self.settings.model_options)
             except InputError as exc:
                 self.models[name] = exc
         got = self.models[name]
         if isinstance(got, InputError):
             raise got
         return got
+
+    def check(self, name: str, local: bool = True) -> None:
+        """Check the sweep's options against model ``name`` before any item runs, so that an option that
+        fits no image fails the sweep once instead of every item: the model loads (name, weights, labels,
+        classes, channels), the layer pattern selects a layer of it, and (``local``: the workers run on
+        this machine) a CUDA device asked for is there.
+
+        Raises:
+            InputError: one of these does not hold.
+        """
+        loaded = self.model(name)
+        check_layers(loaded.module, self.settings.cam_options().layers, loaded.info)
+        if local and self.settings.device is not None and torch.device(self.settings.device).type == "cuda" \
+                and not torch.cuda.is_available():
+            raise InputError("--device cuda was asked for but no CUDA GPU is available: use --device cpu")
 
     def run(self, item: SweepItem) -> dict[str, Any]:
         """Compute one item; never raises for the item's own faults (a bad image, label or model).
@@ -113,20 +140,21 @@ class ItemWorker:
         return {"image": row, "layers": layers}
 
     def target_of(self, loaded: LoadedModel, label: str | None) -> int | None:
-        """The class index of an item's ``label`` (an index, or a name of the model's labels), None without.
+        """The class index of an item's ``label`` (an index, or a class name of the model matched as
+        :func:`~camanim.sources.labels.resolve_target` does: case-insensitively, an ambiguous name refused),
+        None without a label.
 
         Raises:
-            InputError: a name that is not one of the model's labels.
+            InputError: an index outside the model's classes, or a name that is not one of its labels or
+                names several of them.
         """
         if label is None:
             return None
-        if label.lstrip("-").isdigit():
+        labels = loaded.labels or None
+        classes = loaded.info.get("num_classes") or (len(labels) if labels else None)
+        if classes is None and label.strip().lstrip("-").isdigit():
             return int(label)
-        labels = loaded.labels or []
-        if label not in labels:
-            raise InputError(f"label '{label}' is not a class name of {loaded.info.get('name')}: give a class "
-                             "index or one of its labels")
-        return labels.index(label)
+        return resolve_target(label, labels, int(classes or 0), what="label")
 
     def _compute(self, item: SweepItem) -> tuple[dict[str, Any], list[dict[str, Any]]]:
         s = self.settings
