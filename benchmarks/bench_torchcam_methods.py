@@ -34,7 +34,7 @@ from torchcam.methods import ISCAM, SSCAM
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 from camanim.compute.maps import layer_cams  # noqa: E402
 from camanim.methods import MethodContext, get_method  # noqa: E402
-from camanim.methods.perturbation import layer_seed  # noqa: E402
+from camanim.methods.perturbation import noise_seed  # noqa: E402
 from camanim.trace import run_trace  # noqa: E402
 
 
@@ -91,7 +91,7 @@ def main() -> None:
                     with torch.no_grad():
                         model(x)
                     if name == "sscam":
-                        torch.manual_seed(layer_seed(ctx, r.name))
+                        torch.manual_seed(noise_seed(ctx))
                     maps[i] = F.relu(ex(class_idx=target, normalized=False)[0][0])
             return maps
 
