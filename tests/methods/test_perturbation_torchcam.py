@@ -161,3 +161,17 @@ def test_iscam_coefficients_integrate_to_the_mean_of_partial_sums():
     up = torch.ones(1, 2, 2)
     coeffs = [float(method.sample_masks(up, s, torch.Generator())[0, 0, 0]) for s in range(4)]
     assert coeffs == pytest.approx([0.25, 0.75, 1.5, 2.5])
+
+
+@pytest.mark.parametrize("name", ["sscam", "iscam"])
+def test_each_image_of_a_batch_has_the_maps_of_its_solo_run(name):
+    """Every image draws its noise from the run's seed, as it would alone."""
+    import camanim
+
+    model = small_net()
+    xs = torch.randn(2, 3, 12, 12, generator=torch.Generator().manual_seed(0))
+    both = camanim.animate(model, xs, method=name, layers="features.3,features.4")
+    for k in range(2):
+        alone = camanim.animate(model, xs[k:k + 1], method=name, layers="features.3,features.4")
+        torch.testing.assert_close(both[k].cams, alone.cams, rtol=1e-5, atol=1e-6)
+    assert not torch.allclose(both[0].cams, both[1].cams)

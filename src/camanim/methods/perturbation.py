@@ -505,7 +505,8 @@ def noise_seed(ctx: MethodContext) -> int:
 
     Every layer starts from it, as torchcam called layer by layer after ``torch.manual_seed(seed)``
     does: a layer's noise depends on nothing else (not on the other layers selected, nor their
-    order, nor its name), and two layers with as many channels draw the same noise.
+    order, nor its name, nor the other images of the batch: each image's maps are those of its solo
+    run), and two layers with as many channels draw the same noise.
     """
     return int(ctx.generator.initial_seed()) % (2 ** 63) if ctx.generator is not None else 0
 
@@ -656,7 +657,7 @@ class SampledScoreCAM(CamMethod):
                         continue
                     rep = int(rows[0])
                     up = self.upsampled(a[rep], size).to(x.dtype)
-                    gen = torch.Generator(device=x.device).manual_seed(noise_seed(ctx) + g)
+                    gen = torch.Generator(device=x.device).manual_seed(noise_seed(ctx))
                     units = offsets[j] + g * c + ch
                     owner = torch.full((ch.numel(),), g, dtype=torch.long)
                     for s in range(self.samples):
