@@ -13,7 +13,6 @@ The per-layer maths is pytorch-grad-cam's (``score_cam.py``, ``ablation_cam.py``
 
 from __future__ import annotations
 
-import zlib
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
@@ -265,12 +264,21 @@ class SameMaps:
 
     Candidates are found by a seeded random projection of the scaled map, rounded (a hash), and
     confirmed by the maximum absolute difference; a near-tie at a rounding edge only costs a forward.
+    With ``recent`` > 0 each channel is also compared directly (max abs difference, no hash) with
+    the same channel of the last ``recent`` layers of the same shape (C, h, w): a BatchNorm after its
+    convolution is found whatever the rounding. With ``same_channel`` only those direct matches count
+    (a channel's masked copies carry draws of their own per channel index, as SS-CAM's noise does).
+    A match always names the unit that owns the forward (never a unit that itself took another's).
     """
 
-    def __init__(self, acts: Sequence[torch.Tensor], groups: Sequence[torch.Tensor], tolerance: float | None) -> None:
+    def __init__(self, acts: Sequence[torch.Tensor], groups: Sequence[torch.Tensor], tolerance: float | None,
+                 *, same_channel: bool = False, recent: int = 0) -> None:
         self.acts, self.groups, self.tol = acts, groups, tolerance or 0.0
+        self.same_channel, self.recent = same_channel, int(recent)
         self.index: dict[tuple[int, ...], tuple[int, int, int]] = {}
         self.proj: dict[int, torch.Tensor] = {}
+        self.root: dict[int, int] = {}  # unit -> the unit whose score it takes
+        self.past: dict[tuple[int, ...], list[tuple[torch.Tensor, int]]] = {}  # (group, C, h, w) -> (scaled, offset)
 
     @staticmethod
     def scaled(flat: torch.Tensor) -> torch.Tensor:
@@ -278,6 +286,22 @@ class SameMaps:
         lo = flat.amin(dim=-1, keepdim=True)
         span = flat.amax(dim=-1, keepdim=True) - lo
         return (flat - lo) / torch.where(span > 0, span, torch.ones_like(span))
+
+    def direct(self, group: int, flat_shape: tuple[int, int], hw: tuple[int, int], scaled: torch.Tensor,
+               live: list[int], offset: int) -> dict[int, int]:
+        """{channel: owning unit} for live channels equal to the same channel of a recent same-shape layer."""
+        if self.recent <= 0:
+            return {}
+        past = self.past.setdefault((group, flat_shape[0], *hw), [])
+        found: dict[int, int] = {}
+        for other, off2 in reversed(past):
+            close = ((scaled - other).abs().amax(dim=1) <= self.tol).tolist()
+            for c in live:
+                if c not in found and close[c]:
+                    found[c] = self.root.get(off2 + c, off2 + c)
+        past.append((scaled, offset))
+        del past[:-self.recent]
+        return found
 
     def match(self, job: int, group: int, flat: torch.Tensor, const: torch.Tensor,
               offset: int) -> Iterator[tuple[int, int | None]]:
@@ -287,20 +311,32 @@ class SameMaps:
             yield from ((c, None) for c in live)
             return
         hw = flat.shape[1]
+        scaled = self.scaled(flat.float())
+        h, w = self.acts[job].shape[-2:]
+        found = self.direct(group, tuple(flat.shape), (int(h), int(w)), scaled, live, offset)
+        if self.same_channel:
+            for c in live:
+                if c in found:
+                    self.root[offset + c] = found[c]
+                yield c, found.get(c)
+            return
         if hw not in self.proj:
             gen = torch.Generator().manual_seed(hw)
             self.proj[hw] = (torch.randn(hw, 2, generator=gen) / hw ** 0.5).to(flat.device)
-        scaled = self.scaled(flat.float())
         keys = torch.round(scaled @ self.proj[hw] * 1000).long().tolist()
-        h, w = self.acts[job].shape[-2:]
         rep = int(self.groups[group][0])
         for c in live:
+            if c in found:
+                self.root[offset + c] = found[c]
+                yield c, found[c]
+                continue
             key = (group, h, w, *keys[c])
             hit = self.index.get(key)
             if hit is not None:
                 j2, c2, unit2 = hit
                 other = self.scaled(self.acts[j2][rep, c2].flatten().float())
                 if float((scaled[c] - other).abs().max()) <= self.tol:
+                    self.root[offset + c] = unit2
                     yield c, unit2
                     continue
             else:
@@ -464,13 +500,15 @@ class AblationCAM(CamMethod):
         return out
 
 
-def layer_seed(ctx: MethodContext, name: str) -> int:
-    """A seed for one layer's random draws: the run's seed (``ctx.generator``) and the layer's name.
+def noise_seed(ctx: MethodContext) -> int:
+    """The seed of every layer's random draws: the run's seed (``ctx.generator``), 0 without one.
 
-    A layer's noise depends on nothing else (not on which other layers are selected, nor their order).
+    Every layer starts from it, as torchcam called layer by layer after ``torch.manual_seed(seed)``
+    does: a layer's noise depends on nothing else (not on the other layers selected, nor their
+    order, nor its name, nor the other images of the batch: each image's maps are those of its solo
+    run), and two layers with as many channels draw the same noise.
     """
-    base = ctx.generator.initial_seed() if ctx.generator is not None else 0
-    return (int(base) + zlib.crc32(name.encode())) % (2 ** 63)
+    return int(ctx.generator.initial_seed()) % (2 ** 63) if ctx.generator is not None else 0
 
 
 class SampledScoreCAM(CamMethod):
@@ -482,6 +520,16 @@ class SampledScoreCAM(CamMethod):
     score of the copies ``x * mask`` (torchcam subtracts the unmasked score first: the softmax is the
     same). The copies of every channel, sample and layer go through the model in shared batches of
     ``ctx.batch_size``; rows of the run that show one image share them.
+
+    Shared copies: min-max scaling removes any positive per-channel affine map, so a BatchNorm (eval
+    mode, positive gamma) after its convolution has the very scaled maps of its input. A channel
+    whose scaled map (at layer resolution, before upsampling) is within ``share_tolerance`` (max abs)
+    of an earlier channel's whose copies are the same (:class:`SameMaps`) takes that channel's mean
+    score instead of forwards of its own: for IS-CAM any channel of the same resolution, for SS-CAM
+    the same channel of a layer with as many channels (every layer draws its noise from the run's
+    seed, :func:`noise_seed`, so those copies carry the same noise). IS-CAM's constant channels have
+    the zero mask in every copy: one zero-image forward scores all of them. ``share_tolerance = None``
+    runs every channel, as torchcam does.
     """
 
     uses_gradients = False
@@ -489,6 +537,15 @@ class SampledScoreCAM(CamMethod):
     per_layer = False
     eps = 1e-8
     samples = 1
+    #: a channel whose scaled map is within this (max abs) of a channel with the same copies takes
+    #: its score (0 or None: every channel runs its own forwards)
+    share_tolerance: float | None = 1e-6
+    #: whether each copy's mask carries draws of its own per channel (SS-CAM's noise): then only the
+    #: same channel of a layer with as many channels has the same copies, and a constant channel's
+    #: copies are not the zero image
+    channel_noise = False
+    #: how many earlier layers of the same shape each layer's channels are compared with directly
+    recent = 4
 
     def upsampled(self, acts: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
         """Min-max scaled channel maps (C, h, w) upsampled to ``size``: (C, H, W)."""
@@ -501,6 +558,39 @@ class SampledScoreCAM(CamMethod):
         """The masks (C, H, W) of copy ``sample`` (0-based) from the upsampled maps ``up`` (C, H, W)."""
         raise NotImplementedError
 
+    def plan(self, acts: Sequence[torch.Tensor], groups: Sequence[torch.Tensor],
+             offsets: Sequence[int]) -> tuple[dict[tuple[int, int], torch.Tensor], list[tuple[int, int, int]],
+                                              list[tuple[int, torch.Tensor]]]:
+        """Which channels run their own copies: ({(job, group): channels}, aliases, zero units).
+
+        ``aliases`` are (group, unit, unit whose mean score it takes); ``zero units`` (group, units)
+        are constant channels whose every copy is the zero image (IS-CAM only). Unit id of channel
+        ``c`` of job ``j``, group ``g``: ``offsets[j] + g * C + c``.
+        """
+        same = SameMaps(acts, groups, self.share_tolerance, same_channel=self.channel_noise, recent=self.recent)
+        own: dict[tuple[int, int], torch.Tensor] = {}
+        aliases: list[tuple[int, int, int]] = []
+        zero: list[tuple[int, torch.Tensor]] = []
+        for j, a in enumerate(acts):
+            c = a.shape[1]
+            for g, rows in enumerate(groups):
+                flat = a[int(rows[0])].flatten(1)
+                base = offsets[j] + g * c
+                if self.channel_noise or not self.share_tolerance:
+                    const = torch.zeros(c, dtype=torch.bool)
+                else:
+                    const = (flat.amax(dim=1) == flat.amin(dim=1)).cpu()
+                    if const.any():
+                        zero.append((g, base + torch.nonzero(const).view(-1)))
+                mine = []
+                for ch, unit in same.match(j, g, flat, const, base):
+                    if unit is None:
+                        mine.append(ch)
+                    else:
+                        aliases.append((g, base + ch, unit))
+                own[(j, g)] = torch.tensor(mine, dtype=torch.long)
+        return own, aliases, zero
+
     def cam_batch(self, jobs: Sequence[LayerJob], ctx: MethodContext,
                   progress: Progress | None = None) -> list[torch.Tensor]:
         """The raw maps (B, h, w) of every layer in ``jobs``, from batched forwards of masked copies.
@@ -508,7 +598,9 @@ class SampledScoreCAM(CamMethod):
         Args:
             jobs: the layers to compute; ``job.acts`` (B, C, h, w).
             ctx: must carry ``model``, ``input_tensor`` (B, C, H, W) and ``targets`` (B,); its
-                ``generator``'s seed and each layer's name seed that layer's noise (:func:`layer_seed`).
+                ``generator``'s seed seeds every layer's noise (:func:`noise_seed`); counts the
+                forwards in ``ctx.forwards`` / ``ctx.forward_rows`` and the channels that ran no copies of
+                their own (another channel's scores, or the zero image's) in ``ctx.extra["<name>_shared_masks"]``.
             progress: called as ``progress(layers done, layers)``.
 
         Returns:
@@ -524,6 +616,9 @@ class SampledScoreCAM(CamMethod):
         for a in acts:
             offsets.append(total)
             total += a.shape[1] * len(groups)
+        own, aliases, zero = self.plan(acts, groups, offsets)
+        key = f"{self.name}_shared_masks"
+        ctx.extra[key] = ctx.extra.get(key, 0) + len(aliases) + sum(int(u.numel()) for _, u in zero)
         fw = _Forwards(self, ctx, total)
         size = (int(x.shape[-2]), int(x.shape[-1]))
         limit = max(1, int(ctx.batch_size))
@@ -548,24 +643,35 @@ class SampledScoreCAM(CamMethod):
                     return
 
         with eval_mode(model), torch.inference_mode():
-            for j, (job, a) in enumerate(zip(jobs, acts)):
+            if zero:
+                # Every copy of a constant channel is the zero image: one forward scores them all.
+                zero_logits = fw.logits(torch.zeros_like(x[:1]))
+                for g, units in zero:
+                    for m in groups[g].tolist():
+                        fw.scores[m, units.to(x.device)] = fw.score(zero_logits, fw.targets[m].view(1)).float()
+            for j, a in enumerate(acts):
                 c = a.shape[1]
                 for g, rows in enumerate(groups):
+                    ch = own[(j, g)].to(x.device)
+                    if ch.numel() == 0:
+                        continue
                     rep = int(rows[0])
                     up = self.upsampled(a[rep], size).to(x.dtype)
-                    gen = torch.Generator(device=x.device).manual_seed(
-                        layer_seed(ctx, job.record.name) + g)
-                    units = offsets[j] + g * c + torch.arange(c, device=x.device)
-                    owner = torch.full((c,), g, dtype=torch.long)
+                    gen = torch.Generator(device=x.device).manual_seed(noise_seed(ctx))
+                    units = offsets[j] + g * c + ch
+                    owner = torch.full((ch.numel(),), g, dtype=torch.long)
                     for s in range(self.samples):
-                        masked = self.sample_masks(up, s, gen)[:, None] * x[rep][None]
-                        for start in range(0, c, limit):
-                            stop = min(c, start + limit)
+                        masked = self.sample_masks(up, s, gen)[ch][:, None] * x[rep][None]
+                        for start in range(0, ch.numel(), limit):
+                            stop = min(ch.numel(), start + limit)
                             pending.append((masked[start:stop], units[start:stop], owner[start:stop]))
                             flush(False)
                 if progress is not None:
                     progress(j + 1, len(jobs))
             flush(True)
+        for g, unit, same in aliases:
+            for m in groups[g].tolist():
+                fw.scores[m, unit] = fw.scores[m, same]
         out = []
         for j, (job, a) in enumerate(zip(jobs, acts)):
             c = a.shape[1]
@@ -586,8 +692,10 @@ class SSCAM(SampledScoreCAM):
     Copy i of channel k is ``x * (M_k + delta_i)``, with ``M_k`` the min-max scaled channel map
     upsampled to the input and ``delta_i ~ N(0, std^2)`` drawn per pixel and channel (``samples`` = 35,
     ``std`` = 2, torchcam's defaults); ``alpha = softmax_k(mean_i S(x * (M_k + delta_i)))`` and the map
-    is ``sum_k alpha_k A_k``. The noise is seeded per layer (:func:`layer_seed`), drawn copy after copy
-    as (C, H, W) tensors, as torchcam's ``SSCAM`` draws it from the global generator.
+    is ``sum_k alpha_k A_k``. Every layer's noise starts from the run's seed (:func:`noise_seed`) and is
+    drawn copy after copy as (C, H, W) tensors, as torchcam's ``SSCAM`` draws it from the global
+    generator after ``torch.manual_seed(seed)``; a BatchNorm's channel that has its convolution's
+    scaled map therefore has its very copies, and takes its scores (see :class:`SampledScoreCAM`).
     Cost: ``samples`` forwards per channel of every layer, batched across channels and layers.
 
     Paper: H. Wang, R. Naidu, J. Michael, S. S. Kundu, "SS-CAM: Smoothed Score-CAM for Sharper Visual
@@ -597,6 +705,7 @@ class SSCAM(SampledScoreCAM):
     name = "sscam"
     samples = 35
     std = 2.0
+    channel_noise = True
 
     def sample_masks(self, up, sample, gen):
         """``up + N(0, std^2)`` noise (C, H, W), drawn with ``gen``."""
