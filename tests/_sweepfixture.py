@@ -5,6 +5,7 @@ computed in this process item by item (the reference), and one finished sweep on
 from __future__ import annotations
 
 import csv
+import os
 import socket
 from pathlib import Path
 
@@ -52,3 +53,17 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def live_children() -> dict[int, list[int]]:
+    """Every live (not zombie) process's pid, grouped by its parent's pid (read from /proc)."""
+    children: dict[int, list[int]] = {}
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            try:
+                fields = Path(f"/proc/{name}/stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if fields[0] != "Z":
+                children.setdefault(int(fields[1]), []).append(int(name))
+    return children

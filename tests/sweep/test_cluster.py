@@ -29,7 +29,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from _sweepfixture import MODEL, SETTINGS, free_port, layer_values, reference_values
+from _sweepfixture import MODEL, SETTINGS, free_port, layer_values, live_children, reference_values
 
 import camanim
 from camanim.errors import InputError
@@ -279,15 +279,7 @@ def test_a_loopback_address_and_autos_local_cluster_run_in_rays_loopback_mode(tm
 
 def _descendants(pid: int) -> list[int]:
     """Every live process below ``pid`` (read from /proc)."""
-    parents: dict[int, list[int]] = {}
-    for name in os.listdir("/proc"):
-        if name.isdigit():
-            try:
-                fields = Path(f"/proc/{name}/stat").read_text().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            if fields[0] != "Z":
-                parents.setdefault(int(fields[1]), []).append(int(name))
+    parents = live_children()
     out, todo = [], [pid]
     while todo:
         kids = parents.get(todo.pop(), [])

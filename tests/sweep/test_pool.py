@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
-from _sweepfixture import CLI_ARGS, layer_values, reference_values
+from _sweepfixture import CLI_ARGS, layer_values, live_children, reference_values
 
 import camanim
 from camanim.sweep import read_table
@@ -40,16 +40,7 @@ def test_tables_are_whole_at_every_progress_report(finished):
 
 def _children(pid: int) -> list[int]:
     """The live child processes of ``pid`` (read from /proc)."""
-    out = []
-    for name in os.listdir("/proc"):
-        if name.isdigit():
-            try:
-                fields = Path(f"/proc/{name}/stat").read_text().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            if fields[0] != "Z" and int(fields[1]) == pid:
-                out.append(int(name))
-    return out
+    return live_children().get(pid, [])
 
 
 @pytest.mark.slow
