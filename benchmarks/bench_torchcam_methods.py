@@ -26,6 +26,8 @@ Run from the repository root (1 thread):
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_torchcam_methods.py
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_torchcam_methods.py --layers all   # the whole timed job (hours on a CPU)
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_torchcam_methods.py --layers all --no-count \
+        --no-contiguous --methods sscam   # one method, all layers, about 70 min on one core at 2 copies
 """
 
 from __future__ import annotations
@@ -177,13 +179,14 @@ def timed(model, x, args) -> None:
         mine, flat, theirs = [], [], []
         for _ in range(args.repeats):
             mine.append(clock(lambda: ours(None)))
-            flat.append(clock(lambda: ours(False)))
+            if not args.no_contiguous:
+                flat.append(clock(lambda: ours(False)))
             theirs.append(clock(reference))
         (cams, ctx), (ref, counter) = mine[0][0], theirs[0][0]
         expect = torchcam_forwards(tr, args.samples, args.batch_size)
         assert (counter.calls, counter.rows) == expect, (counter.calls, counter.rows, expect)
         w1, c1 = (float(np.median([t[k] for t in mine])) for k in (1, 2))
-        w0, c0 = (float(np.median([t[k] for t in flat])) for k in (1, 2))
+        w0, c0 = (float(np.median([t[k] for t in flat])) if flat else float("nan") for k in (1, 2))
         w2, c2 = (float(np.median([t[k] for t in theirs])) for k in (1, 2))
         diffs = {tr.records[i].name: float((cams[i][0] - m).abs().max() / (m.abs().max() + 1e-12)) for i, m in ref.items()}
         diff = max(diffs.values())
@@ -202,6 +205,8 @@ def main() -> None:
     ap.add_argument("--methods", default="iscam,sscam")
     ap.add_argument("--no-timing", action="store_true", help="only count the forwards (1)")
     ap.add_argument("--no-count", action="store_true", help="only time (2)")
+    ap.add_argument("--no-contiguous", action="store_true",
+                    help="time camanim only as it runs by default (channels-last), not also contiguous")
     args = ap.parse_args()
     torchvision.models.resnet.BasicBlock.forward = basic_forward
     torch.manual_seed(0)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import csv
 import json
 import math
+import threading
+import time
 
 import numpy as np
 import pytest
@@ -611,3 +613,38 @@ def test_to_pandas_is_optional(net: nn.Module, x: torch.Tensor, monkeypatch: pyt
     frame = res.to_pandas()
     assert isinstance(frame, pd.DataFrame) and list(frame.index) == ["a", "b"]
     assert frame.loc["a", "ybroad"] == pytest.approx(res.to_rows()[0]["ybroad"])
+
+
+class _Concurrency(nn.Module):
+    """Records how many perturbed batches are scored at the same time (each forward waits a little)."""
+
+    def __init__(self, inner: nn.Module) -> None:
+        super().__init__()
+        self.inner = inner
+        self.lock = threading.Lock()
+        self.now = self.most = 0
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        with self.lock:
+            self.now += 1
+            self.most = max(self.most, self.now)
+        try:
+            time.sleep(0.02)
+            return self.inner(images)
+        finally:
+            with self.lock:
+                self.now -= 1
+
+
+def test_forward_streams_follow_the_callers_torch_threads(net: nn.Module, x: torch.Tensor) -> None:
+    """A sweep worker's budget (``torch.set_num_threads``, its ``--threads``) bounds ROAD's forward streams,
+    whatever the machine's core count: workers x threads stays the cores."""
+    threads = torch.get_num_threads()
+    model = _Concurrency(net)
+    try:
+        torch.set_num_threads(1)
+        ybroad(model, x, _tie_free_cams(4), 0, noise=0.0, batch_size=2)
+        assert model.most == 1
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(threads)

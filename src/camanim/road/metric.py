@@ -425,10 +425,14 @@ def _plain_number(value: float) -> float | int:
 
 
 def _cores() -> int:
+    """The CPU threads ybROAD may keep busy: the caller's torch thread setting (``OMP_NUM_THREADS``,
+    ``torch.set_num_threads``, a sweep worker's ``--threads``), at most the cores this process may run on.
+    A sweep's workers x threads therefore stays the machine's cores."""
     try:
-        return len(os.sched_getaffinity(0))
+        cores = len(os.sched_getaffinity(0))
     except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
+        cores = os.cpu_count() or 1
+    return max(1, min(cores, torch.get_num_threads()))
 
 
 @contextlib.contextmanager
@@ -606,7 +610,9 @@ def ybroad(
     Each distinct removal mask is imputed once (masks shared by several layers,
     and by all trials, are solved once) and each of its noisy images scored once,
     on background threads while the model scores finished images in batches of
-    ``batch_size``. The model runs in eval
+    ``batch_size``. On the CPU, as many batches are scored at a time as torch's thread setting
+    (``torch.get_num_threads()``: ``OMP_NUM_THREADS``, ``torch.set_num_threads``) allows, each
+    single-threaded; the solver threads share those cores. The model runs in eval
     mode under ``torch.inference_mode``; its train/eval flags are restored.
 
     Args:
@@ -686,8 +692,9 @@ def ybroad(
         base, target_probability, num_classes, probability_used = scorer.clean(input_tensor)
         if progress is not None:
             progress(0, total)
-        # On the CPU, single-threaded forward passes on every core, beside the imputation solver
-        # (the model and the solver share the cores); on a GPU, one stream of batches.
+        # On the CPU, single-threaded forward passes on as many threads as the caller gives torch
+        # (``_cores``), beside the imputation solver (the model and the solver share those cores); on a
+        # GPU, one stream of batches.
         on_cpu = input_tensor.device.type == "cpu"
         cores = _cores()
         streams = cores if on_cpu else 1
