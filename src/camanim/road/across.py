@@ -5,6 +5,11 @@ across images the layer's score is the mean of those, with a 95% Student-t confi
 the images, and the best layer is chosen by the same rules as on one image
 (:func:`camanim.road.verdict.verdict`): aliases are one candidate, the chance band is the images'
 random-ranking baselines, separability from the runner-up is the paired difference over images.
+
+An image on which no layer has a score (every CAM constant: Grad-CAM of a class the model gives no
+gradient towards, often a misclassified image's label) is left out of everything and named in a
+warning; a layer without a score on some of the other images gets its mean and interval over the
+images where it has one (``n_images``), is not a candidate for the best layer, and is counted in a warning.
 """
 
 from __future__ import annotations
@@ -45,40 +50,89 @@ class YbRoadAcross:
         return np.stack([r.curve_mean.numpy() for r in self.per_image])
 
     @property
+    def scored(self) -> np.ndarray:
+        """``(N,)`` images with a score on at least one layer; the others are left out of every statistic."""
+        return np.array([bool(r.defined.any()) for r in self.per_image])
+
+    @property
+    def images_left_out(self) -> list[str]:
+        """Names of the images on which no layer has a ROAD score (every CAM constant)."""
+        return [name for name, used in zip(self.image_names, self.scored, strict=True) if not used]
+
+    def _used(self) -> list[YbRoad]:
+        scored = self.scored
+        return [r for r, used in zip(self.per_image, scored, strict=True) if used] or self.per_image
+
+    @property
+    def scored_draws(self) -> np.ndarray:
+        """``(S, L)`` :attr:`draws` of the scored images only (all images when none is scored)."""
+        return np.stack([r.curve_mean.numpy() for r in self._used()])
+
+    @property
+    def n_images(self) -> np.ndarray:
+        """``(L,)`` how many of the scored images each layer has a score on."""
+        return np.isfinite(self.scored_draws).sum(axis=0) if self.scored.any() else np.zeros(len(self.layer_names), int)
+
+    @property
     def defined(self) -> np.ndarray:
-        """``(L,)`` layers with a score on every image."""
-        return np.all(np.stack([r.defined.numpy() for r in self.per_image]), axis=0)
+        """``(L,)`` layers with a score on every scored image (the candidates for the best layer)."""
+        if not self.scored.any():
+            return np.zeros(len(self.layer_names), dtype=bool)
+        return np.all(np.stack([r.defined.numpy() for r in self._used()]), axis=0)
 
     @property
     def mean(self) -> np.ndarray:
-        """``(L,)`` per-layer mean over images."""
-        return self.draws.mean(axis=0)
+        """``(L,)`` per-layer mean over the scored images where the layer has a score (NaN where none)."""
+        draws = self.scored_draws
+        n = np.isfinite(draws).sum(axis=0)
+        total = np.where(np.isfinite(draws), draws, 0.0).sum(axis=0)
+        return np.where(n > 0, total / np.maximum(n, 1), math.nan)
 
     @property
     def ci(self) -> tuple[np.ndarray, np.ndarray]:
-        """``((L,), (L,))`` the 95% confidence interval of :attr:`mean` over images (NaN with one image)."""
-        _, lo, hi = mean_ci(self.draws)
+        """``((L,), (L,))`` the 95% confidence interval of :attr:`mean` over the images it is the mean of
+        (NaN with fewer than two)."""
+        draws = self.scored_draws
+        lo, hi = np.full(draws.shape[1], math.nan), np.full(draws.shape[1], math.nan)
+        for i in range(draws.shape[1]):
+            column = draws[:, i][np.isfinite(draws[:, i])]
+            if column.size:
+                _, lo[i], hi[i] = mean_ci(column)
         return lo, hi
 
     @property
     def baseline_band(self) -> tuple[float, float, float]:
-        """The chance band over images ``(mean, low, high)``: a prediction interval of one image's
-        random-ranking ROAD (each image's baseline is the mean of its rankings)."""
-        values = np.array([b[0] for r in self.per_image if (b := r.baseline_band) is not None])
+        """The chance band over the scored images ``(mean, low, high)``: a prediction interval of one
+        image's random-ranking ROAD (each image's baseline is the mean of its rankings)."""
+        values = np.array([b[0] for r in self._used() if (b := r.baseline_band) is not None])
         if values.size == 0:
             return math.nan, math.nan, math.nan
         return prediction_band(values)
 
     def verdict(self) -> dict[str, Any]:
-        """The best candidate across images, the top 5, the layers above the band, and the warnings."""
+        """The best candidate across the scored images, the top 5, the layers above the band, and the
+        warnings (images left out, layers scored on fewer images, low confidence)."""
         first = self.per_image[0]
-        low = [name for name, r in zip(self.image_names, self.per_image, strict=True) if r.chance_warning]
+        scored, defined, n_images = self.scored, self.defined, self.n_images
+        used = scored if scored.any() else np.ones_like(scored)
+        low = [name for name, r, u in zip(self.image_names, self.per_image, used, strict=True)
+               if u and r.chance_warning]
         warnings = []
+        left_out = self.images_left_out
+        if left_out:
+            warnings.append(f"{len(left_out)} of {len(self.per_image)} images left out ({_names(left_out)}): no layer "
+                            "has a ROAD score there (every CAM constant: the model gives the target no gradient), so "
+                            "they say nothing about which layer is faithful")
+        fewer = [i for i in range(len(defined)) if not defined[i] and n_images[i] > 0]
+        if fewer and scored.any():
+            warnings.append(f"{len(fewer)} layer{'s' if len(fewer) > 1 else ''} ({_names([self.layer_names[i] for i in fewer])}) "
+                            f"scored on fewer images than the {int(scored.sum())} scored (a constant CAM on the others): "
+                            "their means are over those images (n_images) and they are not compared for the best layer")
         if low:
-            warnings.append(f"low confidence on {len(low)} of {len(self.per_image)} images ({', '.join(low[:5])}"
-                            f"{' …' if len(low) > 5 else ''}): the model gives the target a probability below "
+            warnings.append(f"low confidence on {len(low)} of {int(used.sum())} images ({_names(low)}"
+                            "): the model gives the target a probability below "
                             "chance there (each image's own ybROAD says which threshold), so their ROAD measures a score the model does not hold")
-        return verdict(self.draws, self.defined.tolist(), self.layer_names, first.layer_same_as, first.layer_notes,
+        return verdict(self.scored_draws, defined.tolist(), self.layer_names, first.layer_same_as, first.layer_notes,
                        self.baseline_band, unit="images", warnings=warnings)
 
     def __repr__(self) -> str:
@@ -96,7 +150,7 @@ class YbRoadAcross:
         ``above_baseline``; ``baseline`` (band), ``candidates``, ``best``, ``warnings``, ``statement``."""
         first = self.per_image[0]
         mean, (lo, hi), draws = self.mean, self.ci, self.draws
-        judged = self.verdict()
+        judged, n_images = self.verdict(), self.n_images
         band = self.baseline_band
 
         def num(v: float) -> float | None:
@@ -109,9 +163,11 @@ class YbRoadAcross:
             "score_label": score_label(first.score),
             "trials": first.trials,
             "confidence": CONFIDENCE,
-            "interval_meaning": f"{CONFIDENCE:.0%} confidence interval of the mean over the {len(self.per_image)} "
-                                "images (Student t); null with one image",
-            "layers": [{"index": i, "name": name, "defined": bool(self.defined[i]), "ybroad": num(mean[i]),
+            "interval_meaning": f"{CONFIDENCE:.0%} confidence interval of the mean over the images a layer has "
+                                "a score on (n_images; Student t); null with one image",
+            "images_left_out": self.images_left_out,
+            "layers": [{"index": i, "name": name, "defined": bool(self.defined[i]), "n_images": int(n_images[i]),
+                        "ybroad": num(mean[i]),
                         "ybroad_ci": [float(lo[i]), float(hi[i])] if math.isfinite(lo[i]) else None,
                         "per_image": [num(v) for v in draws[:, i]],
                         "above_baseline": judged["above_baseline"][i]}
@@ -122,6 +178,10 @@ class YbRoadAcross:
             "warnings": judged["warnings"],
             "statement": judged["statement"],
         }
+
+
+def _names(names: Sequence[str]) -> str:
+    return ", ".join(names[:5]) + (" …" if len(names) > 5 else "")
 
 
 def ybroad_across(results: Sequence[YbRoad], image_names: Sequence[str] | None = None) -> YbRoadAcross:

@@ -55,7 +55,7 @@ def _summary(across: YbRoadAcross | None) -> dict[str, Any] | None:
     data = across.to_json_dict()
     for layer in data["layers"]:
         del layer["per_image"]
-    data["n_images"] = len(across.per_image)
+    data["n_images"] = int(across.scored.sum())  # the images the statistics are over (images_left_out: the rest)
     data["not_separable"] = not_separable(across, data["best"])
     return data
 
@@ -67,9 +67,9 @@ def not_separable(across: YbRoadAcross, best: dict[str, Any] | None) -> list[dic
     Returns:
         ``[{"index", "name", "ybroad", "difference_ci"}]``, best-first order; empty with one image.
     """
-    if best is None or len(across.per_image) < 2:
+    draws, b = across.scored_draws, None if best is None else best["index"]
+    if b is None or draws.shape[0] < 2:
         return []
-    draws, b = across.draws, best["index"]
     mean, defined = across.mean, across.defined
     same_as = across.per_image[0].layer_same_as
     out = []
