@@ -3,8 +3,9 @@
 Frames are drawn a chunk at a time, from CAMs upsampled and normalised a chunk at a time; as soon
 as a chunk is final its PNGs are written (OpenCV releases the GIL) and the encoders (ffmpeg
 processes fed from threads) take it, so every core stays busy from the first chunk to the end. A
-chunk leaves memory once every writer and encoder is past it: the memory a save needs does not
-grow with the number of layers. A failure anywhere stops every part at once.
+chunk leaves memory once every writer and encoder is past it, and what was freed goes back to the
+system after each chunk (glibc keeps it otherwise): the memory a save needs does not grow with the
+number of layers. A failure anywhere stops every part at once.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from ..draw import (
     write_png,
 )
 from ..errors import InputError
+from ..memory import give_back_freed
 from . import names
 
 Progress = Callable[[str, int, int], None]
@@ -293,6 +295,7 @@ def write_media(folder: Path, renderer: FrameRenderer, normalised: Callable[[str
                 while len(pending) > AHEAD:  # the frames of older chunks leave memory with their jobs
                     for job in pending.pop(0):
                         job.result()
+                give_back_freed()
             for _, _, path, job in videos:
                 if progress:
                     progress(f"encode {path.name}", 0, 1)
@@ -301,6 +304,7 @@ def write_media(folder: Path, renderer: FrameRenderer, normalised: Callable[[str
                     progress(f"encode {path.name}", 1, 1)
             for job in jobs:
                 job.result()
+            give_back_freed()
         except BaseException:
             stop.set()
             raise
