@@ -61,6 +61,16 @@ def test_a_view_around_a_whole_stack_slices_it():
     assert LazyCams(_maps(), (8, 8)).whole_stack is None
 
 
+def test_a_view_pickles_with_its_maps():
+    import pickle
+
+    maps = _maps()
+    for lazy in (LazyCams(maps, (8, 8)), LazyCams.whole(torch.rand(3, 4, 4))):
+        lazy.rows(0, 2)
+        back = pickle.loads(pickle.dumps(lazy))
+        assert back.shape == lazy.shape and torch.equal(back.tensor(), lazy.tensor())
+
+
 def test_bad_indices_are_refused():
     lazy = LazyCams(_maps(), (8, 8))
     with pytest.raises(IndexError, match="out of range"):

@@ -336,11 +336,17 @@ class LazyCams(LayerView):
         self.size = tuple(int(s) for s in size)
         self._whole = whole
         if whole is not None:
-            super().__init__(len(whole), whole.shape[1:], lambda a, b: whole[a:b], whole.dtype)
+            super().__init__(len(whole), whole.shape[1:], self._sliced, whole.dtype)
         else:
             if self.maps is None:
                 raise ValueError("LazyCams: give the layer maps, or a whole stack")
             super().__init__(len(self.maps), self.size, self._upsampled)
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_last": None}  # pickled without the run kept for the next read
+
+    def _sliced(self, start: int, stop: int) -> torch.Tensor:
+        return self._whole[start:stop]  # type: ignore[index]
 
     @classmethod
     def whole(cls, cams: torch.Tensor) -> LazyCams:
