@@ -286,3 +286,60 @@ def test_a_multi_method_save_without_video_still_writes_the_compare_page(tiny, t
     assert json.loads((tmp_path / "out" / "manifest.json").read_text())["grids"] == []  # no video named unwritten
     links = re.findall(r'<a href="([^"]+)">', (tmp_path / "out" / "index.html").read_text(encoding="utf-8"))
     assert links == ["gradcam/report.html", "layercam/report.html", "compare.html"]
+
+
+def _deep(seed: int = 0, blocks: int = 12):
+    """A plain CNN of ``blocks`` conv + ReLU pairs at 16 x 16, then a head: 2 x blocks + 3 layers."""
+    import torch
+    from torch import nn
+
+    torch.manual_seed(seed)
+    body = [m for _ in range(blocks) for m in (nn.Conv2d(3, 3, 3, padding=1), nn.ReLU())]
+    model = nn.Sequential(*body, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(3, 4)).eval()
+    return model, torch.rand(1, 3, 16, 16, generator=torch.Generator().manual_seed(seed))
+
+
+def test_a_result_keeps_its_cams_at_layer_resolution_and_cams_is_their_upsampling(tiny, tiny_input) -> None:
+    import torch
+
+    from camanim.compute import LazyCams, upsample
+    from camanim.draw import normalise
+
+    result = camanim.animate(tiny, tiny_input)
+    assert isinstance(result.lazy_cams, LazyCams) and result.lazy_cams.maps is not None
+    assert "_whole_cams" not in result.__dict__  # nothing upsampled yet
+    whole = upsample([None if m is None else m[None] for m in result.maps], (16, 16))[:, 0]
+    assert result.cams.shape == whole.shape and torch.equal(result.cams, whole)
+    assert result.cams is result.cams  # made once, then kept
+    for i in range(len(result.layers)):
+        assert torch.equal(result.lazy_cams[i], whole[i])
+    assert torch.equal(result.normalised("global"), normalise(whole, "global"))
+
+
+def test_save_draws_every_frame_as_the_whole_stack_would_without_making_it(tmp_path, monkeypatch) -> None:
+    """Frames, report frames and the global scale from layer maps read a run at a time: pixel for pixel
+    what normalising the whole (L, H, W) stack and drawing it gave, and the stack is never made."""
+    import torch
+
+    from camanim.compute import LazyCams
+    from camanim.draw import FrameRenderer, FrameStyle, normalise
+    from camanim.report import data_uri
+    from camanim.rundir import write as write_module
+
+    model, x = _deep()
+    result = camanim.animate(model, x)
+    whole = result.lazy_cams.tensor()
+    monkeypatch.setattr(write_module, "CHUNK_FRAMES", 4)  # 27 layers: 7 runs of frames
+    monkeypatch.setattr(LazyCams, "tensor", lambda self: pytest.fail("save made the whole stack"))
+    result.save(tmp_path / "run", video=False)
+    assert "_whole_cams" not in result.__dict__
+    renderer = FrameRenderer(result.image, result.layers, FrameStyle(), result.stripes(), result.caption_title())
+    report = (tmp_path / "run" / "report.html").read_text()
+    for norm in ("local", "global"):
+        want = renderer.render(normalise(whole, norm), norm)  # the whole stack, as before
+        pngs = sorted((tmp_path / "run" / "frames" / norm).glob("*.png"))
+        assert len(pngs) == len(result.layers) == 27
+        for i, png in enumerate(pngs):
+            assert np.array_equal(np.asarray(Image.open(png)), want[i]), (norm, i)
+        assert json.dumps(data_uri(want[5])) in report  # the report's frames: encoded while drawn
+    assert torch.equal(torch.from_numpy(camanim.load_cams(tmp_path / "run")), whole)

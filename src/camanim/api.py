@@ -354,7 +354,7 @@ def _score_one(result: CamResult, opts: RoadOptions, progress: Callable[[int, in
         raise ValueError("this result has no model attached: pass the model to camanim.road.ybroad directly")
     x = result.input_tensor
     target = result.target.head if result.target.kind == "value" else result.target.index
-    yb = road_ybroad(result.model, x, result.cams.to(x.device), target,
+    yb = road_ybroad(result.model, x, result.lazy_cams.stack().to(x.device), target,
                      layers=[r.to_dict() for r in result.layers],
                      output_key=result.options.get("output_key"), progress=progress, options=opts,
                      probability=result.options.get("probability", "softmax"))
@@ -512,7 +512,7 @@ def score_metrics(result: CamResult | CamSet | Sequence[CamResult], *, metrics: 
         if r.model is None:
             raise ValueError("this result has no model attached: metrics need the model to score perturbed images")
         x = r.input_tensor
-        r.metrics = layer_metrics(r.model, x, r.cams.to(x.device), r.target.index, [rec.name for rec in r.layers],
+        r.metrics = layer_metrics(r.model, x, r.lazy_cams.stack().to(x.device), r.target.index, [rec.name for rec in r.layers],
                                   non_spatial=[rec.non_spatial for rec in r.layers], options=opts,
                                   probability=r.options.get("probability", "softmax"),
                                   output_key=r.options.get("output_key"))

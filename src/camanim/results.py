@@ -22,21 +22,23 @@ import numpy as np
 import torch
 from torch import nn
 
-from .compute import Row, UnitVectors
+from .compute import LayerView, LazyCams, Row, UnitVectors
 from .draw import (
     NORMALISATIONS,
     FrameRenderer,
     FrameStyle,
     Montage,
     Stripes,
+    global_range,
     normalise,
+    normalised_view,
     overlay,
     render_frames,
 )
 from .errors import InputError
 from .figures import FigureOptions, FigureRun, write_figure
 from .metrics import LayerCurve, agreement, road_curve, write_agreement, write_metric
-from .report import render_report, write_compare, write_index, write_report
+from .report import data_uri, render_report, write_compare, write_index, write_report
 from .road import YbRoad, write_ybroad
 from .rundir import (
     RunView,
@@ -119,13 +121,40 @@ class Target:
             f"class #{self.index} (p={self.score:.3f})"
 
 
+class _WholeCams:
+    """``CamResult.cams``: kept as given (a tensor, or a :class:`camanim.compute.LazyCams` of layer maps),
+    read as the whole (L, H, W) tensor, made on the first read and kept (L x H x W x 4 bytes)."""
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
+
+    def __get__(self, obj: Any, owner: type | None = None) -> torch.Tensor:
+        if obj is None:
+            raise AttributeError(self.name)  # no default: the field is required
+        whole = obj.__dict__.get("_whole_cams")
+        if whole is None:
+            lazy: LazyCams = obj.__dict__["lazy_cams"]
+            whole = lazy.stack()
+            obj.__dict__["_whole_cams"] = whole
+        return whole
+
+    def __set__(self, obj: Any, value: torch.Tensor | LazyCams) -> None:
+        obj.__dict__["lazy_cams"] = LazyCams.of(value)
+        obj.__dict__.pop("_whole_cams", None)
+
+
 @dataclass
 class CamResult:
     """CAMs for every recorded layer of one image, and everything needed to draw and score them.
 
     Attributes:
         cams: raw CAMs (L, H, W) float32: after ReLU, upsampled to input size, not scaled; for a
-            volume (3-D model), (L, D, H, W).
+            volume (3-D model), (L, D, H, W). A result keeps them at layer resolution
+            (:attr:`lazy_cams`); reading ``cams`` makes the whole stack once and keeps it (L x H x W x 4
+            bytes: 1.6 GB for EfficientNet-B7's 1,097 layers at 600 x 600). Drawing, saving and the
+            notebook view never make it. Given a tensor or a :class:`camanim.compute.LazyCams`.
+        lazy_cams: the same CAMs as a :class:`camanim.compute.LazyCams`: indexed like ``cams``
+            (``lazy_cams[i]``, ``lazy_cams[a:b]``), each read upsamples only the layers asked for.
         layers: one record per layer call, in execution order.
         method: the method's registry name.
         target: the explained class.
@@ -153,7 +182,7 @@ class CamResult:
             :attr:`cams` whole.
     """
 
-    cams: torch.Tensor
+    cams: torch.Tensor = _WholeCams()  # type: ignore[assignment]
     layers: list[LayerRecord]
     method: str
     target: Target
@@ -212,13 +241,26 @@ class CamResult:
         """The guided backpropagation as an (H, W, C) float32 array for the frames, or None without ``--guided``."""
         return None if self.guided is None else self.guided.detach().cpu().permute(1, 2, 0).numpy()
 
+    lazy_cams: LazyCams = field(init=False, repr=False, compare=False)
+
     def normalised(self, kind: str = "local") -> torch.Tensor:
         """CAMs (L, H, W) scaled to [0, 1], ``local`` (per layer) or ``global`` (one scale for the network).
+
+        Made whole here (L x H x W x 4 bytes); :meth:`normalised_view` reads them a run of layers at a time.
 
         Raises:
             ValueError: an unknown ``kind``.
         """
-        return normalise(self.cams, kind)
+        return self.normalised_view(kind).tensor()
+
+    def normalised_view(self, kind: str = "local", bounds: tuple[torch.Tensor, torch.Tensor] | None = None
+                        ) -> LayerView:
+        """:meth:`normalised` as a view, scaled a run of layers at a time (see :func:`camanim.draw.normalised_view`).
+
+        Raises:
+            ValueError: an unknown ``kind``.
+        """
+        return normalised_view(self.lazy_cams, kind, bounds=bounds)
 
     def planes(self, kind: str = "local") -> torch.Tensor:
         """What the frames show: :meth:`normalised` maps (L, H, W), or for a volume their montages.
@@ -226,8 +268,20 @@ class CamResult:
         Raises:
             ValueError: an unknown ``kind``.
         """
-        normed = self.normalised(kind)
-        return self.montage.planes(normed) if self.montage is not None else normed
+        return self.planes_view(kind).tensor()
+
+    def planes_view(self, kind: str = "local", bounds: tuple[torch.Tensor, torch.Tensor] | None = None
+                    ) -> LayerView:
+        """:meth:`planes` as a view, made a run of layers at a time (``bounds``: the global min and max, if known).
+
+        Raises:
+            ValueError: an unknown ``kind``.
+        """
+        normed = self.normalised_view(kind, bounds)
+        if self.montage is None:
+            return normed
+        montage = self.montage
+        return normed.map(montage.planes, montage.planes(torch.zeros((1, *normed.shape[1:]))).shape[1:])
 
     def stripes(self, style: FrameStyle = FrameStyle()) -> Stripes | None:
         """How non-spatial layers are drawn: their 1-D evidence as a stripe (None: no vectors kept)."""
@@ -236,7 +290,7 @@ class CamResult:
     def frames(self, kind: str = "local", style: FrameStyle = FrameStyle(),
                progress: Callable[[int, int], None] | None = None) -> np.ndarray:
         """Rendered frames (L, H', W', 3) uint8 for one normalisation (H', W': panel plus caption and strip)."""
-        return render_frames(self.image, self.planes(kind), self.layers, kind, style, progress=progress,
+        return render_frames(self.image, self.planes_view(kind), self.layers, kind, style, progress=progress,
                              stripes=self.stripes(style), title=self.caption_title(),
                              guided=self.guided_image(), outline=self.target.region)
 
@@ -249,7 +303,7 @@ class CamResult:
         """The run's ``manifest.json`` before its outputs are written (see :mod:`camanim.rundir.manifest`);
         ``top``: the most probable classes (the report's top-5)."""
         manifest = run_manifest(model=self.model_info, image=self.image_info,
-                            size=tuple(int(s) for s in self.cams.shape[1:]), method=self.method,
+                            size=tuple(int(s) for s in self.lazy_cams.shape[1:]), method=self.method,
                             target=self.target.to_dict(), versions=_versions(), seconds=self.seconds,
                             options=self.options, layers=[r.to_dict() for r in self.layers])
         if self.top:
@@ -267,7 +321,7 @@ class CamResult:
         renderer = FrameRenderer(self.image, self.layers, style, self.stripes(style), self.caption_title(),
                                  self.guided_image(), self.target.region)  # captions drawn once
         return RunView(path=None, manifest=manifest, layers=manifest["layers"],
-                       frames={n: renderer.render(self.planes(n), n) for n in normalisations} if frames else {},
+                       frames={n: renderer.render(self.planes_view(n), n) for n in normalisations} if frames else {},
                        ybroad=self.road.to_json_dict() if self.road is not None else None)
 
     def _repr_html_(self) -> str:
@@ -280,7 +334,8 @@ class CamResult:
         small = dataclasses.replace(opts.style, width=NOTEBOOK_WIDTH)
         renderer = FrameRenderer(self.image, self.layers, small, self.stripes(small))
         size = renderer.box[2:]  # the picture's (height, width) in the panel
-        view.frames.update({n: renderer.panels(normalise(self.cams, n, size=size), n) for n in opts.normalisations})
+        view.frames.update({n: renderer.panels(normalised_view(self.lazy_cams, n, size=size), n)
+                            for n in opts.normalisations})
         return render_report(view, inline=True)
 
     def __repr__(self) -> str:
@@ -293,7 +348,7 @@ class CamResult:
         where = f", saved={str(self.saved_dir)!r}" if self.saved_dir is not None else ""
         road = ", ybroad" if self.road is not None else ""
         return (f"CamResult(model={model!s}, method={self.method}, target={target}, "
-                f"layers={len(self.layers)}, size={tuple(self.cams.shape[-2:])}{road}{where})")
+                f"layers={len(self.layers)}, size={tuple(self.lazy_cams.shape[-2:])}{road}{where})")
 
     def _layer_index(self, layer: str | int) -> int:
         if isinstance(layer, int) and not isinstance(layer, bool):
@@ -325,10 +380,12 @@ class CamResult:
             raise InputError(f"layer {record.name!r} is non-spatial ({shape}): it has no map over the image; "
                              "its 1-D evidence is in result.vectors (the frames draw it as a stripe)")
         if kind == "raw":
-            return self.cams[i].detach().float().cpu().numpy()
+            return self.lazy_cams[i].detach().float().cpu().numpy()
         if kind not in NORMALISATIONS:
             raise InputError(f"kind {kind!r}: use raw, {', '.join(NORMALISATIONS)}")
-        return self.normalised(kind)[i].detach().float().cpu().numpy()
+        if kind == "local":  # the layer's own min and max: that layer alone
+            return normalise(self.lazy_cams[i:i + 1], kind)[0].detach().float().cpu().numpy()
+        return self.normalised_view(kind)[i].detach().float().cpu().numpy()
 
     def overlay(self, layer: str | int, kind: str = "local", colormap: str = "jet", alpha: float = 0.5) -> np.ndarray:
         """One layer's CAM over the image, caption-free, at the image's size: (H, W, 3) uint8.
@@ -394,7 +451,7 @@ class CamResult:
         view = RunView(path=None, manifest=manifest, layers=manifest["layers"], frames={},
                        ybroad=self.road.to_json_dict() if self.road is not None else None)
         fields = _vector_fields(self.vectors)
-        return FigureRun(view=view, cams=self.cams.detach().float().cpu().numpy(), image=self.image,
+        return FigureRun(view=view, cams=self.lazy_cams.stack().detach().float().cpu().numpy(), image=self.image,
                          vectors=fields.get("vectors"), vector_kind=fields.get("vector_kind", ""), label="result")
 
     def save(
@@ -447,8 +504,11 @@ class CamResult:
         renderer = FrameRenderer(self.image, self.layers, opts.style, self.stripes(opts.style), self.caption_title(),
                                  self.guided_image(), self.target.region)
         cams_path = folder / names.CAMS
-        media = write_media(folder, renderer, self.planes, opts, progress=progress,
-                            also=[lambda: write_cams(cams_path, self.saved_cams())])
+        # the network's min and max for the global frames: one pass over the CAMs, a run of layers at a time
+        bounds = global_range(self.lazy_cams) if "global" in opts.normalisations else None
+        media = write_media(folder, renderer, lambda n: self.planes_view(n, bounds), opts, progress=progress,
+                            also=[lambda: write_cams(cams_path, self.saved_cams())],
+                            encode=data_uri if opts.report else None)
         written: dict[str, Path] = {"cams": cams_path}
         written.update({f"frames_{n}": path for n, path in media.frames.items()})
         written.update({f"{kind}_{fmt}": path for (kind, fmt), path in media.videos.items()})
@@ -469,8 +529,8 @@ class CamResult:
             written.update({f"metrics_agreement_{k}": v for k, v in write_agreement(folder, table).items()})
             with_metrics(manifest, self.metrics_manifest(files))
         written["manifest"] = write_manifest(folder, manifest)
-        view = RunView(path=folder, manifest=manifest, layers=manifest["layers"], frames=media.arrays,
-                       ybroad=self.road.to_json_dict() if self.road is not None else None)
+        view = RunView(path=folder, manifest=manifest, layers=manifest["layers"], frames=dict(media.files),
+                       ybroad=self.road.to_json_dict() if self.road is not None else None, encoded=media.encoded)
         if opts.report:
             if progress:
                 progress("report", 0, 1)
@@ -488,7 +548,7 @@ class CamResult:
             return SavedCams(cams=self.cams.detach().float().cpu().numpy(), names=names_, input=inp, image=self.image,
                              target=self.target.index, **_vector_fields(self.vectors))
         return SavedCams(cams=None, names=names_, input=inp, image=self.image, target=self.target.index,
-                         maps=_numpy_maps(self.maps), size=tuple(int(s) for s in self.cams.shape[1:]),
+                         maps=_numpy_maps(self.maps), size=tuple(int(s) for s in self.lazy_cams.shape[1:]),
                          **_vector_fields(self.vectors))
 
 

@@ -76,6 +76,14 @@ def test_mp4_is_h264_yuv420p_with_one_frame_per_layer(tmp_path):
 
     with Image.open(gif) as im:
         assert im.n_frames == 7
+    # frames handed over one at a time (a save streams them) make the very same file
+    streamed = write_gif(tmp_path / "s.gif", (f for f in frames), fps=5)
+    images = [Image.fromarray(f) for f in frames]  # how the frames were written when all were in memory
+    images[0].save(tmp_path / "list.gif", save_all=True, append_images=images[1:], duration=200, loop=0,
+                   optimize=False)
+    assert streamed.read_bytes() == gif.read_bytes() == (tmp_path / "list.gif").read_bytes()
+    with pytest.raises(StopIteration):
+        write_gif(tmp_path / "e.gif", iter(()), fps=5)
 
 
 @pytest.mark.parametrize("hw,width,panel,box", [

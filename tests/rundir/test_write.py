@@ -85,3 +85,50 @@ def test_inputs_of_any_aspect_ratio_save_with_videos_and_report(tmp_path, shape)
         w, h = frame.size
     assert w == 320 and 16 + 64 <= h <= 4 * 320 + 64
     assert "data:image/" in paths["report"].read_text()
+
+
+def test_frames_stream_through_the_writers_a_few_chunks_at_a_time(tmp_path, monkeypatch):
+    """Every frame and video as the whole stack drew them, while at most a few chunks of frames
+    are alive at once, however many layers there are."""
+    import weakref
+
+    import numpy as np
+    from PIL import Image
+    from torch import nn
+
+    from camanim.draw import FrameRenderer, normalise
+    from camanim.rundir import write as write_module
+
+    torch.manual_seed(0)
+    body = [m for _ in range(8) for m in (nn.Conv2d(3, 3, 3, padding=1), nn.ReLU())]
+    model = nn.Sequential(*body, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(3, 4)).eval()
+    result = camanim.animate(model, torch.rand(1, 3, 16, 16, generator=torch.Generator().manual_seed(0)))
+    whole = result.lazy_cams.tensor()
+    monkeypatch.setattr(write_module, "CHUNK_FRAMES", 1)  # 19 layers: 19 chunks per normalisation
+    alive: list[weakref.ref] = []
+    most = []
+    real_empty, real_draw = FrameRenderer.empty, FrameRenderer.draw_range
+
+    def empty(self, count=None):
+        out = real_empty(self, count)
+        alive.append(weakref.ref(out))
+        return out
+
+    def draw_range(self, *args):
+        most.append(sum(ref() is not None for ref in alive))
+        return real_draw(self, *args)
+
+    monkeypatch.setattr(FrameRenderer, "empty", empty)
+    monkeypatch.setattr(FrameRenderer, "draw_range", draw_range)
+    result.save(tmp_path / "run", report=False)
+    assert len(most) == 2 * 19 and max(most) <= 2 * (write_module.AHEAD + 3)  # not 38: a few chunks
+    renderer = FrameRenderer(result.image, result.layers, FrameStyle(), result.stripes(), result.caption_title())
+    for norm in ("local", "global"):
+        want = real_empty(renderer)
+        for _ in renderer.draw(normalise(whole, norm), norm, want):
+            pass
+        for i in range(19):
+            assert np.array_equal(np.asarray(Image.open(tmp_path / "run" / "frames" / norm / names.frame_name(i))),
+                                  want[i]), (norm, i)
+        assert count_frames(tmp_path / "run" / f"{names.video_stem(norm)}.mp4") == 19
+    assert count_frames(tmp_path / "run" / f"{names.video_stem(names.SIDE_BY_SIDE)}.mp4") == 19

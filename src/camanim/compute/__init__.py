@@ -8,13 +8,14 @@ module         job
                output (a callable, ``seg:``, ``similar:``, ``box:``) bound to the images
 ``rows``       images x targets x methods -> one :class:`Row` each
 ``engine``     as few traced passes as possible for all rows and methods
-``maps``       per layer: weights x activations -> ReLU -> upsample
+``maps``       per layer: weights x activations -> ReLU -> upsample; CAMs kept at layer resolution
+               and upsampled a run of layers at a time when read (:class:`LazyCams`)
 ``vectors``    non-spatial layers' 1-D evidence
 =============  ==============================================================
 """
 
 from .engine import Computation, compute_cams
-from .maps import layer_cams, upsample
+from .maps import LayerView, LazyCams, layer_cams, upsample
 from .options import CamOptions
 from .rows import Row, explain
 from .targets import (
@@ -33,7 +34,7 @@ from .targets import (
 )
 from .vectors import UnitVectors, drop_non_spatial, unit_vectors
 
-__all__ = ["BoxTarget", "CamOptions", "Computation", "OutputTarget", "Row", "SegmentationTarget", "SimilarityTarget", "TargetSpec",
+__all__ = ["BoxTarget", "CamOptions", "Computation", "LayerView", "LazyCams", "OutputTarget", "Row", "SegmentationTarget", "SimilarityTarget", "TargetSpec",
            "TopK", "UnitVectors", "bind_targets", "compute_cams", "drop_non_spatial", "explain", "is_multi_target",
            "is_value_target", "layer_cams", "parse_target", "rows_for",
            "unit_vectors", "upsample", "written_as"]

@@ -1,14 +1,18 @@
 """From a trace to raw CAMs: per layer weights x activations -> ReLU -> upsample to input size.
 
 Layers that share one output tensor (``same_as``) are computed once. Upsampling is batched
-per layer resolution, in torch, on the model's device.
+per layer resolution, in torch, on the model's device. A run keeps its CAMs at layer resolution
+(:class:`LazyCams`) and upsamples a run of layers when it is read (:class:`LayerView`).
 """
 
 from __future__ import annotations
 
 import functools
+import math
 from collections.abc import Callable, Iterator, Sequence
+from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -183,3 +187,196 @@ def upsample(cams: list[torch.Tensor | None], size: tuple[int, int], batch: int 
         wx = _interpolation(w, size[1]).to(device)
         torch.matmul(wy, torch.matmul(maps, wx.T), out=rows)
     return out
+
+
+#: how many bytes of input-size maps a chunk of layers holds at most (a view reads this much at a time)
+CHUNK_BYTES = 16 * 2**20
+#: the most layers a chunk holds
+CHUNK_LAYERS = 64
+
+
+class LayerView:
+    """A stack of per-layer tensors (L, ...) made a run of layers at a time, never held whole.
+
+    Indexing reads only the layers asked for: ``view[i]`` is layer i's tensor, ``view[a:b]`` (step 1)
+    the stack of layers a to b-1, and a list, an integer tensor or a bool mask of layers their
+    stack (a tuple indexes the first axis, then the picked tensor). :meth:`tensor` builds the whole
+    stack (``L x prod(shape[1:]) x 4`` bytes in float32); :meth:`chunks` walks it a run at a time.
+    The last run read is kept, so the same run read again (local, then global frames) is made once.
+
+    Args:
+        length: L, the number of layers.
+        tail: the shape of one layer's tensor.
+        rows: ``rows(start, stop)`` -> the tensor (stop - start, *tail) of those layers.
+        dtype: the tensors' dtype (float32).
+    """
+
+    def __init__(self, length: int, tail: Sequence[int], rows: Callable[[int, int], torch.Tensor],
+                 dtype: torch.dtype = torch.float32) -> None:
+        self._length, self._tail, self._rows, self.dtype = int(length), tuple(int(s) for s in tail), rows, dtype
+        self._last: tuple[int, int, torch.Tensor] | None = None
+
+    def __len__(self) -> int:
+        return self._length
+
+    @property
+    def shape(self) -> torch.Size:
+        """(L, *tail), as a tensor's."""
+        return torch.Size((self._length, *self._tail))
+
+    @property
+    def ndim(self) -> int:
+        """The number of dimensions of the whole stack."""
+        return 1 + len(self._tail)
+
+    def rows(self, start: int, stop: int) -> torch.Tensor:
+        """Layers ``start`` to ``stop - 1`` as one tensor (stop - start, *tail) (clipped to the stack).
+
+        The run read last is kept and handed out again for the same run: read it, do not write into
+        it (indexing, ``view[a:b]``, always makes its own).
+        """
+        start, stop = max(0, start), min(self._length, stop)
+        if stop <= start:
+            return torch.empty((0, *self._tail), dtype=self.dtype)
+        last = self._last
+        if last is not None and last[0] == start and last[1] == stop:
+            return last[2]
+        out = self._rows(start, stop)
+        self._last = (start, stop, out)
+        return out
+
+    def _fresh(self, start: int, stop: int) -> torch.Tensor:
+        if stop <= start:
+            return torch.empty((0, *self._tail), dtype=self.dtype)
+        return self._rows(start, stop)
+
+    def __getitem__(self, index: Any) -> torch.Tensor:
+        if isinstance(index, tuple):
+            if not index:
+                return self.tensor()
+            return self[index[0]][index[1:]] if len(index) > 1 else self[index[0]]
+        if isinstance(index, (int, np.integer)) and not isinstance(index, bool):
+            i = int(index)
+            if not -self._length <= i < self._length:
+                raise IndexError(f"layer {i} is out of range for {self._length} layers")
+            i %= self._length
+            return self._fresh(i, i + 1)[0]
+        if isinstance(index, slice):
+            start, stop, step = index.indices(self._length)
+            if step == 1:
+                return self._fresh(start, stop)
+            return self._pick(list(range(start, stop, step)))
+        if isinstance(index, torch.Tensor) and index.ndim == 0:
+            return self[int(index)]
+        picked = torch.as_tensor(np.asarray(index.cpu() if isinstance(index, torch.Tensor) else index))
+        if picked.dtype == torch.bool:
+            if picked.shape != (self._length,):
+                raise IndexError(f"a bool mask of {tuple(picked.shape)} for {self._length} layers")
+            picked = picked.nonzero().flatten()
+        if picked.ndim != 1:
+            raise IndexError("index layers by an int, a slice, a 1-D list, integer tensor or bool mask")
+        n = self._length
+        idx = [int(i) for i in picked]
+        if any(not -n <= i < n for i in idx):
+            raise IndexError(f"a layer index is out of range for {n} layers")
+        return self._pick([i % n for i in idx])
+
+    def _pick(self, idx: list[int]) -> torch.Tensor:
+        if not idx:
+            return torch.empty((0, *self._tail), dtype=self.dtype)
+        return torch.stack([self._fresh(i, i + 1)[0] for i in idx])
+
+    def chunk_length(self, budget: int = CHUNK_BYTES) -> int:
+        """How many layers a run of at most ``budget`` bytes (and :data:`CHUNK_LAYERS`) holds (at least 1)."""
+        per_layer = max(1, math.prod(self._tail)) * 4
+        return max(1, min(CHUNK_LAYERS, budget // per_layer))
+
+    def chunks(self, length: int | None = None) -> Iterator[tuple[int, int, torch.Tensor]]:
+        """``(start, stop, layers start..stop-1)`` over the stack, ``length`` layers at a time."""
+        step = length or self.chunk_length()
+        for start in range(0, self._length, step):
+            stop = min(start + step, self._length)
+            yield start, stop, self.rows(start, stop)
+
+    def tensor(self) -> torch.Tensor:
+        """The whole stack (L, *tail): made here, ``L x prod(tail) x 4`` bytes for float32."""
+        out = None
+        for start, stop, part in self.chunks():
+            if out is None:
+                out = torch.empty((self._length, *self._tail), dtype=part.dtype, device=part.device)
+            out[start:stop] = part
+        return out if out is not None else torch.empty((0, *self._tail), dtype=self.dtype)
+
+    def map(self, fn: Callable[[torch.Tensor], torch.Tensor], tail: Sequence[int] | None = None) -> LayerView:
+        """A view of ``fn`` applied to each run of layers (``tail``: the shape ``fn`` makes of a layer's)."""
+        return LayerView(self._length, self._tail if tail is None else tail,
+                         lambda start, stop: fn(self.rows(start, stop)), self.dtype)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(shape={tuple(self.shape)})"
+
+
+class LazyCams(LayerView):
+    """Raw CAMs (L, H, W) float32 ((L, D, H, W) for a volume), kept as layer-resolution maps and
+    upsampled (:func:`upsample`, :func:`upsample_volumes`) only for the layers read.
+
+    Every layer read is bit for bit the row of the whole upsampled stack (each layer's bilinear
+    resizing is two matrix products of its own rows). Made from the maps (``maps``: one (h, w) or
+    (d, h, w) map per layer, None for zeros; ``size``: the input's (H, W) or (D, H, W)), or around a
+    stack already whole (:meth:`whole`: ``aug_smooth``'s averaged CAMs, a user's tensor).
+
+    Attributes:
+        maps: the layer maps (None for a view around a whole stack).
+        size: the CAMs' size at input resolution.
+    """
+
+    def __init__(self, maps: Sequence[torch.Tensor | None] | None, size: Sequence[int], *,
+                 whole: torch.Tensor | None = None) -> None:
+        self.maps = list(maps) if maps is not None else None
+        self.size = tuple(int(s) for s in size)
+        self._whole = whole
+        if whole is not None:
+            super().__init__(len(whole), whole.shape[1:], self._sliced, whole.dtype)
+        else:
+            if self.maps is None:
+                raise ValueError("LazyCams: give the layer maps, or a whole stack")
+            super().__init__(len(self.maps), self.size, self._upsampled)
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_last": None}  # pickled without the run kept for the next read
+
+    def _sliced(self, start: int, stop: int) -> torch.Tensor:
+        return self._whole[start:stop]  # type: ignore[index]
+
+    @classmethod
+    def whole(cls, cams: torch.Tensor) -> LazyCams:
+        """A view around CAMs already whole (L, H, W) or (L, D, H, W): reading slices them."""
+        return cls(None, cams.shape[1:], whole=cams)
+
+    @classmethod
+    def of(cls, cams: torch.Tensor | LazyCams) -> LazyCams:
+        """``cams`` as a view (a tensor is wrapped, a view returned as it is)."""
+        return cams if isinstance(cams, LazyCams) else cls.whole(cams)
+
+    def stack(self) -> torch.Tensor:
+        """The whole stack: the one this view is around, else made here (:meth:`tensor`, not kept)."""
+        return self._whole if self._whole is not None else self.tensor()
+
+    @property
+    def whole_stack(self) -> torch.Tensor | None:
+        """The stack this view is around (:meth:`whole`), or None for one made from layer maps."""
+        return self._whole
+
+    @property
+    def device(self) -> torch.device:
+        """Where the CAMs are made (the maps' device)."""
+        if self._whole is not None:
+            return self._whole.device
+        ref = next((m for m in self.maps or [] if m is not None), None)
+        return ref.device if ref is not None else torch.device("cpu")
+
+    def _upsampled(self, start: int, stop: int) -> torch.Tensor:
+        part = [None if m is None else m.unsqueeze(0) for m in self.maps[start:stop]]  # type: ignore[index]
+        if len(self.size) == 3:
+            return upsample_volumes(part, self.size, batch=1)[:, 0]
+        return upsample(part, self.size, batch=1)[:, 0]

@@ -32,6 +32,7 @@ from ..trace import (
     split_distinct,
 )
 from .engine import Computation, compute_cams
+from .maps import LazyCams
 from .options import CamOptions
 from .targets import (
     VALUE_TARGETS,
@@ -58,7 +59,9 @@ class Row:
         probability: the target's probability on the plain input: softmax, or sigmoid (``score="sigmoid"``
             and one-logit models; ``options["probability"]`` says which).
         method: the method's registry name.
-        cams: raw CAMs (L, H, W) float32: after ReLU, upsampled to input size, not scaled.
+        cams: raw CAMs (L, H, W) float32: after ReLU, upsampled to input size, not scaled, as a
+            :class:`camanim.compute.LazyCams` (the layer maps, upsampled when read; the whole stack
+            with ``aug_smooth``).
         maps: the same CAMs at layer resolution, one (h, w) map per layer ((d, h, w) for a volume; None
             where the CAM is zeros), whose upsampling (:func:`camanim.compute.maps.upsample`) :attr:`cams`
             is; None when :attr:`cams` is not one (``aug_smooth``).
@@ -83,7 +86,7 @@ class Row:
     label: str | None
     probability: float
     method: str
-    cams: torch.Tensor
+    cams: LazyCams
     records: list[LayerRecord]
     input_tensor: torch.Tensor
     vectors: UnitVectors
@@ -205,7 +208,8 @@ def _explain_batch(module: nn.Module, xs: Sequence[torch.Tensor], image_ids: Seq
 
     t0 = time.perf_counter()
     comp = compute_cams(module, x_rows, methods, options, targets=tgts,
-                        image_index=torch.tensor([k for k, _ in rows]), on_trace=keep_vectors, progress=progress)
+                        image_index=torch.tensor([k for k, _ in rows]), on_trace=keep_vectors, progress=progress,
+                        upsampled=options.aug_smooth)
     seconds = {"cams": time.perf_counter() - t0, **comp.seconds}
     guided = None
     if options.guided:  # once per (image, target), shared by every method and layer
@@ -237,7 +241,7 @@ def _explain_values(module: nn.Module, x_img: torch.Tensor, image_ids: Sequence[
     t0 = time.perf_counter()
     comp = compute_cams(module, x_img, methods, dataclasses.replace(options, output_key=bound.head),
                         targets=list(range(1, len(specs) + 1)), image_index=torch.arange(len(specs)),
-                        on_trace=keep_vectors, progress=progress)
+                        on_trace=keep_vectors, progress=progress, upsampled=options.aug_smooth)
     seconds = {"cams": time.perf_counter() - t0, **comp.seconds}
     out = []
     for r in range(len(specs)):
@@ -300,15 +304,18 @@ def _split(comp: Computation, r: int, image: int, x: torch.Tensor, vectors: Unit
                 left_out["same_cam" if distinct and rec.same_as is not None else "non_spatial"] += 1
     manifest_options = {**options.manifest([m.name for m in methods]), "probability": kind,
                         "layers_recorded": len(comp.records), "layers_left_out": left_out}
+    size = tuple(int(s) for s in comp.input_size)
     out = []
     for m in methods:
-        cams = comp.cams[m.name][:, r].contiguous()
         maps = comp.maps.get(m.name)
         if maps is not None:
             maps = [None if c is None else c[r] for c in maps]
-        if keep is not None:
-            cams = cams[keep]
-            maps = [maps[i] for i in keep] if maps is not None else None
+            maps = [maps[i] for i in keep] if keep is not None else maps
+        if m.name in comp.cams:  # upsampled whole (aug_smooth: no layer maps)
+            whole = comp.cams[m.name][:, r].contiguous()
+            cams = LazyCams.whole(whole[keep] if keep is not None else whole)
+        else:  # layer maps, upsampled when read
+            cams = LazyCams(maps, size)
         out.append(Row(image=image, target=tgt, label=label, probability=probability, method=m.name, cams=cams,
                        records=list(records), input_tensor=x, vectors=vectors, seconds=dict(seconds),
                        options={**manifest_options, "extra_forwards": comp.forwards.get(m.name, 0),

@@ -25,6 +25,17 @@ MAX_SIDE = 4096
 BACKGROUND = (24, 24, 28)
 
 
+class LayerMaps(Protocol):
+    """Maps of every layer (L, h, w), read a run of layers at a time: a tensor, or a
+    :class:`camanim.compute.LayerView`."""
+
+    def __getitem__(self, index: slice) -> torch.Tensor:
+        """Layers ``index.start`` to ``index.stop - 1`` as one tensor."""
+
+    def __len__(self) -> int:
+        """L, the number of layers."""
+
+
 class PanelPainter(Protocol):
     """Draws the image panel of a non-spatial layer (see :class:`camanim.draw.stripes.Stripes`)."""
 
@@ -263,41 +274,54 @@ class FrameRenderer:
             strip = self._strips[i] = _strip(i, self.total, self.pw, self.non_spatial)
         return strip
 
-    def empty(self) -> np.ndarray:
-        """An uninitialised (L, H, W, 3) uint8 array for :meth:`draw` to fill."""
-        return np.empty((self.total, *self.frame_shape), np.uint8)
+    @property
+    def frame_bytes(self) -> int:
+        """The size of one frame in memory (height x width x 3 bytes)."""
+        h, w, c = self.frame_shape
+        return h * w * c
 
-    def draw(self, normed: torch.Tensor, norm: str, frames: np.ndarray, chunk: int = 64) -> Iterator[int]:
+    def empty(self, count: int | None = None) -> np.ndarray:
+        """An uninitialised (count, H, W, 3) uint8 array (``count``: all L frames) for :meth:`draw` to fill."""
+        return np.empty((self.total if count is None else count, *self.frame_shape), np.uint8)
+
+    def draw_range(self, normed: LayerMaps, norm: str, start: int, stop: int, out: np.ndarray) -> None:
+        """Draw frames ``start`` to ``stop - 1`` into ``out`` (stop - start, H, W, 3), reading only those
+        layers of ``normed`` (a tensor (L, h, w) in [0, 1], or a view read a run of layers at a time)."""
+        ph = self.ph
+        self._overlay(normed[start:stop], out[:, :ph])
+        for k, i in enumerate(range(start, stop)):
+            if self.non_spatial[i]:
+                out[k, :ph] = self.dim if self.stripes is None else self.stripes.panel(self.dim, i, norm)
+            head, detail = self._caption(i, norm)
+            out[k, ph:ph + _BAND] = head
+            out[k, ph + _BAND:ph + CAPTION_H] = detail
+            out[k, ph + CAPTION_H:] = self._strip(i)
+        if self.outline is not None:
+            top, left = self.box[:2]
+            out[:, top + self.outline[0], left + self.outline[1]] = OUTLINE_COLOUR
+
+    def draw(self, normed: LayerMaps, norm: str, frames: np.ndarray, chunk: int = 64) -> Iterator[int]:
         """Fill ``frames`` in order, ``chunk`` at a time, yielding how many are done after each chunk.
 
         Frames before the yielded count are final, so other threads can encode them meanwhile.
         """
-        ph, total = self.ph, self.total
-        for start in range(0, total, chunk):
-            stop = min(start + chunk, total)
-            self._overlay(normed[start:stop], frames[start:stop, :ph])
-            for i in range(start, stop):
-                if self.non_spatial[i]:
-                    frames[i, :ph] = self.dim if self.stripes is None else self.stripes.panel(self.dim, i, norm)
-                head, detail = self._caption(i, norm)
-                frames[i, ph:ph + _BAND] = head
-                frames[i, ph + _BAND:ph + CAPTION_H] = detail
-                frames[i, ph + CAPTION_H:] = self._strip(i)
-            if self.outline is not None:
-                top, left = self.box[:2]
-                frames[start:stop, top + self.outline[0], left + self.outline[1]] = OUTLINE_COLOUR
+        for start in range(0, self.total, chunk):
+            stop = min(start + chunk, self.total)
+            self.draw_range(normed, norm, start, stop, frames[start:stop])
             yield stop
 
-    def panels(self, normed: torch.Tensor, norm: str) -> np.ndarray:
+    def panels(self, normed: LayerMaps, norm: str, chunk: int = 64) -> np.ndarray:
         """Image panels only (L, ph, pw, 3) uint8, no caption or strip: the CAMs ``normed`` (L, h, w) in
-        [0, 1] over the image, non-spatial layers as their stripe (or the dimmed image)."""
+        [0, 1] over the image, non-spatial layers as their stripe (or the dimmed image); ``normed`` is
+        read ``chunk`` layers at a time."""
         out = np.empty((self.total, self.ph, self.pw, 3), np.uint8)
-        self._overlay(normed, out)
+        for start in range(0, self.total, chunk):
+            self._overlay(normed[start:start + chunk], out[start:start + chunk])
         for i in np.nonzero(self.non_spatial)[0]:
             out[i] = self.dim if self.stripes is None else self.stripes.panel(self.dim, int(i), norm)
         return out
 
-    def render(self, normed: torch.Tensor, norm: str, chunk: int = 64,
+    def render(self, normed: LayerMaps, norm: str, chunk: int = 64,
                progress: Callable[[int, int], None] | None = None) -> np.ndarray:
         """Frames (L, H, W, 3) uint8 for CAMs already scaled to [0, 1] ([L, h, w])."""
         frames = self.empty()
@@ -342,7 +366,7 @@ def overlay(image: np.ndarray, cam: np.ndarray | torch.Tensor, colormap: str = "
 
 def render_frames(
     image: np.ndarray,
-    normed: torch.Tensor,
+    normed: LayerMaps,
     records: Sequence[LayerRecord],
     norm: str,
     style: FrameStyle = FrameStyle(),

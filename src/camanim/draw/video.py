@@ -90,13 +90,22 @@ def _kill(writer) -> None:
         pass
 
 
-def write_gif(path: str | Path, frames: np.ndarray, fps: float = 10) -> Path:
-    """Write frames as a looping GIF (palette per frame, Pillow)."""
+def write_gif(path: str | Path, frames: Iterable[np.ndarray], fps: float = 10) -> Path:
+    """Write frames as a looping GIF (palette per frame, Pillow).
+
+    ``frames`` may be any iterable of (H, W, 3) uint8 frames, read once, in order: each is turned into
+    a Pillow image as the writer reaches it (Pillow keeps each frame's 1-byte palette image until the
+    file is written, a third of the RGB frames).
+
+    Raises:
+        StopIteration: ``frames`` is empty.
+    """
     from PIL import Image
 
-    images = [Image.fromarray(f) for f in frames]
-    images[0].save(path, save_all=True, append_images=images[1:], duration=int(round(1000 / fps)), loop=0,
-                   optimize=False)
+    it = iter(frames)
+    first = Image.fromarray(next(it))
+    first.save(path, save_all=True, append_images=(Image.fromarray(f) for f in it), duration=int(round(1000 / fps)),
+               loop=0, optimize=False)
     return Path(path)
 
 

@@ -30,7 +30,8 @@ Example:
 """
 
 from .compare import align_by_depth, compare, write_compare, write_grid_video
+from .html import data_uri
 from .page import build_report, render_report, report_html, write_index, write_report
 
-__all__ = ["align_by_depth", "build_report", "compare", "render_report", "report_html", "write_compare", "write_index",
+__all__ = ["align_by_depth", "build_report", "compare", "data_uri", "render_report", "report_html", "write_compare", "write_index",
            "write_grid_video", "write_report"]

@@ -164,7 +164,7 @@ def _render_compare(runs: Sequence[RunView], mapping: list[list[int]], norms: li
         f'{warning_html}<div class="cam-cols">{columns}</div></div>'
         + json_tag(prefix + "compare-data", data)
         + "".join(
-            json_tag(f"{prefix}frames-data-{r}-{norm}", encode_frames(run.frames[norm]))
+            json_tag(f"{prefix}frames-data-{r}-{norm}", encode_frames(run.frames[norm], run.encoded.get(norm)))
             for r, run in enumerate(runs)
             for norm in norms
         )

@@ -144,8 +144,11 @@ def data_uri(frame: Path | np.ndarray) -> str:
     return f"data:{mime};base64,{base64.b64encode(buffer.getvalue()).decode('ascii')}"
 
 
-def encode_frames(frames: Sequence[Path] | np.ndarray) -> list[str]:
-    """Every frame of one normalisation as a data URI, in order."""
+def encode_frames(frames: Sequence[Path] | np.ndarray, encoded: Sequence[str] | None = None) -> list[str]:
+    """Every frame of one normalisation as a data URI, in order (``encoded``: those URIs already made,
+    one per frame, returned as they are)."""
+    if encoded is not None and len(encoded) == len(frames):
+        return list(encoded)
     # Pillow releases the GIL while encoding, so threads use every core.
     with ThreadPoolExecutor(max_workers=max(1, min(8, os.cpu_count() or 1))) as pool:
         return list(pool.map(data_uri, frames))

@@ -460,7 +460,7 @@ def render_report(run: RunView, *, inline: bool) -> str:
     # A notebook gets one small contact sheet per normalisation (visible without JavaScript too);
     # a page gets every frame at full size.
     sheets = {norm: contact_sheet(paths) for norm, paths in run.frames.items()} if inline else {}
-    frames = {} if inline else {norm: encode_frames(paths) for norm, paths in run.frames.items()}
+    frames = {} if inline else {norm: encode_frames(paths, run.encoded.get(norm)) for norm, paths in run.frames.items()}
     data = {
         "inline": inline,
         "model": run.manifest.get("model"),

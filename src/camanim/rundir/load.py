@@ -7,7 +7,7 @@ report can be rebuilt long after the model is gone, or drawn from memory without
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +35,9 @@ class RunView:
         layers: ``manifest["layers"]``: one entry per frame.
         frames: normalisation -> one frame per layer, in layer order.
         ybroad: the run's ybROAD dict (``ybroad.json``), or None.
+        encoded: normalisation -> each frame already as the report's data URI (a run being saved
+            encodes them while they are in memory), in layer order; where missing, the report encodes
+            :attr:`frames`.
     """
 
     path: Path | None
@@ -42,6 +45,7 @@ class RunView:
     layers: list[dict[str, Any]]
     frames: dict[str, Frames]
     ybroad: dict[str, Any] | None
+    encoded: dict[str, list[str]] = field(default_factory=dict)
 
     @property
     def model_name(self) -> str:

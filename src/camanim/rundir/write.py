@@ -1,13 +1,17 @@
 """Writing a run's frames and videos: drawing, PNG writing and video encoding overlap.
 
-Frames are drawn a chunk at a time; as soon as a chunk is final its PNGs are written (OpenCV
-releases the GIL) and the encoders (ffmpeg processes fed from threads) take it, so every core
-stays busy from the first chunk to the end. A failure anywhere stops every part at once.
+Frames are drawn a chunk at a time, from CAMs upsampled and normalised a chunk at a time; as soon
+as a chunk is final its PNGs are written (OpenCV releases the GIL) and the encoders (ffmpeg
+processes fed from threads) take it, so every core stays busy from the first chunk to the end. A
+chunk leaves memory once every writer and encoder is past it, and what was freed goes back to the
+system after each chunk (glibc keeps it otherwise): the memory a save needs does not grow with the
+number of layers. A failure anywhere stops every part at once.
 """
 
 from __future__ import annotations
 
 import math
+import os
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -15,10 +19,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import torch
 
-from ..draw import MAX_SIDE, NORMALISATIONS, FrameRenderer, FrameStyle, write_gif, write_mp4, write_png
+from ..draw import (
+    MAX_SIDE,
+    NORMALISATIONS,
+    FrameRenderer,
+    FrameStyle,
+    LayerMaps,
+    write_gif,
+    write_mp4,
+    write_png,
+)
 from ..errors import InputError
+from ..memory import give_back_freed
 from . import names
 
 Progress = Callable[[str, int, int], None]
@@ -78,39 +91,83 @@ class Media:
     Attributes:
         frames: normalisation -> frames folder.
         videos: kind (``local``, ``global``, ``side_by_side``) and format -> video file.
-        arrays: normalisation -> the frames drawn, (L, H, W, 3) uint8 (for the report, without reading PNGs back).
+        files: normalisation -> the frame files, in layer order.
+        encoded: normalisation -> each frame as ``write_media``'s ``encode`` made it (the report's data
+            URIs, made while the frames were in memory), in layer order; empty without ``encode``.
     """
 
     frames: dict[str, Path]
     videos: dict[tuple[str, str], Path]
-    arrays: dict[str, np.ndarray]
+    files: dict[str, list[Path]] = field(default_factory=dict)
+    encoded: dict[str, list[str]] = field(default_factory=dict)
+
+
+#: a chunk of frames holds at most this many bytes (the frames in memory are a few chunks per normalisation)
+FRAME_CHUNK_BYTES = 32 * 2**20
+#: a chunk of input-size maps holds at most this many bytes
+MAP_CHUNK_BYTES = 16 * 2**20
+#: the most frames a chunk holds
+CHUNK_FRAMES = 64
+#: how many chunks the drawing may run ahead of the slowest reader (encoder, PNG writer)
+AHEAD = 2
 
 
 class _Cancelled(Exception):
     """Another part of the save failed: stop this one."""
 
 
-class _Drawn:
-    """Frames filled in order on one thread and read, in order, on others as soon as they are final."""
+class _Stream:
+    """One normalisation's frames, published a chunk at a time by the drawing thread and read in
+    order by each reader (an encoder) on its own thread; a chunk is let go once every reader is past it."""
 
-    def __init__(self, array: np.ndarray, stop: threading.Event) -> None:
-        self.array, self.stop = array, stop
-        self.done = 0
-        self._ready = threading.Condition()
+    def __init__(self, total: int, chunk: int, stop: threading.Event) -> None:
+        self.total, self.chunk, self.stop = total, chunk, stop
+        self.chunks: dict[int, np.ndarray] = {}
+        self.published = 0
+        self.positions: list[int] = []
+        self._cond = threading.Condition()
 
-    def publish(self, done: int) -> None:
-        with self._ready:
-            self.done = done
-            self._ready.notify_all()
+    def reader(self) -> Iterator[np.ndarray]:
+        """A new reader of every frame, in order (register all readers before publishing)."""
+        self.positions.append(0)
+        return self._read(len(self.positions) - 1)
 
-    def __iter__(self) -> Iterator[np.ndarray]:
-        for i in range(len(self.array)):
-            with self._ready:
-                while self.done <= i:
+    def _read(self, who: int) -> Iterator[np.ndarray]:
+        for i in range(self.total):
+            with self._cond:
+                while self.published <= i:
                     if self.stop.is_set():
                         raise _Cancelled
-                    self._ready.wait(0.1)
-            yield self.array[i]
+                    self._cond.wait(0.1)
+                start = i - i % self.chunk
+                frame = self.chunks[start][i - start]
+            yield frame
+            with self._cond:
+                self.positions[who] = i + 1
+                self._drop()
+                self._cond.notify_all()
+
+    def _drop(self) -> None:
+        slowest = min(self.positions, default=self.published)
+        for start in [s for s in self.chunks if s + len(self.chunks[s]) <= slowest]:
+            del self.chunks[start]
+
+    def publish(self, start: int, frames: np.ndarray) -> None:
+        """Frames ``start`` to ``start + len(frames) - 1``, final."""
+        with self._cond:
+            self.chunks[start] = frames
+            self.published = start + len(frames)
+            self._drop()
+            self._cond.notify_all()
+
+    def wait_behind(self, frames: int, check: Callable[[], None]) -> None:
+        """Block while the slowest reader is more than ``frames`` behind; ``check`` raises a failure."""
+        with self._cond:
+            while self.positions and self.published - min(self.positions) > frames:
+                check()
+                if self.stop.is_set():
+                    raise _Cancelled
+                self._cond.wait(0.1)
 
 
 class _SideBySide:
@@ -142,27 +199,51 @@ def _encode(path: Path, frames: Iterable[np.ndarray], fps: float, stop: threadin
     if path.suffix == ".mp4":
         write_mp4(path, _until(stop, frames), fps=fps)
     else:
-        write_gif(path, np.asarray(list(_until(stop, frames))), fps=fps)
+        write_gif(path, _until(stop, frames), fps=fps)
 
 
-def _write_pngs(frames: np.ndarray, folder: Path, indices: range, stop: threading.Event) -> None:
-    for i in indices:
+def _write_pngs(frames: np.ndarray, folder: Path, start: int, stop: threading.Event) -> None:
+    for k, frame in enumerate(frames):
         if stop.is_set():
             return
-        write_png(folder / names.frame_name(i), frames[i])
+        write_png(folder / names.frame_name(start + k), frame)
 
 
-def write_media(folder: Path, renderer: FrameRenderer, normalised: Callable[[str], torch.Tensor],
+def _encode_frames(frames: np.ndarray, encode: Callable[[np.ndarray], str], out: list[str], start: int,
+                   stop: threading.Event) -> None:
+    for k, frame in enumerate(frames):
+        if stop.is_set():
+            return
+        out[start + k] = encode(frame)
+
+
+def chunk_frames(renderer: FrameRenderer, map_shape: Sequence[int]) -> int:
+    """How many frames :func:`write_media` draws at a time: at most :data:`CHUNK_FRAMES`, and at most
+    :data:`MAP_CHUNK_BYTES` of maps (``map_shape``: one layer's normalised map) and :data:`FRAME_CHUNK_BYTES`
+    of frames (at least one)."""
+    per_map = max(1, math.prod(int(s) for s in map_shape)) * 4
+    return max(1, min(CHUNK_FRAMES, MAP_CHUNK_BYTES // per_map, FRAME_CHUNK_BYTES // renderer.frame_bytes))
+
+
+def write_media(folder: Path, renderer: FrameRenderer, normalised: Callable[[str], LayerMaps],
                 options: SaveOptions, *, also: Sequence[Callable[[], object]] = (),
+                encode: Callable[[np.ndarray], str] | None = None,
                 progress: Progress | None = None) -> Media:
     """Draw every frame of every normalisation into ``folder/frames/<norm>/`` and encode the videos.
+
+    Frames are drawn a chunk at a time (:func:`chunk_frames`), every normalisation's chunk in turn;
+    each chunk goes to the PNG writer, to ``encode`` and to the video encoders, and is let go once
+    they are past it. The drawing waits while the slowest is :data:`AHEAD` chunks behind, so at most
+    a few chunks of frames and of maps are in memory, whatever the number of layers.
 
     Args:
         folder: the (staging) run folder.
         renderer: draws the frames of this run.
-        normalised: ``normalised(norm)`` -> CAMs (L, H, W) scaled to [0, 1].
+        normalised: ``normalised(norm)`` -> CAMs (L, H, W) scaled to [0, 1], read a run of layers at a
+            time (a tensor, or a :class:`camanim.compute.LayerView`).
         options: normalisations, formats, fps, whether to encode videos.
         also: more jobs for the file-writing threads (``cams.npz``), run while frames are drawn.
+        encode: each frame -> a string kept in :attr:`Media.encoded` (the report's data URIs), or None.
         progress: called as ``progress(stage, done, total)``.
 
     Raises:
@@ -171,31 +252,50 @@ def write_media(folder: Path, renderer: FrameRenderer, normalised: Callable[[str
     norms = options.normalisations
     total = renderer.total
     stop = threading.Event()
-    frames = {n: _Drawn(renderer.empty(), stop) for n in norms}
-    folders: dict[str, Path] = {}
+    views = {n: normalised(n) for n in norms}
+    chunk = chunk_frames(renderer, views[norms[0]].shape[1:]) if total else 1
+    streams = {n: _Stream(total, chunk, stop) for n in norms}
+    folders = {n: folder / names.frames_dir(n) for n in norms}
+    encoded: dict[str, list[str]] = {n: [""] * total for n in norms} if encode is not None else {}
     videos: list[tuple[str, str, Path, Future]] = []
-    with ThreadPoolExecutor(max_workers=2) as writers, ThreadPoolExecutor(max_workers=6) as encoders:
+    workers = max(2, min(8, os.cpu_count() or 1))
+    with ThreadPoolExecutor(max_workers=workers) as writers, ThreadPoolExecutor(max_workers=6) as encoders:
         try:
             jobs = [writers.submit(job) for job in also]
             if options.video:
-                streams: list[tuple[str, Iterable[np.ndarray]]] = [(n, frames[n]) for n in norms]
-                if len(norms) == 2:
-                    streams.append((names.SIDE_BY_SIDE, _SideBySide(*(frames[n] for n in norms))))
-                for kind, fr in streams:
+                for kind in [*norms, *([names.SIDE_BY_SIDE] if len(norms) == 2 else [])]:
                     for fmt in options.formats:
+                        frames: Iterable[np.ndarray] = (streams[kind].reader() if kind in streams else
+                                                        _SideBySide(*(streams[n].reader() for n in norms)))
                         path = folder / f"{names.video_stem(kind)}.{fmt}"
-                        videos.append((kind, fmt, path, encoders.submit(_encode, path, fr, options.fps, stop)))
+                        videos.append((kind, fmt, path, encoders.submit(_encode, path, frames, options.fps, stop)))
             for n in norms:
-                folders[n] = folder / names.frames_dir(n)
                 folders[n].mkdir(parents=True)
-                done = 0
-                for upto in renderer.draw(normalised(n), n, frames[n].array):
-                    frames[n].publish(upto)
-                    jobs.append(writers.submit(_write_pngs, frames[n].array, folders[n], range(done, upto), stop))
-                    done = upto
+
+            def check() -> None:
+                _raise_failed([*jobs, *(job for *_, job in videos)])
+
+            pending: list[list[Future]] = []  # the writers' jobs of each chunk still in flight
+            for start in range(0, total, chunk):
+                end = min(start + chunk, total)
+                mine: list[Future] = []
+                for n in norms:
+                    streams[n].wait_behind(AHEAD * chunk, check)
+                    out = renderer.empty(end - start)
+                    renderer.draw_range(views[n], n, start, end, out)
+                    streams[n].publish(start, out)
+                    mine.append(writers.submit(_write_pngs, out, folders[n], start, stop))
+                    if encode is not None:
+                        mine.append(writers.submit(_encode_frames, out, encode, encoded[n], start, stop))
                     if progress:
-                        progress(f"frames {n}", upto, total)
-                    _raise_failed([*jobs, *(job for *_, job in videos)])
+                        progress(f"frames {n}", end, total)
+                    check()
+                pending.append(mine)
+                jobs += mine
+                while len(pending) > AHEAD:  # the frames of older chunks leave memory with their jobs
+                    for job in pending.pop(0):
+                        job.result()
+                give_back_freed()
             for _, _, path, job in videos:
                 if progress:
                     progress(f"encode {path.name}", 0, 1)
@@ -204,8 +304,10 @@ def write_media(folder: Path, renderer: FrameRenderer, normalised: Callable[[str
                     progress(f"encode {path.name}", 1, 1)
             for job in jobs:
                 job.result()
+            give_back_freed()
         except BaseException:
             stop.set()
             raise
     return Media(frames=folders, videos={(kind, fmt): path for kind, fmt, path, _ in videos},
-                 arrays={n: frames[n].array for n in norms})
+                 files={n: [folders[n] / names.frame_name(i) for i in range(total)] for n in norms},
+                 encoded=encoded)
