@@ -93,6 +93,18 @@ def _check_out(out: Path, settings: dict[str, Any], resume: bool) -> None:
                          "use the same options, or another --out")
 
 
+def _check_resumed_items(out: Path, items: list[SweepItem]) -> None:
+    """Raises InputError: ``out`` holds finished items (ok or failed) that are not among ``items`` (a resume
+    with other images would mix both in the tables and the aggregates; more images than before are fine)."""
+    keys = {it.key for it in items}
+    others = {k for k in finished_keys(out) if k not in keys}
+    if others:
+        images = {r["key"]: r["image"] for r in read_table(out, IMAGES).to_pylist()}
+        example = images[sorted(others, key=lambda k: images[k])[0]]
+        raise InputError(f"--resume: '{out}' holds {len(others)} finished items that are not among this sweep's "
+                         f"(e.g. '{example}'): give the same images (more are fine), or another --out")
+
+
 def _remove_stale_parts(out: Path) -> None:
     for name in (IMAGES, LAYERS):
         for tmp in (out / name).glob(".part-*") if (out / name).is_dir() else ():
@@ -167,6 +179,8 @@ def run_sweep(images: Sequence[str], out: str | Path, settings: SweepSettings, o
         here.check(model, local=options.ray is None)  # an option that fits no item: refused before any runs
     meta = _settings_json(settings, options)
     _check_out(out, meta, options.resume)
+    if options.resume:
+        _check_resumed_items(out, items)
     created = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
     create_tables(out)  # readable (empty) before the first item finishes
@@ -207,7 +221,8 @@ def run_sweep(images: Sequence[str], out: str | Path, settings: SweepSettings, o
                 else:
                     (out / SWEEP_JSON).unlink(missing_ok=True)
             raise
-    return _finish(out, items, settings, options, meta, restarts, len(done_before), t0, here)
+    skipped = sum(it.key in done_before for it in items)  # this sweep's own, never another's
+    return _finish(out, items, settings, options, meta, restarts, skipped, t0, here)
 
 
 def _finish(out: Path, items: list[SweepItem], settings: SweepSettings, options: SweepOptions,
