@@ -31,6 +31,9 @@ from .work import ItemWorker, SweepSettings, one_line, save_run
 
 SWEEP_JSON, SWEEP_HTML, SWEEP_PNG = "sweep.json", "sweep.html", "sweep.png"
 SAVE_WHICH = ("first", "misclassified", "lowest-confidence")
+#: ROAD options that set only how the numbers are computed, not the numbers (perturbed images per forward):
+#: left out of the settings a resume compares
+HOW_ONLY = ("batch_size",)
 
 
 @dataclass(frozen=True)
@@ -71,10 +74,11 @@ class SweepOptions:
 
 def _settings_json(settings: SweepSettings, options: SweepOptions) -> dict[str, Any]:
     cam = dict(settings.cam)
+    road = {k: v for k, v in dataclasses.asdict(settings.road).items() if k not in HOW_ONLY}
     return json.loads(json.dumps({"models": list(options.models), "methods": list(settings.methods),
                                   "weights": settings.weights, "input_size": settings.input_size,
                                   "model_options": dict(settings.model_options),
-                                  "cam": cam, "road": dataclasses.asdict(settings.road)}, default=str))
+                                  "cam": cam, "road": road}, default=str))
 
 
 def _check_out(out: Path, settings: dict[str, Any], resume: bool) -> None:
@@ -87,6 +91,8 @@ def _check_out(out: Path, settings: dict[str, Any], resume: bool) -> None:
     if not path.exists():
         raise InputError(f"--resume: '{out}' holds no sweep (no {SWEEP_JSON}): drop --resume to start one")
     before = json.loads(path.read_text(encoding="utf-8")).get("settings")
+    if isinstance(before, dict) and isinstance(before.get("road"), dict):  # a sweep.json that kept them
+        before["road"] = {k: v for k, v in before["road"].items() if k not in HOW_ONLY}
     if before != settings:
         changed = sorted(k for k in settings if settings.get(k) != (before or {}).get(k))
         raise InputError(f"--resume with other settings than the sweep in '{out}' ({', '.join(changed)}): "
