@@ -312,8 +312,9 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         if best:
             ci = best.get("ci")
             interval = f" [{signed(ci[0])}, {signed(ci[1])}]" if ci else ""
+            above = {True: "yes", False: "no"}.get(best.get("above_baseline"), "undetermined")
             print(f"{g['model']} {g['method']}: best layer {best['name']} ROAD {signed(best['ybroad'])}{interval} "
-                  f"over {g['all']['n_images']} images")
+                  f"over {g['all']['n_images']} images; above chance: {above}")
     print(f"wrote {args.out}/")
     for key, p in summary["paths"].items():
         print(f"  {key:>10}: {p}")
