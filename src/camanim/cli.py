@@ -301,6 +301,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
             bar.close()
     print(f"sweep: {summary['items']} items, {summary['ok']} done, {summary['failed']} failed"
           + (f", {summary['skipped']} finished before" if summary["skipped"] else "")
+          + (f", {len(summary['duplicates'])} duplicate files (the same content as another) not run again"
+             if summary["duplicates"] else "")
           + (f", {summary['restarts']} workers replaced" if summary["restarts"] else "")
           + f" ({summary['seconds']:.1f} s)")
     for f in summary["failures"][:10]:

@@ -225,5 +225,5 @@ def test_duplicate_files_are_one_item_and_said_so(tmp_path, capsys, monkeypatch)
     listed = tmp_path / "list.csv"
     listed.write_text(f"path\n{imgs / 'a.png'}\n{imgs / 'c.png'}\n")
     main(["sweep", str(listed), str(imgs / "a.png"), *CLI_ARGS, "--out", str(tmp_path / "o2"), "--quiet"])
-    assert "duplicate" not in capsys.readouterr().out
+    assert "duplicate files" not in capsys.readouterr().out
     assert json.loads((tmp_path / "o2" / "sweep.json").read_text())["duplicates"] == []

@@ -23,7 +23,7 @@ from typing import Any
 from ..errors import InputError
 from ..rundir import write_text
 from .aggregate import aggregates
-from .items import SweepItem, expand_images, sweep_items
+from .items import SweepItem, expand_images, sweep_plan
 from .page import write_page, write_plot
 from .pool import run_pool
 from .tables import IMAGES, LAYERS, create_tables, finished_keys, read_table, write_csv, write_part, ybroad_of
@@ -157,7 +157,8 @@ def run_sweep(images: Sequence[str], out: str | Path, settings: SweepSettings, o
         progress: called as ``progress(done, total)`` items after each finished item (and once at the start).
 
     Returns:
-        The summary: ``items``, ``ok``, ``failed``, ``skipped`` (finished before a resume), ``restarts``
+        The summary: ``items``, ``ok``, ``failed``, ``skipped`` (finished before a resume), ``duplicates``
+        (``[{"path", "same_as"}]``: files with the content of an earlier one, not run again), ``restarts``
         (workers replaced), ``seconds``, ``paths`` and ``aggregates`` (as in ``sweep.json``).
 
     Raises:
@@ -172,7 +173,7 @@ def run_sweep(images: Sequence[str], out: str | Path, settings: SweepSettings, o
     """
     t0 = time.perf_counter()
     out = Path(out)
-    items = sweep_items(expand_images(images), options.models, settings.weights)
+    items, duplicates = sweep_plan(expand_images(images), options.models, settings.weights)
     if options.save_runs and options.save_which == "misclassified" and all(it.label is None for it in items):
         raise InputError("--save-which misclassified needs true labels, and no image has one: give a CSV/TSV list "
                          "with a label column, or choose --save-which first or lowest-confidence")
@@ -228,11 +229,12 @@ def run_sweep(images: Sequence[str], out: str | Path, settings: SweepSettings, o
                     (out / SWEEP_JSON).unlink(missing_ok=True)
             raise
     skipped = sum(it.key in done_before for it in items)  # this sweep's own, never another's
-    return _finish(out, items, settings, options, meta, restarts, skipped, t0, here)
+    return _finish(out, items, settings, options, meta, restarts, skipped, t0, here, duplicates)
 
 
 def _finish(out: Path, items: list[SweepItem], settings: SweepSettings, options: SweepOptions,
-            meta: dict[str, Any], restarts: int, skipped: int, t0: float, worker: ItemWorker) -> dict[str, Any]:
+            meta: dict[str, Any], restarts: int, skipped: int, t0: float, worker: ItemWorker,
+            duplicates: list[dict[str, str]]) -> dict[str, Any]:
     paths: dict[str, str] = {k: str(p) for k, p in write_csv(out, settings.road.percentiles).items()}
     paths.update(images=str(out / IMAGES), layers=str(out / LAYERS))
     rows = read_table(out, IMAGES).to_pylist()
@@ -255,7 +257,7 @@ def _finish(out: Path, items: list[SweepItem], settings: SweepSettings, options:
     seconds = time.perf_counter() - t0  # to the end: saving runs and the aggregates included
     summary = {
         "state": "done", "settings": meta, "items": len(items), "ok": n_ok, "failed": len(rows) - n_ok,
-        "skipped": skipped, "restarts": restarts, "seconds": seconds,
+        "skipped": skipped, "restarts": restarts, "seconds": seconds, "duplicates": duplicates,
         "accuracy": _accuracy(rows),
         "failures": [{"image": r["image"], "model": r["model"], "error": r["error"]} for r in rows
                      if r["status"] != "ok"],
