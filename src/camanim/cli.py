@@ -737,6 +737,21 @@ def _run_dir(path: str) -> Path:
     return p
 
 
+#: the subcommands whose --out is a folder (``figure``'s is a file)
+FOLDER_OUT = ("run", "sweep", "compare")
+
+
+def _check_out_folder(args: argparse.Namespace) -> None:
+    """The one check of a folder --out before the command starts: an existing file there is refused.
+
+    Raises:
+        InputError: ``--out`` of run, sweep or compare names an existing file.
+    """
+    out = getattr(args, "out", None)
+    if args.command in FOLDER_OUT and out and Path(out).exists() and not Path(out).is_dir():
+        raise InputError(f"--out '{out}' is a file, not a folder: give a folder path")
+
+
 COMMANDS = {"sweep": cmd_sweep, "run": cmd_run, "road": cmd_road, "report": cmd_report, "compare": cmd_compare, "figure": cmd_figure, "layers": cmd_layers, "methods": cmd_methods, "models": cmd_models}
 
 
@@ -786,6 +801,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return exc.code if isinstance(exc.code, int) else 0
     with _own_log_records_only(), _one_line_warnings(), _sigterm_as_interrupt():
         try:
+            _check_out_folder(args)
             code = COMMANDS[args.command](args)
             sys.stdout.flush()  # a reader gone away shows here, not at exit
             return code
