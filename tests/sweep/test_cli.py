@@ -227,3 +227,23 @@ def test_duplicate_files_are_one_item_and_said_so(tmp_path, capsys, monkeypatch)
     main(["sweep", str(listed), str(imgs / "a.png"), *CLI_ARGS, "--out", str(tmp_path / "o2"), "--quiet"])
     assert "duplicate files" not in capsys.readouterr().out
     assert json.loads((tmp_path / "o2" / "sweep.json").read_text())["duplicates"] == []
+
+
+@pytest.mark.slow
+def test_a_module_named_like_the_stdlibs_in_the_working_folder_does_not_break_the_workers(tmp_path):
+    """(review) A ``random.py`` in the current folder crashed the sweep (``EOFError`` from the fork server, which
+    starts with ``python -c``, so the working folder came first on its sys.path) and left sweep.json "running";
+    ``camanim run`` works there. Run as the console script runs (the script's own folder first on sys.path)."""
+    work, bin_ = tmp_path / "work", tmp_path / "bin"
+    work.mkdir()
+    bin_.mkdir()
+    (work / "random.py").write_text("raise RuntimeError('the working folder was imported from')\n")
+    (work / "html.py").write_text("raise RuntimeError('the working folder was imported from')\n")
+    script = bin_ / "camanim_script.py"
+    script.write_text("import sys\nfrom camanim.cli import main\nif __name__ == '__main__':\n    sys.exit(main())\n")
+    got = subprocess.run([sys.executable, str(script), "sweep", "sample:cat", *CLI_ARGS, "--workers", "1",
+                          "--out", "o", "--quiet"], cwd=work, env=_env(), capture_output=True, text=True, timeout=300)
+    assert got.returncode == 0, got.stderr
+    assert got.stdout.startswith("sweep: 1 items, 1 done, 0 failed")
+    assert json.loads((work / "o" / "sweep.json").read_text())["state"] == "done"
+    assert "PYTHONSAFEPATH" not in os.environ  # restored here too (the test process sets nothing)

@@ -152,3 +152,26 @@ def test_resume_with_another_road_batch_size_is_the_same_sweep(finished, referen
     other = dataclasses.replace(SETTINGS, road=dataclasses.replace(SETTINGS.road, trials=3))
     with pytest.raises(InputError, match=r"other settings .*\(road\)"):
         run_sweep([str(reference["list"])], out, other, SweepOptions(models=(MODEL,), resume=True))
+
+
+def test_workers_that_do_not_start_leave_a_resumed_sweep_as_it_was(finished, reference, tmp_path, monkeypatch):
+    """(review) A sweep whose workers did not start left ``"state": "running"`` behind: refused before any item,
+    a resumed sweep's sweep.json is put back as it was (a new sweep's folder is removed, as for a dead Ray address)."""
+    import shutil
+
+    import camanim.sweep.run as sweep_run
+    from camanim.sweep.pool import NOT_STARTED
+
+    def not_started(*a):
+        raise InputError(NOT_STARTED)
+
+    monkeypatch.setattr(sweep_run, "run_pool", not_started)
+    out = tmp_path / "out"
+    shutil.copytree(finished["out"], out)
+    before = (out / "sweep.json").read_text()
+    with pytest.raises(InputError, match="worker processes do not start: check the working folder"):
+        run_sweep([str(reference["list"])], out, SETTINGS, SweepOptions(models=(MODEL,), workers=1, resume=True))
+    assert (out / "sweep.json").read_text() == before and json.loads(before)["state"] == "done"
+    with pytest.raises(InputError, match="worker processes do not start"):
+        run_sweep(["sample:cat"], tmp_path / "new", SETTINGS, SweepOptions(models=(MODEL,), workers=1))
+    assert not (tmp_path / "new").exists()

@@ -197,6 +197,7 @@ def run_sweep(images: Sequence[str], out: str | Path, settings: SweepSettings, o
     cores = os.cpu_count() or 1
     workers = options.workers or max(1, min(cores, len(todo)))
     settings = dataclasses.replace(settings, threads=options.threads or max(1, cores // workers))
+    previous = (out / SWEEP_JSON).read_text(encoding="utf-8") if options.resume else None
     write_text(out / SWEEP_JSON, json.dumps({"state": "running", "settings": meta, "items": len(items)}, indent=2))
     total, finished = len(items), [len(items) - len(todo)]
     if progress is not None:
@@ -222,8 +223,10 @@ def run_sweep(images: Sequence[str], out: str | Path, settings: SweepSettings, o
             n = sum(k in keys for k in finished_keys(out))  # the tables, not the count: a part may be just in
             raise type(exc)(f"{n} of {len(items)} items finished") from None
         except InputError:
-            if not options.resume and finished[0] == 0:  # refused before any item (no Ray cluster): leave nothing
-                if created:
+            if finished[0] == total - len(todo):  # refused before any item (no Ray cluster, no worker started)
+                if previous is not None:  # a resume: the sweep as it was
+                    write_text(out / SWEEP_JSON, previous)
+                elif created:  # a new sweep: leave nothing
                     shutil.rmtree(out, ignore_errors=True)
                 else:
                     (out / SWEEP_JSON).unlink(missing_ok=True)
