@@ -247,3 +247,25 @@ def test_a_module_named_like_the_stdlibs_in_the_working_folder_does_not_break_th
     assert got.stdout.startswith("sweep: 1 items, 1 done, 0 failed")
     assert json.loads((work / "o" / "sweep.json").read_text())["state"] == "done"
     assert "PYTHONSAFEPATH" not in os.environ  # restored here too (the test process sets nothing)
+
+
+def test_ray_auto_with_a_ray_address_where_no_cluster_answers_is_refused(tmp_path, capsys, monkeypatch):
+    """(review) ``RAY_ADDRESS=127.0.0.1:1 camanim sweep ... --ray auto`` silently started its own local cluster:
+    the address the user set is refused as ``--ray ADDRESS`` is (one line, exit 2, no folder, Ray not reached)."""
+    import camanim.sweep.cluster as cluster
+
+    def reached() -> None:
+        raise AssertionError("Ray was imported for an address where nothing answers")
+
+    monkeypatch.setattr(cluster, "_ray", reached)
+    port = free_port()
+    monkeypatch.setenv("RAY_ADDRESS", f"127.0.0.1:{port}")
+    out = tmp_path / "out"
+    assert main(["sweep", "sample:cat", *CLI_ARGS, "--ray", "auto", "--out", str(out), "--quiet"]) == 2
+    assert capsys.readouterr().err == (f"camanim: error: RAY_ADDRESS=127.0.0.1:{port}: no Ray cluster answers there; "
+                                       "unset RAY_ADDRESS to start a local one, or start the cluster\n")
+    assert not out.exists()
+    monkeypatch.setenv("RAY_ADDRESS", "nohostport")
+    assert main(["sweep", "sample:cat", *CLI_ARGS, "--ray", "auto", "--out", str(out), "--quiet"]) == 2
+    assert capsys.readouterr().err == ("camanim: error: RAY_ADDRESS=nohostport is not HOST:PORT: unset RAY_ADDRESS "
+                                       "to start a local one, or set it to the cluster's address\n")
