@@ -395,3 +395,18 @@ def test_signed_numbers_never_show_minus_zero():
 
     assert [signed(v) for v in (-0.00001, -0.0, 0.0, 0.12345, -0.00006, 1e-9)] == [
         "+0.0000", "+0.0000", "+0.0000", "+0.1235", "-0.0001", "+0.0000"]
+
+
+@pytest.mark.parametrize("command", [
+    ["sweep", "sample:cat", "--model", "resnet18", "--weights", "none", "--quiet"],
+    ["run", "sample:cat", "--model", "resnet18", "--weights", "none", "--no-video"],
+    ["compare", "run-a", "run-b"],
+])
+def test_an_out_that_is_a_file_is_one_line_and_nothing_written(command, tmp_path, capsys, monkeypatch):
+    """(review) ``camanim sweep ... --out FILE`` ended in a FileExistsError traceback (exit 1): every subcommand
+    whose --out is a folder refuses an existing file in one line, exit 2, before anything is loaded or written."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "f").write_text("mine")
+    assert main([*command, "--out", "f"]) == 2
+    assert capsys.readouterr().err == "camanim: error: --out 'f' is a file, not a folder: give a folder path\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["f"] and (tmp_path / "f").read_text() == "mine"

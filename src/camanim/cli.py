@@ -301,6 +301,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
             bar.close()
     print(f"sweep: {summary['items']} items, {summary['ok']} done, {summary['failed']} failed"
           + (f", {summary['skipped']} finished before" if summary["skipped"] else "")
+          + (f", {len(summary['duplicates'])} duplicate files (the same content as another) not run again"
+             if summary["duplicates"] else "")
           + (f", {summary['restarts']} workers replaced" if summary["restarts"] else "")
           + f" ({summary['seconds']:.1f} s)")
     for f in summary["failures"][:10]:
@@ -312,8 +314,9 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         if best:
             ci = best.get("ci")
             interval = f" [{signed(ci[0])}, {signed(ci[1])}]" if ci else ""
+            above = {True: "yes", False: "no"}.get(best.get("above_baseline"), "undetermined")
             print(f"{g['model']} {g['method']}: best layer {best['name']} ROAD {signed(best['ybroad'])}{interval} "
-                  f"over {g['all']['n_images']} images")
+                  f"over {g['all']['n_images']} images; above chance: {above}")
     print(f"wrote {args.out}/")
     for key, p in summary["paths"].items():
         print(f"  {key:>10}: {p}")
@@ -734,6 +737,21 @@ def _run_dir(path: str) -> Path:
     return p
 
 
+#: the subcommands whose --out is a folder (``figure``'s is a file)
+FOLDER_OUT = ("run", "sweep", "compare")
+
+
+def _check_out_folder(args: argparse.Namespace) -> None:
+    """The one check of a folder --out before the command starts: an existing file there is refused.
+
+    Raises:
+        InputError: ``--out`` of run, sweep or compare names an existing file.
+    """
+    out = getattr(args, "out", None)
+    if args.command in FOLDER_OUT and out and Path(out).exists() and not Path(out).is_dir():
+        raise InputError(f"--out '{out}' is a file, not a folder: give a folder path")
+
+
 COMMANDS = {"sweep": cmd_sweep, "run": cmd_run, "road": cmd_road, "report": cmd_report, "compare": cmd_compare, "figure": cmd_figure, "layers": cmd_layers, "methods": cmd_methods, "models": cmd_models}
 
 
@@ -783,6 +801,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return exc.code if isinstance(exc.code, int) else 0
     with _own_log_records_only(), _one_line_warnings(), _sigterm_as_interrupt():
         try:
+            _check_out_folder(args)
             code = COMMANDS[args.command](args)
             sys.stdout.flush()  # a reader gone away shows here, not at exit
             return code

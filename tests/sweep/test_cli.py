@@ -178,3 +178,94 @@ def _group(pgid: int) -> list[int]:
             if fields[0] != "Z" and int(fields[2]) == pgid:
                 pids.append(int(name))
     return pids
+
+
+def test_the_best_layer_line_says_whether_it_is_above_chance(finished, reference, tmp_path, capsys, monkeypatch):
+    """(review) The summary's best-layer line never said whether the best layer is above the chance band
+    (sweep.json has it): the line ends with "above chance: yes|no" as sweep.json's ``above_baseline``."""
+    import camanim.sweep as sweep
+
+    monkeypatch.setattr(sweep, "run_sweep", lambda *a, **k: finished["summary"])  # a real sweep's summary
+    assert main(["sweep", str(reference["list"]), *CLI_ARGS, "--out", str(tmp_path / "o"), "--quiet"]) == 0
+    text = capsys.readouterr().out
+    groups = json.loads((finished["out"] / "sweep.json").read_text())["aggregates"]["groups"]
+    assert len(groups) == 2
+    for g in groups:
+        best = g["all"]["best"]
+        word = {True: "yes", False: "no", None: "undetermined"}[best["above_baseline"]]
+        line = next(x for x in text.splitlines() if x.startswith(f"resnet18 {g['method']}: best layer"))
+        assert line.endswith(f"over 3 images; above chance: {word}"), line
+
+
+def test_duplicate_files_are_one_item_and_said_so(tmp_path, capsys, monkeypatch):
+    """(review) Byte-identical files at different paths were merged into one item silently (6 files, 4 items,
+    the copies nowhere): still one item (keyed by content), but the summary counts them, sweep.json lists
+    them with the file they repeat, and sweep.html too. A list naming one path twice stays merged silently."""
+    import camanim.sweep.run as sweep_run
+
+    ran: list[list[str]] = []
+    monkeypatch.setattr(sweep_run, "run_pool", lambda items, *a: ran.append([it.image for it in items]) or 0)
+    imgs = tmp_path / "imgs"
+    (imgs / "sub").mkdir(parents=True)
+    for name, data in (("a.png", b"A"), ("b.png", b"A"), ("c.png", b"C"), ("sub/d.png", b"A"), ("sub/e.png", b"C"),
+                       ("sub/f.png", b"F")):
+        (imgs / name).write_bytes(data)
+    out = tmp_path / "out"
+    main(["sweep", str(imgs), *CLI_ARGS, "--out", str(out), "--quiet"])
+    text = capsys.readouterr().out
+    assert ran == [[str(imgs / "a.png"), str(imgs / "c.png"), str(imgs / "sub/f.png")]]
+    assert "3 duplicate files (the same content as another) not run again" in text
+    done = json.loads((out / "sweep.json").read_text())
+    assert done["duplicates"] == [{"path": str(imgs / "b.png"), "same_as": str(imgs / "a.png")},
+                                  {"path": str(imgs / "sub/d.png"), "same_as": str(imgs / "a.png")},
+                                  {"path": str(imgs / "sub/e.png"), "same_as": str(imgs / "c.png")}]
+    html = (out / "sweep.html").read_text()
+    assert "<ul id=duplicates>" in html and html.count(f"same content as {imgs / 'a.png'}") == 2
+    # one path named twice (a list and the file itself) is one file: nothing to tell
+    listed = tmp_path / "list.csv"
+    listed.write_text(f"path\n{imgs / 'a.png'}\n{imgs / 'c.png'}\n")
+    main(["sweep", str(listed), str(imgs / "a.png"), *CLI_ARGS, "--out", str(tmp_path / "o2"), "--quiet"])
+    assert "duplicate files" not in capsys.readouterr().out
+    assert json.loads((tmp_path / "o2" / "sweep.json").read_text())["duplicates"] == []
+
+
+@pytest.mark.slow
+def test_a_module_named_like_the_stdlibs_in_the_working_folder_does_not_break_the_workers(tmp_path):
+    """(review) A ``random.py`` in the current folder crashed the sweep (``EOFError`` from the fork server, which
+    starts with ``python -c``, so the working folder came first on its sys.path) and left sweep.json "running";
+    ``camanim run`` works there. Run as the console script runs (the script's own folder first on sys.path)."""
+    work, bin_ = tmp_path / "work", tmp_path / "bin"
+    work.mkdir()
+    bin_.mkdir()
+    (work / "random.py").write_text("raise RuntimeError('the working folder was imported from')\n")
+    (work / "html.py").write_text("raise RuntimeError('the working folder was imported from')\n")
+    script = bin_ / "camanim_script.py"
+    script.write_text("import sys\nfrom camanim.cli import main\nif __name__ == '__main__':\n    sys.exit(main())\n")
+    got = subprocess.run([sys.executable, str(script), "sweep", "sample:cat", *CLI_ARGS, "--workers", "1",
+                          "--out", "o", "--quiet"], cwd=work, env=_env(), capture_output=True, text=True, timeout=300)
+    assert got.returncode == 0, got.stderr
+    assert got.stdout.startswith("sweep: 1 items, 1 done, 0 failed")
+    assert json.loads((work / "o" / "sweep.json").read_text())["state"] == "done"
+    assert "PYTHONSAFEPATH" not in os.environ  # restored here too (the test process sets nothing)
+
+
+def test_ray_auto_with_a_ray_address_where_no_cluster_answers_is_refused(tmp_path, capsys, monkeypatch):
+    """(review) ``RAY_ADDRESS=127.0.0.1:1 camanim sweep ... --ray auto`` silently started its own local cluster:
+    the address the user set is refused as ``--ray ADDRESS`` is (one line, exit 2, no folder, Ray not reached)."""
+    import camanim.sweep.cluster as cluster
+
+    def reached() -> None:
+        raise AssertionError("Ray was imported for an address where nothing answers")
+
+    monkeypatch.setattr(cluster, "_ray", reached)
+    port = free_port()
+    monkeypatch.setenv("RAY_ADDRESS", f"127.0.0.1:{port}")
+    out = tmp_path / "out"
+    assert main(["sweep", "sample:cat", *CLI_ARGS, "--ray", "auto", "--out", str(out), "--quiet"]) == 2
+    assert capsys.readouterr().err == (f"camanim: error: RAY_ADDRESS=127.0.0.1:{port}: no Ray cluster answers there; "
+                                       "unset RAY_ADDRESS to start a local one, or start the cluster\n")
+    assert not out.exists()
+    monkeypatch.setenv("RAY_ADDRESS", "nohostport")
+    assert main(["sweep", "sample:cat", *CLI_ARGS, "--ray", "auto", "--out", str(out), "--quiet"]) == 2
+    assert capsys.readouterr().err == ("camanim: error: RAY_ADDRESS=nohostport is not HOST:PORT: unset RAY_ADDRESS "
+                                       "to start a local one, or set it to the cluster's address\n")

@@ -105,3 +105,73 @@ def test_the_sweeps_seconds_include_saving_its_runs(finished, reference, tmp_pat
     summary = run_sweep([str(reference["list"])], out, SETTINGS,
                         SweepOptions(models=(MODEL,), workers=1, resume=True, save_runs=2))
     assert summary["seconds"] >= 200.0  # both saved runs counted (the fake clock moves only while saving)
+
+
+def test_resume_with_images_outside_the_sweep_is_refused_and_a_superset_counts_only_its_own(finished, reference,
+                                                                                           tmp_path, monkeypatch):
+    """(review) ``--resume`` with fewer images than the sweep in ``out`` printed "1 items, 1 done, 0 failed, 3
+    finished before" and kept aggregating all 3: finished items that are not this sweep's are refused before any
+    work (nothing changed), and "finished before" counts only this sweep's items."""
+    import shutil
+
+    import camanim.sweep.run as sweep_run
+
+    out = tmp_path / "out"
+    shutil.copytree(finished["out"], out)
+    before = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    # all 5 finished items are others: the sweep's cat is labelled (its label is part of its identity)
+    with pytest.raises(InputError) as err:
+        run_sweep(["sample:cat"], out, SETTINGS, SweepOptions(models=(MODEL,), workers=1, resume=True))
+    assert str(err.value).startswith(f"--resume: '{out}' holds 5 finished items that are not among this sweep's")
+    assert "same images" in str(err.value) and "another --out" in str(err.value) and "\n" not in str(err.value)
+    assert {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
+    # a superset: the sweep's own 5 items (3 ok, 2 failed and tried again) plus a new one
+    ran: list[int] = []
+    monkeypatch.setattr(sweep_run, "run_pool", lambda items, *a: ran.append(len(items)) or 0)
+    summary = run_sweep([str(reference["list"]), "sample:motorcycle"], out, SETTINGS,
+                        SweepOptions(models=(MODEL,), workers=1, resume=True))
+    assert (ran, summary["items"], summary["skipped"]) == ([3], 6, 3)
+
+
+def test_resume_with_another_road_batch_size_is_the_same_sweep(finished, reference, tmp_path, monkeypatch):
+    """(review) ``--road-batch-size`` only sets how many perturbed images go per forward (the numbers do not
+    depend on it: tests/road/test_metric.py::test_seeded_reproducible_and_independent_of_batching), yet a resume
+    with another one was refused as "other settings (cam, road)"."""
+    import dataclasses
+    import shutil
+
+    import camanim.sweep.run as sweep_run
+
+    out = tmp_path / "out"
+    shutil.copytree(finished["out"], out)
+    ran: list[int] = []
+    monkeypatch.setattr(sweep_run, "run_pool", lambda items, *a: ran.append(len(items)) or 0)
+    other = dataclasses.replace(SETTINGS, road=dataclasses.replace(SETTINGS.road, batch_size=3))
+    summary = run_sweep([str(reference["list"])], out, other, SweepOptions(models=(MODEL,), workers=1, resume=True))
+    assert (ran, summary["skipped"], summary["ok"]) == ([2], 3, 3)
+    other = dataclasses.replace(SETTINGS, road=dataclasses.replace(SETTINGS.road, trials=3))
+    with pytest.raises(InputError, match=r"other settings .*\(road\)"):
+        run_sweep([str(reference["list"])], out, other, SweepOptions(models=(MODEL,), resume=True))
+
+
+def test_workers_that_do_not_start_leave_a_resumed_sweep_as_it_was(finished, reference, tmp_path, monkeypatch):
+    """(review) A sweep whose workers did not start left ``"state": "running"`` behind: refused before any item,
+    a resumed sweep's sweep.json is put back as it was (a new sweep's folder is removed, as for a dead Ray address)."""
+    import shutil
+
+    import camanim.sweep.run as sweep_run
+    from camanim.sweep.pool import NOT_STARTED
+
+    def not_started(*a):
+        raise InputError(NOT_STARTED)
+
+    monkeypatch.setattr(sweep_run, "run_pool", not_started)
+    out = tmp_path / "out"
+    shutil.copytree(finished["out"], out)
+    before = (out / "sweep.json").read_text()
+    with pytest.raises(InputError, match="worker processes do not start: check the working folder"):
+        run_sweep([str(reference["list"])], out, SETTINGS, SweepOptions(models=(MODEL,), workers=1, resume=True))
+    assert (out / "sweep.json").read_text() == before and json.loads(before)["state"] == "done"
+    with pytest.raises(InputError, match="worker processes do not start"):
+        run_sweep(["sample:cat"], tmp_path / "new", SETTINGS, SweepOptions(models=(MODEL,), workers=1))
+    assert not (tmp_path / "new").exists()

@@ -2,9 +2,9 @@
 (its models loaded once); items are handed to the actor that finishes first.
 
 Ray is imported here only, and only when a sweep asks for it (``--ray``): ``import camanim`` never
-loads it. ``address="auto"`` joins the cluster running on this machine (``RAY_ADDRESS``, else the one
-the last ``ray start`` recorded) or, when none answers, starts a local one on 127.0.0.1 only, without a
-dashboard; any other ``HOST:PORT`` joins that cluster. Before Ray is even imported, the address's port
+loads it. ``address="auto"`` joins the cluster running on this machine (``RAY_ADDRESS``, refused in one
+line when nothing answers there, else the one the last ``ray start`` recorded) or, when none answers,
+starts a local one on 127.0.0.1 only, without a dashboard; any other ``HOST:PORT`` joins that cluster. Before Ray is even imported, the address's port
 must answer a plain TCP connection within :data:`CONNECT_TIMEOUT_S` (Ray itself would wait on a dead
 address without end). A loopback address (127.0.0.1, ``localhost``, ::1), and the local cluster of
 ``auto``, run in Ray's loopback mode (``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0``; on Linux Ray otherwise
@@ -76,13 +76,26 @@ def answers(host: str, port: int, timeout: float = CONNECT_TIMEOUT_S) -> bool:
 
 
 def check_address(address: str) -> None:
-    """Refuse a ``--ray HOST:PORT`` where nothing answers, at once and before Ray is imported (``auto``
-    is always accepted: it starts a local cluster when none answers).
+    """Refuse a ``--ray HOST:PORT`` where nothing answers, at once and before Ray is imported; ``auto``
+    with ``RAY_ADDRESS`` set is checked the same way (the user named that cluster: starting a local one
+    instead would be a silent change), ``auto`` without it is accepted (it starts a local cluster when
+    none answers).
 
     Raises:
-        InputError: the address is malformed, or nothing accepts a connection at it.
+        InputError: the address (or ``RAY_ADDRESS``) is malformed, or nothing accepts a connection at it.
     """
     if address == "auto":
+        named = os.environ.get("RAY_ADDRESS", "").strip()
+        if named in ("", "auto", "local"):
+            return
+        try:
+            host, port = host_port(named)
+        except InputError:
+            raise InputError(f"RAY_ADDRESS={named} is not HOST:PORT: unset RAY_ADDRESS to start a local one, "
+                             "or set it to the cluster's address") from None
+        if not answers(host, port):
+            raise InputError(f"RAY_ADDRESS={named}: no Ray cluster answers there; unset RAY_ADDRESS to start a "
+                             "local one, or start the cluster")
         return
     host, port = host_port(address)
     if not answers(host, port):

@@ -148,9 +148,14 @@ def image_sha256(spec: str) -> str:
     return hashlib.sha256(spec.encode()).hexdigest()
 
 
-def sweep_items(images: Sequence[ImageEntry], models: Sequence[str], weights: str) -> list[SweepItem]:
-    """Every (image, model) pair as a :class:`SweepItem`; an image whose content repeats an earlier one
-    (same bytes, label and model) is left out: its key is the same.
+def sweep_plan(images: Sequence[ImageEntry], models: Sequence[str],
+               weights: str) -> tuple[list[SweepItem], list[dict[str, str]]]:
+    """Every (image, model) pair as a :class:`SweepItem`, and the files left out because their content
+    repeats an earlier file's (same bytes and label: the same key, so the same item, run once).
+
+    Returns:
+        ``(items, duplicates)``; ``duplicates``: ``[{"path": file left out, "same_as": the file run}]`` in
+        list order (one path listed twice is one file, merged by :func:`expand_images`, not a duplicate).
 
     Raises:
         InputError: no model named.
@@ -158,6 +163,12 @@ def sweep_items(images: Sequence[ImageEntry], models: Sequence[str], weights: st
     if not models:
         raise InputError("--model names no model: give one or several, e.g. --model resnet18,efficientnet_lite0")
     hashes = {e.image: image_sha256(e.image) for e in images}
+    first: dict[tuple[str, str | None], str] = {}
+    duplicates = []
+    for e in images:
+        seen = first.setdefault((hashes[e.image], e.label), e.image)
+        if seen != e.image:
+            duplicates.append({"path": e.image, "same_as": seen})
     items, keys = [], set()
     for model in models:
         for e in images:
@@ -165,4 +176,14 @@ def sweep_items(images: Sequence[ImageEntry], models: Sequence[str], weights: st
             if key not in keys:
                 keys.add(key)
                 items.append(SweepItem(e.image, e.label, model, hashes[e.image], key))
-    return items
+    return items, duplicates
+
+
+def sweep_items(images: Sequence[ImageEntry], models: Sequence[str], weights: str) -> list[SweepItem]:
+    """Every (image, model) pair as a :class:`SweepItem`; an image whose content repeats an earlier one
+    (same bytes, label and model) is left out: its key is the same (:func:`sweep_plan` names those files).
+
+    Raises:
+        InputError: no model named.
+    """
+    return sweep_plan(images, models, weights)[0]

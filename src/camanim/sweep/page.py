@@ -150,6 +150,10 @@ def render_page(summary: dict[str, Any]) -> str:
         body.append("<h2>Failed items</h2><ul id=failures>")
         body += [f"<li>{esc(f['image'])} · {esc(f['model'])}: {esc(f['error'])}</li>" for f in summary["failures"]]
         body.append("</ul>")
+    if summary.get("duplicates"):
+        body.append("<h2>Duplicate files (not run again)</h2><ul id=duplicates>")
+        body += [f"<li>{esc(d['path'])}: same content as {esc(d['same_as'])}</li>" for d in summary["duplicates"]]
+        body.append("</ul>")
     methods = sorted({m for r in summary["per_image"] for m in r["best"]})
     body.append("<h2>Images</h2><table id=images><thead><tr><th>image</th><th>model</th><th>predicted</th><th>p</th>"
                 "<th>label</th><th>correct</th>" + "".join(f"<th>best layer: {esc(m)}</th>" for m in methods)

@@ -18,10 +18,12 @@ import os
 import signal
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from multiprocessing.connection import Connection, wait
 from typing import Any
 
+from ..errors import InputError
 from .items import SweepItem
 from .work import ItemWorker, SweepSettings
 
@@ -51,6 +53,30 @@ def pool_context() -> Any:
     return mp.get_context("spawn")
 
 
+@contextmanager
+def safe_path() -> Iterator[None]:
+    """``PYTHONSAFEPATH=1`` in this process's environment while the block starts processes, restored after.
+
+    The fork server (and, with spawn, each worker) starts as ``python -c``, which puts the working folder
+    first on its ``sys.path``: a ``random.py`` or ``html.py`` there would be imported in place of the
+    standard library's. Safe path leaves it out; the workers then take this process's ``sys.path``.
+    """
+    before = os.environ.get("PYTHONSAFEPATH")
+    os.environ["PYTHONSAFEPATH"] = "1"
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop("PYTHONSAFEPATH", None)
+        else:
+            os.environ["PYTHONSAFEPATH"] = before
+
+
+#: the one line of a worker process that does not start (the fork server fails as it starts)
+NOT_STARTED = ("the sweep's worker processes do not start: check the working folder and PYTHONPATH for files named "
+               "like Python modules (random.py, html.py, ...) and that camanim imports (python -c 'import camanim')")
+
+
 def _worker_main(conn: Connection, settings: SweepSettings) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle (it stops the workers)
     worker = ItemWorker(settings)
@@ -73,12 +99,13 @@ class _Slot:
             self.conn, child = ctx.Pipe()
             self.proc = ctx.Process(target=_worker_main, args=(child, settings), daemon=True, name="camanim-sweep")
             try:
-                self.proc.start()
+                with safe_path():
+                    self.proc.start()
                 break
             except (EOFError, OSError):  # the fork server died as this worker was asked of it: it starts anew
                 self.conn.close()
                 if attempt == 2:
-                    raise
+                    raise InputError(NOT_STARTED) from None
                 time.sleep(0.2)
             finally:
                 child.close()
@@ -120,14 +147,19 @@ def run_pool(items: Sequence[SweepItem], settings: SweepSettings, workers: int, 
 
     Returns:
         How many worker processes died and were replaced.
+
+    Raises:
+        InputError: a worker process does not start (:data:`NOT_STARTED`), three times in a row.
     """
     ctx = pool_context()
     queue = deque(items)
     attempts: dict[str, int] = {}
-    slots = [_Slot(ctx, settings) for _ in range(max(1, min(workers, len(items))))]
+    slots: list[_Slot] = []
     restarts = 0
     ok = False
     try:
+        for _ in range(max(1, min(workers, len(items)))):
+            slots.append(_Slot(ctx, settings))  # in the try: a worker that does not start stops those before it
         while queue or any(s.item is not None for s in slots):
             for slot in slots:
                 if slot.item is None and queue:

@@ -23,7 +23,7 @@ from typing import Any
 from ..errors import InputError
 from ..rundir import write_text
 from .aggregate import aggregates
-from .items import SweepItem, expand_images, sweep_items
+from .items import SweepItem, expand_images, sweep_plan
 from .page import write_page, write_plot
 from .pool import run_pool
 from .tables import IMAGES, LAYERS, create_tables, finished_keys, read_table, write_csv, write_part, ybroad_of
@@ -31,6 +31,9 @@ from .work import ItemWorker, SweepSettings, one_line, save_run
 
 SWEEP_JSON, SWEEP_HTML, SWEEP_PNG = "sweep.json", "sweep.html", "sweep.png"
 SAVE_WHICH = ("first", "misclassified", "lowest-confidence")
+#: ROAD options that set only how the numbers are computed, not the numbers (perturbed images per forward):
+#: left out of the settings a resume compares
+HOW_ONLY = ("batch_size",)
 
 
 @dataclass(frozen=True)
@@ -71,10 +74,11 @@ class SweepOptions:
 
 def _settings_json(settings: SweepSettings, options: SweepOptions) -> dict[str, Any]:
     cam = dict(settings.cam)
+    road = {k: v for k, v in dataclasses.asdict(settings.road).items() if k not in HOW_ONLY}
     return json.loads(json.dumps({"models": list(options.models), "methods": list(settings.methods),
                                   "weights": settings.weights, "input_size": settings.input_size,
                                   "model_options": dict(settings.model_options),
-                                  "cam": cam, "road": dataclasses.asdict(settings.road)}, default=str))
+                                  "cam": cam, "road": road}, default=str))
 
 
 def _check_out(out: Path, settings: dict[str, Any], resume: bool) -> None:
@@ -87,10 +91,24 @@ def _check_out(out: Path, settings: dict[str, Any], resume: bool) -> None:
     if not path.exists():
         raise InputError(f"--resume: '{out}' holds no sweep (no {SWEEP_JSON}): drop --resume to start one")
     before = json.loads(path.read_text(encoding="utf-8")).get("settings")
+    if isinstance(before, dict) and isinstance(before.get("road"), dict):  # a sweep.json that kept them
+        before["road"] = {k: v for k, v in before["road"].items() if k not in HOW_ONLY}
     if before != settings:
         changed = sorted(k for k in settings if settings.get(k) != (before or {}).get(k))
         raise InputError(f"--resume with other settings than the sweep in '{out}' ({', '.join(changed)}): "
                          "use the same options, or another --out")
+
+
+def _check_resumed_items(out: Path, items: list[SweepItem]) -> None:
+    """Raises InputError: ``out`` holds finished items (ok or failed) that are not among ``items`` (a resume
+    with other images would mix both in the tables and the aggregates; more images than before are fine)."""
+    keys = {it.key for it in items}
+    others = {k for k in finished_keys(out) if k not in keys}
+    if others:
+        images = {r["key"]: r["image"] for r in read_table(out, IMAGES).to_pylist()}
+        example = images[sorted(others, key=lambda k: images[k])[0]]
+        raise InputError(f"--resume: '{out}' holds {len(others)} finished items that are not among this sweep's "
+                         f"(e.g. '{example}'): give the same images (more are fine), or another --out")
 
 
 def _remove_stale_parts(out: Path) -> None:
@@ -139,7 +157,8 @@ def run_sweep(images: Sequence[str], out: str | Path, settings: SweepSettings, o
         progress: called as ``progress(done, total)`` items after each finished item (and once at the start).
 
     Returns:
-        The summary: ``items``, ``ok``, ``failed``, ``skipped`` (finished before a resume), ``restarts``
+        The summary: ``items``, ``ok``, ``failed``, ``skipped`` (finished before a resume), ``duplicates``
+        (``[{"path", "same_as"}]``: files with the content of an earlier one, not run again), ``restarts``
         (workers replaced), ``seconds``, ``paths`` and ``aggregates`` (as in ``sweep.json``).
 
     Raises:
@@ -154,7 +173,7 @@ def run_sweep(images: Sequence[str], out: str | Path, settings: SweepSettings, o
     """
     t0 = time.perf_counter()
     out = Path(out)
-    items = sweep_items(expand_images(images), options.models, settings.weights)
+    items, duplicates = sweep_plan(expand_images(images), options.models, settings.weights)
     if options.save_runs and options.save_which == "misclassified" and all(it.label is None for it in items):
         raise InputError("--save-which misclassified needs true labels, and no image has one: give a CSV/TSV list "
                          "with a label column, or choose --save-which first or lowest-confidence")
@@ -167,6 +186,8 @@ def run_sweep(images: Sequence[str], out: str | Path, settings: SweepSettings, o
         here.check(model, local=options.ray is None)  # an option that fits no item: refused before any runs
     meta = _settings_json(settings, options)
     _check_out(out, meta, options.resume)
+    if options.resume:
+        _check_resumed_items(out, items)
     created = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
     create_tables(out)  # readable (empty) before the first item finishes
@@ -176,6 +197,7 @@ def run_sweep(images: Sequence[str], out: str | Path, settings: SweepSettings, o
     cores = os.cpu_count() or 1
     workers = options.workers or max(1, min(cores, len(todo)))
     settings = dataclasses.replace(settings, threads=options.threads or max(1, cores // workers))
+    previous = (out / SWEEP_JSON).read_text(encoding="utf-8") if options.resume else None
     write_text(out / SWEEP_JSON, json.dumps({"state": "running", "settings": meta, "items": len(items)}, indent=2))
     total, finished = len(items), [len(items) - len(todo)]
     if progress is not None:
@@ -201,17 +223,21 @@ def run_sweep(images: Sequence[str], out: str | Path, settings: SweepSettings, o
             n = sum(k in keys for k in finished_keys(out))  # the tables, not the count: a part may be just in
             raise type(exc)(f"{n} of {len(items)} items finished") from None
         except InputError:
-            if not options.resume and finished[0] == 0:  # refused before any item (no Ray cluster): leave nothing
-                if created:
+            if finished[0] == total - len(todo):  # refused before any item (no Ray cluster, no worker started)
+                if previous is not None:  # a resume: the sweep as it was
+                    write_text(out / SWEEP_JSON, previous)
+                elif created:  # a new sweep: leave nothing
                     shutil.rmtree(out, ignore_errors=True)
                 else:
                     (out / SWEEP_JSON).unlink(missing_ok=True)
             raise
-    return _finish(out, items, settings, options, meta, restarts, len(done_before), t0, here)
+    skipped = sum(it.key in done_before for it in items)  # this sweep's own, never another's
+    return _finish(out, items, settings, options, meta, restarts, skipped, t0, here, duplicates)
 
 
 def _finish(out: Path, items: list[SweepItem], settings: SweepSettings, options: SweepOptions,
-            meta: dict[str, Any], restarts: int, skipped: int, t0: float, worker: ItemWorker) -> dict[str, Any]:
+            meta: dict[str, Any], restarts: int, skipped: int, t0: float, worker: ItemWorker,
+            duplicates: list[dict[str, str]]) -> dict[str, Any]:
     paths: dict[str, str] = {k: str(p) for k, p in write_csv(out, settings.road.percentiles).items()}
     paths.update(images=str(out / IMAGES), layers=str(out / LAYERS))
     rows = read_table(out, IMAGES).to_pylist()
@@ -234,7 +260,7 @@ def _finish(out: Path, items: list[SweepItem], settings: SweepSettings, options:
     seconds = time.perf_counter() - t0  # to the end: saving runs and the aggregates included
     summary = {
         "state": "done", "settings": meta, "items": len(items), "ok": n_ok, "failed": len(rows) - n_ok,
-        "skipped": skipped, "restarts": restarts, "seconds": seconds,
+        "skipped": skipped, "restarts": restarts, "seconds": seconds, "duplicates": duplicates,
         "accuracy": _accuracy(rows),
         "failures": [{"image": r["image"], "model": r["model"], "error": r["error"]} for r in rows
                      if r["status"] != "ok"],
