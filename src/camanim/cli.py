@@ -310,13 +310,18 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     for model, acc in (summary["accuracy"] or {}).items():
         print(f"accuracy {model}: {acc['correct']}/{acc['images']}")
     for g in summary["aggregates"]["groups"]:
-        best = (g["all"] or {}).get("best")
+        across = g["all"] or {}
+        best, left_out = across.get("best"), across.get("images_left_out") or []
+        out_words = f" ({len(left_out)} left out: no layer scored there)" if left_out else ""
         if best:
             ci = best.get("ci")
             interval = f" [{signed(ci[0])}, {signed(ci[1])}]" if ci else ""
-            above = {True: "yes", False: "no"}.get(best.get("above_baseline"), "undetermined")
+            # as the verdict's statement: the best layer's interval above the chance band's upper end
+            above = {True: "yes", False: "no"}.get(best.get("separable_from_baseline"), "undetermined")
             print(f"{g['model']} {g['method']}: best layer {best['name']} ROAD {signed(best['ybroad'])}{interval} "
-                  f"over {g['all']['n_images']} images; above chance: {above}")
+                  f"over {across['n_images']} images{out_words}; above the chance band: {above}")
+        elif across:
+            print(f"{g['model']} {g['method']}: no best layer: {across.get('statement', '')}{out_words}")
     print(f"wrote {args.out}/")
     for key, p in summary["paths"].items():
         print(f"  {key:>10}: {p}")

@@ -182,7 +182,8 @@ def _group(pgid: int) -> list[int]:
 
 def test_the_best_layer_line_says_whether_it_is_above_chance(finished, reference, tmp_path, capsys, monkeypatch):
     """(review) The summary's best-layer line never said whether the best layer is above the chance band
-    (sweep.json has it): the line ends with "above chance: yes|no" as sweep.json's ``above_baseline``."""
+    (sweep.json has it): the line ends with "above the chance band: yes|no", as the verdict's statement
+    (the best layer's interval above the band: ``separable_from_baseline``), not its mean alone."""
     import camanim.sweep as sweep
 
     monkeypatch.setattr(sweep, "run_sweep", lambda *a, **k: finished["summary"])  # a real sweep's summary
@@ -192,9 +193,31 @@ def test_the_best_layer_line_says_whether_it_is_above_chance(finished, reference
     assert len(groups) == 2
     for g in groups:
         best = g["all"]["best"]
-        word = {True: "yes", False: "no", None: "undetermined"}[best["above_baseline"]]
+        word = {True: "yes", False: "no", None: "undetermined"}[best["separable_from_baseline"]]
         line = next(x for x in text.splitlines() if x.startswith(f"resnet18 {g['method']}: best layer"))
-        assert line.endswith(f"over 3 images; above chance: {word}"), line
+        assert line.endswith(f"over 3 images; above the chance band: {word}"), line
+
+
+def test_a_group_without_a_best_layer_and_images_left_out_are_said(finished, reference, tmp_path, capsys,
+                                                                   monkeypatch):
+    """(review) A (model, method) whose images gave no scored layer vanished from the summary without a word;
+    images left out of a group's statistics (every CAM constant there) are counted on its line."""
+    import copy
+
+    import camanim.sweep as sweep
+
+    summary = copy.deepcopy(finished["summary"])
+    first, second = summary["aggregates"]["groups"]
+    first["all"].update(best=None, statement="no layer has a defined ROAD score (non-spatial or constant CAMs only)",
+                        images_left_out=["a.png", "b.png", "c.png"], n_images=0)
+    second["all"]["images_left_out"] = ["d.png"]
+    monkeypatch.setattr(sweep, "run_sweep", lambda *a, **k: summary)
+    assert main(["sweep", str(reference["list"]), *CLI_ARGS, "--out", str(tmp_path / "o"), "--quiet"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert (f"resnet18 {first['method']}: no best layer: no layer has a defined ROAD score (non-spatial or constant "
+            "CAMs only) (3 left out: no layer scored there)") in lines
+    line = next(x for x in lines if x.startswith(f"resnet18 {second['method']}: best layer"))
+    assert f"over {second['all']['n_images']} images (1 left out: no layer scored there); above the chance band:" in line
 
 
 def test_duplicate_files_are_one_item_and_said_so(tmp_path, capsys, monkeypatch):
