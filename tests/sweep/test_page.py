@@ -29,3 +29,23 @@ def test_the_curve_names_its_layers():
     assert points == [("0", "1 layer2.1.conv1: 0.1 [0.05, 0.15]"), ("2", "3 layer3.1.conv1: -0.2 [-0.3, -0.1]")]
     assert "<title>best: 1 layer2.1.conv1: 0.1</title>" in svg
     assert "layer (1 … 3; hover a point for its name)" in svg
+
+
+def test_the_groups_warnings_are_on_the_page(finished):
+    """(review) A group's warnings (an image left out: every CAM constant there) were only in sweep.json."""
+    import copy
+
+    from camanim.sweep.page import render_page
+
+    summary = copy.deepcopy(finished["summary"])
+    group = summary["aggregates"]["groups"][0]
+    group["all"]["warnings"] = ["1 of 3 images left out (a.png & b): no layer has a ROAD score there"]
+    html = render_page(summary)
+    found = re.search(r"<ul id=warnings>(.*?)</ul>", html)
+    assert found is not None
+    assert found.group(1) == (f"<li>{group['model']} · {group['method']}: 1 of 3 images left out (a.png &amp; b): "
+                              "no layer has a ROAD score there</li>")
+    del group["all"]["warnings"]
+    for g in summary["aggregates"]["groups"]:
+        g["all"]["warnings"] = []
+    assert "id=warnings" not in render_page(summary)

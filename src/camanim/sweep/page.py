@@ -134,6 +134,10 @@ def render_page(summary: dict[str, Any]) -> str:
             if split in g:
                 body.append(_best_row(g["model"], g["method"], split, g[split]))
     body.append("</tbody></table>")
+    warned = [(g, w) for g in agg["groups"] for w in ((g.get("all") or {}).get("warnings") or [])]
+    if warned:  # images left out, layers scored on fewer images, low confidence, no layer above chance
+        body.append("<ul id=warnings>" + "".join(f"<li>{esc(g['model'])} · {esc(g['method'])}: {esc(w)}</li>"
+                                                 for g, w in warned) + "</ul>")
     body.append("<h2>Methods ranked per model</h2><table id=ranking><thead><tr><th>model</th><th>rank</th>"
                 "<th>method</th><th>best layer</th><th>mean ROAD [95% CI]</th></tr></thead><tbody>")
     for model, ranks in agg["ranking"].items():
