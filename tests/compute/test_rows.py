@@ -192,3 +192,31 @@ def test_layers_distinct_keeps_one_layer_per_distinct_cam_and_combines_with_a_pa
     assert [r.index for r in distinct.layers] == list(range(len(firsts)))
     assert all(r.same_as is None for r in distinct.layers)
     torch.testing.assert_close(distinct.cams, every.cams[firsts])
+
+
+class _Tied(nn.Module):
+    """Logits with exact ties at the top (classes 3 and 700 to 999 equal, the rest lower), joined to the
+    input by a zero term (so the pass runs; its gradient is zero): the near-uniform output of a random wide
+    classifier, whose softmax values tie in float32."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.net = _net(1)
+
+    def forward(self, x):
+        z = torch.zeros(x.shape[0], 1000)
+        z[:, 700:] = 1.0
+        bump = self.net(x)[:, 0] * 0
+        z[:, 3] = 1.0
+        return z + torch.nn.functional.one_hot(torch.tensor([3]), 1000) * bump[:, None]
+
+
+def test_the_prediction_shown_is_the_class_explained_among_tied_scores(x):
+    """(review) A random efficientnet_b7 printed "predicted class: 3" beside "target class: 755", both p=0.001:
+    the target is the logits' argmax (first among equals), the top-5 came from topk of the softmax values,
+    whose pick among ties is another class. The top-5 is now ranked by the logits, first index first."""
+    with pytest.warns(RuntimeWarning, match="no usable gradient"):
+        result = camanim.animate(_Tied(), x, layers="net.2")
+    assert result.target.index == 3
+    assert result.top[0].index == 3
+    assert [t.index for t in result.top[1:]] == [700, 701, 702, 703]

@@ -292,7 +292,11 @@ def _split(comp: Computation, r: int, image: int, x: torch.Tensor, vectors: Unit
     kind = probability_kind(options.score if isinstance(options.score, str) else "custom", comp.logits.shape[1])
     scores = class_scores(comp.logits.float(), kind)[r]
     probability = float(scores[tgt])
-    values, indices = scores.topk(min(5, scores.numel()))
+    # ranked by the logits, first index first among equals (as the argmax that picked the target), not by the
+    # probabilities: near-uniform softmax values of a random model round to ties in float32 and topk's pick among
+    # ties could name another class as the prediction than the one explained
+    indices = torch.sort(class_logits(comp.logits.float())[r], descending=True, stable=True).indices[:5]
+    values = scores[indices]
     top = [{"index": int(i), "label": labels[int(i)] if labels and int(i) < len(labels) else None,
             "score": round(float(v), 6)} for v, i in zip(values, indices)]
     label = labels[tgt] if labels and tgt < len(labels) else None
