@@ -66,7 +66,8 @@ class YbRoadAcross:
     @property
     def scored_draws(self) -> np.ndarray:
         """``(S, L)`` :attr:`draws` of the scored images only (all images when none is scored)."""
-        return np.stack([r.curve_mean.numpy() for r in self._used()])
+        scored = self.scored
+        return self.draws[scored] if scored.any() else self.draws
 
     @property
     def n_images(self) -> np.ndarray:

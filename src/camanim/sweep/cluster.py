@@ -30,7 +30,7 @@ from typing import Any
 
 from ..errors import InputError
 from .items import SweepItem
-from .pool import MAX_ATTEMPTS, OnResult, died
+from .pool import MAX_ATTEMPTS, OnResult, died, environ_set
 from .work import ItemWorker, SweepSettings, one_line
 
 #: the Ray namespace of the sweep's actors, named ``camanim-sweep-<run>-<i>``
@@ -111,20 +111,15 @@ def loopback_mode(on: bool) -> Iterator[None]:
     if not on:
         yield
         return
-    before_env = os.environ.get(LOOPBACK_ENV)
-    os.environ[LOOPBACK_ENV] = "0"
     import ray._private.ray_constants as constants
 
     before = constants.ENABLE_RAY_CLUSTER
-    constants.ENABLE_RAY_CLUSTER = False
-    try:
-        yield
-    finally:
-        constants.ENABLE_RAY_CLUSTER = before
-        if before_env is None:
-            os.environ.pop(LOOPBACK_ENV, None)
-        else:
-            os.environ[LOOPBACK_ENV] = before_env
+    with environ_set(LOOPBACK_ENV, "0"):
+        constants.ENABLE_RAY_CLUSTER = False
+        try:
+            yield
+        finally:
+            constants.ENABLE_RAY_CLUSTER = before
 
 
 def _auto_target() -> str | None:

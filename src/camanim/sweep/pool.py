@@ -19,7 +19,7 @@ import signal
 import time
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from multiprocessing.connection import Connection, wait
 from typing import Any
 
@@ -54,22 +54,28 @@ def pool_context() -> Any:
 
 
 @contextmanager
-def safe_path() -> Iterator[None]:
-    """``PYTHONSAFEPATH=1`` in this process's environment while the block starts processes, restored after.
+def environ_set(name: str, value: str) -> Iterator[None]:
+    """``name=value`` in this process's environment (which the processes it starts inherit) while the
+    block runs; the variable's previous value, or its absence, restored after."""
+    before = os.environ.get(name)
+    os.environ[name] = value
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = before
+
+
+def safe_path() -> AbstractContextManager[None]:
+    """``PYTHONSAFEPATH=1`` while the block starts processes (:func:`environ_set`).
 
     The fork server (and, with spawn, each worker) starts as ``python -c``, which puts the working folder
     first on its ``sys.path``: a ``random.py`` or ``html.py`` there would be imported in place of the
     standard library's. Safe path leaves it out; the workers then take this process's ``sys.path``.
     """
-    before = os.environ.get("PYTHONSAFEPATH")
-    os.environ["PYTHONSAFEPATH"] = "1"
-    try:
-        yield
-    finally:
-        if before is None:
-            os.environ.pop("PYTHONSAFEPATH", None)
-        else:
-            os.environ["PYTHONSAFEPATH"] = before
+    return environ_set("PYTHONSAFEPATH", "1")
 
 
 #: the one line of a worker process that does not start (the fork server fails as it starts)

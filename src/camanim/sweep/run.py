@@ -36,6 +36,11 @@ SAVE_WHICH = ("first", "misclassified", "lowest-confidence")
 HOW_ONLY = ("batch_size",)
 
 
+def _compared_road(road: dict[str, Any]) -> dict[str, Any]:
+    """The ROAD settings a resume compares: all but :data:`HOW_ONLY`."""
+    return {k: v for k, v in road.items() if k not in HOW_ONLY}
+
+
 @dataclass(frozen=True)
 class SweepOptions:
     """How a sweep runs (what each item computes is :class:`~camanim.sweep.work.SweepSettings`).
@@ -74,7 +79,7 @@ class SweepOptions:
 
 def _settings_json(settings: SweepSettings, options: SweepOptions) -> dict[str, Any]:
     cam = dict(settings.cam)
-    road = {k: v for k, v in dataclasses.asdict(settings.road).items() if k not in HOW_ONLY}
+    road = _compared_road(dataclasses.asdict(settings.road))
     return json.loads(json.dumps({"models": list(options.models), "methods": list(settings.methods),
                                   "weights": settings.weights, "input_size": settings.input_size,
                                   "model_options": dict(settings.model_options),
@@ -92,7 +97,7 @@ def _check_out(out: Path, settings: dict[str, Any], resume: bool) -> None:
         raise InputError(f"--resume: '{out}' holds no sweep (no {SWEEP_JSON}): drop --resume to start one")
     before = json.loads(path.read_text(encoding="utf-8")).get("settings")
     if isinstance(before, dict) and isinstance(before.get("road"), dict):  # a sweep.json that kept them
-        before["road"] = {k: v for k, v in before["road"].items() if k not in HOW_ONLY}
+        before["road"] = _compared_road(before["road"])
     if before != settings:
         changed = sorted(k for k in settings if settings.get(k) != (before or {}).get(k))
         raise InputError(f"--resume with other settings than the sweep in '{out}' ({', '.join(changed)}): "
