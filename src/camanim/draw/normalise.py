@@ -53,15 +53,10 @@ def normalise(cams: torch.Tensor, kind: str = "local", size: tuple[int, int] | N
         ValueError: If ``kind`` is not one of :data:`NORMALISATIONS`.
     """
     _check(kind)
-    x = cams.float().detach().cpu() if size is not None else cams.float()
+    x = _finite(cams.float().detach().cpu() if size is not None else cams.float())
     if x.numel() == 0:
         return x.clone()
-    if kind == "local":
-        lo, hi = _layer_range(x)
-    else:
-        lo, hi = x.min(), x.max()
-    if not (torch.isfinite(lo).all() and torch.isfinite(hi).all()):  # min/max carry any NaN or infinity
-        return normalise(torch.nan_to_num(x), kind, size)
+    lo, hi = _layer_range(x) if kind == "local" else (x.min(), x.max())
     return scale(_resized(x, size), lo, hi)
 
 
@@ -86,13 +81,18 @@ def _finite(x: torch.Tensor) -> torch.Tensor:
     return x
 
 
+def _as_view(cams: LayerView | torch.Tensor) -> LayerView:
+    """A whole (L, ...) tensor as a :class:`~camanim.compute.LayerView` of its own rows; a view as it is."""
+    return cams if isinstance(cams, LayerView) else LayerView(len(cams), cams.shape[1:], lambda a, b: cams[a:b])
+
+
 def global_range(cams: LayerView | torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """The network's min and max over every layer of raw CAMs, read a run of layers at a time.
 
     NaN and infinities count as :func:`normalise` counts them (replaced by numbers). Returns two
     float32 scalars (0-dim tensors); both 0 for no CAMs.
     """
-    view = cams if isinstance(cams, LayerView) else LayerView(len(cams), cams.shape[1:], lambda a, b: cams[a:b])
+    view = _as_view(cams)
     los, his = [], []
     for _, _, part in view.chunks():
         part = _finite(part)
@@ -126,7 +126,7 @@ def normalised_view(cams: LayerView | torch.Tensor, kind: str = "local", size: t
         ValueError: If ``kind`` is not one of :data:`NORMALISATIONS`.
     """
     _check(kind)
-    view = cams if isinstance(cams, LayerView) else LayerView(len(cams), cams.shape[1:], lambda a, b: cams[a:b])
+    view = _as_view(cams)
     if kind == "global":
         lo, hi = bounds if bounds is not None else global_range(view)
 
