@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..compute.maps import CHUNK_BYTES, CHUNK_LAYERS
 from ..draw import (
     MAX_SIDE,
     NORMALISATIONS,
@@ -104,10 +105,10 @@ class Media:
 
 #: a chunk of frames holds at most this many bytes (the frames in memory are a few chunks per normalisation)
 FRAME_CHUNK_BYTES = 32 * 2**20
-#: a chunk of input-size maps holds at most this many bytes
-MAP_CHUNK_BYTES = 16 * 2**20
-#: the most frames a chunk holds
-CHUNK_FRAMES = 64
+#: a chunk of input-size maps holds at most this many bytes (the CAM views' own chunk, ``compute.maps``)
+MAP_CHUNK_BYTES = CHUNK_BYTES
+#: the most frames a chunk holds (as many as the layers of a CAM view's chunk)
+CHUNK_FRAMES = CHUNK_LAYERS
 #: how many chunks the drawing may run ahead of the slowest reader (encoder, PNG writer)
 AHEAD = 2
 
