@@ -6,8 +6,8 @@ the images, and the best layer is chosen by the same rules as on one image
 (:func:`camanim.road.verdict.verdict`): aliases are one candidate, the chance band is the images'
 random-ranking baselines, separability from the runner-up is the paired difference over images.
 
-An image on which no layer has a score (every CAM constant: Grad-CAM of a class the model gives no
-gradient towards, often a misclassified image's label) is left out of everything and named in a
+An image on which no layer has a score (every CAM of the method constant, e.g. a Grad-CAM whose weighted
+activations are negative everywhere and all zero after its ReLU, often for a misclassified image's label) is left out of everything and named in a
 warning; a layer without a score on some of the other images gets its mean and interval over the
 images where it has one (``n_images``), is not a candidate for the best layer, and is counted in a warning.
 """
@@ -122,7 +122,7 @@ class YbRoadAcross:
         left_out = self.images_left_out
         if left_out:
             warnings.append(f"{len(left_out)} of {len(self.per_image)} images left out ({_names(left_out)}): no layer "
-                            "has a ROAD score there (every CAM constant: the model gives the target no gradient), so "
+                            "has a ROAD score there (every CAM of this method constant, e.g. all zero after its ReLU), so "
                             "they say nothing about which layer is faithful")
         fewer = [i for i in range(len(defined)) if not defined[i] and n_images[i] > 0]
         if fewer and scored.any():
