@@ -65,7 +65,7 @@ def test_progress_and_sweep_json(finished):
 
 def test_save_runs_writes_the_lowest_confidence_image(finished):
     rows = [r for r in finished["summary"]["per_image"] if r["status"] == "ok"]
-    lowest = min(rows, key=lambda r: r["probability"])
+    lowest = min(rows, key=lambda r: r["predicted_probability"])
     assert [r["image"] for r in rows if r["runs"]] == [lowest["image"]]
     for method, rel in lowest["runs"].items():
         report = finished["out"] / rel
@@ -175,3 +175,12 @@ def test_workers_that_do_not_start_leave_a_resumed_sweep_as_it_was(finished, ref
     with pytest.raises(InputError, match="worker processes do not start"):
         run_sweep(["sample:cat"], tmp_path / "new", SETTINGS, SweepOptions(models=(MODEL,), workers=1))
     assert not (tmp_path / "new").exists()
+
+
+def test_per_image_probability_has_one_meaning(finished):
+    """(review) sweep.json's per_image ``probability`` was the predicted class's while the images table's
+    ``probability`` is the target's: sweep.json now names it ``predicted_probability``, as the table does."""
+    table = {r["key"]: r for r in read_table(finished["out"], "images").to_pylist()}
+    rows = [r for r in finished["summary"]["per_image"] if r["status"] == "ok"]
+    assert rows and all("probability" not in r for r in rows)
+    assert [r["predicted_probability"] for r in rows] == [table[r["key"]]["predicted_probability"] for r in rows]

@@ -159,7 +159,7 @@ def render_page(summary: dict[str, Any]) -> str:
         body += [f"<li>{esc(d['path'])}: same content as {esc(d['same_as'])}</li>" for d in summary["duplicates"]]
         body.append("</ul>")
     methods = sorted({m for r in summary["per_image"] for m in r["best"]})
-    body.append("<h2>Images</h2><table id=images><thead><tr><th>image</th><th>model</th><th>predicted</th><th>p</th>"
+    body.append("<h2>Images</h2><table id=images><thead><tr><th>image</th><th>model</th><th>predicted</th><th>p (predicted)</th>"
                 "<th>label</th><th>correct</th>" + "".join(f"<th>best layer: {esc(m)}</th>" for m in methods)
                 + "<th>run</th></tr></thead><tbody>")
     for r in summary["per_image"]:
@@ -167,7 +167,7 @@ def render_page(summary: dict[str, Any]) -> str:
                                                                            if r["predicted_label"] else "")
         cells = "".join(f"<td>{esc(r['best'][m]['layer']) if r['best'].get(m) else '–'}</td>" for m in methods)
         links = " ".join(f'<a href="{esc(p)}">{esc(m)}</a>' for m, p in r["runs"].items() if m != "error")
-        body.append(f"<tr><td>{esc(r['image'])}</td><td>{esc(r['model'])}</td><td>{pred}</td><td>{_num(r['probability'])}</td>"
+        body.append(f"<tr><td>{esc(r['image'])}</td><td>{esc(r['model'])}</td><td>{pred}</td><td>{_num(r['predicted_probability'])}</td>"
                     f"<td>{esc(r['label'] or '–')}</td><td>{'–' if r['correct'] is None else 'yes' if r['correct'] else 'no'}</td>"
                     f"{cells}<td>{links}</td></tr>")
     body.append("</tbody></table>")

@@ -272,7 +272,7 @@ def _finish(out: Path, items: list[SweepItem], settings: SweepSettings, options:
         "per_image": [{"key": r["key"], "image": r["image"], "model": r["model"], "status": r["status"],
                        "error": r["error"], "label": r["label"], "target": r["target"],
                        "predicted": r["predicted"], "predicted_label": r["predicted_label"],
-                       "probability": r["predicted_probability"], "correct": r["correct"],
+                       "predicted_probability": r["predicted_probability"], "correct": r["correct"],
                        "best": best.get(r["key"], {}), "runs": runs.get(r["key"], {})} for r in rows],
         "aggregates": agg,
     }
