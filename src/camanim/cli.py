@@ -319,7 +319,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
             # as the verdict's statement: the best layer's interval above the chance band's upper end
             above = {True: "yes", False: "no"}.get(best.get("separable_from_baseline"), "undetermined")
             print(f"{g['model']} {g['method']}: best layer {best['name']} ROAD {signed(best['ybroad'])}{interval} "
-                  f"over {across['n_images']} images{out_words}; above the chance band: {above}")
+                  f"over {across['n_images']} images{out_words}; interval above the chance band: {above}")
         elif across:
             print(f"{g['model']} {g['method']}: no best layer: {across.get('statement', '')}{out_words}")
     print(f"wrote {args.out}/")
@@ -632,9 +632,9 @@ def _road_options(args: argparse.Namespace) -> RoadOptions:
 
 
 def signed(value: float, digits: int = 4) -> str:
-    """``value`` with its sign and ``digits`` decimals, a value that rounds to zero as ``+0.0000`` (never
-    ``-0.0000``: Python keeps the sign of a negative number that rounds to zero)."""
-    return f"{round(value, digits) + 0.0:+.{digits}f}"
+    """``value`` with its sign and ``digits`` significant figures, as the verdict's statement writes it: a
+    small value stays visible (``+8.6e-06``, not ``+0.0000``) and zero is ``+0`` (never ``-0``)."""
+    return f"{value + 0.0:+.{digits}g}"
 
 
 def _print_ybroad(yb, where: str = "") -> None:

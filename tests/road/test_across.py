@@ -76,4 +76,14 @@ def test_every_image_constant_says_so() -> None:
     results = _results({k: (0, 1, 2) for k in range(4)})
     data = ybroad_across(results).to_json_dict()
     assert data["best"] is None and data["images_left_out"] == ["image 0", "image 1", "image 2", "image 3"]
-    assert "no layer has a defined ROAD score" in data["statement"]
+    assert data["statement"].startswith("no image has a ROAD score on any layer (0 of 4 scored"), data["statement"]
+    assert data["candidates"] == [] and all(layer["above_baseline"] is None for layer in data["layers"])
+
+
+def test_a_single_image_left_out_is_not_called_one_image_without_an_interval() -> None:
+    """(review) With its only image left out, the verdict warned "one image: no interval can be given" about
+    zero scored images: the warnings and the statement say that none was scored."""
+    data = ybroad_across(_results({0: (0, 1, 2)})[:1], ["zero.png"]).to_json_dict()
+    assert not any("one image" in w for w in data["warnings"]), data["warnings"]
+    assert any("zero.png" in w and "left out" in w for w in data["warnings"]), data["warnings"]
+    assert "0 of 1 scored" in data["statement"] and data["best"] is None

@@ -134,3 +134,14 @@ def test_a_predicted_class_of_a_three_class_model_is_not_low_confidence() -> Non
     assert text is not None and "below chance, 1/3 classes = 33.333%" in text and "(softmax)" in text
     sig = chance_warning(0.27, 2, "sigmoid")
     assert sig is not None and "sigmoid's 1/2" in sig and chance_warning(0.73, 2, "sigmoid") is None
+
+
+def test_a_mean_above_the_band_whose_interval_is_not_is_said_in_words_that_agree() -> None:
+    """(review) ``above_baseline`` (the mean above the band's top) was True while the statement said
+    "above the chance band: no" (its interval was not): the statement names the interval."""
+    draws = np.array([[0.30, 0.0], [0.00, 0.0], [0.15, 0.0]])  # mean 0.15, 95% t interval about -0.22 to +0.52
+    out = verdict(draws, [True, True], _names(2), [None, None], [None, None], (0.0, -0.01, 0.05), unit="images")
+    assert out["above_baseline"] == [True, False]
+    assert out["best"]["separable_from_baseline"] is False
+    assert "interval above the chance band (up to +0.05): no" in out["statement"]
+    assert "; above the chance band" not in out["statement"]

@@ -66,3 +66,31 @@ def test_not_separable_runner_ups_have_a_difference_interval_reaching_zero(finis
 
             low = diff.mean() - stats.t.ppf(0.975, len(diff) - 1) * se
             assert (j in listed) == (not low > 0)
+
+
+def test_a_method_without_a_best_layer_is_listed_as_unranked_with_its_reason(finished, monkeypatch):
+    """(review) A method whose every image was left out (constant CAMs) vanished from the methods' ranking:
+    sweep.json lists it under ``unranked`` with the statement, and sweep.html shows it in the ranking table."""
+    import torch
+    from torch import nn
+
+    import camanim.sweep.aggregate as agg
+    from camanim.road import RoadOptions, ybroad, ybroad_across
+    from camanim.sweep.page import render_page
+
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 3)).eval()
+    constant = [ybroad(net, torch.randn(1, 3, 16, 16), torch.ones(2, 16, 16), 0, layer_names=["a", "b"],
+                       percentiles=(50,), trials=2, noise=0.0) for _ in range(2)]
+    real = agg.sweep_groups(finished["out"], SETTINGS.road)
+    monkeypatch.setattr(agg, "sweep_groups", lambda out, road: {
+        **real, ("resnet18", "zzcam"): {"all": ybroad_across(constant, ["x.png", "y.png"])}})
+    data = agg.aggregates(finished["out"], RoadOptions())
+    assert "zzcam" not in [r["method"] for r in data["ranking"]["resnet18"]]
+    assert [r["method"] for r in data["unranked"]["resnet18"]] == ["zzcam"]
+    reason = data["unranked"]["resnet18"][0]["reason"]
+    assert reason.startswith("no image has a ROAD score on any layer (0 of 2 scored"), reason
+    summary = {**finished["summary"], "aggregates": data}
+    html = render_page(summary)
+    assert ('<tr class="unranked"><td>resnet18</td><td>–</td><td>zzcam</td><td colspan=2>not ranked: no image has a '
+            "ROAD score on any layer (0 of 2 scored") in html

@@ -182,7 +182,7 @@ def _group(pgid: int) -> list[int]:
 
 def test_the_best_layer_line_says_whether_it_is_above_chance(finished, reference, tmp_path, capsys, monkeypatch):
     """(review) The summary's best-layer line never said whether the best layer is above the chance band
-    (sweep.json has it): the line ends with "above the chance band: yes|no", as the verdict's statement
+    (sweep.json has it): the line ends with "interval above the chance band: yes|no", as the verdict's statement
     (the best layer's interval above the band: ``separable_from_baseline``), not its mean alone."""
     import camanim.sweep as sweep
 
@@ -195,7 +195,7 @@ def test_the_best_layer_line_says_whether_it_is_above_chance(finished, reference
         best = g["all"]["best"]
         word = {True: "yes", False: "no", None: "undetermined"}[best["separable_from_baseline"]]
         line = next(x for x in text.splitlines() if x.startswith(f"resnet18 {g['method']}: best layer"))
-        assert line.endswith(f"over 3 images; above the chance band: {word}"), line
+        assert line.endswith(f"over 3 images; interval above the chance band: {word}"), line
 
 
 def test_a_group_without_a_best_layer_and_images_left_out_are_said(finished, reference, tmp_path, capsys,
@@ -217,7 +217,7 @@ def test_a_group_without_a_best_layer_and_images_left_out_are_said(finished, ref
     assert (f"resnet18 {first['method']}: no best layer: no layer has a defined ROAD score (non-spatial or constant "
             "CAMs only) (3 left out: no layer scored there)") in lines
     line = next(x for x in lines if x.startswith(f"resnet18 {second['method']}: best layer"))
-    assert f"over {second['all']['n_images']} images (1 left out: no layer scored there); above the chance band:" in line
+    assert f"over {second['all']['n_images']} images (1 left out: no layer scored there); interval above the chance band:" in line
 
 
 def test_duplicate_files_are_one_item_and_said_so(tmp_path, capsys, monkeypatch):

@@ -124,6 +124,11 @@ class YbRoadAcross:
             warnings.append(f"{len(left_out)} of {len(self.per_image)} images left out ({_names(left_out)}): no layer "
                             "has a ROAD score there (every CAM of this method constant, e.g. all zero after its ReLU), so "
                             "they say nothing about which layer is faithful")
+        if not scored.any():  # no draw at all: neither "one image: no interval" nor a best layer
+            return {"above_baseline": [None] * len(self.layer_names), "candidates": [], "best": None,
+                    "warnings": warnings,
+                    "statement": f"no image has a ROAD score on any layer (0 of {len(self.per_image)} scored: every "
+                                 "CAM of this method constant there), so no layer can be called best"}
         fewer = [i for i in range(len(defined)) if not defined[i] and n_images[i] > 0]
         if fewer and scored.any():
             warnings.append(f"{len(fewer)} layer{'s' if len(fewer) > 1 else ''} ({_names([self.layer_names[i] for i in fewer])}) "

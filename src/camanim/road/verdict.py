@@ -233,6 +233,7 @@ def statement(best: Mapping[str, Any], band: tuple[float, float, float], confide
         text += (f"; separable from the runner-up, layer {runner['index'] + 1} ({runner['name']}, "
                  f"{_fmt(runner['ybroad'])}): "
                  f"{_yes_no(best.get('separable_from_runner_up'), 'unknown (one draw)')}")
-    text += (f"; above the chance band (up to {_fmt(band[2])}): "
+    # the interval, not only the mean (a layer's ``above_baseline``), must clear the band's top
+    text += (f"; interval above the chance band (up to {_fmt(band[2])}): "
              f"{_yes_no(best.get('separable_from_baseline'), 'unknown (one draw)')}")
     return text

@@ -89,12 +89,15 @@ def aggregates(out: Path, road: RoadOptions) -> dict[str, Any]:
 
     Returns:
         ``{"groups": [{"model", "method", "all": across JSON, "correct", "incorrect"}],
-        "ranking": {model: [{"method", "best_layer", "ybroad", "ci"}, ...]}}``; each across JSON is
+        "ranking": {model: [{"method", "best_layer", "ybroad", "ci"}, ...]},
+        "unranked": {model: [{"method", "reason"}, ...]}}`` (``unranked``: the methods with no best layer, so
+        not in the ranking, with the statement that says why); each across JSON is
         :meth:`camanim.road.YbRoadAcross.to_json_dict` (per layer ``ybroad``, ``ybroad_ci``; ``baseline``;
         ``best``; ``candidates``) without the per-image values (they are in the layers table).
     """
     groups = []
     ranking: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    unranked: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for (model, method), entry in sweep_groups(out, road).items():
         summary = {split: _summary(a) for split, a in entry.items()}
         groups.append({"model": model, "method": method, **summary})
@@ -102,7 +105,10 @@ def aggregates(out: Path, road: RoadOptions) -> dict[str, Any]:
         if best:
             ranking[model].append({"method": method, "best_layer": best["name"], "ybroad": best["ybroad"],
                                    "ci": best.get("ci")})
+        else:  # never dropped without a word: the ranking's reader learns why the method is missing
+            unranked[model].append({"method": method, "reason": (summary["all"] or {}).get("statement")
+                                    or "no image of this model finished"})
     for model in ranking:
         ranking[model].sort(key=lambda r: -r["ybroad"] if r["ybroad"] is not None and math.isfinite(r["ybroad"])
                             else math.inf)
-    return {"groups": groups, "ranking": dict(ranking)}
+    return {"groups": groups, "ranking": dict(ranking), "unranked": dict(unranked)}

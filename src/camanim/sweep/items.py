@@ -58,7 +58,8 @@ def _read_list(path: Path) -> list[ImageEntry]:
     """The images of a CSV/TSV list: a path column and an optional label column (relative paths from its folder).
 
     Raises:
-        InputError: the file is empty, not UTF-8, or has no path column or no rows.
+        InputError: the file is empty, not UTF-8, has no path column or no rows, or has other columns but
+            no label column (a label column under another name is refused, never ignored).
     """
     try:
         text = path.read_text(encoding="utf-8-sig")
@@ -77,6 +78,11 @@ def _read_list(path: Path) -> list[ImageEntry]:
         raise InputError(f"image list '{path}' has no path column: name one of {', '.join(PATH_COLUMNS)} "
                          "in its header (and optionally a label column)")
     lab = next((fields[c] for c in LABEL_COLUMNS if c in fields), None)
+    others = [f for f in (reader.fieldnames or []) if f != col and f.strip()]
+    if lab is None and others:  # a label column under another name would be dropped without a word
+        raise InputError(f"image list '{path}' has column(s) {', '.join(repr(f) for f in others)} besides its path "
+                         f"column '{col}' and no label column: name the label column {', '.join(LABEL_COLUMNS)}, "
+                         "or remove the other columns to explain each image's predicted class")
     out = []
     for row in rows:
         spec = (row.get(col) or "").strip()
@@ -93,11 +99,12 @@ def _read_list(path: Path) -> list[ImageEntry]:
 
 def expand_images(specs: Sequence[str]) -> list[ImageEntry]:
     """The images named by ``specs``, in order, each once: folders (recursive, image suffixes only),
-    globs, CSV/TSV lists, files and ``sample:NAME``. A file that does not exist is kept (the sweep
-    records it as a failed item); a folder or glob that matches nothing is an error.
+    globs, CSV/TSV lists, files and ``sample:NAME``. An image file that does not exist is kept (the sweep
+    records it as a failed item); a folder or glob that matches nothing is an error, and so is a missing
+    folder (a path without a suffix or ending in ``/``) or CSV/TSV list.
 
     Raises:
-        InputError: no spec, or a folder or glob with no image in it.
+        InputError: no spec, a folder or glob with no image in it, or a missing folder or list.
     """
     if not specs:
         raise InputError("camanim sweep needs images: folders, globs, a CSV/TSV list, files or sample:NAME")
@@ -113,6 +120,12 @@ def expand_images(specs: Sequence[str]) -> list[ImageEntry]:
             out += [ImageEntry(f) for f in found]
         elif p.suffix.lower() in (".csv", ".tsv") and p.is_file():
             out += _read_list(p)
+        elif not p.exists() and not glob.has_magic(spec) and (p.suffix.lower() in (".csv", ".tsv")
+                                                               or spec.endswith(("/", os.sep)) or not p.suffix):
+            # a missing list or folder is a typo in the command, not one bad image among many
+            what = "list" if p.suffix.lower() in (".csv", ".tsv") else "folder"
+            raise InputError(f"{what} '{spec}' does not exist: check the path (a missing image file is recorded "
+                             "as a failed item; a missing folder or list stops the sweep before it starts)")
         elif glob.has_magic(spec):
             found = sorted(f for f in glob.glob(spec, recursive=True) if Path(f).is_file())
             if not found:

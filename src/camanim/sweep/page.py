@@ -144,6 +144,10 @@ def render_page(summary: dict[str, Any]) -> str:
         for k, r in enumerate(ranks, start=1):
             body.append(f"<tr><td>{esc(model)}</td><td>{k}</td><td>{esc(r['method'])}</td><td>{esc(r['best_layer'])}</td>"
                         f"<td>{_num(r['ybroad'])} {_ci(r.get('ci'))}</td></tr>")
+    for model, missing in (agg.get("unranked") or {}).items():  # not ranked: why, never an empty table
+        for r in missing:
+            body.append(f'<tr class="unranked"><td>{esc(model)}</td><td>–</td><td>{esc(r["method"])}</td>'
+                        f'<td colspan=2>not ranked: {esc(r["reason"])}</td></tr>')
     body.append("</tbody></table><h2>ROAD per layer across images</h2>")
     for i, g in enumerate(agg["groups"]):
         if g["all"] is not None:

@@ -89,8 +89,11 @@ def _settings_json(settings: SweepSettings, options: SweepOptions) -> dict[str, 
 def _check_out(out: Path, settings: dict[str, Any], resume: bool) -> None:
     """Raises InputError: a sweep in ``out`` without ``--resume``, or ``--resume`` with other settings."""
     path = out / SWEEP_JSON
+    if not path.exists() and any((out / name).exists() for name in (IMAGES, LAYERS)):
+        raise InputError(f"'{out}' has an '{IMAGES}' or '{LAYERS}' folder but no {SWEEP_JSON}, so it is not a "
+                         "sweep's folder (a sweep writes those tables there): give another --out")
     if not resume:
-        if path.exists() or (out / IMAGES).exists():
+        if path.exists():
             raise InputError(f"'{out}' holds a sweep already: add --resume to continue it, or give another --out")
         return
     if not path.exists():
