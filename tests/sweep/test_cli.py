@@ -36,7 +36,7 @@ def test_killed_sweep_resumes_to_the_same_tables(reference, tmp_path, capsys):
                             stderr=subprocess.PIPE)
     try:
         deadline = time.monotonic() + 240
-        while time.monotonic() < deadline and len(list((out / "images").glob("part-*.parquet"))) < 2:
+        while time.monotonic() < deadline and len(list((out / "images").glob("part-" + "?" * 16 + ".parquet"))) < 2:
             assert proc.poll() is None, proc.stderr.read().decode()
             time.sleep(0.2)
     finally:
@@ -145,7 +145,7 @@ def test_ctrl_c_stops_the_sweep_with_one_line_and_readable_tables(tmp_path):
                             stderr=subprocess.PIPE, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         deadline = time.monotonic() + 240
-        while time.monotonic() < deadline and not list((out / "images").glob("part-*.parquet")):
+        while time.monotonic() < deadline and not list((out / "images").glob("part-" + "?" * 16 + ".parquet")):
             assert proc.poll() is None, proc.stderr.read().decode()
             time.sleep(0.1)
         os.killpg(proc.pid, signal.SIGINT)

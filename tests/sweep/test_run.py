@@ -175,6 +175,12 @@ def test_workers_that_do_not_start_leave_a_resumed_sweep_as_it_was(finished, ref
     with pytest.raises(InputError, match="worker processes do not start"):
         run_sweep(["sample:cat"], tmp_path / "new", SETTINGS, SweepOptions(models=(MODEL,), workers=1))
     assert not (tmp_path / "new").exists()
+    # a new sweep into a folder that was there (empty): left empty, so the next try is not "not a sweep's folder"
+    (tmp_path / "there").mkdir()
+    for _ in range(2):
+        with pytest.raises(InputError, match="worker processes do not start"):
+            run_sweep(["sample:cat"], tmp_path / "there", SETTINGS, SweepOptions(models=(MODEL,), workers=1))
+        assert list((tmp_path / "there").iterdir()) == []
 
 
 def test_per_image_probability_has_one_meaning(finished):

@@ -198,8 +198,6 @@ def run_sweep(images: Sequence[str], out: str | Path, settings: SweepSettings, o
         _check_resumed_items(out, items)
     created = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
-    create_tables(out)  # readable (empty) before the first item finishes
-    _remove_stale_parts(out)
     done_before = {k for k, s in finished_keys(out).items() if s == "ok"} if options.resume else set()
     todo = [it for it in items if it.key not in done_before]
     cores = os.cpu_count() or 1
@@ -207,6 +205,8 @@ def run_sweep(images: Sequence[str], out: str | Path, settings: SweepSettings, o
     settings = dataclasses.replace(settings, threads=options.threads or max(1, cores // workers))
     previous = (out / SWEEP_JSON).read_text(encoding="utf-8") if options.resume else None
     write_text(out / SWEEP_JSON, json.dumps({"state": "running", "settings": meta, "items": len(items)}, indent=2))
+    create_tables(out)  # after sweep.json (a folder with tables but without it is not a sweep's); readable, empty
+    _remove_stale_parts(out)
     total, finished = len(items), [len(items) - len(todo)]
     if progress is not None:
         progress(finished[0], total)
@@ -236,8 +236,10 @@ def run_sweep(images: Sequence[str], out: str | Path, settings: SweepSettings, o
                     write_text(out / SWEEP_JSON, previous)
                 elif created:  # a new sweep: leave nothing
                     shutil.rmtree(out, ignore_errors=True)
-                else:
+                else:  # a new sweep in a folder that was there: what it made (no table was there before)
                     (out / SWEEP_JSON).unlink(missing_ok=True)
+                    for name in (IMAGES, LAYERS):
+                        shutil.rmtree(out / name, ignore_errors=True)
             raise
     skipped = sum(it.key in done_before for it in items)  # this sweep's own, never another's
     return _finish(out, items, settings, options, meta, restarts, skipped, t0, here, duplicates)

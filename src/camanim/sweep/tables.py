@@ -1,7 +1,7 @@
 """The sweep's tables, the one owner of their files: Parquet (pyarrow) and CSV.
 
 ``OUT/images/`` and ``OUT/layers/`` are Parquet datasets of one part file per finished item
-(``part-<key>.parquet``), each written to a hidden temporary name and renamed into place, so each
+(``part-<key>.parquet``, and an empty ``part-schema.parquet`` from the start that gives an empty table its columns), each written to a hidden temporary name and renamed into place, so each
 folder reads as one complete table at every moment, even while the sweep runs or after it was killed
 (``pyarrow.parquet.read_table("OUT/layers")``, ``pandas.read_parquet("OUT/layers")``; hidden files are
 skipped by both). At the end, ``images.csv`` and ``layers.csv`` (flat columns, one per percentage;
@@ -68,11 +68,21 @@ def _baseline_ybroad(image_row: dict[str, Any]) -> float | None:
     return float(((np.asarray(le) - np.asarray(m)) / 2).mean(axis=1).mean())
 
 
+#: a part with no rows, written when a table is made: an empty table still has its columns and types
+EMPTY_PART = "part-schema.parquet"
+
+
 def create_tables(out: Path) -> None:
-    """The two table folders, empty, before any item finishes: ``pyarrow.parquet.read_table(out / "layers")``
-    then reads an empty table instead of failing (the tables are readable at every moment)."""
-    for name in (IMAGES, LAYERS):
-        (out / name).mkdir(parents=True, exist_ok=True)
+    """The two table folders before any item finishes, each with an empty part that holds the schema:
+    ``pyarrow.parquet.read_table(out / "layers")`` then reads an empty table with every column instead of
+    failing or reading no columns (the tables are readable at every moment; an item's part is named by
+    its 16-hex-digit key, never ``schema``)."""
+    for name, schema in ((IMAGES, IMAGE_SCHEMA), (LAYERS, LAYER_SCHEMA)):
+        folder = out / name
+        folder.mkdir(parents=True, exist_ok=True)
+        if not (folder / EMPTY_PART).exists():
+            with atomic_path(folder / EMPTY_PART) as tmp:
+                pq.write_table(schema.empty_table(), tmp)
 
 
 def write_part(out: Path, image_row: dict[str, Any], layer_rows: Sequence[dict[str, Any]]) -> None:
