@@ -18,7 +18,8 @@ Two races, each timed from the forward to the maps in hand:
    align_corners=False)`` on each map, against camanim's engine as ``animate`` runs it (every map
    upsampled, stacked (L, 1, 224, 224)).
 
-Runs interleaved (ABAB then BABA ...), medians of ``--repeats``; ratios ours / torchcam (goal <= 1).
+Runs interleaved (ABAB then BABA ...), medians of ``--repeats`` of wall and process-CPU seconds (the
+steadier figure on a shared machine); ratios ours / torchcam (goal <= 1).
 The maps are compared after min-max scaling per layer: equal to 1e-4 on every layer whose output is
 not changed in place later (torchcam keeps the very tensor a hook saw, so it reads a BatchNorm output
 after ResNet's ``out += identity`` or DenseNet's in-place ReLU changed it; camanim records the value
@@ -82,21 +83,21 @@ def race(name: str, repeats: int) -> list[list[str]]:
         extractor = torchcam.methods.GradCAM(model, target_layer=names)
         try:
             gc.collect()
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             scores = model(x)
             maps = extractor(cls, scores)
             if up:
                 maps = [F.interpolate(m.unsqueeze(1), size=(SIZE, SIZE), mode="bilinear", align_corners=False)
                         for m in maps]
-            return time.perf_counter() - t0, maps
+            return (time.perf_counter() - t0, time.process_time() - c0), maps
         finally:
             extractor.remove_hooks()
 
     def ours(up: bool) -> tuple[float, object]:
         gc.collect()
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         comp = compute_cams(model, x, [gradcam], opts, targets=[cls], upsampled=up)
-        return time.perf_counter() - t0, comp
+        return (time.perf_counter() - t0, time.process_time() - c0), comp
 
     # the same maps
     _, tc = torchcam_maps(False)
@@ -118,10 +119,12 @@ def race(name: str, repeats: int) -> list[list[str]]:
             b, _ = second(up)
             (t_tc, t_ours)[0 if first is torchcam_maps else 1].append(a)
             (t_tc, t_ours)[0 if second is torchcam_maps else 1].append(b)
-        mt, mo = statistics.median(t_tc), statistics.median(t_ours)
-        print(f"  {name} {label}: torchcam {[round(v, 3) for v in t_tc]}, ours {[round(v, 3) for v in t_ours]}",
-              flush=True)
-        rows.append([name, str(len(names)), label, f"{mt:.3f}", f"{mo:.3f}", f"**{mo / mt:.2f}**"])
+        mt, mo = (statistics.median(v[0] for v in t) for t in (t_tc, t_ours))
+        ct, co = (statistics.median(v[1] for v in t) for t in (t_tc, t_ours))
+        print(f"  {name} {label}: torchcam wall/CPU {[(round(a, 3), round(b, 3)) for a, b in t_tc]}, "
+              f"ours {[(round(a, 3), round(b, 3)) for a, b in t_ours]}", flush=True)
+        rows.append([name, str(len(names)), label, f"{mt:.3f} / {ct:.3f}", f"{mo:.3f} / {co:.3f}",
+                     f"{mo / mt:.2f}", f"**{co / ct:.2f}**"])
     print(f"  {name}: maps equal after min-max scaling on {len(names) - len(differ)} of {len(names)} layers "
           f"(max |difference| {worst:.1e}); different on {len(differ)}: {differ[:6]}", flush=True)
     return rows
@@ -136,8 +139,9 @@ def main() -> None:
     print(f"uptime load at the start: {os.getloadavg()}; torch {torch.__version__}, {torch.get_num_threads()} thread(s)")
     rows = [r for name in args.models.split(",") for r in race(name, args.repeats)]
     print()
-    print(f"| model | layers | maps | torchcam s (median of {args.repeats}) | camanim s | camanim / torchcam |")
-    print("|---|---:|---|---:|---:|---:|")
+    print(f"| model | layers | maps | torchcam s, wall / CPU (median of {args.repeats}) | camanim s, wall / CPU | "
+          "camanim / torchcam, wall | camanim / torchcam, CPU |")
+    print("|---|---:|---|---:|---:|---:|---:|")
     for r in rows:
         print("| " + " | ".join(r) + " |")
     print(f"\nuptime load at the end: {os.getloadavg()}")
