@@ -106,3 +106,80 @@ def test_a_missing_folder_or_list_is_refused_but_a_missing_image_is_an_item(tmp_
         expand_images([str(tmp_path / spec)])
     assert [Path(e.image).name for e in expand_images([str(tmp_path / "gone.png"), str(tmp_path / "scan.dcm")])] == [
         "gone.png", "scan.dcm"]
+
+
+def test_the_sweeps_own_folder_is_never_taken_as_images(tmp_path: Path) -> None:
+    """(review) ``camanim sweep .`` with the default --out inside the folder: the resume explained the sweep's
+    own frames and plots as 6 more images. Files under the sweep's folder are left out of folders and globs."""
+    rocket = _png(tmp_path / "rocket.png")
+    _png(tmp_path / "camanim-sweep" / "runs" / "r" / "frames" / "0000.png")
+    _png(tmp_path / "camanim-sweep" / "sweep.png")
+    for spec in (str(tmp_path), str(tmp_path / "**" / "*.png")):
+        got = [e.image for e in expand_images([spec], exclude=tmp_path / "camanim-sweep")]
+        assert got == [str(rocket)], (spec, got)
+    assert len(expand_images([str(tmp_path)])) == 3  # without it (not a sweep's own): every file
+
+
+def test_a_copy_with_and_without_a_label_is_one_image_and_conflicting_copies_are_refused(tmp_path: Path) -> None:
+    """(review) A byte copy without a label beside the labelled original was a second image: n 3 over 2 distinct
+    images, a narrower interval. It is a duplicate of one item that keeps the label."""
+    from camanim.sweep.items import sweep_plan
+
+    cat = _png(tmp_path / "cat.png")
+    (tmp_path / "cat_copy.png").write_bytes(cat.read_bytes())
+    (tmp_path / "list.csv").write_text("path,label\ncat_copy.png,\ncat.png,281\n")
+    items, dups = sweep_plan(expand_images([str(tmp_path / "list.csv")]), ["resnet18"], "none")
+    assert [(Path(it.image).name, it.label) for it in items] == [("cat_copy.png", "281")]
+    assert [(Path(d["path"]).name, Path(d["same_as"]).name) for d in dups] == [("cat.png", "cat_copy.png")]
+    (tmp_path / "two.csv").write_text("path,label\ncat_copy.png,285\ncat.png,281\n")
+    with pytest.raises(InputError, match=r"cat\.png' has the same content as .*cat_copy\.png' but the label 281, "
+                                         r"not 285"):
+        sweep_plan(expand_images([str(tmp_path / "two.csv")]), ["resnet18"], "none")
+
+
+def test_a_semicolon_list_is_read_and_a_row_with_extra_fields_is_refused(tmp_path: Path) -> None:
+    """(review) ``path;label`` (a European spreadsheet's CSV) was refused as "no path column"; a row with more
+    fields than the header was read without a word (its extra field dropped)."""
+    _png(tmp_path / "a.png")
+    (tmp_path / "semi.csv").write_text("path;label\na.png;281\n")
+    assert [(Path(e.image).name, e.label) for e in expand_images([str(tmp_path / "semi.csv")])] == [("a.png", "281")]
+    (tmp_path / "extra.csv").write_text("path,label\na.png,281\nmy,cat.png,285\n")
+    with pytest.raises(InputError, match=r"extra\.csv' line 3 has more fields than its header: quote a path"):
+        expand_images([str(tmp_path / "extra.csv")])
+
+
+@pytest.mark.parametrize(("kwargs", "said"), [
+    ({"methods": "gradcam"}, r"SweepSettings\(methods='gradcam'\): give a tuple of method names"),
+    ({"methods": ("nosuch",)}, "unknown method 'nosuch'"),
+    ({"cam": {"target": 3}}, r"a sweep's target is each image's label"),
+])
+def test_python_sweep_settings_are_checked_on_construction(kwargs: dict, said: str) -> None:
+    """(review) ``methods="gradcam"`` ran methods 'g', 'r', ... and failed every item; an unknown method and a
+    ``target`` in ``cam`` (silently overridden) were accepted: refused when the settings are made."""
+    from camanim.road import RoadOptions
+    from camanim.sweep import SweepOptions, SweepSettings
+
+    with pytest.raises(InputError, match=said):
+        SweepSettings(**{"methods": ("gradcam",), "cam": {}, "road": RoadOptions(), **kwargs})
+    with pytest.raises(InputError, match=r"SweepOptions\(models='resnet18'\): give a tuple of model names"):
+        SweepOptions(models="resnet18")  # type: ignore[arg-type]
+
+
+def test_the_readmes_python_sweep_runs_as_written(tmp_path: Path) -> None:
+    """(review) A script without a ``__main__`` guard ran itself again in every worker: the README's example has
+    one, and runs as written (a fresh interpreter in an empty folder)."""
+    import os
+    import subprocess
+    import sys
+
+    text = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    start = text.index("In Python (the workers are processes")
+    code = text[text.index("```python\n", start) + len("```python\n"):text.index("```", text.index("```python\n", start) + 10)]
+    assert 'if __name__ == "__main__":' in code
+    (tmp_path / "sweep_example.py").write_text(code)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).resolve().parents[2] / "src")}
+    done = subprocess.run([sys.executable, "sweep_example.py"], cwd=tmp_path, env=env, capture_output=True,
+                          text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.count("\n") == 1 and done.stdout.startswith("best layer"), done.stdout
+    assert (tmp_path / "sweep-py" / "sweep.json").is_file()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
@@ -119,10 +120,10 @@ def test_resume_with_images_outside_the_sweep_is_refused_and_a_superset_counts_o
     out = tmp_path / "out"
     shutil.copytree(finished["out"], out)
     before = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()}
-    # all 5 finished items are others: the sweep's cat is labelled (its label is part of its identity)
+    # all 3 items finished ok are others: the sweep's cat is labelled (its label is part of its identity)
     with pytest.raises(InputError) as err:
         run_sweep(["sample:cat"], out, SETTINGS, SweepOptions(models=(MODEL,), workers=1, resume=True))
-    assert str(err.value).startswith(f"--resume: '{out}' holds 5 finished items that are not among this sweep's")
+    assert str(err.value).startswith(f"--resume: '{out}' holds 3 finished items that are not among this sweep's")
     assert "same images" in str(err.value) and "another --out" in str(err.value) and "\n" not in str(err.value)
     assert {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
     # a superset: the sweep's own 5 items (3 ok, 2 failed and tried again) plus a new one
@@ -190,3 +191,84 @@ def test_per_image_probability_has_one_meaning(finished):
     rows = [r for r in finished["summary"]["per_image"] if r["status"] == "ok"]
     assert rows and all("probability" not in r for r in rows)
     assert [r["predicted_probability"] for r in rows] == [table[r["key"]]["predicted_probability"] for r in rows]
+
+
+def test_resume_after_fixing_a_failed_item_replaces_it(finished, reference, tmp_path, monkeypatch):
+    """(review) A failed item the user fixed (a corrected label or image) has another key, and the resume was
+    refused as "finished items not among this sweep's": the fixed item replaces the failed one."""
+    import shutil
+
+    import camanim.sweep.run as sweep_run
+
+    out = tmp_path / "out"
+    shutil.copytree(finished["out"], out)
+    folder = tmp_path / "imgs"
+    shutil.copytree(reference["list"].parent, folder)
+    from PIL import Image
+
+    Image.new("RGB", (32, 32), (200, 30, 30)).save(folder / "corrupt.png")  # the corrupt file fixed
+    ran: list[list[str]] = []
+    monkeypatch.setattr(sweep_run, "run_pool", lambda items, *a: ran.append([it.image for it in items]) or 0)
+    ok_before = {r["key"] for r in read_table(out, "images").to_pylist() if r["status"] == "ok"}
+    assert len(ok_before) == 3
+    summary = run_sweep([str(folder / "images.csv")], out, SETTINGS, SweepOptions(models=(MODEL,), workers=1,
+                                                                                   resume=True))
+    # the fixed file (new content) and the missing one (listed from another folder now) run; the ok ones do not
+    assert sorted(Path(p).name for p in ran[0]) == ["corrupt.png", "missing.png"] and summary["skipped"] == 3
+    # the old failed parts are gone: only the 3 ok items are in the tables (the pool was a stub here)
+    assert {r["key"] for r in read_table(out, "images").to_pylist()} == ok_before
+    assert {r["key"] for r in read_table(out, "layers").to_pylist()} == ok_before
+
+
+def test_a_checkpoint_changed_at_the_same_path_is_another_sweep(tmp_path, monkeypatch):
+    """(review) ``--weights best.pt`` overwritten between a sweep and its resume mixed two models in one
+    aggregate: the checkpoint's content is part of the settings (and of each item's key)."""
+    import torch
+    import torchvision
+
+    import camanim.sweep.run as sweep_run
+
+    monkeypatch.setattr(sweep_run, "run_pool", lambda items, *a: 0)  # the settings are what is tested
+    ckpt = tmp_path / "best.pt"
+    torch.manual_seed(1)
+    torch.save(torchvision.models.resnet18(weights=None).state_dict(), ckpt)
+    settings = SETTINGS.__class__(**{**SETTINGS.__dict__, "weights": str(ckpt)})
+    first = run_sweep(["sample:cat"], tmp_path / "out", settings, SweepOptions(models=(MODEL,), workers=1))
+    assert first["settings"]["weights_sha256"] is not None
+    torch.manual_seed(2)
+    torch.save(torchvision.models.resnet18(weights=None).state_dict(), ckpt)
+    with pytest.raises(InputError, match=r"--resume with other settings .*\(weights_sha256\)"):
+        run_sweep(["sample:cat"], tmp_path / "out", settings, SweepOptions(models=(MODEL,), resume=True))
+
+
+def test_a_resume_keeps_the_links_to_runs_saved_before_and_counts_all_sessions_seconds(finished, reference,
+                                                                                      tmp_path, monkeypatch):
+    """(review) A resume without --save-runs dropped the links to the runs saved before (still on disk), and
+    its seconds were the last session's only: the links stay, and ``seconds_total`` adds the sessions."""
+    import shutil
+
+    import camanim.sweep.run as sweep_run
+
+    out = tmp_path / "out"
+    shutil.copytree(finished["out"], out)
+    before = json.loads((out / "sweep.json").read_text())
+    saved = {r["key"]: r["runs"] for r in before["per_image"] if r["runs"]}
+    assert len(saved) == 1  # the finished sweep saved the lowest-confidence image's runs
+    monkeypatch.setattr(sweep_run, "run_pool", lambda items, *a: 0)
+    summary = run_sweep([str(reference["list"])], out, SETTINGS, SweepOptions(models=(MODEL,), workers=1,
+                                                                                resume=True))
+    assert {r["key"]: r["runs"] for r in summary["per_image"] if r["runs"]} == saved
+    assert summary["seconds_total"] == pytest.approx(summary["seconds"] + before["seconds_total"])
+    html = (out / "sweep.html").read_text()
+    assert all(f'href="{p}"' in html for runs in saved.values() for p in runs.values())
+
+
+def test_the_layers_table_names_its_percentages_and_one_probability(finished):
+    """(review) The Parquet lists did not say which percentage each position is; ``probability`` and
+    ``target_probability`` differed in the 8th digit (two forwards): one number now."""
+    import pyarrow.parquet as pq
+
+    layers = pq.read_table(finished["out"] / "layers").to_pylist()
+    assert layers and all(r["percentiles"] == [50.0] and len(r["morf"]) == 1 for r in layers)
+    images = [r for r in pq.read_table(finished["out"] / "images").to_pylist() if r["status"] == "ok"]
+    assert images and all(r["probability"] == r["target_probability"] for r in images)

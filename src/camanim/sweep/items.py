@@ -69,9 +69,15 @@ def _read_list(path: Path) -> list[ImageEntry]:
     if not any(line.strip() for line in lines):
         raise InputError(f"image list '{path}' is empty: give a header (path, and optionally label) and one row "
                          "per image")
-    dialect = "excel-tab" if path.suffix.lower() == ".tsv" or "\t" in lines[0] else "excel"
-    reader = csv.DictReader(lines, dialect=dialect)
+    header = lines[0]
+    delimiter = ("\t" if path.suffix.lower() == ".tsv" or "\t" in header
+                 else ";" if ";" in header and "," not in header else ",")
+    reader = csv.DictReader(lines, delimiter=delimiter)
     rows = list(reader)
+    extra = next((n for n, row in enumerate(rows, start=2) if row.get(None)), None)
+    if extra is not None:  # DictReader keeps a row's extra fields under None: a path with a comma, or a shifted row
+        raise InputError(f"image list '{path}' line {extra} has more fields than its header: quote a path that "
+                         f"holds a '{delimiter}' (\"a{delimiter}b.png\"), or fix the row")
     fields = {f.strip().lower(): f for f in (reader.fieldnames or [])}
     col = next((fields[c] for c in PATH_COLUMNS if c in fields), None)
     if col is None:
@@ -97,15 +103,26 @@ def _read_list(path: Path) -> list[ImageEntry]:
     return out
 
 
-def expand_images(specs: Sequence[str]) -> list[ImageEntry]:
+def _outside(found: list[str], exclude: str | None) -> list[str]:
+    """``found`` without the files under ``exclude`` (a resolved folder: the sweep's own output)."""
+    if exclude is None:
+        return found
+    return [f for f in found if not os.path.realpath(f).startswith(exclude + os.sep)]
+
+
+def expand_images(specs: Sequence[str], exclude: str | os.PathLike[str] | None = None) -> list[ImageEntry]:
     """The images named by ``specs``, in order, each once: folders (recursive, image suffixes only),
     globs, CSV/TSV lists, files and ``sample:NAME``. An image file that does not exist is kept (the sweep
     records it as a failed item); a folder or glob that matches nothing is an error, and so is a missing
     folder (a path without a suffix or ending in ``/``) or CSV/TSV list.
 
+    Files under ``exclude`` (the sweep's ``--out``: its frames, plots and saved runs) are never taken from a
+    folder or glob, so a sweep of ``.`` does not explain its own output when it resumes.
+
     Raises:
         InputError: no spec, a folder or glob with no image in it, or a missing folder or list.
     """
+    exclude = None if exclude is None else os.path.realpath(exclude)
     if not specs:
         raise InputError("camanim sweep needs images: folders, globs, a CSV/TSV list, files or sample:NAME")
     out: list[ImageEntry] = []
@@ -114,7 +131,8 @@ def expand_images(specs: Sequence[str]) -> list[ImageEntry]:
         if spec.startswith("sample:"):
             out.append(ImageEntry(spec))
         elif p.is_dir():
-            found = sorted(str(f) for f in p.rglob("*") if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES)
+            found = _outside(sorted(str(f) for f in p.rglob("*") if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES),
+                             exclude)
             if not found:
                 raise InputError(f"folder '{spec}' holds no image ({', '.join(IMAGE_SUFFIXES)}): give another folder")
             out += [ImageEntry(f) for f in found]
@@ -127,7 +145,7 @@ def expand_images(specs: Sequence[str]) -> list[ImageEntry]:
             raise InputError(f"{what} '{spec}' does not exist: check the path (a missing image file is recorded "
                              "as a failed item; a missing folder or list stops the sweep before it starts)")
         elif glob.has_magic(spec):
-            found = sorted(f for f in glob.glob(spec, recursive=True) if Path(f).is_file())
+            found = _outside(sorted(f for f in glob.glob(spec, recursive=True) if Path(f).is_file()), exclude)
             if not found:
                 raise InputError(f"glob '{spec}' matches no file: check the pattern (quote it for the shell)")
             out += [ImageEntry(f) for f in found]
@@ -161,31 +179,47 @@ def image_sha256(spec: str) -> str:
     return hashlib.sha256(spec.encode()).hexdigest()
 
 
+def file_sha256(spec: str | None) -> str | None:
+    """SHA-256 of a settings file's bytes (``--weights`` checkpoint, ``--labels`` list), or None when ``spec``
+    names no file (``default``, ``none``, unset): a file changed at the same path is another model."""
+    if spec is None or not Path(spec).is_file():
+        return None
+    return image_sha256(str(spec))
+
+
 def sweep_plan(images: Sequence[ImageEntry], models: Sequence[str],
                weights: str) -> tuple[list[SweepItem], list[dict[str, str]]]:
     """Every (image, model) pair as a :class:`SweepItem`, and the files left out because their content
-    repeats an earlier file's (same bytes and label: the same key, so the same item, run once).
+    repeats an earlier file's (same bytes: one image, run once, with the label of whichever copy has one;
+    counting it twice would narrow the intervals across images).
 
     Returns:
         ``(items, duplicates)``; ``duplicates``: ``[{"path": file left out, "same_as": the file run}]`` in
         list order (one path listed twice is one file, merged by :func:`expand_images`, not a duplicate).
 
     Raises:
-        InputError: no model named.
+        InputError: no model named, or copies of one image with different labels.
     """
     if not models:
         raise InputError("--model names no model: give one or several, e.g. --model resnet18,efficientnet_lite0")
     hashes = {e.image: image_sha256(e.image) for e in images}
-    first: dict[tuple[str, str | None], str] = {}
+    first: dict[str, ImageEntry] = {}  # content -> the entry run (with the label of any copy that has one)
     duplicates = []
     for e in images:
-        seen = first.setdefault((hashes[e.image], e.label), e.image)
-        if seen != e.image:
-            duplicates.append({"path": e.image, "same_as": seen})
+        seen = first.setdefault(hashes[e.image], e)
+        if seen.image == e.image:
+            continue
+        if e.label is not None and seen.label is not None and e.label != seen.label:
+            raise InputError(f"'{e.image}' has the same content as '{seen.image}' but the label {e.label}, not "
+                             f"{seen.label}: give one image one label (or remove the copy)")
+        if seen.label is None and e.label is not None:
+            first[hashes[e.image]] = ImageEntry(seen.image, e.label)
+        duplicates.append({"path": e.image, "same_as": seen.image})
     items, keys = [], set()
     for model in models:
-        for e in images:
+        for e in first.values():
             key = hashlib.sha256(f"{hashes[e.image]}|{e.label}|{model}|{weights}".encode()).hexdigest()[:16]
+            # ``weights`` is the settings' spec plus the checkpoint's content hash where it is a file
             if key not in keys:
                 keys.add(key)
                 items.append(SweepItem(e.image, e.label, model, hashes[e.image], key))

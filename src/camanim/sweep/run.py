@@ -23,7 +23,7 @@ from typing import Any
 from ..errors import InputError
 from ..rundir import write_text
 from .aggregate import aggregates
-from .items import SweepItem, expand_images, sweep_plan
+from .items import SweepItem, expand_images, file_sha256, sweep_plan
 from .page import write_page, write_plot
 from .pool import run_pool
 from .tables import IMAGES, LAYERS, create_tables, finished_keys, read_table, write_csv, write_part, ybroad_of
@@ -55,7 +55,8 @@ class SweepOptions:
         save_which: which images: ``first``, ``misclassified`` or ``lowest-confidence``.
 
     Raises:
-        InputError: (on construction) a count below its minimum or an unknown ``save_which``.
+        InputError: (on construction) models that are not a tuple of names, a count below its minimum or an
+            unknown ``save_which``.
     """
 
     models: tuple[str, ...] = ("efficientnet_lite0",)
@@ -67,6 +68,8 @@ class SweepOptions:
     save_which: str = "first"
 
     def __post_init__(self) -> None:
+        if isinstance(self.models, str) or not all(isinstance(m, str) for m in self.models):
+            raise InputError(f"SweepOptions(models={self.models!r}): give a tuple of model names, e.g. ('resnet18',)")
         if self.workers is not None and self.workers < 1:
             raise InputError(f"--workers {self.workers} must be at least 1")
         if self.threads is not None and self.threads < 1:
@@ -80,8 +83,10 @@ class SweepOptions:
 def _settings_json(settings: SweepSettings, options: SweepOptions) -> dict[str, Any]:
     cam = dict(settings.cam)
     road = _compared_road(dataclasses.asdict(settings.road))
+    files = {"weights_sha256": file_sha256(settings.weights),
+             "labels_sha256": file_sha256(settings.model_options.get("labels"))}  # a file changed in place
     return json.loads(json.dumps({"models": list(options.models), "methods": list(settings.methods),
-                                  "weights": settings.weights, "input_size": settings.input_size,
+                                  "weights": settings.weights, **files, "input_size": settings.input_size,
                                   "model_options": dict(settings.model_options),
                                   "cam": cam, "road": road}, default=str))
 
@@ -108,15 +113,24 @@ def _check_out(out: Path, settings: dict[str, Any], resume: bool) -> None:
 
 
 def _check_resumed_items(out: Path, items: list[SweepItem]) -> None:
-    """Raises InputError: ``out`` holds finished items (ok or failed) that are not among ``items`` (a resume
-    with other images would mix both in the tables and the aggregates; more images than before are fine)."""
+    """Raises InputError: ``out`` holds items finished ``ok`` that are not among ``items`` (a resume with other
+    images would mix both in the tables and the aggregates; more images than before are fine).
+
+    A *failed* item that is not among them is one the user fixed (a corrected label or image gives the item
+    another key): its parts are removed, so the fixed item replaces it instead of the resume being refused."""
     keys = {it.key for it in items}
-    others = {k for k in finished_keys(out) if k not in keys}
+    finished = finished_keys(out)
+    others = {k for k, status in finished.items() if status == "ok" and k not in keys}
+    if not others:  # refused: nothing changed; accepted: the failed items fixed since are replaced
+        for key in (k for k, status in finished.items() if status != "ok" and k not in keys):
+            for name in (LAYERS, IMAGES):  # the images part last: while it is there the item counts as finished
+                (out / name / f"part-{key}.parquet").unlink(missing_ok=True)
     if others:
         images = {r["key"]: r["image"] for r in read_table(out, IMAGES).to_pylist()}
         example = images[sorted(others, key=lambda k: images[k])[0]]
         raise InputError(f"--resume: '{out}' holds {len(others)} finished items that are not among this sweep's "
-                         f"(e.g. '{example}'): give the same images (more are fine), or another --out")
+                         f"(e.g. '{example}'): give the same images (more are fine; a failed one may change), "
+                         "or another --out")
 
 
 def _remove_stale_parts(out: Path) -> None:
@@ -165,9 +179,10 @@ def run_sweep(images: Sequence[str], out: str | Path, settings: SweepSettings, o
         progress: called as ``progress(done, total)`` items after each finished item (and once at the start).
 
     Returns:
-        The summary: ``items``, ``ok``, ``failed``, ``skipped`` (finished before a resume), ``duplicates``
+        The summary: ``items``, ``ok``, ``failed``, ``skipped`` (finished before a resume), ``seconds`` (this
+        session), ``seconds_total`` (with the earlier sessions of a resumed sweep that finished), ``duplicates``
         (``[{"path", "same_as"}]``: files with the content of an earlier one, not run again), ``restarts``
-        (workers replaced), ``seconds``, ``paths`` and ``aggregates`` (as in ``sweep.json``).
+        (workers replaced), ``paths`` and ``aggregates`` (as in ``sweep.json``).
 
     Raises:
         InputError: no image or model, a model that does not load, a layer pattern that selects no layer
@@ -181,7 +196,10 @@ def run_sweep(images: Sequence[str], out: str | Path, settings: SweepSettings, o
     """
     t0 = time.perf_counter()
     out = Path(out)
-    items, duplicates = sweep_plan(expand_images(images), options.models, settings.weights)
+    weights = settings.weights
+    if (sha := file_sha256(weights)) is not None:  # one item key per checkpoint content, not per path
+        weights = f"{weights}|sha256:{sha}"
+    items, duplicates = sweep_plan(expand_images(images, exclude=out), options.models, weights)
     if options.save_runs and options.save_which == "misclassified" and all(it.label is None for it in items):
         raise InputError("--save-which misclassified needs true labels, and no image has one: give a CSV/TSV list "
                          "with a label column, or choose --save-which first or lowest-confidence")
@@ -242,12 +260,16 @@ def run_sweep(images: Sequence[str], out: str | Path, settings: SweepSettings, o
                         shutil.rmtree(out / name, ignore_errors=True)
             raise
     skipped = sum(it.key in done_before for it in items)  # this sweep's own, never another's
-    return _finish(out, items, settings, options, meta, restarts, skipped, t0, here, duplicates)
+    try:
+        before = json.loads(previous) if previous is not None else {}
+    except json.JSONDecodeError:
+        before = {}
+    return _finish(out, items, settings, options, meta, restarts, skipped, t0, here, duplicates, before)
 
 
 def _finish(out: Path, items: list[SweepItem], settings: SweepSettings, options: SweepOptions,
             meta: dict[str, Any], restarts: int, skipped: int, t0: float, worker: ItemWorker,
-            duplicates: list[dict[str, str]]) -> dict[str, Any]:
+            duplicates: list[dict[str, str]], before: dict[str, Any] | None = None) -> dict[str, Any]:
     paths: dict[str, str] = {k: str(p) for k, p in write_csv(out, settings.road.percentiles).items()}
     paths.update(images=str(out / IMAGES), layers=str(out / LAYERS))
     rows = read_table(out, IMAGES).to_pylist()
@@ -255,7 +277,11 @@ def _finish(out: Path, items: list[SweepItem], settings: SweepSettings, options:
     rows = [r for r in rows if r["key"] in keys]
     order = {it.key: i for i, it in enumerate(items)}
     rows.sort(key=lambda r: order[r["key"]])
-    runs: dict[str, dict[str, str]] = {}
+    before = before or {}
+    # runs saved by earlier sessions of this sweep keep their links while their folders are there
+    runs: dict[str, dict[str, str]] = {
+        r["key"]: r["runs"] for r in before.get("per_image") or [] if isinstance(r, dict) and r.get("runs")
+        and "error" not in r["runs"] and all((out / p).exists() for p in r["runs"].values())}
     if options.save_runs:
         by_key = {it.key: it for it in items}
         for r in _chosen(rows, options.save_runs, options.save_which):
@@ -268,9 +294,11 @@ def _finish(out: Path, items: list[SweepItem], settings: SweepSettings, options:
     best = _per_image_best(out, settings)
     n_ok = sum(r["status"] == "ok" for r in rows)
     seconds = time.perf_counter() - t0  # to the end: saving runs and the aggregates included
+    earlier = before.get("seconds_total", before.get("seconds")) if before.get("state") == "done" else None
     summary = {
         "state": "done", "settings": meta, "items": len(items), "ok": n_ok, "failed": len(rows) - n_ok,
-        "skipped": skipped, "restarts": restarts, "seconds": seconds, "duplicates": duplicates,
+        "skipped": skipped, "restarts": restarts, "seconds": seconds,
+        "seconds_total": seconds + (earlier if isinstance(earlier, int | float) else 0.0), "duplicates": duplicates,
         "accuracy": _accuracy(rows),
         "failures": [{"image": r["image"], "model": r["model"], "error": r["error"]} for r in rows
                      if r["status"] != "ok"],

@@ -16,7 +16,8 @@ images: one row per (image, model): ``key``, ``image``, ``image_sha256``, ``mode
 layers: one row per (image, model, method, layer): ``layer_index``, ``layer``, ``type``,
 ``non_spatial``, ``same_as``/``alias_of``, ``note``, ``defined``, ``morf``/``lerf``/``combined`` (trial
 means per percentage), ``ybroad`` (their mean over percentages), ``baseline_ybroad`` (the image's
-chance baseline), and ``morf_trials``/``lerf_trials`` ([trials][percentages]).
+chance baseline), ``morf_trials``/``lerf_trials`` ([trials][percentages]), and ``percentiles`` (the
+percentages removed, the positions of every list: ``morf[j]`` is at ``percentiles[j]`` %).
 """
 
 from __future__ import annotations
@@ -53,7 +54,7 @@ LAYER_SCHEMA = pa.schema([
     ("same_as", pa.int64()), ("alias_of", pa.string()), ("note", pa.string()), ("defined", pa.bool_()),
     ("morf", pa.list_(pa.float64())), ("lerf", pa.list_(pa.float64())), ("combined", pa.list_(pa.float64())),
     ("ybroad", pa.float64()), ("baseline_ybroad", pa.float64()),
-    ("morf_trials", _F64_2D), ("lerf_trials", _F64_2D),
+    ("morf_trials", _F64_2D), ("lerf_trials", _F64_2D), ("percentiles", pa.list_(pa.float64())),
 ])
 
 
@@ -135,7 +136,7 @@ def write_csv(out: Path, percentiles: Sequence[float]) -> dict[str, Path]:
     images = read_table(out, IMAGES).drop_columns(["baseline_morf", "baseline_lerf"])
     layers = read_table(out, LAYERS)
     flat = {n: layers.column(n) for n in layers.column_names if n not in
-            ("morf", "lerf", "combined", "morf_trials", "lerf_trials")}
+            ("morf", "lerf", "combined", "morf_trials", "lerf_trials", "percentiles")}
     for col in ("morf", "lerf", "combined"):
         values = layers.column(col).to_pylist()
         for j, p in enumerate(percentiles):

@@ -16,6 +16,7 @@ import torch
 from ..api import animate, check_layers, ybroad
 from ..compute import CamOptions
 from ..errors import InputError
+from ..methods import get_method
 from ..road import RoadOptions, YbRoad
 from ..sources import LoadedModel, load_model, resolve_target
 from ..trace import class_scores, logits_of
@@ -39,7 +40,8 @@ class SweepSettings:
             ``labels``, ``channels``, ``trust_checkpoint``; plain values).
 
     Raises:
-        InputError: (on construction) a bad CAM setting or an unknown device.
+        InputError: (on construction) methods that are not a tuple of known names, a ``target`` in ``cam`` (the
+            target is each item's label or predicted class), a bad CAM setting or an unknown device.
     """
 
     methods: tuple[str, ...]
@@ -52,6 +54,14 @@ class SweepSettings:
     model_options: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        if isinstance(self.methods, str) or not self.methods or not all(isinstance(m, str) for m in self.methods):
+            raise InputError(f"SweepSettings(methods={self.methods!r}): give a tuple of method names, e.g. "
+                             "('gradcam',) or ('gradcam', 'layercam')")
+        for name in self.methods:
+            get_method(name)  # an unknown method: refused here, before any item, not by every item
+        if "target" in self.cam:
+            raise InputError("SweepSettings(cam={'target': ...}): a sweep's target is each image's label or, "
+                             "without one, its predicted class; give labels in a CSV/TSV list instead")
         self.cam_options()
         if self.device is not None:
             try:
@@ -186,6 +196,8 @@ class ItemWorker:
                 image_row["baseline_morf"] = yb.baseline_morf.tolist()
                 image_row["baseline_lerf"] = yb.baseline_lerf.tolist()
                 image_row["target_probability"] = yb.target_probability
+                if yb.target_probability is not None:  # one number, not two that differ in the 8th digit: ROAD's
+                    image_row["probability"] = yb.target_probability  # forward's (what its chance check reads)
                 image_row["probability_kind"] = yb.probability
                 image_row["num_classes"] = yb.num_classes or image_row["num_classes"]
             layers += layer_rows(item, res.method, res.layers, yb)
@@ -204,6 +216,7 @@ def layer_rows(item: SweepItem, method: str, records: Sequence[Any], yb: YbRoad)
             "same_as": same_as[i], "alias_of": None if same_as[i] is None else yb.layer_names[same_as[i]],
             "note": notes[i], "defined": bool(yb.defined[i]),
             "morf_trials": yb.morf[:, i, :].tolist(), "lerf_trials": yb.lerf[:, i, :].tolist(),
+            "percentiles": [float(p) for p in yb.percentiles],
         })
     return rows
 
