@@ -292,7 +292,7 @@ class CamResult:
         """Rendered frames (L, H', W', 3) uint8 for one normalisation (H', W': panel plus caption and strip)."""
         return render_frames(self.image, self.planes_view(kind), self.layers, kind, style, progress=progress,
                              stripes=self.stripes(style), title=self.caption_title(),
-                             guided=self.guided_image(), outline=self.target.region)
+                             guided=self.guided_image(), outline=self.target.region, method=self.method)
 
     def caption_title(self) -> str:
         """What the frames' captions name besides the layer: the method and the class (``gradcam · tabby``)."""
@@ -319,7 +319,7 @@ class CamResult:
         if self.metrics:
             with_metrics(manifest, self.metrics_manifest({}))
         renderer = FrameRenderer(self.image, self.layers, style, self.stripes(style), self.caption_title(),
-                                 self.guided_image(), self.target.region)  # captions drawn once
+                                 self.guided_image(), self.target.region, self.method)  # captions drawn once
         return RunView(path=None, manifest=manifest, layers=manifest["layers"],
                        frames={n: renderer.render(self.planes_view(n), n) for n in normalisations} if frames else {},
                        ybroad=self.road.to_json_dict() if self.road is not None else None)
@@ -502,7 +502,7 @@ class CamResult:
         folder.mkdir(parents=True, exist_ok=True)
         t0 = time.perf_counter()
         renderer = FrameRenderer(self.image, self.layers, opts.style, self.stripes(opts.style), self.caption_title(),
-                                 self.guided_image(), self.target.region)
+                                 self.guided_image(), self.target.region, self.method)
         cams_path = folder / names.CAMS
         # the network's min and max for the global frames: one pass over the CAMs, a run of layers at a time
         bounds = global_range(self.lazy_cams) if "global" in opts.normalisations else None

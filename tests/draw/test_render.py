@@ -130,3 +130,28 @@ def test_captions_count_from_one_name_method_and_class_and_keep_the_type_whole(d
     assert details and all(t.startswith(long_type) and "global" in t for t in details), drawn  # never "…Conv"
     names = [t for t in drawn if "conv_dw" in t]
     assert names and all(t.endswith("conv_dw") for t in names)  # a long name loses its start, not its end
+
+
+def test_a_layer_the_method_does_not_apply_to_says_so_on_its_frame(drawn_text):
+    """(review) ``--method cam`` on a layer that does not feed the classifier drew a uniform overlay captioned like
+    any other frame: it read as "no evidence here". Its caption now says the method does not apply."""
+    drawn = drawn_text
+    records = [LayerRecord(i, f"layer{i}", "m", "Conv2d", (1, 8, 8, 8), "NCHW", 10, 0.0) for i in range(2)]
+    records[0].flags["cam"] = "not applicable: CAM (Zhou et al. 2016) needs a layer whose channels feed the classifier"
+    render_frames(np.zeros((32, 32, 3), np.uint8), torch.zeros(2, 8, 8), records, "local", FrameStyle(width=480),
+                  title="cam · tabby")
+    said = [t for t in drawn if "not applicable" in t]
+    assert len(said) == 1 and "method not applicable here: no map" in said[0], drawn
+
+
+def test_only_the_flagging_methods_frames_say_not_applicable(drawn_text):
+    """The records are shared by the methods of one pass: CAM's flag must not caption Grad-CAM's frames."""
+    drawn = drawn_text
+    records = [LayerRecord(0, "layer0", "m", "Conv2d", (1, 8, 8, 8), "NCHW", 10, 0.0)]
+    records[0].flags["cam"] = "not applicable: CAM needs a layer whose channels feed the classifier"
+    render_frames(np.zeros((32, 32, 3), np.uint8), torch.zeros(1, 8, 8), records, "local", FrameStyle(width=480),
+                  method="gradcam")
+    assert not any("not applicable" in t for t in drawn), drawn
+    render_frames(np.zeros((32, 32, 3), np.uint8), torch.zeros(1, 8, 8), records, "local", FrameStyle(width=480),
+                  method="cam")
+    assert any("method not applicable here: no map" in t for t in drawn), drawn

@@ -125,11 +125,18 @@ def _cut_end(text: str, font, max_px: int) -> str:
     return text + "…" if text else ""
 
 
-def _caption_line(rec: LayerRecord, norm: str, width: int = 10**6) -> str:
-    """Line 2: the type (whole), the shape, the layout (or "non-spatial: no map") and the normalisation;
+def _caption_line(rec: LayerRecord, norm: str, width: int = 10**6, method: str = "") -> str:
+    """Line 2: the type (whole), the shape, the layout (or "non-spatial: no map", or "method not applicable here:
+    no map" where the method flagged the layer) and the normalisation;
     what does not fit in ``width`` px is left out from the least telling end, never the type's start."""
     shape = "x".join(str(s) for s in rec.shape) if rec.shape else "-"
-    extra = "non-spatial: no map" if rec.non_spatial else rec.layout
+    # a method that does not apply to the layer (CAM off the classifier's input, LeGrad off a ViT block) left an
+    # empty map: say so, or the frame reads as "no evidence here"
+    # (the flag's kind is the method's name; the records are shared by the methods of one pass)
+    flags = [rec.flags.get(method, "")] if method else list(rec.flags.values())
+    not_applicable = any(str(v).startswith("not applicable") for v in flags)
+    extra = ("non-spatial: no map" if rec.non_spatial else "method not applicable here: no map" if not_applicable
+             else rec.layout)
     font = load_font(12)
     for parts in ((rec.type, f"[{shape}]", extra, "·", norm), (rec.type, f"[{shape}]", "·", norm),
                   (rec.type, "·", norm), (rec.type,)):
@@ -192,8 +199,9 @@ class FrameRenderer:
 
     def __init__(self, image: np.ndarray, records: Sequence[LayerRecord], style: FrameStyle = FrameStyle(),
                  stripes: PanelPainter | None = None, title: str = "", guided: np.ndarray | None = None,
-                 outline: np.ndarray | None = None) -> None:
+                 outline: np.ndarray | None = None, method: str = "") -> None:
         self.title = title  # the caption's right end: the method and the class
+        self.method = method  # whose "not applicable" flags the captions show ("": any method's)
         self.guided = guided
         self.stripes = stripes  # non-spatial layers' 1-D evidence; None: the dimmed image alone
         self.records = list(records)
@@ -262,7 +270,7 @@ class FrameRenderer:
         head = self._heads.get(i)
         if head is None:
             head = self._heads[i] = _caption_head(rec, self.total, self.pw, self.title)
-        line = _caption_line(rec, norm, self.pw)
+        line = _caption_line(rec, norm, self.pw, self.method)
         detail = self._details.get(line)
         if detail is None:
             detail = self._details[line] = _caption_detail(line, self.pw)
@@ -376,15 +384,17 @@ def render_frames(
     title: str = "",
     guided: np.ndarray | None = None,
     outline: np.ndarray | None = None,
+    method: str = "",
 ) -> np.ndarray:
     """Frames (L, H, W, 3) uint8 for CAMs already scaled to [0, 1] ([L, h, w]) over ``image`` (h, w, 3);
     ``title`` (the method and the class) ends each caption's first line.
 
     ``guided``: the input's guided backpropagation (h, w, C): Guided Grad-CAM panels instead of overlays.
     ``outline``: a bool region (any size, scaled to the picture) whose outline every frame shows.
+    ``method``: the method's name, whose "not applicable" flags the captions show ("": any method's).
     """
-    return FrameRenderer(image, records, style, stripes, title, guided, outline).render(normed, norm, chunk=chunk,
-                                                                                        progress=progress)
+    return FrameRenderer(image, records, style, stripes, title, guided, outline, method).render(
+        normed, norm, chunk=chunk, progress=progress)
 
 
 def deprocess(image: np.ndarray) -> np.ndarray:
