@@ -282,7 +282,9 @@ def cmd_sweep(args: argparse.Namespace) -> int:
                            resume=args.resume, save_runs=args.save_runs, save_which=args.save_which)
     bar = None
     progress = None
-    if not args.quiet and (sys.stderr.isatty() or _force_progress()):
+    if not args.quiet and not sys.stderr.isatty() and not _force_progress():
+        progress = _sweep_line_progress()
+    elif not args.quiet:
         from tqdm import tqdm
 
         def progress(done: int, total: int) -> None:
@@ -299,12 +301,16 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     finally:
         if bar is not None:
             bar.close()
-    print(f"sweep: {summary['items']} items, {summary['ok']} done, {summary['failed']} failed"
+    seconds, total = f"{summary['seconds']:.1f}", summary.get("seconds_total")  # total: all sessions (resumed)
+    print(f"sweep: {_count(summary['items'], 'item')}, {summary['ok']} done, {summary['failed']} failed"
           + (f", {summary['skipped']} finished before" if summary["skipped"] else "")
-          + (f", {len(summary['duplicates'])} duplicate files (the same content as another) not run again"
+          + (f", {_count(len(summary['duplicates']), 'duplicate file')} (the same content as another) not run again"
              if summary["duplicates"] else "")
-          + (f", {summary['restarts']} workers replaced" if summary["restarts"] else "")
-          + f" ({summary['seconds']:.1f} s)")
+          + (f", {_count(summary['restarts'], 'worker')} replaced" if summary["restarts"] else "")
+          + (f" ({seconds} s)" if total is None or f"{total:.1f}" == seconds
+             else f" ({seconds} s this session, {total:.1f} s in all)"))
+    if args.save_runs:
+        _print_saved_runs(summary["per_image"], args.save_runs, args.save_which)
     for f in summary["failures"][:10]:
         print(f"  failed: {f['image']} ({f['model']}): {f['error']}")
     for model, acc in (summary["accuracy"] or {}).items():
@@ -319,13 +325,75 @@ def cmd_sweep(args: argparse.Namespace) -> int:
             # as the verdict's statement: the best layer's interval above the chance band's upper end
             above = {True: "yes", False: "no"}.get(best.get("separable_from_baseline"), "undetermined")
             print(f"{g['model']} {g['method']}: best layer {best['name']} ROAD {signed(best['ybroad'])}{interval} "
-                  f"over {across['n_images']} images{out_words}; interval above the chance band: {above}")
+                  f"over {_count(across['n_images'], 'image')}{out_words}; interval above the chance band: {above}")
         elif across:
             print(f"{g['model']} {g['method']}: no best layer: {across.get('statement', '')}{out_words}")
     print(f"wrote {args.out}/")
     for key, p in summary["paths"].items():
         print(f"  {key:>10}: {p}")
     return 0 if summary["ok"] else 2
+
+
+def _count(n: int, noun: str) -> str:
+    """``1 image``, ``3 images``."""
+    return f"{n} {noun}" + ("" if n == 1 else "s")
+
+
+def _print_saved_runs(per_image: list[dict], asked: int, which: str) -> None:
+    """One line when ``--save-runs K`` saved fewer than K runs: how many, and why (fewer candidates than K, as
+    ``--save-which`` picks them among the items done, or a run that could not be saved)."""
+    chosen = [r["runs"] for r in per_image if r["runs"]]
+    failed = [runs["error"] for runs in chosen if "error" in runs]
+    saved = len(chosen) - len(failed)
+    if saved >= asked:
+        return
+    why = []
+    if len(chosen) < asked:
+        ok = [r for r in per_image if r["status"] == "ok"]
+        if which == "misclassified":
+            why.append(f"only {_count(sum(r['correct'] is False for r in ok), 'misclassified image')}")
+        else:
+            why.append(f"only {_count(len(ok), 'item')} done")
+    if failed:
+        why.append(f"{len(failed)} not saved: {failed[0]}")
+    print(f"saved runs: {saved} of {asked} asked ({'; '.join(why)})")
+
+
+#: at most one plain progress line of a sweep this often (seconds), when stderr is not a terminal
+_SWEEP_LINE_EVERY = 10.0
+
+
+def _duration(seconds: float) -> str:
+    """``48s``, ``5m50s``, ``2h05m``."""
+    s = round(seconds)
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m{s % 60:02d}s"
+    return f"{s // 3600}h{s % 3600 // 60:02d}m"
+
+
+def _sweep_line_progress():
+    """Plain progress lines of a sweep for a log: ``sweep: 6/10 items (10 items/min, ETA 24s)``, the rate over this
+    session's items, at most every :data:`_SWEEP_LINE_EVERY` seconds, at the start and on the last item."""
+    start: list[float] = []  # the time and the count at the first report (items finished before: not this rate)
+    last = [0.0]
+
+    def update(done: int, total: int) -> None:
+        now = time.monotonic()
+        if not start:
+            start.extend((now, done))
+        elif done < total and now - last[0] < _SWEEP_LINE_EVERY:
+            return
+        last[0] = now
+        rate = (done - start[1]) / (now - start[0]) * 60 if done > start[1] and now > start[0] else None
+        extra = [] if rate is None else [f"{rate:.3g} items/min" if rate < 100 else f"{rate:.0f} items/min"]
+        if rate is not None and done < total:
+            extra.append(f"ETA {_duration((total - done) / rate * 60)}")
+        print(f"sweep: {done}/{total} {'item' if total == 1 else 'items'}"
+              + (f" ({', '.join(extra)})" if extra else ""), file=sys.stderr, flush=True)
+
+    return update
 
 
 #: TEST HOOK (tests/rundir/test_cli.py): ``CAMANIM_TEST_PAUSE_AT=STAGE`` makes a run, the first

@@ -267,7 +267,7 @@ def test_a_module_named_like_the_stdlibs_in_the_working_folder_does_not_break_th
     got = subprocess.run([sys.executable, str(script), "sweep", "sample:cat", *CLI_ARGS, "--workers", "1",
                           "--out", "o", "--quiet"], cwd=work, env=_env(), capture_output=True, text=True, timeout=300)
     assert got.returncode == 0, got.stderr
-    assert got.stdout.startswith("sweep: 1 items, 1 done, 0 failed")
+    assert got.stdout.startswith("sweep: 1 item, 1 done, 0 failed")
     assert json.loads((work / "o" / "sweep.json").read_text())["state"] == "done"
     assert "PYTHONSAFEPATH" not in os.environ  # restored here too (the test process sets nothing)
 
@@ -292,3 +292,108 @@ def test_ray_auto_with_a_ray_address_where_no_cluster_answers_is_refused(tmp_pat
     assert main(["sweep", "sample:cat", *CLI_ARGS, "--ray", "auto", "--out", str(out), "--quiet"]) == 2
     assert capsys.readouterr().err == ("camanim: error: RAY_ADDRESS=nohostport is not HOST:PORT: unset RAY_ADDRESS "
                                        "to start a local one, or set it to the cluster's address\n")
+
+
+def _summary_out(summary: dict, argv: list[str], reference, tmp_path, capsys, monkeypatch) -> str:
+    """The CLI's output for ``summary`` (run_sweep stubbed) with ``argv`` after the usual arguments."""
+    import camanim.sweep as sweep
+
+    monkeypatch.setattr(sweep, "run_sweep", lambda *a, **k: summary)
+    assert main(["sweep", str(reference["list"]), *CLI_ARGS, "--out", str(tmp_path / "o"), "--quiet", *argv]) == 0
+    return capsys.readouterr().out
+
+
+def test_the_summary_line_is_singular_for_one(finished, reference, tmp_path, capsys, monkeypatch):
+    """(review) 'over 1 images', '1 workers replaced', '1 duplicate files', '1 items': singular for one."""
+    import copy
+
+    summary = copy.deepcopy(finished["summary"])
+    summary.update(items=1, ok=1, failed=0, skipped=1, restarts=1, seconds=2.0,
+                   duplicates=[{"path": "b.png", "same_as": "a.png"}])
+    first, second = summary["aggregates"]["groups"]
+    first["all"]["n_images"] = 1
+    lines = _summary_out(summary, [], reference, tmp_path, capsys, monkeypatch).splitlines()
+    assert lines[0] == ("sweep: 1 item, 1 done, 0 failed, 1 finished before, 1 duplicate file (the same content as "
+                        "another) not run again, 1 worker replaced (2.0 s)")
+    assert next(x for x in lines if x.startswith(f"resnet18 {first['method']}: ")).count(" over 1 image; ") == 1
+    assert next(x for x in lines if x.startswith(f"resnet18 {second['method']}: ")).count(" over 3 images; ") == 1
+    summary.update(items=5, ok=3, failed=2, skipped=0, restarts=2,
+                   duplicates=[{"path": "b.png", "same_as": "a.png"}, {"path": "c.png", "same_as": "a.png"}])
+    assert _summary_out(summary, [], reference, tmp_path, capsys, monkeypatch).splitlines()[0] == (
+        "sweep: 5 items, 3 done, 2 failed, 2 duplicate files (the same content as another) not run again, "
+        "2 workers replaced (2.0 s)")
+
+
+def test_the_summary_gives_all_sessions_seconds_after_a_resume(finished, reference, tmp_path, capsys, monkeypatch):
+    """(review) After ``--resume`` the line gave only the last session's seconds: with ``seconds_total`` (absent in
+    older summaries) both, when they differ."""
+    import copy
+
+    summary = copy.deepcopy(finished["summary"])
+    summary.update(seconds=12.34, seconds_total=100.0)
+    first = _summary_out(summary, [], reference, tmp_path, capsys, monkeypatch).splitlines()[0]
+    assert first.endswith(" (12.3 s this session, 100.0 s in all)"), first
+    summary["seconds_total"] = 12.34
+    assert _summary_out(summary, [], reference, tmp_path, capsys, monkeypatch).splitlines()[0].endswith(" (12.3 s)")
+
+
+def test_fewer_saved_runs_than_asked_are_said(finished, reference, tmp_path, capsys, monkeypatch):
+    """(review) ``--save-runs 2 --save-which misclassified`` with one misclassified image saved one run without a
+    word: one line says how many were saved of how many asked, and why fewer."""
+    import copy
+
+    summary = copy.deepcopy(finished["summary"])
+    rows = summary["per_image"]
+    for r in rows:
+        r["runs"] = {}
+    wrong = [r for r in rows if r["correct"] is False]
+    assert len(wrong) == 1  # the fixture's coffee
+    wrong[0]["runs"] = {"gradcam": "runs/x/gradcam/report.html", "layercam": "runs/x/layercam/report.html"}
+    text = _summary_out(summary, ["--save-runs", "2", "--save-which", "misclassified"], reference, tmp_path, capsys,
+                        monkeypatch)
+    assert [x for x in text.splitlines() if x.startswith("saved runs")] == [
+        "saved runs: 1 of 2 asked (only 1 misclassified image)"]
+    text = _summary_out(summary, ["--save-runs", "1", "--save-which", "misclassified"], reference, tmp_path, capsys,
+                        monkeypatch)
+    assert "saved runs" not in text  # as many as asked
+    ok = [r for r in rows if r["status"] == "ok"]
+    assert len(ok) == 3
+    for r in ok:
+        r["runs"] = {"gradcam": "runs/x/gradcam/report.html"}
+    ok[1]["runs"] = {"error": "the frames could not be written"}
+    text = _summary_out(summary, ["--save-runs", "5"], reference, tmp_path, capsys, monkeypatch)
+    assert [x for x in text.splitlines() if x.startswith("saved runs")] == [
+        "saved runs: 2 of 5 asked (only 3 items done; 1 not saved: the frames could not be written)"]
+
+
+def test_progress_lines_when_stderr_is_not_a_terminal(reference, tmp_path, capsys, monkeypatch):
+    """(review) With stderr not a terminal (a log, nohup, CI) the sweep said nothing until its summary: a plain
+    line with the count, the rate and the ETA at most every 10 s, and one on the last item; none with --quiet."""
+    import types
+
+    import camanim.cli as cli
+    import camanim.sweep as sweep
+
+    monkeypatch.delenv("CAMANIM_PROGRESS", raising=False)
+    now = [100.0]
+    monkeypatch.setattr(cli, "time", types.SimpleNamespace(monotonic=lambda: now[0], sleep=time.sleep))
+    summary = {"items": 10, "ok": 10, "failed": 0, "skipped": 4, "restarts": 0, "seconds": 70.0, "duplicates": [],
+               "failures": [], "accuracy": None, "aggregates": {"groups": []}, "paths": {}, "per_image": []}
+
+    def fake_sweep(*a, progress=None, **k):
+        for t, done in ((0, 4), (5, 5), (12, 6), (15, 7), (30, 8), (39, 9), (42, 10)):
+            now[0] = 100.0 + t
+            if progress is not None:
+                progress(done, 10)
+        return summary
+
+    monkeypatch.setattr(sweep, "run_sweep", fake_sweep)
+    assert main(["sweep", str(reference["list"]), *CLI_ARGS, "--out", str(tmp_path / "o")]) == 0
+    assert capsys.readouterr().err.splitlines() == [
+        "sweep: 4/10 items",
+        "sweep: 6/10 items (10 items/min, ETA 24s)",  # 2 items in 12 s; 4 to go
+        "sweep: 8/10 items (8 items/min, ETA 15s)",  # 4 in 30 s; 7 and 9 fewer than 10 s after a line
+        "sweep: 10/10 items (8.57 items/min)",  # the last item, whenever it comes
+    ]
+    assert main(["sweep", str(reference["list"]), *CLI_ARGS, "--out", str(tmp_path / "o"), "--quiet"]) == 0
+    assert capsys.readouterr().err == ""

@@ -49,3 +49,50 @@ def test_the_groups_warnings_are_on_the_page(finished):
     for g in summary["aggregates"]["groups"]:
         g["all"]["warnings"] = []
     assert "id=warnings" not in render_page(summary)
+
+
+def _best_rows(html: str) -> list[list[str]]:
+    table = re.search(r"<table id=best-table>(.*?)</table>", html).group(1)
+    return [re.findall(r"<td[^>]*>(.*?)</td>", row) for row in re.findall(r'<tr class="best-row">(.*?)</tr>', table)]
+
+
+def test_the_best_layer_table_has_no_band_for_one_image_and_says_whether_the_interval_is_above_it(finished):
+    """(review) A split with one image showed a zero-width chance band ``[0.00215, 0.00215]`` that looked precise;
+    and the table did not say, as the CLI's line does, whether the best layer's interval lies above the band."""
+    from camanim.report.html import fmt_number
+    from camanim.sweep.page import render_page
+
+    summary = finished["summary"]
+    html = render_page(summary)
+    assert "<th>chance band</th><th>interval above chance band</th><th>not separable from it</th>" in html
+    rows = _best_rows(html)
+    expected = []
+    for g in summary["aggregates"]["groups"]:
+        for split in ("all", "correct", "incorrect"):
+            across = g[split]
+            band = across["baseline"]["band"]
+            word = {True: "yes", False: "no", None: "undetermined"}[across["best"]["separable_from_baseline"]]
+            shown = ("– (one image: no band)" if across["n_images"] < 2
+                     else f"[{fmt_number(band[0])}, {fmt_number(band[1])}]")
+            expected.append([split, str(across["n_images"]), shown, word])
+    assert [[r[2], r[3], r[6], r[7]] for r in rows] == expected
+    # the fixture's splits: 3 images in all, one correct (cat) and one incorrect (coffee)
+    assert [e[1] for e in expected] == ["3", "1", "1"] * 2
+    assert [e[3] for e in expected][1:3] == ["undetermined", "undetermined"]
+
+
+def test_the_page_gives_this_sessions_seconds_and_all_sessions_after_a_resume(finished):
+    """(review) After ``--resume`` the page gave only the last session's seconds: with ``seconds_total`` (all
+    sessions; absent in older summaries) both are given when they differ."""
+    import copy
+
+    from camanim.sweep.page import render_page
+
+    summary = copy.deepcopy(finished["summary"])
+    summary["seconds"] = 12.34
+    assert "failed; 12.3 s." in render_page(summary)
+    summary["seconds_total"] = 12.34
+    assert "failed; 12.3 s." in render_page(summary)
+    summary["seconds_total"] = 100.0
+    html = render_page(summary)
+    assert "failed; 12.3 s this session, 100.0 s in all." in html

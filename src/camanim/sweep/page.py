@@ -104,18 +104,34 @@ def curve_svg(element_id: str, across: dict[str, Any]) -> str:
     return "".join(parts)
 
 
+def _band(across: dict[str, Any]) -> str:
+    """The chance band's cell: none for fewer than two images (a zero-width band would look precise)."""
+    if across["n_images"] < 2:
+        return "– (one image: no band)" if across["n_images"] == 1 else "–"
+    return _ci((across.get("baseline") or {}).get("band") or [None, None])
+
+
 def _best_row(model: str, method: str, split: str, across: dict[str, Any] | None) -> str:
     if across is None:
-        return f"<tr><td>{esc(model)}</td><td>{esc(method)}</td><td>{split}</td><td>0</td><td colspan=4>no image</td></tr>"
+        return f"<tr><td>{esc(model)}</td><td>{esc(method)}</td><td>{split}</td><td>0</td><td colspan=5>no image</td></tr>"
     best = across.get("best")
     others = ", ".join(esc(c["name"]) for c in across.get("not_separable", [])) or "none"
-    base = (across.get("baseline") or {}).get("band") or [None, None]
     if best is None:
         return (f"<tr><td>{esc(model)}</td><td>{esc(method)}</td><td>{split}</td><td>{across['n_images']}</td>"
-                f"<td colspan=4>{esc(across.get('statement', ''))}</td></tr>")
+                f"<td colspan=5>{esc(across.get('statement', ''))}</td></tr>")
+    # as the CLI's line: the best layer's 95% interval above the chance band's top
+    above = {True: "yes", False: "no"}.get(best.get("separable_from_baseline"), "undetermined")
     return (f'<tr class="best-row"><td>{esc(model)}</td><td>{esc(method)}</td><td>{split}</td><td>{across["n_images"]}</td>'
             f'<td class="best-layer">{esc(best["name"])}</td><td>{_num(best["ybroad"])} {_ci(best.get("ci"))}</td>'
-            f"<td>{_ci(base)}</td><td>{others}</td></tr>")
+            f"<td>{_band(across)}</td><td>{above}</td><td>{others}</td></tr>")
+
+
+def _seconds(summary: dict[str, Any]) -> str:
+    """This session's seconds, and all sessions' (``seconds_total``, after a resume) where they differ."""
+    this, total = f"{summary['seconds']:.1f}", summary.get("seconds_total")
+    if total is None or f"{total:.1f}" == this:
+        return f"{this} s"
+    return f"{this} s this session, {total:.1f} s in all"
 
 
 def render_page(summary: dict[str, Any]) -> str:
@@ -123,12 +139,12 @@ def render_page(summary: dict[str, Any]) -> str:
     agg = summary["aggregates"]
     acc = summary.get("accuracy")
     facts = (f"<p>{summary['items']} items (image × model): {summary['ok']} done, {summary['failed']} failed; "
-             f"{summary['seconds']:.1f} s." + (" Accuracy: " + ", ".join(
+             f"{_seconds(summary)}." + (" Accuracy: " + ", ".join(
                  f"{esc(m)} {a['correct']}/{a['images']}" for m, a in acc.items()) if acc else "") + "</p>")
     body = [f"<h1>camanim sweep</h1>{facts}"]
     body.append("<h2>Best layer per model and method</h2><table id=best-table><thead><tr><th>model</th><th>method</th>"
                 "<th>images</th><th>n</th><th>best layer</th><th>mean ROAD [95% CI]</th><th>chance band</th>"
-                "<th>not separable from it</th></tr></thead><tbody>")
+                "<th>interval above chance band</th><th>not separable from it</th></tr></thead><tbody>")
     for g in agg["groups"]:
         for split in ("all", "correct", "incorrect"):
             if split in g:
