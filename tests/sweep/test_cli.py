@@ -308,7 +308,7 @@ def test_the_summary_line_is_singular_for_one(finished, reference, tmp_path, cap
     import copy
 
     summary = copy.deepcopy(finished["summary"])
-    summary.update(items=1, ok=1, failed=0, skipped=1, restarts=1, seconds=2.0,
+    summary.update(items=1, ok=1, failed=0, skipped=1, restarts=1, seconds=2.0, seconds_total=2.0,
                    duplicates=[{"path": "b.png", "same_as": "a.png"}])
     first, second = summary["aggregates"]["groups"]
     first["all"]["n_images"] = 1

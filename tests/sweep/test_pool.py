@@ -76,7 +76,7 @@ def test_a_killed_fork_server_and_worker_leave_no_traceback(reference, tmp_path)
             proc.wait()
     assert killed and proc.returncode == 0, stderr.decode()
     assert stderr.decode() == ""  # no traceback, no warning
-    assert "3 items, 2 done, 1 failed, 1 workers replaced" in stdout.decode()
+    assert "3 items, 2 done, 1 failed, 1 worker replaced" in stdout.decode()
     images = read_table(out, "images").to_pylist()
     assert sorted(r["image"].rsplit("/", 1)[-1] for r in images) == ["missing.png", "sample:cat", "sample:rocket"]
     rocket = next(r for r in images if r["image"] == "sample:rocket")
