@@ -375,6 +375,18 @@ def _gradcam_reference_3d(model, x, module, target):
     return captured[0][0]
 
 
+def test_score_metrics_refuses_a_volume_in_one_line():
+    """(review) The metrics' perturbations are 2-D: a volume's result is refused in one InputError line (it
+    raised a RuntimeError from inside the scoring)."""
+    from conftest import tiny_net3d, tiny_volume
+
+    result = camanim.animate(tiny_net3d(), tiny_volume(), layers="conv*")
+    for metrics in ("all", "deletion", "avgdrop"):
+        with pytest.raises(InputError, match=r"^the faithfulness metrics .* score 2-D images only") as err:
+            camanim.score_metrics(result, metrics=metrics)
+        assert "\n" not in str(err.value) and result.metrics is None
+
+
 def _check_volume_run(result, out, x, layouts):
     """The saved run of a volume: manifest, cams.npz volumes, frames of the montage, H.264 videos."""
     d, h, w = x.shape[2:]

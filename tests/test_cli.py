@@ -337,6 +337,35 @@ def test_run_a_nifti_volume_with_a_pickled_3d_model(tmp_path, capsys):
     assert not (tmp_path / "scored").exists()
 
 
+def test_metrics_on_a_volume_are_refused_before_the_cam_pass(tmp_path, capsys, monkeypatch):
+    """(review) `--metric` on a volume: one line, exit 2, before the CAM pass and with nothing written (it
+    crashed with a traceback after the whole pass)."""
+    import nibabel as nib
+    import torch
+    from conftest import tiny_net3d
+
+    import camanim.api
+
+    model_path = tmp_path / "net3d.pt"
+    torch.save(tiny_net3d(), model_path)
+    scan = tmp_path / "scan.nii.gz"
+    nib.save(nib.Nifti1Image(np.random.default_rng(0).normal(size=(8, 12, 16)).astype(np.float32), np.eye(4)),
+             str(scan))
+
+    def no_pass(*args, **kwargs):
+        raise AssertionError("the CAM pass ran")
+
+    monkeypatch.setattr(camanim.api, "animate", no_pass)
+    for metric in ("deletion", "avgdrop", "all", "insertion,cammult"):
+        capsys.readouterr()
+        out = tmp_path / "new" / "out"
+        assert main(["run", str(scan), "--model", str(model_path), "--trust-checkpoint", "--metric", metric,
+                     "--no-video", "--quiet", "--out", str(out)]) == 2, metric
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and "score 2-D images only" in err[0] and "leave out --metric" in err[0], (metric, err)
+        assert not (tmp_path / "new").exists()
+
+
 # -- what the terminal shows ---------------------------------------------------------------------
 
 
@@ -380,7 +409,7 @@ def test_the_wrote_list_is_one_column_however_long_its_keys(tmp_path, capsys):
 def test_camanims_warnings_are_one_line_each(tmp_path, capsys):
     """(review) A warning of camanim's own (here: CAM does not apply to a layer) is one
     ``camanim: warning:`` line, not Python's file:line plus source line."""
-    args = ["sample:cat", "--model", "resnet18", "--weights", "none", "--layers", "layer4.1.conv1,layer4.1.conv2",
+    args = ["sample:cat", "--model", "resnet18", "--weights", "none", "--layers", "layer4.1.conv2,layer4.1",
             "--method", "cam", "--no-video", "--quiet", "--out", str(tmp_path / "o")]
     assert main(args) == 0
     err = capsys.readouterr().err

@@ -469,6 +469,16 @@ def ybroad(result: CamResult | CamSet | Sequence[CamResult], *, percentiles: Seq
     return ybroad_across(scored, names)
 
 
+#: the one line the metrics give for a volume (1, C, D, H, W): their perturbations and scoring are 2-D only
+METRICS_VOLUME_REFUSAL = ("the faithfulness metrics (--metric, camanim.score_metrics) score 2-D images only: their "
+                          "perturbed inputs and CAM-weighted images are built in the image plane; for a volume "
+                          "leave out --metric (ybROAD, --road, is 2-D only too)")
+
+#: the one line the metrics give for a target on the model's output (``{label!r}``: the target as written)
+METRICS_VALUE_REFUSAL = ("metrics score a class's probability or logit, and this result explains a target on the "
+                         "model's output ({label!r}): score it with ybROAD (--road, camanim.ybroad)")
+
+
 def score_metrics(result: CamResult | CamSet | Sequence[CamResult], *, metrics: Sequence[str] | str = "all",
                   score: str = "prob", steps: int = 20, trials: int = 5, seed: int = 0, batch_size: int = 32,
                   options: MetricOptions | None = None) -> dict[str, Any] | list[dict[str, Any]]:
@@ -492,8 +502,8 @@ def score_metrics(result: CamResult | CamSet | Sequence[CamResult], *, metrics: 
         The agreement table of the result (:meth:`CamResult.metrics_table`), or one per result.
 
     Raises:
-        InputError: an unknown metric or a setting out of range, or a result explaining a target on the model's
-            output (``seg:``, ``box:``, ``similar:``, a callable): only ybROAD scores those.
+        InputError: an unknown metric or a setting out of range, a result explaining a target on the model's
+            output (``seg:``, ``box:``, ``similar:``, a callable): only ybROAD scores those, or a volume's result.
         ValueError: a result has no model attached.
     """
     from .metrics import EXTRA, parse_metrics
@@ -507,8 +517,9 @@ def score_metrics(result: CamResult | CamSet | Sequence[CamResult], *, metrics: 
     tables = []
     for r in items:
         if r.target.kind == "value":
-            raise InputError(f"metrics score a class's probability or logit, and this result explains a target on the "
-                             f"model's output ({r.target.label!r}): score it with ybROAD (--road, camanim.ybroad)")
+            raise InputError(METRICS_VALUE_REFUSAL.format(label=r.target.label))
+        if r.input_tensor.ndim == 5:
+            raise InputError(METRICS_VOLUME_REFUSAL)
         if r.model is None:
             raise ValueError("this result has no model attached: metrics need the model to score perturbed images")
         x = r.input_tensor

@@ -572,8 +572,8 @@ def _run(args: argparse.Namespace, cam: CamOptions, save: SaveOptions, road: Roa
          metrics=None) -> int:
     import dataclasses
 
-    from .api import animate, ybroad
-    from .compute.targets import per_image
+    from .api import METRICS_VALUE_REFUSAL, METRICS_VOLUME_REFUSAL, animate, ybroad
+    from .compute.targets import VALUE_TARGETS, per_image
     from .road.metric import VOLUME_REFUSAL
     from .rundir import prepare_out_dir
     from .sources import takes_volumes
@@ -584,9 +584,14 @@ def _run(args: argparse.Namespace, cam: CamOptions, save: SaveOptions, road: Roa
     progress = _progress(args.quiet)
     loaded = _load(args)
     images = args.image if isinstance(args.image, list) else [args.image]
-    if road is not None and any(takes_volumes(loaded.module, im) for im in images):
-        raise InputError(VOLUME_REFUSAL)  # before the CAM pass, not after it
-    cam = dataclasses.replace(cam, target=per_image(args.target, len(images), loaded.labels))
+    volumes = (road is not None or metrics is not None) and any(takes_volumes(loaded.module, im) for im in images)
+    if volumes:  # refused before the CAM pass, not after it
+        raise InputError(VOLUME_REFUSAL if args.metric is None else METRICS_VOLUME_REFUSAL)
+    target = per_image(args.target, len(images), loaded.labels)
+    value = [t for t in (target if isinstance(target, list) else [target]) if isinstance(t, VALUE_TARGETS)]
+    if metrics is not None and value:
+        raise InputError(METRICS_VALUE_REFUSAL.format(label=value[0].name))
+    cam = dataclasses.replace(cam, target=target)
     result = animate(loaded, images if len(images) > 1 else images[0], method=args.method, device=args.device,
                      progress=progress, options=cam, window=window, frame=args.frame)
     for folder, res in _results(result):

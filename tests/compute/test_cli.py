@@ -96,6 +96,27 @@ SEG = ["--model", "lraspp_mobilenet_v3_large", "--weights", "none", "--input-siz
        "--quiet", "--no-video"]
 
 
+def test_metrics_with_a_target_on_the_output_are_refused_before_the_cam_pass(tmp_path, capsys, monkeypatch):
+    """(review) `--metric` with `--target seg:10`: the metrics' one line, exit 2, nothing written, before the CAM
+    pass and ybROAD (it came after both)."""
+    import camanim.api
+
+    def no_pass(*args, **kwargs):
+        raise AssertionError("the CAM pass ran")
+
+    monkeypatch.setattr(camanim.api, "animate", no_pass)
+    for metric in ("all", "deletion"):
+        capsys.readouterr()
+        assert main(["run", "sample:cat", *SEG, "--target", "seg:10", "--metric", metric,
+                     "--out", str(tmp_path / "new" / "o")]) == 2
+        said = capsys.readouterr()
+        err = said.err.strip().splitlines()
+        assert err == ["camanim: error: metrics score a class's probability or logit, and this result explains a "
+                       "target on the model's output ('seg:10'): score it with ybROAD (--road, camanim.ybroad)"], err
+        assert "target:" not in said.out and "ybROAD" not in said.out
+        assert not (tmp_path / "new").exists()
+
+
 def _lines(frame: np.ndarray) -> list[int]:
     """The rows of a frame's image panel (its top 320 rows) that hold a horizontal outline."""
     return [y for y in range(320) if (frame[y] == OUTLINE_COLOUR).all(axis=-1).sum() > 250]

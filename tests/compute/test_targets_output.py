@@ -179,8 +179,15 @@ def test_each_image_of_a_batch_explains_its_own_target(seg):
 
 def test_every_method_explains_a_target_on_the_output(seg, x):
     """Every registered method runs with a target on the output (FinerCAM, which contrasts classes, is
-    refused in one line); maps are finite and not all zero for gradient-free and gradient methods alike."""
-    names = [m for m in list_methods() if m != "finercam"]
+    refused in one line); maps are finite and not all zero for gradient-free and gradient methods alike.
+    CAM and LeGrad apply to none of a segmentation net's layers (no linear classifier, no ViT block): refused
+    in one line too (review: not a run of empty maps)."""
+    names = [m for m in list_methods() if m not in ("finercam", "cam", "legrad")]
+    for method, name in (("cam", "CAM"), ("legrad", "LeGrad")):
+        with pytest.raises(InputError, match=rf"^{name} applies to none of the 2 chosen layers") as err:
+            camanim.animate(seg, x, target=lambda o: o["out"][:, 1].sum(dim=(1, 2)), method=method,
+                            layers=["body.2", "head"])
+        assert "\n" not in str(err.value)
     res = camanim.animate(seg, x, target=lambda o: o["out"][:, 1].sum(dim=(1, 2)), method=names,
                           layers=["body.2", "head"])
     assert [r.method for r in res] == names

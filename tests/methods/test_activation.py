@@ -9,7 +9,8 @@ import torchvision
 from conftest import no_inplace, small_net
 from torchcam.methods import CAM
 
-from camanim import get_method
+from camanim import InputError, get_method
+from camanim.cli import main
 from camanim.compute.maps import layer_cams
 from camanim.methods import MethodContext
 from camanim.methods.activation import CAM_FLAG, classifier_weights
@@ -101,3 +102,22 @@ def test_layers_sharing_an_output_carry_the_cam_flag_of_the_layer_they_share_it_
     assert CAM_FLAG not in by_name["act"].flags and CAM_FLAG not in by_name["same"].flags
     i_act, i_same = (list(by_name).index(n) for n in ("act", "same"))
     assert float(cams[i_act].sum()) > 0 and torch.equal(cams[i_act], cams[i_same])
+
+
+def test_cam_applying_to_none_of_the_chosen_layers_is_refused_in_one_line(tmp_path, capsys):
+    """(review) CAM where no chosen layer feeds the classifier: one line naming why and what to choose, the
+    layers still flagged, and on the CLI exit 2 with nothing written (not a whole run of empty maps)."""
+    model = small_net()
+    x = torch.randn(1, 3, 12, 12, generator=torch.Generator().manual_seed(1))
+    tr = run_trace(model, x, "features.6,features.3", gradients=False, targets=[1])
+    with pytest.raises(InputError, match=r"^CAM applies to none of the 2 chosen layers \(their spatial mean") as err:
+        layer_cams(tr, get_method("cam"), MethodContext(model=model, input_tensor=x))
+    assert "\n" not in str(err.value) and "another method" in str(err.value)
+    assert all("not applicable" in r.flags[CAM_FLAG] for r in tr.records)
+    out = tmp_path / "new" / "out"
+    capsys.readouterr()
+    assert main(["run", "sample:cat", "--model", "resnet18", "--weights", "none", "--input-size", "64", "--no-video",
+                 "--quiet", "--layers", "layer4.1.conv2", "--method", "cam", "--out", str(out)]) == 2
+    err_lines = capsys.readouterr().err.strip().splitlines()
+    assert len(err_lines) == 1 and err_lines[0].startswith("camanim: error: CAM applies to none of the 1 chosen layer")
+    assert not (tmp_path / "new").exists()

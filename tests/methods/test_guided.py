@@ -117,3 +117,27 @@ def test_cli_guided_writes_guided_frames(tmp_path):
     # the guided picture is grey around 128 (deprocess_image), not the image under a colormap
     assert not np.array_equal(guided, plain)
     assert abs(float(guided.mean()) - 128) < 20
+
+
+def test_guided_on_a_model_without_relu_modules_warns_and_says_so_in_the_result(tmp_path, recwarn):
+    """(review) Guided backpropagation rewrites nn.ReLU modules only: on a model of ReLU6 (efficientnet_lite0's) or
+    GELU (ViTs') no guided rule applies and the "guided" image is the plain input gradient. One warning says so,
+    the result's options and manifest record ``guided_relus: 0``; a model with ReLUs has neither."""
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 6, 3, padding=1), torch.nn.ReLU6(), torch.nn.Conv2d(6, 8, 3),
+                                torch.nn.GELU(), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(),
+                                torch.nn.Linear(8, 4)).eval()
+    x = torch.randn(1, 3, 16, 16, generator=torch.Generator().manual_seed(2))
+    with pytest.warns(RuntimeWarning, match=r"^camanim: --guided: Sequential has no nn.ReLU module, so no guided "
+                                            r"backpropagation rule applies: the guided image is the plain input"):
+        result = camanim.animate(model, x, layers="0,2", guided=True)
+    xg = x.clone().requires_grad_(True)
+    plain = torch.autograd.grad(model(xg)[0, result.target.index], xg)[0][0]
+    torch.testing.assert_close(result.guided, plain)  # the maths unchanged: the plain gradient, as said
+    assert result.options["guided_relus"] == 0
+    result.save(tmp_path / "o", video=False)
+    assert json.loads((tmp_path / "o" / "manifest.json").read_text())["options"]["guided_relus"] == 0
+    recwarn.clear()
+    with_relus = camanim.animate(small_net(), x, layers="features.7", guided=True)
+    assert not [w for w in recwarn if "nn.ReLU" in str(w.message)]
+    assert with_relus.options["guided_relus"] == sum(isinstance(m, torch.nn.ReLU) for m in small_net().modules()) > 0

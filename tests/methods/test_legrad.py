@@ -7,7 +7,12 @@ import timm
 import torch
 import torchvision
 from conftest import small_net
+from torchcam.methods import LeGrad as TorchcamLeGrad
+from torchvision.models.vision_transformer import VisionTransformer
 
+import camanim
+from camanim import InputError
+from camanim.cli import main
 from camanim.compute.maps import layer_cams
 from camanim.methods import MethodContext
 from camanim.methods.legrad import LEGRAD_FLAG, LeGrad
@@ -110,16 +115,29 @@ def test_legrad_on_torchvision_vit_reads_multihead_attention():
 
 
 def test_legrad_refuses_a_cnn_layer_by_layer():
+    """Every layer of a CNN is flagged with the reason, and as LeGrad applies to none of them the call is
+    refused in one line (review: not a whole run of empty maps)."""
     model = small_net()
     x = torch.randn(1, 3, 12, 12, generator=torch.Generator().manual_seed(0))
     tr = run_trace(model, x, "all", gradients=False, targets=[0])
-    with pytest.warns(RuntimeWarning, match="LeGrad does not apply"):
-        cams = layer_cams(tr, LeGrad(), MethodContext(model=model, input_tensor=x))
-    spatial = [i for i, r in enumerate(tr.records) if not r.non_spatial]
+    spatial = [i for i, r in enumerate(tr.records) if not r.non_spatial and r.same_as is None]
+    with pytest.raises(InputError, match=rf"^LeGrad applies to none of the {len(spatial)} chosen layers "
+                                         r"\(it needs a vision transformer block's") as err:
+        layer_cams(tr, LeGrad(), MethodContext(model=model, input_tensor=x))
+    assert "\n" not in str(err.value)
     assert spatial
     for i in spatial:
         assert "no block of this model runs one self-attention" in tr.records[i].flags[LEGRAD_FLAG]
-        assert float(cams[i].abs().sum()) == 0.0
+
+
+def test_cli_legrad_on_a_cnn_is_refused_and_writes_nothing(tmp_path, capsys):
+    """(review) `--method legrad` on a CNN: one line, exit 2, no folder; before, exit 0 and a run of blank maps."""
+    out = tmp_path / "new" / "out"
+    assert main(["run", "sample:cat", "--model", "resnet18", "--weights", "none", "--input-size", "64", "--no-video",
+                 "--quiet", "--layers", "layer4.1.conv2", "--method", "legrad", "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("camanim: error: LeGrad applies to none of the 1 chosen layer ("), err
+    assert not (tmp_path / "new").exists()
 
 
 def test_cli_method_legrad_writes_block_maps_and_flags_the_rest(tmp_path, capsys):
@@ -140,3 +158,33 @@ def test_cli_method_legrad_writes_block_maps_and_flags_the_rest(tmp_path, capsys
     flagged = [layer["name"] for layer in layers if LEGRAD_FLAG in layer["flags"]]
     assert "blocks.1.attn" in flagged and "blocks.1.mlp" in flagged
     assert all(layer["non_spatial"] or layer["name"] in flagged for layer in layers if layer["name"] != "blocks.1")
+
+
+def test_torchcams_legrad_differs_by_default_and_equals_camanims_with_the_class_token_projection():
+    """(review) torchcam 0.5.0's LeGrad projects each block's mean token through the head by default, the paper
+    (and camanim) the class token as the model's head reads it: its default maps differ from camanim's, and
+    with ``score_projection`` set to the class token's they are camanim's to float rounding."""
+    torch.manual_seed(0)
+    model = VisionTransformer(image_size=32, patch_size=8, num_layers=3, num_heads=2, hidden_dim=16, mlp_dim=32,
+                              num_classes=5).eval()
+    torch.nn.init.normal_(model.heads.head.weight)
+    torch.nn.init.normal_(model.heads.head.bias)
+    x = torch.randn(1, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+    blocks = [f"encoder.layers.encoder_layer_{i}" for i in range(3)]
+    result = camanim.animate(model, x, method="legrad", layers=blocks)
+    names, target = [rec.name for rec in result.layers], result.target.index
+
+    def class_token(tokens):
+        return model.heads(model.encoder.ln(tokens)[:, 0])
+
+    for block in range(3):
+        name = f"encoder.layers.encoder_layer_{block}"
+        ours = torch.as_tensor(result.maps[names.index(name)])
+        with TorchcamLeGrad(model, name) as extractor:
+            default = extractor(class_idx=target, scores=model(x), normalized=False)[0][0]
+        with TorchcamLeGrad(model, name, score_projection=class_token) as extractor:
+            paper = extractor(class_idx=target, scores=model(x), normalized=False)[0][0]
+        assert ours.shape == default.shape == paper.shape == (4, 4)
+        assert float(ours.abs().max()) > 0
+        assert float((ours - default).abs().max()) > 0.1 * float(default.abs().max()), name  # the mean token
+        torch.testing.assert_close(ours, paper, rtol=1e-5, atol=1e-7)  # the class token: the paper's

@@ -18,7 +18,7 @@ from torch import nn
 
 from ..errors import InputError
 from ..methods import CamMethod
-from ..methods.guided import guided_backprop
+from ..methods.guided import guided_backprop, guided_relus
 from ..trace import (
     LayerRecord,
     TargetHead,
@@ -221,6 +221,8 @@ def _explain_batch(module: nn.Module, xs: Sequence[torch.Tensor], image_ids: Seq
         for row in _split(comp, r, image_ids[k], x_rows[r:r + 1].detach(), vectors_of[r], len(rows),
                           methods, options, labels, seconds):
             row.guided = None if guided is None else guided[r]
+            if guided is not None:  # 0: no guided rule applied, the guided image is the plain input gradient
+                row.options["guided_relus"] = guided_relus(module)
             out.append(row)
     return out
 

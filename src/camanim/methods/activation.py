@@ -137,5 +137,7 @@ class CAM(CamMethod):
     def cam_batch(self, jobs, ctx, progress=None):
         """Every layer's map (B, h, w); the layers CAM does not apply to are flagged and named in one warning."""
         out = super().cam_batch(jobs, ctx, progress)
-        warn_flagged(jobs, CAM_FLAG, "CAM", "their spatial mean does not feed the linear classifier")
+        warn_flagged(jobs, CAM_FLAG, "CAM", "their spatial mean does not feed the linear classifier",
+                     "choose the last feature layer, whose spatial mean feeds the classifier (e.g. a ResNet's "
+                     "layer4), or another method")
         return out

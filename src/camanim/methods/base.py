@@ -143,10 +143,18 @@ class LayerJob:
     native: torch.Tensor | None = None
 
 
-def warn_flagged(jobs: Sequence[LayerJob], flag: str, method: str, why: str) -> None:
+def warn_flagged(jobs: Sequence[LayerJob], flag: str, method: str, why: str, remedy: str) -> None:
     """One ``RuntimeWarning`` naming how many of ``jobs`` carry ``flag`` (a method that does not apply to
-    them, ``why``), or none when no job does."""
+    them, ``why``), or none when no job does.
+
+    Raises:
+        InputError: every job carries ``flag``: the method applies to none of the chosen layers, and a run of
+            empty maps would explain nothing (``remedy`` says what to choose instead).
+    """
     flagged = [job.record.name for job in jobs if flag in job.record.flags]
+    if flagged and len(flagged) == len(jobs):
+        raise InputError(f"{method} applies to none of the {len(jobs)} chosen layer{'s' if len(jobs) != 1 else ''} "
+                         f"({why}), e.g. {flagged[0]}: {remedy}")
     if flagged:
         warnings.warn(f"{method} does not apply to {len(flagged)} of {len(jobs)} layers ({why}), e.g. "
                       f"{flagged[0]}: their maps are empty and the manifest's 'flags' say why", RuntimeWarning,

@@ -7,6 +7,8 @@ pytorch-grad-cam's ``GuidedBackpropReLUModel`` and ``deprocess_image(cam * gb)``
 
 from __future__ import annotations
 
+import warnings
+
 import torch
 from torch import nn
 
@@ -32,6 +34,12 @@ def _guide(module, args, output):
     return _GuidedReLU.apply(output if module.inplace else args[0])
 
 
+def guided_relus(model: nn.Module) -> int:
+    """How many ``nn.ReLU`` modules ``model`` has: the ones guided backpropagation rewrites (0: none, and the
+    "guided" image is the plain input gradient)."""
+    return sum(isinstance(m, nn.ReLU) for m in model.modules())
+
+
 def guided_backprop(model: nn.Module, input_tensor: torch.Tensor, targets: torch.Tensor,
                     output_key: str | int | None = None) -> torch.Tensor:
     """Guided Backpropagation of each row's target logit to the input: (R, C, H, W) float32.
@@ -40,7 +48,10 @@ def guided_backprop(model: nn.Module, input_tensor: torch.Tensor, targets: torch
     replaces) passes back only positive gradients where its input was positive; ReLUs called as
     functions (``F.relu``) stay plain, as in pytorch-grad-cam. Nothing of the model is swapped: each
     ReLU gets a forward hook for this one pass, removed on every path (errors included), and no
-    parameter's ``.grad`` is touched (the gradient is taken for the input alone).
+    parameter's ``.grad`` is touched (the gradient is taken for the input alone). A model without
+    ``nn.ReLU`` modules (ReLU6, GELU, SiLU, ``F.relu``) has no guided rule to apply: its result is the
+    plain input gradient, which one ``RuntimeWarning`` says (as pytorch-grad-cam, whose
+    ``GuidedBackpropReLUModel`` then gives the plain gradient too).
 
     Paper: J. T. Springenberg, A. Dosovitskiy, T. Brox, M. Riedmiller, "Striving for Simplicity: The
     All Convolutional Net", ICLR 2015 workshop, https://arxiv.org/abs/1412.6806; Guided Grad-CAM:
@@ -55,6 +66,10 @@ def guided_backprop(model: nn.Module, input_tensor: torch.Tensor, targets: torch
     Returns:
         d logit / d input with guided ReLUs, (R, C, H, W) float32, on the input's device.
     """
+    if not guided_relus(model):
+        warnings.warn(f"camanim: --guided: {type(model).__name__} has no nn.ReLU module, so no guided "
+                      "backpropagation rule applies: the guided image is the plain input gradient (guided_relus: 0 in the "
+                      "result's options and its manifest)", RuntimeWarning, stacklevel=2)
     handles = [m.register_forward_hook(_guide) for m in model.modules() if isinstance(m, nn.ReLU)]
     try:
         with eval_mode(model), torch.enable_grad():

@@ -174,7 +174,9 @@ class LeGrad(CamMethod):
                     out[n] = grid[:, 0].to(out[n].dtype)
                     if progress is not None:
                         progress(i + 1, len(todo))
-        warn_flagged(jobs, LEGRAD_FLAG, "LeGrad", "it needs a vision transformer block's tokens and self-attention")
+        warn_flagged(jobs, LEGRAD_FLAG, "LeGrad", "it needs a vision transformer block's tokens and self-attention",
+                     "choose a vision transformer's blocks (e.g. --layers 'blocks.*'), or another method for this "
+                     "model")
         return out
 
     @staticmethod
