@@ -28,7 +28,7 @@ from .compute import (
 from .draw import montage_for
 from .errors import InputError, model_errors
 from .methods import get_methods
-from .metrics import MetricOptions, layer_metrics
+from .metrics import MetricOptions, layer_metrics, with_road, write_agreement
 from .report import write_report
 from .results import CamResult, CamSet
 from .road import DEFAULT_TRIALS, RoadOptions, YbRoad, YbRoadAcross, write_ybroad, ybroad_across
@@ -523,8 +523,10 @@ def score_metrics(result: CamResult | CamSet | Sequence[CamResult], *, metrics: 
         if r.model is None:
             raise ValueError("this result has no model attached: metrics need the model to score perturbed images")
         x = r.input_tensor
-        r.metrics = layer_metrics(r.model, x, r.lazy_cams.stack().to(x.device), r.target.index, [rec.name for rec in r.layers],
-                                  non_spatial=[rec.non_spatial for rec in r.layers], options=opts,
+        cams = r.lazy_cams.maps if r.lazy_cams.maps is not None else r.lazy_cams.stack()  # layer resolution
+        r.metrics = layer_metrics(r.model, x, cams, r.target.index, [rec.name for rec in r.layers],
+                                  non_spatial=[rec.non_spatial for rec in r.layers],
+                                  same_as=[rec.same_as for rec in r.layers], options=opts,
                                   probability=r.options.get("probability", "softmax"),
                                   output_key=r.options.get("output_key"))
         tables.append(r.metrics_table())
@@ -547,7 +549,9 @@ def road_for_run(out_dir: str | Path, *, model: nn.Module | None = None, trust_c
     """Score a finished run folder with ybROAD and link the results from its manifest and report.
 
     The CAMs and the model input come from ``cams.npz`` (never recomputed); the model is rebuilt
-    from the manifest unless given. Each file is replaced atomically.
+    from the manifest unless given. Each file is replaced atomically. A run scored with ``--metric``
+    gets its agreement between metrics (``metrics_agreement.*``, the manifest's ``metrics``) recomputed
+    from the new ybROAD and the other metrics' saved values.
 
     Args:
         out_dir: a run folder (holds ``manifest.json`` and ``cams.npz``).
@@ -558,7 +562,8 @@ def road_for_run(out_dir: str | Path, *, model: nn.Module | None = None, trust_c
         progress: called as ``progress(done, total)`` perturbed images.
 
     Returns:
-        ``(ybroad, {"csv", "json", "png", "report": path})``.
+        ``(ybroad, {"csv", "json", "png", "report": path})``, and ``metrics_agreement_json``/``_csv``
+        where the agreement was rewritten.
 
     Raises:
         InputError: not a run folder, a run of a Python module (no model spec), or a bad setting.
@@ -583,6 +588,11 @@ def road_for_run(out_dir: str | Path, *, model: nn.Module | None = None, trust_c
                      layers=layers, output_key=manifest.get("options", {}).get("output_key"), progress=progress, options=opts,
                      probability=manifest.get("options", {}).get("probability", "softmax"))
     paths = write_ybroad(out, yb)
+    if isinstance(manifest.get("metrics"), dict) and manifest["metrics"].get("agreement"):
+        # the agreement between metrics holds ybROAD's curve too: recomputed, so nothing keeps the old one
+        manifest["metrics"] = with_road(manifest["metrics"], yb)
+        paths.update({f"metrics_agreement_{k}": v
+                      for k, v in write_agreement(out, manifest["metrics"]["agreement"]).items()})
     write_manifest(out, with_ybroad(manifest, yb.summary()))
     # the run as loaded above, with its new scores: the folder is not read again
     paths["report"] = write_report(dataclasses.replace(run, ybroad=yb.to_json_dict()))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 
+import numpy as np
 import pytest
 import torch
 from conftest import small_net
@@ -57,3 +58,36 @@ def test_metric_road_switches_ybroad_on_like_the_road_flag():
 
     args = argparse.Namespace(metric="road", road=False, road_score="prob", seed=0)
     assert metric_options(args) is None and args.road is True
+
+
+def test_road_rescoring_recomputes_the_metrics_agreement(tmp_path, capsys):
+    from camanim.metrics import LayerCurve, agreement
+
+    torch.save(small_net(), tmp_path / "small.pt")
+    out = tmp_path / "out"
+    assert main(["sample:cat", "--model", str(tmp_path / "small.pt"), "--trust-checkpoint", "--input-size", "24",
+                 "--metric", "all", "--road-percentiles", "50", "--out", str(out), "--no-video",
+                 "--frame-width", "48", "--quiet"]) == 0
+    before = json.loads((out / "manifest.json").read_text())["metrics"]
+    assert main(["road", str(out), "--trust-checkpoint", "--road-percentiles", "10,90"]) == 0
+    capsys.readouterr()
+    m = json.loads((out / "manifest.json").read_text())
+    yb = json.loads((out / "ybroad.json").read_text())
+    road = [x["ybroad"] if x["defined"] else None for x in yb["layers"]]
+    assert m["metrics"]["values"]["road"] == road != before["values"]["road"]
+    for name in ("deletion", "insertion", "avgdrop", "increase", "cammult"):
+        assert m["metrics"]["values"][name] == before["values"][name]
+    # the agreement is that of the new ybROAD and the saved metrics, in the manifest and its files alike
+    same = [layer["same_as"] for layer in m["layers"]]
+    names = [layer["name"] for layer in m["layers"]]
+    expected = agreement({k: LayerCurve(k, names, np.array([np.nan if v is None else v for v in vals], dtype=float),
+                                        same_as=same) for k, vals in m["metrics"]["values"].items()})
+    table = m["metrics"]["agreement"]
+    assert table["metrics"][0] == "road" and table["best"][0] == expected["best"][0]
+    assert table["best"][0]["index"] == m["ybroad"]["max"]["index"]
+    np.testing.assert_allclose(np.array(table["spearman"], dtype=float), np.array(expected["spearman"], dtype=float))
+    assert table["spearman"][0] != before["agreement"]["spearman"][0]
+    assert json.loads((out / "metrics_agreement.json").read_text()) == table
+    rows = list(csv.DictReader((out / "metrics_agreement.csv").open()))
+    assert rows[0]["best_layer"] == (table["best"][0]["layer"] or "")
+    assert m["metrics"]["chance"]["road"][1:] == pytest.approx(yb["baseline"]["band"])

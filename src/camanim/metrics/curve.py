@@ -25,6 +25,8 @@ class LayerCurve:
             baseline applies.
         band: (mean, low, high) of the chance baseline, a 95% prediction interval (Student t), or None.
         extra: per-metric details (deletion/insertion: the fractions and each layer's curve).
+        same_as: per layer, the earlier layer whose CAM it shares (a container and its last child), or
+            None; not given: every layer has its own CAM. Ties and correlations count each CAM once.
     """
 
     metric: str
@@ -34,6 +36,7 @@ class LayerCurve:
     baseline: np.ndarray | None = None
     band: tuple[float, float, float] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    same_as: list[int | None] | None = None
 
     @property
     def higher_is_better(self) -> bool:
@@ -45,16 +48,34 @@ class LayerCurve:
         """(L,) bool: the layers the metric has a value for."""
         return np.isfinite(self.values)
 
+    @property
+    def distinct(self) -> np.ndarray:
+        """(L,) bool: the layers with a CAM of their own (the first layer of each ``same_as`` group)."""
+        if self.same_as is None:
+            return np.ones(len(self.layer_names), dtype=bool)
+        return np.array([s is None for s in self.same_as], dtype=bool)
+
     def best(self) -> dict[str, Any] | None:
-        """The best layer ``{"index", "layer", "value"}`` (first of ties), or None if no layer has a value."""
-        if not self.defined.any():
+        """The best layer ``{"index", "layer", "value", "ties", "scored"}``, or None if no layer has a value.
+
+        ``scored`` counts the distinct CAMs with a value, ``ties`` those with the best value (a layer that
+        shares another's CAM, ``same_as``, is not counted again). Of several tied CAMs the first layer is
+        named; when every scored CAM ties (and there are two or more) no layer is best: ``index`` and
+        ``layer`` are None.
+        """
+        own = self.defined & self.distinct
+        if not own.any():
             return None
-        vals = np.where(self.defined, self.values, -np.inf if self.higher_is_better else np.inf)
+        vals = np.where(own, self.values, -np.inf if self.higher_is_better else np.inf)
         i = int(np.argmax(vals) if self.higher_is_better else np.argmin(vals))
-        return {"index": i, "layer": self.layer_names[i], "value": float(self.values[i])}
+        value = float(self.values[i])
+        ties, scored = int((own & (self.values == value)).sum()), int(own.sum())
+        if ties == scored > 1:
+            return {"index": None, "layer": None, "value": value, "ties": ties, "scored": scored}
+        return {"index": i, "layer": self.layer_names[i], "value": value, "ties": ties, "scored": scored}
 
     def to_json_dict(self) -> dict[str, Any]:
-        """Plain JSON: the metric, its description, the direction, per-layer values (null: undefined), best, band."""
+        """Plain JSON: the metric, its description, the direction, per-layer values (null: undefined), best (:meth:`best`), band."""
         def num(v: float) -> float | None:
             return None if not math.isfinite(float(v)) else float(v)
 
@@ -70,3 +91,14 @@ class LayerCurve:
         }
         out.update({k: v for k, v in self.extra.items() if k in ("fractions", "steps")})
         return out
+
+
+def best_words(best: dict[str, Any] | None) -> str:
+    """How a best layer (:meth:`LayerCurve.best`) reads: ``"layer3.1"``, ``"layer3.1 (2 layers tie)"``,
+    ``"all layers tie"``, or ``"-"`` where no layer has a value."""
+    if best is None:
+        return "-"
+    if best.get("layer") is None:
+        return "all layers tie"
+    ties = int(best.get("ties", 1))
+    return best["layer"] + (f" ({ties} layers tie)" if ties > 1 else "")

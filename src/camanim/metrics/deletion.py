@@ -1,6 +1,9 @@
 """Deletion and Insertion (Petsiuk et al. 2018, RISE, https://arxiv.org/abs/1806.07421) per layer.
 
-torchcam's ``DeletionInsertionMetric``, per layer: pixels are ranked from the highest CAM value down
+torchcam's ``DeletionInsertionMetric``, per layer: the map is min-max scaled at the layer's resolution
+and resized to the input as torchcam's extractor and metric do (:func:`forwards.at_input`: the ranking
+is that of the resized map up to rounding, and rounding decides ties, so it is made the same way), then
+pixels are ranked from the highest value down
 (a stable sort, so ties go to the lower flat index); with ``steps`` intervals the counts are
 ``0, s, 2s, ..., N`` (``s = ceil(N / steps)``). Deletion replaces the first k ranked pixels (all
 channels) by the baseline (zeros), insertion puts them back on the baseline; each curve is the
@@ -20,7 +23,7 @@ import torch
 
 from ..road.stats import prediction_band
 from .curve import LayerCurve
-from .forwards import SharedForwards
+from .forwards import SharedForwards, at_input
 
 
 def counts_for(n_pixels: int, steps: int) -> list[int]:
@@ -53,7 +56,7 @@ def _auc(fw: SharedForwards, keys: list[bytes], fractions: torch.Tensor) -> tupl
     return float(torch.trapezoid(curve, fractions)), curve.tolist()
 
 
-def deletion_insertion(fw: SharedForwards, x: torch.Tensor, cams: torch.Tensor, names: Sequence[str],
+def deletion_insertion(fw: SharedForwards, x: torch.Tensor, cams: Sequence[torch.Tensor], names: Sequence[str],
                        defined: Sequence[bool], *, steps: int = 20, trials: int = 0, seed: int = 0,
                        ) -> tuple[LayerCurve, LayerCurve]:
     """Deletion and insertion AUC of every layer's CAM on one image.
@@ -61,7 +64,7 @@ def deletion_insertion(fw: SharedForwards, x: torch.Tensor, cams: torch.Tensor, 
     Args:
         fw: the shared forwards (model, target, score).
         x: the input (C, H, W).
-        cams: (L, H, W) maps at input size (any scale: only their ranking matters).
+        cams: L maps (h, w), each at its layer's resolution (or all at input size).
         names: the L layer names.
         defined: per layer, whether it has a map to rank (non-spatial and constant maps have none).
         steps: intervals of the curves.
@@ -71,13 +74,14 @@ def deletion_insertion(fw: SharedForwards, x: torch.Tensor, cams: torch.Tensor, 
     Returns:
         (deletion, insertion) curves over the layers, NaN where undefined.
     """
-    n = int(cams.shape[-1] * cams.shape[-2])
+    n = int(x.shape[-1] * x.shape[-2])
     counts = counts_for(n, steps)
     fractions = torch.tensor(counts, dtype=torch.float32) / n
     wanted: dict[int, list[list[bytes]]] = {}
-    for i in range(cams.shape[0]):
+    for i in range(len(cams)):
         if defined[i]:
-            order = torch.argsort(cams[i].reshape(-1).float(), descending=True, stable=True)
+            order = torch.argsort(at_input(cams[i].to(x.device), x.shape[-2:]).reshape(-1), descending=True,
+                                  stable=True)
             wanted[i] = _ask(fw, x, torch.argsort(order), counts)
     chance: list[list[list[bytes]]] = []
     gen = torch.Generator().manual_seed(int(seed))

@@ -13,7 +13,7 @@ import numpy as np
 
 from ..road.files import tick_positions
 from ..rundir import atomic_path, names
-from .curve import LayerCurve
+from .curve import LayerCurve, best_words
 
 
 def _cell(v: Any) -> str:
@@ -25,7 +25,8 @@ def write_metric(folder: Path, curve: LayerCurve) -> dict[str, Path]:
 
     The CSV has one row per layer: ``index, name, defined, value, best`` and, where a chance baseline
     applies, ``chance_mean, chance_low, chance_high`` (the same on every row); undefined values are empty.
-    The PNG is the value over the layers with the chance band and the best layer marked.
+    ``best`` is True on no row when every scored layer ties (:meth:`LayerCurve.best`). The PNG is the
+    value over the layers with the chance band and the best layer marked (its legend says how many tie).
 
     Returns:
         ``{"csv": path, "json": path, "png": path}``.
@@ -64,9 +65,11 @@ def _plot(path: Path, curve: LayerCurve) -> None:
         ax.axhspan(curve.band[1], curve.band[2], color="0.85", label="chance (random pixel order), 95%")
         ax.axhline(curve.band[0], color="0.5", lw=0.8, ls="--")
     best = curve.best()
-    if best is not None:
+    if best is not None and best["index"] is not None:
         ax.plot([best["index"]], [best["value"]], marker="*", ms=12, color="#d62728",
-                label=f"best: {best['layer']} ({best['value']:.3g})")
+                label=f"best: {best_words(best)} ({best['value']:.3g})")
+    elif best is not None:
+        ax.axhline(best["value"], color="#d62728", lw=0.8, ls=":", label=f"{best_words(best)} ({best['value']:.3g})")
     ticks = tick_positions(n)
     ax.set_xticks(ticks)
     ax.set_xticklabels([curve.layer_names[i][-24:] for i in ticks], rotation=90, fontsize=6)
@@ -80,8 +83,10 @@ def _plot(path: Path, curve: LayerCurve) -> None:
 def write_agreement(folder: Path, table: Mapping[str, Any]) -> dict[str, Path]:
     """Write ``metrics_agreement.json`` (``table`` as is) and ``metrics_agreement.csv`` into ``folder``.
 
-    The CSV: one row per metric, ``metric, best_layer, best_index, best_value, higher_is_better``, then
-    one column ``rho_<other>`` per metric (Spearman over the layers both define; empty: undefined).
+    The CSV: one row per metric, ``metric, best_layer, best_index, best_value, higher_is_better, ties,
+    scored`` (``best_layer`` and ``best_index`` empty when every scored layer ties; ``ties``: how many
+    distinct CAMs share the best value, of ``scored``), then one column ``rho_<other>`` per metric
+    (Spearman over the distinct CAMs both define; empty: undefined).
 
     Returns:
         ``{"json": path, "csv": path}``.
@@ -98,20 +103,23 @@ def write_agreement(folder: Path, table: Mapping[str, Any]) -> dict[str, Path]:
     metrics = list(table["metrics"])
     with atomic_path(paths["csv"]) as tmp, tmp.open("w", newline="", encoding="utf-8") as fh:
         w = csv.writer(fh)
-        w.writerow(["metric", "best_layer", "best_index", "best_value", "higher_is_better",
+        w.writerow(["metric", "best_layer", "best_index", "best_value", "higher_is_better", "ties", "scored",
                     *[f"rho_{m}" for m in metrics]])
         for a, b in enumerate(table["best"]):
             w.writerow([b["metric"], b["layer"] or "", "" if b["index"] is None else b["index"], _cell(b["value"]),
-                        b["higher_is_better"], *[_cell(r) for r in table["spearman"][a]]])
+                        b["higher_is_better"], b.get("ties") or "", b.get("scored") or "",
+                        *[_cell(r) for r in table["spearman"][a]]])
     return paths
 
 
 def agreement_markdown(table: Mapping[str, Any]) -> str:
-    """The agreement table as Markdown: each metric's best layer, then the Spearman matrix."""
+    """The agreement table as Markdown: each metric's best layer (or that all layers tie, or how many tie
+    for best), then the Spearman matrix."""
     lines = ["| metric | best layer | value |", "|---|---|---|"]
     for b in table["best"]:
         val = "" if b["value"] is None else f"{b['value']:.4g}"
-        lines.append(f"| {b['metric']}{'' if b['higher_is_better'] else ' (lower better)'} | {b['layer'] or '-'} "
+        layer = best_words(b if b["value"] is not None else None)
+        lines.append(f"| {b['metric']}{'' if b['higher_is_better'] else ' (lower better)'} | {layer} "
                      f"| {val} |")
     metrics = list(table["metrics"])
     lines += ["", "| Spearman rho | " + " | ".join(metrics) + " |", "|---" * (len(metrics) + 1) + "|"]

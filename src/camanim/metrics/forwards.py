@@ -1,14 +1,37 @@
-"""Perturbed images scored in shared batches: an image that several layers ask for is run once."""
+"""Perturbed images scored in shared batches: an image that several layers ask for is run once; a layer's
+map scaled and resized to the input as the references do before they perturb with it (:func:`at_input`)."""
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from ..trace import class_scores, eval_mode, logits_of
+
+#: torchcam's CAM normalisation
+EPS_SCALE = 1e-8
+#: pytorch-grad-cam's (``scale_cam_image``)
+EPS_GRAD_CAM = 1e-7
+
+
+def scaled(cam: torch.Tensor, eps: float = EPS_SCALE) -> torch.Tensor:
+    """A map min-max scaled to [0, 1]: ``(m - min) / (max - min + eps)``."""
+    m = cam.float() - cam.float().min()
+    return m / (m.max() + eps)
+
+
+def at_input(cam: torch.Tensor, size: Sequence[int], eps: float = EPS_SCALE) -> torch.Tensor:
+    """A layer's map as the references take it: :func:`scaled` at its own resolution, then resized to
+    ``size`` (H, W), bilinear, ``align_corners=False`` (the identity when it is that size already)."""
+    e = scaled(cam, eps)
+    if tuple(e.shape[-2:]) == tuple(size):
+        return e
+    return F.interpolate(e[None, None], size=tuple(int(s) for s in size), mode="bilinear",
+                         align_corners=False)[0, 0]
 
 
 class SharedForwards:

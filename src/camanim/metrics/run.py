@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from ..road.metric import YbRoad
+from .agreement import agreement
 from .confidence import confidence_metrics
 from .curve import LayerCurve
 from .deletion import deletion_insertion
@@ -17,8 +18,9 @@ from .forwards import SharedForwards
 from .options import MetricOptions
 
 
-def layer_metrics(model: nn.Module, x: torch.Tensor, cams: torch.Tensor, target: int, layer_names: Sequence[str],
-                  *, non_spatial: Sequence[bool] | None = None, options: MetricOptions | None = None,
+def layer_metrics(model: nn.Module, x: torch.Tensor, cams: torch.Tensor | Sequence[torch.Tensor | None], target: int,
+                  layer_names: Sequence[str], *, non_spatial: Sequence[bool] | None = None,
+                  same_as: Sequence[int | None] | None = None, options: MetricOptions | None = None,
                   probability: str = "softmax", output_key: str | int | None = None) -> dict[str, LayerCurve]:
     """The metrics in ``options.metrics`` for each layer's CAM on one image.
 
@@ -28,10 +30,15 @@ def layer_metrics(model: nn.Module, x: torch.Tensor, cams: torch.Tensor, target:
     Args:
         model: the classifier.
         x: the model input (1, C, H, W) or (C, H, W).
-        cams: (L, H, W) or (L, 1, H, W) raw CAMs at input size (a layer's scale does not matter).
+        cams: the raw CAMs at layer resolution, one (h, w) map per layer (None: no map), as the
+            references get them: each is min-max scaled at that resolution and then resized to the
+            input (:func:`camanim.metrics.forwards.at_input`); or (L, H, W) / (L, 1, H, W) at input
+            size (a CAM that only exists there). A layer's scale does not matter.
         target: the explained class.
         layer_names: the L layer names.
         non_spatial: per layer, True where there is no map (left undefined).
+        same_as: per layer, the earlier layer whose CAM it shares, or None (kept on the curves: best
+            layers and correlations count each CAM once).
         options: which metrics and how (:class:`MetricOptions`).
         probability: the run's probability (``softmax`` or ``sigmoid``) for ``score="prob"``.
         output_key: where the logits are in the model's output.
@@ -45,14 +52,19 @@ def layer_metrics(model: nn.Module, x: torch.Tensor, cams: torch.Tensor, target:
     """
     opts = options or MetricOptions()
     img = x[0] if x.ndim == 4 else x
-    maps = cams[:, 0] if cams.ndim == 4 else cams
-    if maps.shape[0] != len(layer_names) or tuple(maps.shape[-2:]) != tuple(img.shape[-2:]):
-        raise ValueError(f"cams {tuple(cams.shape)} do not match {len(layer_names)} layers of a "
-                         f"{tuple(img.shape[-2:])} input")
-    maps = maps.to(img.device)
+    if isinstance(cams, torch.Tensor):
+        if cams.ndim not in (3, 4) or tuple(cams.shape[-2:]) != tuple(img.shape[-2:]):
+            raise ValueError(f"cams {tuple(cams.shape)} do not match {len(layer_names)} layers of a "
+                             f"{tuple(img.shape[-2:])} input")
+        cams = list(cams[:, 0] if cams.ndim == 4 else cams)
+    maps = [None if m is None else m.reshape(m.shape[-2:]) if m.ndim > 2 and m[..., 0, 0].numel() == 1 else m
+            for m in cams]  # (1, h, w) -> (h, w)
+    if len(maps) != len(layer_names) or any(m is not None and m.ndim != 2 for m in maps):
+        raise ValueError(f"cams ({len(maps)} maps) do not match {len(layer_names)} layers of 2-D maps")
     flags = [False] * len(layer_names) if non_spatial is None else [bool(f) for f in non_spatial]
-    defined = [not flags[i] and bool(torch.isfinite(maps[i]).all()) and float(maps[i].max()) > float(maps[i].min())
-               for i in range(len(layer_names))]
+    defined = [not flags[i] and maps[i] is not None and bool(torch.isfinite(maps[i]).all())
+               and float(maps[i].max()) > float(maps[i].min()) for i in range(len(layer_names))]
+    maps = [m if m is not None else torch.zeros(1, 1) for m in maps]
     fw = SharedForwards(model, target, opts.score, probability, opts.batch_size, output_key)
     out: dict[str, LayerCurve] = {}
     if "deletion" in opts.metrics or "insertion" in opts.metrics:
@@ -66,6 +78,7 @@ def layer_metrics(model: nn.Module, x: torch.Tensor, cams: torch.Tensor, target:
         out.update(confidence_metrics(fw, img, maps, layer_names, defined, conf))
     for c in out.values():
         c.score = opts.score
+        c.same_as = None if same_as is None else list(same_as)
         c.extra["forwards"] = fw.forwards
         c.extra["images"] = fw.images
     return {m: out[m] for m in opts.metrics if m in out}
@@ -77,9 +90,36 @@ def road_curve(yb: YbRoad) -> LayerCurve:
     values[~yb.defined.numpy()] = np.nan
     base = yb.baseline_curve
     return LayerCurve("road", list(yb.layer_names), values, score=yb.score,
-                      baseline=None if base is None else np.asarray(base, dtype=np.float64), band=yb.baseline_band)
+                      baseline=None if base is None else np.asarray(base, dtype=np.float64), band=yb.baseline_band,
+                      same_as=None if yb.same_as is None else list(yb.same_as))
 
 
 def summary(curves: Mapping[str, LayerCurve]) -> dict[str, Any]:
     """``{metric: {"best": ..., "higher_is_better": ...}}`` for the manifest."""
     return {m: {"best": c.best(), "higher_is_better": c.higher_is_better} for m, c in curves.items()}
+
+
+def with_road(entry: Mapping[str, Any], yb: YbRoad) -> dict[str, Any]:
+    """A saved manifest ``metrics`` entry with ybROAD's curve replaced by ``yb`` (``camanim road OUT``): its
+    values and chance band, and the agreement recomputed from them and the other metrics' saved values.
+
+    Args:
+        entry: the manifest's ``metrics`` entry (``values``, ``higher_is_better``, ``chance``, ``agreement``).
+        yb: the new ybROAD of the run.
+
+    Returns:
+        A new entry (``files`` kept); its ``agreement`` is what ``metrics_agreement.*`` should hold.
+    """
+    road = road_curve(yb)
+    same = None if yb.same_as is None else list(yb.same_as)
+    curves = {"road": road}
+    for m, values in (entry.get("values") or {}).items():
+        if m != "road":
+            curves[m] = LayerCurve(m, list(yb.layer_names),
+                                   np.array([np.nan if v is None else float(v) for v in values]), same_as=same)
+    out = dict(entry)
+    out["values"] = {m: [None if not np.isfinite(v) else float(v) for v in c.values] for m, c in curves.items()}
+    out["higher_is_better"] = {**dict(entry.get("higher_is_better") or {}), "road": road.higher_is_better}
+    out["chance"] = {**dict(entry.get("chance") or {}), "road": None if road.band is None else [float(b) for b in road.band]}
+    out["agreement"] = agreement(curves)
+    return out
