@@ -91,3 +91,26 @@ def test_road_rescoring_recomputes_the_metrics_agreement(tmp_path, capsys):
     rows = list(csv.DictReader((out / "metrics_agreement.csv").open()))
     assert rows[0]["best_layer"] == (table["best"][0]["layer"] or "")
     assert m["metrics"]["chance"]["road"][1:] == pytest.approx(yb["baseline"]["band"])
+
+
+def test_a_metric_where_every_layer_ties_keeps_its_chart_and_says_so_in_the_report(tmp_path, capsys):
+    """(review) ``increase`` is 0 or 1 per layer with one image, so every layer often ties: the report dropped the
+    metric's chart (no best index) and the table showed '-'. The chart stays, with no layer marked best."""
+    import re
+
+    torch.save(small_net(), tmp_path / "small.pt")
+    out = tmp_path / "out"
+    assert main(["sample:cat", "--model", str(tmp_path / "small.pt"), "--trust-checkpoint", "--input-size", "24",
+                 "--metric", "increase,deletion", "--out", str(out), "--no-video", "--frame-width", "48",
+                 "--quiet"]) == 0
+    m = json.loads((out / "manifest.json").read_text())
+    increase = next(b for b in m["metrics"]["agreement"]["best"] if b["metric"] == "increase")
+    values = [v for v in m["metrics"]["values"]["increase"] if v is not None]
+    html = (out / "report.html").read_text()
+    assert 'aria-label="increase per layer"' in html and 'aria-label="deletion per layer"' in html
+    chart = re.search(r'<svg[^>]*id="metric-increase-plot".*?</svg>', html, re.S).group(0)
+    if len(set(values)) == 1:  # every layer ties (the usual case with one image)
+        assert increase["layer"] is None and "all layers tie: no best layer" in chart and "cam-yb-point cam-best" not in chart
+        assert "<code>all layers tie</code>" in html
+    else:
+        assert increase["layer"] is not None and "cam-yb-point cam-best" in chart

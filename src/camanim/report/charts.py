@@ -283,11 +283,11 @@ def ybroad_chart(element_id: str, layers: list[dict[str, Any]], series: dict[str
     lows: list[float | None] = series.get("low") or [None] * len(values)
     highs: list[float | None] = series.get("high") or [None] * len(values)
     above: list[bool | None] = series.get("above") or [None] * len(values)
-    best: int = series["best"]
+    best: int | None = series["best"]  # None: no layer is best (every scored layer ties)
     band = (series.get("baseline") or {}).get("band")
     pool = [v for v in values if v is not None] + [v for v in lows + highs if v is not None] + (band or [])
     y_of, ticks, lo, hi = _value_axis(pool, 0.15)
-    parts = _svg_open(element_id, frame, "ybROAD per layer") + _svg_axes(frame, ticks)
+    parts = _svg_open(element_id, frame, f"{series.get('value_name', 'ybROAD')} per layer") + _svg_axes(frame, ticks)
     parts.append(_y_label(series.get("y_label") or f"ROAD ({series.get('score_label') or 'Δ score'})"))
     if band:
         y_top, y_bottom = y_of(band[1]), y_of(band[0])
@@ -320,6 +320,10 @@ def ybroad_chart(element_id: str, layers: list[dict[str, Any]], series: dict[str
             f'<circle class="{css}" data-index="{i}" cx="{frame.x(i):.2f}" cy="{y_of(v):.2f}" '
             f'r="{radius}"><title>{esc(label)}</title></circle>'
         )
+    if best is None:  # every scored layer ties: the line is drawn, no layer is marked best
+        parts.append(f'<text class="cam-best-label" x="{_LEFT + 8}" y="{_TOP + 8}" text-anchor="start">'
+                     "all layers tie: no best layer</text></svg>")
+        return "".join(parts)
     bx, by = frame.x(best), y_of(values[best])
     aliases = series.get("aliases") or []
     warned = bool(series.get("warnings"))

@@ -399,7 +399,7 @@ def _metrics_card(run: RunView, prefix: str) -> str:
     table = data["agreement"]
     rows = "".join(
         f"<tr><td>{esc(b['metric'])}</td><td>{'higher' if b['higher_is_better'] else 'lower'}</td>"
-        f"<td><code>{esc(b['layer'] or '-')}</code></td>"
+        f"<td><code>{esc(b['layer'] or ('all layers tie' if (b.get('scored') or 0) > 1 else '-'))}</code></td>"
         f"<td>{_fmt_value(b['value'])}</td></tr>"
         for b in table["best"])
     metrics = list(table["metrics"])
@@ -412,9 +412,10 @@ def _metrics_card(run: RunView, prefix: str) -> str:
         if m == "road":
             continue  # the ybROAD card shows it
         values = data["values"][m]
-        best = next((b["index"] for b in table["best"] if b["metric"] == m), None)
-        if best is None:
-            continue
+        entry = next((b for b in table["best"] if b["metric"] == m), None)
+        if entry is None or not any(v is not None for v in values):
+            continue  # nothing scored
+        best = entry["index"]  # None when every scored layer ties: the chart says so
         chance = (data.get("chance") or {}).get(m)
         series = {"values": values, "best": best, "value_name": m, "warnings": [],
                   "y_label": f"{m} ({'higher' if data['higher_is_better'][m] else 'lower'} is better)",
