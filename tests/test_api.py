@@ -547,3 +547,13 @@ def test_the_layer_selection_is_kept_in_the_manifest_and_said_in_the_report(tmp_
                             skip_non_spatial=True)
     assert plain.options["layers"] == ["layer4.1.conv1", "fc"]
     assert plain.options["layers_left_out"] == {"same_cam": 0, "non_spatial": 1}
+
+
+def test_score_metrics_with_road_alone_is_refused_in_one_line():
+    """(review) ``score_metrics(r, metrics="road")`` scored nothing without a word: road is ybroad's."""
+    from conftest import small_net
+
+    result = camanim.animate(small_net(), torch.rand(1, 3, 24, 24), layers="all")
+    with pytest.raises(InputError, match=r"names no metric beside ybROAD: road is scored by camanim\.ybroad"):
+        camanim.score_metrics(result, metrics="road")
+    assert result.metrics is None

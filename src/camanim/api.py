@@ -189,7 +189,7 @@ def animate(
         labels: class names for an ``nn.Module``.
         device: ``cpu``/``cuda``; default the model's device.
         eigen_smooth: first principal component of the weighted maps (methods that support it).
-        seed: seeds RandomCAM's weights.
+        seed: seeds every random draw of the methods: RandomCAM's weights, SS-CAM's and SmoothGradCAM++'s noise.
         output_key: where the logits are in a tuple/dict/dataclass model output (an index or a key).
         progress: called as ``progress(stage, done, total)``; ``True``: one ``tqdm.auto`` bar per stage
             (a widget in Jupyter, text on a terminal).
@@ -502,13 +502,16 @@ def score_metrics(result: CamResult | CamSet | Sequence[CamResult], *, metrics: 
         The agreement table of the result (:meth:`CamResult.metrics_table`), or one per result.
 
     Raises:
-        InputError: an unknown metric or a setting out of range, a result explaining a target on the model's
+        InputError: an unknown metric, ``road`` alone, or a setting out of range, a result explaining a target on the model's
             output (``seg:``, ``box:``, ``similar:``, a callable): only ybROAD scores those, or a volume's result.
         ValueError: a result has no model attached.
     """
     from .metrics import EXTRA, parse_metrics
 
     names_ = parse_metrics(metrics if isinstance(metrics, str) else ",".join(metrics))
+    if not any(m in EXTRA for m in names_):  # "road" alone: nothing for this function to score, said so
+        raise InputError(f"score_metrics(metrics={metrics!r}) names no metric beside ybROAD: road is scored by "
+                         f"camanim.ybroad(result); give one of {', '.join(EXTRA)} or 'all'")
     opts = options_or_keywords(options, MetricOptions, dict(
         metrics=tuple(m for m in names_ if m in EXTRA), score=score, steps=steps, trials=trials, seed=seed,
         batch_size=batch_size))
