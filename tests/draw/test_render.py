@@ -142,6 +142,13 @@ def test_a_layer_the_method_does_not_apply_to_says_so_on_its_frame(drawn_text):
                   title="cam · tabby")
     said = [t for t in drawn if "not applicable" in t]
     assert len(said) == 1 and "method not applicable here: no map" in said[0], drawn
+    # (second review) at the default width the note went first to make room: it outlives the shape now
+    for width in (320, 160):
+        drawn.clear()
+        records[0].shape = (1, 512, 2, 2)
+        render_frames(np.zeros((32, 32, 3), np.uint8), torch.zeros(2, 8, 8), records, "global", FrameStyle(width=width),
+                      title="cam · tabby")
+        assert sum("not applicable" in t for t in drawn) == 1, (width, drawn)
 
 
 def test_only_the_flagging_methods_frames_say_not_applicable(drawn_text):

@@ -119,5 +119,5 @@ def test_cam_applying_to_none_of_the_chosen_layers_is_refused_in_one_line(tmp_pa
     assert main(["run", "sample:cat", "--model", "resnet18", "--weights", "none", "--input-size", "64", "--no-video",
                  "--quiet", "--layers", "layer4.1.conv2", "--method", "cam", "--out", str(out)]) == 2
     err_lines = capsys.readouterr().err.strip().splitlines()
-    assert len(err_lines) == 1 and err_lines[0].startswith("camanim: error: CAM applies to none of the 1 chosen layer")
+    assert len(err_lines) == 1 and err_lines[0].startswith("camanim: error: CAM does not apply to the chosen layer ")
     assert not (tmp_path / "new").exists()

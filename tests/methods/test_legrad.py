@@ -136,7 +136,7 @@ def test_cli_legrad_on_a_cnn_is_refused_and_writes_nothing(tmp_path, capsys):
     assert main(["run", "sample:cat", "--model", "resnet18", "--weights", "none", "--input-size", "64", "--no-video",
                  "--quiet", "--layers", "layer4.1.conv2", "--method", "legrad", "--out", str(out)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith("camanim: error: LeGrad applies to none of the 1 chosen layer ("), err
+    assert len(err) == 1 and err[0].startswith("camanim: error: LeGrad does not apply to the chosen layer "), err
     assert not (tmp_path / "new").exists()
 
 

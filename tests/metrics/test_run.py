@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 from conftest import small_net
+from pytorch_grad_cam import GradCAM
 from pytorch_grad_cam.metrics.cam_mult_image import (
     CamMultImageConfidenceChange,
     DropInConfidence,
@@ -98,8 +99,9 @@ def test_average_drop_and_increase_equal_torchcam_and_cammult_equals_pytorch_gra
         s = ref.summary()
         assert curves["avgdrop"].values[i] == pytest.approx(s["avg_drop"], rel=1e-5, abs=1e-7)
         assert curves["increase"].values[i] == s["conf_increase"]
-        # pytorch-grad-cam's scaling of a layer's map: min-max at its resolution, then cv2.resize to the input
-        cam = scale_cam_image(maps[i].numpy()[None], (12, 12))
+        # pytorch-grad-cam's CAM of one layer: min-max at its resolution, cv2.resize to the input, then min-max
+        # again (BaseCAM.aggregate_multi_layers)
+        cam = scale_cam_image(scale_cam_image(maps[i].numpy()[None], (12, 12)))
         change = CamMultImageConfidenceChange()(x, cam, tgt, model)[0]
         assert curves["cammult"].values[i] == pytest.approx(float(change), rel=1e-5, abs=1e-7)
         assert max(0.0, -curves["cammult"].values[i]) == pytest.approx(float(DropInConfidence()(x, cam, tgt, model)[0]),
@@ -155,8 +157,11 @@ def test_score_metrics_of_a_run_equal_the_references_on_its_layer_maps():
         assert r.metrics["avgdrop"].values[i] == pytest.approx(cm.summary()["avg_drop"], rel=1e-5, abs=1e-7)
         assert r.metrics["deletion"].values[i] == pytest.approx(di.summary()["deletion_auc"], rel=1e-6, abs=1e-9)
         assert r.metrics["insertion"].values[i] == pytest.approx(di.summary()["insertion_auc"], rel=1e-6, abs=1e-9)
-        change = Change()(x, scale_cam_image(cam.numpy()[None], (64, 64)), [ClassifierOutputSoftmaxTarget(t)], model)
-        assert r.metrics["cammult"].values[i] == pytest.approx(float(change[0]), rel=1e-5, abs=1e-9)
+        # pytorch-grad-cam as a user calls it: its own GradCAM of this layer alone, then its metric on that CAM
+        with GradCAM(model, target_layers=[model.get_submodule(name)]) as pgc:
+            theirs = pgc(x, targets=[ClassifierOutputSoftmaxTarget(t)])
+        change = Change()(x, theirs, [ClassifierOutputSoftmaxTarget(t)], model)
+        assert r.metrics["cammult"].values[i] == pytest.approx(float(change[0]), rel=1e-4, abs=1e-8)
     assert sizes == {(16, 16), (8, 8), (4, 4), (2, 2)}
 
 

@@ -129,6 +129,12 @@ def test_a_copy_with_and_without_a_label_is_one_image_and_conflicting_copies_are
     (tmp_path / "cat_copy.png").write_bytes(cat.read_bytes())
     (tmp_path / "list.csv").write_text("path,label\ncat_copy.png,\ncat.png,281\n")
     items, dups = sweep_plan(expand_images([str(tmp_path / "list.csv")]), ["resnet18"], "none")
+    # (second review) the labelled file is the one run, so its name and its label go together
+    assert [(Path(it.image).name, it.label) for it in items] == [("cat.png", "281")]
+    assert [(Path(d["path"]).name, Path(d["same_as"]).name) for d in dups] == [("cat_copy.png", "cat.png")]
+    # a resume keeps the file its tables recorded
+    recorded = {str(tmp_path / "cat_copy.png")}
+    items, dups = sweep_plan(expand_images([str(tmp_path / "list.csv")]), ["resnet18"], "none", prefer=recorded)
     assert [(Path(it.image).name, it.label) for it in items] == [("cat_copy.png", "281")]
     assert [(Path(d["path"]).name, Path(d["same_as"]).name) for d in dups] == [("cat.png", "cat_copy.png")]
     (tmp_path / "two.csv").write_text("path,label\ncat_copy.png,285\ncat.png,281\n")

@@ -272,3 +272,5 @@ def test_the_layers_table_names_its_percentages_and_one_probability(finished):
     assert layers and all(r["percentiles"] == [50.0] and len(r["morf"]) == 1 for r in layers)
     images = [r for r in pq.read_table(finished["out"] / "images").to_pylist() if r["status"] == "ok"]
     assert images and all(r["probability"] == r["target_probability"] for r in images)
+    same = [r for r in images if r["predicted"] == r["target"]]
+    assert same and all(r["predicted_probability"] == r["probability"] for r in same)

@@ -138,8 +138,11 @@ def _caption_line(rec: LayerRecord, norm: str, width: int = 10**6, method: str =
     extra = ("non-spatial: no map" if rec.non_spatial else "method not applicable here: no map" if not_applicable
              else rec.layout)
     font = load_font(12)
-    for parts in ((rec.type, f"[{shape}]", extra, "·", norm), (rec.type, f"[{shape}]", "·", norm),
-                  (rec.type, "·", norm), (rec.type,)):
+    tried = [(rec.type, f"[{shape}]", extra, "·", norm), (rec.type, f"[{shape}]", "·", norm),
+             (rec.type, "·", norm), (rec.type,)]
+    if not_applicable:  # the note outlives the shape and the normalisation on a narrow frame
+        tried = [tried[0], (rec.type, extra, "·", norm), (rec.type, extra), ("not applicable: no map",)]
+    for parts in tried:
         line = "  ".join(p for p in parts if p)
         if font.getlength(line) <= width - 12:
             return line

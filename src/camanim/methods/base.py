@@ -153,8 +153,10 @@ def warn_flagged(jobs: Sequence[LayerJob], flag: str, method: str, why: str, rem
     """
     flagged = [job.record.name for job in jobs if flag in job.record.flags]
     if flagged and len(flagged) == len(jobs):
-        raise InputError(f"{method} applies to none of the {len(jobs)} chosen layer{'s' if len(jobs) != 1 else ''} "
-                         f"({why}), e.g. {flagged[0]}: {remedy}")
+        if len(jobs) == 1:
+            raise InputError(f"{method} does not apply to the chosen layer {flagged[0]} ({why}): {remedy}")
+        raise InputError(f"{method} applies to none of the {len(jobs)} chosen layers ({why}), e.g. {flagged[0]}: "
+                         f"{remedy}")
     if flagged:
         warnings.warn(f"{method} does not apply to {len(flagged)} of {len(jobs)} layers ({why}), e.g. "
                       f"{flagged[0]}: their maps are empty and the manifest's 'flags' say why", RuntimeWarning,

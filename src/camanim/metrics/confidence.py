@@ -5,7 +5,9 @@ Each layer's map is scaled as each reference scales it: min-max to [0, 1] at the
 ``(m - min) / (max - min + eps)``, then resized to the input, bilinear with pixel centres aligned
 (``F.interpolate(..., mode="bilinear", align_corners=False)``). torchcam's extractors normalise with
 ``eps = 1e-8`` and its ``ClassificationMetric`` resizes so; pytorch-grad-cam's ``scale_cam_image`` uses
-``eps = 1e-7`` and ``cv2.resize`` (``INTER_LINEAR``, the same half-pixel bilinear). Resizing after
+``eps = 1e-7`` and ``cv2.resize`` (``INTER_LINEAR``, the same half-pixel bilinear), and its CAM objects
+(``BaseCAM.aggregate_multi_layers``) min-max scale the resized map once more, so ``cammult`` gets that
+second scaling too: it equals ``CamMultImageConfidenceChange`` on what ``GradCAM(model, [layer])`` returns. Resizing after
 scaling matters: bilinear upsampling does not keep the map's extremes. The model scores ``E * x``: O.
 With Y the unperturbed score: Average Drop ``max(0, Y - O) / (Y + 1e-7)`` and Increase in Confidence
 ``1 if O > Y else 0`` (torchcam's ``ClassificationMetric``, torchcam's E; pytorch-grad-cam's
@@ -23,7 +25,7 @@ import numpy as np
 import torch
 
 from .curve import LayerCurve
-from .forwards import EPS_GRAD_CAM, EPS_SCALE, SharedForwards, at_input
+from .forwards import EPS_GRAD_CAM, EPS_SCALE, SharedForwards, at_input, scaled
 
 EPS_DROP = 1e-7
 
@@ -51,7 +53,10 @@ def confidence_metrics(fw: SharedForwards, x: torch.Tensor, cams: Sequence[torch
             for ref, eps, needed in (("torchcam", EPS_SCALE, {"avgdrop", "increase"}),
                                      ("grad-cam", EPS_GRAD_CAM, {"cammult"})):
                 if needed & set(wanted):
-                    e = at_input(cams[i].to(x.device), size, eps).to(x.dtype)
+                    e = at_input(cams[i].to(x.device), size, eps)
+                    if ref == "grad-cam":  # its CAM objects scale once more at input size (aggregate_multi_layers)
+                        e = scaled(e, eps)
+                    e = e.to(x.dtype)
                     keys[ref][i] = fw.add(fw.key("times", e), lambda e=e: x * e[None])
     fw.run()
     y = fw.score(original)

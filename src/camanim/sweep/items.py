@@ -14,7 +14,7 @@ import csv
 import glob
 import hashlib
 import os
-from collections.abc import Sequence
+from collections.abc import Sequence, Set
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -187,11 +187,15 @@ def file_sha256(spec: str | None) -> str | None:
     return image_sha256(str(spec))
 
 
-def sweep_plan(images: Sequence[ImageEntry], models: Sequence[str],
-               weights: str) -> tuple[list[SweepItem], list[dict[str, str]]]:
+def sweep_plan(images: Sequence[ImageEntry], models: Sequence[str], weights: str,
+               prefer: Set[str] = frozenset()) -> tuple[list[SweepItem], list[dict[str, str]]]:
     """Every (image, model) pair as a :class:`SweepItem`, and the files left out because their content
     repeats an earlier file's (same bytes: one image, run once, with the label of whichever copy has one;
     counting it twice would narrow the intervals across images).
+
+    Args:
+        prefer: files to run rather than their copies (a resumed sweep's recorded images, so that the names in
+            its tables and in ``duplicates`` agree); otherwise the first labelled copy, else the first.
 
     Returns:
         ``(items, duplicates)``; ``duplicates``: ``[{"path": file left out, "same_as": the file run}]`` in
@@ -203,18 +207,26 @@ def sweep_plan(images: Sequence[ImageEntry], models: Sequence[str],
     if not models:
         raise InputError("--model names no model: give one or several, e.g. --model resnet18,efficientnet_lite0")
     hashes = {e.image: image_sha256(e.image) for e in images}
-    first: dict[str, ImageEntry] = {}  # content -> the entry run (with the label of any copy that has one)
-    duplicates = []
+    copies: dict[str, list[ImageEntry]] = {}  # content -> its files, in list order
     for e in images:
-        seen = first.setdefault(hashes[e.image], e)
-        if seen.image == e.image:
-            continue
-        if e.label is not None and seen.label is not None and e.label != seen.label:
-            raise InputError(f"'{e.image}' has the same content as '{seen.image}' but the label {e.label}, not "
-                             f"{seen.label}: give one image one label (or remove the copy)")
-        if seen.label is None and e.label is not None:
-            first[hashes[e.image]] = ImageEntry(seen.image, e.label)
-        duplicates.append({"path": e.image, "same_as": seen.image})
+        copies.setdefault(hashes[e.image], []).append(e)
+    first: dict[str, ImageEntry] = {}  # content -> the one entry run
+    duplicates = []
+    for h, group in copies.items():
+        labels = {e.label for e in group if e.label is not None}
+        if len(labels) > 1:
+            a = next(e for e in group if e.label is not None)
+            b = next(e for e in group if e.label is not None and e.label != a.label)
+            raise InputError(f"'{b.image}' has the same content as '{a.image}' but the label {b.label}, not "
+                             f"{a.label}: give one image one label (or remove the copy)")
+        # the file run: one a finished sweep already recorded (a resume), else the first with the label, else
+        # the first; the others are its duplicates, named against it
+        kept = (next((e for e in group if e.image in prefer), None) if prefer else None) \
+            or next((e for e in group if e.label is not None), group[0])
+        first[h] = ImageEntry(kept.image, next(iter(labels), None))
+        duplicates += [{"path": e.image, "same_as": kept.image} for e in group if e.image != kept.image]
+    order = {e.image: n for n, e in enumerate(images)}
+    duplicates.sort(key=lambda d: order[d["path"]])
     items, keys = [], set()
     for model in models:
         for e in first.values():

@@ -199,7 +199,10 @@ def run_sweep(images: Sequence[str], out: str | Path, settings: SweepSettings, o
     weights = settings.weights
     if (sha := file_sha256(weights)) is not None:  # one item key per checkpoint content, not per path
         weights = f"{weights}|sha256:{sha}"
-    items, duplicates = sweep_plan(expand_images(images, exclude=out), options.models, weights)
+    # a resume keeps the file its tables recorded for an image with copies, so names agree across sessions
+    recorded = ({r["image"] for r in read_table(out, IMAGES).to_pylist()}
+                if options.resume and (out / SWEEP_JSON).is_file() else set())
+    items, duplicates = sweep_plan(expand_images(images, exclude=out), options.models, weights, prefer=recorded)
     if options.save_runs and options.save_which == "misclassified" and all(it.label is None for it in items):
         raise InputError("--save-which misclassified needs true labels, and no image has one: give a CSV/TSV list "
                          "with a label column, or choose --save-which first or lowest-confidence")

@@ -201,6 +201,8 @@ class ItemWorker:
                 image_row["probability_kind"] = yb.probability
                 image_row["num_classes"] = yb.num_classes or image_row["num_classes"]
             layers += layer_rows(item, res.method, res.layers, yb)
+        if image_row["predicted"] == image_row["target"]:  # one class, one number (not two forwards' 8th digits)
+            image_row["predicted_probability"] = image_row["probability"]
         return image_row, layers
 
 
