@@ -301,14 +301,14 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     finally:
         if bar is not None:
             bar.close()
-    seconds, total = f"{summary['seconds']:.1f}", summary.get("seconds_total")  # total: all sessions (resumed)
+    from .sweep.page import interval_above_band, seconds_words
+
     print(f"sweep: {_count(summary['items'], 'item')}, {summary['ok']} done, {summary['failed']} failed"
           + (f", {summary['skipped']} finished before" if summary["skipped"] else "")
           + (f", {_count(len(summary['duplicates']), 'duplicate file')} (the same content as another) not run again"
              if summary["duplicates"] else "")
           + (f", {_count(summary['restarts'], 'worker')} replaced" if summary["restarts"] else "")
-          + (f" ({seconds} s)" if total is None or f"{total:.1f}" == seconds
-             else f" ({seconds} s this session, {total:.1f} s in all)"))
+          + f" ({seconds_words(summary)})")
     if args.save_runs:
         _print_saved_runs(summary["per_image"], args.save_runs, args.save_which)
     for f in summary["failures"][:10]:
@@ -322,8 +322,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         if best:
             ci = best.get("ci")
             interval = f" [{signed(ci[0])}, {signed(ci[1])}]" if ci else ""
-            # as the verdict's statement: the best layer's interval above the chance band's upper end
-            above = {True: "yes", False: "no"}.get(best.get("separable_from_baseline"), "undetermined")
+            above = interval_above_band(best)  # as the verdict's statement and sweep.html
             print(f"{g['model']} {g['method']}: best layer {best['name']} ROAD {signed(best['ybroad'])}{interval} "
                   f"over {_count(across['n_images'], 'image')}{out_words}; interval above the chance band: {above}")
         elif across:

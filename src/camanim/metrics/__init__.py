@@ -8,10 +8,10 @@ computes every requested metric for one image (and puts a new ybROAD into a save
 """
 
 from .agreement import agreement
-from .curve import LayerCurve
+from .curve import LayerCurve, best_words
 from .files import agreement_markdown, write_agreement, write_metric
 from .options import EXTRA, METRICS, MetricOptions, parse_metrics
 from .run import layer_metrics, road_curve, summary, with_road
 
-__all__ = ["EXTRA", "METRICS", "LayerCurve", "MetricOptions", "agreement", "agreement_markdown", "layer_metrics",
+__all__ = ["EXTRA", "METRICS", "LayerCurve", "MetricOptions", "agreement", "best_words", "agreement_markdown", "layer_metrics",
            "parse_metrics", "road_curve", "summary", "with_road", "write_agreement", "write_metric"]

@@ -57,7 +57,7 @@ def layer_metrics(model: nn.Module, x: torch.Tensor, cams: torch.Tensor | Sequen
             raise ValueError(f"cams {tuple(cams.shape)} do not match {len(layer_names)} layers of a "
                              f"{tuple(img.shape[-2:])} input")
         cams = list(cams[:, 0] if cams.ndim == 4 else cams)
-    maps = [None if m is None else m.reshape(m.shape[-2:]) if m.ndim > 2 and m[..., 0, 0].numel() == 1 else m
+    maps = [None if m is None else m.reshape(m.shape[-2:]) if m.ndim > 2 and m.numel() == m.shape[-2:].numel() else m
             for m in cams]  # (1, h, w) -> (h, w)
     if len(maps) != len(layer_names) or any(m is not None and m.ndim != 2 for m in maps):
         raise ValueError(f"cams ({len(maps)} maps) do not match {len(layer_names)} layers of 2-D maps")

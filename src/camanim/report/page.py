@@ -13,6 +13,7 @@ import numpy as np
 
 from ..draw import colormap_lut
 from ..errors import InputError
+from ..metrics import best_words
 from ..rundir import RunView, load_run, names, write_text
 from ..sources import load_image
 from .charts import bar_chart, road_curves_chart, ybroad_chart, ybroad_series
@@ -399,7 +400,7 @@ def _metrics_card(run: RunView, prefix: str) -> str:
     table = data["agreement"]
     rows = "".join(
         f"<tr><td>{esc(b['metric'])}</td><td>{'higher' if b['higher_is_better'] else 'lower'}</td>"
-        f"<td><code>{esc(b['layer'] or ('all layers tie' if (b.get('scored') or 0) > 1 else '-'))}</code></td>"
+        f"<td><code>{esc(best_words(b if b['value'] is not None else None))}</code></td>"
         f"<td>{_fmt_value(b['value'])}</td></tr>"
         for b in table["best"])
     metrics = list(table["metrics"])

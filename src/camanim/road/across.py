@@ -115,9 +115,6 @@ class YbRoadAcross:
         warnings (images left out, layers scored on fewer images, low confidence)."""
         first = self.per_image[0]
         scored, defined, n_images = self.scored, self.defined, self.n_images
-        used = scored if scored.any() else np.ones_like(scored)
-        low = [name for name, r, u in zip(self.image_names, self.per_image, used, strict=True)
-               if u and r.chance_warning]
         warnings = []
         left_out = self.images_left_out
         if left_out:
@@ -130,12 +127,14 @@ class YbRoadAcross:
                     "statement": f"no image has a ROAD score on any layer (0 of {len(self.per_image)} scored: every "
                                  "CAM of this method constant there), so no layer can be called best"}
         fewer = [i for i in range(len(defined)) if not defined[i] and n_images[i] > 0]
-        if fewer and scored.any():
+        if fewer:
             warnings.append(f"{len(fewer)} layer{'s' if len(fewer) > 1 else ''} ({_names([self.layer_names[i] for i in fewer])}) "
                             f"scored on fewer images than the {int(scored.sum())} scored (a constant CAM on the others): "
                             "their means are over those images (n_images) and they are not compared for the best layer")
+        low = [name for name, r, used in zip(self.image_names, self.per_image, scored, strict=True)
+               if used and r.chance_warning]
         if low:
-            warnings.append(f"low confidence on {len(low)} of {int(used.sum())} images ({_names(low)}"
+            warnings.append(f"low confidence on {len(low)} of {int(scored.sum())} images ({_names(low)}"
                             "): the model gives the target a probability below "
                             "chance there (each image's own ybROAD says which threshold), so their ROAD measures a score the model does not hold")
         return verdict(self.scored_draws, defined.tolist(), self.layer_names, first.layer_same_as, first.layer_notes,

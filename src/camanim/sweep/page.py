@@ -119,14 +119,18 @@ def _best_row(model: str, method: str, split: str, across: dict[str, Any] | None
     if best is None:
         return (f"<tr><td>{esc(model)}</td><td>{esc(method)}</td><td>{split}</td><td>{across['n_images']}</td>"
                 f"<td colspan=5>{esc(across.get('statement', ''))}</td></tr>")
-    # as the CLI's line: the best layer's 95% interval above the chance band's top
-    above = {True: "yes", False: "no"}.get(best.get("separable_from_baseline"), "undetermined")
     return (f'<tr class="best-row"><td>{esc(model)}</td><td>{esc(method)}</td><td>{split}</td><td>{across["n_images"]}</td>'
             f'<td class="best-layer">{esc(best["name"])}</td><td>{_num(best["ybroad"])} {_ci(best.get("ci"))}</td>'
-            f"<td>{_band(across)}</td><td>{above}</td><td>{others}</td></tr>")
+            f"<td>{_band(across)}</td><td>{interval_above_band(best)}</td><td>{others}</td></tr>")
 
 
-def _seconds(summary: dict[str, Any]) -> str:
+def interval_above_band(best: dict[str, Any]) -> str:
+    """``yes``, ``no`` or ``undetermined``: whether the best layer's 95% interval lies above the chance band's
+    top (``separable_from_baseline``), as the verdict's statement, the page and the CLI's line say it."""
+    return {True: "yes", False: "no"}.get(best.get("separable_from_baseline"), "undetermined")
+
+
+def seconds_words(summary: dict[str, Any]) -> str:
     """This session's seconds, and all sessions' (``seconds_total``, after a resume) where they differ."""
     this, total = f"{summary['seconds']:.1f}", summary.get("seconds_total")
     if total is None or f"{total:.1f}" == this:
@@ -139,7 +143,7 @@ def render_page(summary: dict[str, Any]) -> str:
     agg = summary["aggregates"]
     acc = summary.get("accuracy")
     facts = (f"<p>{summary['items']} items (image × model): {summary['ok']} done, {summary['failed']} failed; "
-             f"{_seconds(summary)}." + (" Accuracy: " + ", ".join(
+             f"{seconds_words(summary)}." + (" Accuracy: " + ", ".join(
                  f"{esc(m)} {a['correct']}/{a['images']}" for m, a in acc.items()) if acc else "") + "</p>")
     body = [f"<h1>camanim sweep</h1>{facts}"]
     body.append("<h2>Best layer per model and method</h2><table id=best-table><thead><tr><th>model</th><th>method</th>"

@@ -121,16 +121,15 @@ def _check_resumed_items(out: Path, items: list[SweepItem]) -> None:
     keys = {it.key for it in items}
     finished = finished_keys(out)
     others = {k for k, status in finished.items() if status == "ok" and k not in keys}
-    if not others:  # refused: nothing changed; accepted: the failed items fixed since are replaced
-        for key in (k for k, status in finished.items() if status != "ok" and k not in keys):
-            for name in (LAYERS, IMAGES):  # the images part last: while it is there the item counts as finished
-                (out / name / f"part-{key}.parquet").unlink(missing_ok=True)
-    if others:
+    if others:  # refused: nothing changed
         images = {r["key"]: r["image"] for r in read_table(out, IMAGES).to_pylist()}
         example = images[sorted(others, key=lambda k: images[k])[0]]
         raise InputError(f"--resume: '{out}' holds {len(others)} finished items that are not among this sweep's "
                          f"(e.g. '{example}'): give the same images (more are fine; a failed one may change), "
                          "or another --out")
+    for key in (k for k, status in finished.items() if status != "ok" and k not in keys):  # fixed since: replaced
+        for name in (LAYERS, IMAGES):  # the images part last: while it is there the item counts as finished
+            (out / name / f"part-{key}.parquet").unlink(missing_ok=True)
 
 
 def _remove_stale_parts(out: Path) -> None:
@@ -196,9 +195,10 @@ def run_sweep(images: Sequence[str], out: str | Path, settings: SweepSettings, o
     """
     t0 = time.perf_counter()
     out = Path(out)
+    meta = _settings_json(settings, options)  # hashes a --weights/--labels file once
     weights = settings.weights
-    if (sha := file_sha256(weights)) is not None:  # one item key per checkpoint content, not per path
-        weights = f"{weights}|sha256:{sha}"
+    if meta["weights_sha256"] is not None:  # one item key per checkpoint content, not per path
+        weights = f"{weights}|sha256:{meta['weights_sha256']}"
     # a resume keeps the file its tables recorded for an image with copies, so names agree across sessions
     recorded = ({r["image"] for r in read_table(out, IMAGES).to_pylist()}
                 if options.resume and (out / SWEEP_JSON).is_file() else set())
@@ -213,7 +213,6 @@ def run_sweep(images: Sequence[str], out: str | Path, settings: SweepSettings, o
     here = ItemWorker(settings, own_process=False)  # loads each model once here, for the checks and saved runs
     for model in dict.fromkeys(options.models):
         here.check(model, local=options.ray is None)  # an option that fits no item: refused before any runs
-    meta = _settings_json(settings, options)
     _check_out(out, meta, options.resume)
     if options.resume:
         _check_resumed_items(out, items)
