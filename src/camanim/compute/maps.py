@@ -164,10 +164,12 @@ def upsample(cams: list[torch.Tensor | None], size: tuple[int, int], batch: int 
     device = ref.device if ref is not None else torch.device("cpu")
     if out is None:
         out = torch.empty((len(cams), batch, *size), dtype=torch.float32, device=device)
-    # Consecutive layers of one resolution (execution order keeps them together) are resized in
-    # one go, straight into their rows: bilinear resizing is separable, so it is two matrix
-    # products with the per-axis weights (Wy @ maps @ Wx^T), which BLAS runs faster than the
-    # interpolation kernel does for one-channel maps. A shared map (``same_as``) is resized again.
+    # Bilinear resizing is separable: two matrix products with the per-axis weights (Wy @ map @ Wx^T),
+    # which BLAS runs faster than the interpolation kernel does for one-channel maps. Each map is
+    # multiplied on its own, never folded with its neighbours into one taller product: a BLAS may
+    # sum a product's rows in another order when there are more of them (seen on an AVX-512 CPU),
+    # and a layer must be the same bits however many layers are read with it (LazyCams' reads).
+    # Consecutive layers of one resolution share the weights. A shared map (``same_as``) is resized again.
     runs: list[tuple[int, int]] = []
     for i, c in enumerate(cams):
         if c is None:
@@ -184,8 +186,9 @@ def upsample(cams: list[torch.Tensor | None], size: tuple[int, int], batch: int 
             rows.copy_(maps)
             continue
         wy = _interpolation(h, size[0]).to(device)
-        wx = _interpolation(w, size[1]).to(device)
-        torch.matmul(wy, torch.matmul(maps, wx.T), out=rows)
+        wxt = _interpolation(w, size[1]).to(device).T
+        for one, row in zip(maps, rows):
+            torch.mm(wy, torch.mm(one, wxt), out=row)
     return out
 
 
