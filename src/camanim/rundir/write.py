@@ -3,9 +3,9 @@
 Frames are drawn a chunk at a time, from CAMs upsampled and normalised a chunk at a time; as soon
 as a chunk is final its PNGs are written (OpenCV releases the GIL) and the encoders (ffmpeg
 processes fed from threads) take it, so every core stays busy from the first chunk to the end. A
-chunk leaves memory once every writer and encoder is past it, and what was freed goes back to the
-system after each chunk (glibc keeps it otherwise): the memory a save needs does not grow with the
-number of layers. A failure anywhere stops every part at once.
+chunk's array is drawn over again (or leaves memory) once every writer and encoder is past it, and
+what was freed goes back to the system after each chunk (glibc keeps it otherwise): the memory a save
+needs does not grow with the number of layers, and no chunk costs the page faults of a fresh array. A failure anywhere stops every part at once.
 """
 
 from __future__ import annotations
@@ -251,8 +251,8 @@ def write_media(folder: Path, renderer: FrameRenderer, normalised: Callable[[str
     """Draw every frame of every normalisation into ``folder/frames/<norm>/`` and encode the videos.
 
     Frames are drawn a chunk at a time (:func:`chunk_frames`), every normalisation's chunk in turn;
-    each chunk goes to the PNG writer, to ``encode`` and to the video encoders, and is let go once
-    they are past it. The drawing waits while the slowest is :data:`AHEAD` chunks behind, so at most
+    each chunk goes to the PNG writer, to ``encode`` and to the video encoders, and its array is
+    drawn over again by a later chunk (or let go) once they are all past it. The drawing waits while the slowest is :data:`AHEAD` chunks behind, so at most
     a few chunks of frames and of maps are in memory, whatever the number of layers.
 
     Args:
@@ -304,7 +304,7 @@ def write_media(folder: Path, renderer: FrameRenderer, normalised: Callable[[str
                 for n in norms:
                     streams[n].wait_behind(AHEAD * chunk, check)
                     reused = _reuse(spare[n], streams[n], end - start)
-                    out = (renderer.empty(chunk) if reused is None else reused)[:end - start]
+                    out = renderer.empty(end - start) if reused is None else reused[:end - start]
                     renderer.draw_range(views[n], n, start, end, out)
                     streams[n].publish(start, out)
                     drawn.append((n, out))
