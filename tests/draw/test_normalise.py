@@ -70,3 +70,28 @@ def test_lazy_cams_are_normalised_without_upsampling_all_layers_at_once():
 def test_an_unknown_kind_is_refused():
     with pytest.raises(ValueError, match="normalisation 'median'"):
         normalised_view(_raw(), "median")
+
+
+@pytest.mark.parametrize("kind", ["local", "global"])
+def test_scale_is_the_min_max_formula_bit_for_bit(kind):
+    """``scale`` works in place on one new tensor: the very numbers of ``where(span > 0, (x - lo) / span, 0)``
+    clipped to [0, 1], constant layers (span 0) included, and the input left as it was."""
+    from camanim.draw.normalise import scale
+
+    x = _raw(1)
+    x[2] = -3.0  # a negative constant layer: +0.0 after scaling, as the formula's zeros
+    before = x.clone()
+    flat = x.reshape(len(x), -1)
+    if kind == "local":
+        lo, hi = flat.min(1).values.view(-1, 1, 1), flat.max(1).values.view(-1, 1, 1)
+    else:
+        lo, hi = x.min(), x.max()
+    span = hi - lo
+    safe = torch.where(span > 0, span, torch.ones_like(span))
+    want = torch.where(span > 0, (x - lo) / safe, torch.zeros_like(x)).clamp_(0, 1)
+    got = scale(x, lo, hi)
+    assert torch.equal(got, want) and torch.equal(got.signbit(), want.signbit())
+    assert torch.equal(x, before)
+    flat_lo = torch.tensor(2.0)
+    assert torch.equal(scale(x, flat_lo, flat_lo), torch.zeros_like(x))  # one constant scale: all zeros
+    assert not scale(x, flat_lo, flat_lo).signbit().any()

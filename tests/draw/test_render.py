@@ -117,6 +117,65 @@ def test_thin_picture_is_drawn_at_its_aspect_with_the_padding_as_background():
     np.testing.assert_allclose(frames[1, 600, left + 10], [55, 55, 55], atol=1)  # the dimmed picture
 
 
+@pytest.mark.parametrize("alpha", [0.5, 0.25, 0.4])
+@pytest.mark.parametrize("hw,width", [((40, 56), 64), ((90, 7), 48)])  # a full panel, and a padded thin one
+def test_opencv_blend_draws_the_tables_every_pixel(alpha, hw, width):
+    """The panels drawn through OpenCV (where it reproduces the table) are the table's, pixel for pixel."""
+    from camanim.draw import FrameRenderer
+
+    rng = np.random.default_rng(1)
+    image = rng.integers(0, 256, (*hw, 3), dtype=np.uint8)
+    normed = torch.nn.functional.interpolate(torch.rand(4, 1, 5, 3, generator=torch.Generator().manual_seed(2)),
+                                             size=hw, mode="bilinear", align_corners=False)[:, 0]
+    normed[1] = 0.0
+    normed[2] = 1.0
+    fast = FrameRenderer(image, _records(4), FrameStyle(width=width, alpha=alpha))
+    table = FrameRenderer(image, _records(4), FrameStyle(width=width, alpha=alpha))
+    table.blend = False
+    if not fast.blend:
+        pytest.skip(f"OpenCV's addWeighted differs from the table at alpha {alpha} here: the table is used")
+    a, b = fast.render(normed, "local"), table.render(normed, "local")
+    assert np.array_equal(a, b)
+
+
+@pytest.mark.parametrize("blend", [True, False])
+@pytest.mark.parametrize("hw,width,n", [((40, 56), 64, 11), ((90, 7), 48, 3)])  # runs of 8 and a rest; padded
+def test_panels_are_the_table_of_the_bilinear_maps(blend, hw, width, n):
+    """Each panel is ``table[c, rint(255 * clamp(bilinear(map))) * 256 + image]``, the maps resized
+    together, whether drawn through OpenCV or the look-up, a few maps at a time."""
+    from camanim.draw import FrameRenderer
+
+    rng = np.random.default_rng(3)
+    image = rng.integers(0, 256, (*hw, 3), dtype=np.uint8)
+    normed = torch.rand(n, 6, 4, generator=torch.Generator().manual_seed(4)) * 1.2 - 0.1  # clamped too
+    r = FrameRenderer(image, _records(n + 1)[:n], FrameStyle(width=width, alpha=0.5))
+    if blend and not r.blend:
+        pytest.skip("OpenCV's addWeighted differs from the table here: the table is used")
+    r.blend = blend
+    top, left, bh, bw = r.box
+    x = torch.nn.functional.interpolate(normed.unsqueeze(1), size=(bh, bw), mode="bilinear",
+                                        align_corners=False)[:, 0].clamp(0, 1).numpy()
+    level = np.rint(x * np.float32(255.0)).astype(np.int64)
+    want = np.stack([r.table[c][level * 256 + r.base[c]] for c in range(3)], axis=-1)
+    got = r.render(normed, "local")[:, top:top + bh, left:left + bw]
+    assert np.array_equal(got, want)
+
+
+def test_blend_is_refused_where_one_case_differs():
+    from camanim.draw.render import blend_reproduces
+
+    image = np.full((32, 32, 3), 100, np.uint8)
+    from camanim.draw import FrameRenderer
+
+    r = FrameRenderer(image, _records(2), FrameStyle(width=32, alpha=0.5))
+    if not r.blend:
+        pytest.skip("OpenCV's addWeighted differs from the table here")
+    table = r.table.copy()
+    table[2, 200 * 256 + 17] ^= 1  # one channel, one level, one image value
+    assert not blend_reproduces(table, r.colours, 0.5, (r.box[2], r.box[3]))
+    assert blend_reproduces(r.table, r.colours, 0.5, (16, 16))  # small pictures: the cases over several
+
+
 def test_captions_count_from_one_name_method_and_class_and_keep_the_type_whole(drawn_text):
     drawn = drawn_text
     long_type = "DepthwiseSeparableConv"

@@ -132,3 +132,47 @@ def test_frames_stream_through_the_writers_a_few_chunks_at_a_time(tmp_path, monk
                                   want[i]), (norm, i)
         assert count_frames(tmp_path / "run" / f"{names.video_stem(norm)}.mp4") == 19
     assert count_frames(tmp_path / "run" / f"{names.video_stem(names.SIDE_BY_SIDE)}.mp4") == 19
+
+
+def test_chunks_are_drawn_over_only_once_every_encoder_has_read_them(tmp_path, monkeypatch):
+    """A chunk's array is drawn into again (no fresh tens of MB per chunk) only once its PNGs are written
+    and every encoder is past it: encoders slower than the drawing still get every frame as drawn."""
+    import time
+
+    import numpy as np
+    from torch import nn
+
+    from camanim.draw import FrameRenderer, normalise, write_mp4
+    from camanim.rundir import write as write_module
+
+    torch.manual_seed(0)
+    body = [m for _ in range(8) for m in (nn.Conv2d(3, 3, 3, padding=1), nn.ReLU())]
+    model = nn.Sequential(*body, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(3, 4)).eval()
+    result = camanim.animate(model, torch.rand(1, 3, 16, 16, generator=torch.Generator().manual_seed(0)))
+    whole = result.lazy_cams.tensor()
+    monkeypatch.setattr(write_module, "CHUNK_FRAMES", 2)  # 19 layers: 10 chunks per normalisation
+    seen: dict[str, list[np.ndarray]] = {}
+
+    def slow_mp4(path, frames, fps=10, **kw):
+        got = seen.setdefault(path.stem, [])
+        for frame in frames:
+            time.sleep(0.01)  # the encoders are the slowest readers
+            got.append(frame.copy())
+        return write_mp4(path, got, fps=fps, **kw)
+
+    made = []
+    real_empty = FrameRenderer.empty
+    monkeypatch.setattr(FrameRenderer, "empty", lambda self, count=None: made.append(count) or real_empty(self, count))
+    monkeypatch.setattr(write_module, "write_mp4", slow_mp4)
+    result.save(tmp_path / "run", report=False)
+    assert len(made) < 2 * 10  # chunks were drawn over again
+    renderer = FrameRenderer(result.image, result.layers, FrameStyle(), result.stripes(), result.caption_title())
+    want = {}
+    for norm in ("local", "global"):
+        want[norm] = real_empty(renderer)
+        for _ in renderer.draw(normalise(whole, norm), norm, want[norm]):
+            pass
+        assert np.array_equal(np.stack(seen[names.video_stem(norm)]), want[norm]), norm
+    side = np.stack(seen[names.video_stem(names.SIDE_BY_SIDE)])
+    w = want["local"].shape[2]
+    assert np.array_equal(side[:, :, :w], want["local"]) and np.array_equal(side[:, :, w + 8:], want["global"])

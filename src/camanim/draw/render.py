@@ -20,7 +20,7 @@ STRIP_H = 16
 #: the image panel is at most this many times as tall as it is wide (and at most MAX_SIDE px): a
 #: thinner picture (a 60 x 1 signal) is drawn smaller, its aspect kept, and padded
 MAX_ASPECT = 4
-#: the largest panel side: H.264 levels, WebP (16,383 px) and PNG viewers all take it
+#: the largest panel side: H.264 levels, JPEG (65,535 px) and PNG viewers all take it
 MAX_SIDE = 4096
 BACKGROUND = (24, 24, 28)
 
@@ -189,6 +189,32 @@ def outline_pixels(region: np.ndarray, size: tuple[int, int]) -> tuple[np.ndarra
     return np.nonzero(edge)
 
 
+def blend_reproduces(table: np.ndarray, colours: np.ndarray, alpha: float, size: tuple[int, int]) -> bool:
+    """Whether OpenCV's ``addWeighted(image, 1 - alpha, colour, alpha, 0)`` on (h, w, 3) uint8 pictures
+    of ``size`` gives ``table[c, level * 256 + value]`` for every channel, level and image value.
+
+    ``table`` is computed in float32 and rounded half to even; OpenCV's rounding of the same sum agrees
+    for most alphas (0.5 among them) but not all, and may differ between its vector and scalar code
+    or between machines: so every one of the 3 x 65,536 cases is tried here, laid out exactly as the
+    frames' pictures are (contiguous (h, w, 3) arrays), and the table is used wherever one differs.
+    """
+    try:
+        import cv2
+    except ImportError:  # pragma: no cover - opencv-python is a dependency
+        return False
+    levels, values = np.divmod(np.arange(65536), 256)
+    image = np.repeat(values.astype(np.uint8)[:, None], 3, axis=1).ravel()  # (level, value) by channel
+    colour = colours.reshape(256, 3)[levels].ravel()
+    want = np.stack([table[c] for c in range(3)], axis=1).ravel()
+    per = size[0] * size[1] * 3
+    for start in range(0, want.size, per):
+        take = np.arange(start, start + per) % want.size  # a last picture wraps round to the first cases
+        got = cv2.addWeighted(image[take].reshape(*size, 3), 1.0 - alpha, colour[take].reshape(*size, 3), alpha, 0.0)
+        if not np.array_equal(got.ravel(), want[take]):
+            return False
+    return True
+
+
 class FrameRenderer:
     """Draws the frames of one run; what does not depend on the normalisation is made once.
 
@@ -223,6 +249,10 @@ class FrameRenderer:
         self.table = ((1.0 - a) * values.view(1, 1, 256) + a * lut.T.reshape(3, 256, 1)).round_().clamp_(0, 255) \
             .to(torch.uint8).reshape(3, -1).numpy()
         self.base = [np.ascontiguousarray(base[..., c], dtype=np.int32) for c in range(3)]
+        self.alpha = a
+        self.picture = np.ascontiguousarray(base, dtype=np.uint8)  # (bh, bw, 3): the resized image
+        self.colours = np.ascontiguousarray(colormap_lut(style.colormap).reshape(256, 1, 3))
+        self.blend = blend_reproduces(self.table, self.colours, a, (bh, bw))
         self.non_spatial = np.array([r.non_spatial for r in self.records], bool)
         self._heads: dict[int, np.ndarray] = {}
         self._details: dict[str, np.ndarray] = {}
@@ -247,26 +277,59 @@ class FrameRenderer:
                 out[k] = picture if picture.shape[:2] == (bh, bw) else \
                     np.asarray(Image.fromarray(picture).resize((bw, bh), Image.Resampling.BILINEAR))
             return
-        x = normed.detach().float().cpu().unsqueeze(1)
-        x = F.interpolate(x, size=(bh, bw), mode="bilinear", align_corners=False).squeeze(1)
-        x = x.clamp_(0, 1).numpy()
-        # The look-up runs in NumPy over a few frames at a time in reused buffers: many small
-        # multi-threaded torch ops stall on a busy machine, and fresh large temporaries cost
-        # more in page faults than the arithmetic.
-        size = (step, bh, bw)
-        scaled = np.empty(size, np.float32)
-        row = np.empty(size, np.int32)
-        index = np.empty(size, np.int32)
-        panel = np.empty(size, np.uint8)
+        # A few maps at a time, resized into one reused buffer: the same numbers as resizing the run
+        # whole (each map is resized on its own), without a fresh (n, bh, bw) float array per run,
+        # whose page faults cost more than the arithmetic; the look-up in NumPy or OpenCV (many small
+        # multi-threaded torch ops stall on a busy machine).
+        src = normed.detach().float().cpu().unsqueeze(1)
+        m = min(step, n)
+        resized = torch.empty((m, 1, bh, bw))
+        x = resized.numpy()[:, 0]
+        scaled = np.empty((m, bh, bw), np.float32)
+        paint = self._blend if self.blend else self._look_up
+        scratch: dict[str, np.ndarray] = {}
         for s in range(0, n, step):
             k = min(step, n - s)
-            np.rint(np.multiply(x[s:s + k], np.float32(255.0), out=scaled[:k]), out=scaled[:k])
-            np.copyto(row[:k], scaled[:k], casting="unsafe")
-            np.multiply(row[:k], 256, out=row[:k])
-            for c in range(3):
-                np.add(row[:k], self.base[c], out=index[:k])
-                np.take(self.table[c], index[:k], out=panel[:k], mode="clip")
-                out[s:s + k, :, :, c] = panel[:k]
+            torch.ops.aten.upsample_bilinear2d.out(src[s:s + k], [bh, bw], False, out=resized[:k])
+            resized[:k].clamp_(0, 1)
+            np.rint(np.multiply(x[:k], np.float32(255.0), out=scaled[:k]), out=scaled[:k])
+            paint(scaled[:k], out[s:s + k], scratch)
+
+    def _look_up(self, levels: np.ndarray, out: np.ndarray, scratch: dict[str, np.ndarray]) -> None:
+        """Panels for colour levels ``levels`` (k, bh, bw) (float32, whole numbers 0 to 255) into ``out``
+        (k, bh, bw, 3): the table, ``table[c, level * 256 + image value]``."""
+        k = levels.shape[0]
+        if "row" not in scratch:
+            scratch.update(row=np.empty(levels.shape, np.int32), index=np.empty(levels.shape, np.int32),
+                           panel=np.empty(levels.shape, np.uint8))
+        row, index, panel = scratch["row"][:k], scratch["index"][:k], scratch["panel"][:k]
+        np.copyto(row, levels, casting="unsafe")
+        np.multiply(row, 256, out=row)
+        for c in range(3):
+            np.add(row, self.base[c], out=index)
+            np.take(self.table[c], index, out=panel, mode="clip")
+            out[..., c] = panel
+
+    def _blend(self, levels: np.ndarray, out: np.ndarray, scratch: dict[str, np.ndarray]) -> None:
+        """What :meth:`_look_up` draws, through OpenCV: each level's colour (``LUT``), then
+        ``addWeighted`` with the image, where :func:`blend_reproduces` found that it gives the table's
+        every value (about half the time of the look-up)."""
+        import cv2
+
+        a = self.alpha
+        if "level" not in scratch:
+            scratch["level"] = np.empty(levels.shape, np.uint8)
+        level = scratch["level"][:levels.shape[0]]
+        np.copyto(level, levels, casting="unsafe")
+        for j, target in enumerate(out):
+            colour = cv2.LUT(cv2.cvtColor(level[j], cv2.COLOR_GRAY2RGB), self.colours)
+            if target.flags.c_contiguous:
+                done = cv2.addWeighted(self.picture, 1.0 - a, colour, a, 0.0, dst=target)
+                if done is target:
+                    continue
+            else:
+                done = cv2.addWeighted(self.picture, 1.0 - a, colour, a, 0.0)
+            target[...] = done
 
     def _caption(self, i: int, norm: str) -> tuple[np.ndarray, np.ndarray]:
         rec = self.records[i]

@@ -5,10 +5,10 @@ Everything here reads a :class:`camanim.rundir.RunView`: a finished run folder
 be rebuilt, or runs compared, long after the model is gone.
 
 The report is one self-contained HTML file: styles, scripts and every frame are inlined (frames
-as base64 WebP, JPEG where Pillow lacks WebP), so it opens from disk, offline, and can be mailed
+as base64 JPEG, lossy previews of the lossless PNG files), so it opens from disk, offline, and can be mailed
 as it is. Frames are held in a JSON array and put into two ``<img>`` elements on demand, rather
-than as one ``<img>`` per frame: a 571-layer DenseNet161 report (1142 frames of 320x384) is about
-15 MB and opens in about a second.
+than as one ``<img>`` per frame: a 571-layer DenseNet161 report (1142 frames of 320x384) was about
+15 MB with WebP frames (JPEG's are about a third larger) and opens in about a second.
 
 ============  ==============================================================
 module        job

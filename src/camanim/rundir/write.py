@@ -3,9 +3,9 @@
 Frames are drawn a chunk at a time, from CAMs upsampled and normalised a chunk at a time; as soon
 as a chunk is final its PNGs are written (OpenCV releases the GIL) and the encoders (ffmpeg
 processes fed from threads) take it, so every core stays busy from the first chunk to the end. A
-chunk leaves memory once every writer and encoder is past it, and what was freed goes back to the
-system after each chunk (glibc keeps it otherwise): the memory a save needs does not grow with the
-number of layers. A failure anywhere stops every part at once.
+chunk's array is drawn over again (or leaves memory) once every writer and encoder is past it, and
+what was freed goes back to the system after each chunk (glibc keeps it otherwise): the memory a save
+needs does not grow with the number of layers, and no chunk costs the page faults of a fresh array. A failure anywhere stops every part at once.
 """
 
 from __future__ import annotations
@@ -153,6 +153,11 @@ class _Stream:
         for start in [s for s in self.chunks if s + len(self.chunks[s]) <= slowest]:
             del self.chunks[start]
 
+    def holds(self, frames: np.ndarray) -> bool:
+        """Whether ``frames`` (a published chunk) is still waiting for a reader."""
+        with self._cond:
+            return any(chunk is frames for chunk in self.chunks.values())
+
     def publish(self, start: int, frames: np.ndarray) -> None:
         """Frames ``start`` to ``start + len(frames) - 1``, final."""
         with self._cond:
@@ -218,6 +223,19 @@ def _encode_frames(frames: np.ndarray, encode: Callable[[np.ndarray], str], out:
         out[start + k] = encode(frame)
 
 
+def _reuse(spare: list[np.ndarray], stream: _Stream, count: int) -> np.ndarray | None:
+    """A chunk's array whose PNG and data URI writers are done and that no encoder still reads, to
+    draw the next chunk into (``count`` frames: its first rows): memory in use already, where a new
+    array of tens of MB costs its page faults again. Kept: at most one spare chunk, the rest let go."""
+    for k, frames in enumerate(spare):
+        if len(frames) >= count and not stream.holds(frames):
+            del spare[k]
+            del spare[:-1]
+            return frames
+    del spare[:-1]
+    return None
+
+
 def chunk_frames(renderer: FrameRenderer, map_shape: Sequence[int]) -> int:
     """How many frames :func:`write_media` draws at a time: at most :data:`CHUNK_FRAMES`, and at most
     :data:`MAP_CHUNK_BYTES` of maps (``map_shape``: one layer's normalised map) and :data:`FRAME_CHUNK_BYTES`
@@ -233,8 +251,8 @@ def write_media(folder: Path, renderer: FrameRenderer, normalised: Callable[[str
     """Draw every frame of every normalisation into ``folder/frames/<norm>/`` and encode the videos.
 
     Frames are drawn a chunk at a time (:func:`chunk_frames`), every normalisation's chunk in turn;
-    each chunk goes to the PNG writer, to ``encode`` and to the video encoders, and is let go once
-    they are past it. The drawing waits while the slowest is :data:`AHEAD` chunks behind, so at most
+    each chunk goes to the PNG writer, to ``encode`` and to the video encoders, and its array is
+    drawn over again by a later chunk (or let go) once they are all past it. The drawing waits while the slowest is :data:`AHEAD` chunks behind, so at most
     a few chunks of frames and of maps are in memory, whatever the number of layers.
 
     Args:
@@ -276,26 +294,34 @@ def write_media(folder: Path, renderer: FrameRenderer, normalised: Callable[[str
             def check() -> None:
                 _raise_failed([*jobs, *(job for *_, job in videos)])
 
-            pending: list[list[Future]] = []  # the writers' jobs of each chunk still in flight
+            # the writers' jobs of each chunk still in flight, with the chunk's frames
+            pending: list[tuple[list[Future], list[tuple[str, np.ndarray]]]] = []
+            spare: dict[str, list[np.ndarray]] = {n: [] for n in norms}  # chunks every writer is done with
             for start in range(0, total, chunk):
                 end = min(start + chunk, total)
                 mine: list[Future] = []
+                drawn: list[tuple[str, np.ndarray]] = []
                 for n in norms:
                     streams[n].wait_behind(AHEAD * chunk, check)
-                    out = renderer.empty(end - start)
+                    reused = _reuse(spare[n], streams[n], end - start)
+                    out = renderer.empty(end - start) if reused is None else reused[:end - start]
                     renderer.draw_range(views[n], n, start, end, out)
                     streams[n].publish(start, out)
+                    drawn.append((n, out))
                     mine.append(writers.submit(_write_pngs, out, folders[n], start, stop))
                     if encode is not None:
                         mine.append(writers.submit(_encode_frames, out, encode, encoded[n], start, stop))
                     if progress:
                         progress(f"frames {n}", end, total)
                     check()
-                pending.append(mine)
+                pending.append((mine, drawn))
                 jobs += mine
-                while len(pending) > AHEAD:  # the frames of older chunks leave memory with their jobs
-                    for job in pending.pop(0):
+                while len(pending) > AHEAD:  # older chunks' frames are drawn over again once written
+                    done, frames_of = pending.pop(0)
+                    for job in done:
                         job.result()
+                    for n, frames in frames_of:
+                        spare[n].append(frames)
                 give_back_freed()
             for _, _, path, job in videos:
                 if progress:
