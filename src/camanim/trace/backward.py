@@ -26,14 +26,70 @@ class LayerSink(Protocol):
         """One layer's activation and d score / d activation; True: taken (the trace drops both)."""
 
 
+#: values of a gradient looked at first: any of them not zero settles it without reading the rest
+_HEAD = 4096
+_ZERO = "the gradient of the score is zero everywhere on this layer's output"
+
+
+#: dtypes whose first values :func:`_nonzero` reads through numpy (a tenth of a torch call's overhead)
+_NUMPY = frozenset({torch.float32, torch.float64, torch.float16})
+
+
+def _nonzero(gradient: torch.Tensor) -> bool:
+    """Whether any value of ``gradient`` is not zero (NaN counts), reading its first values first.
+
+    (``Tensor.any`` over a whole float tensor is slower than a sum on the CPU; a gradient that is
+    not zero almost always shows it within its first few thousand values.)
+    """
+    if gradient.numel() > _HEAD and gradient.is_contiguous():
+        if (gradient.device.type == "cpu" and gradient.dtype in _NUMPY and not gradient.requires_grad
+                and not gradient.is_conj() and not gradient.is_neg()):
+            if gradient.numpy().reshape(-1)[:_HEAD].any():
+                return True
+        elif bool(gradient.view(-1)[:_HEAD].any()):
+            return True
+    return bool(gradient.any())
+
+
 def no_gradient(gradient: torch.Tensor | None) -> str:
     """Why a layer's gradient gives no map (one line), or '' when it can give one."""
     if gradient is None:
         return ("no gradient of the score reaches this layer's output (it feeds nothing the score depends on, "
                 "or the model detached it)")
-    if not bool(gradient.any()):
-        return "the gradient of the score is zero everywhere on this layer's output"
+    if not _nonzero(gradient):
+        return _ZERO
     return ""
+
+
+class GradientChecks:
+    """:func:`no_gradient` for every layer of a backward, read from an accelerator once for all.
+
+    On the CPU each gradient is looked at when it arrives (nothing to wait for); elsewhere whether
+    it is zero stays on the device (one reduction, no wait) until :meth:`settle` reads them all.
+    """
+
+    def __init__(self, missing: dict[int, str]) -> None:
+        self.missing = missing
+        self.pending: dict[int, torch.Tensor] = {}
+
+    def add(self, index: int, gradient: torch.Tensor | None) -> None:
+        """Note why layer ``index``'s gradient gives no map, if it gives none (now or at :meth:`settle`)."""
+        if gradient is not None and gradient.device.type != "cpu":
+            self.pending[index] = gradient.any()
+            return
+        why = no_gradient(gradient)
+        if why:
+            self.missing[index] = why
+
+    def settle(self) -> dict[int, str]:
+        """``missing``, with every layer whose gradient is zero everywhere (one read of the device)."""
+        if self.pending:
+            flags = torch.stack(list(self.pending.values())).tolist()
+            for i, nonzero in zip(self.pending, flags):
+                if not nonzero:
+                    self.missing[i] = _ZERO
+            self.pending.clear()
+        return self.missing
 
 
 def backward_into(sink: LayerSink, score: torch.Tensor, records: list[LayerRecord], acts: list,
@@ -61,6 +117,7 @@ def backward_into(sink: LayerSink, score: torch.Tensor, records: list[LayerRecor
     todo = [i for i, rec in enumerate(records) if rec.same_as is None and acts[i] is not None]
     sink.start(logits, targets, len(todo))
     done: set[int] = set()
+    checks = GradientChecks(missing)
 
     def deliver(i: int, g: torch.Tensor | None) -> None:
         if i in done:
@@ -70,9 +127,7 @@ def backward_into(sink: LayerSink, score: torch.Tensor, records: list[LayerRecor
         a = (a() if isinstance(a, Recompute) else a).detach()
         if g is not None and i in read:
             g = read[i](g)
-        why = no_gradient(g)
-        if why:
-            missing[i] = why
+        checks.add(i, g)
         g = torch.zeros_like(a) if g is None else g.detach()
         if sink.layer(i, records[i], a, g):
             acts[i] = None
@@ -112,6 +167,7 @@ def backward_into(sink: LayerSink, score: torch.Tensor, records: list[LayerRecor
             h.remove()
     for i in todo:
         deliver(i, None)  # no gradient reaches it: zeros
+    checks.settle()
     return grads
 
 

@@ -80,25 +80,82 @@ def _storage_key(tensor: torch.Tensor) -> int | None:
     return key or None
 
 
+#: a fingerprint's weight vector: one weight per element for tensors up to this size; larger ones
+#: are read as rows of this length, each row's dot product weighted again (:func:`fingerprint`)
+_ROW = 1 << 20
+_WEIGHTS: dict[tuple[torch.device, torch.dtype], tuple[torch.Tensor, torch.Tensor]] = {}
+
+
+def _weights(device: torch.device, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    """The fixed pseudo-random weights of :func:`fingerprint`: (2**20,) per element, (2**16,) per row.
+
+    Every weight is in ±[0.5, 1.5): no position weighs nearly nothing, and the signs keep a weighted
+    sum small, so a small change to one value still moves it. Drawn once from a fixed seed (the same
+    weights for a tensor at record time and after the forward), kept per device and dtype.
+    """
+    key = (device, dtype)
+    got = _WEIGHTS.get(key)
+    if got is None:
+        gen = torch.Generator().manual_seed(0x5EED)
+
+        def draw(n: int) -> torch.Tensor:
+            u = torch.rand(n, generator=gen, dtype=torch.float64)
+            return torch.where(u < 0.5, -0.5 - 2 * u, 2 * u - 0.5).to(device=device, dtype=dtype)
+
+        got = _WEIGHTS[key] = (draw(_ROW), draw(1 << 16))
+    return got
+
+
+def _flat(t: torch.Tensor) -> torch.Tensor:
+    """``t``'s values as one contiguous 1-D tensor of float32 or float64: a view where ``t`` is dense
+    (contiguous, or in another memory format such as channels last), else a copy."""
+    if t.is_complex():
+        t = torch.view_as_real(t.resolve_conj())
+    if t.dtype not in (torch.float32, torch.float64):
+        t = t.to(torch.float32 if t.is_floating_point() else torch.float64)  # exact for halves, ints up to 2**53
+    if t.is_contiguous():
+        return t.view(-1)
+    order = sorted(range(t.ndim), key=lambda d: (-t.stride(d), -t.shape[d]))
+    dense = t.permute(order)
+    return dense.view(-1) if dense.is_contiguous() else t.reshape(-1)
+
+
 def fingerprint(tensor: torch.Tensor) -> torch.Tensor:
-    """Sums of ``tensor``'s values over the whole and four interleaved subsets: (5,) float32.
+    """A weighted sum of ``tensor``'s values, fixed pseudo-random weights in ±[0.5, 1.5): (1,) to (3,).
 
     Writes autograd does not see (``.data``, numpy views) change no version counter; they change
-    these sums, short of a write that keeps all five (a permutation within matching strides).
-    Strided sums read the tensor in place (no copy); nothing goes to the host until they are compared.
+    this sum, short of a change lost in float rounding or one that keeps it exactly. Unlike a plain
+    sum, moving values between positions (a permutation, a channel swap, a flip) changes it, since
+    each position has its own weight. One contiguous pass over the tensor in place (a dot product;
+    a tensor of more than 2**20 values as rows, each row's dot product weighted again, plus the rest);
+    a tensor that is not dense, or neither float32 nor float64, is copied first. Nothing goes to the
+    host until two fingerprints are compared (:func:`unchanged`); the same tensor, unchanged, gives
+    the same result bit for bit (the same kernels on the same memory).
     """
-    t = tensor.detach()
-    if t.ndim == 0:
-        return t.float().reshape(1).expand(5)
-    parts = [t.sum(), t[..., ::2].sum(), t[..., 1::3].sum(),
-             t[:, ::2].sum() if t.ndim >= 2 else t[::5].sum(),
-             t[..., 1::2, :].sum() if t.ndim >= 3 else t[::7].sum()]
-    return torch.stack([p.float() for p in parts])
+    flat = _flat(tensor.detach())
+    w, v = _weights(flat.device, flat.dtype)
+    n = flat.numel()
+    if n <= _ROW:
+        return torch.dot(flat, w[:n]).reshape(1)
+    rows, rest = divmod(n, _ROW)
+    parts = []
+    for start in range(0, rows, v.numel()):  # (more than 2**36 values: blocks of rows)
+        m = min(v.numel(), rows - start)
+        block = flat[start * _ROW:(start + m) * _ROW].view(m, _ROW)
+        parts.append(torch.dot(torch.mv(block, w), v[:m]))
+    if rest:
+        parts.append(torch.dot(flat[rows * _ROW:], w[:rest]))
+    return torch.stack(parts)
 
 
-def unchanged(before: torch.Tensor, after: torch.Tensor) -> torch.Tensor:
-    """Per row, whether two stacks of :func:`fingerprint` agree (NaN equal to NaN)."""
-    return ((before == after) | (before.isnan() & after.isnan())).all(dim=-1)
+def unchanged(before: Sequence[torch.Tensor], after: Sequence[torch.Tensor]) -> bool:
+    """Whether every pair of :func:`fingerprint` agrees (NaN equal to NaN); one read from the device."""
+    if len(before) != len(after) or any(a.shape != b.shape for a, b in zip(before, after)):
+        return False
+    if not before:
+        return True
+    b, a = torch.cat(list(before)), torch.cat(list(after))
+    return bool(((b == a) | (b.isnan() & a.isnan())).all())
 
 
 class Recorder(TorchFunctionMode):
@@ -196,8 +253,7 @@ class Recorder(TorchFunctionMode):
         if not same:
             return True
         with torch._C.DisableTorchFunction():
-            now = torch.stack([fingerprint(self.acts[i]) for i in same])
-            return bool(unchanged(torch.stack([self.prints[i] for i in same]), now).all())
+            return unchanged([self.prints[i] for i in same], [fingerprint(self.acts[i]) for i in same])
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}

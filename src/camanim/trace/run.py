@@ -23,7 +23,7 @@ from torch import nn
 from torch.autograd.graph import GradientEdge, get_gradient_edge
 
 from ..errors import InputError
-from .backward import LayerSink, backward_into, no_gradient
+from .backward import GradientChecks, LayerSink, backward_into, no_gradient
 from .inplace import Recorder, recompute_source
 from .layouts import LayoutContext, LayoutEvidence
 from .model import class_logits, describe_output, eval_mode, first_tensor, logits_of, switched_by_a_pass
@@ -180,9 +180,11 @@ class _Pass:
         self.recorder = Recorder(self.acts)
         self.on_write = keep_activations and not copy_outputs
         self.watching = self.on_write and model in WRITES_IN_PLACE
-        # the recorder's torch-function mode has nothing to do with the trace's own bookkeeping
-        # (layout evidence may see it: it only places copies of placed tensors)
-        self.own_bookkeeping = torch._C.DisableTorchFunction if self.watching else nullcontext
+        # The trace's own bookkeeping (shapes, version counters, fingerprints, storage keys) runs
+        # with every torch-function mode off: the recorder has nothing to do with it, and layout
+        # evidence is about the model's ops, not ours (a copy the trace hands the model is placed
+        # by ``remember``). Left on, the evidence mode saw some 30 calls of ours per layer.
+        self.own_bookkeeping = torch._C.DisableTorchFunction
         self.layouts: LayoutContext | None = None
 
     def call(self, mod: nn.Module, forward: Callable, args: tuple, kwargs: dict) -> object:
@@ -302,13 +304,13 @@ class _Pass:
             got = (torch.autograd.grad(s.sum(), [edges[i] for i in wanted], allow_unused=True)
                    if wanted and s.requires_grad else [None] * len(wanted))
             grads = [None] * len(acts)
+            checks = GradientChecks(missing)
             for i, g in zip(wanted, got):
                 if g is not None and i in self.read_grad:
                     g = self.read_grad[i](g)
                 grads[i] = g
-                why = no_gradient(g)
-                if why:
-                    missing[i] = why
+                checks.add(i, g)
+            checks.settle()
         for i, a in enumerate(acts):
             if records[i].same_as is not None:
                 grads[i] = grads[records[i].same_as]
