@@ -150,10 +150,16 @@ class CamSink:
         self.freed = Freed()
 
     def start(self, logits: torch.Tensor, targets: torch.Tensor, total: int) -> None:
-        """Before the backward: the logits (R, K) and targets (R,) every method's context needs."""
+        """Before the backward: the logits (R, K) and targets (R,) every method's context needs.
+
+        A pass that runs again (a recorded value changed behind the trace's back) starts again: the
+        maps of the void one are dropped.
+        """
         for ctx in self.ctxs.values():
             ctx.targets, ctx.logits = targets, logits
-        self.total = total
+        for got in self.cams.values():
+            got.clear()
+        self.total, self.done = total, 0
 
     def layer(self, index: int, record: LayerRecord, activation: torch.Tensor, gradient: torch.Tensor) -> bool:
         """Every method's raw map (R, h, w) of layer ``index``; False for a non-spatial layer (kept by the trace)."""

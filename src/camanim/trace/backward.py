@@ -20,7 +20,11 @@ class LayerSink(Protocol):
     """
 
     def start(self, logits: torch.Tensor, targets: torch.Tensor, total: int) -> None:
-        """Before the backward: the logits, the targets and how many layers :meth:`layer` will get."""
+        """Before the backward: the logits, the targets and how many layers :meth:`layer` will get.
+
+        Called again when the pass runs again (a recorded value was changed behind the trace's back,
+        seen as it was read): what the sink took before is void.
+        """
 
     def layer(self, index: int, record: LayerRecord, activation: torch.Tensor, gradient: torch.Tensor) -> bool:
         """One layer's activation and d score / d activation; True: taken (the trace drops both)."""
@@ -41,13 +45,17 @@ def _nonzero(gradient: torch.Tensor) -> bool:
     (``Tensor.any`` over a whole float tensor is slower than a sum on the CPU; a gradient that is
     not zero almost always shows it within its first few thousand values.)
     """
-    if gradient.numel() > _HEAD and gradient.is_contiguous():
-        if (gradient.device.type == "cpu" and gradient.dtype in _NUMPY and not gradient.requires_grad
-                and not gradient.is_conj() and not gradient.is_neg()):
-            if gradient.numpy().reshape(-1)[:_HEAD].any():
-                return True
-        elif bool(gradient.view(-1)[:_HEAD].any()):
+    if not gradient.is_contiguous():
+        return bool(gradient.any())
+    if (gradient.is_cpu and gradient.dtype in _NUMPY and not gradient.requires_grad
+            and not gradient.is_neg()):
+        values = gradient.numpy().reshape(-1)
+        if values[:_HEAD].any():
             return True
+        if values.size <= _HEAD:
+            return False
+    elif gradient.numel() > _HEAD and bool(gradient.view(-1)[:_HEAD].any()):
+        return True
     return bool(gradient.any())
 
 
@@ -74,7 +82,7 @@ class GradientChecks:
 
     def add(self, index: int, gradient: torch.Tensor | None) -> None:
         """Note why layer ``index``'s gradient gives no map, if it gives none (now or at :meth:`settle`)."""
-        if gradient is not None and gradient.device.type != "cpu":
+        if gradient is not None and not gradient.is_cpu:
             self.pending[index] = gradient.any()
             return
         why = no_gradient(gradient)
@@ -96,7 +104,8 @@ def backward_into(sink: LayerSink, score: torch.Tensor, records: list[LayerRecor
                    edges: dict[int, GradientEdge], wanted: list[int], logits: torch.Tensor,
                    targets: torch.Tensor, *, read: Mapping[int, Callable] | None = None,
                    missing: dict[int, str] | None = None,
-                   leaves: Sequence[torch.Tensor] = ()) -> list[torch.Tensor | None]:
+                   leaves: Callable[[], Sequence[torch.Tensor]] = tuple,
+                   on_read: Callable[[int, torch.Tensor], None] | None = None) -> list[torch.Tensor | None]:
     """The backward of ``score`` with each layer's gradient handed to ``sink`` as it arrives.
 
     A hook before each recorded op's backward node sees the gradient of its outputs. A node with
@@ -109,7 +118,8 @@ def backward_into(sink: LayerSink, score: torch.Tensor, records: list[LayerRecor
     A graph with a reentrant activation checkpoint (``checkpoint(fn, x, use_reentrant=True)``)
     refuses ``torch.autograd.grad``: there every recorded node gets the hook and the whole
     backward runs (``torch.autograd.backward`` without inputs); the ``.grad`` it accumulates on
-    the graph's leaves and on ``leaves`` (the model's parameters, the input) is put back as it was.
+    the graph's leaves and on ``leaves()`` (the model's parameters, the input) is put back as it was.
+    ``on_read(index, activation)`` is called with each activation as it is read, before the sink gets it.
     """
     read = read or {}
     missing = {} if missing is None else missing
@@ -125,6 +135,8 @@ def backward_into(sink: LayerSink, score: torch.Tensor, records: list[LayerRecor
         done.add(i)
         a = acts[i]
         a = (a() if isinstance(a, Recompute) else a).detach()
+        if on_read is not None:
+            on_read(i, a)
         if g is not None and i in read:
             g = read[i](g)
         checks.add(i, g)
@@ -157,7 +169,7 @@ def backward_into(sink: LayerSink, score: torch.Tensor, records: list[LayerRecor
         # (capture is never empty when wanted is not: the graph is finite, so some recorded node
         # has no recorded node below it)
         if whole and wanted and score.requires_grad:
-            _backward_keeping_grads(score.sum(), [*leaves, *_graph_leaves(score.grad_fn)])
+            _backward_keeping_grads(score.sum(), [*leaves(), *_graph_leaves(score.grad_fn)])
         elif capture and score.requires_grad:
             got = torch.autograd.grad(score.sum(), [edges[i] for i in capture], allow_unused=True)
             for i, g in zip(capture, got):

@@ -84,6 +84,10 @@ def _storage_key(tensor: torch.Tensor) -> int | None:
 #: are read as rows of this length, each row's dot product weighted again (:func:`fingerprint`)
 _ROW = 1 << 20
 _WEIGHTS: dict[tuple[torch.device, torch.dtype], tuple[torch.Tensor, torch.Tensor]] = {}
+#: the first n weights, by (device, dtype, n): a dict look-up instead of a slice per fingerprint
+_PREFIX: dict[tuple[torch.device, torch.dtype, int], torch.Tensor] = {}
+#: dtypes whose values are weighed in place (others are converted first)
+_DIRECT = (torch.float32, torch.float64)
 
 
 def _weights(device: torch.device, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
@@ -106,12 +110,23 @@ def _weights(device: torch.device, dtype: torch.dtype) -> tuple[torch.Tensor, to
     return got
 
 
+def _prefix(device: torch.device, dtype: torch.dtype, n: int) -> torch.Tensor:
+    """The first ``n`` (at most 2**20) per-element weights of :func:`fingerprint`."""
+    key = (device, dtype, n)
+    w = _PREFIX.get(key)
+    if w is None:
+        if len(_PREFIX) > 4096:
+            _PREFIX.clear()
+        w = _PREFIX[key] = _weights(device, dtype)[0][:n]
+    return w
+
+
 def _flat(t: torch.Tensor) -> torch.Tensor:
     """``t``'s values as one contiguous 1-D tensor of float32 or float64: a view where ``t`` is dense
     (contiguous, or in another memory format such as channels last), else a copy."""
     if t.is_complex():
         t = torch.view_as_real(t.resolve_conj())
-    if t.dtype not in (torch.float32, torch.float64):
+    if t.dtype not in _DIRECT:
         t = t.to(torch.float32 if t.is_floating_point() else torch.float64)  # exact for halves, ints up to 2**53
     if t.is_contiguous():
         return t.view(-1)
@@ -121,7 +136,7 @@ def _flat(t: torch.Tensor) -> torch.Tensor:
 
 
 def fingerprint(tensor: torch.Tensor) -> torch.Tensor:
-    """A weighted sum of ``tensor``'s values, fixed pseudo-random weights in ±[0.5, 1.5): (1,) to (3,).
+    """A weighted sum of ``tensor``'s values, fixed pseudo-random weights in ±[0.5, 1.5): a 0-dim tensor.
 
     Writes autograd does not see (``.data``, numpy views) change no version counter; they change
     this sum, short of a change lost in float rounding or one that keeps it exactly. Unlike a plain
@@ -129,32 +144,44 @@ def fingerprint(tensor: torch.Tensor) -> torch.Tensor:
     each position has its own weight. One contiguous pass over the tensor in place (a dot product;
     a tensor of more than 2**20 values as rows, each row's dot product weighted again, plus the rest);
     a tensor that is not dense, or neither float32 nor float64, is copied first. Nothing goes to the
-    host until two fingerprints are compared (:func:`unchanged`); the same tensor, unchanged, gives
-    the same result bit for bit (the same kernels on the same memory).
+    host until fingerprints are compared (:func:`unchanged`); the same tensor, unchanged, gives the
+    same result bit for bit (the same kernels on the same memory).
     """
-    flat = _flat(tensor.detach())
-    w, v = _weights(flat.device, flat.dtype)
+    t = tensor.detach()
+    flat = t.view(-1) if t.dtype in _DIRECT and t.is_contiguous() else _flat(t)
     n = flat.numel()
     if n <= _ROW:
-        return torch.dot(flat, w[:n]).reshape(1)
+        return torch.dot(flat, _prefix(flat.device, flat.dtype, n))
+    w, v = _weights(flat.device, flat.dtype)
     rows, rest = divmod(n, _ROW)
-    parts = []
+    total = None
     for start in range(0, rows, v.numel()):  # (more than 2**36 values: blocks of rows)
         m = min(v.numel(), rows - start)
         block = flat[start * _ROW:(start + m) * _ROW].view(m, _ROW)
-        parts.append(torch.dot(torch.mv(block, w), v[:m]))
+        part = torch.dot(torch.mv(block, w), v[:m])
+        total = part if total is None else total + part
     if rest:
-        parts.append(torch.dot(flat[rows * _ROW:], w[:rest]))
-    return torch.stack(parts)
+        total = total + torch.dot(flat[rows * _ROW:], w[:rest])
+    return total
 
 
 def unchanged(before: Sequence[torch.Tensor], after: Sequence[torch.Tensor]) -> bool:
     """Whether every pair of :func:`fingerprint` agrees (NaN equal to NaN); one read from the device."""
-    if len(before) != len(after) or any(a.shape != b.shape for a, b in zip(before, after)):
+    if len(before) != len(after):
         return False
     if not before:
         return True
-    b, a = torch.cat(list(before)), torch.cat(list(after))
+    if any(b.device != before[0].device or a.device != b.device for b, a in zip(before, after)):
+        # a model spread over devices: one read per device
+        on: dict[torch.device, tuple[list[torch.Tensor], list[torch.Tensor]]] = {}
+        for b, a in zip(before, after):
+            if a.device != b.device:
+                return False
+            pair = on.setdefault(b.device, ([], []))
+            pair[0].append(b)
+            pair[1].append(a)
+        return all(unchanged(bs, as_) for bs, as_ in on.values())
+    b, a = torch.stack(list(before)), torch.stack(list(after))
     return bool(((b == a) | (b.isnan() & a.isnan())).all())
 
 
@@ -162,16 +189,17 @@ class Recorder(TorchFunctionMode):
     """Keeps recorded layer outputs intact without copying every one of them.
 
     A layer's output is recorded as the very tensor the model goes on with. A norm layer's
-    output that an in-place op overwrites (ResNet's ``out += identity``, an in-place ReLU after a
-    BatchNorm) needs no copy: its input is intact, so the value is recomputed when read
-    (:class:`Recompute`); :meth:`settle` makes it so after the forward, from the version
-    counters. An ``nn`` activation module with ``inplace=True`` about to overwrite any other
-    recorded output gets a copy of its input for that one call (the trace's forward wrapper asks
-    :meth:`needs_copy`). Any other in-place write to a recorded output is only seen after the
-    fact: the trace then runs the forward again with this object as a torch-function mode, which
-    sees each write coming and copies (or makes recomputable) the value first. Gradients are
-    taken at each output's own autograd edge, captured when it was recorded, so they are those of
-    the value recorded (every path from it, the in-place op included).
+    output (BatchNorm, GroupNorm, LayerNorm of ``torch.nn``, called on one tensor it did not
+    overwrite) is read by computing it again from its input, bit for bit (:class:`Recompute`):
+    an in-place op may overwrite it (ResNet's ``out += identity``, an in-place ReLU after a
+    BatchNorm) at no cost, and only its input has to stay intact. An ``nn`` activation module with
+    ``inplace=True`` about to overwrite any other recorded output, or a norm's input, gets a copy
+    of its input for that one call (the trace's forward wrapper asks :meth:`needs_copy`). Any
+    other in-place write to a recorded output (or to a norm's input) is only seen after the fact:
+    the trace then runs the forward again with this object as a torch-function mode, which sees
+    each write coming and copies the value first (a norm's value is computed then, from the input
+    still intact). Gradients are taken at each output's own autograd edge, captured when it was
+    recorded, so they are those of the value recorded (every path from it, the in-place op included).
     """
 
     def __init__(self, acts: list[torch.Tensor | Recompute | None]) -> None:
@@ -180,35 +208,34 @@ class Recorder(TorchFunctionMode):
         self.versions: dict[int, int] = {}
         self.prints: dict[int, torch.Tensor] = {}
         self.watch: dict[int, list[int]] = {}
-        self.sources: dict[int, Recompute] = {}
         self.originals: list[torch.Tensor] = []
         self.escaped = False
+        #: fingerprints whose comparison :meth:`settle` left to the reads (:meth:`read`), and those read
+        self.deferred: dict[int, torch.Tensor] = {}
+        self.after: dict[int, torch.Tensor] = {}
 
     def add(self, index: int, tensor: torch.Tensor, source: Recompute | None = None) -> None:
-        """Watch the recorded output ``index``: note its version counter and storage, and how to recompute it."""
+        """Watch the recorded output ``index``: note its version counter, fingerprint and storage, or,
+        given how to recompute it (``source``), read it so from now on and watch its input instead."""
+        if source is not None:
+            key = _storage_key(source.input)
+            if key is not None:
+                # no write to the output itself can change what is read: nothing of it to note
+                self.originals.append(tensor)  # kept alive to the end of the pass: same-output detection goes by id()
+                self.acts[index] = source
+                self.watch.setdefault(key, []).append(index)
+                return
         self.versions[index] = tensor._version
         self.prints[index] = fingerprint(tensor)
         key = _storage_key(tensor)
         if key is not None:
             self.watch.setdefault(key, []).append(index)
-            if source is not None:
-                self.sources[index] = source
 
     def needs_copy(self, tensor: object) -> bool:
-        """Whether overwriting ``tensor`` would lose a recorded output that cannot be recomputed."""
-        if not isinstance(tensor, torch.Tensor):
+        """Whether overwriting ``tensor`` would lose a recorded output (or a norm output's input)."""
+        if not isinstance(tensor, torch.Tensor) or not self.watch:
             return False
-        return any(not (i in self.sources and self.sources[i].intact())
-                   for i in self.watch.get(_storage_key(tensor), ()))
-
-    def _recompute_instead(self, i: int, t: torch.Tensor) -> bool:
-        source = self.sources.pop(i, None)
-        if source is None or not source.intact():
-            return False
-        self.originals.append(t)  # kept alive to the end of the pass: same-output detection goes by id()
-        self.acts[i] = source
-        del self.versions[i]
-        return True
+        return _storage_key(tensor) in self.watch
 
     def save_before_write(self, target: torch.Tensor) -> None:
         """(As a torch-function mode) keep what the coming write to ``target`` would destroy."""
@@ -227,24 +254,50 @@ class Recorder(TorchFunctionMode):
                 continue
             if t._version != self.versions[i]:
                 self.escaped = True  # written already, by a call this mode did not see
-            if self._recompute_instead(i, t):
-                self.watch.setdefault(_storage_key(self.acts[i].input), []).append(i)
-                continue
             if id(t) not in saved:
                 saved[id(t)] = t.detach().clone()
             self.originals.append(t)
             self.acts[i] = saved[id(t)]
             del self.versions[i]
 
-    def settle(self) -> bool:
-        """After the forward: overwritten norm outputs become recomputations. False when a recorded
-        value was lost (overwritten, and not recomputable)."""
-        intact = not self.escaped and self._unversioned_writes_missed()
-        for i, v in list(self.versions.items()):
+    def settle(self, defer_values: bool = False) -> bool:
+        """After the forward: False when a recorded value was lost (an output overwritten, or a norm
+        output's input, so that recomputing it would not give it back).
+
+        Writes autograd does not see are found by each output's fingerprint: compared here, or with
+        ``defer_values`` as each value is read during the backward (:meth:`read`, then
+        :meth:`values_intact`), which reads each output once where the check here reads it once more.
+        """
+        intact = not self.escaped and (defer_values or self._unversioned_writes_missed())
+        for i, v in self.versions.items():
             t = self.acts[i]
-            if t is None or (t._version != v and not self._recompute_instead(i, t)):
+            if t is None or t._version != v:
                 intact = False
+        if intact and defer_values:
+            self.deferred = {i: self.prints[i] for i in self.versions}
+            self.after = {}
         return intact and all(a.intact() for a in self.acts if isinstance(a, Recompute))
+
+    def read(self, index: int, value: torch.Tensor) -> None:
+        """(After ``settle(defer_values=True)``) record ``index``'s value is being read: fingerprint it now."""
+        if index in self.deferred and index not in self.after:
+            self.after[index] = fingerprint(value)
+
+    def values_intact(self) -> bool:
+        """Whether every output whose check :meth:`settle` deferred still had its values when read (those
+        not read are looked at now); True when nothing was deferred."""
+        if not self.deferred:
+            return True
+        for i in self.deferred:
+            if i not in self.after:
+                t = self.acts[i]
+                if not isinstance(t, torch.Tensor):
+                    return False
+                self.after[i] = fingerprint(t)
+        keys = list(self.deferred)
+        same = unchanged([self.deferred[i] for i in keys], [self.after[i] for i in keys])
+        self.deferred, self.after = {}, {}
+        return same
 
     def _unversioned_writes_missed(self) -> bool:
         """Whether every watched output its version calls unchanged still has its values (no ``.data``

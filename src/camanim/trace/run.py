@@ -282,12 +282,13 @@ class _Pass:
                 self.read_grad[i] = view._view_func
         self.views.clear()
 
-    def gradients(self, s: torch.Tensor, logits: torch.Tensor, tgt: torch.Tensor,
-                  sink: LayerSink | None, leaves: Sequence[torch.Tensor] = ()) -> list[torch.Tensor | None]:
+    def gradients(self, s: torch.Tensor, logits: torch.Tensor, tgt: torch.Tensor, sink: LayerSink | None,
+                  leaves: Callable[[], Sequence[torch.Tensor]] = tuple) -> list[torch.Tensor | None] | None:
         """d ``s`` / d activation per record: into ``sink`` during the backward, or all at once.
 
         A layer no gradient reaches, or whose gradient is zero everywhere, is flagged (``flags``)
-        and named in one warning: its map would be empty.
+        and named in one warning: its map would be empty. None when a recorded value the recorder
+        left to be checked as it was read (``settle(defer_values=True)``) was changed: the pass is void.
         """
         records, acts, edges = self.records, self.acts, self.edges
         self.cut_views()
@@ -299,7 +300,9 @@ class _Pass:
             sink = _KeepAll()  # torch.autograd.grad refuses such a graph: backward_into does without it
         if sink is not None:
             grads = backward_into(sink, s, records, acts, edges, wanted, logits.detach(), tgt,
-                                  read=self.read_grad, missing=missing, leaves=leaves)
+                                  read=self.read_grad, missing=missing, leaves=leaves, on_read=self.recorder.read)
+            if not self.recorder.values_intact():
+                return None
         else:
             got = (torch.autograd.grad(s.sum(), [edges[i] for i in wanted], allow_unused=True)
                    if wanted and s.requires_grad else [None] * len(wanted))
@@ -452,7 +455,9 @@ def run_trace(
                 warnings.warn(f"camanim: {len(tp.opaque)} selected layer(s) inside TorchScript submodule(s) ({shown}) "
                               "run no Python forward and are not recorded; each TorchScript submodule is one layer "
                               "(its output)", RuntimeWarning, stacklevel=2)
-            if tp.on_write and not tp.recorder.settle():
+
+            def again() -> Trace:
+                """The pass again, watching writes (or copying every output, if watching did not do)."""
                 while undo:
                     undo.pop()()
                 if not tp.watching:
@@ -463,6 +468,11 @@ def run_trace(
                 return run_trace(model, input_tensor, layers, targets=targets, gradients=gradients,
                                  keep_activations=keep_activations, output_key=output_key, score=score,
                                  layouts=layouts, copy_outputs=tp.watching, sink=sink, read_output=read_output)
+
+            # With a sink every recorded value is read during the backward: its fingerprint is
+            # compared then (one read of it fewer than comparing here).
+            if tp.on_write and not tp.recorder.settle(defer_values=gradients and sink is not None):
+                return again()
             if not read_output and not gradients:
                 tp.detach()
                 return Trace(records=tp.records, activations=Activations(tp.acts), gradients=Activations([]))
@@ -480,7 +490,10 @@ def run_trace(
             grads: list[torch.Tensor | None] = []
             if gradients:
                 s = score(logits, tgt) if score is not None else class_logits(logits).gather(1, tgt.view(-1, 1)).squeeze(1)
-                grads = tp.gradients(s, logits, tgt, sink, leaves=[*model.parameters(), x])
+                got = tp.gradients(s, logits, tgt, sink, leaves=lambda: [*model.parameters(), x])
+                if got is None:
+                    return again()
+                grads = got
             tp.detach()
     finally:
         while undo:
