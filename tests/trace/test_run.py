@@ -121,12 +121,11 @@ def test_inplace_ops_do_not_alias_records():
     x = torch.randn(1, 3, 64, 64, generator=torch.Generator().manual_seed(0))
     ta, tb = run_trace(a, x, "all"), run_trace(b, x, "all")
     assert [r.name for r in ta.records] == [r.name for r in tb.records]
-    # every bn output is read by recomputing it from its input (no copy), so the in-place ReLU and
-    # ``+=`` that overwrite most of them cost nothing, and no fingerprint of a bn output is taken
-    bns = sum(isinstance(m, nn.BatchNorm2d) for m in a.modules())
+    # every bn output the in-place ReLU or ``+=`` overwrote is recomputed from its input (no copy)
+    bns = sum(isinstance(m, nn.BatchNorm2d) for m in a.modules()) - 3  # the downsample bns are read, not written
     assert ta.activations.recomputed() == bns
     assert a not in WRITES_IN_PLACE  # one pass: nothing needed watching write by write
-    assert tb.activations.recomputed() == bns
+    assert tb.activations.recomputed() == 8  # its modules run out of place; BasicBlock's ``out += identity`` stays
     i = [r.name for r in ta.records].index("layer1.0.bn1")
     assert (ta.activations[i] < 0).any(), "bn1 output must keep its negative values (pre-ReLU)"
     for u, v in zip(ta.activations, tb.activations):

@@ -189,17 +189,16 @@ class Recorder(TorchFunctionMode):
     """Keeps recorded layer outputs intact without copying every one of them.
 
     A layer's output is recorded as the very tensor the model goes on with. A norm layer's
-    output (BatchNorm, GroupNorm, LayerNorm of ``torch.nn``, called on one tensor it did not
-    overwrite) is read by computing it again from its input, bit for bit (:class:`Recompute`):
-    an in-place op may overwrite it (ResNet's ``out += identity``, an in-place ReLU after a
-    BatchNorm) at no cost, and only its input has to stay intact. An ``nn`` activation module with
-    ``inplace=True`` about to overwrite any other recorded output, or a norm's input, gets a copy
-    of its input for that one call (the trace's forward wrapper asks :meth:`needs_copy`). Any
-    other in-place write to a recorded output (or to a norm's input) is only seen after the fact:
-    the trace then runs the forward again with this object as a torch-function mode, which sees
-    each write coming and copies the value first (a norm's value is computed then, from the input
-    still intact). Gradients are taken at each output's own autograd edge, captured when it was
-    recorded, so they are those of the value recorded (every path from it, the in-place op included).
+    output that an in-place op overwrites (ResNet's ``out += identity``, an in-place ReLU after a
+    BatchNorm) needs no copy: its input is intact, so the value is recomputed when read
+    (:class:`Recompute`); :meth:`settle` makes it so after the forward, from the version
+    counters. An ``nn`` activation module with ``inplace=True`` about to overwrite any other
+    recorded output gets a copy of its input for that one call (the trace's forward wrapper asks
+    :meth:`needs_copy`). Any other in-place write to a recorded output is only seen after the
+    fact: the trace then runs the forward again with this object as a torch-function mode, which
+    sees each write coming and copies (or makes recomputable) the value first. Gradients are
+    taken at each output's own autograd edge, captured when it was recorded, so they are those of
+    the value recorded (every path from it, the in-place op included).
     """
 
     def __init__(self, acts: list[torch.Tensor | Recompute | None]) -> None:
@@ -208,6 +207,7 @@ class Recorder(TorchFunctionMode):
         self.versions: dict[int, int] = {}
         self.prints: dict[int, torch.Tensor] = {}
         self.watch: dict[int, list[int]] = {}
+        self.sources: dict[int, Recompute] = {}
         self.originals: list[torch.Tensor] = []
         self.escaped = False
         #: fingerprints whose comparison :meth:`settle` left to the reads (:meth:`read`), and those read
@@ -215,27 +215,30 @@ class Recorder(TorchFunctionMode):
         self.after: dict[int, torch.Tensor] = {}
 
     def add(self, index: int, tensor: torch.Tensor, source: Recompute | None = None) -> None:
-        """Watch the recorded output ``index``: note its version counter, fingerprint and storage, or,
-        given how to recompute it (``source``), read it so from now on and watch its input instead."""
-        if source is not None:
-            key = _storage_key(source.input)
-            if key is not None:
-                # no write to the output itself can change what is read: nothing of it to note
-                self.originals.append(tensor)  # kept alive to the end of the pass: same-output detection goes by id()
-                self.acts[index] = source
-                self.watch.setdefault(key, []).append(index)
-                return
+        """Watch the recorded output ``index``: note its version counter and storage, and how to recompute it."""
         self.versions[index] = tensor._version
         self.prints[index] = fingerprint(tensor)
         key = _storage_key(tensor)
         if key is not None:
             self.watch.setdefault(key, []).append(index)
+            if source is not None:
+                self.sources[index] = source
 
     def needs_copy(self, tensor: object) -> bool:
-        """Whether overwriting ``tensor`` would lose a recorded output (or a norm output's input)."""
-        if not isinstance(tensor, torch.Tensor) or not self.watch:
+        """Whether overwriting ``tensor`` would lose a recorded output that cannot be recomputed."""
+        if not isinstance(tensor, torch.Tensor):
             return False
-        return _storage_key(tensor) in self.watch
+        return any(not (i in self.sources and self.sources[i].intact())
+                   for i in self.watch.get(_storage_key(tensor), ()))
+
+    def _recompute_instead(self, i: int, t: torch.Tensor) -> bool:
+        source = self.sources.pop(i, None)
+        if source is None or not source.intact():
+            return False
+        self.originals.append(t)  # kept alive to the end of the pass: same-output detection goes by id()
+        self.acts[i] = source
+        del self.versions[i]
+        return True
 
     def save_before_write(self, target: torch.Tensor) -> None:
         """(As a torch-function mode) keep what the coming write to ``target`` would destroy."""
@@ -254,6 +257,9 @@ class Recorder(TorchFunctionMode):
                 continue
             if t._version != self.versions[i]:
                 self.escaped = True  # written already, by a call this mode did not see
+            if self._recompute_instead(i, t):
+                self.watch.setdefault(_storage_key(self.acts[i].input), []).append(i)
+                continue
             if id(t) not in saved:
                 saved[id(t)] = t.detach().clone()
             self.originals.append(t)
@@ -261,17 +267,17 @@ class Recorder(TorchFunctionMode):
             del self.versions[i]
 
     def settle(self, defer_values: bool = False) -> bool:
-        """After the forward: False when a recorded value was lost (an output overwritten, or a norm
-        output's input, so that recomputing it would not give it back).
+        """After the forward: overwritten norm outputs become recomputations. False when a recorded
+        value was lost (overwritten, and not recomputable).
 
         Writes autograd does not see are found by each output's fingerprint: compared here, or with
         ``defer_values`` as each value is read during the backward (:meth:`read`, then
         :meth:`values_intact`), which reads each output once where the check here reads it once more.
         """
         intact = not self.escaped and (defer_values or self._unversioned_writes_missed())
-        for i, v in self.versions.items():
+        for i, v in list(self.versions.items()):
             t = self.acts[i]
-            if t is None or t._version != v:
+            if t is None or (t._version != v and not self._recompute_instead(i, t)):
                 intact = False
         if intact and defer_values:
             self.deferred = {i: self.prints[i] for i in self.versions}
