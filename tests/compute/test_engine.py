@@ -35,3 +35,26 @@ def test_aug_smooth_has_no_layer_maps_and_refuses_to_skip_the_upsampling():
     assert comp.maps == {} and comp.cams["gradcam"].shape[-2:] == (16, 16)
     with pytest.raises(ValueError, match="aug_smooth"):
         compute_cams(model, x, [camanim.get_method("gradcam")], camanim.CamOptions(aug_smooth=True), upsampled=False)
+
+
+@pytest.mark.parametrize("above", [False, True], ids=["below-start", "above-start"])
+def test_the_backward_gives_memory_back_only_while_resident_memory_is_above_its_start(monkeypatch, above):
+    # Pages given back are faulted in again by the next allocations: during the backward only while
+    # the process holds more than when the backward started; what was skipped goes back once after it.
+    from conftest import small_net
+
+    import camanim.compute.engine as engine
+
+    model, x = small_net(), torch.rand(1, 3, 20, 28)
+    start = 10**9
+    rss = iter([start] + [start + (4096 if above else -4096)] * 1000)
+    calls: list[int] = []
+    monkeypatch.setattr(engine, "_resident", lambda: next(rss))
+    monkeypatch.setattr(engine, "give_back_freed", lambda: calls.append(1) or True)
+    monkeypatch.setattr(engine, "TRIM_EVERY", 1)  # a check after every layer
+    comp = compute_cams(model, x, [camanim.get_method("gradcam")], camanim.CamOptions(layers="all"), upsampled=False)
+    layers = sum(m is not None for m in comp.maps["gradcam"])
+    if above:
+        assert len(calls) >= layers - 1 > 0  # every check found the process above its start
+    else:
+        assert calls == [1]  # none during the backward, one after it

@@ -230,12 +230,19 @@ def _numpy_write(y):
     return y
 
 
+def _numpy_swap(y):
+    a = y.detach().numpy()
+    a[:, [0, 2]] = a[:, [2, 0]]  # channels 0 and 2 swapped: every sum over whole channels, rows or columns is kept
+    return y
+
+
 # writes autograd does not see (no version bump): the recorded value is what the layer returned
 UNVERSIONED = {
     "data_mul_": lambda y: (y.data.mul_(3.0), y)[1],
     "data_setitem": lambda y: (y.data.__setitem__((slice(None), 2), 0.5), y)[1],
     "data_clamp_": lambda y: (y.data.clamp_(min=0.0), y)[1],
     "numpy_view": _numpy_write,
+    "numpy_channel_swap": _numpy_swap,
 }
 
 
@@ -274,3 +281,67 @@ def test_a_write_autograd_does_not_see_leaves_the_recorded_value_intact(pattern)
     torch.testing.assert_close(result.cams[0], hand, rtol=1e-4, atol=1e-6)
     tr = run_trace(model, x, ["conv1"], targets=[target])
     torch.testing.assert_close(tr.activations[0], out["before"], rtol=0, atol=0)
+
+
+def test_a_permutation_autograd_does_not_see_is_seen_although_every_sum_is_kept():
+    # Integer values sum exactly in any order: swapping two channels through numpy keeps the sum of
+    # every channel, row, column and strided subset bit for bit. Each position weighs differently
+    # in the fingerprint, so the swap is seen and the recorded value is the one conv1 returned.
+    torch.manual_seed(0)
+    model = Unversioned("numpy_channel_swap").eval()
+    with torch.no_grad():
+        for conv in (model.conv1, model.conv2):
+            conv.weight.copy_(torch.randint(-2, 3, conv.weight.shape).float())
+            conv.bias.copy_(torch.randint(-2, 3, conv.bias.shape).float())
+    x = torch.randint(-3, 4, (1, 3, 10, 10), generator=torch.Generator().manual_seed(3)).float()
+    out: dict[str, torch.Tensor] = {}
+    h = model.conv1.register_forward_hook(lambda m, i, o: out.update(before=o.detach().clone()))
+    try:
+        with torch.no_grad():
+            target = int(model(x).argmax())
+    finally:
+        h.remove()
+    before = out["before"]
+    swapped = before[:, [2, 1, 0, 3, 4, 5]]
+    assert not torch.equal(before, swapped)
+    assert all(torch.equal(p(before), p(swapped)) for p in (lambda t: t.sum(), lambda t: t[..., ::2].sum(),
+                                                              lambda t: t[:, ::2].sum(), lambda t: t[..., 1::2, :].sum()))
+    tr = run_trace(model, x, ["conv1"], targets=[target])
+    torch.testing.assert_close(tr.activations[0], before, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("make", [
+    lambda: torch.randn(2, 6, 5, 7),
+    lambda: torch.randn(2, 6, 5, 7).to(memory_format=torch.channels_last),
+    lambda: torch.randn(2, 6, 5, 9)[..., ::2],  # not dense: copied first
+    lambda: torch.randn(3, 4).double(),
+    lambda: torch.randn(2, 6, 5, 7).half(),
+    lambda: torch.randint(-50, 50, (4, 5, 6)),
+    lambda: torch.randn(2**20 + 37),  # rows of 2**20 values and the rest
+    lambda: torch.randn(2 * 2**20),
+])
+def test_fingerprint_is_repeatable_and_sees_values_move(make):
+    from camanim.trace.inplace import fingerprint, unchanged
+
+    t = make()
+    before = fingerprint(t)
+    assert unchanged([before], [fingerprint(t)]) and unchanged([before], [fingerprint(t.clone())])
+    flat = t.view(-1) if t.is_contiguous() else None
+    writes = [lambda u: u.data.mul_(2), lambda u: u.data.flip(-1)]
+    if t.ndim >= 2:
+        # a permutation keeps every plain sum, and the five strided sums before this one: channels 0 and 2 swapped
+        writes.append(lambda u: u.index_select(1, torch.tensor([2, 1, 0, *range(3, u.shape[1])])))
+    if flat is not None:
+        writes.append(lambda u: torch.cat([u.reshape(-1)[1:2], u.reshape(-1)[:1], u.reshape(-1)[2:]]).view(u.shape))
+        writes.append(lambda u: torch.cat([u.reshape(-1)[-1:], u.reshape(-1)[1:-1], u.reshape(-1)[:1]]).view(u.shape))
+    for write in writes:
+        u = t.clone()
+        moved = write(u)
+        if torch.equal(moved, t):
+            continue
+        u.data.copy_(moved)
+        assert not unchanged([before], [fingerprint(u)])
+    # one small change to one value of a large tensor is seen too
+    u = t.clone()
+    u[tuple(n // 2 for n in u.shape)] += 1 if not u.is_floating_point() else 0.5
+    assert not unchanged([before], [fingerprint(u)])

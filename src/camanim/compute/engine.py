@@ -17,6 +17,7 @@ predicted class per augmented copy.
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -25,7 +26,7 @@ import torch
 from torch import nn
 
 from ..errors import InputError
-from ..memory import Freed
+from ..memory import TRIM_EVERY, give_back_freed
 from ..methods import CamMethod, MethodContext, ScoreFn, get_method, list_methods, score_function
 from ..trace import LayerRecord, Trace, run_trace
 from .maps import layer_cams, layer_maps, one_cam, one_layer_at_a_time, shared, upsample, upsample_volumes
@@ -99,6 +100,8 @@ def _one_pass(model: nn.Module, x: torch.Tensor, methods: Sequence[CamMethod], o
         t0 = time.perf_counter()
         tr = run_trace(model, x, options.layers, targets=targets, gradients=gradients, output_key=options.output_key,
                        score=score, sink=sink, layouts=options.layouts)
+        if sink is not None:
+            sink.finish()
         seconds["trace"] += time.perf_counter() - t0
         forwards["trace"] += 1
         if first is None:
@@ -146,14 +149,23 @@ class CamSink:
         self.total = self.done = 0
         # Each layer's saved tensors are freed as the backward passes it, between the maps'
         # temporaries: give that memory back as it goes (camanim.memory), or the backward's
-        # resident memory climbs by what glibc keeps (1 GB over EfficientNet-B7 at 600 px).
-        self.freed = Freed()
+        # resident memory climbs by what glibc keeps (1 GB over EfficientNet-B7 at 600 px). Only
+        # while it is above where the backward started: below that the backward adds nothing to the
+        # pass's peak, and pages given back are pages the next allocations fault in again (see _freed).
+        self.pending, self.start_rss, self.skipped = 0, None, False
 
     def start(self, logits: torch.Tensor, targets: torch.Tensor, total: int) -> None:
-        """Before the backward: the logits (R, K) and targets (R,) every method's context needs."""
+        """Before the backward: the logits (R, K) and targets (R,) every method's context needs.
+
+        A pass that runs again (a recorded value changed behind the trace's back) starts again: the
+        maps of the void one are dropped.
+        """
         for ctx in self.ctxs.values():
             ctx.targets, ctx.logits = targets, logits
-        self.total = total
+        for got in self.cams.values():
+            got.clear()
+        self.total, self.done = total, 0
+        self.pending, self.start_rss, self.skipped = 0, _resident(), False
 
     def layer(self, index: int, record: LayerRecord, activation: torch.Tensor, gradient: torch.Tensor) -> bool:
         """Every method's raw map (R, h, w) of layer ``index``; False for a non-spatial layer (kept by the trace)."""
@@ -165,16 +177,46 @@ class CamSink:
             self.cams[m.name][index] = one_cam(m, self.ctxs[m.name], record, *pair)
             self.seconds[m.name] += time.perf_counter() - t0
         self.done += 1
-        self.freed.add(activation.numel() * activation.element_size())
+        self._freed(activation.numel() * activation.element_size())
         if self.progress is not None:
             for m in self.methods:
                 self.progress(f"cams {m.name}", self.done, self.total)
         return True
 
+    def _freed(self, nbytes: int) -> None:
+        """``nbytes`` of activations were let go: every :data:`~camanim.memory.TRIM_EVERY` bytes, give
+        freed memory back if the process's resident memory is above its level when the backward
+        started (or cannot be read)."""
+        self.pending += int(nbytes)
+        if self.pending < TRIM_EVERY:
+            return
+        self.pending = 0
+        now = _resident() if self.start_rss is not None else None
+        if now is None or now > self.start_rss:
+            give_back_freed()
+        else:
+            self.skipped = True
+
+    def finish(self) -> None:
+        """After the backward: what it freed and did not give back (:meth:`_freed` skipped) goes back now,
+        once, so the stages after it start from what the process holds."""
+        if self.skipped:
+            give_back_freed()
+        self.pending, self.skipped = 0, False
+
     def per_layer(self, name: str, records: Sequence[LayerRecord]) -> list[torch.Tensor | None]:
         """Method ``name``'s maps in record order (None where it made none; shared outputs share a map)."""
         got = self.cams[name]
         return shared([got.get(i) for i in range(len(records))], records)
+
+
+def _resident() -> int | None:
+    """The process's resident memory in bytes (Linux: ``/proc/self/statm``), or None where it cannot be read."""
+    try:
+        with open("/proc/self/statm", "rb") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError, AttributeError):
+        return None
 
 
 def check_volume_methods(methods: Sequence[CamMethod], options: CamOptions) -> None:

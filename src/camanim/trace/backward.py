@@ -20,10 +20,43 @@ class LayerSink(Protocol):
     """
 
     def start(self, logits: torch.Tensor, targets: torch.Tensor, total: int) -> None:
-        """Before the backward: the logits, the targets and how many layers :meth:`layer` will get."""
+        """Before the backward: the logits, the targets and how many layers :meth:`layer` will get.
+
+        Called again when the pass runs again (a recorded value was changed behind the trace's back,
+        seen as it was read): what the sink took before is void.
+        """
 
     def layer(self, index: int, record: LayerRecord, activation: torch.Tensor, gradient: torch.Tensor) -> bool:
         """One layer's activation and d score / d activation; True: taken (the trace drops both)."""
+
+
+#: values of a gradient looked at first: any of them not zero settles it without reading the rest
+_HEAD = 4096
+_ZERO = "the gradient of the score is zero everywhere on this layer's output"
+
+
+#: dtypes whose first values :func:`_nonzero` reads through numpy (a tenth of a torch call's overhead)
+_NUMPY = frozenset({torch.float32, torch.float64, torch.float16})
+
+
+def _nonzero(gradient: torch.Tensor) -> bool:
+    """Whether any value of ``gradient`` is not zero (NaN counts), reading its first values first.
+
+    (``Tensor.any`` over a whole float tensor is slower than a sum on the CPU; a gradient that is
+    not zero almost always shows it within its first few thousand values.)
+    """
+    if not gradient.is_contiguous():
+        return bool(gradient.any())
+    if (gradient.is_cpu and gradient.dtype in _NUMPY and not gradient.requires_grad
+            and not gradient.is_neg()):
+        values = gradient.numpy().reshape(-1)
+        if values[:_HEAD].any():
+            return True
+        if values.size <= _HEAD:
+            return False
+    elif gradient.numel() > _HEAD and bool(gradient.view(-1)[:_HEAD].any()):
+        return True
+    return bool(gradient.any())
 
 
 def no_gradient(gradient: torch.Tensor | None) -> str:
@@ -31,16 +64,48 @@ def no_gradient(gradient: torch.Tensor | None) -> str:
     if gradient is None:
         return ("no gradient of the score reaches this layer's output (it feeds nothing the score depends on, "
                 "or the model detached it)")
-    if not bool(gradient.any()):
-        return "the gradient of the score is zero everywhere on this layer's output"
+    if not _nonzero(gradient):
+        return _ZERO
     return ""
+
+
+class GradientChecks:
+    """:func:`no_gradient` for every layer of a backward, read from an accelerator once for all.
+
+    On the CPU each gradient is looked at when it arrives (nothing to wait for); elsewhere whether
+    it is zero stays on the device (one reduction, no wait) until :meth:`settle` reads them all.
+    """
+
+    def __init__(self, missing: dict[int, str]) -> None:
+        self.missing = missing
+        self.pending: dict[int, torch.Tensor] = {}
+
+    def add(self, index: int, gradient: torch.Tensor | None) -> None:
+        """Note why layer ``index``'s gradient gives no map, if it gives none (now or at :meth:`settle`)."""
+        if gradient is not None and not gradient.is_cpu:
+            self.pending[index] = gradient.any()
+            return
+        why = no_gradient(gradient)
+        if why:
+            self.missing[index] = why
+
+    def settle(self) -> dict[int, str]:
+        """``missing``, with every layer whose gradient is zero everywhere (one read of the device)."""
+        if self.pending:
+            flags = torch.stack(list(self.pending.values())).tolist()
+            for i, nonzero in zip(self.pending, flags):
+                if not nonzero:
+                    self.missing[i] = _ZERO
+            self.pending.clear()
+        return self.missing
 
 
 def backward_into(sink: LayerSink, score: torch.Tensor, records: list[LayerRecord], acts: list,
                    edges: dict[int, GradientEdge], wanted: list[int], logits: torch.Tensor,
                    targets: torch.Tensor, *, read: Mapping[int, Callable] | None = None,
                    missing: dict[int, str] | None = None,
-                   leaves: Sequence[torch.Tensor] = ()) -> list[torch.Tensor | None]:
+                   leaves: Callable[[], Sequence[torch.Tensor]] = tuple,
+                   on_read: Callable[[int, torch.Tensor], None] | None = None) -> list[torch.Tensor | None]:
     """The backward of ``score`` with each layer's gradient handed to ``sink`` as it arrives.
 
     A hook before each recorded op's backward node sees the gradient of its outputs. A node with
@@ -53,7 +118,8 @@ def backward_into(sink: LayerSink, score: torch.Tensor, records: list[LayerRecor
     A graph with a reentrant activation checkpoint (``checkpoint(fn, x, use_reentrant=True)``)
     refuses ``torch.autograd.grad``: there every recorded node gets the hook and the whole
     backward runs (``torch.autograd.backward`` without inputs); the ``.grad`` it accumulates on
-    the graph's leaves and on ``leaves`` (the model's parameters, the input) is put back as it was.
+    the graph's leaves and on ``leaves()`` (the model's parameters, the input) is put back as it was.
+    ``on_read(index, activation)`` is called with each activation as it is read, before the sink gets it.
     """
     read = read or {}
     missing = {} if missing is None else missing
@@ -61,6 +127,7 @@ def backward_into(sink: LayerSink, score: torch.Tensor, records: list[LayerRecor
     todo = [i for i, rec in enumerate(records) if rec.same_as is None and acts[i] is not None]
     sink.start(logits, targets, len(todo))
     done: set[int] = set()
+    checks = GradientChecks(missing)
 
     def deliver(i: int, g: torch.Tensor | None) -> None:
         if i in done:
@@ -68,11 +135,11 @@ def backward_into(sink: LayerSink, score: torch.Tensor, records: list[LayerRecor
         done.add(i)
         a = acts[i]
         a = (a() if isinstance(a, Recompute) else a).detach()
+        if on_read is not None:
+            on_read(i, a)
         if g is not None and i in read:
             g = read[i](g)
-        why = no_gradient(g)
-        if why:
-            missing[i] = why
+        checks.add(i, g)
         g = torch.zeros_like(a) if g is None else g.detach()
         if sink.layer(i, records[i], a, g):
             acts[i] = None
@@ -102,7 +169,7 @@ def backward_into(sink: LayerSink, score: torch.Tensor, records: list[LayerRecor
         # (capture is never empty when wanted is not: the graph is finite, so some recorded node
         # has no recorded node below it)
         if whole and wanted and score.requires_grad:
-            _backward_keeping_grads(score.sum(), [*leaves, *_graph_leaves(score.grad_fn)])
+            _backward_keeping_grads(score.sum(), [*leaves(), *_graph_leaves(score.grad_fn)])
         elif capture and score.requires_grad:
             got = torch.autograd.grad(score.sum(), [edges[i] for i in capture], allow_unused=True)
             for i, g in zip(capture, got):
@@ -112,6 +179,7 @@ def backward_into(sink: LayerSink, score: torch.Tensor, records: list[LayerRecor
             h.remove()
     for i in todo:
         deliver(i, None)  # no gradient reaches it: zeros
+    checks.settle()
     return grads
 
 

@@ -80,25 +80,109 @@ def _storage_key(tensor: torch.Tensor) -> int | None:
     return key or None
 
 
+#: a fingerprint's weight vector: one weight per element for tensors up to this size; larger ones
+#: are read as rows of this length, each row's dot product weighted again (:func:`fingerprint`)
+_ROW = 1 << 20
+_WEIGHTS: dict[tuple[torch.device, torch.dtype], tuple[torch.Tensor, torch.Tensor]] = {}
+#: the first n weights, by (device, dtype, n): a dict look-up instead of a slice per fingerprint
+_PREFIX: dict[tuple[torch.device, torch.dtype, int], torch.Tensor] = {}
+#: dtypes whose values are weighed in place (others are converted first)
+_DIRECT = (torch.float32, torch.float64)
+
+
+def _weights(device: torch.device, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    """The fixed pseudo-random weights of :func:`fingerprint`: (2**20,) per element, (2**16,) per row.
+
+    Every weight is in ±[0.5, 1.5): no position weighs nearly nothing, and the signs keep a weighted
+    sum small, so a small change to one value still moves it. Drawn once from a fixed seed (the same
+    weights for a tensor at record time and after the forward), kept per device and dtype.
+    """
+    key = (device, dtype)
+    got = _WEIGHTS.get(key)
+    if got is None:
+        gen = torch.Generator().manual_seed(0x5EED)
+
+        def draw(n: int) -> torch.Tensor:
+            u = torch.rand(n, generator=gen, dtype=torch.float64)
+            return torch.where(u < 0.5, -0.5 - 2 * u, 2 * u - 0.5).to(device=device, dtype=dtype)
+
+        got = _WEIGHTS[key] = (draw(_ROW), draw(1 << 16))
+    return got
+
+
+def _prefix(device: torch.device, dtype: torch.dtype, n: int) -> torch.Tensor:
+    """The first ``n`` (at most 2**20) per-element weights of :func:`fingerprint`."""
+    key = (device, dtype, n)
+    w = _PREFIX.get(key)
+    if w is None:
+        if len(_PREFIX) > 4096:
+            _PREFIX.clear()
+        w = _PREFIX[key] = _weights(device, dtype)[0][:n]
+    return w
+
+
+def _flat(t: torch.Tensor) -> torch.Tensor:
+    """``t``'s values as one contiguous 1-D tensor of float32 or float64: a view where ``t`` is dense
+    (contiguous, or in another memory format such as channels last), else a copy."""
+    if t.is_complex():
+        t = torch.view_as_real(t.resolve_conj())
+    if t.dtype not in _DIRECT:
+        t = t.to(torch.float32 if t.is_floating_point() else torch.float64)  # exact for halves, ints up to 2**53
+    if t.is_contiguous():
+        return t.view(-1)
+    order = sorted(range(t.ndim), key=lambda d: (-t.stride(d), -t.shape[d]))
+    dense = t.permute(order)
+    return dense.view(-1) if dense.is_contiguous() else t.reshape(-1)
+
+
 def fingerprint(tensor: torch.Tensor) -> torch.Tensor:
-    """Sums of ``tensor``'s values over the whole and four interleaved subsets: (5,) float32.
+    """A weighted sum of ``tensor``'s values, fixed pseudo-random weights in ±[0.5, 1.5): a 0-dim tensor.
 
     Writes autograd does not see (``.data``, numpy views) change no version counter; they change
-    these sums, short of a write that keeps all five (a permutation within matching strides).
-    Strided sums read the tensor in place (no copy); nothing goes to the host until they are compared.
+    this sum, short of a change lost in float rounding or one that keeps it exactly. Unlike a plain
+    sum, moving values between positions (a permutation, a channel swap, a flip) changes it, since
+    each position has its own weight. One contiguous pass over the tensor in place (a dot product;
+    a tensor of more than 2**20 values as rows, each row's dot product weighted again, plus the rest);
+    a tensor that is not dense, or neither float32 nor float64, is copied first. Nothing goes to the
+    host until fingerprints are compared (:func:`unchanged`); the same tensor, unchanged, gives the
+    same result bit for bit (the same kernels on the same memory).
     """
     t = tensor.detach()
-    if t.ndim == 0:
-        return t.float().reshape(1).expand(5)
-    parts = [t.sum(), t[..., ::2].sum(), t[..., 1::3].sum(),
-             t[:, ::2].sum() if t.ndim >= 2 else t[::5].sum(),
-             t[..., 1::2, :].sum() if t.ndim >= 3 else t[::7].sum()]
-    return torch.stack([p.float() for p in parts])
+    flat = t.view(-1) if t.dtype in _DIRECT and t.is_contiguous() else _flat(t)
+    n = flat.numel()
+    if n <= _ROW:
+        return torch.dot(flat, _prefix(flat.device, flat.dtype, n))
+    w, v = _weights(flat.device, flat.dtype)
+    rows, rest = divmod(n, _ROW)
+    total = None
+    for start in range(0, rows, v.numel()):  # (more than 2**36 values: blocks of rows)
+        m = min(v.numel(), rows - start)
+        block = flat[start * _ROW:(start + m) * _ROW].view(m, _ROW)
+        part = torch.dot(torch.mv(block, w), v[:m])
+        total = part if total is None else total + part
+    if rest:
+        total = total + torch.dot(flat[rows * _ROW:], w[:rest])
+    return total
 
 
-def unchanged(before: torch.Tensor, after: torch.Tensor) -> torch.Tensor:
-    """Per row, whether two stacks of :func:`fingerprint` agree (NaN equal to NaN)."""
-    return ((before == after) | (before.isnan() & after.isnan())).all(dim=-1)
+def unchanged(before: Sequence[torch.Tensor], after: Sequence[torch.Tensor]) -> bool:
+    """Whether every pair of :func:`fingerprint` agrees (NaN equal to NaN); one read from the device."""
+    if len(before) != len(after):
+        return False
+    if not before:
+        return True
+    if any(b.device != before[0].device or a.device != b.device for b, a in zip(before, after)):
+        # a model spread over devices: one read per device
+        on: dict[torch.device, tuple[list[torch.Tensor], list[torch.Tensor]]] = {}
+        for b, a in zip(before, after):
+            if a.device != b.device:
+                return False
+            pair = on.setdefault(b.device, ([], []))
+            pair[0].append(b)
+            pair[1].append(a)
+        return all(unchanged(bs, as_) for bs, as_ in on.values())
+    b, a = torch.stack(list(before)), torch.stack(list(after))
+    return bool(((b == a) | (b.isnan() & a.isnan())).all())
 
 
 class Recorder(TorchFunctionMode):
@@ -126,6 +210,9 @@ class Recorder(TorchFunctionMode):
         self.sources: dict[int, Recompute] = {}
         self.originals: list[torch.Tensor] = []
         self.escaped = False
+        #: fingerprints whose comparison :meth:`settle` left to the reads (:meth:`read`), and those read
+        self.deferred: dict[int, torch.Tensor] = {}
+        self.after: dict[int, torch.Tensor] = {}
 
     def add(self, index: int, tensor: torch.Tensor, source: Recompute | None = None) -> None:
         """Watch the recorded output ``index``: note its version counter and storage, and how to recompute it."""
@@ -179,15 +266,44 @@ class Recorder(TorchFunctionMode):
             self.acts[i] = saved[id(t)]
             del self.versions[i]
 
-    def settle(self) -> bool:
+    def settle(self, defer_values: bool = False) -> bool:
         """After the forward: overwritten norm outputs become recomputations. False when a recorded
-        value was lost (overwritten, and not recomputable)."""
-        intact = not self.escaped and self._unversioned_writes_missed()
+        value was lost (overwritten, and not recomputable).
+
+        Writes autograd does not see are found by each output's fingerprint: compared here, or with
+        ``defer_values`` as each value is read during the backward (:meth:`read`, then
+        :meth:`values_intact`), which reads each output once where the check here reads it once more.
+        """
+        intact = not self.escaped and (defer_values or self._unversioned_writes_missed())
         for i, v in list(self.versions.items()):
             t = self.acts[i]
             if t is None or (t._version != v and not self._recompute_instead(i, t)):
                 intact = False
+        if intact and defer_values:
+            self.deferred = {i: self.prints[i] for i in self.versions}
+            self.after = {}
         return intact and all(a.intact() for a in self.acts if isinstance(a, Recompute))
+
+    def read(self, index: int, value: torch.Tensor) -> None:
+        """(After ``settle(defer_values=True)``) record ``index``'s value is being read: fingerprint it now."""
+        if index in self.deferred and index not in self.after:
+            self.after[index] = fingerprint(value)
+
+    def values_intact(self) -> bool:
+        """Whether every output whose check :meth:`settle` deferred still had its values when read (those
+        not read are looked at now); True when nothing was deferred."""
+        if not self.deferred:
+            return True
+        for i in self.deferred:
+            if i not in self.after:
+                t = self.acts[i]
+                if not isinstance(t, torch.Tensor):
+                    return False
+                self.after[i] = fingerprint(t)
+        keys = list(self.deferred)
+        same = unchanged([self.deferred[i] for i in keys], [self.after[i] for i in keys])
+        self.deferred, self.after = {}, {}
+        return same
 
     def _unversioned_writes_missed(self) -> bool:
         """Whether every watched output its version calls unchanged still has its values (no ``.data``
@@ -196,8 +312,7 @@ class Recorder(TorchFunctionMode):
         if not same:
             return True
         with torch._C.DisableTorchFunction():
-            now = torch.stack([fingerprint(self.acts[i]) for i in same])
-            return bool(unchanged(torch.stack([self.prints[i] for i in same]), now).all())
+            return unchanged([self.prints[i] for i in same], [fingerprint(self.acts[i]) for i in same])
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}

@@ -390,18 +390,27 @@ class LayoutContext:
         channels-last, channel slices and concatenations, ``*2d`` functions on NCHW). Anything else
         is left unplaced.
         """
+        if isinstance(out, torch.Tensor):
+            outs: Sequence[object] = (out,)
+        elif isinstance(out, (list, tuple)) and any(isinstance(o, torch.Tensor) for o in out):
+            outs = out
+        else:
+            return  # no tensor made (a size, a count, a flag): nothing to place
         name = getattr(func, "__name__", "")
-        found = self._source(name, args)
+        tensors = _tensors(args)
+        found = self._source(name, args, tensors)
         if found is None:
-            self._follow_scrambled(name, args, kwargs, out)
-            self._follow_derived(name, args, out)
+            if self._scrambled:
+                self._follow_scrambled(name, args, kwargs, out, tensors)
+            if self._derived:
+                self._follow_derived(name, tensors, outs)
             return
         t, lay, flat = found
-        outs = out if isinstance(out, (list, tuple)) else (out,)
+        others: list[torch.Tensor] | None = None
         for o in outs:
             if not isinstance(o, torch.Tensor) or o is t:
                 continue
-            if self.batch is not None and o.shape[:1] != (self.batch,):
+            if self.batch is not None and (o.ndim == 0 or o.shape[0] != self.batch):
                 self._lost(o, name, lay)
                 continue
             if flat is not None:
@@ -409,9 +418,12 @@ class LayoutContext:
                 continue
             assert lay is not None
             new = self._after_op(name, func, args, kwargs, t, lay, o)
-            if new is not None and not any(self._conflicts(a, new, o) for a in _tensors(args) if a is not t):
-                self._ops[id(o)] = (weakref.ref(o), new)
-            elif new is None and id(o) not in self._flat and id(o) not in self._scrambled:
+            if new is not None:
+                if others is None:
+                    others = [a for a in tensors if a is not t]
+                if not any(self._conflicts(a, new, o) for a in others):
+                    self._ops[id(o)] = (weakref.ref(o), new)
+            elif id(o) not in self._flat and id(o) not in self._scrambled:
                 self._lost(o, name, lay)
 
     def _lost(self, o: torch.Tensor, name: str, lay: Layout | None) -> None:
@@ -419,29 +431,33 @@ class LayoutContext:
         if o.is_floating_point():
             self._derived[id(o)] = (weakref.ref(o), f"'{name}' of a {lay or 'flat channels-first'} tensor")
 
-    def _follow_derived(self, name: str, args: Sequence[object], out: object) -> None:
+    def _follow_derived(self, name: str, tensors: Sequence[torch.Tensor], outs: Sequence[object]) -> None:
         """What an op makes of a derived tensor is derived too, unless a rule placed it."""
-        how = next((h for t in _tensors(args) if (h := _lookup(self._derived, t)) is not None), None)
+        how = next((h for t in tensors if (h := _lookup(self._derived, t)) is not None), None)
         if how is None:
             return
-        for o in out if isinstance(out, (list, tuple)) else (out,):
+        for o in outs:
             if (isinstance(o, torch.Tensor) and o.is_floating_point() and self.known(o) is None
                     and _lookup(self._scrambled, o) is None):
                 self._derived[id(o)] = (weakref.ref(o), how)
 
-    def _source(self, name: str, args: Sequence[object]
+    def _source(self, name: str, args: Sequence[object], tensors: Sequence[torch.Tensor]
                 ) -> tuple[torch.Tensor, Layout | None, tuple[int, int] | None] | None:
-        """The placed tensor an op works on: (it, its layout, or its grid if a flat channels-first map)."""
-        candidates = args[:1] if name in _PERMUTES or name in _RESHAPES else _tensors(args)
+        """The placed tensor an op works on: (it, its layout, or its grid if a flat channels-first map).
+
+        ``tensors`` are the call's tensors (:func:`_tensors`); a permute or reshape works on its first argument only.
+        """
+        candidates = args[:1] if name in _PERMUTES or name in _RESHAPES else tensors
         for t in candidates:
             if not isinstance(t, torch.Tensor):
                 continue
             lay = self.known(t)
             if lay is not None and lay.spatial:
                 return t, lay, None
-            flat = _lookup(self._flat, t)
-            if flat is not None:
-                return t, None, flat
+            if self._flat:
+                flat = _lookup(self._flat, t)
+                if flat is not None:
+                    return t, None, flat
         return None
 
     def _conflicts(self, other: object, lay: Layout, out: torch.Tensor) -> bool:
@@ -522,10 +538,10 @@ class LayoutContext:
         return None
 
     def _follow_scrambled(self, name: str, args: Sequence[object], kwargs: Mapping[str, object],
-                          out: object) -> None:
+                          out: object, tensors: Sequence[torch.Tensor]) -> None:
         """What an op makes of a map in an axes order no layout reads: a permute may put it back in
         order; an op whose output keeps four dims keeps it unreadable (never a guess from its shape)."""
-        candidates = args[:1] if name in _PERMUTES or name in _RESHAPES else _tensors(args)
+        candidates = args[:1] if name in _PERMUTES or name in _RESHAPES else tensors
         for t in candidates:
             axes = _lookup(self._scrambled, t) if isinstance(t, torch.Tensor) else None
             if axes is None:

@@ -23,7 +23,7 @@ from torch import nn
 from torch.autograd.graph import GradientEdge, get_gradient_edge
 
 from ..errors import InputError
-from .backward import LayerSink, backward_into, no_gradient
+from .backward import GradientChecks, LayerSink, backward_into, no_gradient
 from .inplace import Recorder, recompute_source
 from .layouts import LayoutContext, LayoutEvidence
 from .model import class_logits, describe_output, eval_mode, first_tensor, logits_of, switched_by_a_pass
@@ -180,9 +180,11 @@ class _Pass:
         self.recorder = Recorder(self.acts)
         self.on_write = keep_activations and not copy_outputs
         self.watching = self.on_write and model in WRITES_IN_PLACE
-        # the recorder's torch-function mode has nothing to do with the trace's own bookkeeping
-        # (layout evidence may see it: it only places copies of placed tensors)
-        self.own_bookkeeping = torch._C.DisableTorchFunction if self.watching else nullcontext
+        # The trace's own bookkeeping (shapes, version counters, fingerprints, storage keys) runs
+        # with every torch-function mode off: the recorder has nothing to do with it, and layout
+        # evidence is about the model's ops, not ours (a copy the trace hands the model is placed
+        # by ``remember``). Left on, the evidence mode saw some 30 calls of ours per layer.
+        self.own_bookkeeping = torch._C.DisableTorchFunction
         self.layouts: LayoutContext | None = None
 
     def call(self, mod: nn.Module, forward: Callable, args: tuple, kwargs: dict) -> object:
@@ -280,12 +282,13 @@ class _Pass:
                 self.read_grad[i] = view._view_func
         self.views.clear()
 
-    def gradients(self, s: torch.Tensor, logits: torch.Tensor, tgt: torch.Tensor,
-                  sink: LayerSink | None, leaves: Sequence[torch.Tensor] = ()) -> list[torch.Tensor | None]:
+    def gradients(self, s: torch.Tensor, logits: torch.Tensor, tgt: torch.Tensor, sink: LayerSink | None,
+                  leaves: Callable[[], Sequence[torch.Tensor]] = tuple) -> list[torch.Tensor | None] | None:
         """d ``s`` / d activation per record: into ``sink`` during the backward, or all at once.
 
         A layer no gradient reaches, or whose gradient is zero everywhere, is flagged (``flags``)
-        and named in one warning: its map would be empty.
+        and named in one warning: its map would be empty. None when a recorded value the recorder
+        left to be checked as it was read (``settle(defer_values=True)``) was changed: the pass is void.
         """
         records, acts, edges = self.records, self.acts, self.edges
         self.cut_views()
@@ -297,18 +300,20 @@ class _Pass:
             sink = _KeepAll()  # torch.autograd.grad refuses such a graph: backward_into does without it
         if sink is not None:
             grads = backward_into(sink, s, records, acts, edges, wanted, logits.detach(), tgt,
-                                  read=self.read_grad, missing=missing, leaves=leaves)
+                                  read=self.read_grad, missing=missing, leaves=leaves, on_read=self.recorder.read)
+            if not self.recorder.values_intact():
+                return None
         else:
             got = (torch.autograd.grad(s.sum(), [edges[i] for i in wanted], allow_unused=True)
                    if wanted and s.requires_grad else [None] * len(wanted))
             grads = [None] * len(acts)
+            checks = GradientChecks(missing)
             for i, g in zip(wanted, got):
                 if g is not None and i in self.read_grad:
                     g = self.read_grad[i](g)
                 grads[i] = g
-                why = no_gradient(g)
-                if why:
-                    missing[i] = why
+                checks.add(i, g)
+            checks.settle()
         for i, a in enumerate(acts):
             if records[i].same_as is not None:
                 grads[i] = grads[records[i].same_as]
@@ -450,7 +455,9 @@ def run_trace(
                 warnings.warn(f"camanim: {len(tp.opaque)} selected layer(s) inside TorchScript submodule(s) ({shown}) "
                               "run no Python forward and are not recorded; each TorchScript submodule is one layer "
                               "(its output)", RuntimeWarning, stacklevel=2)
-            if tp.on_write and not tp.recorder.settle():
+
+            def again() -> Trace:
+                """The pass again, watching writes (or copying every output, if watching did not do)."""
                 while undo:
                     undo.pop()()
                 if not tp.watching:
@@ -461,6 +468,11 @@ def run_trace(
                 return run_trace(model, input_tensor, layers, targets=targets, gradients=gradients,
                                  keep_activations=keep_activations, output_key=output_key, score=score,
                                  layouts=layouts, copy_outputs=tp.watching, sink=sink, read_output=read_output)
+
+            # With a sink every recorded value is read during the backward: its fingerprint is
+            # compared then (one read of it fewer than comparing here).
+            if tp.on_write and not tp.recorder.settle(defer_values=gradients and sink is not None):
+                return again()
             if not read_output and not gradients:
                 tp.detach()
                 return Trace(records=tp.records, activations=Activations(tp.acts), gradients=Activations([]))
@@ -478,7 +490,10 @@ def run_trace(
             grads: list[torch.Tensor | None] = []
             if gradients:
                 s = score(logits, tgt) if score is not None else class_logits(logits).gather(1, tgt.view(-1, 1)).squeeze(1)
-                grads = tp.gradients(s, logits, tgt, sink, leaves=[*model.parameters(), x])
+                got = tp.gradients(s, logits, tgt, sink, leaves=lambda: [*model.parameters(), x])
+                if got is None:
+                    return again()
+                grads = got
             tp.detach()
     finally:
         while undo:
