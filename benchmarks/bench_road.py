@@ -23,6 +23,8 @@ Run from the repository root:
 from __future__ import annotations
 
 import argparse
+import importlib
+import importlib.util
 import os
 import statistics
 import sys
@@ -105,6 +107,32 @@ def forward_floor(model: nn.Module, x: torch.Tensor, n_images: int, batch_size: 
     return clock
 
 
+def load_before(src: Path):
+    """``camanim.road.ybroad`` of another tree (its ``src/`` folder), imported as ``camanim_before``."""
+    init = src / "camanim" / "__init__.py"
+    spec = importlib.util.spec_from_file_location("camanim_before", init,
+                                                  submodule_search_locations=[str(init.parent)])
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["camanim_before"] = module
+    spec.loader.exec_module(module)
+    return importlib.import_module("camanim_before.road").ybroad
+
+
+def report_ours_floor(ours_t: list[Clock], floor_t: list[Clock], n_layers: int) -> None:
+    """Print (b) against (c): per layer, every run, and the ratios of the fastest runs (wall and CPU)."""
+    ours = min(ours_t, key=lambda c: c.wall)
+    floor = min(floor_t, key=lambda c: c.wall)
+    print(f"| (b) camanim ybroad ({n_layers} layers) | {ours.wall / n_layers:.3f} | {ours.cpu / n_layers:.3f} |")
+    print(f"| (c) forward floor ({8 * n_layers} images) | {floor.wall / n_layers:.3f} | {floor.cpu / n_layers:.3f} |")
+    print(f"(b) runs, wall/CPU: {', '.join(f'{c.wall:.2f}/{c.cpu:.2f}' for c in ours_t)} s; "
+          f"(c) runs, wall/CPU: {', '.join(f'{c.wall:.2f}/{c.cpu:.2f}' for c in floor_t)} s (fastest used)")
+    print(f"(b)/(c): {ours.wall / floor.wall:.2f} wall, {ours.cpu / floor.cpu:.2f} CPU; "
+          f"CPU of the least-CPU runs: {min(c.cpu for c in ours_t) / min(c.cpu for c in floor_t):.2f}")
+    if hasattr(os, "getloadavg"):
+        print(f"1-minute load average at the end: {os.getloadavg()[0]:.2f} (on {os.cpu_count()} cores)")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--layers", type=int, default=16, help="Conv2d layers, evenly spaced over the model's [16]")
@@ -114,6 +142,11 @@ def main() -> None:
                     help="runs of (b) and (c), interleaved; the fastest of each is reported (least disturbed)")
     ap.add_argument("--model", choices=["resnet50", "efficientnet_lite0"], default="resnet50",
                     help="resnet50 (random weights) or the built-in efficientnet_lite0 (ImageNet weights)")
+    ap.add_argument("--no-ref", action="store_true",
+                    help="skip (a), pytorch-grad-cam's ROAD (slow): time only (b) and (c)")
+    ap.add_argument("--before", type=Path, default=None,
+                    help="src/ folder of another tree: its ybroad is timed too, interleaved with (b) and (c), "
+                         "and its scores compared with ours")
     ap.add_argument("--score", choices=["prob", "logit"], default="logit",
                     help="logit by default: a random-weight ResNet50's softmax can saturate and hide differences")
     args = ap.parse_args()
@@ -147,7 +180,9 @@ def main() -> None:
     # (b) and (c), interleaved so machine noise hits both alike.
     ours_t: list[Clock] = []
     floor_t: list[Clock] = []
-    result = None
+    before_t: list[Clock] = []
+    before_ybroad = load_before(args.before) if args.before is not None else None
+    result = before = None
     for _ in range(args.repeats):
         floor_t.append(forward_floor(model, x, 2 * len(PCTS) * n_layers, args.batch_size))
         with Clock() as clock:
@@ -155,9 +190,22 @@ def main() -> None:
             result = ybroad(model, x, cams, target, layer_names=layers, percentiles=PCTS, score=args.score,
                             noise=0.0, batch_size=args.batch_size, trials=1)
         ours_t.append(clock)
+        if before_ybroad is not None:
+            with Clock() as clock:
+                before = before_ybroad(model, x, cams, target, layer_names=layers, percentiles=PCTS,
+                                       score=args.score, noise=0.0, batch_size=args.batch_size, trials=1)
+            before_t.append(clock)
+    if before is not None and result is not None:
+        print("before:")
+        report_ours_floor(before_t, floor_t, n_layers)
+        gap = max(float((result.morf - before.morf).abs().max()), float((result.lerf - before.lerf).abs().max()))
+        print(f"max |Δ score| after vs before: {gap:.1e}; after:")
     assert result is not None and bool(result.defined.all()), "every benchmark CAM should be defined"
     ours = min(ours_t, key=lambda c: c.wall)
     floor = min(floor_t, key=lambda c: c.wall)
+    if args.no_ref:
+        report_ours_floor(ours_t, floor_t, n_layers)
+        return
 
     # (a) on a sample of layers.
     sample = np.unique(np.linspace(0, n_layers - 1, min(args.ref_layers, n_layers)).round().astype(int))
