@@ -32,7 +32,6 @@ import ctypes
 import ctypes.util
 import functools
 import logging
-import threading
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 
