@@ -310,25 +310,26 @@ def _solve_group(image: np.ndarray, removed: np.ndarray, height: int, width: int
     var_of = np.full(m_count * n_pad, -1, dtype=np.int64)
     var_of[at] = np.arange(n_var)
     kept_mask, kept_pixel = np.nonzero(~removed)
-    known = np.zeros((channels, m_count * n_pad))
-    known[:, kept_mask * n_pad + padded[kept_pixel]] = image[:, kept_pixel]
+    known = np.zeros((m_count * n_pad, channels))  # a pixel's channels side by side: one gather per offset
+    known[kept_mask * n_pad + padded[kept_pixel]] = image[:, kept_pixel].T
 
     # Column j of the symmetric matrix: -w_ij at each removed neighbour i, d_j on the diagonal;
     # right-hand side: the weighted kept neighbours (a removed or outside one adds w * 0).
     rows = np.empty((n_var, 9), dtype=np.int64)
     vals = np.empty((n_var, 9))
-    rhs = np.zeros((channels, n_var))
+    rhs = np.zeros((n_var, channels))
     for k, (offset, (_, _, weight)) in enumerate(zip(offsets, NEIGHBOUR_WEIGHTS, strict=True)):
-        rows[:, k] = var_of[at + offset]
+        neighbour = at + offset
+        rows[:, k] = var_of[neighbour]
         vals[:, k] = -weight
-        rhs += weight * known[:, at + offset]
+        rhs += weight * known[neighbour]
     rows[:, 8] = np.arange(n_var)
     vals[:, 8] = diag_of[pixel]
     present = rows >= 0  # row indices within a column are not sorted (neither solver needs them sorted)
     indptr = np.zeros(n_var + 1, dtype=np.int64)
     np.cumsum(present.sum(axis=1), out=indptr[1:])
     matrix = scipy.sparse.csc_matrix((vals[present], rows[present], indptr), shape=(n_var, n_var))
-    solution = _solve_spd(matrix, rhs.T)
+    solution = _solve_spd(matrix, rhs)
 
     out = []
     for m in range(m_count):
