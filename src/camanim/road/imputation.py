@@ -20,7 +20,7 @@ over pixels or masks) into one block-diagonal matrix; unknowns are numbered in
 a nested-dissection order of the pixel grid, which the factorisation keeps as
 given and which gives less fill than SuperLU's own orderings on these grid
 graphs; the factorisation is SuiteSparse's CHOLMOD (simplicial LDL', Debian's
-``libcholmod3`` through ctypes, about 1.8x faster than SuperLU's LU on these
+``libcholmod3`` through ctypes, 1.5-1.9x as fast as SuperLU's LU on these
 systems) where it is installed, else SciPy's SuperLU, either answer checked by
 its residual; and the groups are independent, so callers may solve them on
 several threads (both release the GIL).
@@ -125,7 +125,7 @@ class _CholmodDense(ctypes.Structure):
 class _Cholmod:
     """A sparse Cholesky (LDL') factorisation by SuiteSparse's CHOLMOD 3 (Debian's ``libcholmod3``), through ctypes.
 
-    About twice as fast as SuperLU on ROAD's systems in the same (nested-dissection) order, and ctypes
+    1.5-1.9x as fast as SuperLU on ROAD's systems in the same (nested-dissection) order, and ctypes
     releases the GIL during each call, so the forward passes go on meanwhile. ``cholmod_common`` is
     opaque to ctypes: the few settings it needs are written at their byte offsets in CHOLMOD 3.0
     (SuiteSparse 5.x), which :meth:`load` checks against the defaults ``cholmod_start`` writes there
@@ -180,13 +180,15 @@ class _Cholmod:
     @staticmethod
     def _library() -> ctypes.CDLL | None:
         """Debian's ``libcholmod.so.3`` by that name first (another major version may be the default)."""
-        for name in ("libcholmod.so.3", ctypes.util.find_library("cholmod")):
-            if name:
-                try:
-                    return ctypes.CDLL(name)
-                except OSError:
-                    continue
-        return None
+        try:
+            return ctypes.CDLL("libcholmod.so.3")
+        except OSError:
+            pass
+        name = ctypes.util.find_library("cholmod")  # runs ldconfig: only when the usual name is not there
+        try:
+            return ctypes.CDLL(name) if name else None
+        except OSError:
+            return None
 
     @staticmethod
     def _int(common: ctypes.Array, offset: int) -> int:
