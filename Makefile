@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test lint bench clean browser solvers readme-figure
+.PHONY: setup demo test lint bench clean browser readme-figure
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -13,9 +13,9 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install -q -e ".[test]"
 	touch $(STAMP)
 
-setup: $(STAMP) solvers
+setup: $(STAMP)
 
-demo: $(STAMP) solvers
+demo: $(STAMP)
 	$(BIN)/camanim --out camanim-out
 
 # the README's figure: the default model scored with ybROAD, its filmstrip (docs/figure-lite0.png, < 300 KB)
@@ -27,15 +27,11 @@ readme-figure: $(STAMP)
 browser:
 	bash scripts/install_chromium.sh
 
-# Debian's CHOLMOD for ybROAD's imputation solves (SuperLU, slower, where it cannot be installed)
-solvers:
-	sh scripts/install_cholmod.sh
-
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks scripts
 	$(BIN)/lint-imports
 
-test: $(STAMP) browser solvers
+test: $(STAMP) browser
 	$(BIN)/ruff check src tests benchmarks scripts
 	$(BIN)/lint-imports
 	$(BIN)/pytest -q -rs

@@ -118,7 +118,7 @@ def forward_floor(model: nn.Module, x: torch.Tensor, n_images: int, batch_size: 
 
 def breakdown(model: nn.Module, x: torch.Tensor, cams: torch.Tensor, batch_size: int) -> None:
     """Where ybROAD's CPU goes, one thread: a forward per image, and per mask size the imputation's
-    building (everything but the factorisation) and solving, with CHOLMOD (where installed) and SuperLU."""
+    building (everything but the factorisation) and SuperLU's factorisation and solve."""
     n_layers, height, width = cams.shape
     n_pix = height * width
     ks = [removed_count(p, n_pix) for p in PCTS]
@@ -134,26 +134,21 @@ def breakdown(model: nn.Module, x: torch.Tensor, cams: torch.Tensor, batch_size:
             for _ in range(3):
                 model(batch)
     per_image = clock.cpu / (3 * batch_size)
-    solvers = {"CHOLMOD": imputation._Cholmod.load(), "SuperLU": None}
     spd = imputation._solve_spd
-    rows = {}
-    for name, solver in solvers.items():
-        if name == "CHOLMOD" and solver is None:
-            continue
-        imputation._Cholmod.load = classmethod(lambda cls, s=solver: s)
-        build = np.zeros(len(PCTS))
-        total = np.zeros(len(PCTS))
-        for i, mask in masks:
-            with Clock() as whole:
-                imputation._solve_group(flat, mask[None], height, width)
-            imputation._solve_spd = lambda a, b: np.zeros(b.shape)
+    build = np.zeros(len(PCTS))
+    total = np.zeros(len(PCTS))
+    for i, mask in masks:
+        with Clock() as whole:
+            imputation._solve_group(flat, mask[None], height, width)
+        imputation._solve_spd = lambda a, b: np.zeros(b.shape)
+        try:
             with Clock() as built:
                 imputation._solve_group(flat, mask[None], height, width)
+        finally:
             imputation._solve_spd = spd
-            build[i] += built.cpu
-            total[i] += whole.cpu
-        rows[name] = (build, total)
-    imputation._Cholmod.load = classmethod(lambda cls, s=solvers["CHOLMOD"]: s)
+        build[i] += built.cpu
+        total[i] += whole.cpu
+    rows = {"SuperLU": (build, total)}
     per_pct = len(masks) // len(PCTS)
     print(f"one thread, CPU ms: a forward {1000 * per_image:.1f} per image (batch {batch_size}); per mask "
           f"({per_pct} masks per percentage):")
@@ -209,7 +204,7 @@ def main() -> None:
                          "and its scores compared with ours")
     ap.add_argument("--breakdown", action="store_true",
                     help="only print where the CPU goes: a forward per image, and per mask size the "
-                         "imputation's building and solving (CHOLMOD and SuperLU), one thread")
+                         "imputation's building and solving (SuperLU), one thread")
     ap.add_argument("--score", choices=["prob", "logit"], default="logit",
                     help="logit by default: a random-weight ResNet50's softmax can saturate and hide differences")
     args = ap.parse_args()

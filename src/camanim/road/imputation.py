@@ -14,24 +14,18 @@ image. The matrix is symmetric positive definite (an irreducibly diagonally
 dominant M-matrix) whenever at least one pixel is kept, so it is factorised
 once per mask without pivoting and shared by all channels.
 
-Speed comes from four places: the systems of a group of masks are built
-together with vectorised index arithmetic (one loop over the 8 offsets, none
-over pixels or masks) into one block-diagonal matrix; unknowns are numbered in
-a nested-dissection order of the pixel grid, which the factorisation keeps as
-given and which gives less fill than SuperLU's own orderings on these grid
-graphs; the factorisation is SuiteSparse's CHOLMOD (simplicial LDL', Debian's
-``libcholmod3`` through ctypes, 1.5-1.9x as fast as SuperLU's LU on these
-systems) where it is installed, else SciPy's SuperLU, either answer checked by
-its residual; and the groups are independent, so callers may solve them on
-several threads (both release the GIL).
+Speed comes from three places: the systems of a group of masks are built
+together with vectorised index arithmetic on a padded pixel grid (one gather
+per neighbour offset, none over pixels or masks) into one block-diagonal
+matrix; unknowns are numbered in a nested-dissection order of the pixel grid,
+which SuperLU keeps as given and which gives it less fill than its own
+orderings on these grid graphs; and the groups are independent, so callers may
+solve them on several threads (SuperLU releases the GIL).
 """
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import functools
-import logging
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 
@@ -39,8 +33,6 @@ import numpy as np
 import scipy.sparse
 import torch
 from scipy.sparse.linalg import splu
-
-log = logging.getLogger(__name__)
 
 # (row offset, column offset, weight) of the 8 neighbours, ROAD's weighting.
 NEIGHBOUR_WEIGHTS: tuple[tuple[int, int, float], ...] = (
@@ -107,162 +99,11 @@ def _nested_dissection_order(height: int, width: int) -> np.ndarray:
     return order
 
 
-class _CholmodSparse(ctypes.Structure):
-    # cholmod_sparse (CHOLMOD 3.x; the same fields in every release since 1.0)
-    _fields_ = [("nrow", ctypes.c_size_t), ("ncol", ctypes.c_size_t), ("nzmax", ctypes.c_size_t),
-                ("p", ctypes.c_void_p), ("i", ctypes.c_void_p), ("nz", ctypes.c_void_p),
-                ("x", ctypes.c_void_p), ("z", ctypes.c_void_p), ("stype", ctypes.c_int), ("itype", ctypes.c_int),
-                ("xtype", ctypes.c_int), ("dtype", ctypes.c_int), ("sorted", ctypes.c_int), ("packed", ctypes.c_int)]
-
-
-class _CholmodDense(ctypes.Structure):
-    # cholmod_dense (CHOLMOD 3.x)
-    _fields_ = [("nrow", ctypes.c_size_t), ("ncol", ctypes.c_size_t), ("nzmax", ctypes.c_size_t),
-                ("d", ctypes.c_size_t), ("x", ctypes.c_void_p), ("z", ctypes.c_void_p),
-                ("xtype", ctypes.c_int), ("dtype", ctypes.c_int)]
-
-
-class _Cholmod:
-    """A sparse Cholesky (LDL') factorisation by SuiteSparse's CHOLMOD 3 (Debian's ``libcholmod3``), through ctypes.
-
-    1.5-1.9x as fast as SuperLU on ROAD's systems in the same (nested-dissection) order, and ctypes
-    releases the GIL during each call, so the forward passes go on meanwhile. ``cholmod_common`` is
-    opaque to ctypes: the few settings it needs are written at their byte offsets in CHOLMOD 3.0
-    (SuiteSparse 5.x), which :meth:`load` checks against the defaults ``cholmod_start`` writes there
-    before it trusts them; any other version, or a library that is not there, leaves ``None`` and the
-    callers use SuperLU. Every call gets a ``cholmod_common`` of its own, so threads never share one.
-    """
-
-    COMMON_SIZE = 2664  # sizeof(cholmod_common), CHOLMOD 3.0
-    # byte offsets in cholmod_common (CHOLMOD 3.0): the setting and the default cholmod_start writes there
-    SUPERNODAL, NMETHODS, ORDERING0, POSTORDER, PRINT, ITYPE, DTYPE, STATUS = 48, 168, 316, 1864, 144, 1960, 1964, 1972
-    SWITCH = 40  # supernodal_switch, a double, 40.0 by default
-    DEFAULTS = {SUPERNODAL: 1, NMETHODS: 0, ORDERING0: 1, POSTORDER: 1, PRINT: 3, ITYPE: 0, DTYPE: 0, STATUS: 0}
-
-    def __init__(self, lib: ctypes.CDLL) -> None:
-        self.lib = lib
-        vp, cp = ctypes.c_void_p, ctypes.c_char_p
-        for name, res, args in (("cholmod_start", ctypes.c_int, [cp]), ("cholmod_finish", ctypes.c_int, [cp]),
-                                ("cholmod_analyze", vp, [vp, cp]), ("cholmod_factorize", ctypes.c_int, [vp, vp, cp]),
-                                ("cholmod_solve", vp, [ctypes.c_int, vp, vp, cp]),
-                                ("cholmod_free_factor", ctypes.c_int, [vp, cp]),
-                                ("cholmod_free_dense", ctypes.c_int, [vp, cp])):
-            fn = getattr(lib, name)
-            fn.restype, fn.argtypes = res, args
-
-    @classmethod
-    @functools.lru_cache(maxsize=1)
-    def load(cls) -> _Cholmod | None:
-        """The library, checked, or None (then SuperLU solves)."""
-        try:
-            lib = cls._library()
-            if lib is None:
-                log.debug("CHOLMOD not installed; SuperLU solves")
-                return None
-            version = (ctypes.c_int * 3)()
-            lib.cholmod_version(version)
-            if version[0] != 3:
-                log.debug("CHOLMOD %s: not the 3.x this binding knows; SuperLU solves", tuple(version))
-                return None
-            self = cls(lib)
-            common = self._start()
-            ok = all(self._int(common, off) == value for off, value in cls.DEFAULTS.items())
-            ok = ok and ctypes.c_double.from_buffer(common, cls.SWITCH).value == 40.0
-            lib.cholmod_finish(common)
-        except (OSError, AttributeError) as exc:
-            log.debug("CHOLMOD not available (%s); SuperLU solves", exc)
-            return None
-        if not ok:
-            log.debug("CHOLMOD 3's settings are not where this binding expects them; SuperLU solves")
-            return None
-        return self
-
-    @staticmethod
-    def _library() -> ctypes.CDLL | None:
-        """Debian's ``libcholmod.so.3`` by that name first (another major version may be the default)."""
-        try:
-            return ctypes.CDLL("libcholmod.so.3")
-        except OSError:
-            pass
-        name = ctypes.util.find_library("cholmod")  # runs ldconfig: only when the usual name is not there
-        try:
-            return ctypes.CDLL(name) if name else None
-        except OSError:
-            return None
-
-    @staticmethod
-    def _int(common: ctypes.Array, offset: int) -> int:
-        return ctypes.c_int.from_buffer(common, offset).value
-
-    def _start(self) -> ctypes.Array:
-        common = ctypes.create_string_buffer(self.COMMON_SIZE + 64)
-        self.lib.cholmod_start(common)
-        return common
-
-    def solve(self, matrix: scipy.sparse.csc_matrix, rhs: np.ndarray) -> np.ndarray | None:
-        """``matrix^-1 rhs`` for an SPD ``matrix`` (its upper triangle is read) in its own column order, or
-        None if CHOLMOD reports any problem. ``rhs``: ``(n, k)`` float64."""
-        n, k = rhs.shape
-        indptr = np.ascontiguousarray(matrix.indptr, dtype=np.int32)
-        indices = np.ascontiguousarray(matrix.indices, dtype=np.int32)
-        data = np.ascontiguousarray(matrix.data, dtype=np.float64)
-        dense = np.asfortranarray(rhs, dtype=np.float64)
-        # stype 1 (the upper part is read), int indices, real, double, sorted or not, packed
-        a = _CholmodSparse(n, n, data.size, indptr.ctypes.data, indices.ctypes.data, None, data.ctypes.data, None,
-                           1, 0, 1, 0, int(bool(matrix.has_sorted_indices)), 1)
-        b = _CholmodDense(n, k, n * k, n, dense.ctypes.data, None, 1, 0)
-        common = self._start()
-        lib = self.lib
-        for off, value in ((self.SUPERNODAL, 0), (self.NMETHODS, 1), (self.ORDERING0, 0), (self.PRINT, 0)):
-            ctypes.c_int.from_buffer(common, off).value = value  # simplicial, our order as given, silent
-        factor = ctypes.c_void_p()
-        solution = ctypes.c_void_p()
-        try:
-            factor.value = lib.cholmod_analyze(ctypes.byref(a), common)
-            if not factor.value or self._int(common, self.STATUS) != 0:
-                return None
-            lib.cholmod_factorize(ctypes.byref(a), factor, common)
-            minor = ctypes.c_size_t.from_address(factor.value + 8).value  # cholmod_factor.minor: n when SPD
-            if self._int(common, self.STATUS) != 0 or minor != n:
-                return None
-            solution.value = lib.cholmod_solve(0, factor, ctypes.byref(b), common)  # CHOLMOD_A: A x = b
-            if not solution.value or self._int(common, self.STATUS) != 0:
-                return None
-            x = _CholmodDense.from_address(solution.value)
-            values = np.ctypeslib.as_array((ctypes.c_double * (n * k)).from_address(x.x))
-            return values.reshape(k, n).T.copy()
-        finally:
-            if solution.value:
-                lib.cholmod_free_dense(ctypes.byref(solution), common)
-            if factor.value:
-                lib.cholmod_free_factor(ctypes.byref(factor), common)
-            lib.cholmod_finish(common)
-
-
 def _solve_spd(matrix: scipy.sparse.csc_matrix, rhs: np.ndarray) -> np.ndarray:
-    """``matrix^-1 rhs`` for an SPD ``matrix``, factorised in its own column order: CHOLMOD where
-    it is installed (:class:`_Cholmod`), else SuperLU. Either answer is checked by its residual, and
-    a CHOLMOD answer that fails the check is solved again by SuperLU."""
-    cholmod = _Cholmod.load()
-    if cholmod is not None:
-        solution = cholmod.solve(matrix, rhs)
-        if solution is not None and _solved(matrix, rhs, solution):
-            return solution
-        log.debug("CHOLMOD failed on a %d-unknown system; SuperLU solves it", rhs.shape[0])
+    """``matrix^-1 rhs`` for an SPD ``matrix``, factorised by SuperLU in its own column order."""
     # SPD: no pivoting, and keep our own (nested-dissection) column order.
     lu = splu(matrix, permc_spec="NATURAL", diag_pivot_thresh=0.0, options={"SymmetricMode": True})
     return lu.solve(rhs)
-
-
-def _solved(matrix: scipy.sparse.csc_matrix, rhs: np.ndarray, solution: np.ndarray) -> bool:
-    """Whether ``solution`` solves the system to rounding: residual at most 1e-10 of the right-hand side's
-    scale (the diagonal is at most 1 and dominant, so this bounds the error to about 1e-10 times the
-    system's condition, far below float32 rounding for ROAD's images)."""
-    if not np.isfinite(solution).all():
-        return False
-    residual = matrix @ solution - rhs
-    scale = max(float(np.abs(rhs).max(initial=0.0)), float(np.abs(solution).max(initial=0.0)), 1e-300)
-    return float(np.abs(residual).max(initial=0.0)) <= 1e-10 * scale
 
 
 @functools.lru_cache(maxsize=16)
