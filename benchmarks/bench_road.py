@@ -18,11 +18,21 @@ CAMs in float64 plus a 1e-9 * max(cam) seeded jitter, which only orders the ties
 Run from the repository root:
 
     .venv/bin/python benchmarks/bench_road.py --layers 16 --ref-layers 5
+
+``--no-ref`` leaves out (a) (slow) and times (b) against (c) only; ``--before OLD/src`` also times
+another tree's ``ybroad`` (imported as ``camanim_before``), interleaved with (b) and (c) in the same
+process, and prints the largest score difference between the two (issue 15's before/after):
+
+    git archive BASE src | tar -x -C /tmp/before
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_road.py --model efficientnet_lite0 --layers 16 \
+        --batch-size 8 --repeats 3 --no-ref --before /tmp/before/src
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
+import importlib.util
 import os
 import statistics
 import sys
@@ -38,7 +48,8 @@ from pytorch_grad_cam.utils.model_targets import ClassifierOutputSoftmaxTarget, 
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
-from camanim.road import ybroad  # noqa: E402
+from camanim.road import imputation, ybroad  # noqa: E402
+from camanim.road.masks import masks_from_order, removed_count  # noqa: E402
 
 PCTS = (20, 40, 60, 80)
 
@@ -105,6 +116,78 @@ def forward_floor(model: nn.Module, x: torch.Tensor, n_images: int, batch_size: 
     return clock
 
 
+def breakdown(model: nn.Module, x: torch.Tensor, cams: torch.Tensor, batch_size: int) -> None:
+    """Where ybROAD's CPU goes, one thread: a forward per image, and per mask size the imputation's
+    building (everything but the factorisation) and SuperLU's factorisation and solve."""
+    n_layers, height, width = cams.shape
+    n_pix = height * width
+    ks = [removed_count(p, n_pix) for p in PCTS]
+    masks = []  # (percentage index, mask) of every layer's MoRF and LeRF masks
+    for cam in cams.reshape(n_layers, n_pix).numpy():
+        for order in (np.argsort(-cam, kind="stable"), np.argsort(cam, kind="stable")):
+            masks += list(enumerate(masks_from_order(order, ks, n_pix)))
+    flat = x[0].double().reshape(-1, n_pix).numpy()
+    batch = x.expand(batch_size, -1, -1, -1).contiguous()
+    with torch.inference_mode():
+        model(batch)
+        with Clock() as clock:
+            for _ in range(3):
+                model(batch)
+    per_image = clock.cpu / (3 * batch_size)
+    spd = imputation._solve_spd
+    build = np.zeros(len(PCTS))
+    total = np.zeros(len(PCTS))
+    for i, mask in masks:
+        with Clock() as whole:
+            imputation._solve_group(flat, mask[None], height, width)
+        imputation._solve_spd = lambda a, b: np.zeros(b.shape)
+        try:
+            with Clock() as built:
+                imputation._solve_group(flat, mask[None], height, width)
+        finally:
+            imputation._solve_spd = spd
+        build[i] += built.cpu
+        total[i] += whole.cpu
+    rows = {"SuperLU": (build, total)}
+    per_pct = len(masks) // len(PCTS)
+    print(f"one thread, CPU ms: a forward {1000 * per_image:.1f} per image (batch {batch_size}); per mask "
+          f"({per_pct} masks per percentage):")
+    print("| % removed | build | " + " | ".join(f"{n} factor+solve" for n in rows) + " |")
+    print("|---|---|" + "---|" * len(rows))
+    for i, p in enumerate(PCTS):
+        cells = " | ".join(f"{1000 * (t[i] - b[i]) / per_pct:.1f}" for b, t in rows.values())
+        print(f"| {p} | {1000 * next(iter(rows.values()))[0][i] / per_pct:.1f} | {cells} |")
+    for name, (b, t) in rows.items():
+        print(f"{name}: all {len(masks)} masks {t.sum():.2f} s CPU ({b.sum():.2f} s building), against "
+              f"{per_image * len(masks):.2f} s of forwards for as many images")
+
+
+def load_before(src: Path):
+    """``camanim.road.ybroad`` of another tree (its ``src/`` folder), imported as ``camanim_before``."""
+    init = src / "camanim" / "__init__.py"
+    spec = importlib.util.spec_from_file_location("camanim_before", init,
+                                                  submodule_search_locations=[str(init.parent)])
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["camanim_before"] = module
+    spec.loader.exec_module(module)
+    return importlib.import_module("camanim_before.road").ybroad
+
+
+def report_ours_floor(ours_t: list[Clock], floor_t: list[Clock], n_layers: int) -> None:
+    """Print (b) against (c): per layer, every run, and the ratios of the fastest runs (wall and CPU)."""
+    ours = min(ours_t, key=lambda c: c.wall)
+    floor = min(floor_t, key=lambda c: c.wall)
+    print(f"| (b) camanim ybroad ({n_layers} layers) | {ours.wall / n_layers:.3f} | {ours.cpu / n_layers:.3f} |")
+    print(f"| (c) forward floor ({8 * n_layers} images) | {floor.wall / n_layers:.3f} | {floor.cpu / n_layers:.3f} |")
+    print(f"(b) runs, wall/CPU: {', '.join(f'{c.wall:.2f}/{c.cpu:.2f}' for c in ours_t)} s; "
+          f"(c) runs, wall/CPU: {', '.join(f'{c.wall:.2f}/{c.cpu:.2f}' for c in floor_t)} s (fastest used)")
+    print(f"(b)/(c): {ours.wall / floor.wall:.2f} wall, {ours.cpu / floor.cpu:.2f} CPU; "
+          f"CPU of the least-CPU runs: {min(c.cpu for c in ours_t) / min(c.cpu for c in floor_t):.2f}")
+    if hasattr(os, "getloadavg"):
+        print(f"1-minute load average at the end: {os.getloadavg()[0]:.2f} (on {os.cpu_count()} cores)")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--layers", type=int, default=16, help="Conv2d layers, evenly spaced over the model's [16]")
@@ -114,6 +197,14 @@ def main() -> None:
                     help="runs of (b) and (c), interleaved; the fastest of each is reported (least disturbed)")
     ap.add_argument("--model", choices=["resnet50", "efficientnet_lite0"], default="resnet50",
                     help="resnet50 (random weights) or the built-in efficientnet_lite0 (ImageNet weights)")
+    ap.add_argument("--no-ref", action="store_true",
+                    help="skip (a), pytorch-grad-cam's ROAD (slow): time only (b) and (c)")
+    ap.add_argument("--before", type=Path, default=None,
+                    help="src/ folder of another tree: its ybroad is timed too, interleaved with (b) and (c), "
+                         "and its scores compared with ours")
+    ap.add_argument("--breakdown", action="store_true",
+                    help="only print where the CPU goes: a forward per image, and per mask size the "
+                         "imputation's building and solving (SuperLU), one thread")
     ap.add_argument("--score", choices=["prob", "logit"], default="logit",
                     help="logit by default: a random-weight ResNet50's softmax can saturate and hide differences")
     args = ap.parse_args()
@@ -144,10 +235,16 @@ def main() -> None:
           f"chelsea 224x224, target {target} (logit {float(logits[target]):.1f}), {n_layers} layers, "
           f"batch {args.batch_size}, score {args.score}")
 
+    if args.breakdown:
+        breakdown(model, x, cams, args.batch_size)
+        return
+
     # (b) and (c), interleaved so machine noise hits both alike.
     ours_t: list[Clock] = []
     floor_t: list[Clock] = []
-    result = None
+    before_t: list[Clock] = []
+    before_ybroad = load_before(args.before) if args.before is not None else None
+    result = before = None
     for _ in range(args.repeats):
         floor_t.append(forward_floor(model, x, 2 * len(PCTS) * n_layers, args.batch_size))
         with Clock() as clock:
@@ -155,9 +252,22 @@ def main() -> None:
             result = ybroad(model, x, cams, target, layer_names=layers, percentiles=PCTS, score=args.score,
                             noise=0.0, batch_size=args.batch_size, trials=1)
         ours_t.append(clock)
+        if before_ybroad is not None:
+            with Clock() as clock:
+                before = before_ybroad(model, x, cams, target, layer_names=layers, percentiles=PCTS,
+                                       score=args.score, noise=0.0, batch_size=args.batch_size, trials=1)
+            before_t.append(clock)
+    if before is not None and result is not None:
+        print("before:")
+        report_ours_floor(before_t, floor_t, n_layers)
+        gap = max(float((result.morf - before.morf).abs().max()), float((result.lerf - before.lerf).abs().max()))
+        print(f"max |Δ score| after vs before: {gap:.1e}; after:")
     assert result is not None and bool(result.defined.all()), "every benchmark CAM should be defined"
     ours = min(ours_t, key=lambda c: c.wall)
     floor = min(floor_t, key=lambda c: c.wall)
+    if args.no_ref:
+        report_ours_floor(ours_t, floor_t, n_layers)
+        return
 
     # (a) on a sample of layers.
     sample = np.unique(np.linspace(0, n_layers - 1, min(args.ref_layers, n_layers)).round().astype(int))
@@ -196,7 +306,7 @@ def main() -> None:
           f"(c) runs, wall: {', '.join(f'{c.wall:.2f}' for c in floor_t)} s (fastest used)")
     print(f"(a)/(b) per layer: {ref_wall / (ours.wall / n_layers):.2f}x wall, "
           f"{ref_cpu / (ours.cpu / n_layers):.2f}x CPU  (goal >= 3)")
-    print(f"(b)/(c):           {ours.wall / floor.wall:.2f} wall, {ours.cpu / floor.cpu:.2f} CPU  (goal <= 1.5)")
+    print(f"(b)/(c):           {ours.wall / floor.wall:.2f} wall, {ours.cpu / floor.cpu:.2f} CPU  (issue 15's goal <= 1.25)")
     print(f"max |Δ score| vs pytorch-grad-cam, {len(sample)} layers x 8 perturbations: {max(diffs):.1e} "
           f"(at batch {args.batch_size}), {max(diffs_b1):.1e} (at batch 1)")
     # Where the two differ: pytorch-grad-cam keeps the pixels below np.percentile(cam, 100 - p),

@@ -6,13 +6,15 @@ from ``cams.npz``, ybROAD scored, files and report written: what ``--road`` adds
 timed as a fresh process per job on copies of that folder, the jobs interleaved round by round
 (A B C, B C A, ...) so all see the same machine state. Jobs:
 
-* ``before``: the tree before (its default settings: one trial, no chance baseline);
+* ``before``: the tree before, with its default settings (in the round that added the chance baseline:
+  one trial and no baseline; since then the same defaults as after, so its scores equal ``after, default``'s);
 * ``after, 1 trial``: the tree after with ``--road-trials 1`` (one trial plus the baseline's one ranking);
 * ``after, default``: the tree after with its default trials.
 
-Reported: the median wall time per job and its ratio to ``before``; whether ``before`` and ``after,
-1 trial`` agree on every layer's score (same seed, the same numbers: the baseline is scored beside the
-layers and does not change them).
+Reported: the median wall and CPU time (the process's user + system) per job and their ratios to
+``before``; the largest score difference between ``before`` and ``after, 1 trial`` and between
+``before`` and ``after, default`` (same seed: equal settings give the same numbers, up to float32
+rounding of the forwards).
 
 Run from the repository root, with the tree before the change exported elsewhere:
 
@@ -25,6 +27,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import shutil
 import statistics
 import subprocess
@@ -37,11 +40,19 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def camanim(src: Path, *args: str) -> float:
-    """Wall seconds of one ``python -m camanim ARGS`` on the package in ``src``."""
+    """Wall seconds of one ``python -m camanim ARGS`` on the package in ``src`` (its CPU seconds, user +
+    system, are added to :data:`CPU` under the same arguments' job)."""
     env = {**os.environ, "PYTHONPATH": str(src.resolve())}
     t0 = time.perf_counter()
+    used = resource.getrusage(resource.RUSAGE_CHILDREN)
     subprocess.run([sys.executable, "-m", "camanim", *args], env=env, check=True, stdout=subprocess.DEVNULL)
+    done = resource.getrusage(resource.RUSAGE_CHILDREN)
+    CPU.append(done.ru_utime + done.ru_stime - used.ru_utime - used.ru_stime)
     return time.perf_counter() - t0
+
+
+#: CPU seconds of each finished ``camanim`` process, in order
+CPU: list[float] = []
 
 
 def main() -> None:
@@ -65,6 +76,7 @@ def main() -> None:
         }
         names = list(jobs)
         times: dict[str, list[float]] = {name: [] for name in names}
+        cpu: dict[str, list[float]] = {name: [] for name in names}
         for r in range(args.runs):
             order = names[r % len(names):] + names[:r % len(names)]
             for name in order:
@@ -72,14 +84,16 @@ def main() -> None:
                 folder = work / f"{name.replace(', ', '-').replace(' ', '_')}-{r}"
                 shutil.copytree(base, folder)
                 times[name].append(camanim(src, "road", str(folder), "--quiet", *extra))
-                print(f"round {r}: {name}: {times[name][-1]:.1f} s", flush=True)
+                cpu[name].append(CPU[-1])
+                print(f"round {r}: {name}: {times[name][-1]:.1f} s, CPU {cpu[name][-1]:.1f} s", flush=True)
         ref = statistics.median(times["before"])
         print()
-        print(f"| job | wall s (median of {args.runs}) | / before |")
-        print("|---|---|---|")
+        ref_cpu = statistics.median(cpu["before"])
+        print(f"| job | wall s (median of {args.runs}) | / before | CPU s (median) | / before |")
+        print("|---|---|---|---|---|")
         for name in names:
-            med = statistics.median(times[name])
-            print(f"| {name} | {med:.1f} | **{med / ref:.2f}** |")
+            med, med_cpu = statistics.median(times[name]), statistics.median(cpu[name])
+            print(f"| {name} | {med:.1f} | **{med / ref:.2f}** | {med_cpu:.1f} | **{med_cpu / ref_cpu:.2f}** |")
         before = json.loads((work / "before-0" / "ybroad.json").read_text())
         after = json.loads((work / "after-1_trial-0" / "ybroad.json").read_text())
         diffs = [abs(a["ybroad"] - b["ybroad"]) for a, b in zip(before["layers"], after["layers"], strict=True)
@@ -87,6 +101,10 @@ def main() -> None:
         print(f"\nbefore vs after (1 trial): {len(diffs)} layers scored by both, max |difference| "
               f"{max(diffs, default=0.0):.3g}")
         default = json.loads((work / "after-default-0" / "ybroad.json").read_text())
+        same = [abs(a["ybroad"] - b["ybroad"]) for a, b in zip(before["layers"], default["layers"], strict=True)
+                if a["ybroad"] is not None and b["ybroad"] is not None]
+        print(f"before vs after (default): {len(same)} layers scored by both, max |difference| "
+              f"{max(same, default=0.0):.3g} (the same settings when both trees have the same defaults)")
         print(f"after, default: trials {default['trials']}; {default['statement']}")
         for w in default.get("warnings", []):
             print(f"  warning: {w}")

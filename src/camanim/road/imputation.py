@@ -15,12 +15,12 @@ dominant M-matrix) whenever at least one pixel is kept, so it is factorised
 once per mask without pivoting and shared by all channels.
 
 Speed comes from three places: the systems of a group of masks are built
-together with vectorised index arithmetic (one loop over the 8 offsets, none
-over pixels or masks) into one block-diagonal matrix; unknowns are numbered in
-a nested-dissection order of the pixel grid, which SuperLU keeps as given and
-which gives it less fill than its own orderings on these grid graphs; and the
-groups are independent, so callers may solve them on several threads (SuperLU
-releases the GIL).
+together with vectorised index arithmetic on a padded pixel grid (one gather
+per neighbour offset, none over pixels or masks) into one block-diagonal
+matrix; unknowns are numbered in a nested-dissection order of the pixel grid,
+which SuperLU keeps as given and which gives it less fill than its own
+orderings on these grid graphs; and the groups are independent, so callers may
+solve them on several threads (SuperLU releases the GIL).
 """
 
 from __future__ import annotations
@@ -99,6 +99,30 @@ def _nested_dissection_order(height: int, width: int) -> np.ndarray:
     return order
 
 
+def _solve_spd(matrix: scipy.sparse.csc_matrix, rhs: np.ndarray) -> np.ndarray:
+    """``matrix^-1 rhs`` for an SPD ``matrix``, factorised by SuperLU in its own column order."""
+    # SPD: no pivoting, and keep our own (nested-dissection) column order.
+    lu = splu(matrix, permc_spec="NATURAL", diag_pivot_thresh=0.0, options={"SymmetricMode": True})
+    return lu.solve(rhs)
+
+
+@functools.lru_cache(maxsize=16)
+def _grid(height: int, width: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Tables of the pixel grid padded by one pixel on every side, so a neighbour is an index plus an
+    offset, without bounds checks: each pixel's index in the padded grid, the 8 neighbours' offsets
+    there (in :data:`NEIGHBOUR_WEIGHTS`' order), and each pixel's ``d_i`` (the summed weight of its
+    in-image neighbours, added in that order). Read-only, as they are cached."""
+    ys, xs = np.divmod(np.arange(height * width), width)
+    padded = (ys + 1) * (width + 2) + xs + 1
+    offsets = np.array([dy * (width + 2) + dx for dy, dx, _ in NEIGHBOUR_WEIGHTS])
+    diag = np.zeros(height * width)
+    for dy, dx, weight in NEIGHBOUR_WEIGHTS:
+        diag[(ys + dy >= 0) & (ys + dy < height) & (xs + dx >= 0) & (xs + dx < width)] += weight
+    for table in (padded, offsets, diag):
+        table.flags.writeable = False
+    return padded, offsets, diag
+
+
 def _solve_group(image: np.ndarray, removed: np.ndarray, height: int, width: int) -> list[np.ndarray]:
     """Imputed values of the removed pixels for a group of masks.
 
@@ -116,48 +140,44 @@ def _solve_group(image: np.ndarray, removed: np.ndarray, height: int, width: int
     channels = image.shape[0]
     if not removed.any():
         return [np.zeros((channels, 0)) for _ in range(m_count)]
+    padded, offsets, diag_of = _grid(height, width)
+    n_pad = (height + 2) * (width + 2)
     by_rank = _nested_dissection_order(height, width)
     # Unknowns numbered mask by mask, in nested-dissection order within a mask.
     mask_of, pos = np.nonzero(removed[:, by_rank])
     pixel = by_rank[pos]
     n_var = pixel.size
-    var_of = np.full((m_count, n_pix), -1, dtype=np.int64)
-    var_of[mask_of, pixel] = np.arange(n_var)
+    at = mask_of * n_pad + padded[pixel]  # each unknown's place in its mask's padded plane
+    # Per mask, a padded plane of unknown numbers (-1: kept or outside the image) and one of the
+    # image where kept (0: removed or outside), so each offset is one gather from each.
+    var_of = np.full(m_count * n_pad, -1, dtype=np.int64)
+    var_of[at] = np.arange(n_var)
+    kept_mask, kept_pixel = np.nonzero(~removed)
+    known = np.zeros((m_count * n_pad, channels))  # a pixel's channels side by side: one gather per offset
+    known[kept_mask * n_pad + padded[kept_pixel]] = image[:, kept_pixel].T
 
-    ys, xs = np.divmod(pixel, width)
-    diag = np.zeros(n_var)
+    # Column j of the symmetric matrix: -w_ij at each removed neighbour i, d_j on the diagonal;
+    # right-hand side: the weighted kept neighbours (a removed or outside one adds w * 0).
+    rows = np.empty((n_var, 9), dtype=np.int64)
+    vals = np.empty((n_var, 9))
     rhs = np.zeros((n_var, channels))
-    rows, cols, vals = [], [], []
-    for dy, dx, weight in NEIGHBOUR_WEIGHTS:
-        ny, nx = ys + dy, xs + dx
-        inside = np.flatnonzero((ny >= 0) & (ny < height) & (nx >= 0) & (nx < width))
-        q = ny[inside] * width + nx[inside]
-        diag[inside] += weight
-        nb_var = var_of[mask_of[inside], q]
-        unknown = nb_var >= 0
-        rows.append(inside[unknown])
-        cols.append(nb_var[unknown])
-        vals.append(np.full(int(unknown.sum()), -weight))
-        # Each unknown has at most one neighbour per offset, so plain fancy
-        # indexing accumulates correctly here.
-        known = ~unknown
-        rhs[inside[known]] += weight * image[:, q[known]].T
-    rows.append(np.arange(n_var))
-    cols.append(np.arange(n_var))
-    vals.append(diag)
-    matrix = scipy.sparse.csc_matrix(
-        (np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))), shape=(n_var, n_var)
-    )
-    # SPD: no pivoting, and keep our own (nested-dissection) column order.
-    lu = splu(matrix, permc_spec="NATURAL", diag_pivot_thresh=0.0, options={"SymmetricMode": True})
-    solution = lu.solve(rhs)
+    for k, (offset, (_, _, weight)) in enumerate(zip(offsets, NEIGHBOUR_WEIGHTS, strict=True)):
+        neighbour = at + offset
+        rows[:, k] = var_of[neighbour]
+        vals[:, k] = -weight
+        rhs += weight * known[neighbour]
+    rows[:, 8] = np.arange(n_var)
+    vals[:, 8] = diag_of[pixel]
+    present = rows >= 0  # row indices within a column are not sorted (neither solver needs them sorted)
+    indptr = np.zeros(n_var + 1, dtype=np.int64)
+    np.cumsum(present.sum(axis=1), out=indptr[1:])
+    matrix = scipy.sparse.csc_matrix((vals[present], rows[present], indptr), shape=(n_var, n_var))
+    solution = _solve_spd(matrix, rhs)
 
     out = []
-    starts = np.searchsorted(mask_of, np.arange(m_count + 1))
     for m in range(m_count):
-        sl = slice(starts[m], starts[m + 1])
-        back = np.argsort(pixel[sl])  # ascending pixel order, like the mask's flat indices
-        out.append(solution[sl][back].T)
+        # ascending pixel order, like the mask's flat indices
+        out.append(solution[var_of[m * n_pad + padded[np.flatnonzero(removed[m])]]].T)
     return out
 
 
