@@ -166,7 +166,12 @@ def fingerprint(tensor: torch.Tensor) -> torch.Tensor:
 
 
 def unchanged(before: Sequence[torch.Tensor], after: Sequence[torch.Tensor]) -> bool:
-    """Whether every pair of :func:`fingerprint` agrees (NaN equal to NaN); one read from the device."""
+    """Whether every pair of :func:`fingerprint` agrees; one read from the device.
+
+    A fingerprint that is NaN or infinite (an output holding a NaN or an infinity: the weighted sum
+    is then that, whatever its other values are) vouches for nothing, so it counts as changed: the
+    trace runs again, watching, and then copying every output (correct, at the cost of the passes).
+    """
     if len(before) != len(after):
         return False
     if not before:
@@ -182,7 +187,7 @@ def unchanged(before: Sequence[torch.Tensor], after: Sequence[torch.Tensor]) -> 
             pair[1].append(a)
         return all(unchanged(bs, as_) for bs, as_ in on.values())
     b, a = torch.stack(list(before)), torch.stack(list(after))
-    return bool(((b == a) | (b.isnan() & a.isnan())).all())
+    return bool(((b == a) & b.isfinite()).all())
 
 
 class Recorder(TorchFunctionMode):
