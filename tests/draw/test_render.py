@@ -221,3 +221,21 @@ def test_only_the_flagging_methods_frames_say_not_applicable(drawn_text):
     render_frames(np.zeros((32, 32, 3), np.uint8), torch.zeros(1, 8, 8), records, "local", FrameStyle(width=480),
                   method="cam")
     assert any("method not applicable here: no map" in t for t in drawn), drawn
+
+
+
+
+def test_a_very_large_panel_keeps_the_table_without_checking_opencv(monkeypatch: pytest.MonkeyPatch):
+    import cv2
+
+    from camanim.draw.render import blend_reproduces
+
+    calls = []
+    monkeypatch.setattr(cv2, "addWeighted", lambda *a, **k: calls.append(a[0].shape) or a[0])
+    table = np.zeros((3, 65536), np.uint8)
+    colours = np.zeros((256, 1, 3), np.uint8)
+    blend_reproduces(table, colours, 0.5, (32, 48))
+    assert calls == [(32, 48, 3)]  # a small panel is checked through OpenCV
+    calls.clear()
+    # checking 4096 x 4096 panels case by case took seconds and most of a GB: the table draws them
+    assert blend_reproduces(table, colours, 0.5, (4096, 4096)) is False and calls == []

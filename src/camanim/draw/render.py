@@ -189,6 +189,11 @@ def outline_pixels(region: np.ndarray, size: tuple[int, int]) -> tuple[np.ndarra
     return np.nonzero(edge)
 
 
+#: the largest picture (values) :func:`blend_reproduces` checks; larger ones keep the table (a 4096 px
+#: panel's check took 3.6 s and 0.7 GB more memory than the table)
+_BLEND_CHECK_MOST = 2**22
+
+
 def blend_reproduces(table: np.ndarray, colours: np.ndarray, alpha: float, size: tuple[int, int]) -> bool:
     """Whether OpenCV's ``addWeighted(image, 1 - alpha, colour, alpha, 0)`` on (h, w, 3) uint8 pictures
     of ``size`` gives ``table[c, level * 256 + value]`` for every channel, level and image value.
@@ -202,6 +207,8 @@ def blend_reproduces(table: np.ndarray, colours: np.ndarray, alpha: float, size:
         import cv2
     except ImportError:  # pragma: no cover - opencv-python is a dependency
         return False
+    if size[0] * size[1] * 3 > _BLEND_CHECK_MOST:
+        return False  # checking a picture this large costs more than the table's drawing would
     levels, values = np.divmod(np.arange(65536), 256)
     image = np.repeat(values.astype(np.uint8)[:, None], 3, axis=1).ravel()  # (level, value) by channel
     colour = colours.reshape(256, 3)[levels].ravel()

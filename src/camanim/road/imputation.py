@@ -49,6 +49,9 @@ NEIGHBOUR_WEIGHTS: tuple[tuple[int, int, float], ...] = (
 # Boxes at most this large are not split further by the nested dissection.
 _LEAF_AREA = 16
 
+# The most bytes of per-mask planes one building of a group's systems holds.
+_BUILD_BYTES = 32 * 2**20
+
 
 @functools.lru_cache(maxsize=16)
 def nested_dissection_rank(height: int, width: int) -> np.ndarray:
@@ -138,6 +141,12 @@ def _solve_group(image: np.ndarray, removed: np.ndarray, height: int, width: int
     """
     m_count, n_pix = removed.shape
     channels = image.shape[0]
+    # The building holds padded planes per mask ((H+2)(W+2) x (1 + C) x 8 bytes): many small masks
+    # (a low percentage packs a group with them) are built and solved a few at a time, so memory
+    # follows the unknowns, not masks x pixels. The masks' systems are independent either way.
+    most = max(1, _BUILD_BYTES // ((height + 2) * (width + 2) * 8 * (1 + channels)))
+    if m_count > most:
+        return [v for s in range(0, m_count, most) for v in _solve_group(image, removed[s:s + most], height, width)]
     if not removed.any():
         return [np.zeros((channels, 0)) for _ in range(m_count)]
     padded, offsets, diag_of = _grid(height, width)
