@@ -87,3 +87,14 @@ def test_in_backward_trace_keeps_only_what_the_sink_declines(tiny, tiny_input):
     assert all(a is None for n, a in zip(names, tr.activations) if n != "fc")
     fc = names.index("fc")
     assert tr.activations[fc] is not None and tr.gradients[fc] is not None
+
+
+def test_gradient_checks_read_the_accelerators_flags_per_device_in_layer_order():
+    """The flags an accelerator's gradients leave (``pending``) are read per device, each layer its own."""
+    from camanim.trace.backward import GradientChecks
+
+    checks = GradientChecks({})
+    checks.pending = {7: torch.tensor(False), 2: torch.tensor(True), 4: torch.tensor(False)}
+    missing = checks.settle()
+    assert sorted(missing) == [4, 7] and all("zero everywhere" in why for why in missing.values())
+    assert checks.pending == {}

@@ -91,12 +91,14 @@ class GradientChecks:
 
     def settle(self) -> dict[int, str]:
         """``missing``, with every layer whose gradient is zero everywhere (one read of the device)."""
-        if self.pending:
-            flags = torch.stack(list(self.pending.values())).tolist()
-            for i, nonzero in zip(self.pending, flags):
+        by_device: dict[torch.device, list[int]] = {}
+        for i, flag in self.pending.items():  # a model spread over devices: one read per device
+            by_device.setdefault(flag.device, []).append(i)
+        for layers in by_device.values():
+            for i, nonzero in zip(layers, torch.stack([self.pending[i] for i in layers]).tolist()):
                 if not nonzero:
                     self.missing[i] = _ZERO
-            self.pending.clear()
+        self.pending.clear()
         return self.missing
 
 
