@@ -14,6 +14,16 @@ from camanim.draw import FrameStyle, count_frames
 from camanim.rundir import names
 
 
+def _nineteen_layers() -> camanim.CamResult:
+    """A result of 19 layers (eight conv + ReLU pairs and the head) on a 16 x 16 input."""
+    from torch import nn
+
+    torch.manual_seed(0)
+    body = [m for _ in range(8) for m in (nn.Conv2d(3, 3, 3, padding=1), nn.ReLU())]
+    model = nn.Sequential(*body, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(3, 4)).eval()
+    return camanim.animate(model, torch.rand(1, 3, 16, 16, generator=torch.Generator().manual_seed(0)))
+
+
 @pytest.mark.parametrize(("kwargs", "message"), [
     ({"normalisations": ("locall",)}, "normalisation 'locall' is unknown"),
     ({"formats": ("avi",)}, "video format 'avi' is unknown"),
@@ -94,15 +104,11 @@ def test_frames_stream_through_the_writers_a_few_chunks_at_a_time(tmp_path, monk
 
     import numpy as np
     from PIL import Image
-    from torch import nn
 
     from camanim.draw import FrameRenderer, normalise
     from camanim.rundir import write as write_module
 
-    torch.manual_seed(0)
-    body = [m for _ in range(8) for m in (nn.Conv2d(3, 3, 3, padding=1), nn.ReLU())]
-    model = nn.Sequential(*body, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(3, 4)).eval()
-    result = camanim.animate(model, torch.rand(1, 3, 16, 16, generator=torch.Generator().manual_seed(0)))
+    result = _nineteen_layers()
     whole = result.lazy_cams.tensor()
     monkeypatch.setattr(write_module, "CHUNK_FRAMES", 1)  # 19 layers: 19 chunks per normalisation
     alive: list[weakref.ref] = []
@@ -140,15 +146,11 @@ def test_chunks_are_drawn_over_only_once_every_encoder_has_read_them(tmp_path, m
     import time
 
     import numpy as np
-    from torch import nn
 
     from camanim.draw import FrameRenderer, normalise, write_mp4
     from camanim.rundir import write as write_module
 
-    torch.manual_seed(0)
-    body = [m for _ in range(8) for m in (nn.Conv2d(3, 3, 3, padding=1), nn.ReLU())]
-    model = nn.Sequential(*body, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(3, 4)).eval()
-    result = camanim.animate(model, torch.rand(1, 3, 16, 16, generator=torch.Generator().manual_seed(0)))
+    result = _nineteen_layers()
     whole = result.lazy_cams.tensor()
     monkeypatch.setattr(write_module, "CHUNK_FRAMES", 2)  # 19 layers: 10 chunks per normalisation
     seen: dict[str, list[np.ndarray]] = {}

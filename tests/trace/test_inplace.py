@@ -164,6 +164,18 @@ def _check(cls, pattern: str, names: list[str]) -> None:
         assert rec.flags == {}
 
 
+def _output_and_target(model: nn.Module, layer: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, int]:
+    """``layer``'s output as it returned it (a copy, taken by a plain hook) and the model's predicted class."""
+    out: dict[str, torch.Tensor] = {}
+    h = layer.register_forward_hook(lambda m, i, o: out.update(before=o.detach().clone()))
+    try:
+        with torch.no_grad():
+            target = int(model(x).argmax())
+    finally:
+        h.remove()
+    return out["before"], target
+
+
 @pytest.mark.parametrize("pattern", sorted(PATTERNS))
 def test_write_to_a_recorded_output_gives_its_true_gradient(pattern):
     _check(Written, pattern, ["conv1", "conv2"])
@@ -294,14 +306,7 @@ def test_a_permutation_autograd_does_not_see_is_seen_although_every_sum_is_kept(
             conv.weight.copy_(torch.randint(-2, 3, conv.weight.shape).float())
             conv.bias.copy_(torch.randint(-2, 3, conv.bias.shape).float())
     x = torch.randint(-3, 4, (1, 3, 10, 10), generator=torch.Generator().manual_seed(3)).float()
-    out: dict[str, torch.Tensor] = {}
-    h = model.conv1.register_forward_hook(lambda m, i, o: out.update(before=o.detach().clone()))
-    try:
-        with torch.no_grad():
-            target = int(model(x).argmax())
-    finally:
-        h.remove()
-    before = out["before"]
+    before, target = _output_and_target(model, model.conv1, x)
     swapped = before[:, [2, 1, 0, 3, 4, 5]]
     assert not torch.equal(before, swapped)
     assert all(torch.equal(p(before), p(swapped)) for p in (lambda t: t.sum(), lambda t: t[..., ::2].sum(),
@@ -395,20 +400,14 @@ def test_an_unseen_write_to_an_output_holding_minus_inf_leaves_the_recorded_valu
     torch.manual_seed(0)
     model = _HolesThenDataWrite().eval()
     x = torch.randn(1, 3, 10, 10, generator=torch.Generator().manual_seed(3))
-    out: dict[str, torch.Tensor] = {}
-    h = model.holes.register_forward_hook(lambda m, i, o: out.update(before=o.detach().clone()))
-    try:
-        with torch.no_grad():
-            target = int(model(x).argmax())
-    finally:
-        h.remove()
+    before, target = _output_and_target(model, model.holes, x)
     # without a sink: fingerprints compared after the forward (settle)
     tr = run_trace(model, x, ["holes"], targets=[target])
-    assert torch.equal(tr.activations[0], out["before"])
+    assert torch.equal(tr.activations[0], before)
     # with a sink (the engine's gradient methods): compared as the backward reads each value
     sink = _Keep()
     run_trace(model, x, ["holes"], targets=[target], sink=sink)
-    assert torch.equal(sink.got[0], out["before"])
+    assert torch.equal(sink.got[0], before)
 
 
 class _Keep:
