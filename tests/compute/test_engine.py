@@ -44,14 +44,16 @@ def test_the_backward_gives_memory_back_only_while_resident_memory_is_above_its_
     from conftest import small_net
 
     import camanim.compute.engine as engine
+    from camanim import memory
 
     model, x = small_net(), torch.rand(1, 3, 20, 28)
     start = 10**9
     rss = iter([start] + [start + (4096 if above else -4096)] * 1000)
     calls: list[int] = []
-    monkeypatch.setattr(engine, "_resident", lambda: next(rss))
-    monkeypatch.setattr(engine, "give_back_freed", lambda: calls.append(1) or True)
-    monkeypatch.setattr(engine, "TRIM_EVERY", 1)  # a check after every layer
+    monkeypatch.setattr(memory, "resident", lambda: next(rss))
+    monkeypatch.setattr(memory, "give_back_freed", lambda: calls.append(1) or True)
+    # a check after every layer
+    monkeypatch.setattr(engine, "Freed", lambda above_start=False: memory.Freed(1, above_start=above_start))
     comp = compute_cams(model, x, [camanim.get_method("gradcam")], camanim.CamOptions(layers="all"), upsampled=False)
     layers = sum(m is not None for m in comp.maps["gradcam"])
     if above:

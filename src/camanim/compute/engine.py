@@ -17,7 +17,6 @@ predicted class per augmented copy.
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -26,7 +25,7 @@ import torch
 from torch import nn
 
 from ..errors import InputError
-from ..memory import TRIM_EVERY, give_back_freed
+from ..memory import Freed
 from ..methods import CamMethod, MethodContext, ScoreFn, get_method, list_methods, score_function
 from ..trace import LayerRecord, Trace, run_trace
 from .maps import layer_cams, layer_maps, one_cam, one_layer_at_a_time, shared, upsample, upsample_volumes
@@ -151,8 +150,8 @@ class CamSink:
         # temporaries: give that memory back as it goes (camanim.memory), or the backward's
         # resident memory climbs by what glibc keeps (1 GB over EfficientNet-B7 at 600 px). Only
         # while it is above where the backward started: below that the backward adds nothing to the
-        # pass's peak, and pages given back are pages the next allocations fault in again (see _freed).
-        self.pending, self.start_rss, self.skipped = 0, None, False
+        # pass's peak, and pages given back are pages the next allocations fault in again (memory.Freed).
+        self.freed = Freed(above_start=True)
 
     def start(self, logits: torch.Tensor, targets: torch.Tensor, total: int) -> None:
         """Before the backward: the logits (R, K) and targets (R,) every method's context needs.
@@ -165,7 +164,7 @@ class CamSink:
         for got in self.cams.values():
             got.clear()
         self.total, self.done = total, 0
-        self.pending, self.start_rss, self.skipped = 0, _resident(), False
+        self.freed.start()
 
     def layer(self, index: int, record: LayerRecord, activation: torch.Tensor, gradient: torch.Tensor) -> bool:
         """Every method's raw map (R, h, w) of layer ``index``; False for a non-spatial layer (kept by the trace)."""
@@ -177,46 +176,21 @@ class CamSink:
             self.cams[m.name][index] = one_cam(m, self.ctxs[m.name], record, *pair)
             self.seconds[m.name] += time.perf_counter() - t0
         self.done += 1
-        self._freed(activation.numel() * activation.element_size())
+        self.freed.add(activation.numel() * activation.element_size())
         if self.progress is not None:
             for m in self.methods:
                 self.progress(f"cams {m.name}", self.done, self.total)
         return True
 
-    def _freed(self, nbytes: int) -> None:
-        """``nbytes`` of activations were let go: every :data:`~camanim.memory.TRIM_EVERY` bytes, give
-        freed memory back if the process's resident memory is above its level when the backward
-        started (or cannot be read)."""
-        self.pending += int(nbytes)
-        if self.pending < TRIM_EVERY:
-            return
-        self.pending = 0
-        now = _resident() if self.start_rss is not None else None
-        if now is None or now > self.start_rss:
-            give_back_freed()
-        else:
-            self.skipped = True
-
     def finish(self) -> None:
-        """After the backward: what it freed and did not give back (:meth:`_freed` skipped) goes back now,
-        once, so the stages after it start from what the process holds."""
-        if self.skipped:
-            give_back_freed()
-        self.pending, self.skipped = 0, False
+        """After the backward: what it freed and did not give back goes back now, once, so the stages
+        after it start from what the process holds."""
+        self.freed.finish()
 
     def per_layer(self, name: str, records: Sequence[LayerRecord]) -> list[torch.Tensor | None]:
         """Method ``name``'s maps in record order (None where it made none; shared outputs share a map)."""
         got = self.cams[name]
         return shared([got.get(i) for i in range(len(records))], records)
-
-
-def _resident() -> int | None:
-    """The process's resident memory in bytes (Linux: ``/proc/self/statm``), or None where it cannot be read."""
-    try:
-        with open("/proc/self/statm", "rb") as f:
-            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-    except (OSError, ValueError, IndexError, AttributeError):
-        return None
 
 
 def check_volume_methods(methods: Sequence[CamMethod], options: CamOptions) -> None:
