@@ -177,7 +177,7 @@ def _solve_group(image: np.ndarray, removed: np.ndarray, height: int, width: int
         rhs += weight * known[neighbour]
     rows[:, 8] = np.arange(n_var)
     vals[:, 8] = diag_of[pixel]
-    present = rows >= 0  # row indices within a column are not sorted (neither solver needs them sorted)
+    present = rows >= 0  # row indices within a column are not sorted (SuperLU does not need them sorted)
     indptr = np.zeros(n_var + 1, dtype=np.int64)
     np.cumsum(present.sum(axis=1), out=indptr[1:])
     matrix = scipy.sparse.csc_matrix((vals[present], rows[present], indptr), shape=(n_var, n_var))
