@@ -422,3 +422,51 @@ class _Keep:
     def layer(self, index, record, activation, gradient) -> bool:
         self.got[index] = activation.clone()
         return True
+
+
+class _NormInputWrittenUnseen(nn.Module):
+    """A BatchNorm whose input is not a recorded output (a functional op made it) and is written
+    behind autograd's back after the norm ran; an in-place ReLU then overwrites the norm's output,
+    so the trace keeps the norm's input to recompute the output from (the input's version counter
+    says it is intact). The write changes nothing the model computes after it."""
+
+    def __init__(self, write) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 6, 3, padding=1)
+        self.bn = nn.BatchNorm2d(6)
+        self.relu = nn.ReLU(inplace=True)
+        self.fc = nn.Linear(6, 3)
+        self.write = write
+
+    def forward(self, x):
+        h = self.conv(x) * 1.5  # not a layer's output: nothing records it
+        y = self.bn(h)
+        self.write(h)
+        return self.fc(F.adaptive_avg_pool2d(self.relu(y), 1).flatten(1))
+
+
+@pytest.mark.parametrize("write", [
+    lambda h: h.data.zero_(),
+    lambda h: h.detach().numpy().__setitem__((slice(None), slice(0, 3)), 7.0),
+], ids=["data_zero_", "numpy_setitem"])
+@pytest.mark.parametrize("layers", [["bn"], "all"], ids=["bn", "all"])
+def test_a_recomputed_norm_output_whose_input_was_written_unseen_is_the_value_the_norm_returned(write, layers):
+    # Recomputing the norm from an input changed behind the version counter gave a map of values
+    # the norm never returned, silently; the recomputed value is now checked against the output's
+    # fingerprint taken when it was recorded, and the pass runs again copying it when they differ.
+    torch.manual_seed(0)
+    model = _NormInputWrittenUnseen(write).eval()
+    with torch.no_grad():
+        model.bn.running_mean.uniform_(-0.5, 0.5)
+        model.bn.running_var.uniform_(0.5, 2.0)
+    x = torch.randn(1, 3, 10, 10, generator=torch.Generator().manual_seed(3))
+    before, target = _output_and_target(model, model.bn, x)
+    tr = run_trace(model, x, layers, targets=[target])
+    i = next(r.index for r in tr.records if r.name == "bn")
+    torch.testing.assert_close(tr.activations[i], before, rtol=0, atol=0)
+    result = camanim.animate(model, x, layers="bn", target=target)
+    clean = _NormInputWrittenUnseen(lambda h: None).eval()
+    clean.load_state_dict(model.state_dict())
+    want = camanim.animate(clean, x, layers="bn", target=target)
+    assert want.cams[0].max() > 0
+    torch.testing.assert_close(result.cams[0], want.cams[0], rtol=0, atol=0)

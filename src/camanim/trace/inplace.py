@@ -201,7 +201,9 @@ class Recorder(TorchFunctionMode):
     recorded output gets a copy of its input for that one call (the trace's forward wrapper asks
     :meth:`needs_copy`). Any other in-place write to a recorded output is only seen after the
     fact: the trace then runs the forward again with this object as a torch-function mode, which
-    sees each write coming and copies (or makes recomputable) the value first. Gradients are
+    sees each write coming and copies (or makes recomputable) the value first. A recomputed value
+    is checked against the output's fingerprint taken when it was recorded, like every other
+    value: a write autograd does not see (``.data``, numpy) may have changed the kept input. Gradients are
     taken at each output's own autograd edge, captured when it was recorded, so they are those of
     the value recorded (every path from it, the in-place op included).
     """
@@ -218,6 +220,8 @@ class Recorder(TorchFunctionMode):
         #: fingerprints whose comparison :meth:`settle` left to the reads (:meth:`read`), and those read
         self.deferred: dict[int, torch.Tensor] = {}
         self.after: dict[int, torch.Tensor] = {}
+        #: outputs made recomputations (their value is checked against the recorded fingerprint too)
+        self.recomputed: set[int] = set()
 
     def add(self, index: int, tensor: torch.Tensor, source: Recompute | None = None) -> None:
         """Watch the recorded output ``index``: note its version counter and storage, and how to recompute it."""
@@ -242,6 +246,7 @@ class Recorder(TorchFunctionMode):
             return False
         self.originals.append(t)  # kept alive to the end of the pass: same-output detection goes by id()
         self.acts[i] = source
+        self.recomputed.add(i)
         del self.versions[i]
         return True
 
@@ -279,15 +284,16 @@ class Recorder(TorchFunctionMode):
         ``defer_values`` as each value is read during the backward (:meth:`read`, then
         :meth:`values_intact`), which reads each output once where the check here reads it once more.
         """
-        intact = not self.escaped and (defer_values or self._unversioned_writes_missed())
+        intact = not self.escaped
         for i, v in list(self.versions.items()):
             t = self.acts[i]
             if t is None or (t._version != v and not self._recompute_instead(i, t)):
                 intact = False
+        intact = intact and all(a.intact() for a in self.acts if isinstance(a, Recompute))
         if intact and defer_values:
-            self.deferred = {i: self.prints[i] for i in self.versions}
+            self.deferred = {i: self.prints[i] for i in self._values_to_check()}
             self.after = {}
-        return intact and all(a.intact() for a in self.acts if isinstance(a, Recompute))
+        return intact and (defer_values or self._unversioned_writes_missed())
 
     def read(self, index: int, value: torch.Tensor) -> None:
         """(After ``settle(defer_values=True)``) record ``index``'s value is being read: fingerprint it now."""
@@ -302,6 +308,8 @@ class Recorder(TorchFunctionMode):
         for i in self.deferred:
             if i not in self.after:
                 t = self.acts[i]
+                if isinstance(t, Recompute):
+                    t = t()
                 if not isinstance(t, torch.Tensor):
                     return False
                 self.after[i] = fingerprint(t)
@@ -310,14 +318,22 @@ class Recorder(TorchFunctionMode):
         self.deferred, self.after = {}, {}
         return same
 
-    def _unversioned_writes_missed(self) -> bool:
-        """Whether every watched output its version calls unchanged still has its values (no ``.data``
-        or numpy write changed it behind autograd's back)."""
+    def _values_to_check(self) -> list[int]:
+        """The outputs whose values a fingerprint vouches for after the forward: those their version
+        counter calls unchanged, and the recomputations (recomputed from an input that a write autograd
+        does not see may have changed)."""
         same = [i for i, v in self.versions.items() if self.acts[i] is not None and self.acts[i]._version == v]
-        if not same:
+        return same + sorted(i for i in self.recomputed if i not in self.versions and self.acts[i] is not None)
+
+    def _unversioned_writes_missed(self) -> bool:
+        """Whether every output of :meth:`_values_to_check` still has its values (no ``.data`` or numpy
+        write changed it, or a recomputation's input, behind autograd's back)."""
+        check = self._values_to_check()
+        if not check:
             return True
         with torch._C.DisableTorchFunction():
-            return unchanged([self.prints[i] for i in same], [fingerprint(self.acts[i]) for i in same])
+            now = [fingerprint(t() if isinstance(t := self.acts[i], Recompute) else t) for i in check]
+            return unchanged([self.prints[i] for i in check], now)
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
