@@ -40,7 +40,8 @@ def parse_metrics(text: str) -> tuple[str, ...]:
     if names == ["all"]:
         return tuple(METRICS)
     if not names:
-        raise InputError("--metric names no metric: use road,deletion,insertion,avgdrop,increase,cammult or all")
+        raise InputError("no metric named (--metric, or metrics= in Python): use "
+                         "road,deletion,insertion,avgdrop,increase,cammult or all")
     unknown = [n for n in names if n not in METRICS]
     if unknown:
         raise InputError(f"metric '{unknown[0]}' is unknown: choose from {', '.join(METRICS)} or all")
@@ -56,7 +57,8 @@ class MetricOptions:
         score: ``"prob"`` (the run's probability: softmax, or sigmoid for one-logit and multi-label
             models) or ``"logit"``: what the metrics read off the model.
         steps: deletion/insertion intervals (torchcam's ``steps``, 20).
-        trials: random pixel orders for the deletion/insertion chance baseline (0: none).
+        trials: random pixel orders for the deletion/insertion chance baseline (0: none; otherwise at
+            least 2, the fewest that give its 95% prediction band).
         seed: seeds those orders.
         batch_size: perturbed images per forward.
     """
@@ -76,7 +78,8 @@ class MetricOptions:
             raise InputError(f"metric score '{self.score}' is unknown: use prob or logit")
         if int(self.steps) < 1:
             raise InputError(f"deletion/insertion steps must be at least 1, got {self.steps}")
-        if int(self.trials) < 0:
-            raise InputError(f"chance trials must be 0 or more, got {self.trials}")
+        if int(self.trials) < 0 or int(self.trials) == 1:
+            raise InputError("chance trials must be 0 (no chance band) or at least 2 (a 95% prediction band "
+                             f"needs two random orders), got {self.trials}")
         if int(self.batch_size) < 1:
             raise InputError(f"metric batch size must be at least 1, got {self.batch_size}")
