@@ -1,11 +1,15 @@
-"""Atomic writes: a file or a folder appears complete, or not at all; an earlier run is replaced whole."""
+"""Atomic writes: a file appears complete, or not at all; the temporary folders a killed run left are found and removed."""
 
 from __future__ import annotations
 
+import json
+import os
+
 import pytest
 
-from camanim import InputError
-from camanim.rundir import atomic_path, prepare_out_dir, staged_dir, write_text
+from camanim.rundir import atomic_path, staged_dir, write_text
+
+RUN_MANIFEST = json.dumps({"versions": {"camanim": "0.1.0"}, "layers": [{"name": "conv"}]})
 
 
 def test_atomic_path_moves_into_place_only_on_success(tmp_path):
@@ -26,34 +30,6 @@ def test_write_text_replaces_and_keeps_umask_permissions(tmp_path):
     assert path.read_text() == "2" and path.stat().st_mode & 0o044 == 0o044
 
 
-def test_staged_dir_replaces_an_earlier_run_whole_and_cleans_up_on_failure(tmp_path):
-    out = tmp_path / "run"
-    with staged_dir(out) as tmp:
-        (tmp / "manifest.json").write_text("{}")
-        (tmp / "old.txt").write_text("old")
-    assert sorted(p.name for p in out.iterdir()) == ["manifest.json", "old.txt"]
-    assert out.stat().st_mode & 0o755 == 0o755
-    with staged_dir(out) as tmp:
-        (tmp / "manifest.json").write_text('{"second": 1}')
-    assert sorted(p.name for p in out.iterdir()) == ["manifest.json"]
-    with pytest.raises(RuntimeError), staged_dir(out) as tmp:
-        (tmp / "manifest.json").write_text("half")
-        raise RuntimeError("died")
-    assert (out / "manifest.json").read_text() == '{"second": 1}'
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]
-
-
-def test_prepare_out_dir_refuses_files_and_foreign_folders(tmp_path):
-    (tmp_path / "file").write_text("x")
-    with pytest.raises(InputError, match="is a file"):
-        prepare_out_dir(tmp_path / "file")
-    (tmp_path / "photos").mkdir()
-    (tmp_path / "photos" / "cat.jpg").write_text("x")
-    with pytest.raises(InputError, match="not empty and not a camanim run"):
-        prepare_out_dir(tmp_path / "photos")
-    assert prepare_out_dir(tmp_path / "new" / "run") == (tmp_path / "new").resolve()
-
-
 def _dead_pid() -> int:
     import subprocess
 
@@ -63,7 +39,6 @@ def _dead_pid() -> int:
 
 
 def test_only_the_folders_own_stale_temp_folders_are_found_and_removed(tmp_path):
-    import os
 
     from camanim.rundir import remove_stale_temp_dirs, stale_temp_dirs
 
@@ -79,7 +54,8 @@ def test_only_the_folders_own_stale_temp_folders_are_found_and_removed(tmp_path)
     }
     for name in names:
         (tmp_path / name).mkdir()
-        (tmp_path / name / ("manifest.json" if name == "run" else "frame.png")).write_bytes(b"x")
+        (tmp_path / name / ("manifest.json" if name == "run" else "frame.png")).write_text(
+            RUN_MANIFEST if name == "run" else "x")
     (tmp_path / f".run.tmp-{dead}-file").write_text("a file, not a folder")
     want = sorted(tmp_path / n for n, stale in names.items() if stale)
     assert stale_temp_dirs(tmp_path / "run") == want

@@ -77,7 +77,7 @@ def _running(pid: int) -> bool:
 
 def _previous_run(out: Path) -> None:
     out.mkdir()
-    (out / "manifest.json").write_text('{"earlier": true}')
+    (out / "manifest.json").write_text('{"earlier": true, "versions": {"camanim": "0.1.0"}}')
 
 
 def test_sigterm_at_each_stage_ends_like_ctrl_c_and_leaves_nothing(tmp_path):

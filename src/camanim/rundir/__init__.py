@@ -5,6 +5,7 @@ module         job
 =============  ==============================================================
 ``names``      every file name of a run folder
 ``atomic``     writing atomically: one file, or a whole folder
+``outdir``     the output folder: checked (never a folder camanim did not write), staged, replaced whole
 ``manifest``   ``manifest.json``: the schema, written and read
 ``cams``       ``cams.npz``: raw CAMs (layer maps), written and read
 ``ybroad``     ``ybroad.json`` / ``ybroad.csv``, written and read
@@ -16,14 +17,12 @@ module         job
 from . import names
 from .atomic import (
     atomic_path,
-    prepare_out_dir,
     remove_stale_temp_dirs,
     replace_dir,
-    staged_dir,
     stale_temp_dirs,
     write_text,
 )
-from .cams import SavedCams, load_cams, read_cams, write_cams
+from .cams import SavedCams, load_cams, read_cams, read_run_cams, write_cams
 from .load import Frames, RunView, load_run
 from .manifest import (
     read_json,
@@ -35,11 +34,12 @@ from .manifest import (
     with_ybroad,
     write_manifest,
 )
+from .outdir import prepare_out_dir, staged_dir
 from .write import Media, SaveOptions, write_media
 from .ybroad import read_ybroad, write_ybroad_tables
 
 __all__ = ["Frames", "Media", "RunView", "SaveOptions", "SavedCams", "atomic_path", "load_cams", "load_run", "names",
            "remove_stale_temp_dirs", "stale_temp_dirs",
-           "prepare_out_dir", "read_cams", "read_json", "read_manifest", "read_ybroad", "replace_dir", "run_manifest",
+           "prepare_out_dir", "read_cams", "read_json", "read_run_cams", "read_manifest", "read_ybroad", "replace_dir", "run_manifest",
            "set_manifest", "staged_dir", "with_metrics", "with_outputs", "with_ybroad", "write_cams", "write_manifest",
            "write_media", "write_text", "write_ybroad_tables"]

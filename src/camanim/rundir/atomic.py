@@ -1,7 +1,8 @@
 """Writing atomically: a file or a whole run folder appears complete, or not at all.
 
 Every writer of a run folder goes through here: :func:`atomic_path` for one file (report,
-video, manifest), :func:`staged_dir` for a whole folder (``camanim run``, ``CamSet.save``).
+video, manifest), :func:`replace_dir` to put a whole staged folder in place (``outdir.staged_dir``),
+and the stale temporary folders a killed run leaves.
 """
 
 from __future__ import annotations
@@ -10,14 +11,10 @@ import os
 import re
 import secrets
 import shutil
-import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-
-from ..errors import InputError
-from .names import MANIFEST
 
 
 @contextmanager
@@ -42,31 +39,6 @@ def write_text(path: Path, text: str) -> Path:
     with atomic_path(path) as tmp:
         tmp.write_text(text, encoding="utf-8")
     return Path(path)
-
-
-def prepare_out_dir(out: Path) -> Path:
-    """Check ``out`` can be (re)written and return its parent (created if missing).
-
-    Raises:
-        InputError: ``out`` is a file, a non-empty folder that is not a camanim run, or its
-            parent cannot be created or written.
-    """
-    out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise InputError(f"output '{out}' is a file: give a folder path with --out")
-    if out.is_dir() and any(out.iterdir()) and not (out / MANIFEST).is_file():
-        raise InputError(f"output folder '{out}' is not empty and not a camanim run: choose another --out")
-    parent = out.resolve().parent
-    try:
-        parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise InputError(f"output folder '{out}' cannot be created ({exc.strerror}): choose a writable --out") from exc
-    try:
-        probe = tempfile.NamedTemporaryFile(dir=parent, prefix=".camanim-probe-", delete=True)
-        probe.close()
-    except OSError as exc:
-        raise InputError(f"output folder '{out}' is not writable ({exc.strerror}): choose a writable --out") from exc
-    return parent
 
 
 def _alive(pid: int) -> bool:
@@ -119,26 +91,3 @@ def replace_dir(tmp: Path, out: Path) -> None:
         shutil.rmtree(old, ignore_errors=True)
     else:
         tmp.rename(out)
-
-
-@contextmanager
-def staged_dir(out: Path) -> Iterator[Path]:
-    """Yield a fresh folder beside ``out``; it becomes ``out`` when the block succeeds, else is removed.
-
-    The block's failure includes Ctrl-C and SIGTERM (the CLI raises it as a KeyboardInterrupt);
-    what a hard kill leaves behind is removed by the next run to ``out`` (:func:`remove_stale_temp_dirs`).
-
-    Raises:
-        InputError: see :func:`prepare_out_dir`.
-    """
-    out = Path(out)
-    parent = prepare_out_dir(out)
-    remove_stale_temp_dirs(out)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-{os.getpid()}-", dir=parent))
-    tmp.chmod(0o755)  # mkdtemp's 0700 would make the finished folder private
-    try:
-        yield tmp
-        replace_dir(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise

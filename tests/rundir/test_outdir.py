@@ -1,0 +1,130 @@
+"""The output folder: refused when replacing it would delete what camanim did not write; an earlier run is replaced whole."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+
+from camanim import InputError
+from camanim.rundir import prepare_out_dir, staged_dir
+
+RUN_MANIFEST = json.dumps({"versions": {"camanim": "0.1.0"}, "layers": [{"name": "conv"}]})
+SECOND = json.dumps({"versions": {"camanim": "0.1.0"}, "second": 1})
+
+
+def test_staged_dir_replaces_an_earlier_run_whole_and_cleans_up_on_failure(tmp_path):
+    out = tmp_path / "run"
+    with staged_dir(out) as tmp:
+        (tmp / "manifest.json").write_text(RUN_MANIFEST)
+        (tmp / "cams.npz").write_text("old")
+    assert sorted(p.name for p in out.iterdir()) == ["cams.npz", "manifest.json"]
+    assert out.stat().st_mode & 0o755 == 0o755
+    with staged_dir(out) as tmp:
+        (tmp / "manifest.json").write_text(SECOND)
+    assert sorted(p.name for p in out.iterdir()) == ["manifest.json"]
+    with pytest.raises(RuntimeError), staged_dir(out) as tmp:
+        (tmp / "manifest.json").write_text("half")
+        raise RuntimeError("died")
+    assert (out / "manifest.json").read_text() == SECOND
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]
+
+
+def test_prepare_out_dir_refuses_files_and_foreign_folders(tmp_path):
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(InputError, match="is a file"):
+        prepare_out_dir(tmp_path / "file")
+    (tmp_path / "photos").mkdir()
+    (tmp_path / "photos" / "cat.jpg").write_text("x")
+    with pytest.raises(InputError, match="not empty and not a camanim run"):
+        prepare_out_dir(tmp_path / "photos")
+    assert prepare_out_dir(tmp_path / "new" / "run") == (tmp_path / "new").resolve()
+
+
+def _run_folder(folder, manifest=RUN_MANIFEST):
+    (folder / "frames" / "local").mkdir(parents=True)
+    (folder / "frames" / "local" / "0000.png").write_bytes(b"png")
+    for name in ("cams.npz", "report.html", "camanim_local.mp4", "ybroad.csv", "metric_deletion.json",
+                 "layer_time.png", ".DS_Store"):
+        (folder / name).write_text("x")
+    (folder / "manifest.json").write_text(manifest)
+    return folder
+
+
+def test_a_folder_with_a_manifest_json_that_is_not_camanims_is_refused_not_replaced(tmp_path):
+    # A web app's or a dataset's manifest.json made the folder pass for an earlier run: replaced whole, silently.
+    app = tmp_path / "webapp"
+    (app / "src").mkdir(parents=True)
+    (app / "src" / "app.js").write_text("js")
+    (app / "manifest.json").write_text('{"name": "my app", "version": "1.0"}')
+    for manifest in ('{"name": "my app", "version": "1.0"}', "[1, 2]", "{not json", '{"versions": {"torch": "2"}}'):
+        (app / "manifest.json").write_text(manifest)
+        with pytest.raises(InputError, match=r"'.*webapp' holds a manifest.json that is not camanim's: choose another --out"):
+            prepare_out_dir(app)
+    with pytest.raises(InputError, match="not camanim's"), staged_dir(app) as tmp:
+        (tmp / "manifest.json").write_text(RUN_MANIFEST)
+    assert (app / "src" / "app.js").read_text() == "js"
+
+
+def test_an_earlier_run_holding_files_camanim_did_not_write_is_refused_and_kept(tmp_path):
+    run = _run_folder(tmp_path / "run")
+    assert prepare_out_dir(run) == tmp_path.resolve()  # only camanim's own files (and .DS_Store): replaced
+    (run / "my_notes.txt").write_text("mine")
+    (run / "frames" / "local" / "sketch.png").write_text("mine")
+    with pytest.raises(InputError, match=r"holds files camanim did not write \(frames/local/sketch.png, my_notes.txt\): "
+                                         r"a run replaces its folder whole; move them or choose another --out"):
+        prepare_out_dir(run)
+    with pytest.raises(InputError, match="did not write"), staged_dir(run) as tmp:
+        (tmp / "manifest.json").write_text(RUN_MANIFEST)
+    assert (run / "my_notes.txt").read_text() == "mine"
+
+
+def test_a_folder_of_several_runs_is_replaced_only_with_nothing_else_in_it(tmp_path):
+    top = tmp_path / "set"
+    top.mkdir()
+    manifest = json.dumps({"kind": "set", "versions": {"camanim": "0.1.0"},
+                           "runs": [{"folder": "cat/gradcam"}, {"folder": "dog/gradcam"}]})
+    (top / "manifest.json").write_text(manifest)
+    (top / "index.html").write_text("x")
+    for sub in ("cat", "dog"):
+        (top / sub).mkdir()
+        _run_folder(top / sub / "gradcam")
+        for name in ("camanim_methods_grid.mp4", "camanim_methods_grid_global.mp4", "compare.html",
+                     "compare_grid.mp4"):
+            (top / sub / name).write_text("x")
+    assert prepare_out_dir(top) == tmp_path.resolve()
+    (top / "dog" / "gradcam" / "notes.md").write_text("mine")
+    (top / "cat" / "plan.txt").write_text("mine")
+    (top / "elsewhere").mkdir()
+    with pytest.raises(InputError, match=r"did not write \(cat/plan.txt, dog/gradcam/notes.md, elsewhere\)"):
+        prepare_out_dir(top)
+
+
+def test_the_current_folder_or_one_holding_it_is_refused_as_output(tmp_path, monkeypatch):
+    run = _run_folder(tmp_path / "run")
+    (run / "sub").mkdir()
+    for where, out in ((run, "."), (run, str(run)), (run / "sub", "..")):
+        monkeypatch.chdir(where)
+        with pytest.raises(InputError, match=r"is the current folder or holds it: a run replaces its folder whole; "
+                                             r"give --out a folder outside it"):
+            prepare_out_dir(out)
+    assert os.path.isdir(run / "frames")
+
+
+def test_real_outputs_are_replaced_by_the_next_run_to_the_same_folder(tmp_path, tiny, tiny_input):
+    # what camanim itself writes (one run with its videos, GIFs and report; a set of methods with its grid
+    # videos and compare page) passes the check, so running again into the same --out works
+    import camanim
+
+    one = camanim.animate(tiny, tiny_input)
+    one.save(tmp_path / "one", formats=("mp4", "gif"))
+    one.save(tmp_path / "one", formats=("mp4",))
+    assert not (tmp_path / "one" / "camanim_local.gif").exists()
+    both = camanim.animate(tiny, tiny_input, method="gradcam,hirescam")
+    both.save(tmp_path / "set")
+    assert any(p.name.startswith("camanim_methods_grid") for p in (tmp_path / "set").rglob("*.mp4"))
+    both.save(tmp_path / "set")
+    (tmp_path / "set" / "gradcam" / "mine.txt").write_text("mine")
+    with pytest.raises(InputError, match=r"did not write \(gradcam/mine.txt\)"):
+        both.save(tmp_path / "set")
