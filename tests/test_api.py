@@ -229,6 +229,19 @@ def test_road_for_run_on_a_run_missing_a_frame_changes_nothing(tmp_path, tiny, t
     assert after == before  # no ybroad files, manifest and report untouched
 
 
+def test_road_for_run_refuses_a_cams_file_of_another_run_in_one_line_and_changes_nothing(tmp_path, tiny, tiny_input):
+    # A cams.npz copied in from a run of other layers crashed the scoring with a ValueError (a traceback).
+    camanim.animate(tiny, tiny_input).save(tmp_path / "out", video=False)
+    camanim.animate(tiny, tiny_input, layers="conv1").save(tmp_path / "other", video=False, report=False)
+    (tmp_path / "out" / "cams.npz").write_bytes((tmp_path / "other" / "cams.npz").read_bytes())
+    before = {p.name: p.read_bytes() for p in (tmp_path / "out").iterdir() if p.is_file()}
+    n = len(json.loads((tmp_path / "out" / "manifest.json").read_text())["layers"])
+    with pytest.raises(camanim.InputError, match=rf"cams.npz holds the CAMs of 1 layer but .*manifest.json lists {n}: "
+                                                 r"they come from different runs; re-run `camanim run`"):
+        camanim.road_for_run(tmp_path / "out", model=tiny, percentiles=(50,))
+    assert {p.name: p.read_bytes() for p in (tmp_path / "out").iterdir() if p.is_file()} == before
+
+
 # -- errors in the model's own forward: one line; camanim's own bugs keep their traceback ------------
 
 

@@ -33,7 +33,7 @@ from .report import write_report
 from .results import CamResult, CamSet
 from .road import DEFAULT_TRIALS, RoadOptions, YbRoad, YbRoadAcross, write_ybroad, ybroad_across
 from .road import ybroad as road_ybroad
-from .rundir import load_run, names, read_cams, with_ybroad, write_manifest
+from .rundir import load_run, read_run_cams, with_ybroad, write_manifest
 from .settings import options_or_keywords
 from .sources import (
     DEFAULT_IMAGE,
@@ -581,12 +581,10 @@ def road_for_run(out_dir: str | Path, *, model: nn.Module | None = None, trust_c
     if target_info.get("kind") == "value":
         raise InputError(f"'{out}' explains a target on the model's output ({target_info.get('label')}): score it "
                          "in the run that computes it (camanim run --road, or camanim.ybroad(result) in Python)")
-    if not (out / names.CAMS).is_file():
-        raise InputError(f"'{out}' is not a camanim run folder (no cams.npz): give the --out of a run")
-    saved = read_cams(out / names.CAMS)
+    layers = manifest["layers"]
+    saved = read_run_cams(out, layers)
     mod = model if model is not None else _rebuild_model(manifest, trust_checkpoint)
     mod, dev = _device_for(mod, device)
-    layers = manifest["layers"]
     yb = road_ybroad(mod, torch.from_numpy(saved.input).to(dev), torch.from_numpy(saved.cams).to(dev), saved.target,
                      layers=layers, output_key=manifest.get("options", {}).get("output_key"), progress=progress, options=opts,
                      probability=manifest.get("options", {}).get("probability", "softmax"))

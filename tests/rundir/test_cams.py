@@ -32,6 +32,30 @@ def test_a_cams_file_without_its_arrays_is_a_clear_error(tmp_path):
         read_cams(tmp_path / "junk.npz")
 
 
+def _damaged(tmp_path):
+    rng = np.random.default_rng(0)
+    saved = SavedCams(cams=rng.random((3, 8, 8), dtype=np.float32), names=np.array(["a", "b", "c"]),
+                      input=np.zeros((1, 3, 8, 8), np.float32), image=np.zeros((8, 8, 3), np.uint8), target=1)
+    whole = write_cams(tmp_path / "whole.npz", saved).read_bytes()
+    flipped = bytearray(whole)
+    at = whole.index(b"cams.npy") + 200  # inside the stored CAMs' bytes: the member's CRC-32 no longer holds
+    flipped[at] ^= 0xFF
+    return {"truncated": whole[: len(whole) // 2], "empty": b"", "text": b"hello, not an archive\n",
+            "flipped": bytes(flipped)}
+
+
+@pytest.mark.parametrize("kind", ["truncated", "empty", "text", "flipped"])
+def test_a_damaged_cams_file_is_one_clear_line_from_load_cams(tmp_path, kind):
+    # numpy's own errors came through (BadZipFile, EOFError, a hint to unpickle the file): a traceback.
+    path = tmp_path / "cams.npz"
+    path.write_bytes(_damaged(tmp_path)[kind])
+    with pytest.raises(InputError) as err:
+        camanim.load_cams(path)
+    msg = str(err.value)
+    assert msg.startswith(f"{path} is not a readable camanim cams.npz (") and "\n" not in msg
+    assert msg.endswith("): re-run `camanim run` to write it again") and "pickle" not in msg
+
+
 def test_non_spatial_vectors_round_trip_and_old_files_have_none(tmp_path):
     rng = np.random.default_rng(1)
     vectors = [None, rng.standard_normal(5).astype(np.float32), None, rng.standard_normal(1000).astype(np.float32)]

@@ -29,8 +29,11 @@ Layer i's CAM is ``map_values[map_start[i]:][:prod(map_shape[i])].reshape(map_sh
 
 from __future__ import annotations
 
+import zipfile
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -182,8 +185,49 @@ def read_cams(path: Path) -> SavedCams:
                              target=int(data["target"]), vectors=_unpack_vectors(data),
                              vector_kind=str(data["vector_kind"]) if "vector_kind" in data else "",
                              maps=maps, size=size)
-    except (OSError, KeyError, ValueError) as exc:
-        raise InputError(f"{path} is not a readable camanim cams.npz ({exc}): re-run `camanim run`") from exc
+    except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile) as exc:
+        raise InputError(f"{path} is not a readable camanim cams.npz ({_why(exc)}): "
+                         "re-run `camanim run` to write it again") from exc
+
+
+def read_run_cams(folder: Path, layers: Sequence[Mapping[str, Any]]) -> SavedCams:
+    """A run folder's ``cams.npz`` (:func:`read_cams`), checked against the layers of its ``manifest.json``.
+
+    Args:
+        folder: the run folder.
+        layers: the manifest's ``layers`` (one object per layer, with its ``name``).
+
+    Raises:
+        InputError: the file is missing or unreadable, or it holds CAMs of other layers than the
+            manifest lists (a ``cams.npz`` of another run): their counts or names differ.
+    """
+    path = Path(folder) / names.CAMS
+    if not path.is_file():
+        raise InputError(f"'{folder}' is not a camanim run folder (no cams.npz): give the --out of a run")
+    saved = read_cams(path)
+    held = [str(n) for n in saved.names]
+    listed = [str(layer.get("name", "")) for layer in layers]
+    if len(held) != len(listed) or held != listed:
+        what = (f"holds the CAMs of {len(held)} layer{'s' if len(held) != 1 else ''} but {Path(folder) / names.MANIFEST} "
+                f"lists {len(listed)}" if len(held) != len(listed) else
+                f"names layer {next(i for i, (a, b) in enumerate(zip(held, listed)) if a != b)} "
+                f"'{next(a for a, b in zip(held, listed) if a != b)}' where {Path(folder) / names.MANIFEST} lists "
+                f"'{next(b for a, b in zip(held, listed) if a != b)}'")
+        raise InputError(f"{path} {what}: they come from different runs; re-run `camanim run`")
+    return saved
+
+
+def _why(exc: BaseException) -> str:
+    """What is wrong with an unreadable ``cams.npz``, in a few words (not numpy's advice to unpickle it)."""
+    if isinstance(exc, EOFError):
+        return "empty or cut short"
+    if isinstance(exc, zipfile.BadZipFile):
+        return "damaged: " + str(exc).rstrip(".") if "CRC" in str(exc) else "not a complete .npz archive"
+    if isinstance(exc, ValueError) and "pickle" in str(exc):
+        return "not an .npz archive"
+    if isinstance(exc, KeyError):
+        return f"no array {exc}"
+    return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
 
 
 def load_cams(path: str | Path) -> np.ndarray:
