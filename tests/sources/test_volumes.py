@@ -100,6 +100,22 @@ def test_a_dicom_series_folder_runs_through_a_3d_model_in_hounsfield_units(tmp_p
         assert phi not in written
 
 
+def test_a_folder_for_a_2d_model_says_it_is_read_as_a_dicom_series_and_how_to_give_images(tmp_path):
+    # A folder of PNGs was called "a volume" with no word of why (a folder is one DICOM series) or of
+    # how to explain the images in it.
+    from camanim.sources import takes_volumes
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for name in ("a.png", "b.png"):
+        (photos / name).write_bytes(b"png")
+    with pytest.raises(InputError, match=r"the input .*photos is a folder, which camanim reads as one DICOM series "
+                                         r"\(a volume\), and TinyNet has no 3-D convolutions \(Conv3d\): to explain "
+                                         r"the images in it give them as files \(.*photos/\*\.png\) or sweep the "
+                                         r"folder \(camanim sweep .*photos\)"):
+        takes_volumes(TinyNet(), str(photos))
+
+
 def test_a_volume_for_a_model_without_3d_convolutions_is_one_line(tmp_path, monkeypatch):
     import sys
 

@@ -50,6 +50,10 @@ def takes_volumes(module: nn.Module, image: Any) -> bool:
         return True
     first = image[0] if isinstance(image, (list, tuple)) and image else image
     if is_volume_source(first):
+        if not isinstance(first, torch.Tensor) and Path(first).is_dir():
+            raise InputError(f"the input {first} is a folder, which camanim reads as one DICOM series (a volume), and "
+                             f"{type(module).__name__} has no 3-D convolutions (Conv3d): to explain the images in it "
+                             f"give them as files ({Path(first) / '*.png'}) or sweep the folder (camanim sweep {first})")
         what = f"shape {tuple(first.shape)}" if isinstance(first, torch.Tensor) else f"{first}"
         raise InputError(f"the input ({what}) is a volume, and {type(module).__name__} has no 3-D convolutions "
                          "(Conv3d): give it images, (C, H, W) or (B, C, H, W), or give the volume to a 3-D model")
