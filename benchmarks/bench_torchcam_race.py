@@ -20,6 +20,13 @@ Two races, each timed from the forward to the maps in hand:
 
 Runs interleaved (ABAB then BABA ...), medians of ``--repeats`` of wall and process-CPU seconds (the
 steadier figure on a shared machine); ratios ours / torchcam (goal <= 1).
+
+``--checks-off`` adds a third runner, interleaved with the two: camanim with the checks that keep its
+maps right switched off by patching (an experiment, not a setting camanim has): the in-place
+fingerprints (``trace.inplace.fingerprint`` returns a constant), the layout evidence mode
+(``trace.run.LayoutEvidence`` does nothing), the zero-gradient check (``trace.backward._nonzero``
+says True) and the paced ``malloc_trim`` of the backward (``memory.Freed.add`` does nothing). It
+measures what those checks cost; torchcam has none of them.
 The maps are compared after min-max scaling per layer: equal to 1e-4 on every layer whose output is
 not changed in place later (torchcam keeps the very tensor a hook saw, so it reads a BatchNorm output
 after ResNet's ``out += identity`` or DenseNet's in-place ReLU changed it; camanim records the value
@@ -45,6 +52,10 @@ import torch.nn.functional as F
 import torchvision
 
 import camanim
+import camanim.memory
+import camanim.trace.backward
+import camanim.trace.inplace
+import camanim.trace.run
 from camanim.compute import compute_cams
 
 SIZE = 224
@@ -68,7 +79,38 @@ def scaled(m: torch.Tensor) -> torch.Tensor:
     return (m - lo) / (hi - lo) if hi > lo else torch.zeros_like(m)
 
 
-def race(name: str, repeats: int) -> list[list[str]]:
+class _NoEvidence:
+    """Stands in for ``LayoutEvidence``: no torch-function mode."""
+
+    def __init__(self, *args: object) -> None:
+        pass
+
+    def __enter__(self) -> _NoEvidence:
+        return self
+
+    def __exit__(self, *exc: object) -> bool:
+        return False
+
+
+class checks_off:
+    """Patches camanim's in-place, layout, zero-gradient and trimming checks away while inside."""
+
+    def __enter__(self) -> None:
+        zero = torch.zeros(())
+        self.saved = [(camanim.trace.inplace, "fingerprint", lambda t: zero),
+                      (camanim.trace.run, "LayoutEvidence", _NoEvidence),
+                      (camanim.trace.backward, "_nonzero", lambda g: True),
+                      (camanim.memory.Freed, "add", lambda self, n: None)]
+        self.saved = [(obj, attr, getattr(obj, attr), new) for obj, attr, new in self.saved]
+        for obj, attr, _, new in self.saved:
+            setattr(obj, attr, new)
+
+    def __exit__(self, *exc: object) -> None:
+        for obj, attr, old, _ in self.saved:
+            setattr(obj, attr, old)
+
+
+def race(name: str, repeats: int, bare: bool = False) -> list[list[str]]:
     import torchcam.methods
 
     model = build(name)
@@ -99,6 +141,10 @@ def race(name: str, repeats: int) -> list[list[str]]:
         comp = compute_cams(model, x, [gradcam], opts, targets=[cls], upsampled=up)
         return (time.perf_counter() - t0, time.process_time() - c0), comp
 
+    def ours_bare(up: bool) -> tuple[float, object]:
+        with checks_off():
+            return ours(up)
+
     # the same maps
     _, tc = torchcam_maps(False)
     _, comp = ours(False)
@@ -110,21 +156,26 @@ def race(name: str, repeats: int) -> list[list[str]]:
     _, up = ours(True)
     assert tuple(up.cams["gradcam"].shape) == (len(names), 1, SIZE, SIZE)
 
+    if bare:
+        _, plain = ours(False)
+        _, off = ours_bare(False)
+        assert all(torch.equal(a, b) for a, b in zip(plain.maps["gradcam"], off.maps["gradcam"]) if a is not None), \
+            "the maps with the checks off differ: the race would not be of the same work"
+    runners = [("torchcam", torchcam_maps), ("camanim", ours)] + ([("camanim, checks off", ours_bare)] if bare else [])
     rows = []
     for label, up in (("layer resolution", False), ("upsampled to 224", True)):
-        t_tc, t_ours = [], []
+        times: dict[str, list[tuple[float, float]]] = {who: [] for who, _ in runners}
         for i in range(repeats):
-            first, second = (torchcam_maps, ours) if i % 2 == 0 else (ours, torchcam_maps)
-            a, _ = first(up)
-            b, _ = second(up)
-            (t_tc, t_ours)[0 if first is torchcam_maps else 1].append(a)
-            (t_tc, t_ours)[0 if second is torchcam_maps else 1].append(b)
-        mt, mo = (statistics.median(v[0] for v in t) for t in (t_tc, t_ours))
-        ct, co = (statistics.median(v[1] for v in t) for t in (t_tc, t_ours))
-        print(f"  {name} {label}: torchcam wall/CPU {[(round(a, 3), round(b, 3)) for a, b in t_tc]}, "
-              f"ours {[(round(a, 3), round(b, 3)) for a, b in t_ours]}", flush=True)
-        rows.append([name, str(len(names)), label, f"{mt:.3f} / {ct:.3f}", f"{mo:.3f} / {co:.3f}",
-                     f"{mo / mt:.2f}", f"**{co / ct:.2f}**"])
+            turn = runners[i % len(runners):] + runners[:i % len(runners)]
+            for who, run in (turn if i % 2 == 0 else turn[::-1]):
+                times[who].append(run(up)[0])
+        mt, ct = (statistics.median(v[k] for v in times["torchcam"]) for k in (0, 1))
+        print(f"  {name} {label}: " + "; ".join(f"{who} wall/CPU {[(round(a, 3), round(b, 3)) for a, b in t]}"
+                                                for who, t in times.items()), flush=True)
+        for who, _ in runners[1:]:
+            mo, co = (statistics.median(v[k] for v in times[who]) for k in (0, 1))
+            rows.append([name, str(len(names)), label + ("" if who == "camanim" else f" ({who})"),
+                         f"{mt:.3f} / {ct:.3f}", f"{mo:.3f} / {co:.3f}", f"{mo / mt:.2f}", f"**{co / ct:.2f}**"])
     print(f"  {name}: maps equal after min-max scaling on {len(names) - len(differ)} of {len(names)} layers "
           f"(max |difference| {worst:.1e}); different on {len(differ)}: {differ[:6]}", flush=True)
     return rows
@@ -134,10 +185,12 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--models", default="resnet50,densenet161")
     ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--checks-off", action="store_true",
+                    help="also race camanim with its in-place, layout, zero-gradient and trim checks patched away")
     args = ap.parse_args()
     print(f"$ OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', '')} python {' '.join(sys.argv)}")
     print(f"uptime load at the start: {os.getloadavg()}; torch {torch.__version__}, {torch.get_num_threads()} thread(s)")
-    rows = [r for name in args.models.split(",") for r in race(name, args.repeats)]
+    rows = [r for name in args.models.split(",") for r in race(name, args.repeats, args.checks_off)]
     print()
     print(f"| model | layers | maps | torchcam s, wall / CPU (median of {args.repeats}) | camanim s, wall / CPU | "
           "camanim / torchcam, wall | camanim / torchcam, CPU |")
