@@ -170,11 +170,12 @@ def test_failure_mid_save_leaves_nothing(tmp_path, monkeypatch, tiny):
 
 
 def test_rerun_replaces_an_earlier_run(tmp_path, tiny):
+    # what the earlier run wrote and this one does not (its GIFs, its ybROAD tables) goes with it
     result = camanim.animate(tiny, torch.randn(1, 3, 16, 16))
+    result.save(tmp_path / "out", formats=("mp4", "gif"))
+    (tmp_path / "out" / "ybroad.csv").write_text("old scores")
     result.save(tmp_path / "out", video=False)
-    (tmp_path / "out" / "stale.txt").write_text("old")
-    result.save(tmp_path / "out", video=False)
-    assert not (tmp_path / "out" / "stale.txt").exists()
+    assert not (tmp_path / "out" / "ybroad.csv").exists() and not list((tmp_path / "out").glob("*.gif"))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
 
 

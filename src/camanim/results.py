@@ -739,7 +739,8 @@ class CamSet:
                         rel = path.relative_to(tmp).as_posix()
                         written[rel] = out / rel
                 del views
-            write_manifest(tmp, self.manifest(video=opts.video))
+            if self.folders != ["."]:  # one result in the folder itself: its own manifest stays the folder's
+                write_manifest(tmp, self.manifest(video=opts.video))
             written["manifest"] = out / names.MANIFEST
             if opts.report and len(self.results) > 1:
                 links = [(f"{folder}/{names.REPORT}".removeprefix("./"), folder, r.method, r.target.to_dict(),

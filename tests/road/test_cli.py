@@ -140,7 +140,7 @@ def test_run_with_road_scores_in_memory_and_writes_the_run_once(tmp_path, monkey
     reports = []
     real = results.write_report
     monkeypatch.setattr(results, "write_report", lambda view: reports.append(view.path) or real(view))
-    monkeypatch.setattr(api, "read_cams", lambda *a, **k: pytest.fail("--road read cams.npz back"))
+    monkeypatch.setattr(api, "read_run_cams", lambda *a, **k: pytest.fail("--road read cams.npz back"))
     monkeypatch.setattr(api, "write_report", lambda *a, **k: pytest.fail("--road built the report again"))
     out = tmp_path / "out"
     args = ["sample:cat", "--model", "resnet18", "--weights", "none", "--layers", "layer4.1.conv*", "--road",

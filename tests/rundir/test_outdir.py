@@ -10,7 +10,9 @@ import pytest
 from camanim import InputError
 from camanim.rundir import prepare_out_dir, staged_dir
 
-RUN_MANIFEST = json.dumps({"versions": {"camanim": "0.1.0"}, "layers": [{"name": "conv"}]})
+RUN_MANIFEST = json.dumps({"versions": {"camanim": "0.1.0"}, "layers": [{"name": "conv"}], "normalisations": ["local"],
+                           "frames": {"local": "frames/local", "count": 1},
+                           "metrics": {"files": {"deletion": {"csv": "metric_deletion.csv"}}}})
 SECOND = json.dumps({"versions": {"camanim": "0.1.0"}, "second": 1})
 
 
@@ -37,7 +39,7 @@ def test_prepare_out_dir_refuses_files_and_foreign_folders(tmp_path):
         prepare_out_dir(tmp_path / "file")
     (tmp_path / "photos").mkdir()
     (tmp_path / "photos" / "cat.jpg").write_text("x")
-    with pytest.raises(InputError, match="not empty and not a camanim run"):
+    with pytest.raises(InputError, match=r"is not empty \(cat.jpg\) and not a camanim run"):
         prepare_out_dir(tmp_path / "photos")
     assert prepare_out_dir(tmp_path / "new" / "run") == (tmp_path / "new").resolve()
 
@@ -58,10 +60,16 @@ def test_a_folder_with_a_manifest_json_that_is_not_camanims_is_refused_not_repla
     (app / "src").mkdir(parents=True)
     (app / "src" / "app.js").write_text("js")
     (app / "manifest.json").write_text('{"name": "my app", "version": "1.0"}')
-    for manifest in ('{"name": "my app", "version": "1.0"}', "[1, 2]", "{not json", '{"versions": {"torch": "2"}}'):
+    for manifest in ('{"name": "my app", "version": "1.0"}', '{"versions": {"torch": "2"}}'):
         (app / "manifest.json").write_text(manifest)
         with pytest.raises(InputError, match=r"'.*webapp' holds a manifest.json that is not camanim's: choose another --out"):
             prepare_out_dir(app)
+    for manifest in ("[1, 2]", "{not json", RUN_MANIFEST[:40]):  # another tool's, or a camanim one cut short
+        (app / "manifest.json").write_text(manifest)
+        with pytest.raises(InputError, match=r"'.*webapp' holds a manifest.json that cannot be read as a JSON object: "
+                                             r"a run replaces its folder whole; move its files or choose another --out"):
+            prepare_out_dir(app)
+    (app / "manifest.json").write_text('{"name": "my app"}')
     with pytest.raises(InputError, match="not camanim's"), staged_dir(app) as tmp:
         (tmp / "manifest.json").write_text(RUN_MANIFEST)
     assert (app / "src" / "app.js").read_text() == "js"
@@ -128,3 +136,79 @@ def test_real_outputs_are_replaced_by_the_next_run_to_the_same_folder(tmp_path, 
     (tmp_path / "set" / "gradcam" / "mine.txt").write_text("mine")
     with pytest.raises(InputError, match=r"did not write \(gradcam/mine.txt\)"):
         both.save(tmp_path / "set")
+
+
+
+def test_names_like_camanims_that_the_runs_manifest_does_not_account_for_are_refused(tmp_path):
+    # Patterns (metric_*.csv, camanim_*.mp4, any NNNN.png) let files no camanim command wrote be deleted.
+    for i, stray in enumerate(["metric_mynotes.csv", "camanim_mytalk.mp4", "frames/mine/2019.png",
+                               "frames/local/12345.png", "frames/local/0001.png", "frames/local/sub/0000.png"]):
+        run = _run_folder(tmp_path / f"run{i}")
+        (run / stray).parent.mkdir(parents=True, exist_ok=True)
+        (run / stray).write_text("mine")
+        want = stray if not stray.startswith("frames/mine") else "frames/mine"
+        want = "frames/local/sub" if stray.endswith("sub/0000.png") else want
+        with pytest.raises(InputError, match=rf"did not write \({want}\)"):
+            prepare_out_dir(run)
+
+
+def test_camanims_own_leftovers_and_an_os_folder_file_do_not_block_a_rerun(tmp_path):
+    run = _run_folder(tmp_path / "run")
+    (run / ".report.0123456789ab.html").write_text("a killed `camanim report` left it")
+    (run / "frames" / "local" / ".0000.a1b2c3d4e5f6.png").write_text("x")
+    assert prepare_out_dir(run) == tmp_path.resolve()
+    (run / ".notes.0123456789ab.txt").write_text("not one of camanim's names")
+    with pytest.raises(InputError, match=r"did not write \(.notes.0123456789ab.txt\)"):
+        prepare_out_dir(run)
+    only = tmp_path / "looked-at"
+    only.mkdir()
+    (only / ".DS_Store").write_bytes(b"x")
+    assert prepare_out_dir(only) == tmp_path.resolve()
+
+
+def test_a_long_list_of_foreign_files_says_how_many_more(tmp_path):
+    run = _run_folder(tmp_path / "run")
+    for i in range(8):
+        (run / f"note{i}.txt").write_text("mine")
+    with pytest.raises(InputError, match=r"\(note0.txt, note1.txt, note2.txt, note3.txt, note4.txt and 3 more\)"):
+        prepare_out_dir(run)
+
+
+def test_a_symbolic_link_as_output_is_refused_and_kept(tmp_path):
+    target = _run_folder(tmp_path / "target")
+    (tmp_path / "link").symlink_to(target)
+    (tmp_path / "dangling").symlink_to(tmp_path / "nowhere")
+    for link in ("link", "dangling"):
+        with pytest.raises(InputError, match=rf"'.*{link}' is a symbolic link \(to '.*'\): a run replaces its folder "
+                                             r"whole, which would replace the link; give the folder itself"):
+            prepare_out_dir(tmp_path / link)
+    assert (tmp_path / "link").is_symlink() and (target / "cams.npz").is_file()
+
+
+def test_a_file_put_into_the_output_while_a_run_saves_stops_the_swap_and_is_kept(tmp_path):
+    run = _run_folder(tmp_path / "run")
+    with pytest.raises(InputError, match=r"did not write \(added-meanwhile.txt\)"), staged_dir(run) as tmp:
+        (tmp / "manifest.json").write_text(RUN_MANIFEST)
+        (run / "added-meanwhile.txt").write_text("mine")
+    assert (run / "added-meanwhile.txt").read_text() == "mine" and (run / "cams.npz").is_file()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]
+
+
+def test_an_output_path_through_dot_dot_is_the_folder_itself(tmp_path, monkeypatch):
+    run = _run_folder(tmp_path / "run")
+    monkeypatch.chdir(tmp_path)
+    with staged_dir("run/frames/..") as tmp:
+        (tmp / "manifest.json").write_text(RUN_MANIFEST)
+    assert sorted(p.name for p in run.iterdir()) == ["manifest.json"]
+
+
+def test_one_result_saved_from_a_list_is_a_plain_run_that_saves_again(tmp_path, tiny, tiny_input):
+    # A one-image list made a set whose only run is the folder itself: the set's manifest overwrote the
+    # run's, `camanim road`/`report` sent the user in a circle, and a second save was refused.
+    import camanim
+    from camanim.rundir import read_manifest
+
+    res = camanim.animate(tiny, [tiny_input])
+    res.save(tmp_path / "one", video=False)
+    assert "layers" in read_manifest(tmp_path / "one")
+    res.save(tmp_path / "one", video=False)

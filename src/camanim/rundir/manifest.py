@@ -97,19 +97,6 @@ def write_manifest(folder: Path, manifest: Mapping[str, Any]) -> Path:
     return write_text(Path(folder) / names.MANIFEST, json.dumps(manifest, indent=2))
 
 
-def camanim_manifest(folder: Path) -> dict[str, Any] | None:
-    """``folder/manifest.json`` when camanim wrote it (a JSON object whose ``versions`` name camanim), else None.
-
-    Any other file of that name (a web app's, a dataset's), or one that cannot be read or parsed, is None.
-    """
-    try:
-        manifest = json.loads((Path(folder) / names.MANIFEST).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    versions = manifest.get("versions") if isinstance(manifest, dict) else None
-    return manifest if isinstance(versions, dict) and "camanim" in versions else None
-
-
 def read_json(path: Path, what: str) -> Any:
     """Parse a JSON file of a run folder.
 

@@ -18,8 +18,6 @@ A folder of several runs (images x targets x methods) has a ``manifest.json`` wi
 
 from __future__ import annotations
 
-import re
-from collections.abc import Sequence
 from pathlib import Path
 
 MANIFEST = "manifest.json"
@@ -72,58 +70,3 @@ def video_stem(kind: str) -> str:
     """``camanim_local``, ``camanim_global``, ``camanim_side_by_side``."""
     return f"camanim_{kind}"
 
-
-# What camanim writes in a run folder (any command: run, road, report, --metric) and what an OS adds
-# to a folder someone looked at; frames are NNNN.png in frames/<norm>/.
-_RUN_FILE = re.compile(r"manifest\.json|cams\.npz|report\.html|index\.html|layer_(?:params|time)\.png"
-                       r"|ybroad\.(?:csv|json|png)|metric_\w+\.(?:csv|json|png)|metrics_agreement\.(?:csv|json)"
-                       r"|camanim_\w+\.(?:mp4|gif)|compare\.html|compare_grid(?:_global)?\.(?:mp4|gif)")
-_FRAME_FILE = re.compile(r"\d{4,}\.png")
-_OS_FILES = frozenset({".DS_Store", "Thumbs.db", "desktop.ini"})
-
-
-def foreign_files(folder: Path, runs: Sequence[str] = (), limit: int = 5) -> list[str]:
-    """Paths under ``folder`` that camanim does not write there, relative to it (at most ``limit``).
-
-    Args:
-        folder: a run folder, or a folder of several runs.
-        runs: for a folder of several runs, its run folders (relative paths, from its manifest); each
-            is checked as a run folder, and the folders above them may hold camanim's files only (the
-            grid videos, ``compare.html``, ``index.html``).
-        limit: stop after this many.
-
-    Returns:
-        Sorted relative paths (``/``-separated): what replacing ``folder`` whole would delete
-        that no camanim command wrote.
-    """
-    folder = Path(folder)
-    runs = [r.strip("/") for r in runs if isinstance(r, str) and r.strip("/")]
-    above = {str(Path(*Path(r).parts[:i])) for r in runs for i in range(1, len(Path(r).parts))}
-    found: list[str] = []
-
-    def entries(rel: str) -> list[tuple[str, Path]]:
-        here = folder / rel if rel else folder
-        return [(f"{rel}/{e.name}" if rel else e.name, e) for e in sorted(here.iterdir(), key=lambda e: e.name)]
-
-    def walk(rel: str) -> None:
-        is_run = rel in runs or (rel == "" and not runs)
-        for path, entry in entries(rel):
-            if entry.is_dir() and not entry.is_symlink():
-                if path in runs or path in above:
-                    walk(path)
-                elif is_run and entry.name == FRAMES:
-                    for norm_path, norm in entries(path):
-                        if norm.is_dir() and not norm.is_symlink():
-                            found.extend(f for f, e in entries(norm_path) if e.is_dir()
-                                         or (_FRAME_FILE.fullmatch(e.name) is None and e.name not in _OS_FILES))
-                        elif norm.name not in _OS_FILES:
-                            found.append(norm_path)
-                else:
-                    found.append(path)
-            elif entry.name in _OS_FILES:
-                continue
-            elif _RUN_FILE.fullmatch(entry.name) is None:
-                found.append(path)
-
-    walk("")
-    return sorted(found)[:limit]
