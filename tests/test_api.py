@@ -235,12 +235,35 @@ def test_road_for_run_refuses_a_cams_file_of_another_run_in_one_line_and_changes
     camanim.animate(tiny, tiny_input).save(tmp_path / "out", video=False)
     camanim.animate(tiny, tiny_input, layers="conv1").save(tmp_path / "other", video=False, report=False)
     (tmp_path / "out" / "cams.npz").write_bytes((tmp_path / "other" / "cams.npz").read_bytes())
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    del manifest["cams_sha256"]  # a run saved before the checksum was kept: the layers are compared
+    (tmp_path / "out" / "manifest.json").write_text(json.dumps(manifest))
     before = {p.name: p.read_bytes() for p in (tmp_path / "out").iterdir() if p.is_file()}
     n = len(json.loads((tmp_path / "out" / "manifest.json").read_text())["layers"])
     with pytest.raises(camanim.InputError, match=rf"cams.npz holds the CAMs of 1 layer but .*manifest.json lists {n}: "
                                                  r"they come from different runs; re-run `camanim run`"):
         camanim.road_for_run(tmp_path / "out", model=tiny, percentiles=(50,))
     assert {p.name: p.read_bytes() for p in (tmp_path / "out").iterdir() if p.is_file()} == before
+
+
+def test_road_for_run_refuses_a_cams_file_of_another_image_with_the_same_layers(tmp_path, tiny, tiny_input):
+    # The same layers, another image and class: the names matched, and ybROAD scored the other run's
+    # input and target as this run's, silently. The manifest now holds cams.npz's SHA-256.
+    camanim.animate(tiny, tiny_input).save(tmp_path / "out", video=False)
+    other = torch.randn(1, 3, 16, 16, generator=torch.Generator().manual_seed(9))
+    camanim.animate(tiny, other, target=3).save(tmp_path / "other", video=False, report=False)
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    import hashlib
+    assert manifest["cams_sha256"] == hashlib.sha256((tmp_path / "out" / "cams.npz").read_bytes()).hexdigest()
+    (tmp_path / "out" / "cams.npz").write_bytes((tmp_path / "other" / "cams.npz").read_bytes())
+    with pytest.raises(camanim.InputError, match=r"cams.npz is not the one this run wrote \(its SHA-256 differs from "
+                                                 r"manifest.json's cams_sha256\): they come from different runs"):
+        camanim.road_for_run(tmp_path / "out", model=tiny, percentiles=(50,))
+    # a run saved before the checksum: the target is compared
+    del manifest["cams_sha256"]
+    (tmp_path / "out" / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(camanim.InputError, match=r"explains class 3 where .*manifest.json's target is class "):
+        camanim.road_for_run(tmp_path / "out", model=tiny, percentiles=(50,))
 
 
 # -- errors in the model's own forward: one line; camanim's own bugs keep their traceback ------------

@@ -582,7 +582,7 @@ def road_for_run(out_dir: str | Path, *, model: nn.Module | None = None, trust_c
         raise InputError(f"'{out}' explains a target on the model's output ({target_info.get('label')}): score it "
                          "in the run that computes it (camanim run --road, or camanim.ybroad(result) in Python)")
     layers = manifest["layers"]
-    saved = read_run_cams(out, layers)
+    saved = read_run_cams(out, manifest)
     mod = model if model is not None else _rebuild_model(manifest, trust_checkpoint)
     mod, dev = _device_for(mod, device)
     yb = road_ybroad(mod, torch.from_numpy(saved.input).to(dev), torch.from_numpy(saved.cams).to(dev), saved.target,

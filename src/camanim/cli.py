@@ -740,6 +740,12 @@ def cmd_road(args: argparse.Namespace) -> int:
     manifest = read_manifest(top, run=False)
     # a folder of several runs (images, classes, methods): score each of its run folders
     folders = [r["folder"] for r in manifest.get("runs", [])] if manifest.get("kind") == "set" else [""]
+    if len(folders) > 1:
+        # every run is checked before any is scored: a bad one stops the command with none rewritten
+        from .rundir import check_run_cams, load_run
+
+        for folder in folders:
+            check_run_cams(top / folder, load_run(top / folder).manifest)
     for folder in folders:
         yb, paths = road_for_run(top / folder if folder else top, trust_checkpoint=args.trust_checkpoint,
                                  device=args.device, progress=cb, options=opts)

@@ -515,7 +515,7 @@ class CamResult:
         self.seconds["save"] = time.perf_counter() - t0
         manifest = with_outputs(self.manifest(), normalisations=opts.normalisations, fps=opts.fps,
                                 count=len(self.layers), render=_render_settings(opts.style, opts.fps),
-                                videos=_video_names(media.videos))
+                                videos=_video_names(media.videos), cams=cams_path)
         if self.road is not None:
             written.update({f"ybroad_{k}": p for k, p in write_ybroad(folder, self.road).items()})
             with_ybroad(manifest, self.road.summary())

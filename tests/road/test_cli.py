@@ -133,6 +133,22 @@ def test_road_subcommand_scores_every_run_of_a_set(tmp_path, capsys):
         assert json.loads((folder / "manifest.json").read_text())["ybroad"]["csv"] == "ybroad.csv"
 
 
+def test_road_on_a_set_with_one_damaged_run_scores_none_of_them(tmp_path, capsys):
+    # The runs were scored in turn: the first ones were rewritten before the damaged one stopped it.
+    out = tmp_path / "set"
+    assert main(["run", "sample:cat", "sample:coffee", "--model", "resnet18", "--weights", "none",
+                 "--layers", "layer4.1.bn2", "--out", str(out), "--no-video", "--frame-width", "64", "--quiet"]) == 0
+    runs = [out / r["folder"] for r in json.loads((out / "manifest.json").read_text())["runs"]]
+    cams = runs[-1] / "cams.npz"
+    cams.write_bytes(cams.read_bytes()[:1000])
+    before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    capsys.readouterr()
+    assert main(["road", str(out), "--road-percentiles", "50", "--quiet"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"{cams} is not the one this run wrote" in err[0]
+    assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
+
+
 def test_run_with_road_scores_in_memory_and_writes_the_run_once(tmp_path, monkeypatch):
     import camanim.api as api
     import camanim.results as results

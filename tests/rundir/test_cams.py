@@ -56,6 +56,53 @@ def test_a_damaged_cams_file_is_one_clear_line_from_load_cams(tmp_path, kind):
     assert msg.endswith("): re-run `camanim run` to write it again") and "pickle" not in msg
 
 
+def _inconsistent(tmp_path):
+    rng = np.random.default_rng(0)
+    saved = SavedCams(cams=None, names=np.array(["a", "b"]), input=np.zeros((1, 3, 8, 8), np.float32),
+                      image=np.zeros((8, 8, 3), np.uint8), target=1,
+                      maps=[rng.random((4, 4), dtype=np.float32), None], size=(8, 8),
+                      vectors=[None, np.ones(3, np.float32)], vector_kind="channels")
+    with np.load(write_cams(tmp_path / "good.npz", saved)) as data:
+        good = {k: data[k] for k in data.files}
+    cases = {
+        "a .npy file": None,
+        "target not one number": {"target": np.array([1, 2])},
+        "map shapes of another rank than size": {"map_shape": np.array([[2, 2, 4], [0, 0, 0]])},
+        "a map past the end of map_values": {"map_start": np.array([10, -1])},
+        "short vector offsets": {"vector_offsets": np.array([0, 0])},
+        "more map entries than names": {"map_start": np.array([0, -1, -1]), "map_shape": np.array([[4, 4], [0, 0], [0, 0]])},
+        "input of another size": {"input": np.zeros((1, 3, 5, 5), np.float32)},
+        "cams whole of another count": {"cams": np.zeros((3, 8, 8), np.float32)},
+    }
+    out = {}
+    for why, change in cases.items():
+        path = tmp_path / f"{len(out)}.npz"
+        if change is None:
+            np.save(path.with_suffix(".npy"), np.zeros(3))
+            path.write_bytes(path.with_suffix(".npy").read_bytes())
+        else:
+            np.savez(path, **{**good, **change})
+        out[why] = path
+    return out
+
+
+def test_a_cams_file_that_is_not_an_archive_or_disagrees_with_itself_is_one_line(tmp_path):
+    # a .npy renamed, or arrays that do not fit together: a TypeError or IndexError came through
+    for why, path in _inconsistent(tmp_path).items():
+        with pytest.raises(InputError, match=r"is not a readable camanim cams.npz \(.+\): re-run `camanim run`") as err:
+            camanim.load_cams(path)
+        assert "\n" not in str(err.value), why
+
+
+def test_a_missing_array_and_a_folder_named_cams_npz_are_said_plainly(tmp_path):
+    np.savez(tmp_path / "cams.npz", names=np.array(["a"]))
+    with pytest.raises(InputError, match=r"\(no array 'input'\)"):
+        read_cams(tmp_path / "cams.npz")
+    (tmp_path / "d" / "cams.npz").mkdir(parents=True)
+    with pytest.raises(InputError, match=r"cams.npz is a folder, not a file"):
+        camanim.load_cams(tmp_path / "d" / "cams.npz")
+
+
 def test_non_spatial_vectors_round_trip_and_old_files_have_none(tmp_path):
     rng = np.random.default_rng(1)
     vectors = [None, rng.standard_normal(5).astype(np.float32), None, rng.standard_normal(1000).astype(np.float32)]

@@ -22,7 +22,7 @@ from .atomic import (
     stale_temp_dirs,
     write_text,
 )
-from .cams import SavedCams, load_cams, read_cams, read_run_cams, write_cams
+from .cams import SavedCams, check_run_cams, load_cams, read_cams, read_run_cams, write_cams
 from .load import Frames, RunView, load_run
 from .manifest import (
     read_json,
@@ -38,7 +38,7 @@ from .outdir import prepare_out_dir, staged_dir
 from .write import Media, SaveOptions, write_media
 from .ybroad import read_ybroad, write_ybroad_tables
 
-__all__ = ["Frames", "Media", "RunView", "SaveOptions", "SavedCams", "atomic_path", "load_cams", "load_run", "names",
+__all__ = ["Frames", "Media", "RunView", "SaveOptions", "SavedCams", "atomic_path", "check_run_cams", "load_cams", "load_run", "names",
            "remove_stale_temp_dirs", "stale_temp_dirs",
            "prepare_out_dir", "read_cams", "read_json", "read_run_cams", "read_manifest", "read_ybroad", "replace_dir", "run_manifest",
            "set_manifest", "staged_dir", "with_metrics", "with_outputs", "with_ybroad", "write_cams", "write_manifest",

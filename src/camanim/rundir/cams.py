@@ -29,8 +29,9 @@ Layer i's CAM is ``map_values[map_start[i]:][:prod(map_shape[i])].reshape(map_sh
 
 from __future__ import annotations
 
+import hashlib
 import zipfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -168,14 +169,65 @@ def write_cams(path: Path, saved: SavedCams) -> Path:
     return Path(path)
 
 
+def _opened(path: Path) -> Any:
+    """``np.load(path)`` when it is an ``.npz`` archive (a context manager); ValueError for anything else."""
+    data = np.load(path)
+    if not isinstance(data, np.lib.npyio.NpzFile):
+        raise ValueError("a single numpy array (.npy), not an .npz archive")
+    return data
+
+
+_NEEDED = ("names", "input", "image", "target")
+_MAPS = ("map_values", "map_start", "map_shape", "size", "upsample")
+
+
+def _checked(data: Any) -> None:
+    """Raise ValueError/KeyError where the arrays of a ``cams.npz`` do not fit together."""
+    whole = "cams" in data
+    for key in _NEEDED + (() if whole else _MAPS):
+        if key not in data:
+            raise KeyError(key)
+    n = len(data["names"])
+    if data["target"].size != 1:
+        raise ValueError(f"target holds {data['target'].size} numbers, not one")
+    if whole:
+        if len(data["cams"]) != n:
+            raise ValueError(f"{len(data['cams'])} CAMs for {n} layer names")
+        size = tuple(data["cams"].shape[1:])
+    else:
+        size = tuple(int(v) for v in data["size"])
+        starts, shapes, values = data["map_start"], data["map_shape"], data["map_values"]
+        if len(starts) != n or len(shapes) != n:
+            raise ValueError(f"{len(starts)} map entries for {n} layer names")
+        if shapes.ndim != 2 or shapes.shape[1] != len(size):
+            raise ValueError(f"map shapes {tuple(shapes.shape)} for a {len(size)}-D size")
+        ends = starts + np.prod(shapes, axis=1)
+        if ((starts >= 0) & ((ends > len(values)) | (shapes <= 0).any(axis=1))).any():
+            raise ValueError("a layer map reaches past map_values")
+    if tuple(data["input"].shape[2:]) != size:
+        raise ValueError(f"an input of size {tuple(data['input'].shape[2:])} for CAMs of size {size}")
+    if "vector_values" in data:
+        for key in ("vector_offsets", "vector_has"):
+            if key not in data:
+                raise KeyError(key)
+        offsets, has = data["vector_offsets"], data["vector_has"]
+        if (len(has) != n or len(offsets) != n + 1 or (np.diff(offsets) < 0).any()
+                or offsets[-1] > len(data["vector_values"])):
+            raise ValueError("the non-spatial vectors' offsets do not fit their values")
+
+
 def read_cams(path: Path) -> SavedCams:
     """Read a run's ``cams.npz``; its CAMs at input size (upsampled from the layer maps, or as stored).
 
     Raises:
-        InputError: the file is missing, unreadable or lacks one of its arrays.
+        InputError: the file is missing, a folder, unreadable (cut short, damaged, not an ``.npz``
+            archive), lacks one of its arrays, or holds arrays that do not fit together.
     """
+    if Path(path).is_dir():
+        raise InputError(f"{path} is a folder, not a file: give a run folder or its cams.npz file")
     try:
-        with np.load(path) as data:
+        with _opened(path) as data:
+            _checked(data)
             if "cams" in data:
                 cams, maps, size = data["cams"], None, None
             else:
@@ -190,31 +242,71 @@ def read_cams(path: Path) -> SavedCams:
                          "re-run `camanim run` to write it again") from exc
 
 
-def read_run_cams(folder: Path, layers: Sequence[Mapping[str, Any]]) -> SavedCams:
-    """A run folder's ``cams.npz`` (:func:`read_cams`), checked against the layers of its ``manifest.json``.
+def file_sha256(path: Path) -> str:
+    """The SHA-256 of a file's bytes, as hex."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def read_run_cams(folder: Path, manifest: Mapping[str, Any]) -> SavedCams:
+    """A run folder's ``cams.npz`` (:func:`read_cams`), checked to be the one the run wrote (:func:`check_run_cams`).
+
+    Raises:
+        InputError: see :func:`check_run_cams` and :func:`read_cams`.
+    """
+    check_run_cams(folder, manifest)
+    saved = read_cams(Path(folder) / names.CAMS)
+    _same_run(Path(folder), manifest, [str(n) for n in saved.names], saved.target)
+    return saved
+
+
+def check_run_cams(folder: Path, manifest: Mapping[str, Any]) -> None:
+    """Whether a run folder's ``cams.npz`` is the one the run wrote, without reading its maps.
 
     Args:
         folder: the run folder.
-        layers: the manifest's ``layers`` (one object per layer, with its ``name``).
+        manifest: its ``manifest.json``: the file's SHA-256 must be its ``cams_sha256`` (runs saved
+            before it was recorded: the layer names and the target must be its ``layers`` and ``target``).
 
     Raises:
-        InputError: the file is missing or unreadable, or it holds CAMs of other layers than the
-            manifest lists (a ``cams.npz`` of another run): their counts or names differ.
+        InputError: the file is missing or unreadable, or it is another run's (another checksum, other
+            layers or another target).
     """
     path = Path(folder) / names.CAMS
     if not path.is_file():
-        raise InputError(f"'{folder}' is not a camanim run folder (no cams.npz): give the --out of a run")
-    saved = read_cams(path)
-    held = [str(n) for n in saved.names]
-    listed = [str(layer.get("name", "")) for layer in layers]
-    if len(held) != len(listed) or held != listed:
-        what = (f"holds the CAMs of {len(held)} layer{'s' if len(held) != 1 else ''} but {Path(folder) / names.MANIFEST} "
-                f"lists {len(listed)}" if len(held) != len(listed) else
-                f"names layer {next(i for i, (a, b) in enumerate(zip(held, listed)) if a != b)} "
-                f"'{next(a for a, b in zip(held, listed) if a != b)}' where {Path(folder) / names.MANIFEST} lists "
-                f"'{next(b for a, b in zip(held, listed) if a != b)}'")
+        raise InputError(f"'{folder}' is not a camanim run folder (no cams.npz file): give the --out of a run")
+    want = manifest.get("cams_sha256")
+    if isinstance(want, str) and file_sha256(path) != want:
+        raise InputError(f"{path} is not the one this run wrote (its SHA-256 differs from manifest.json's cams_sha256): "
+                         "they come from different runs; re-run `camanim run`")
+    try:
+        with _opened(path) as data:
+            held, target = [str(n) for n in data["names"]], int(data["target"])
+    except (OSError, KeyError, ValueError, TypeError, EOFError, zipfile.BadZipFile) as exc:
+        raise InputError(f"{path} is not a readable camanim cams.npz ({_why(exc)}): "
+                         "re-run `camanim run` to write it again") from exc
+    _same_run(Path(folder), manifest, held, target)
+
+
+def _same_run(folder: Path, manifest: Mapping[str, Any], held: list[str], target: int) -> None:
+    path, mpath = folder / names.CAMS, folder / names.MANIFEST
+    listed = [str(layer.get("name", "")) if isinstance(layer, Mapping) else "" for layer in manifest.get("layers", [])]
+    what = ""
+    if len(held) != len(listed):
+        what = (f"holds the CAMs of {len(held)} layer{'s' if len(held) != 1 else ''} but {mpath} lists "
+                f"{len(listed)}")
+    elif held != listed:
+        i = next(k for k, (a, b) in enumerate(zip(held, listed)) if a != b)
+        what = f"names layer {i + 1} (counting from 1) '{held[i]}' where {mpath} lists '{listed[i]}'"
+    else:
+        want = manifest.get("target", {}).get("index") if isinstance(manifest.get("target"), Mapping) else None
+        if isinstance(want, int) and want != target:
+            what = f"explains class {target} where {mpath}'s target is class {want}"
+    if what:
         raise InputError(f"{path} {what}: they come from different runs; re-run `camanim run`")
-    return saved
 
 
 def _why(exc: BaseException) -> str:
@@ -226,7 +318,8 @@ def _why(exc: BaseException) -> str:
     if isinstance(exc, ValueError) and "pickle" in str(exc):
         return "not an .npz archive"
     if isinstance(exc, KeyError):
-        return f"no array {exc}"
+        key = str(exc.args[0]) if exc.args else ""
+        return f"no array '{key.split(' is not a file')[0]}'"
     return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
 
 
@@ -245,8 +338,10 @@ def load_cams(path: str | Path) -> np.ndarray:
         InputError: no such file, or not a readable ``cams.npz``.
     """
     path = Path(path)
-    if path.is_dir():
+    if path.is_dir() and not (path.name == names.CAMS and not (path / names.CAMS).exists()):
         path = path / names.CAMS
+    if path.is_dir():
+        raise InputError(f"{path} is a folder, not a file: give a run folder or its cams.npz file")
     if not path.is_file():
         raise InputError(f"{path} does not exist: give a run folder or its cams.npz (`camanim run --out DIR`)")
     cams = read_cams(path).cams

@@ -15,6 +15,7 @@ Outline (see the README's "Outputs" for every key)::
                  "non_spatial", "same_as", "flags"}, ...],
      "normalisations": [...], "fps": 10, "frames": {"local": "frames/local", "count": L},
      "videos": {"local": "camanim_local.mp4", ...}, "render": {...},
+     "cams_sha256": "...",                                 # of cams.npz as written (read_run_cams checks it)
      "ybroad": {"csv": ..., "json": ..., "png": ..., "max": {...}, "mean": ..., ...},
      "metrics": {"files", "values", "higher_is_better", "chance", "agreement"}}   # --metric (with_metrics)
 
@@ -39,6 +40,7 @@ from typing import Any
 from ..errors import InputError
 from . import names
 from .atomic import write_text
+from .cams import file_sha256
 
 
 def run_manifest(*, model: Mapping[str, Any], image: Mapping[str, Any], size: Sequence[int], method: str,
@@ -61,8 +63,12 @@ def run_manifest(*, model: Mapping[str, Any], image: Mapping[str, Any], size: Se
 
 
 def with_outputs(manifest: dict[str, Any], *, normalisations: Sequence[str], fps: float, count: int,
-                 videos: Mapping[str, str], render: Mapping[str, Any]) -> dict[str, Any]:
-    """``manifest`` with what the save wrote: frames folders, videos (kind -> file name), render settings."""
+                 videos: Mapping[str, str], render: Mapping[str, Any], cams: Path | None = None) -> dict[str, Any]:
+    """``manifest`` with what the save wrote: frames folders, videos (kind -> file name), render settings,
+    and ``cams_sha256``, the SHA-256 of the written ``cams`` file (what the run's ``cams.npz`` must be
+    when it is read back: :func:`camanim.rundir.read_run_cams`)."""
+    if cams is not None:
+        manifest["cams_sha256"] = file_sha256(cams)
     manifest["normalisations"] = list(normalisations)
     manifest["fps"] = fps
     manifest["frames"] = {**{n: names.frames_dir(n) for n in normalisations}, "count": count}
