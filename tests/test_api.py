@@ -132,7 +132,7 @@ def test_cli_refuses_unwritable_or_foreign_output(tmp_path, capsys):
     foreign.mkdir()
     (foreign / "thesis.tex").write_text("x")
     assert main(["--out", str(foreign), "--quiet"]) == 2
-    assert "not empty and not a camanim run" in _err_line(capsys)
+    assert "is not empty (thesis.tex) and not a camanim run" in _err_line(capsys)
     afile = tmp_path / "f"
     afile.write_text("x")
     assert main(["--out", str(afile / "sub"), "--quiet"]) == 2

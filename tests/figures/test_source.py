@@ -43,7 +43,8 @@ def test_folders_that_are_not_one_finished_run(figure_runs, tmp_path):
     stale = tmp_path / "stale"
     shutil.copytree(figure_runs["gradcam"], stale)
     saved = read_cams(stale / "cams.npz")
-    saved.cams, saved.maps = saved.cams[:5], None
+    saved.cams, saved.maps, saved.names = saved.cams[:5], None, saved.names[:5]  # a file of another run
+    saved.vectors = None if saved.vectors is None else saved.vectors[:5]
     write_cams(stale / "cams.npz", saved)
     with pytest.raises(InputError, match=r"\(5, 224, 224\) maps for 7 layers"):
         read_run(stale)
