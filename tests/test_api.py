@@ -256,8 +256,8 @@ def test_road_for_run_refuses_a_cams_file_of_another_image_with_the_same_layers(
     import hashlib
     assert manifest["cams_sha256"] == hashlib.sha256((tmp_path / "out" / "cams.npz").read_bytes()).hexdigest()
     (tmp_path / "out" / "cams.npz").write_bytes((tmp_path / "other" / "cams.npz").read_bytes())
-    with pytest.raises(camanim.InputError, match=r"cams.npz is not the one this run wrote \(its SHA-256 differs from "
-                                                 r"manifest.json's cams_sha256\): they come from different runs"):
+    with pytest.raises(camanim.InputError, match=r"cams.npz is not the file this run wrote \(its SHA-256 differs from "
+                                                 r"manifest.json's cams_sha256: changed since, or written by another run\)"):
         camanim.road_for_run(tmp_path / "out", model=tiny, percentiles=(50,))
     # a run saved before the checksum: the target is compared
     del manifest["cams_sha256"]

@@ -145,7 +145,7 @@ def test_road_on_a_set_with_one_damaged_run_scores_none_of_them(tmp_path, capsys
     capsys.readouterr()
     assert main(["road", str(out), "--road-percentiles", "50", "--quiet"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and f"{cams} is not the one this run wrote" in err[0]
+    assert len(err) == 1 and f"{cams} is not a readable camanim cams.npz (not a complete .npz archive)" in err[0]
     assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
 
 

@@ -72,6 +72,8 @@ def _inconsistent(tmp_path):
         "short vector offsets": {"vector_offsets": np.array([0, 0])},
         "more map entries than names": {"map_start": np.array([0, -1, -1]), "map_shape": np.array([[4, 4], [0, 0], [0, 0]])},
         "input of another size": {"input": np.zeros((1, 3, 5, 5), np.float32)},
+        "names not a list": {"names": np.array("a")},
+        "size not a shape": {"size": np.array(8)},
         "cams whole of another count": {"cams": np.zeros((3, 8, 8), np.float32)},
     }
     out = {}

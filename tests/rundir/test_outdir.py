@@ -212,3 +212,67 @@ def test_one_result_saved_from_a_list_is_a_plain_run_that_saves_again(tmp_path, 
     res.save(tmp_path / "one", video=False)
     assert "layers" in read_manifest(tmp_path / "one")
     res.save(tmp_path / "one", video=False)
+
+
+
+def test_a_path_through_a_link_and_dot_dot_is_checked_and_replaced_as_one_folder(tmp_path, monkeypatch):
+    # The check followed the link (elsewhere/victim: absent, so fine) and the swap did not (./victim):
+    # the user's ./victim was deleted. Both now act on the folder the system names.
+    (tmp_path / "elsewhere" / "sub").mkdir(parents=True)
+    (tmp_path / "victim").mkdir()
+    (tmp_path / "victim" / "thesis.tex").write_text("mine")
+    (tmp_path / "lnk").symlink_to(tmp_path / "elsewhere" / "sub")
+    monkeypatch.chdir(tmp_path)
+    with staged_dir("lnk/../victim") as tmp:
+        (tmp / "manifest.json").write_text(RUN_MANIFEST)
+    assert (tmp_path / "victim" / "thesis.tex").read_text() == "mine"
+    assert (tmp_path / "elsewhere" / "victim" / "manifest.json").is_file()
+    # a link on the path to an earlier run is that run; the folder the link sits in is untouched
+    run = _run_folder(tmp_path / "r1")
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / "notes.txt").write_text("mine")
+    (work / "fl").symlink_to(run / "frames")
+    monkeypatch.chdir(work)
+    with staged_dir("fl/..") as tmp:
+        (tmp / "manifest.json").write_text(RUN_MANIFEST)
+    assert (work / "notes.txt").read_text() == "mine" and sorted(p.name for p in run.iterdir()) == ["manifest.json"]
+
+
+def test_folders_named_like_os_files_are_not_os_files(tmp_path):
+    only = tmp_path / "only"
+    (only / "desktop.ini").mkdir(parents=True)
+    (only / "desktop.ini" / "mine.txt").write_text("mine")
+    with pytest.raises(InputError, match=r"is not empty \(desktop.ini\) and not a camanim run"):
+        prepare_out_dir(only)
+    run = _run_folder(tmp_path / "run")
+    (run / "frames" / "Thumbs.db").mkdir()
+    with pytest.raises(InputError, match=r"did not write \(frames/Thumbs.db\)"):
+        prepare_out_dir(run)
+
+
+def test_a_parent_that_is_a_file_is_named(tmp_path):
+    _run_folder(tmp_path / "r1")
+    with pytest.raises(InputError, match=r"output '.*r1/manifest.json/x': '.*r1/manifest.json' is a file: give a folder"):
+        prepare_out_dir(tmp_path / "r1" / "manifest.json" / "x")
+
+
+def test_a_one_image_list_saved_by_an_older_camanim_saves_again_and_road_says_what_happened(tmp_path, tiny, tiny_input):
+    import camanim
+    from camanim.rundir import read_manifest
+
+    res = camanim.animate(tiny, tiny_input)
+    res.save(tmp_path / "old", video=False)
+    legacy = {"kind": "set", "versions": {"camanim": "0.1.0"}, "runs": [{"folder": "."}], "grids": []}
+    (tmp_path / "old" / "manifest.json").write_text(json.dumps(legacy))  # what the older save left
+    with pytest.raises(InputError, match=r"was saved by an older camanim from a one-image list: .* save it again"):
+        read_manifest(tmp_path / "old")
+    res.save(tmp_path / "old", video=False)
+    assert "layers" in read_manifest(tmp_path / "old")
+
+
+def test_the_metrics_an_older_folder_may_hold_are_the_metrics_camanim_has():
+    from camanim.metrics import EXTRA
+    from camanim.rundir.outdir import _ANY_METRIC
+
+    assert tuple(_ANY_METRIC) == tuple(EXTRA)

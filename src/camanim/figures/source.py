@@ -1,6 +1,6 @@
 """What a figure reads of a run: its :class:`~camanim.rundir.RunView`, raw CAMs, image and 1-D evidence.
 
-A run folder is read through :mod:`camanim.rundir` (``load_run`` and ``read_cams``); a result in
+A run folder is read through :mod:`camanim.rundir` (``load_run`` and ``read_run_cams``, which checks the file is the run's); a result in
 memory is handed over as the same pieces by :meth:`camanim.results.CamResult.figure`. Maps are
 scaled by :func:`camanim.draw.normalise`, the only place min-max scaling happens.
 """
@@ -17,7 +17,7 @@ import torch
 
 from ..draw import normalise
 from ..errors import InputError
-from ..rundir import RunView, load_run, names, read_cams, read_manifest
+from ..rundir import RunView, load_run, read_manifest, read_run_cams
 
 DEFAULT_COLORMAP = "jet"
 DEFAULT_ALPHA = 0.5
@@ -118,7 +118,7 @@ def read_run(run_dir: str | Path) -> FigureRun:
     """
     path = Path(run_dir)
     view = load_run(path)
-    saved = read_cams(path / names.CAMS)
+    saved = read_run_cams(path, view.manifest)
     return FigureRun(view=view, cams=saved.cams, image=saved.image, vectors=saved.vectors,
                      vector_kind=saved.vector_kind, label=str(path))
 

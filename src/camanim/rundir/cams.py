@@ -187,6 +187,8 @@ def _checked(data: Any) -> None:
     for key in _NEEDED + (() if whole else _MAPS):
         if key not in data:
             raise KeyError(key)
+    if data["names"].ndim != 1:
+        raise ValueError(f"names of shape {tuple(data['names'].shape)}, not a list")
     n = len(data["names"])
     if data["target"].size != 1:
         raise ValueError(f"target holds {data['target'].size} numbers, not one")
@@ -195,6 +197,8 @@ def _checked(data: Any) -> None:
             raise ValueError(f"{len(data['cams'])} CAMs for {n} layer names")
         size = tuple(data["cams"].shape[1:])
     else:
+        if data["size"].ndim != 1 or len(data["size"]) not in UPSAMPLE_RULES:
+            raise ValueError(f"size of shape {tuple(data['size'].shape)}, not (H, W) or (D, H, W)")
         size = tuple(int(v) for v in data["size"])
         starts, shapes, values = data["map_start"], data["map_shape"], data["map_values"]
         if len(starts) != n or len(shapes) != n:
@@ -278,16 +282,17 @@ def check_run_cams(folder: Path, manifest: Mapping[str, Any]) -> None:
     path = Path(folder) / names.CAMS
     if not path.is_file():
         raise InputError(f"'{folder}' is not a camanim run folder (no cams.npz file): give the --out of a run")
-    want = manifest.get("cams_sha256")
-    if isinstance(want, str) and file_sha256(path) != want:
-        raise InputError(f"{path} is not the one this run wrote (its SHA-256 differs from manifest.json's cams_sha256): "
-                         "they come from different runs; re-run `camanim run`")
     try:
         with _opened(path) as data:
+            _checked(data)
             held, target = [str(n) for n in data["names"]], int(data["target"])
-    except (OSError, KeyError, ValueError, TypeError, EOFError, zipfile.BadZipFile) as exc:
+    except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile) as exc:
         raise InputError(f"{path} is not a readable camanim cams.npz ({_why(exc)}): "
                          "re-run `camanim run` to write it again") from exc
+    want = manifest.get("cams_sha256")
+    if isinstance(want, str) and file_sha256(path) != want:
+        raise InputError(f"{path} is not the file this run wrote (its SHA-256 differs from manifest.json's "
+                         "cams_sha256: changed since, or written by another run): re-run `camanim run`")
     _same_run(Path(folder), manifest, held, target)
 
 

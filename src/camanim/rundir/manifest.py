@@ -136,6 +136,10 @@ def read_manifest(folder: Path, *, run: bool = True) -> dict[str, Any]:
         raise InputError(f"{path} is not a camanim manifest; re-run `camanim run` to write it again")
     if run and manifest.get("kind") == "set":
         runs = [r.get("folder") for r in manifest.get("runs", []) if isinstance(r, dict)]
+        if runs == ["."]:
+            raise InputError(f"'{folder}' was saved by an older camanim from a one-image list: its manifest.json "
+                             "lists the folder itself as its only run and lost the run's layers; save it again "
+                             "(`camanim run`, or result.save)")
         example = f", e.g. {Path(folder) / runs[0]}" if runs else ""
         raise InputError(f"'{folder}' holds several runs (see its manifest.json): give one of its run folders{example}")
     layers = manifest.get("layers")

@@ -25,6 +25,12 @@ from .atomic import remove_stale_temp_dirs, replace_dir
 #: what an operating system adds to a folder someone looked at (ignored, and deleted with the folder)
 OS_FILES = frozenset({".DS_Store", "Thumbs.db", "desktop.ini"})
 
+#: the normalisations and metrics a run may have written (for folders whose manifest does not say)
+NORMALISATIONS = ("local", "global")
+_ANY_METRIC = ("deletion", "insertion", "avgdrop", "increase", "cammult")
+_ANY_COUNT = -1  # a frame count a manifest does not give: any NNNN.png
+_FRAME = re.compile(r"\d{4,}\.png")
+
 # atomic_path's temporary name for NAME.EXT: .NAME.<12 hex>.EXT (left by a killed `camanim road`/`report`)
 _TEMP = re.compile(r"\.(?P<stem>.+)\.[0-9a-f]{12}(?P<suffix>\.[^.]+)?")
 
@@ -88,6 +94,9 @@ def foreign_files(folder: Path, manifest: Mapping[str, Any]) -> list[str]:
         m = _TEMP.fullmatch(name)
         return name in allowed or name in OS_FILES or (m is not None and m["stem"] + (m["suffix"] or "") in allowed)
 
+    legacy = manifest.get("kind") == "set" and [r.get("folder") for r in manifest.get("runs", [])
+                                                if isinstance(r, dict)] == ["."]
+
     def run(rel: str, man: Mapping[str, Any] | None) -> None:
         here = folder / rel if rel else folder
         if man is None or not _is_camanims(man) or man.get("kind") == "set":
@@ -100,16 +109,24 @@ def foreign_files(folder: Path, manifest: Mapping[str, Any]) -> list[str]:
                 for norm in sorted(e.iterdir(), key=lambda n: n.name):
                     key = f"{names.FRAMES}/{norm.name}"
                     if key in frames and norm.is_dir() and not norm.is_symlink():
-                        want = {names.frame_name(i) for i in range(frames[key])}
+                        count = frames[key]
+                        want = {names.frame_name(i) for i in range(max(count, 0))}
                         found.extend(f"{path}/{norm.name}/{f.name}" for f in sorted(norm.iterdir(), key=lambda f: f.name)
-                                     if f.is_dir() or f.is_symlink() or not ours(f.name, want))
-                    elif norm.name not in OS_FILES:
+                                     if f.is_dir() or f.is_symlink() or not (
+                                         ours(f.name, want) or (count == _ANY_COUNT and _FRAME.fullmatch(f.name))))
+                    elif not _os_file(norm):
                         found.append(f"{path}/{norm.name}")
             elif e.is_dir() or e.is_symlink() or not ours(e.name, allowed):
                 found.append(path)
 
     if manifest.get("kind") != "set":
         run("", manifest)
+        return sorted(found)
+    if legacy:
+        # an older camanim saved a one-image list as a set whose only run is the folder itself, its set
+        # manifest written over the run's: the run's own names, with any frame count
+        run("", {"versions": manifest.get("versions"), "normalisations": list(NORMALISATIONS),
+                 "frames": {"count": _ANY_COUNT}, "metrics": {"files": {m: {} for m in _ANY_METRIC}}})
         return sorted(found)
     runs = {str(Path(r["folder"])) for r in manifest.get("runs", []) if isinstance(r, dict)
             and isinstance(r.get("folder"), str)}
@@ -131,9 +148,21 @@ def foreign_files(folder: Path, manifest: Mapping[str, Any]) -> list[str]:
     return sorted(found)
 
 
+def _os_file(entry: Path) -> bool:
+    """A plain file an operating system adds to a folder (:data:`OS_FILES`); a folder of that name is not one."""
+    return entry.name in OS_FILES and entry.is_file() and not entry.is_symlink()
+
+
 def _listed(paths: list[str], shown: int = 5) -> str:
     more = len(paths) - shown
     return ", ".join(paths[:shown]) + (f" and {more} more" if more > 0 else "")
+
+
+def real_out(out: Path) -> Path:
+    """The folder ``out`` names once the system follows it: symbolic links above it and ``..`` resolved
+    as the file system does (``link/../x`` is the link target's sibling, not ``./x``). Checked and
+    replaced as one path."""
+    return Path(os.path.realpath(out))
 
 
 def check_replaceable(out: Path) -> None:
@@ -144,33 +173,36 @@ def check_replaceable(out: Path) -> None:
             non-empty folder without a camanim ``manifest.json`` (one that cannot be read, or another
             tool's); or an earlier camanim output holding files camanim did not write (named).
     """
-    out = Path(out)
-    if out.is_symlink():
-        raise InputError(f"output folder '{out}' is a symbolic link (to '{os.readlink(out)}'): a run replaces its "
+    given = Path(out)
+    if given.is_symlink():
+        raise InputError(f"output folder '{given}' is a symbolic link (to '{os.readlink(given)}'): a run replaces its "
                          "folder whole, which would replace the link; give the folder itself or a new one with --out")
-    if out.exists() and not out.is_dir():
-        raise InputError(f"output '{out}' is a file: give a folder path with --out")
+    out = real_out(given)
+    for above in [out, *out.parents]:
+        if above.exists() and not above.is_dir():
+            raise InputError(f"output '{given}'" + (" is a file" if above == out else f": '{above}' is a file") +
+                             ": give a folder path with --out")
     here = Path.cwd().resolve()
-    if out.resolve() == here or out.resolve() in here.parents:
-        raise InputError(f"output folder '{out}' is the current folder or holds it: a run replaces its folder "
+    if out == here or out in here.parents:
+        raise InputError(f"output folder '{given}' is the current folder or holds it: a run replaces its folder "
                          "whole; give --out a folder outside it")
     if not out.is_dir():
         return
-    held = sorted(e.name for e in out.iterdir() if e.name not in OS_FILES)
+    held = sorted(e.name for e in out.iterdir() if not _os_file(e))
     if not held:
         return
     if names.MANIFEST not in held:
-        raise InputError(f"output folder '{out}' is not empty ({_listed(held, 3)}) and not a camanim run: "
+        raise InputError(f"output folder '{given}' is not empty ({_listed(held, 3)}) and not a camanim run: "
                          "choose another --out")
     manifest = _read(out)
     if manifest is None:
-        raise InputError(f"output folder '{out}' holds a manifest.json that cannot be read as a JSON object: "
+        raise InputError(f"output folder '{given}' holds a manifest.json that cannot be read as a JSON object: "
                          "a run replaces its folder whole; move its files or choose another --out")
     if not _is_camanims(manifest):
-        raise InputError(f"output folder '{out}' holds a manifest.json that is not camanim's: choose another --out")
+        raise InputError(f"output folder '{given}' holds a manifest.json that is not camanim's: choose another --out")
     foreign = foreign_files(out, manifest)
     if foreign:
-        raise InputError(f"output folder '{out}' holds files camanim did not write ({_listed(foreign)}): "
+        raise InputError(f"output folder '{given}' holds files camanim did not write ({_listed(foreign)}): "
                          "a run replaces its folder whole; move them or choose another --out")
 
 
@@ -182,7 +214,7 @@ def prepare_out_dir(out: Path) -> Path:
     """
     out = Path(out)
     check_replaceable(out)
-    parent = Path(os.path.abspath(out)).parent
+    parent = real_out(out).parent
     try:
         parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -208,14 +240,20 @@ def staged_dir(out: Path) -> Iterator[Path]:
         InputError: see :func:`prepare_out_dir`.
     """
     given = Path(out)
-    out = Path(os.path.abspath(given))  # "run/frames/.." is "run": the swap renames the folder itself
     parent = prepare_out_dir(given)
+    out = real_out(given)  # what was checked is what is replaced ("run/frames/.." is "run")
     remove_stale_temp_dirs(out)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-{os.getpid()}-", dir=parent))
     tmp.chmod(0o755)  # mkdtemp's 0700 would make the finished folder private
     try:
         yield tmp
-        check_replaceable(given)
+        if real_out(given) != out:
+            raise InputError(f"output folder '{given}' now names another folder (a link on its path changed while "
+                             "the run was saving): the new output was not kept; run again")
+        try:
+            check_replaceable(out)
+        except InputError as exc:
+            raise InputError(f"{exc} (the new output was not kept: {given} is as it was)") from None
         replace_dir(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
