@@ -273,6 +273,6 @@ def test_a_one_image_list_saved_by_an_older_camanim_saves_again_and_road_says_wh
 
 def test_the_metrics_an_older_folder_may_hold_are_the_metrics_camanim_has():
     from camanim.metrics import EXTRA
-    from camanim.rundir.outdir import _ANY_METRIC
+    from camanim.rundir.outdir import METRIC_NAMES
 
-    assert tuple(_ANY_METRIC) == tuple(EXTRA)
+    assert tuple(METRIC_NAMES) == tuple(EXTRA)

@@ -25,9 +25,10 @@ from .atomic import remove_stale_temp_dirs, replace_dir
 #: what an operating system adds to a folder someone looked at (ignored, and deleted with the folder)
 OS_FILES = frozenset({".DS_Store", "Thumbs.db", "desktop.ini"})
 
-#: the normalisations and metrics a run may have written (for folders whose manifest does not say)
+#: the normalisations a run may have written (for folders whose manifest does not say)
 NORMALISATIONS = ("local", "global")
-_ANY_METRIC = ("deletion", "insertion", "avgdrop", "increase", "cammult")
+#: the metrics a run folder may hold files of (for folders whose manifest does not say)
+METRIC_NAMES = ("deletion", "insertion", "avgdrop", "increase", "cammult")
 _ANY_COUNT = -1  # a frame count a manifest does not give: any NNNN.png
 _FRAME = re.compile(r"\d{4,}\.png")
 
@@ -126,7 +127,7 @@ def foreign_files(folder: Path, manifest: Mapping[str, Any]) -> list[str]:
         # an older camanim saved a one-image list as a set whose only run is the folder itself, its set
         # manifest written over the run's: the run's own names, with any frame count
         run("", {"versions": manifest.get("versions"), "normalisations": list(NORMALISATIONS),
-                 "frames": {"count": _ANY_COUNT}, "metrics": {"files": {m: {} for m in _ANY_METRIC}}})
+                 "frames": {"count": _ANY_COUNT}, "metrics": {"files": {m: {} for m in METRIC_NAMES}}})
         return sorted(found)
     runs = {str(Path(r["folder"])) for r in manifest.get("runs", []) if isinstance(r, dict)
             and isinstance(r.get("folder"), str)}
