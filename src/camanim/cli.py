@@ -731,7 +731,7 @@ def cmd_road(args: argparse.Namespace) -> int:
         The exit code, 0.
     """
     from .api import road_for_run
-    from .rundir import read_manifest
+    from .rundir import read_manifest, run_folders
 
     opts = _road_options(args)
     progress = _progress(args.quiet)
@@ -739,7 +739,7 @@ def cmd_road(args: argparse.Namespace) -> int:
     top = _run_dir(args.out_dir)
     manifest = read_manifest(top, run=False)
     # a folder of several runs (images, classes, methods): score each of its run folders
-    folders = [r["folder"] for r in manifest.get("runs", [])] if manifest.get("kind") == "set" else [""]
+    folders = run_folders(manifest) or [""]
     if len(folders) > 1:
         # every run is checked before any is scored: a bad one stops the command with none rewritten
         from .rundir import check_run_cams, load_run

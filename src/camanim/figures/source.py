@@ -17,7 +17,7 @@ import torch
 
 from ..draw import normalise
 from ..errors import InputError
-from ..rundir import RunView, load_run, read_manifest, read_run_cams
+from ..rundir import RunView, load_run, read_manifest, read_run_cams, run_folders
 
 DEFAULT_COLORMAP = "jet"
 DEFAULT_ALPHA = 0.5
@@ -135,7 +135,7 @@ def read_runs(run_dirs: Sequence[str | Path]) -> list[FigureRun]:
         path = Path(run_dir)
         manifest = read_manifest(path, run=False)
         if manifest.get("kind") == "set":
-            out += [read_run(path / str(r["folder"])) for r in manifest.get("runs", []) if isinstance(r, dict)]
+            out += [read_run(path / folder) for folder in run_folders(manifest)]
         else:
             out.append(read_run(path))
     return out

@@ -27,6 +27,7 @@ from .load import Frames, RunView, load_run
 from .manifest import (
     read_json,
     read_manifest,
+    run_folders,
     run_manifest,
     set_manifest,
     with_metrics,
@@ -40,6 +41,6 @@ from .ybroad import read_ybroad, write_ybroad_tables
 
 __all__ = ["Frames", "Media", "RunView", "SaveOptions", "SavedCams", "atomic_path", "check_run_cams", "load_cams", "load_run", "names",
            "remove_stale_temp_dirs", "stale_temp_dirs",
-           "prepare_out_dir", "read_cams", "read_json", "read_run_cams", "read_manifest", "read_ybroad", "replace_dir", "run_manifest",
+           "prepare_out_dir", "read_cams", "read_json", "read_run_cams", "read_manifest", "read_ybroad", "replace_dir", "run_folders", "run_manifest",
            "set_manifest", "staged_dir", "with_metrics", "with_outputs", "with_ybroad", "write_cams", "write_manifest",
            "write_media", "write_text", "write_ybroad_tables"]

@@ -241,9 +241,8 @@ def read_cams(path: Path) -> SavedCams:
                              target=int(data["target"]), vectors=_unpack_vectors(data),
                              vector_kind=str(data["vector_kind"]) if "vector_kind" in data else "",
                              maps=maps, size=size)
-    except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile) as exc:
-        raise InputError(f"{path} is not a readable camanim cams.npz ({_why(exc)}): "
-                         "re-run `camanim run` to write it again") from exc
+    except _READ_ERRORS as exc:
+        raise _unreadable(path, exc) from exc
 
 
 def file_sha256(path: Path) -> str:
@@ -256,13 +255,13 @@ def file_sha256(path: Path) -> str:
 
 
 def read_run_cams(folder: Path, manifest: Mapping[str, Any]) -> SavedCams:
-    """A run folder's ``cams.npz`` (:func:`read_cams`), checked to be the one the run wrote (:func:`check_run_cams`).
+    """A run folder's ``cams.npz`` (:func:`read_cams`), checked to be the one the run wrote (as :func:`check_run_cams`).
 
     Raises:
         InputError: see :func:`check_run_cams` and :func:`read_cams`.
     """
-    check_run_cams(folder, manifest)
-    saved = read_cams(Path(folder) / names.CAMS)
+    path = _cams_of(folder)
+    saved = read_cams(path)
     _same_run(Path(folder), manifest, [str(n) for n in saved.names], saved.target)
     return saved
 
@@ -279,25 +278,31 @@ def check_run_cams(folder: Path, manifest: Mapping[str, Any]) -> None:
         InputError: the file is missing or unreadable, or it is another run's (another checksum, other
             layers or another target).
     """
-    path = Path(folder) / names.CAMS
-    if not path.is_file():
-        raise InputError(f"'{folder}' is not a camanim run folder (no cams.npz file): give the --out of a run")
+    path = _cams_of(folder)
     try:
         with _opened(path) as data:
             _checked(data)
             held, target = [str(n) for n in data["names"]], int(data["target"])
-    except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile) as exc:
-        raise InputError(f"{path} is not a readable camanim cams.npz ({_why(exc)}): "
-                         "re-run `camanim run` to write it again") from exc
+    except _READ_ERRORS as exc:
+        raise _unreadable(path, exc) from exc
+    _same_run(Path(folder), manifest, held, target)
+
+
+def _cams_of(folder: Path) -> Path:
+    path = Path(folder) / names.CAMS
+    if not path.is_file():
+        raise InputError(f"'{folder}' is not a camanim run folder (no cams.npz file): give the --out of a run")
+    return path
+
+
+def _same_run(folder: Path, manifest: Mapping[str, Any], held: list[str], target: int) -> None:
+    """Refuse a readable ``cams.npz`` of another run: another checksum than the manifest's ``cams_sha256``,
+    or (runs saved before it) other layer names or another target."""
+    path, mpath = folder / names.CAMS, folder / names.MANIFEST
     want = manifest.get("cams_sha256")
     if isinstance(want, str) and file_sha256(path) != want:
         raise InputError(f"{path} is not the file this run wrote (its SHA-256 differs from manifest.json's "
                          "cams_sha256: changed since, or written by another run): re-run `camanim run`")
-    _same_run(Path(folder), manifest, held, target)
-
-
-def _same_run(folder: Path, manifest: Mapping[str, Any], held: list[str], target: int) -> None:
-    path, mpath = folder / names.CAMS, folder / names.MANIFEST
     listed = [str(layer.get("name", "")) if isinstance(layer, Mapping) else "" for layer in manifest.get("layers", [])]
     what = ""
     if len(held) != len(listed):
@@ -312,6 +317,14 @@ def _same_run(folder: Path, manifest: Mapping[str, Any], held: list[str], target
             what = f"explains class {target} where {mpath}'s target is class {want}"
     if what:
         raise InputError(f"{path} {what}: they come from different runs; re-run `camanim run`")
+
+
+#: what reading a damaged or odd ``cams.npz`` raises (:func:`_unreadable` says it in one line)
+_READ_ERRORS = (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile)
+
+
+def _unreadable(path: Path, exc: BaseException) -> InputError:
+    return InputError(f"{path} is not a readable camanim cams.npz ({_why(exc)}): re-run `camanim run` to write it again")
 
 
 def _why(exc: BaseException) -> str:
@@ -343,11 +356,9 @@ def load_cams(path: str | Path) -> np.ndarray:
         InputError: no such file, or not a readable ``cams.npz``.
     """
     path = Path(path)
-    if path.is_dir() and not (path.name == names.CAMS and not (path / names.CAMS).exists()):
+    if path.is_dir() and (path.name != names.CAMS or (path / names.CAMS).exists()):
         path = path / names.CAMS
-    if path.is_dir():
-        raise InputError(f"{path} is a folder, not a file: give a run folder or its cams.npz file")
-    if not path.is_file():
+    if not path.exists():
         raise InputError(f"{path} does not exist: give a run folder or its cams.npz (`camanim run --out DIR`)")
     cams = read_cams(path).cams
     assert cams is not None

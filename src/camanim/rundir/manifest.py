@@ -98,6 +98,13 @@ def set_manifest(runs: Sequence[Mapping[str, Any]], *, model: Mapping[str, Any],
             "versions": dict(versions), "runs": [dict(r) for r in runs], "grids": list(grids)}
 
 
+def run_folders(manifest: Mapping[str, Any]) -> list[str]:
+    """The run folders a folder of several runs lists (relative paths, as written); [] for one run."""
+    if manifest.get("kind") != "set":
+        return []
+    return [str(r["folder"]) for r in manifest.get("runs", []) if isinstance(r, dict) and isinstance(r.get("folder"), str)]
+
+
 def write_manifest(folder: Path, manifest: Mapping[str, Any]) -> Path:
     """Write ``folder/manifest.json`` atomically; returns its path."""
     return write_text(Path(folder) / names.MANIFEST, json.dumps(manifest, indent=2))
@@ -135,7 +142,7 @@ def read_manifest(folder: Path, *, run: bool = True) -> dict[str, Any]:
     if not isinstance(manifest, dict):
         raise InputError(f"{path} is not a camanim manifest; re-run `camanim run` to write it again")
     if run and manifest.get("kind") == "set":
-        runs = [r.get("folder") for r in manifest.get("runs", []) if isinstance(r, dict)]
+        runs = run_folders(manifest)
         if runs == ["."]:
             raise InputError(f"'{folder}' was saved by an older camanim from a one-image list: its manifest.json "
                              "lists the folder itself as its only run and lost the run's layers; save it again "

@@ -69,4 +69,3 @@ def frame_paths(folder: Path, count: int) -> list[Path]:
 def video_stem(kind: str) -> str:
     """``camanim_local``, ``camanim_global``, ``camanim_side_by_side``."""
     return f"camanim_{kind}"
-

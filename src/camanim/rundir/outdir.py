@@ -8,7 +8,6 @@ folder beside it and swaps it in when the writing succeeded, after checking the 
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import shutil
@@ -18,15 +17,15 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from ..draw.normalise import NORMALISATIONS
 from ..errors import InputError
 from . import names
 from .atomic import remove_stale_temp_dirs, replace_dir
+from .manifest import read_json, run_folders
 
 #: what an operating system adds to a folder someone looked at (ignored, and deleted with the folder)
 OS_FILES = frozenset({".DS_Store", "Thumbs.db", "desktop.ini"})
 
-#: the normalisations a run may have written (for folders whose manifest does not say)
-NORMALISATIONS = ("local", "global")
 #: the metrics a run folder may hold files of (for folders whose manifest does not say)
 METRIC_NAMES = ("deletion", "insertion", "avgdrop", "increase", "cammult")
 _ANY_COUNT = -1  # a frame count a manifest does not give: any NNNN.png
@@ -63,9 +62,10 @@ def _group_names() -> set[str]:
 
 
 def _read(folder: Path) -> dict[str, Any] | None:
+    """``folder``'s ``manifest.json`` as a dict, or None where it cannot be read as one."""
     try:
-        manifest = json.loads((folder / names.MANIFEST).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        manifest = read_json(folder / names.MANIFEST, "")
+    except InputError:
         return None
     return manifest if isinstance(manifest, dict) else None
 
@@ -95,8 +95,6 @@ def foreign_files(folder: Path, manifest: Mapping[str, Any]) -> list[str]:
         m = _TEMP.fullmatch(name)
         return name in allowed or name in OS_FILES or (m is not None and m["stem"] + (m["suffix"] or "") in allowed)
 
-    legacy = manifest.get("kind") == "set" and [r.get("folder") for r in manifest.get("runs", [])
-                                                if isinstance(r, dict)] == ["."]
 
     def run(rel: str, man: Mapping[str, Any] | None) -> None:
         here = folder / rel if rel else folder
@@ -123,15 +121,14 @@ def foreign_files(folder: Path, manifest: Mapping[str, Any]) -> list[str]:
     if manifest.get("kind") != "set":
         run("", manifest)
         return sorted(found)
-    if legacy:
+    listed = run_folders(manifest)
+    if listed == ["."]:
         # an older camanim saved a one-image list as a set whose only run is the folder itself, its set
         # manifest written over the run's: the run's own names, with any frame count
         run("", {"versions": manifest.get("versions"), "normalisations": list(NORMALISATIONS),
                  "frames": {"count": _ANY_COUNT}, "metrics": {"files": {m: {} for m in METRIC_NAMES}}})
         return sorted(found)
-    runs = {str(Path(r["folder"])) for r in manifest.get("runs", []) if isinstance(r, dict)
-            and isinstance(r.get("folder"), str)}
-    runs = {"" if r == "." else r for r in runs}
+    runs = {"" if (r := str(Path(f))) == "." else r for f in listed}
     above = {str(Path(*Path(r).parts[:i])) for r in runs if r for i in range(1, len(Path(r).parts))}
     group = _group_names()
 

@@ -323,7 +323,7 @@ class Recorder(TorchFunctionMode):
         counter calls unchanged, and the recomputations (recomputed from an input that a write autograd
         does not see may have changed)."""
         same = [i for i, v in self.versions.items() if self.acts[i] is not None and self.acts[i]._version == v]
-        return same + sorted(i for i in self.recomputed if i not in self.versions and self.acts[i] is not None)
+        return same + sorted(i for i in self.recomputed if self.acts[i] is not None)  # (no longer in versions)
 
     def _unversioned_writes_missed(self) -> bool:
         """Whether every output of :meth:`_values_to_check` still has its values (no ``.data`` or numpy
